@@ -1,0 +1,163 @@
+import { Emitter } from '@socket.io/component-emitter';
+import { Packr } from 'msgpackr';
+import { REJECTED_FRAME_EVENT } from './events.js';
+
+/**
+ * A Socket.IO parser that carries every packet as one MessagePack document instead of JSON plus
+ * binary attachments. Weights are `bin` values inside it, so a model update is one binary
+ * WebSocket frame with no base64 and no JSON number arrays. Plug it into both ends:
+ * `new Server({ parser: createMsgpackParser() })` and `io(url, { parser: createMsgpackParser() })`.
+ *
+ * The packet document is the map `{ type, nsp, data?, id? }` of socket.io-parser's `Packet`
+ * (docs/protocol.md). Plain MessagePack only (no msgpackr records or extensions), so any
+ * MessagePack library can speak it.
+ */
+
+/** Socket.IO packet types (socket.io-parser's PacketType, protocol 5). */
+export const PacketType = {
+  CONNECT: 0,
+  DISCONNECT: 1,
+  EVENT: 2,
+  ACK: 3,
+  CONNECT_ERROR: 4,
+  BINARY_EVENT: 5,
+  BINARY_ACK: 6,
+} as const;
+
+export interface Packet {
+  type: number;
+  nsp: string;
+  data?: unknown;
+  id?: number;
+}
+
+export interface MsgpackParserOptions {
+  /**
+   * Frames larger than this are not delivered: they become a REJECTED_FRAME_EVENT (with the
+   * frame's ack id) so the coordinator can answer PAYLOAD_TOO_LARGE. The transport's own limit
+   * (Socket.IO `maxHttpBufferSize`) must be larger, or such frames close the connection instead.
+   */
+  maxFrameBytes?: number;
+}
+
+export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
+
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  variableMapSize: true,
+  int64AsType: 'number',
+});
+
+export function encodePacket(packet: Packet): Uint8Array {
+  const doc: Packet = { type: packet.type, nsp: packet.nsp };
+  if (packet.data !== undefined) doc.data = packet.data;
+  if (packet.id !== undefined) doc.id = packet.id;
+  return packr.pack(doc);
+}
+
+function isPacket(value: unknown): value is Packet {
+  if (typeof value !== 'object' || value === null) return false;
+  const p = value as Record<string, unknown>;
+  if (!Number.isInteger(p['type']) || (p['type'] as number) < 0 || (p['type'] as number) > 6) {
+    return false;
+  }
+  if (typeof p['nsp'] !== 'string' || !p['nsp'].startsWith('/')) return false;
+  if (p['id'] !== undefined && !(Number.isInteger(p['id']) && (p['id'] as number) >= 0)) return false;
+  const data = p['data'];
+  switch (p['type']) {
+    case PacketType.CONNECT:
+      return data === undefined || (typeof data === 'object' && data !== null);
+    case PacketType.DISCONNECT:
+      return data === undefined;
+    case PacketType.CONNECT_ERROR:
+      return typeof data === 'string' || (typeof data === 'object' && data !== null);
+    case PacketType.EVENT:
+    case PacketType.BINARY_EVENT:
+      return Array.isArray(data) && data.length > 0 && typeof data[0] === 'string';
+    default:
+      return Array.isArray(data);
+  }
+}
+
+function toBytes(chunk: unknown): Uint8Array | null {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  return null;
+}
+
+function rejectedFrame(reason: string, bytes: number, id?: number, event?: string): Packet {
+  const packet: Packet = {
+    type: PacketType.EVENT,
+    nsp: '/',
+    data: [REJECTED_FRAME_EVENT, { reason, bytes, event }],
+  };
+  if (id !== undefined) packet.id = id;
+  return packet;
+}
+
+type DecoderEvents = { decoded: (packet: Packet) => void };
+
+/** The shape Socket.IO (server and client) expects of a `parser` option. */
+export interface MsgpackParser {
+  protocol: number;
+  PacketType: typeof PacketType;
+  Encoder: new () => { encode(packet: Packet): Uint8Array[] };
+  Decoder: new () => Emitter<Record<string, never>, Record<string, never>, DecoderEvents> & {
+    add(chunk: unknown): void;
+    destroy(): void;
+  };
+}
+
+export function createMsgpackParser(options: MsgpackParserOptions = {}): MsgpackParser {
+  const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+
+  class Encoder {
+    encode(packet: Packet): Uint8Array[] {
+      return [encodePacket(packet)];
+    }
+  }
+
+  class Decoder extends Emitter<Record<string, never>, Record<string, never>, DecoderEvents> {
+    add(chunk: unknown): void {
+      const bytes = toBytes(chunk);
+      if (bytes === null) {
+        // Text frames come from peers that speak Socket.IO's default JSON parser.
+        this.emitReserved('decoded', rejectedFrame('text frame: this endpoint speaks MessagePack', String(chunk).length));
+        return;
+      }
+      let decoded: unknown;
+      try {
+        decoded = packr.unpack(bytes);
+      } catch (error) {
+        this.emitReserved('decoded', rejectedFrame(`undecodable MessagePack: ${(error as Error).message}`, bytes.byteLength));
+        return;
+      }
+      if (!isPacket(decoded)) {
+        // Without a valid packet shape we cannot trust a namespace or an ack id: refuse the frame.
+        this.emitReserved('decoded', rejectedFrame('not a Socket.IO packet', bytes.byteLength));
+        return;
+      }
+      if (bytes.byteLength > maxFrameBytes) {
+        const event = Array.isArray(decoded.data) ? String(decoded.data[0]) : undefined;
+        this.emitReserved(
+          'decoded',
+          rejectedFrame(`frame of ${bytes.byteLength} bytes exceeds the limit of ${maxFrameBytes}`, bytes.byteLength, decoded.id, event),
+        );
+        return;
+      }
+      if (
+        (decoded.type === PacketType.EVENT || decoded.type === PacketType.BINARY_EVENT) &&
+        (decoded.data as unknown[])[0] === REJECTED_FRAME_EVENT
+      ) {
+        // A peer must not forge parser notices; drop silently.
+        return;
+      }
+      this.emitReserved('decoded', decoded);
+    }
+
+    destroy(): void {}
+  }
+
+  return { protocol: 5, PacketType, Encoder, Decoder };
+}
