@@ -1,0 +1,162 @@
+import { EventEmitter } from 'node:events';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Database, RunRecord } from '@tessera/db';
+import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
+import { createApi } from './api.js';
+import { MnistCentralEvaluator } from './central-eval.js';
+import { type CentralEvaluator, RunEngine, type RoundSummary } from './engine.js';
+import { createLogger, type Logger } from './logger.js';
+import { ClientRegistry } from './registry.js';
+import { attachSocketServer } from './socket-server.js';
+import type { Transport } from './transport.js';
+
+export interface CoordinatorOptions {
+  db: Database;
+  port?: number;
+  host?: string;
+  logger?: Logger;
+  /** When set, the REST API requires `Authorization: Bearer <adminToken>`. */
+  adminToken?: string | null;
+  maxFrameBytes?: number;
+  /** Evaluate each new global model on the MNIST test set (for runs on MNIST). Default true. */
+  centralEvaluation?: boolean;
+  /** Resume runs left `running` by a previous process. Default true. */
+  resume?: boolean;
+}
+
+interface CoordinatorEvents {
+  'round-started': [{ runId: string; round: number; attempt: number; selected: string[] }];
+  'round-committed': [RoundSummary];
+  'round-evaluated': [RoundSummary];
+  'run-finished': [{ runId: string; status: RunRecord['status']; error?: string }];
+}
+
+/** The coordinator process: HTTP (REST) and Socket.IO on one port, and a round engine per running run. */
+export class Coordinator extends EventEmitter<CoordinatorEvents> {
+  private readonly engines = new Map<string, { engine: RunEngine; done: Promise<void> }>();
+  private readonly transport: Transport;
+  private readonly centralEvaluator: CentralEvaluator | null;
+  private closed = false;
+
+  private constructor(
+    readonly db: Database,
+    readonly logger: Logger,
+    readonly registry: ClientRegistry,
+    private readonly http: HttpServer,
+    private readonly io: ReturnType<typeof attachSocketServer>['io'],
+    transport: Transport,
+    centralEvaluation: boolean,
+  ) {
+    super();
+    this.transport = transport;
+    this.centralEvaluator = centralEvaluation ? new MnistCentralEvaluator() : null;
+    this.registry.on('disconnected', (session) => {
+      for (const { engine } of this.engines.values()) engine.handleDisconnect(session.clientId);
+    });
+  }
+
+  static async start(options: CoordinatorOptions): Promise<Coordinator> {
+    const logger = options.logger ?? createLogger('info');
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    const http = createServer();
+    const registry = new ClientRegistry();
+    let coordinator: Coordinator | undefined;
+    const { io, transport } = attachSocketServer(http, {
+      db: options.db,
+      registry,
+      logger,
+      engineFor: (runId) => coordinator?.engines.get(runId)?.engine,
+      maxFrameBytes,
+    });
+    coordinator = new Coordinator(
+      options.db,
+      logger,
+      registry,
+      http,
+      io,
+      transport,
+      options.centralEvaluation ?? true,
+    );
+    http.on('request', createApi(coordinator, { adminToken: options.adminToken ?? null }));
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+    });
+    if (options.resume ?? true) await coordinator.resumeRuns();
+    return coordinator;
+  }
+
+  get port(): number {
+    return (this.http.address() as AddressInfo).port;
+  }
+
+  get url(): string {
+    const address = this.http.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return `http://${host}:${address.port}`;
+  }
+
+  isRunning(runId: string): boolean {
+    return this.engines.has(runId);
+  }
+
+  /** Marks a created (or stopped) run running and launches its round loop. */
+  async startRun(runId: string): Promise<RunRecord> {
+    const run = await this.db.runs.get(runId);
+    if (this.engines.has(runId)) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is already running`);
+    if (run.status === 'completed' || run.status === 'failed') {
+      throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is ${run.status}; create a new run`);
+    }
+    const running = await this.db.runs.setStatus(runId, 'running');
+    this.launch(running);
+    return running;
+  }
+
+  async stopRun(runId: string): Promise<void> {
+    const entry = this.engines.get(runId);
+    if (!entry) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is not running`);
+    entry.engine.stop('stopped');
+    await entry.done;
+  }
+
+  /** Resolves when the run's loop ends in this process. */
+  async waitForRun(runId: string): Promise<void> {
+    await this.engines.get(runId)?.done;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const { engine } of this.engines.values()) engine.stop('shutdown');
+    await Promise.all([...this.engines.values()].map(({ done }) => done));
+    await new Promise<void>((resolve) => this.io.close(() => resolve()));
+    this.http.closeAllConnections?.();
+  }
+
+  private async resumeRuns(): Promise<void> {
+    for (const run of await this.db.runs.listByStatus('running')) {
+      this.logger.info('resuming run', { runId: run.id, committedRounds: run.currentRound });
+      this.launch(run);
+    }
+  }
+
+  private launch(run: RunRecord): void {
+    const engine = new RunEngine(
+      {
+        db: this.db,
+        registry: this.registry,
+        transport: this.transport,
+        logger: this.logger,
+        centralEvaluator: this.centralEvaluator,
+      },
+      run,
+    );
+    engine.on('round-started', (e) => this.emit('round-started', e));
+    engine.on('round-committed', (e) => this.emit('round-committed', e));
+    engine.on('round-evaluated', (e) => this.emit('round-evaluated', e));
+    engine.on('run-finished', (e) => this.emit('run-finished', e));
+    const done = engine.execute().finally(() => this.engines.delete(run.id));
+    this.engines.set(run.id, { engine, done });
+  }
+}

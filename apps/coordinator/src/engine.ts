@@ -1,0 +1,385 @@
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { EvaluationReply, EvaluationResult, RoundAggregator, Strategy } from '@tessera/aggregation';
+import { createStrategy } from '@tessera/aggregation';
+import { createRng } from '@tessera/data';
+import type { Database, RoundRecord, RunRecord } from '@tessera/db';
+import { initialWeights, modelSpec } from '@tessera/ml';
+import {
+  bytesToWeights,
+  ErrorCode,
+  type EvaluateReply,
+  type ModelDescriptor,
+  TesseraError,
+  type TrainReply,
+  weightsToBytes,
+} from '@tessera/protocol';
+import type { Logger } from './logger.js';
+import type { ClientRegistry } from './registry.js';
+import { RoundState } from './round-state.js';
+import { sampleSize, selectClients } from './sampling.js';
+import { deriveSeed } from './seeds.js';
+import type { Transport } from './transport.js';
+import { Wakeup } from './wakeup.js';
+
+/** Evaluates a global model on data the coordinator holds (MNIST's test set in the demo). */
+export interface CentralEvaluator {
+  evaluate(model: string, weights: Float32Array): Promise<EvaluationResult>;
+}
+
+export interface EngineDeps {
+  db: Database;
+  registry: ClientRegistry;
+  transport: Transport;
+  logger: Logger;
+  centralEvaluator: CentralEvaluator | null;
+  /** How often a round is retried when too few updates arrive before giving the run up. */
+  maxRoundAttempts?: number;
+}
+
+export interface RoundSummary {
+  runId: string;
+  round: number;
+  record: RoundRecord;
+}
+
+interface EngineEvents {
+  'round-started': [{ runId: string; round: number; attempt: number; selected: string[] }];
+  'round-committed': [RoundSummary];
+  'round-evaluated': [RoundSummary];
+  'run-finished': [{ runId: string; status: RunRecord['status']; error?: string }];
+}
+
+interface UpdateRecord {
+  clientId: string;
+  arrivalIndex: number;
+  numExamples: number;
+  durationMs: number;
+  sizeBytes: number;
+  sha256: string;
+  metrics: Record<string, number>;
+}
+
+interface OpenTraining {
+  state: RoundState;
+  aggregator: RoundAggregator;
+  updates: UpdateRecord[];
+}
+
+interface OpenEvaluation {
+  state: RoundState;
+  replies: EvaluationReply[];
+}
+
+type StopReason = 'shutdown' | 'stopped';
+
+/**
+ * Drives one run: for each round, sample idle clients, send them the global model, fold their
+ * updates into the strategy's aggregator as they arrive, close the round when everyone answered
+ * or the deadline passed, commit the new checkpoint and the round record in one transaction,
+ * then evaluate. All network I/O goes through `Transport`, all storage through `Database`.
+ */
+export class RunEngine extends EventEmitter<EngineEvents> {
+  private readonly strategy: Strategy;
+  private readonly model: ModelDescriptor;
+  private readonly wakeup = new Wakeup();
+  private training: OpenTraining | null = null;
+  private evaluation: OpenEvaluation | null = null;
+  private stopReason: StopReason | null = null;
+  private readonly maxRoundAttempts: number;
+  private readonly onRegistryChange = () => this.wakeup.notify();
+
+  constructor(
+    private readonly deps: EngineDeps,
+    readonly run: RunRecord,
+  ) {
+    super();
+    this.strategy = createStrategy(run.config.strategy, run.config.strategyOptions);
+    this.model = { name: run.config.model, paramCount: modelSpec(run.config.model).paramCount };
+    this.maxRoundAttempts = deps.maxRoundAttempts ?? 5;
+  }
+
+  get runId(): string {
+    return this.run.id;
+  }
+
+  /** Runs the remaining rounds. Resolves when the run completed, failed, or was stopped. */
+  async execute(): Promise<void> {
+    const { db, logger } = this.deps;
+    this.deps.registry.on('change', this.onRegistryChange);
+    try {
+      let { round, weights } = await this.loadOrCreateCheckpoint();
+      if (round > 0) logger.info('resuming run from its last committed round', { runId: this.runId, round });
+      while (round < this.run.config.rounds && this.stopReason === null) {
+        const next = await this.trainRound(round + 1, weights);
+        if (next === null) break;
+        round += 1;
+        weights = next;
+        await this.evaluateRound(round, weights);
+      }
+      if (this.stopReason === 'shutdown') return;
+      const status = this.stopReason === 'stopped' ? 'stopped' : 'completed';
+      await db.runs.setStatus(this.runId, status);
+      this.emit('run-finished', { runId: this.runId, status });
+    } catch (cause) {
+      if (this.stopReason === 'shutdown') return;
+      const error = TesseraError.from(cause);
+      logger.error('run failed', { runId: this.runId, code: error.code, message: error.message });
+      await db.runs.setStatus(this.runId, 'failed', { error: error.message }).catch(() => {});
+      this.emit('run-finished', { runId: this.runId, status: 'failed', error: error.message });
+    } finally {
+      this.deps.registry.off('change', this.onRegistryChange);
+      this.releaseAll();
+    }
+  }
+
+  /** `shutdown` leaves the run `running` so the next coordinator resumes it; `stopped` ends it. */
+  stop(reason: StopReason): void {
+    this.stopReason ??= reason;
+    this.wakeup.notify();
+  }
+
+  // ---- frames from clients (already schema-checked by the transport) ---------------------
+
+  handleUpdate(clientId: string, reply: TrainReply): void {
+    const open = this.training;
+    if (!open) throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no training round open`);
+    open.state.checkReply(clientId, reply.runId, reply.round);
+    const { registry, logger } = this.deps;
+    if (reply.status === 'failed') {
+      open.state.record(clientId, 'failed');
+      logger.warn('client reported a failed round', { runId: this.runId, round: reply.round, clientId, error: reply.error.message });
+    } else {
+      let weights: Float32Array;
+      try {
+        weights = bytesToWeights(reply.weights, this.model.paramCount);
+      } catch (error) {
+        // A bad update takes the client out of this round; nothing of it is kept.
+        open.state.record(clientId, 'rejected');
+        registry.release(clientId, this.runId);
+        this.wakeup.notify();
+        throw error;
+      }
+      open.aggregator.add({ clientId, numExamples: reply.numExamples, weights, metrics: reply.metrics });
+      open.updates.push({
+        clientId,
+        arrivalIndex: open.updates.length,
+        numExamples: reply.numExamples,
+        durationMs: reply.durationMs,
+        sizeBytes: reply.weights.byteLength,
+        sha256: createHash('sha256').update(reply.weights).digest('hex'),
+        metrics: reply.metrics,
+      });
+      open.state.record(clientId, 'updated');
+    }
+    registry.release(clientId, this.runId);
+    this.wakeup.notify();
+  }
+
+  handleEvaluation(clientId: string, reply: EvaluateReply): void {
+    const open = this.evaluation;
+    if (!open) throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no evaluation open`);
+    open.state.checkReply(clientId, reply.runId, reply.round);
+    if (reply.status === 'ok') {
+      open.replies.push({ clientId, numExamples: reply.numExamples, loss: reply.loss, accuracy: reply.accuracy });
+      open.state.record(clientId, 'updated');
+    } else {
+      open.state.record(clientId, 'failed');
+    }
+    this.deps.registry.release(clientId, this.runId);
+    this.wakeup.notify();
+  }
+
+  handleDisconnect(clientId: string): void {
+    const dropped = this.training?.state.drop(clientId) || this.evaluation?.state.drop(clientId);
+    if (dropped) {
+      this.deps.logger.warn('client dropped out of a round', { runId: this.runId, clientId });
+      this.wakeup.notify();
+    }
+  }
+
+  // ---- the loop -------------------------------------------------------------------------
+
+  private async loadOrCreateCheckpoint(): Promise<{ round: number; weights: Float32Array }> {
+    const { db } = this.deps;
+    const latest = await db.rounds.latestCheckpoint(this.runId);
+    if (latest) {
+      return { round: latest.round, weights: bytesToWeights(latest.weights, this.model.paramCount) };
+    }
+    const weights = initialWeights(this.run.config.model, this.run.config.seed);
+    await db.rounds.saveInitialCheckpoint(this.runId, weightsToBytes(weights));
+    return { round: 0, weights };
+  }
+
+  /** Waits until the federation has enough idle clients for a round; false if stopped meanwhile. */
+  private async awaitClients(round: number): Promise<boolean> {
+    const { registry, logger } = this.deps;
+    let announced = false;
+    while (this.stopReason === null) {
+      const idle = registry.idle(this.run.federationId).length;
+      if (sampleSize(this.run.config, idle) > 0) return true;
+      if (!announced) {
+        logger.info('waiting for clients', { runId: this.runId, round, idle, minClients: this.run.config.minClients });
+        announced = true;
+      }
+      await this.wakeup.wait(1000);
+    }
+    return false;
+  }
+
+  /** One training round, retried with a fresh sample when too few updates arrive. */
+  private async trainRound(round: number, global: Float32Array): Promise<Float32Array | null> {
+    const { config } = this.run;
+    for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {
+      if (!(await this.awaitClients(round))) return null;
+      const outcome = await this.attemptRound(round, attempt, global);
+      if (outcome === 'stopped') return null;
+      if (outcome !== 'too-few') return outcome;
+      this.deps.logger.warn('round had too few updates; retrying with a new sample', {
+        runId: this.runId,
+        round,
+        attempt,
+        minClients: config.minClients,
+      });
+    }
+    throw new TesseraError(
+      ErrorCode.CONFLICT,
+      `round ${round} got fewer than ${config.minClients} updates in ${this.maxRoundAttempts} attempts`,
+    );
+  }
+
+  private async attemptRound(
+    round: number,
+    attempt: number,
+    global: Float32Array,
+  ): Promise<Float32Array | 'too-few' | 'stopped'> {
+    const { registry, transport, db, logger } = this.deps;
+    const { config } = this.run;
+    const startedAt = new Date();
+    const rng = createRng(deriveSeed(config.seed, round, attempt));
+    const selected = selectClients(registry.idle(this.run.federationId), config, () => rng.next());
+    registry.assign(selected, { runId: this.runId, round, phase: 'train' });
+    const state = new RoundState(this.runId, round, selected);
+    this.training = { state, aggregator: this.strategy.beginRound(round, global), updates: [] };
+    this.emit('round-started', { runId: this.runId, round, attempt, selected });
+    logger.info('round started', { runId: this.runId, round, attempt, clients: selected.length });
+
+    const deadline = Date.now() + config.roundDeadlineMs;
+    transport.sendTrain(selected, {
+      runId: this.runId,
+      round,
+      model: this.model,
+      config: {
+        epochs: config.localEpochs,
+        batchSize: config.batchSize,
+        learningRate: config.learningRate,
+        seed: deriveSeed(config.seed, round),
+      },
+      deadline,
+      weights: weightsToBytes(global),
+    });
+    await this.waitForAnswers(state, deadline);
+
+    const open = this.training;
+    this.training = null;
+    state.close();
+    this.closeRound(state, 'training');
+    if (this.stopReason !== null) return 'stopped';
+    const result = open.aggregator.finish();
+    if (result.weights === null || result.numUpdates < config.minClients) return 'too-few';
+
+    const finishedAt = new Date();
+    const record = await db.rounds.commit({
+      runId: this.runId,
+      round,
+      startedAt,
+      finishedAt,
+      selectedClientIds: selected,
+      participantClientIds: [...state.arrivals],
+      droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],
+      numExamples: result.numExamples,
+      trainLoss: result.metrics['loss'] ?? null,
+      trainAccuracy: result.metrics['accuracy'] ?? null,
+      metrics: {
+        ...result.metrics,
+        attempt,
+        failed: state.clientsWith('failed').length,
+        rejected: state.clientsWith('rejected').length,
+      },
+      updates: open.updates,
+      checkpoint: weightsToBytes(result.weights),
+    });
+    this.emit('round-committed', { runId: this.runId, round, record });
+    logger.info('round committed', {
+      runId: this.runId,
+      round,
+      updates: result.numUpdates,
+      trainLoss: record.trainLoss,
+      ms: finishedAt.getTime() - startedAt.getTime(),
+    });
+    return result.weights;
+  }
+
+  /** Federated evaluation on idle clients' held-out data, and central evaluation, side by side. */
+  private async evaluateRound(round: number, weights: Float32Array): Promise<void> {
+    const { registry, transport, db, centralEvaluator } = this.deps;
+    const central = centralEvaluator?.evaluate(this.model.name, weights) ?? Promise.resolve(null);
+    let federated: EvaluationResult | null = null;
+    const clients = registry.idle(this.run.federationId);
+    if (clients.length > 0 && this.stopReason === null) {
+      registry.assign(clients, { runId: this.runId, round, phase: 'evaluate' });
+      const state = new RoundState(this.runId, round, clients);
+      this.evaluation = { state, replies: [] };
+      const deadline = Date.now() + this.run.config.roundDeadlineMs;
+      transport.sendEvaluate(clients, {
+        runId: this.runId,
+        round,
+        model: this.model,
+        batchSize: 1000,
+        deadline,
+        weights: weightsToBytes(weights),
+      });
+      await this.waitForAnswers(state, deadline);
+      const { replies } = this.evaluation;
+      this.evaluation = null;
+      state.close();
+      this.closeRound(state, 'evaluation');
+      federated = this.strategy.aggregateEvaluation(replies);
+    }
+    const centralResult = await central;
+    if (this.stopReason === 'shutdown') return;
+    const record = await db.rounds.recordEvaluation(this.runId, round, {
+      ...(federated ? { federated } : {}),
+      ...(centralResult ? { central: centralResult } : {}),
+    });
+    this.emit('round-evaluated', { runId: this.runId, round, record });
+  }
+
+  private async waitForAnswers(state: RoundState, deadline: number): Promise<void> {
+    while (!state.allAnswered && this.stopReason === null && Date.now() < deadline) {
+      await this.wakeup.wait(deadline - Date.now());
+    }
+  }
+
+  /** Tells clients still working that the round is over, and frees everyone in it. */
+  private closeRound(state: RoundState, phase: 'training' | 'evaluation'): void {
+    const late = state.clientsWith('pending');
+    if (late.length > 0) {
+      this.deps.transport.sendRoundClosed(late, {
+        runId: this.runId,
+        round: state.round,
+        reason: this.stopReason ?? `${phase} deadline passed`,
+      });
+      this.deps.logger.warn(`${phase} deadline passed before every client answered`, {
+        runId: this.runId,
+        round: state.round,
+        late,
+      });
+    }
+    for (const clientId of state.selected) this.deps.registry.release(clientId, this.runId);
+  }
+
+  private releaseAll(): void {
+    for (const session of this.deps.registry.list()) this.deps.registry.release(session.clientId, this.runId);
+  }
+}

@@ -1,0 +1,243 @@
+import type { Examples } from '@tessera/data';
+import {
+  createModel,
+  evaluateModel,
+  getFlatWeights,
+  type ModelName,
+  modelSpec,
+  setFlatWeights,
+  trainLocal,
+} from '@tessera/ml';
+import {
+  type Ack,
+  bytesToWeights,
+  type ClientToServerEvents,
+  createMsgpackParser,
+  ErrorCode,
+  type EvaluateInstruction,
+  type Hello,
+  PROTOCOL_VERSION,
+  type ServerToClientEvents,
+  TesseraError,
+  type TrainInstruction,
+  type Welcome,
+  type WireError,
+  weightsToBytes,
+} from '@tessera/protocol';
+import { io, type Socket } from 'socket.io-client';
+
+export interface TrainingProgress {
+  runId: string;
+  round: number;
+  epoch: number;
+  epochs: number;
+  batch: number;
+  batches: number;
+  loss: number | null;
+}
+
+/** What the client reports as it works; the CLI draws bars or lines from it. */
+export interface ClientObserver {
+  connected?(welcome: Welcome): void;
+  disconnected?(reason: string): void;
+  roundStarted?(instruction: TrainInstruction): void;
+  progress?(progress: TrainingProgress): void;
+  roundFinished?(summary: { runId: string; round: number; loss: number; accuracy: number; numExamples: number; durationMs: number; samplesPerSecond: number; ack: Ack }): void;
+  evaluated?(summary: { runId: string; round: number; loss: number; accuracy: number; numExamples: number }): void;
+  warning?(message: string): void;
+}
+
+export interface ClientOptions {
+  coordinatorUrl: string;
+  token: string;
+  /** The client's training examples; they never leave this process. */
+  train: Examples;
+  /** Held-out examples for federated evaluation; null to decline evaluation. */
+  holdout: Examples | null;
+  /** The tfjs backend in use, reported to the coordinator. */
+  backend: string;
+  observer?: ClientObserver;
+  /** How long to wait for the coordinator to acknowledge an update. */
+  ackTimeoutMs?: number;
+}
+
+/** Errors after which reconnecting cannot help: the user has to change something. */
+const FATAL_CONNECT_ERRORS: readonly string[] = [ErrorCode.UNAUTHORIZED, ErrorCode.PROTOCOL_VERSION_MISMATCH];
+
+type LayersModel = ReturnType<typeof createModel>;
+
+/**
+ * A Tessera client: holds a Socket.IO connection to the coordinator, trains the global model it
+ * receives on local examples, and sends back only the resulting weights, the example count and
+ * summary metrics. Work is done one instruction at a time, in arrival order.
+ */
+export class TesseraClient {
+  private socket: Socket<ServerToClientEvents, ClientToServerEvents> | null = null;
+  private readonly models = new Map<string, LayersModel>();
+  private queue: Promise<void> = Promise.resolve();
+  private lastProgressSent = 0;
+  private closedRounds = new Set<string>();
+
+  constructor(private readonly options: ClientOptions) {}
+
+  /**
+   * Connects and resolves at the coordinator's welcome. Rejects on a refusal that reconnecting
+   * cannot fix (bad token, protocol mismatch); network failures are retried forever.
+   */
+  connect(): Promise<Welcome> {
+    const { options } = this;
+    const hello: Hello = {
+      token: options.token,
+      protocolVersion: PROTOCOL_VERSION,
+      client: {
+        name: 'tessera-node-client',
+        version: '0.1.0',
+        runtime: 'node',
+        backend: options.backend,
+        numExamples: options.train.count,
+      },
+    };
+    const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(options.coordinatorUrl, {
+      parser: createMsgpackParser(),
+      auth: hello,
+      transports: ['websocket'],
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 5000,
+    });
+    this.socket = socket;
+    socket.on('train', (instruction) => this.enqueue(() => this.train(instruction)));
+    socket.on('evaluate', (instruction) => this.enqueue(() => this.evaluate(instruction)));
+    socket.on('round-closed', (notice) => {
+      this.closedRounds.add(`${notice.runId}/${notice.round}`);
+      options.observer?.warning?.(`round ${notice.round} closed by the coordinator: ${notice.reason}`);
+    });
+    socket.on('rejected', (error) => options.observer?.warning?.(`coordinator refused a frame: ${error.code}: ${error.message}`));
+    socket.on('disconnect', (reason) => options.observer?.disconnected?.(reason));
+
+    return new Promise<Welcome>((resolve, reject) => {
+      let welcomed = false;
+      socket.on('welcome', (welcome) => {
+        options.observer?.connected?.(welcome);
+        if (!welcomed) {
+          welcomed = true;
+          resolve(welcome);
+        }
+      });
+      socket.on('connect_error', (error: Error & { data?: WireError }) => {
+        const code = error.data?.code;
+        if (code !== undefined && FATAL_CONNECT_ERRORS.includes(code)) {
+          socket.disconnect();
+          reject(new TesseraError(code, error.data?.message ?? error.message));
+          return;
+        }
+        options.observer?.warning?.(`cannot reach the coordinator (${error.message}); retrying`);
+        // A refusal by the server's middleware is not retried by Socket.IO itself.
+        if (!socket.active) setTimeout(() => socket.connect(), 1000);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.socket?.disconnect();
+    await this.queue;
+    for (const model of this.models.values()) model.dispose();
+    this.models.clear();
+  }
+
+  private enqueue(work: () => Promise<void>): void {
+    this.queue = this.queue.then(work).catch((error: unknown) => {
+      this.options.observer?.warning?.(`work failed: ${(error as Error).message}`);
+    });
+  }
+
+  private modelFor(name: string, paramCount: number): LayersModel {
+    const spec = modelSpec(name as ModelName);
+    if (spec.paramCount !== paramCount) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `coordinator's ${name} has ${paramCount} parameters; this client's has ${spec.paramCount}`,
+      );
+    }
+    let model = this.models.get(name);
+    if (!model) {
+      model = createModel(spec.name, { seed: 0 });
+      this.models.set(name, model);
+    }
+    return model;
+  }
+
+  private async train(instruction: TrainInstruction): Promise<void> {
+    const socket = this.socket;
+    if (!socket) return;
+    const { runId, round, config } = instruction;
+    const observer = this.options.observer;
+    observer?.roundStarted?.(instruction);
+    let reply: Parameters<ClientToServerEvents['update']>[0];
+    let summary: { loss: number; accuracy: number; numExamples: number; durationMs: number; samplesPerSecond: number } | null = null;
+    try {
+      const model = this.modelFor(instruction.model.name, instruction.model.paramCount);
+      setFlatWeights(model, bytesToWeights(instruction.weights, instruction.model.paramCount));
+      const result = await trainLocal(model, this.options.train, {
+        epochs: config.epochs,
+        batchSize: config.batchSize,
+        learningRate: config.learningRate,
+        seed: config.seed,
+        onProgress: (p) => this.reportProgress({ runId, round, ...p }),
+      });
+      summary = result;
+      reply = {
+        status: 'ok',
+        runId,
+        round,
+        weights: weightsToBytes(getFlatWeights(model)),
+        numExamples: result.numExamples,
+        durationMs: Math.round(result.durationMs),
+        metrics: { loss: result.loss, accuracy: result.accuracy, samplesPerSecond: result.samplesPerSecond },
+      };
+    } catch (error) {
+      reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
+    }
+    if (this.closedRounds.has(`${runId}/${round}`)) return;
+    const ack = await this.send('update', reply);
+    if (summary) observer?.roundFinished?.({ runId, round, ...summary, ack });
+    if (!ack.ok) observer?.warning?.(`update refused: ${ack.error.code}: ${ack.error.message}`);
+  }
+
+  private async evaluate(instruction: EvaluateInstruction): Promise<void> {
+    const { runId, round } = instruction;
+    const holdout = this.options.holdout;
+    let reply: Parameters<ClientToServerEvents['evaluation']>[0];
+    try {
+      if (!holdout || holdout.count === 0) throw new Error('this client keeps no held-out examples');
+      const model = this.modelFor(instruction.model.name, instruction.model.paramCount);
+      setFlatWeights(model, bytesToWeights(instruction.weights, instruction.model.paramCount));
+      const result = await evaluateModel(model, holdout, instruction.batchSize);
+      reply = { status: 'ok', runId, round, ...result };
+      this.options.observer?.evaluated?.({ runId, round, ...result });
+    } catch (error) {
+      reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
+    }
+    const ack = await this.send('evaluation', reply);
+    if (!ack.ok) this.options.observer?.warning?.(`evaluation refused: ${ack.error.code}: ${ack.error.message}`);
+  }
+
+  private async send(event: 'update' | 'evaluation', reply: unknown): Promise<Ack> {
+    const socket = this.socket;
+    if (!socket) return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };
+    try {
+      return (await socket.timeout(this.options.ackTimeoutMs ?? 120_000).emitWithAck(event, reply)) as Ack;
+    } catch {
+      return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'no acknowledgement from the coordinator' } };
+    }
+  }
+
+  private reportProgress(progress: TrainingProgress): void {
+    this.options.observer?.progress?.(progress);
+    const now = Date.now();
+    // Best effort and throttled: progress is for people watching, not for the protocol.
+    if (now - this.lastProgressSent >= 500 || progress.batch === progress.batches) {
+      this.lastProgressSent = now;
+      this.socket?.volatile.emit('progress', progress);
+    }
+  }
+}
