@@ -24,7 +24,7 @@ export const createRunSchema = z
     localEpochs: positiveInt.max(1000).default(1),
     batchSize: positiveInt.max(65_536).default(10),
     learningRate: z.number().positive().max(100).default(0.05),
-    seed: z.number().int().min(0).max(2 ** 32 - 1).default(0),
+    seed: z.number().int().min(0).max(2 ** 31 - 1).default(0),
     data: z.record(z.string(), z.unknown()).default({ dataset: 'mnist' }),
   })
   .refine((run) => STRATEGY_NAMES.includes(run.strategy), {

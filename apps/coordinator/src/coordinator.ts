@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Database, RunRecord } from '@tessera/db';
+import { initBackend } from '@tessera/ml';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
 import { createApi } from './api.js';
 import { MnistCentralEvaluator } from './central-eval.js';
@@ -58,6 +59,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   static async start(options: CoordinatorOptions): Promise<Coordinator> {
     const logger = options.logger ?? createLogger('info');
+    // Initial weights and central evaluation run tfjs here: pick the fastest backend first.
+    const backend = await initBackend();
+    logger.info('coordinator tfjs backend', { backend: backend.name });
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     const http = createServer();
     const registry = new ClientRegistry();
@@ -130,8 +134,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.closed = true;
     for (const { engine } of this.engines.values()) engine.stop('shutdown');
     await Promise.all([...this.engines.values()].map(({ done }) => done));
-    await new Promise<void>((resolve) => this.io.close(() => resolve()));
-    this.http.closeAllConnections?.();
+    // Drop the connections at the transport level first: clients see a lost connection and keep
+    // reconnecting (to this coordinator's successor), instead of an orderly "server disconnect".
+    this.io.engine.close();
+    // io.close() also closes the HTTP server, which waits for idle keep-alive sockets: drop them.
+    const closed = new Promise<void>((resolve) => this.io.close(() => resolve()));
+    this.http.closeAllConnections();
+    await closed;
   }
 
   private async resumeRuns(): Promise<void> {

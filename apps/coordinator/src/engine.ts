@@ -365,12 +365,9 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private closeRound(state: RoundState, phase: 'training' | 'evaluation'): void {
     const late = state.clientsWith('pending');
     if (late.length > 0) {
-      this.deps.transport.sendRoundClosed(late, {
-        runId: this.runId,
-        round: state.round,
-        reason: this.stopReason ?? `${phase} deadline passed`,
-      });
-      this.deps.logger.warn(`${phase} deadline passed before every client answered`, {
+      const reason = this.stopReason === null ? `${phase} deadline passed` : `run ${this.stopReason}`;
+      this.deps.transport.sendRoundClosed(late, { runId: this.runId, round: state.round, reason });
+      this.deps.logger.warn(`${phase} closed before every client answered: ${reason}`, {
         runId: this.runId,
         round: state.round,
         late,

@@ -37,6 +37,8 @@ export class ClientRegistry extends EventEmitter<RegistryEvents> {
   add(session: ClientSession): ClientSession | undefined {
     const previous = this.sessions.get(session.clientId);
     this.sessions.set(session.clientId, session);
+    // The replaced connection's work is lost with it: engines drop it from its round.
+    if (previous) this.emit('disconnected', previous);
     this.emit('change');
     return previous;
   }

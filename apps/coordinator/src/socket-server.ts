@@ -1,11 +1,12 @@
 import type { Server as HttpServer } from 'node:http';
-import type { Database } from '@tessera/db';
+import type { ClientRecord, Database } from '@tessera/db';
 import {
   type Ack,
   type ClientToServerEvents,
   createMsgpackParser,
   ErrorCode,
   evaluateReplySchema,
+  type Hello,
   helloSchema,
   PROTOCOL_VERSION,
   parseFrame,
@@ -24,6 +25,8 @@ import type { Transport } from './transport.js';
 
 interface SocketData {
   clientId: string;
+  hello: Hello;
+  client: ClientRecord;
 }
 
 type TesseraServer = Server<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
@@ -71,25 +74,8 @@ export function attachSocketServer(
       const client = await db.clients.authenticate(hello.token);
       if (!client) throw new TesseraError(ErrorCode.UNAUTHORIZED, 'unknown or revoked client token');
       socket.data.clientId = client.id;
-      const now = new Date();
-      const previous = registry.add({
-        clientId: client.id,
-        federationId: client.federationId,
-        organisation: client.organisation,
-        connectionId: socket.id,
-        info: hello.client,
-        connectedAt: now,
-        lastSeenAt: now,
-        task: null,
-        progress: null,
-      });
-      if (previous) {
-        // One live connection per token: the newest wins (a restarted client reclaims its slot).
-        logger.warn('client reconnected; closing its previous connection', { clientId: client.id });
-        const old = io.sockets.sockets.get(previous.connectionId);
-        old?.emit('rejected', { code: ErrorCode.CONFLICT, message: 'replaced by a newer connection with the same token' });
-        old?.disconnect(true);
-      }
+      socket.data.hello = hello;
+      socket.data.client = client;
       await db.clients.touch(client.id).catch(() => {});
       next();
     } catch (cause) {
@@ -102,23 +88,42 @@ export function attachSocketServer(
   });
 
   io.on('connection', (socket: TesseraSocket) => {
-    const { clientId } = socket.data;
-    const session = registry.get(clientId);
+    const { clientId, hello, client } = socket.data;
+    // Registered only now, once the socket has joined its own room: a round that samples this
+    // client from here on can reach it.
+    const now = new Date();
+    const session = {
+      clientId,
+      federationId: client.federationId,
+      organisation: client.organisation,
+      connectionId: socket.id,
+      info: hello.client,
+      connectedAt: now,
+      lastSeenAt: now,
+      task: null,
+      progress: null,
+    };
+    const previous = registry.add(session);
+    if (previous) {
+      // One live connection per token: the newest wins (a restarted client reclaims its slot).
+      logger.warn('client reconnected; closing its previous connection', { clientId });
+      const old = io.sockets.sockets.get(previous.connectionId);
+      old?.emit('rejected', { code: ErrorCode.CONFLICT, message: 'replaced by a newer connection with the same token' });
+      old?.disconnect(true);
+    }
     logger.info('client connected', {
       clientId,
-      organisation: session?.organisation,
-      backend: session?.info.backend,
-      runtime: session?.info.runtime,
+      organisation: session.organisation,
+      backend: session.info.backend,
+      runtime: session.info.runtime,
     });
-    if (session) {
-      socket.emit('welcome', {
-        clientId,
-        federationId: session.federationId,
-        organisation: session.organisation,
-        protocolVersion: PROTOCOL_VERSION,
-        maxFrameBytes,
-      });
-    }
+    socket.emit('welcome', {
+      clientId,
+      federationId: session.federationId,
+      organisation: session.organisation,
+      protocolVersion: PROTOCOL_VERSION,
+      maxFrameBytes,
+    });
 
     const refuse = (event: string, cause: unknown, ack: unknown) => {
       const error = TesseraError.from(cause);

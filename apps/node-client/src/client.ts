@@ -111,8 +111,17 @@ export class TesseraClient {
       this.closedRounds.add(`${notice.runId}/${notice.round}`);
       options.observer?.warning?.(`round ${notice.round} closed by the coordinator: ${notice.reason}`);
     });
-    socket.on('rejected', (error) => options.observer?.warning?.(`coordinator refused a frame: ${error.code}: ${error.message}`));
-    socket.on('disconnect', (reason) => options.observer?.disconnected?.(reason));
+    let replaced = false;
+    socket.on('rejected', (error) => {
+      // CONFLICT here means another process connected with our token and took over.
+      if (error.code === ErrorCode.CONFLICT) replaced = true;
+      options.observer?.warning?.(`coordinator refused a frame: ${error.code}: ${error.message}`);
+    });
+    socket.on('disconnect', (reason) => {
+      options.observer?.disconnected?.(reason);
+      // Socket.IO retries lost connections itself, but not a disconnect the server asked for.
+      if (reason === 'io server disconnect' && !replaced) setTimeout(() => socket.connect(), 1000);
+    });
 
     return new Promise<Welcome>((resolve, reject) => {
       let welcomed = false;

@@ -26,6 +26,8 @@ export interface DataOptions {
   csv?: string;
   /** Fraction of the local examples kept out of training for federated evaluation. */
   holdoutFraction: number;
+  /** Use at most this many local examples (quick trials and tests). */
+  maxExamples?: number;
 }
 
 function parseShare(share: string): { index: number; of: number } {
@@ -47,7 +49,8 @@ export function loadLocalData(options: DataOptions): LocalData {
     throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'give exactly one data source: --mnist K/N or --csv FILE');
   }
   const split = (all: Examples | Uint32Array, build: (indices: Uint32Array) => Examples, description: string): LocalData => {
-    const indices = all instanceof Uint32Array ? all : Uint32Array.from({ length: all.count }, (_, i) => i);
+    const every = all instanceof Uint32Array ? all : Uint32Array.from({ length: all.count }, (_, i) => i);
+    const indices = every.subarray(0, options.maxExamples ?? every.length);
     const { train, holdout } = splitHoldout(indices, options.holdoutFraction, options.partitionSeed);
     return { train: build(train), holdout: holdout.length > 0 ? build(holdout) : null, description };
   };

@@ -15,6 +15,7 @@ const usage = `tessera-client --coordinator URL --token TOKEN (--mnist K/N | --c
   --partition-seed N    the federation's partition seed      (default 42)
   --csv FILE            your own data: label,feature1,...,feature784 per line (see README)
   --holdout F           fraction kept for federated evaluation (default 0.1)
+  --max-examples N      use at most N local examples (quick trials)
   --backend NAME        auto | tensorflow-gpu | tensorflow | wasm | cpu (default auto)
   --progress MODE       bars | lines | none (default: bars on a terminal, else lines)
 `;
@@ -34,6 +35,7 @@ async function main(): Promise<void> {
       'partition-seed': { type: 'string', default: '42' },
       csv: { type: 'string' },
       holdout: { type: 'string', default: '0.1' },
+      'max-examples': { type: 'string' },
       backend: { type: 'string', default: 'auto' },
       progress: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -53,6 +55,7 @@ async function main(): Promise<void> {
     partition: values.partition,
     partitionSeed: Number(values['partition-seed']),
     holdoutFraction: Number(values.holdout),
+    ...(values['max-examples'] !== undefined ? { maxExamples: Number(values['max-examples']) } : {}),
   });
   const backend = await initBackend(values.backend as BackendPreference);
   const progressMode = values.progress ?? (process.stdout.isTTY ? 'bars' : 'lines');

@@ -49,7 +49,12 @@ export class TesseraError extends Error {
   readonly code: ErrorCode;
   readonly data: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message: string, data?: Record<string, unknown>, options?: ErrorOptions) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    data?: Record<string, unknown>,
+    options?: ErrorOptions,
+  ) {
     super(message, options);
     this.code = code;
     this.data = data;

@@ -24,7 +24,12 @@ function rejection(frame: unknown): TesseraError {
 describe('frame validation', () => {
   it('accepts a well-formed update and a failure report', () => {
     expect(parseFrame(trainReplySchema, goodUpdate, 'update').round).toBe(3);
-    const failed = { status: 'failed', runId: 'run-1', round: 3, error: { message: 'out of memory' } };
+    const failed = {
+      status: 'failed',
+      runId: 'run-1',
+      round: 3,
+      error: { message: 'out of memory' },
+    };
     expect(parseFrame(trainReplySchema, failed, 'update').status).toBe('failed');
   });
 
@@ -42,7 +47,10 @@ describe('frame validation', () => {
   });
 
   it('refuses a handshake without a token', () => {
-    const hello = { protocolVersion: 1, client: { name: 'x', version: '1', runtime: 'node', backend: 'wasm', numExamples: 1 } };
+    const hello = {
+      protocolVersion: 1,
+      client: { name: 'x', version: '1', runtime: 'node', backend: 'wasm', numExamples: 1 },
+    };
     expect(() => parseFrame(helloSchema, hello, 'handshake')).toThrow(/handshake: token/);
   });
 });

@@ -151,7 +151,11 @@ export type Ack = { ok: true } | { ok: false; error: z.infer<typeof wireErrorSch
  * Validates an untrusted frame. Throws MALFORMED_FRAME naming the first offending field, so the
  * sender learns what was wrong and where.
  */
-export function parseFrame<S extends z.ZodType>(schema: S, frame: unknown, what: string): z.infer<S> {
+export function parseFrame<S extends z.ZodType>(
+  schema: S,
+  frame: unknown,
+  what: string,
+): z.infer<S> {
   const result = schema.safeParse(frame);
   if (result.success) return result.data;
   const issue = result.error.issues[0];

@@ -1,5 +1,6 @@
 import { Emitter } from '@socket.io/component-emitter';
 import { Packr } from 'msgpackr';
+import { ErrorCode } from './errors.js';
 import { REJECTED_FRAME_EVENT } from './events.js';
 
 /**
@@ -63,7 +64,8 @@ function isPacket(value: unknown): value is Packet {
     return false;
   }
   if (typeof p['nsp'] !== 'string' || !p['nsp'].startsWith('/')) return false;
-  if (p['id'] !== undefined && !(Number.isInteger(p['id']) && (p['id'] as number) >= 0)) return false;
+  if (p['id'] !== undefined && !(Number.isInteger(p['id']) && (p['id'] as number) >= 0))
+    return false;
   const data = p['data'];
   switch (p['type']) {
     case PacketType.CONNECT:
@@ -86,12 +88,25 @@ function toBytes(chunk: unknown): Uint8Array | null {
   return null;
 }
 
-function rejectedFrame(reason: string, bytes: number, id?: number, event?: string): Packet {
-  const packet: Packet = {
-    type: PacketType.EVENT,
-    nsp: '/',
-    data: [REJECTED_FRAME_EVENT, { reason, bytes, event }],
-  };
+/** What the parser hands up, as the argument of a REJECTED_FRAME_EVENT. */
+export interface RejectedFrame {
+  code: typeof ErrorCode.MALFORMED_FRAME | typeof ErrorCode.PAYLOAD_TOO_LARGE;
+  reason: string;
+  bytes: number;
+  /** The event the frame carried, when it could be read. */
+  event?: string;
+}
+
+function rejectedFrame(
+  code: RejectedFrame['code'],
+  reason: string,
+  bytes: number,
+  id?: number,
+  event?: string,
+): Packet {
+  const info: RejectedFrame = { code, reason, bytes };
+  if (event !== undefined) info.event = event;
+  const packet: Packet = { type: PacketType.EVENT, nsp: '/', data: [REJECTED_FRAME_EVENT, info] };
   if (id !== undefined) packet.id = id;
   return packet;
 }
@@ -123,26 +138,49 @@ export function createMsgpackParser(options: MsgpackParserOptions = {}): Msgpack
       const bytes = toBytes(chunk);
       if (bytes === null) {
         // Text frames come from peers that speak Socket.IO's default JSON parser.
-        this.emitReserved('decoded', rejectedFrame('text frame: this endpoint speaks MessagePack', String(chunk).length));
+        this.emitReserved(
+          'decoded',
+          rejectedFrame(
+            ErrorCode.MALFORMED_FRAME,
+            'text frame: this endpoint speaks MessagePack',
+            String(chunk).length,
+          ),
+        );
         return;
       }
       let decoded: unknown;
       try {
         decoded = packr.unpack(bytes);
       } catch (error) {
-        this.emitReserved('decoded', rejectedFrame(`undecodable MessagePack: ${(error as Error).message}`, bytes.byteLength));
+        this.emitReserved(
+          'decoded',
+          rejectedFrame(
+            ErrorCode.MALFORMED_FRAME,
+            `undecodable MessagePack: ${(error as Error).message}`,
+            bytes.byteLength,
+          ),
+        );
         return;
       }
       if (!isPacket(decoded)) {
         // Without a valid packet shape we cannot trust a namespace or an ack id: refuse the frame.
-        this.emitReserved('decoded', rejectedFrame('not a Socket.IO packet', bytes.byteLength));
+        this.emitReserved(
+          'decoded',
+          rejectedFrame(ErrorCode.MALFORMED_FRAME, 'not a Socket.IO packet', bytes.byteLength),
+        );
         return;
       }
       if (bytes.byteLength > maxFrameBytes) {
         const event = Array.isArray(decoded.data) ? String(decoded.data[0]) : undefined;
         this.emitReserved(
           'decoded',
-          rejectedFrame(`frame of ${bytes.byteLength} bytes exceeds the limit of ${maxFrameBytes}`, bytes.byteLength, decoded.id, event),
+          rejectedFrame(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxFrameBytes}`,
+            bytes.byteLength,
+            decoded.id,
+            event,
+          ),
         );
         return;
       }

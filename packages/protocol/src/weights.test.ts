@@ -13,7 +13,9 @@ function codeOf(fn: () => unknown): string | undefined {
 
 describe('weights codec', () => {
   it('round-trips float32 values bit for bit, little-endian', () => {
-    const weights = new Float32Array([0, -0, 1.5, -2.25, 3.4028234663852886e38, 1.401298464324817e-45]);
+    const weights = new Float32Array([
+      0, -0, 1.5, -2.25, 3.4028234663852886e38, 1.401298464324817e-45,
+    ]);
     const bytes = weightsToBytes(weights);
     expect(bytes.byteLength).toBe(24);
     // 1.5 = 0x3fc00000, stored least significant byte first.
@@ -32,13 +34,17 @@ describe('weights codec', () => {
     const bytes = weightsToBytes(new Float32Array(3));
     expect(codeOf(() => bytesToWeights(bytes, 4))).toBe(ErrorCode.WEIGHTS_LENGTH_MISMATCH);
     expect(() => bytesToWeights(bytes, 4)).toThrow(/12 bytes .* expected 4 parameters/);
-    expect(codeOf(() => bytesToWeights(bytes.subarray(0, 11), 3))).toBe(ErrorCode.WEIGHTS_LENGTH_MISMATCH);
+    expect(codeOf(() => bytesToWeights(bytes.subarray(0, 11), 3))).toBe(
+      ErrorCode.WEIGHTS_LENGTH_MISMATCH,
+    );
   });
 
   it.each([NaN, Infinity, -Infinity])('refuses %s and says where it is', (bad) => {
     const weights = new Float32Array([1, 2, bad, 4]);
     expect(firstNonFinite(weights)).toBe(2);
-    expect(codeOf(() => bytesToWeights(weightsToBytes(weights), 4))).toBe(ErrorCode.NON_FINITE_WEIGHTS);
+    expect(codeOf(() => bytesToWeights(weightsToBytes(weights), 4))).toBe(
+      ErrorCode.NON_FINITE_WEIGHTS,
+    );
     expect(() => bytesToWeights(weightsToBytes(weights), 4)).toThrow(/weights\[2\]/);
   });
 });

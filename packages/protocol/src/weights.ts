@@ -9,7 +9,8 @@ const hostIsLittleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** A zero-copy byte view of the vector on little-endian hosts (all mainstream ones). */
 export function weightsToBytes(weights: Float32Array): Uint8Array {
-  if (hostIsLittleEndian) return new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength);
+  if (hostIsLittleEndian)
+    return new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength);
   const bytes = new Uint8Array(weights.length * 4);
   const view = new DataView(bytes.buffer);
   for (let i = 0; i < weights.length; i++) view.setFloat32(i * 4, weights[i] as number, true);

@@ -1,0 +1,852 @@
+// One conformance suite for every database backend: PGlite (in memory, and on disk where
+// a test reopens a store) always; PostgreSQL when TEST_DATABASE_URL is set. Each Postgres
+// store is a fresh schema created and dropped here.
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { appendFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCode } from '@tessera/protocol';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { hashToken } from './clients.js';
+import {
+  type ClientRecord,
+  type Database,
+  DEFAULT_PGLITE_DIR,
+  defaultMigrationsDir,
+  type OpenDatabaseOptions,
+  openDatabase,
+  type RoundCommit,
+  type RunConfig,
+  type RunRecord,
+} from './index.js';
+
+interface Store {
+  /** Opens the same underlying database each time. */
+  open(options?: Pick<OpenDatabaseOptions, 'migrationsDir'>): Promise<Database>;
+  dispose(): Promise<void>;
+}
+
+interface Backend {
+  name: string;
+  kind: Database['kind'];
+  /** A fresh database that lives as long as the Database does (the fast path). */
+  openFresh(): Promise<{ db: Database; dispose(): Promise<void> }>;
+  /** A fresh database that outlives close(), to be reopened. */
+  createStore(): Promise<Store>;
+}
+
+const pgliteBackend: Backend = {
+  name: 'PGlite',
+  kind: 'pglite',
+  async openFresh() {
+    const db = await openDatabase({ inMemory: true });
+    return { db, dispose: () => db.close() };
+  },
+  async createStore() {
+    const dir = await mkdtemp(join(tmpdir(), 'tessera-pglite-'));
+    return {
+      open: (options) => openDatabase({ dataDir: join(dir, 'data'), ...options }),
+      dispose: () => rm(dir, { recursive: true, force: true }),
+    };
+  },
+};
+
+function postgresBackend(url: string): Backend {
+  const createStore = async (): Promise<Store> => {
+    const schema = `tessera_test_${process.pid}_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query(`CREATE SCHEMA "${schema}"`);
+    return {
+      open: (options) => openDatabase({ url, schema, ...options }),
+      async dispose() {
+        await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+        await admin.end();
+      },
+    };
+  };
+  return {
+    name: 'PostgreSQL',
+    kind: 'postgres',
+    async openFresh() {
+      const store = await createStore();
+      const db = await store.open();
+      return {
+        db,
+        async dispose() {
+          await db.close();
+          await store.dispose();
+        },
+      };
+    },
+    createStore,
+  };
+}
+
+const { TEST_DATABASE_URL: testDatabaseUrl } = process.env;
+const backends: Backend[] = [pgliteBackend];
+if (testDatabaseUrl !== undefined && testDatabaseUrl !== '') {
+  backends.push(postgresBackend(testDatabaseUrl));
+}
+
+const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
+
+const config = (overrides: Partial<RunConfig> = {}): RunConfig => ({
+  model: 'mnist-mlp',
+  strategy: 'fedavg',
+  strategyOptions: { serverLearningRate: 1, nested: { betas: [0.9, 0.99] } },
+  rounds: 5,
+  clientsPerRound: 3,
+  fractionFit: null,
+  minClients: 2,
+  roundDeadlineMs: 30_000,
+  localEpochs: 1,
+  batchSize: 32,
+  learningRate: 0.05,
+  seed: 42,
+  data: { dataset: 'mnist', partition: { kind: 'dirichlet', alpha: 0.5 } },
+  ...overrides,
+});
+
+function at<T>(items: T[], index: number): T {
+  const item = items[index];
+  if (item === undefined) throw new Error(`no item at ${index}`);
+  return item;
+}
+
+function float32Bytes(values: number[]): Uint8Array {
+  return new Uint8Array(new Float32Array(values).buffer);
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: ErrorCode): Promise<Error> {
+  const error = await promise.then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  expect(error, `expected ${code}`).toBeInstanceOf(Error);
+  expect(error).toMatchObject({ code });
+  return error as Error;
+}
+
+async function migrationRows(db: Database) {
+  return db.prisma.$queryRawUnsafe<
+    {
+      migration_name: string;
+      checksum: string;
+      finished_at: Date | null;
+      rolled_back_at: Date | null;
+      applied_steps_count: number;
+      started_at: Date;
+    }[]
+  >(
+    'SELECT migration_name, checksum, finished_at, rolled_back_at, applied_steps_count, started_at FROM _prisma_migrations ORDER BY migration_name',
+  );
+}
+
+async function tableExists(db: Database, table: string): Promise<boolean> {
+  const rows = await db.prisma.$queryRawUnsafe<{ present: boolean }[]>(
+    `SELECT to_regclass('"${table}"') IS NOT NULL AS present`,
+  );
+  return rows[0]?.present === true;
+}
+
+const localMigrations = async () =>
+  (await readdir(defaultMigrationsDir(), { withFileTypes: true }))
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name)
+    .sort();
+
+describe.each(backends)('$name', (backend) => {
+  describe('migrations', () => {
+    it('apply on an empty database, then a reopen applies nothing and the data persists', async () => {
+      const store = await backend.createStore();
+      try {
+        const names = await localMigrations();
+        const first = await store.open();
+        expect(first.kind).toBe(backend.kind);
+        expect(first.migrations).toEqual({ applied: names, alreadyApplied: [] });
+        const rows = await migrationRows(first);
+        expect(rows.map((row) => row.migration_name)).toEqual(names);
+        for (const row of rows) {
+          const script = await readFile(
+            join(defaultMigrationsDir(), row.migration_name, 'migration.sql'),
+          );
+          expect(row.checksum).toBe(sha256(script));
+          expect(row.finished_at).not.toBeNull();
+          expect(row.rolled_back_at).toBeNull();
+          expect(Number(row.applied_steps_count)).toBe(1);
+        }
+        const federation = await first.federations.create({ name: 'persisted' });
+        await first.close();
+
+        const second = await store.open();
+        try {
+          expect(second.migrations).toEqual({ applied: [], alreadyApplied: names });
+          expect(await migrationRows(second)).toEqual(rows);
+          expect(await second.federations.get(federation.id)).toEqual(federation);
+        } finally {
+          await second.close();
+        }
+      } finally {
+        await store.dispose();
+      }
+    });
+
+    it('applies only new migrations, rolls back a failing one, refuses an edited one', async () => {
+      const store = await backend.createStore();
+      const dir = await mkdtemp(join(tmpdir(), 'tessera-migrations-'));
+      try {
+        await cp(defaultMigrationsDir(), dir, { recursive: true });
+        const [init] = await localMigrations();
+        await (await store.open({ migrationsDir: dir })).close();
+
+        const addMigration = async (name: string, sql: string) => {
+          await mkdir(join(dir, name));
+          await writeFile(join(dir, name, 'migration.sql'), sql);
+        };
+        await addMigration('29990101000000_extra', 'CREATE TABLE "Extra" ("id" TEXT NOT NULL);\n');
+        const withExtra = await store.open({ migrationsDir: dir });
+        expect(withExtra.migrations.applied).toEqual(['29990101000000_extra']);
+        expect(await tableExists(withExtra, 'Extra')).toBe(true);
+        await withExtra.close();
+
+        // The first statement succeeds, the second fails: neither may remain.
+        await addMigration(
+          '29990102000000_broken',
+          'CREATE TABLE "Broken" ("id" TEXT);\nSELECT * FROM "NoSuchTable";\n',
+        );
+        const failure = await rejectsWith(store.open({ migrationsDir: dir }), ErrorCode.INTERNAL);
+        expect(failure.message).toContain('29990102000000_broken');
+        await rm(join(dir, '29990102000000_broken'), { recursive: true });
+        const afterFailure = await store.open({ migrationsDir: dir });
+        expect(afterFailure.migrations.applied).toEqual([]);
+        expect(await tableExists(afterFailure, 'Broken')).toBe(false);
+        expect((await migrationRows(afterFailure)).map((row) => row.migration_name)).toEqual([
+          init,
+          '29990101000000_extra',
+        ]);
+        await afterFailure.close();
+
+        await appendFile(join(dir, String(init), 'migration.sql'), '\n-- edited\n');
+        const tampered = await rejectsWith(store.open({ migrationsDir: dir }), ErrorCode.CONFLICT);
+        expect(tampered.message).toContain(String(init));
+      } finally {
+        await store.dispose();
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it.runIf(backend.kind === 'postgres')(
+      'two processes opening at once migrate once (advisory lock)',
+      async () => {
+        const store = await backend.createStore();
+        try {
+          const [a, b] = await Promise.all([store.open(), store.open()]);
+          try {
+            const names = await localMigrations();
+            expect([...a.migrations.applied, ...b.migrations.applied]).toEqual(names);
+            expect(await migrationRows(a)).toHaveLength(names.length);
+          } finally {
+            await a.close();
+            await b.close();
+          }
+        } finally {
+          await store.dispose();
+        }
+      },
+    );
+  });
+
+  describe('repositories', () => {
+    let db: Database;
+    let dispose: () => Promise<void>;
+    let counter = 0;
+    const unique = (prefix: string) => `${prefix}-${++counter}-${randomBytes(3).toString('hex')}`;
+
+    beforeAll(async () => {
+      ({ db, dispose } = await backend.openFresh());
+    });
+    afterAll(async () => {
+      await dispose();
+    });
+
+    /** A federation with `clientCount` clients and a run. */
+    async function fixture(clientCount = 3, overrides: Partial<RunConfig> = {}) {
+      const federation = await db.federations.create({ name: unique('federation') });
+      const clients: ClientRecord[] = [];
+      for (let i = 0; i < clientCount; i++) {
+        clients.push(
+          (await db.clients.issueToken({ federationId: federation.id, organisation: `org ${i}` }))
+            .client,
+        );
+      }
+      const run = await db.runs.create({ federationId: federation.id, config: config(overrides) });
+      return { federation, clients, run };
+    }
+
+    function roundCommit(
+      run: RunRecord,
+      clients: ClientRecord[],
+      round: number,
+      checkpoint: Uint8Array,
+    ): RoundCommit {
+      const [first, second, third] = clients.map((client) => client.id);
+      if (first === undefined || second === undefined || third === undefined) {
+        throw new Error('roundCommit needs 3 clients');
+      }
+      return {
+        runId: run.id,
+        round,
+        startedAt: new Date(Date.UTC(2026, 0, 1, 12, 0, round)),
+        finishedAt: new Date(Date.UTC(2026, 0, 1, 12, 0, round, 750)),
+        selectedClientIds: [first, second, third],
+        participantClientIds: [second, first],
+        droppedClientIds: [third],
+        numExamples: 300,
+        trainLoss: 0.25,
+        trainAccuracy: 0.875,
+        metrics: { aggregationMs: 12.5 },
+        updates: [
+          {
+            clientId: second,
+            arrivalIndex: 0,
+            numExamples: 100,
+            durationMs: 400,
+            sizeBytes: 4096,
+            sha256: sha256('update-b'),
+            metrics: { loss: 0.3 },
+          },
+          {
+            clientId: first,
+            arrivalIndex: 1,
+            numExamples: 200,
+            durationMs: 650,
+            sizeBytes: 4096,
+            sha256: sha256('update-a'),
+            metrics: { loss: 0.2, accuracy: 0.9 },
+          },
+        ],
+        checkpoint,
+      };
+    }
+
+    describe('federations', () => {
+      it('creates, lists and gets; refuses a duplicate name; NOT_FOUND for an unknown id', async () => {
+        const name = unique('fed');
+        const created = await db.federations.create({ name, description: 'hospitals' });
+        expect(created).toEqual({
+          id: expect.any(String),
+          name,
+          description: 'hospitals',
+          createdAt: expect.any(Date),
+        });
+        expect(await db.federations.get(created.id)).toEqual(created);
+        expect(await db.federations.list()).toContainEqual(created);
+        await rejectsWith(db.federations.create({ name }), ErrorCode.CONFLICT);
+        await rejectsWith(db.federations.get('no-such-federation'), ErrorCode.NOT_FOUND);
+      });
+    });
+
+    describe('clients', () => {
+      it('issues a token that authenticates, stored only as its sha256', async () => {
+        const federation = await db.federations.create({ name: unique('fed') });
+        const { client, token } = await db.clients.issueToken({
+          federationId: federation.id,
+          organisation: 'St. Elsewhere',
+          label: 'ward 3',
+        });
+        expect(token).toMatch(/^tsr_[A-Za-z0-9_-]{43}$/);
+        expect(client).toEqual({
+          id: expect.any(String),
+          federationId: federation.id,
+          organisation: 'St. Elsewhere',
+          label: 'ward 3',
+          createdAt: expect.any(Date),
+          revokedAt: null,
+          lastSeenAt: null,
+        });
+        expect(await db.clients.authenticate(token)).toEqual(client);
+
+        const [stored] = await db.prisma.client.findMany({
+          where: { id: client.id },
+          select: { tokenHash: true },
+        });
+        expect(stored?.tokenHash).toBe(hashToken(token));
+        expect(stored?.tokenHash).toBe(sha256(token));
+        expect(stored?.tokenHash).not.toBe(token);
+
+        // Neither the token nor its random part appears in any table.
+        const secret = token.slice('tsr_'.length);
+        for (const table of [
+          'Federation',
+          'Client',
+          'Run',
+          'Round',
+          'ClientUpdate',
+          'Checkpoint',
+        ]) {
+          const rows = await db.prisma.$queryRawUnsafe<{ row: string }[]>(
+            `SELECT to_jsonb(t)::text AS row FROM "${table}" t`,
+          );
+          for (const { row } of rows) expect(row).not.toContain(secret);
+        }
+      });
+
+      it('returns null for unknown, malformed and revoked tokens', async () => {
+        const federation = await db.federations.create({ name: unique('fed') });
+        const { client, token } = await db.clients.issueToken({
+          federationId: federation.id,
+          organisation: 'org',
+        });
+        expect(await db.clients.authenticate(`tsr_${randomBytes(32).toString('base64url')}`)).toBe(
+          null,
+        );
+        expect(await db.clients.authenticate('')).toBeNull();
+        expect(await db.clients.authenticate('not-a-token')).toBeNull();
+        expect(await db.clients.authenticate(`${token}x`)).toBeNull();
+
+        const revoked = await db.clients.revoke(client.id);
+        expect(revoked.revokedAt).toBeInstanceOf(Date);
+        expect(await db.clients.authenticate(token)).toBeNull();
+        // Revoking twice keeps the first time.
+        expect((await db.clients.revoke(client.id)).revokedAt).toEqual(revoked.revokedAt);
+      });
+
+      it('lists a federation’s clients and records when one was last seen', async () => {
+        const federation = await db.federations.create({ name: unique('fed') });
+        const a = await db.clients.issueToken({ federationId: federation.id, organisation: 'a' });
+        const b = await db.clients.issueToken({ federationId: federation.id, organisation: 'b' });
+        await db.clients.revoke(b.client.id);
+        expect((await db.clients.list(federation.id)).map((client) => client.id)).toEqual([
+          a.client.id,
+          b.client.id,
+        ]);
+        const before = Date.now();
+        const touched = await db.clients.touch(a.client.id);
+        expect(touched.lastSeenAt?.getTime()).toBeGreaterThanOrEqual(before - 1000);
+      });
+
+      it('NOT_FOUND for unknown federations and clients', async () => {
+        await rejectsWith(
+          db.clients.issueToken({ federationId: 'nope', organisation: 'org' }),
+          ErrorCode.NOT_FOUND,
+        );
+        await rejectsWith(db.clients.list('nope'), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.clients.revoke('nope'), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.clients.touch('nope'), ErrorCode.NOT_FOUND);
+      });
+    });
+
+    describe('runs', () => {
+      it('creates a run with its whole config and reads it back unchanged', async () => {
+        const federation = await db.federations.create({ name: unique('fed') });
+        const runConfig = config({ clientsPerRound: null, fractionFit: 0.5, learningRate: 0.001 });
+        const run = await db.runs.create({
+          federationId: federation.id,
+          name: 'baseline',
+          config: runConfig,
+        });
+        expect(run).toEqual({
+          id: expect.any(String),
+          federationId: federation.id,
+          name: 'baseline',
+          status: 'created',
+          config: runConfig,
+          currentRound: 0,
+          error: null,
+          createdAt: expect.any(Date),
+          startedAt: null,
+          finishedAt: null,
+        });
+        expect(await db.runs.get(run.id)).toEqual(run);
+        expect(await db.runs.list({ federationId: federation.id })).toEqual([run]);
+        expect(await db.runs.list()).toContainEqual(run);
+        const unnamed = await db.runs.create({ federationId: federation.id, config: config() });
+        expect(unnamed.name).toBe('mnist-mlp/fedavg');
+      });
+
+      it.each<[string, Partial<RunConfig>]>([
+        ['config.rounds', { rounds: 0 }],
+        ['config.rounds', { rounds: 1.5 }],
+        ['config.clientsPerRound', { clientsPerRound: 0 }],
+        ['config.fractionFit', { fractionFit: 1.5 }],
+        ['config.fractionFit', { fractionFit: 0 }],
+        ['config.minClients', { minClients: 0 }],
+        ['config.minClients', { minClients: 4, clientsPerRound: 3 }],
+        ['config.roundDeadlineMs', { roundDeadlineMs: -1 }],
+        ['config.localEpochs', { localEpochs: 0 }],
+        ['config.batchSize', { batchSize: 2 ** 31 }],
+        ['config.learningRate', { learningRate: 0 }],
+        ['config.learningRate', { learningRate: Number.NaN }],
+        ['config.seed', { seed: -1 }],
+        ['config.model', { model: '' }],
+        ['config.strategy', { strategy: '  ' }],
+        ['config.strategyOptions.mu', { strategyOptions: { mu: Number.POSITIVE_INFINITY } }],
+        ['config.data', { data: [] as unknown as Record<string, unknown> }],
+      ])('refuses a bad %s with INVALID_ARGUMENT naming it', async (field, overrides) => {
+        const federation = await db.federations.create({ name: unique('fed') });
+        const error = await rejectsWith(
+          db.runs.create({ federationId: federation.id, config: config(overrides) }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(error.message).toContain(field);
+        expect(error).toMatchObject({ data: { field } });
+        expect(await db.runs.list({ federationId: federation.id })).toEqual([]);
+      });
+
+      it('moves through its statuses, setting startedAt and finishedAt', async () => {
+        const { run } = await fixture(0);
+        const running = await db.runs.setStatus(run.id, 'running');
+        expect(running.status).toBe('running');
+        expect(running.startedAt).toBeInstanceOf(Date);
+        expect(running.finishedAt).toBeNull();
+        expect((await db.runs.listByStatus('running')).map((r) => r.id)).toContain(run.id);
+        // Idempotent: a restarted coordinator marks its runs running again.
+        expect(await db.runs.setStatus(run.id, 'running')).toEqual(running);
+
+        const failed = await db.runs.setStatus(run.id, 'failed', { error: 'too few clients' });
+        expect(failed).toMatchObject({ status: 'failed', error: 'too few clients' });
+        expect(failed.startedAt).toEqual(running.startedAt);
+        expect(failed.finishedAt).toBeInstanceOf(Date);
+        expect((await db.runs.listByStatus('running')).map((r) => r.id)).not.toContain(run.id);
+        expect((await db.runs.listByStatus('failed')).map((r) => r.id)).toContain(run.id);
+        await rejectsWith(db.runs.setStatus(run.id, 'running'), ErrorCode.CONFLICT);
+
+        const { run: other } = await fixture(0);
+        await db.runs.setStatus(other.id, 'running');
+        const stopped = await db.runs.setStatus(other.id, 'stopped');
+        expect(stopped.finishedAt).toBeInstanceOf(Date);
+        const resumed = await db.runs.setStatus(other.id, 'running');
+        expect(resumed).toMatchObject({ status: 'running', finishedAt: null, error: null });
+        await db.runs.setStatus(other.id, 'completed');
+        await rejectsWith(db.runs.setStatus(other.id, 'stopped'), ErrorCode.CONFLICT);
+      });
+
+      it('NOT_FOUND for unknown runs and federations', async () => {
+        await rejectsWith(db.runs.get('nope'), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.runs.setStatus('nope', 'running'), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.runs.list({ federationId: 'nope' }), ErrorCode.NOT_FOUND);
+        await rejectsWith(
+          db.runs.create({ federationId: 'nope', config: config() }),
+          ErrorCode.NOT_FOUND,
+        );
+      });
+    });
+
+    describe('rounds', () => {
+      it('commits a round, its updates, its checkpoint and currentRound together', async () => {
+        const { run, clients } = await fixture();
+        const initial = float32Bytes([0.5, -1.25, 3, 0]);
+        const saved = await db.rounds.saveInitialCheckpoint(run.id, initial);
+        expect(saved).toMatchObject({ round: 0, sha256: sha256(initial), paramCount: 4 });
+
+        const weights = float32Bytes([1, 2, 3, 4]);
+        const commit = roundCommit(run, clients, 1, weights);
+        const record = await db.rounds.commit(commit);
+        expect(record).toEqual({
+          id: expect.any(String),
+          runId: run.id,
+          number: 1,
+          status: 'committed',
+          startedAt: commit.startedAt,
+          finishedAt: commit.finishedAt,
+          durationMs: 750,
+          selectedClientIds: commit.selectedClientIds,
+          participantClientIds: commit.participantClientIds,
+          droppedClientIds: commit.droppedClientIds,
+          numExamples: 300,
+          trainLoss: 0.25,
+          trainAccuracy: 0.875,
+          federatedLoss: null,
+          federatedAccuracy: null,
+          federatedNumExamples: null,
+          centralLoss: null,
+          centralAccuracy: null,
+          centralNumExamples: null,
+          metrics: { aggregationMs: 12.5 },
+        });
+        expect(await db.rounds.list(run.id)).toEqual([record]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(1);
+
+        const updates = await db.rounds.updates(run.id, 1);
+        expect(updates).toEqual(
+          commit.updates.map((update) => ({
+            ...update,
+            id: expect.any(String),
+            roundId: record.id,
+            round: 1,
+          })),
+        );
+
+        const checkpoint = await db.rounds.checkpoint(run.id, 1);
+        expect(checkpoint).toEqual({
+          round: 1,
+          weights,
+          sha256: sha256(weights),
+          paramCount: 4,
+        });
+        expect(await db.rounds.latestCheckpoint(run.id)).toEqual(checkpoint);
+        expect((await db.rounds.checkpoint(run.id, 0)).weights).toEqual(initial);
+      });
+
+      it('refuses a round that is not currentRound + 1, writing nothing', async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1])));
+        for (const round of [1, 3]) {
+          const error = await rejectsWith(
+            db.rounds.commit(roundCommit(run, clients, round, float32Bytes([9]))),
+            ErrorCode.CONFLICT,
+          );
+          expect(error.message).toContain('expected 2');
+        }
+        expect((await db.rounds.list(run.id)).map((round) => round.number)).toEqual([1]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(1);
+        expect(await db.rounds.latestCheckpoint(run.id)).toMatchObject({
+          round: 1,
+          weights: float32Bytes([1]),
+        });
+        await rejectsWith(db.rounds.checkpoint(run.id, 3), ErrorCode.NOT_FOUND);
+        expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(2);
+      });
+
+      it('lets only one of two concurrent commits of the same round win', async () => {
+        const { run, clients } = await fixture();
+        const results = await Promise.allSettled([
+          db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1]))),
+          db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([2]))),
+        ]);
+        expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+        const [rejected] = results.filter((result) => result.status === 'rejected');
+        expect(rejected?.reason).toMatchObject({ code: ErrorCode.CONFLICT });
+        expect(await db.rounds.list(run.id)).toHaveLength(1);
+        expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(2);
+      });
+
+      it('leaves nothing behind when the transaction fails midway (unknown client)', async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1, 1])));
+        const commit = roundCommit(run, clients, 2, float32Bytes([2, 2]));
+        // Selected and took part as far as the input says, but no such client exists: the
+        // round row is inserted, then the update's foreign key fails.
+        commit.selectedClientIds.push('ghost');
+        commit.participantClientIds.push('ghost');
+        commit.updates.push({ ...at(commit.updates, 0), clientId: 'ghost', arrivalIndex: 2 });
+        const error = await rejectsWith(db.rounds.commit(commit), ErrorCode.INVALID_ARGUMENT);
+        expect(error.message).toContain('unknown client');
+
+        expect((await db.rounds.list(run.id)).map((round) => round.number)).toEqual([1]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(1);
+        expect((await db.rounds.latestCheckpoint(run.id))?.round).toBe(1);
+        expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(2);
+        // And the same round commits fine once the input is right.
+        expect(
+          (await db.rounds.commit(roundCommit(run, clients, 2, float32Bytes([2, 2])))).number,
+        ).toBe(2);
+      });
+
+      it('round-trips checkpoint bytes exactly, with their sha256', async () => {
+        const { run } = await fixture(0);
+        // Arbitrary bytes (NaN payloads, denormals...) and a view that does not start at 0.
+        const backing = randomBytes(4 * 25_000 + 8);
+        const weights = new Uint8Array(backing.buffer, backing.byteOffset + 4, 4 * 25_000);
+        const saved = await db.rounds.saveInitialCheckpoint(run.id, weights);
+        expect(saved.sha256).toBe(sha256(weights));
+        const loaded = await db.rounds.checkpoint(run.id, 0);
+        expect(loaded.weights).toBeInstanceOf(Uint8Array);
+        expect(loaded.weights.constructor).toBe(Uint8Array);
+        expect(Buffer.from(loaded.weights).equals(Buffer.from(weights))).toBe(true);
+        expect(loaded).toMatchObject({ round: 0, sha256: sha256(weights), paramCount: 25_000 });
+      });
+
+      it('keeps latestCheckpoint, shapes and initial checkpoints consistent', async () => {
+        const { run, clients } = await fixture();
+        expect(await db.rounds.latestCheckpoint(run.id)).toBeNull();
+        await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0]));
+        expect((await db.rounds.latestCheckpoint(run.id))?.round).toBe(0);
+        await rejectsWith(
+          db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0])),
+          ErrorCode.CONFLICT,
+        );
+        await rejectsWith(
+          db.rounds.saveInitialCheckpoint(run.id, new Uint8Array(3)),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        await rejectsWith(
+          db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1, 2, 3]))),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1, 2])));
+        await db.rounds.commit(roundCommit(run, clients, 2, float32Bytes([3, 4])));
+        expect(await db.rounds.latestCheckpoint(run.id)).toMatchObject({
+          round: 2,
+          weights: float32Bytes([3, 4]),
+        });
+      });
+
+      it('refuses rounds beyond the run’s configured number', async () => {
+        const { run, clients } = await fixture(3, { rounds: 1 });
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1])));
+        await rejectsWith(
+          db.rounds.commit(roundCommit(run, clients, 2, float32Bytes([1]))),
+          ErrorCode.CONFLICT,
+        );
+      });
+
+      it('refuses inconsistent commits with INVALID_ARGUMENT naming the field', async () => {
+        const { run, clients } = await fixture();
+        const base = () => roundCommit(run, clients, 1, float32Bytes([1]));
+        const cases: Array<[string, (commit: RoundCommit) => void]> = [
+          ['finishedAt', (c) => (c.finishedAt = new Date(c.startedAt.getTime() - 1))],
+          ['droppedClientIds', (c) => c.droppedClientIds.push(at(c.participantClientIds, 0))],
+          ['participantClientIds', (c) => c.participantClientIds.push('not-selected')],
+          ['updates[1].arrivalIndex', (c) => (at(c.updates, 1).arrivalIndex = 0)],
+          ['updates[0].sha256', (c) => (at(c.updates, 0).sha256 = 'ABC')],
+          ['metrics.loss', (c) => (c.metrics = { loss: Number.NaN })],
+          ['checkpoint', (c) => (c.checkpoint = new Uint8Array(0))],
+        ];
+        for (const [field, mutate] of cases) {
+          const commit = base();
+          mutate(commit);
+          const error = await rejectsWith(db.rounds.commit(commit), ErrorCode.INVALID_ARGUMENT);
+          expect(error).toMatchObject({ data: { field } });
+        }
+        expect(await db.rounds.list(run.id)).toEqual([]);
+      });
+
+      it('records federated and central evaluations', async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1])));
+        const federated = await db.rounds.recordEvaluation(run.id, 1, {
+          federated: { loss: 0.4, accuracy: 0.8, numExamples: 500 },
+        });
+        expect(federated).toMatchObject({
+          status: 'evaluated',
+          federatedLoss: 0.4,
+          federatedAccuracy: 0.8,
+          federatedNumExamples: 500,
+          centralLoss: null,
+        });
+        await db.rounds.recordEvaluation(run.id, 1, {
+          central: { loss: 0.35, accuracy: 0.85, numExamples: 10_000 },
+        });
+        const [round] = await db.rounds.list(run.id);
+        expect(round).toMatchObject({
+          status: 'evaluated',
+          federatedLoss: 0.4,
+          federatedAccuracy: 0.8,
+          federatedNumExamples: 500,
+          centralLoss: 0.35,
+          centralAccuracy: 0.85,
+          centralNumExamples: 10_000,
+        });
+        await rejectsWith(
+          db.rounds.recordEvaluation(run.id, 1, {
+            central: { loss: 0.1, accuracy: 1.5, numExamples: 1 },
+          }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        await rejectsWith(
+          db.rounds.recordEvaluation(run.id, 2, {
+            federated: { loss: 0.1, accuracy: 0.5, numExamples: 1 },
+          }),
+          ErrorCode.NOT_FOUND,
+        );
+      });
+
+      it('NOT_FOUND for unknown runs, rounds and checkpoints', async () => {
+        const { run, clients } = await fixture();
+        await rejectsWith(db.rounds.list('nope'), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.rounds.latestCheckpoint('nope'), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.rounds.checkpoint('nope', 0), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.rounds.checkpoint(run.id, 0), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.rounds.updates(run.id, 1), ErrorCode.NOT_FOUND);
+        await rejectsWith(
+          db.rounds.saveInitialCheckpoint('nope', float32Bytes([1])),
+          ErrorCode.NOT_FOUND,
+        );
+        await rejectsWith(
+          db.rounds.commit({ ...roundCommit(run, clients, 1, float32Bytes([1])), runId: 'nope' }),
+          ErrorCode.NOT_FOUND,
+        );
+        expect(await db.rounds.list(run.id)).toEqual([]);
+      });
+
+      it('deleting a federation cascades to its clients, runs, rounds and checkpoints', async () => {
+        const { federation, run, clients } = await fixture();
+        await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([1]));
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([2])));
+        await db.prisma.federation.delete({ where: { id: federation.id } });
+        await rejectsWith(db.runs.get(run.id), ErrorCode.NOT_FOUND);
+        expect(await db.prisma.round.count({ where: { runId: run.id } })).toBe(0);
+        expect(await db.prisma.checkpoint.count({ where: { runId: run.id } })).toBe(0);
+        expect(await db.prisma.client.count({ where: { federationId: federation.id } })).toBe(0);
+        expect(
+          await db.prisma.clientUpdate.count({
+            where: { clientId: { in: clients.map((c) => c.id) } },
+          }),
+        ).toBe(0);
+      });
+    });
+  });
+});
+
+describe('openDatabase', () => {
+  it('refuses contradictory options', async () => {
+    await rejectsWith(
+      openDatabase({ url: 'postgresql://localhost/x', inMemory: true }),
+      ErrorCode.INVALID_ARGUMENT,
+    );
+    await rejectsWith(openDatabase({ inMemory: true, schema: 'x' }), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(
+      openDatabase({ url: 'postgresql://localhost/x', schema: 'Bad-Name' }),
+      ErrorCode.INVALID_ARGUMENT,
+    );
+    await rejectsWith(openDatabase({ url: 'mysql://localhost/x' }), ErrorCode.INVALID_ARGUMENT);
+  });
+
+  it('defaults to PGlite in .tessera/pglite under the cwd without DATABASE_URL', async () => {
+    const cwd = process.cwd();
+    const dir = await mkdtemp(join(tmpdir(), 'tessera-cwd-'));
+    vi.stubEnv('DATABASE_URL', undefined);
+    process.chdir(dir);
+    try {
+      const db = await openDatabase();
+      expect(db.kind).toBe('pglite');
+      await db.close();
+      await db.close(); // idempotent
+      expect(existsSync(join(dir, DEFAULT_PGLITE_DIR, 'PG_VERSION'))).toBe(true);
+    } finally {
+      process.chdir(cwd);
+      vi.unstubAllEnvs();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(testDatabaseUrl !== undefined && testDatabaseUrl !== '')(
+    'honours DATABASE_URL and Prisma’s ?schema= parameter',
+    async () => {
+      const schema = `tessera_test_${process.pid}_${randomBytes(6).toString('hex')}`;
+      const url = new URL(String(testDatabaseUrl));
+      url.searchParams.set('schema', schema);
+      vi.stubEnv('DATABASE_URL', url.toString());
+      const admin = new pg.Client({ connectionString: testDatabaseUrl });
+      await admin.connect();
+      try {
+        const db = await openDatabase();
+        expect(db.kind).toBe('postgres');
+        await db.federations.create({ name: 'in its schema' });
+        await db.close();
+        const { rows } = await admin.query<{ count: string }>(
+          `SELECT count(*) FROM "${schema}"."Federation"`,
+        );
+        expect(rows[0]?.count).toBe('1');
+      } finally {
+        vi.unstubAllEnvs();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+        await admin.end();
+      }
+    },
+  );
+});

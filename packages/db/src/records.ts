@@ -1,0 +1,140 @@
+/**
+ * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
+ * never Prisma's model types, so callers do not depend on the generated client.
+ */
+
+export const RUN_STATUSES = ['created', 'running', 'completed', 'failed', 'stopped'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+/** `committed` when the round row is written; `evaluated` once an evaluation is recorded. */
+export const ROUND_STATUSES = ['committed', 'evaluated'] as const;
+export type RoundStatus = (typeof ROUND_STATUSES)[number];
+
+export interface FederationRecord {
+  id: string;
+  name: string;
+  description: string | null;
+  createdAt: Date;
+}
+
+/** An organisation's credential within a federation. The token itself is never stored. */
+export interface ClientRecord {
+  id: string;
+  federationId: string;
+  organisation: string;
+  label: string | null;
+  createdAt: Date;
+  revokedAt: Date | null;
+  lastSeenAt: Date | null;
+}
+
+export interface RunConfig {
+  model: string;
+  strategy: string;
+  strategyOptions: Record<string, unknown>;
+  rounds: number;
+  clientsPerRound: number | null;
+  fractionFit: number | null;
+  minClients: number;
+  roundDeadlineMs: number;
+  localEpochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+  /** Dataset and partition description (loader, options, partitioner...). */
+  data: Record<string, unknown>;
+}
+
+export interface RunRecord {
+  id: string;
+  federationId: string;
+  name: string;
+  status: RunStatus;
+  config: RunConfig;
+  /** The last committed round; 0 before round 1 commits. */
+  currentRound: number;
+  error: string | null;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+export interface RoundRecord {
+  id: string;
+  runId: string;
+  number: number;
+  status: RoundStatus;
+  startedAt: Date;
+  finishedAt: Date;
+  durationMs: number;
+  selectedClientIds: string[];
+  participantClientIds: string[];
+  droppedClientIds: string[];
+  numExamples: number;
+  trainLoss: number | null;
+  trainAccuracy: number | null;
+  federatedLoss: number | null;
+  federatedAccuracy: number | null;
+  federatedNumExamples: number | null;
+  centralLoss: number | null;
+  centralAccuracy: number | null;
+  centralNumExamples: number | null;
+  metrics: Record<string, number>;
+}
+
+export interface ClientUpdateInput {
+  clientId: string;
+  /** Order of arrival within the round, from 0. */
+  arrivalIndex: number;
+  numExamples: number;
+  durationMs: number;
+  sizeBytes: number;
+  /** sha256 (lowercase hex) of the update's bytes as received. */
+  sha256: string;
+  metrics: Record<string, number>;
+}
+
+export interface ClientUpdateRecord extends ClientUpdateInput {
+  id: string;
+  roundId: string;
+  /** The round's number within its run. */
+  round: number;
+}
+
+export interface RoundCommit {
+  runId: string;
+  round: number;
+  startedAt: Date;
+  finishedAt: Date;
+  selectedClientIds: string[];
+  participantClientIds: string[];
+  droppedClientIds: string[];
+  numExamples: number;
+  trainLoss: number | null;
+  trainAccuracy: number | null;
+  metrics: Record<string, number>;
+  updates: ClientUpdateInput[];
+  /** The new global weights: little-endian float32 bytes. */
+  checkpoint: Uint8Array;
+}
+
+export interface EvaluationResult {
+  loss: number;
+  accuracy: number;
+  numExamples: number;
+}
+
+export interface RoundEvaluation {
+  federated?: EvaluationResult;
+  central?: EvaluationResult;
+}
+
+export interface CheckpointRecord {
+  /** 0 for the initial model, otherwise the round that produced these weights. */
+  round: number;
+  /** Little-endian float32 bytes. */
+  weights: Uint8Array;
+  /** sha256 (lowercase hex) of `weights`. */
+  sha256: string;
+  paramCount: number;
+}

@@ -1,0 +1,450 @@
+import { createHash } from 'node:crypto';
+import { ErrorCode, TesseraError } from '@tessera/protocol';
+import type { ClientUpdate, PrismaClient, Round } from './generated/client.js';
+import {
+  isForeignKeyViolation,
+  isUniqueViolation,
+  notFound,
+  numberRecord,
+  type Tx,
+  toJsonInput,
+  toPrismaBytes,
+  toUint8Array,
+} from './internal.js';
+import type {
+  CheckpointRecord,
+  ClientUpdateRecord,
+  EvaluationResult,
+  RoundCommit,
+  RoundEvaluation,
+  RoundRecord,
+} from './records.js';
+import {
+  INT32_MAX,
+  invalid,
+  requireDate,
+  requireFinite,
+  requireFiniteOrNull,
+  requireId,
+  requireInt,
+  requireMetrics,
+  requireSha256,
+  requireStringArray,
+  requireWeights,
+} from './validate.js';
+
+/**
+ * A commit writes a whole checkpoint; Prisma's default 5 s for an interactive transaction
+ * is too short for a large model on a slow disk.
+ */
+const COMMIT_TIMEOUT_MS = 120_000;
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export class RoundRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  /** Stores the run's initial global model as checkpoint 0. */
+  async saveInitialCheckpoint(runId: string, weights: Uint8Array): Promise<CheckpointRecord> {
+    requireId('runId', runId);
+    requireWeights('weights', weights);
+    await this.requireRun(runId);
+    const record: CheckpointRecord = {
+      round: 0,
+      weights,
+      sha256: sha256(weights),
+      paramCount: weights.byteLength / 4,
+    };
+    try {
+      await this.prisma.checkpoint.create({
+        data: {
+          runId,
+          round: 0,
+          weights: toPrismaBytes(weights),
+          sha256: record.sha256,
+          paramCount: record.paramCount,
+        },
+      });
+    } catch (error) {
+      if (isUniqueViolation(error)) {
+        throw new TesseraError(
+          ErrorCode.CONFLICT,
+          `run ${runId} already has an initial checkpoint`,
+          {
+            runId,
+          },
+        );
+      }
+      if (isForeignKeyViolation(error)) throw notFound('run', runId);
+      throw error;
+    }
+    return record;
+  }
+
+  /**
+   * Records a finished round in one transaction: the round row, its client updates, the new
+   * checkpoint, and run.currentRound = round. Only currentRound + 1 is accepted (CONFLICT
+   * otherwise), so a coordinator that resumes after a crash can never commit a round twice.
+   * Any failure (e.g. an update naming an unknown client) leaves nothing written.
+   */
+  async commit(input: RoundCommit): Promise<RoundRecord> {
+    const commit = validateCommit(input);
+    const { runId, round } = commit;
+    const checkpointSha = sha256(commit.checkpoint);
+    const paramCount = commit.checkpoint.byteLength / 4;
+    try {
+      return await this.prisma.$transaction(
+        async (tx) => {
+          const run = await tx.run.findUnique({
+            where: { id: runId },
+            select: { currentRound: true, rounds: true },
+          });
+          if (run === null) throw notFound('run', runId);
+          if (round !== run.currentRound + 1) throw outOfOrder(runId, round, run.currentRound);
+          if (round > run.rounds) {
+            throw new TesseraError(
+              ErrorCode.CONFLICT,
+              `run ${runId} has ${run.rounds} rounds; cannot commit round ${round}`,
+              { runId, round, rounds: run.rounds },
+            );
+          }
+          // Claims the round: the row lock makes a concurrent commit of the same round wait,
+          // then find currentRound moved and update nothing.
+          const claimed = await tx.run.updateMany({
+            where: { id: runId, currentRound: round - 1 },
+            data: { currentRound: round },
+          });
+          if (claimed.count === 0) throw outOfOrder(runId, round, round);
+
+          await this.requireSameShape(tx, runId, round - 1, paramCount);
+          const row = await tx.round.create({
+            data: {
+              runId,
+              number: round,
+              startedAt: commit.startedAt,
+              finishedAt: commit.finishedAt,
+              durationMs: commit.finishedAt.getTime() - commit.startedAt.getTime(),
+              selectedClientIds: commit.selectedClientIds,
+              participantClientIds: commit.participantClientIds,
+              droppedClientIds: commit.droppedClientIds,
+              numExamples: commit.numExamples,
+              trainLoss: commit.trainLoss,
+              trainAccuracy: commit.trainAccuracy,
+              metrics: toJsonInput(commit.metrics),
+            },
+          });
+          if (commit.updates.length > 0) {
+            await tx.clientUpdate.createMany({
+              data: commit.updates.map((update) => ({
+                roundId: row.id,
+                clientId: update.clientId,
+                arrivalIndex: update.arrivalIndex,
+                numExamples: update.numExamples,
+                durationMs: update.durationMs,
+                sizeBytes: update.sizeBytes,
+                sha256: update.sha256,
+                metrics: toJsonInput(update.metrics),
+              })),
+            });
+          }
+          await tx.checkpoint.create({
+            data: {
+              runId,
+              round,
+              weights: toPrismaBytes(commit.checkpoint),
+              sha256: checkpointSha,
+              paramCount,
+            },
+          });
+          return toRoundRecord(row);
+        },
+        { timeout: COMMIT_TIMEOUT_MS, maxWait: COMMIT_TIMEOUT_MS },
+      );
+    } catch (error) {
+      if (isForeignKeyViolation(error)) {
+        // Everything above was rolled back; the only foreign keys left to break are clients'.
+        throw new TesseraError(
+          ErrorCode.INVALID_ARGUMENT,
+          `round ${round} of run ${runId} has an update from an unknown client; nothing was written`,
+          { field: 'updates', runId, round },
+          { cause: error },
+        );
+      }
+      if (isUniqueViolation(error)) throw outOfOrder(runId, round, round);
+      throw error;
+    }
+  }
+
+  /**
+   * Stores federated and/or central evaluation results of a committed round and marks it
+   * evaluated. Each part given replaces what was recorded before.
+   */
+  async recordEvaluation(
+    runId: string,
+    round: number,
+    evaluation: RoundEvaluation,
+  ): Promise<RoundRecord> {
+    requireId('runId', runId);
+    requireInt('round', round, 1);
+    const { federated, central } = evaluation;
+    if (federated === undefined && central === undefined) {
+      throw invalid('evaluation', 'must include federated or central results');
+    }
+    const data: {
+      status: 'evaluated';
+      federatedLoss?: number;
+      federatedAccuracy?: number;
+      federatedNumExamples?: number;
+      centralLoss?: number;
+      centralAccuracy?: number;
+      centralNumExamples?: number;
+    } = { status: 'evaluated' };
+    if (federated !== undefined) {
+      const result = validateEvaluation('federated', federated);
+      data.federatedLoss = result.loss;
+      data.federatedAccuracy = result.accuracy;
+      data.federatedNumExamples = result.numExamples;
+    }
+    if (central !== undefined) {
+      const result = validateEvaluation('central', central);
+      data.centralLoss = result.loss;
+      data.centralAccuracy = result.accuracy;
+      data.centralNumExamples = result.numExamples;
+    }
+    const { count } = await this.prisma.round.updateMany({
+      where: { runId, number: round },
+      data,
+    });
+    if (count === 0) {
+      await this.requireRun(runId);
+      throw notFound('round', round, { runId });
+    }
+    const row = await this.prisma.round.findUniqueOrThrow({
+      where: { runId_number: { runId, number: round } },
+    });
+    return toRoundRecord(row);
+  }
+
+  /** A run's committed rounds, by number. */
+  async list(runId: string): Promise<RoundRecord[]> {
+    requireId('runId', runId);
+    const rows = await this.prisma.round.findMany({ where: { runId }, orderBy: { number: 'asc' } });
+    if (rows.length === 0) await this.requireRun(runId);
+    return rows.map(toRoundRecord);
+  }
+
+  /** The client updates of a committed round, in arrival order. */
+  async updates(runId: string, round: number): Promise<ClientUpdateRecord[]> {
+    requireId('runId', runId);
+    requireInt('round', round, 1);
+    const row = await this.prisma.round.findUnique({
+      where: { runId_number: { runId, number: round } },
+      include: { updates: { orderBy: { arrivalIndex: 'asc' } } },
+    });
+    if (row === null) {
+      await this.requireRun(runId);
+      throw notFound('round', round, { runId });
+    }
+    return row.updates.map((update) => toUpdateRecord(update, row.number));
+  }
+
+  /** The checkpoint a round produced (0: the initial model). */
+  async checkpoint(runId: string, round: number): Promise<CheckpointRecord> {
+    requireId('runId', runId);
+    requireInt('round', round, 0);
+    const row = await this.prisma.checkpoint.findUnique({
+      where: { runId_round: { runId, round } },
+    });
+    if (row === null) {
+      await this.requireRun(runId);
+      throw notFound('checkpoint', round, { runId });
+    }
+    return toCheckpointRecord(runId, row);
+  }
+
+  /** The newest checkpoint of a run (where a resumed run starts from), or null if none yet. */
+  async latestCheckpoint(runId: string): Promise<CheckpointRecord | null> {
+    requireId('runId', runId);
+    const row = await this.prisma.checkpoint.findFirst({
+      where: { runId },
+      orderBy: { round: 'desc' },
+    });
+    if (row === null) {
+      await this.requireRun(runId);
+      return null;
+    }
+    return toCheckpointRecord(runId, row);
+  }
+
+  private async requireRun(runId: string): Promise<void> {
+    const run = await this.prisma.run.findUnique({ where: { id: runId }, select: { id: true } });
+    if (run === null) throw notFound('run', runId);
+  }
+
+  /** A round must keep the model's shape: same parameter count as the checkpoint it follows. */
+  private async requireSameShape(
+    tx: Tx,
+    runId: string,
+    previousRound: number,
+    paramCount: number,
+  ): Promise<void> {
+    const previous = await tx.checkpoint.findUnique({
+      where: { runId_round: { runId, round: previousRound } },
+      select: { paramCount: true },
+    });
+    if (previous !== null && previous.paramCount !== paramCount) {
+      throw invalid(
+        'checkpoint',
+        `has ${paramCount} parameters but checkpoint ${previousRound} has ${previous.paramCount}`,
+      );
+    }
+  }
+}
+
+function outOfOrder(runId: string, round: number, currentRound: number): TesseraError {
+  return new TesseraError(
+    ErrorCode.CONFLICT,
+    `run ${runId} has committed round ${currentRound}; round ${round} cannot be committed (expected ${currentRound + 1})`,
+    { runId, round, currentRound },
+  );
+}
+
+function validateCommit(input: RoundCommit): RoundCommit {
+  if (typeof input !== 'object' || input === null) throw invalid('commit', 'must be an object');
+  const runId = requireId('runId', input.runId);
+  const round = requireInt('round', input.round, 1);
+  const startedAt = requireDate('startedAt', input.startedAt);
+  const finishedAt = requireDate('finishedAt', input.finishedAt);
+  const durationMs = finishedAt.getTime() - startedAt.getTime();
+  if (durationMs < 0) throw invalid('finishedAt', 'must not be before startedAt');
+  if (durationMs > INT32_MAX) throw invalid('finishedAt', 'is more than 24 days after startedAt');
+
+  const selected = new Set(requireStringArray('selectedClientIds', input.selectedClientIds));
+  const participants = requireStringArray('participantClientIds', input.participantClientIds);
+  const dropped = requireStringArray('droppedClientIds', input.droppedClientIds);
+  const participantSet = new Set(participants);
+  for (const id of participants) {
+    if (!selected.has(id))
+      throw invalid('participantClientIds', `lists ${id}, which was not selected`);
+  }
+  for (const id of dropped) {
+    if (!selected.has(id)) throw invalid('droppedClientIds', `lists ${id}, which was not selected`);
+    if (participantSet.has(id)) throw invalid('droppedClientIds', `lists ${id}, which took part`);
+  }
+
+  if (!Array.isArray(input.updates)) throw invalid('updates', 'must be an array');
+  const arrivalIndexes = new Set<number>();
+  const updateClients = new Set<string>();
+  const updates = input.updates.map((update, index) => {
+    const field = (name: string) => `updates[${index}].${name}`;
+    const clientId = requireId(field('clientId'), update.clientId);
+    if (!participantSet.has(clientId)) {
+      throw invalid(field('clientId'), `${clientId} is not among participantClientIds`);
+    }
+    if (updateClients.has(clientId))
+      throw invalid(field('clientId'), `${clientId} has two updates`);
+    updateClients.add(clientId);
+    const arrivalIndex = requireInt(field('arrivalIndex'), update.arrivalIndex, 0);
+    if (arrivalIndexes.has(arrivalIndex)) {
+      throw invalid(field('arrivalIndex'), `${arrivalIndex} is used twice`);
+    }
+    arrivalIndexes.add(arrivalIndex);
+    return {
+      clientId,
+      arrivalIndex,
+      numExamples: requireInt(field('numExamples'), update.numExamples, 0),
+      durationMs: requireInt(field('durationMs'), update.durationMs, 0),
+      sizeBytes: requireInt(field('sizeBytes'), update.sizeBytes, 0),
+      sha256: requireSha256(field('sha256'), update.sha256),
+      metrics: requireMetrics(field('metrics'), update.metrics),
+    };
+  });
+
+  return {
+    runId,
+    round,
+    startedAt,
+    finishedAt,
+    selectedClientIds: [...selected],
+    participantClientIds: participants,
+    droppedClientIds: dropped,
+    numExamples: requireInt('numExamples', input.numExamples, 0),
+    trainLoss: requireFiniteOrNull('trainLoss', input.trainLoss),
+    trainAccuracy: requireFiniteOrNull('trainAccuracy', input.trainAccuracy),
+    metrics: requireMetrics('metrics', input.metrics),
+    updates,
+    checkpoint: requireWeights('checkpoint', input.checkpoint),
+  };
+}
+
+function validateEvaluation(kind: string, result: EvaluationResult): EvaluationResult {
+  if (typeof result !== 'object' || result === null) throw invalid(kind, 'must be an object');
+  const accuracy = requireFinite(`${kind}.accuracy`, result.accuracy);
+  if (accuracy < 0 || accuracy > 1) {
+    throw invalid(`${kind}.accuracy`, `must be in [0, 1] (got ${accuracy})`, accuracy);
+  }
+  return {
+    loss: requireFinite(`${kind}.loss`, result.loss),
+    accuracy,
+    numExamples: requireInt(`${kind}.numExamples`, result.numExamples, 0),
+  };
+}
+
+function toRoundRecord(row: Round): RoundRecord {
+  return {
+    id: row.id,
+    runId: row.runId,
+    number: row.number,
+    status: row.status,
+    startedAt: row.startedAt,
+    finishedAt: row.finishedAt,
+    durationMs: row.durationMs,
+    selectedClientIds: row.selectedClientIds,
+    participantClientIds: row.participantClientIds,
+    droppedClientIds: row.droppedClientIds,
+    numExamples: row.numExamples,
+    trainLoss: row.trainLoss,
+    trainAccuracy: row.trainAccuracy,
+    federatedLoss: row.federatedLoss,
+    federatedAccuracy: row.federatedAccuracy,
+    federatedNumExamples: row.federatedNumExamples,
+    centralLoss: row.centralLoss,
+    centralAccuracy: row.centralAccuracy,
+    centralNumExamples: row.centralNumExamples,
+    metrics: numberRecord(row.metrics),
+  };
+}
+
+function toUpdateRecord(row: ClientUpdate, round: number): ClientUpdateRecord {
+  return {
+    id: row.id,
+    roundId: row.roundId,
+    round,
+    clientId: row.clientId,
+    arrivalIndex: row.arrivalIndex,
+    numExamples: row.numExamples,
+    durationMs: row.durationMs,
+    sizeBytes: row.sizeBytes,
+    sha256: row.sha256,
+    metrics: numberRecord(row.metrics),
+  };
+}
+
+/** Verifies the stored hash on the way out: a resumed run must not start from corrupt weights. */
+function toCheckpointRecord(
+  runId: string,
+  row: { round: number; weights: Uint8Array; sha256: string; paramCount: number },
+): CheckpointRecord {
+  const weights = toUint8Array(row.weights);
+  const actual = sha256(weights);
+  if (actual !== row.sha256) {
+    throw new TesseraError(
+      ErrorCode.INTERNAL,
+      `checkpoint ${row.round} of run ${runId} is corrupt: sha256 ${actual}, recorded ${row.sha256}`,
+      { runId, round: row.round },
+    );
+  }
+  return { round: row.round, weights, sha256: row.sha256, paramCount: row.paramCount };
+}

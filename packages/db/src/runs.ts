@@ -1,0 +1,218 @@
+import { ErrorCode, TesseraError } from '@tessera/protocol';
+import type { PrismaClient, Run } from './generated/client.js';
+import { jsonObject, notFound, toJsonInput } from './internal.js';
+import { RUN_STATUSES, type RunConfig, type RunRecord, type RunStatus } from './records.js';
+import {
+  invalid,
+  requireFinite,
+  requireId,
+  requireInt,
+  requireJsonObject,
+  requireString,
+} from './validate.js';
+
+export interface CreateRunInput {
+  federationId: string;
+  /** Defaults to "<model>/<strategy>". */
+  name?: string;
+  config: RunConfig;
+}
+
+/**
+ * Allowed status changes. Setting the current status again is a no-op (the first call's
+ * times and error stay), so a coordinator that restarts can mark its runs running again; a stopped run may be resumed; completed
+ * and failed runs are final.
+ */
+const TRANSITIONS: Record<RunStatus, readonly RunStatus[]> = {
+  created: ['running', 'stopped', 'failed'],
+  running: ['completed', 'failed', 'stopped'],
+  stopped: ['running'],
+  completed: [],
+  failed: [],
+};
+
+export class RunRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  async create(input: CreateRunInput): Promise<RunRecord> {
+    const federationId = requireId('federationId', input.federationId);
+    const config = validateRunConfig(input.config);
+    const name =
+      input.name === undefined
+        ? `${config.model}/${config.strategy}`
+        : requireString('name', input.name, 200).trim();
+    const federation = await this.prisma.federation.findUnique({
+      where: { id: federationId },
+      select: { id: true },
+    });
+    if (federation === null) throw notFound('federation', federationId);
+    const row = await this.prisma.run.create({
+      data: {
+        federationId,
+        name,
+        ...config,
+        strategyOptions: toJsonInput(config.strategyOptions),
+        data: toJsonInput(config.data),
+      },
+    });
+    return toRunRecord(row);
+  }
+
+  async get(id: string): Promise<RunRecord> {
+    requireId('runId', id);
+    const row = await this.prisma.run.findUnique({ where: { id } });
+    if (row === null) throw notFound('run', id);
+    return toRunRecord(row);
+  }
+
+  /** Oldest first; NOT_FOUND for an unknown federation. */
+  async list(filter: { federationId?: string } = {}): Promise<RunRecord[]> {
+    const { federationId } = filter;
+    if (federationId !== undefined) requireId('federationId', federationId);
+    const rows = await this.prisma.run.findMany({
+      where: federationId === undefined ? {} : { federationId },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+    });
+    if (rows.length === 0 && federationId !== undefined) {
+      const federation = await this.prisma.federation.findUnique({
+        where: { id: federationId },
+        select: { id: true },
+      });
+      if (federation === null) throw notFound('federation', federationId);
+    }
+    return rows.map(toRunRecord);
+  }
+
+  /** Runs in a status, oldest first: e.g. the `running` ones a restarted coordinator resumes. */
+  async listByStatus(status: RunStatus): Promise<RunRecord[]> {
+    requireStatus(status);
+    const rows = await this.prisma.run.findMany({
+      where: { status },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+    });
+    return rows.map(toRunRecord);
+  }
+
+  /**
+   * Moves a run to `status`: `running` sets startedAt the first time (and clears finishedAt
+   * and error on a resume); completed, failed and stopped set finishedAt. An illegal change
+   * (e.g. from completed) is a CONFLICT.
+   */
+  async setStatus(
+    id: string,
+    status: RunStatus,
+    options: { error?: string } = {},
+  ): Promise<RunRecord> {
+    requireId('runId', id);
+    requireStatus(status);
+    if (options.error !== undefined && typeof options.error !== 'string') {
+      throw invalid('error', 'must be a string', options.error);
+    }
+    const run = await this.prisma.run.findUnique({ where: { id } });
+    if (run === null) throw notFound('run', id);
+    if (run.status === status) return toRunRecord(run);
+    if (!TRANSITIONS[run.status].includes(status)) {
+      throw new TesseraError(
+        ErrorCode.CONFLICT,
+        `run ${id} is ${run.status} and cannot become ${status}`,
+        { runId: id, from: run.status, to: status },
+      );
+    }
+    const now = new Date();
+    // Every target but `running` ends the run (for now, in the case of `stopped`).
+    const data =
+      status === 'running'
+        ? { status, startedAt: run.startedAt ?? now, finishedAt: null, error: null }
+        : { status, finishedAt: now, error: options.error ?? null };
+    // Conditional on the status we checked, so two concurrent changes cannot both win.
+    const { count } = await this.prisma.run.updateMany({
+      where: { id, status: run.status },
+      data,
+    });
+    if (count === 0) {
+      throw new TesseraError(ErrorCode.CONFLICT, `run ${id} changed status concurrently`, {
+        runId: id,
+      });
+    }
+    return this.get(id);
+  }
+}
+
+function requireStatus(status: unknown): asserts status is RunStatus {
+  if (!(RUN_STATUSES as readonly unknown[]).includes(status)) {
+    throw invalid('status', `must be one of ${RUN_STATUSES.join(', ')}`, status);
+  }
+}
+
+/** Checks every field of a run's config, naming the first bad one (`config.<field>`). */
+export function validateRunConfig(config: RunConfig): RunConfig {
+  if (typeof config !== 'object' || config === null) throw invalid('config', 'must be an object');
+  const field = (name: keyof RunConfig) => `config.${name}`;
+  const clientsPerRound =
+    config.clientsPerRound === null
+      ? null
+      : requireInt(field('clientsPerRound'), config.clientsPerRound, 1);
+  let fractionFit: number | null = null;
+  if (config.fractionFit !== null) {
+    fractionFit = requireFinite(field('fractionFit'), config.fractionFit);
+    if (fractionFit <= 0 || fractionFit > 1) {
+      throw invalid(field('fractionFit'), `must be in (0, 1] (got ${fractionFit})`, fractionFit);
+    }
+  }
+  const minClients = requireInt(field('minClients'), config.minClients, 1);
+  if (clientsPerRound !== null && minClients > clientsPerRound) {
+    throw invalid(
+      field('minClients'),
+      `must not exceed clientsPerRound (${minClients} > ${clientsPerRound})`,
+      minClients,
+    );
+  }
+  const learningRate = requireFinite(field('learningRate'), config.learningRate);
+  if (learningRate <= 0) {
+    throw invalid(field('learningRate'), `must be > 0 (got ${learningRate})`, learningRate);
+  }
+  return {
+    model: requireString(field('model'), config.model, 200),
+    strategy: requireString(field('strategy'), config.strategy, 200),
+    strategyOptions: requireJsonObject(field('strategyOptions'), config.strategyOptions),
+    rounds: requireInt(field('rounds'), config.rounds, 1),
+    clientsPerRound,
+    fractionFit,
+    minClients,
+    roundDeadlineMs: requireInt(field('roundDeadlineMs'), config.roundDeadlineMs, 1),
+    localEpochs: requireInt(field('localEpochs'), config.localEpochs, 1),
+    batchSize: requireInt(field('batchSize'), config.batchSize, 1),
+    learningRate,
+    seed: requireInt(field('seed'), config.seed, 0),
+    data: requireJsonObject(field('data'), config.data),
+  };
+}
+
+export function toRunRecord(row: Run): RunRecord {
+  return {
+    id: row.id,
+    federationId: row.federationId,
+    name: row.name,
+    status: row.status,
+    config: {
+      model: row.model,
+      strategy: row.strategy,
+      strategyOptions: jsonObject(row.strategyOptions),
+      rounds: row.rounds,
+      clientsPerRound: row.clientsPerRound,
+      fractionFit: row.fractionFit,
+      minClients: row.minClients,
+      roundDeadlineMs: row.roundDeadlineMs,
+      localEpochs: row.localEpochs,
+      batchSize: row.batchSize,
+      learningRate: row.learningRate,
+      seed: row.seed,
+      data: jsonObject(row.data),
+    },
+    currentRound: row.currentRound,
+    error: row.error,
+    createdAt: row.createdAt,
+    startedAt: row.startedAt,
+    finishedAt: row.finishedAt,
+  };
+}
