@@ -98,9 +98,13 @@ export async function waitFor<T>(
   }
 }
 
+let federationCount = 0;
+
 /** A federation with `count` issued tokens. */
 export async function createFederation(harness: Harness, count: number) {
-  const federation = await harness.api<{ id: string }>('POST', '/federations', { name: 'test federation' });
+  const federation = await harness.api<{ id: string }>('POST', '/federations', {
+    name: `test federation ${++federationCount}`,
+  });
   const tokens: Array<{ token: string; client: { id: string } }> = [];
   for (let k = 0; k < count; k++) {
     const issued = await harness.api<{ token: string; client: { id: string } }>(
