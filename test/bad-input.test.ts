@@ -23,7 +23,13 @@ afterEach(async () => {
   harness = undefined;
 });
 
-const client = { name: 'rogue', version: '0', runtime: 'other', backend: 'none', numExamples: 1 } as const;
+const client = {
+  name: 'rogue',
+  version: '0',
+  runtime: 'other',
+  backend: 'none',
+  numExamples: 1,
+} as const;
 
 /** Connects like a client written from docs/protocol.md would, and reports how the handshake ended. */
 function connect(url: string, auth: Record<string, unknown>) {
@@ -36,7 +42,9 @@ function connect(url: string, auth: Record<string, unknown>) {
   sockets.push(socket);
   return new Promise<{ socket: ClientSocket; error?: WireError }>((resolve) => {
     socket.on('welcome', () => resolve({ socket }));
-    socket.on('connect_error', (error: Error & { data?: WireError }) => resolve({ socket, ...(error.data ? { error: error.data } : {}) }));
+    socket.on('connect_error', (error: Error & { data?: WireError }) =>
+      resolve({ socket, ...(error.data ? { error: error.data } : {}) }),
+    );
   });
 }
 
@@ -53,9 +61,21 @@ describe('bad input from clients', () => {
     await h.api('POST', `/clients/${tokens[1]?.client.id}/revoke`);
 
     const cases: Array<[string, Record<string, unknown>, string]> = [
-      ['a wrong token', { token: 'tsr_wrong', protocolVersion: PROTOCOL_VERSION, client }, ErrorCode.UNAUTHORIZED],
-      ['a revoked token', { token: tokens[1]?.token, protocolVersion: PROTOCOL_VERSION, client }, ErrorCode.UNAUTHORIZED],
-      ['another protocol version', { token: tokens[0]?.token, protocolVersion: PROTOCOL_VERSION + 1, client }, ErrorCode.PROTOCOL_VERSION_MISMATCH],
+      [
+        'a wrong token',
+        { token: 'tsr_wrong', protocolVersion: PROTOCOL_VERSION, client },
+        ErrorCode.UNAUTHORIZED,
+      ],
+      [
+        'a revoked token',
+        { token: tokens[1]?.token, protocolVersion: PROTOCOL_VERSION, client },
+        ErrorCode.UNAUTHORIZED,
+      ],
+      [
+        'another protocol version',
+        { token: tokens[0]?.token, protocolVersion: PROTOCOL_VERSION + 1, client },
+        ErrorCode.PROTOCOL_VERSION_MISMATCH,
+      ],
       ['no token at all', { protocolVersion: PROTOCOL_VERSION, client }, ErrorCode.MALFORMED_FRAME],
     ];
     for (const [what, auth, code] of cases) {
@@ -66,7 +86,15 @@ describe('bad input from clients', () => {
     expect(h.coordinator.registry.list()).toHaveLength(0);
     expect(h.logs.filter((l) => l.includes('connection refused'))).toHaveLength(4);
     // The good token still works afterwards.
-    expect((await connect(h.coordinator.url, { token: tokens[0]?.token, protocolVersion: PROTOCOL_VERSION, client })).error).toBeUndefined();
+    expect(
+      (
+        await connect(h.coordinator.url, {
+          token: tokens[0]?.token,
+          protocolVersion: PROTOCOL_VERSION,
+          client,
+        })
+      ).error,
+    ).toBeUndefined();
   });
 
   it('refuses bad frames during a round; nothing of them is kept and the run completes', async () => {
@@ -80,7 +108,11 @@ describe('bad input from clients', () => {
     // an open round (the round closes as soon as every selected client has answered).
     h.spawnClient(tokens[0]?.token as string, ['--mnist', '0/2', '--max-examples', '2000']);
 
-    const { socket: rogue } = await connect(h.coordinator.url, { token: tokens[1]?.token, protocolVersion: PROTOCOL_VERSION, client });
+    const { socket: rogue } = await connect(h.coordinator.url, {
+      token: tokens[1]?.token,
+      protocolVersion: PROTOCOL_VERSION,
+      client,
+    });
     const { socket: outsider } = await connect(h.coordinator.url, {
       token: outsiderFederation.tokens[0]?.token,
       protocolVersion: PROTOCOL_VERSION,
@@ -89,7 +121,16 @@ describe('bad input from clients', () => {
     const instructions: TrainInstruction[] = [];
     rogue.on('train', (instruction) => instructions.push(instruction));
     // The rogue declines evaluation so that rounds do not wait for it.
-    rogue.on('evaluate', ({ runId, round }) => void send(rogue, 'evaluation', { status: 'failed', runId, round, error: { message: 'no data' } }));
+    rogue.on(
+      'evaluate',
+      ({ runId, round }) =>
+        void send(rogue, 'evaluation', {
+          status: 'failed',
+          runId,
+          round,
+          error: { message: 'no data' },
+        }),
+    );
     const rejected: WireError[] = [];
     rogue.on('rejected', (error) => rejected.push(error));
     await waitFor(() => h.coordinator.registry.list().length === 3, 'all clients to connect');
@@ -107,28 +148,61 @@ describe('bad input from clients', () => {
 
     const first = await waitFor(() => instructions[0], 'round 1 to reach the rogue');
     const { runId, round, model } = first;
-    const good = { status: 'ok', runId, round, numExamples: 10, durationMs: 5, metrics: { loss: 1 } };
+    const good = {
+      status: 'ok',
+      runId,
+      round,
+      numExamples: 10,
+      durationMs: 5,
+      metrics: { loss: 1 },
+    };
     const zeros = new Float32Array(model.paramCount);
     const nan = new Float32Array(model.paramCount);
     nan[1234] = Number.NaN;
 
-    expect(codeOf(await send(rogue, 'update', { ...good, weights: [1, 2, 3] }))).toBe(ErrorCode.MALFORMED_FRAME);
-    expect(codeOf(await send(rogue, 'update', 'not even an object'))).toBe(ErrorCode.MALFORMED_FRAME);
-    expect(codeOf(await send(rogue, 'update', { ...good, runId: 'another-run', weights: weightsToBytes(zeros) }))).toBe(ErrorCode.WRONG_RUN);
-    expect(codeOf(await send(rogue, 'update', { ...good, round: 7, weights: weightsToBytes(zeros) }))).toBe(ErrorCode.WRONG_ROUND);
-    expect(codeOf(await send(outsider, 'update', { ...good, weights: weightsToBytes(zeros) }))).toBe(ErrorCode.NOT_SELECTED);
-    expect(codeOf(await send(rogue, 'update', { ...good, weights: new Uint8Array(1_200_000) }))).toBe(ErrorCode.PAYLOAD_TOO_LARGE);
+    expect(codeOf(await send(rogue, 'update', { ...good, weights: [1, 2, 3] }))).toBe(
+      ErrorCode.MALFORMED_FRAME,
+    );
+    expect(codeOf(await send(rogue, 'update', 'not even an object'))).toBe(
+      ErrorCode.MALFORMED_FRAME,
+    );
+    expect(
+      codeOf(
+        await send(rogue, 'update', {
+          ...good,
+          runId: 'another-run',
+          weights: weightsToBytes(zeros),
+        }),
+      ),
+    ).toBe(ErrorCode.WRONG_RUN);
+    expect(
+      codeOf(await send(rogue, 'update', { ...good, round: 7, weights: weightsToBytes(zeros) })),
+    ).toBe(ErrorCode.WRONG_ROUND);
+    expect(
+      codeOf(await send(outsider, 'update', { ...good, weights: weightsToBytes(zeros) })),
+    ).toBe(ErrorCode.NOT_SELECTED);
+    expect(
+      codeOf(await send(rogue, 'update', { ...good, weights: new Uint8Array(1_200_000) })),
+    ).toBe(ErrorCode.PAYLOAD_TOO_LARGE);
     // Bytes that are not MessagePack at all, straight onto the WebSocket.
     rogue.io.engine.write(new Uint8Array([0xc1, 0xc1, 0xc1]) as unknown as string);
     await waitFor(() => rejected.length > 0, 'the garbage frame to be refused');
     expect(rejected[0]?.code).toBe(ErrorCode.MALFORMED_FRAME);
     // Until now the rogue is still in the round; a NaN update takes it out, and it cannot retry.
-    expect(codeOf(await send(rogue, 'update', { ...good, weights: weightsToBytes(nan) }))).toBe(ErrorCode.NON_FINITE_WEIGHTS);
-    expect(codeOf(await send(rogue, 'update', { ...good, weights: weightsToBytes(zeros) }))).toBe(ErrorCode.DUPLICATE_UPDATE);
+    expect(codeOf(await send(rogue, 'update', { ...good, weights: weightsToBytes(nan) }))).toBe(
+      ErrorCode.NON_FINITE_WEIGHTS,
+    );
+    expect(codeOf(await send(rogue, 'update', { ...good, weights: weightsToBytes(zeros) }))).toBe(
+      ErrorCode.DUPLICATE_UPDATE,
+    );
     expect(h.coordinator.registry.get(honestId)?.task).toMatchObject({ round: 1, phase: 'train' });
 
     const second = await waitFor(() => instructions[1], 'round 2 to reach the rogue');
-    const short = { ...good, round: second.round, weights: weightsToBytes(new Float32Array(model.paramCount - 1)) };
+    const short = {
+      ...good,
+      round: second.round,
+      weights: weightsToBytes(new Float32Array(model.paramCount - 1)),
+    };
     expect(codeOf(await send(rogue, 'update', short))).toBe(ErrorCode.WEIGHTS_LENGTH_MISMATCH);
 
     expect(await finished).toMatchObject({ status: 'completed' });
@@ -139,11 +213,27 @@ describe('bad input from clients', () => {
       expect(r.metrics['rejected']).toBe(1);
       // Only the honest client's 1,800 training examples count in m_t.
       expect(r.numExamples).toBe(1800);
-      expect((await h.db.rounds.updates(runId, r.number)).map((u) => u.clientId)).toEqual([honestId]);
+      expect((await h.db.rounds.updates(runId, r.number)).map((u) => u.clientId)).toEqual([
+        honestId,
+      ]);
     }
     const refused = h.logs.filter((line) => line.includes('frame refused'));
-    for (const code of Object.values(ErrorCode).filter((c) => !['UNAUTHORIZED', 'PROTOCOL_VERSION_MISMATCH', 'INVALID_ARGUMENT', 'NOT_FOUND', 'CONFLICT', 'UNAVAILABLE', 'INTERNAL'].includes(c))) {
-      expect(refused.some((line) => line.includes(`"code":"${code}"`)), code).toBe(true);
+    for (const code of Object.values(ErrorCode).filter(
+      (c) =>
+        ![
+          'UNAUTHORIZED',
+          'PROTOCOL_VERSION_MISMATCH',
+          'INVALID_ARGUMENT',
+          'NOT_FOUND',
+          'CONFLICT',
+          'UNAVAILABLE',
+          'INTERNAL',
+        ].includes(c),
+    )) {
+      expect(
+        refused.some((line) => line.includes(`"code":"${code}"`)),
+        code,
+      ).toBe(true);
     }
     expect((await fetch(`${h.coordinator.url}/healthz`)).status).toBe(200);
   });

@@ -1,3 +1,4 @@
+import type { RoundRecord } from '@tessera/db';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
 
@@ -17,7 +18,11 @@ describe('a federation of real client processes', () => {
     const children = tokens.map(({ token }, k) => h.spawnClient(token, mnistArgs(k, 3)));
     await waitFor(() => h.coordinator.registry.list().length === 3, 'three clients to connect');
 
-    const run = await h.api<{ id: string }>('POST', '/runs', { ...quickRun, federationId, minClients: 2 });
+    const run = await h.api<{ id: string }>('POST', '/runs', {
+      ...quickRun,
+      federationId,
+      minClients: 2,
+    });
     expect(run.status).toBe(201);
     const victim = tokens[2]?.client.id as string;
     expect(h.coordinator.registry.get(victim)?.info.backend).toBe('wasm');
@@ -30,23 +35,23 @@ describe('a federation of real client processes', () => {
     expect((await h.api('POST', `/runs/${run.body.id}/start`)).status).toBe(202);
     expect(await finished).toMatchObject({ status: 'completed' });
 
-    const rounds = (await h.api<Array<Record<string, unknown>>>('GET', `/runs/${run.body.id}/rounds`)).body;
-    expect(rounds.map((r) => r['number'])).toEqual([1, 2, 3]);
+    const rounds = (await h.api<RoundRecord[]>('GET', `/runs/${run.body.id}/rounds`)).body;
+    expect(rounds.map((r) => r.number)).toEqual([1, 2, 3]);
     expect(rounds[0]).toMatchObject({ participantClientIds: expect.arrayContaining([victim]) });
-    expect(rounds[1]?.['selectedClientIds']).toContain(victim);
-    expect(rounds[1]?.['droppedClientIds']).toEqual([victim]);
-    expect(rounds[1]?.['participantClientIds']).toHaveLength(2);
-    expect(rounds[2]?.['selectedClientIds']).not.toContain(victim);
+    expect(rounds[1]?.selectedClientIds).toContain(victim);
+    expect(rounds[1]?.droppedClientIds).toEqual([victim]);
+    expect(rounds[1]?.participantClientIds).toHaveLength(2);
+    expect(rounds[2]?.selectedClientIds).not.toContain(victim);
     for (const round of rounds) {
-      expect(round['trainLoss']).toBeGreaterThan(0);
-      expect(round['centralAccuracy']).toBeGreaterThan(0.5);
+      expect(round.trainLoss).toBeGreaterThan(0);
+      expect(round.centralAccuracy).toBeGreaterThan(0.5);
     }
     // Each client trained on 360 examples (400 minus a 10% hold-out): m_t is their sum.
-    expect(rounds[0]?.['numExamples']).toBe(3 * 360);
-    expect(rounds[1]?.['numExamples']).toBe(2 * 360);
+    expect(rounds[0]?.numExamples).toBe(3 * 360);
+    expect(rounds[1]?.numExamples).toBe(2 * 360);
     const updates = await h.db.rounds.updates(run.body.id, 2);
     expect(updates.map((u) => u.clientId).sort()).toEqual(
-      (rounds[1]?.['participantClientIds'] as string[]).slice().sort(),
+      (rounds[1]?.participantClientIds ?? []).slice().sort(),
     );
     expect(h.logs.some((line) => line.includes('client dropped out of a round'))).toBe(true);
   });
@@ -55,9 +60,13 @@ describe('a federation of real client processes', () => {
     harness = await startHarness();
     const h = harness;
     const { federationId, tokens } = await createFederation(h, 2);
-    tokens.forEach(({ token }, k) => h.spawnClient(token, mnistArgs(k, 2)));
+    for (const [k, { token }] of tokens.entries()) h.spawnClient(token, mnistArgs(k, 2));
     await waitFor(() => h.coordinator.registry.list().length === 2, 'two clients to connect');
-    const run = await h.api<{ id: string }>('POST', '/runs', { ...quickRun, rounds: 4, federationId });
+    const run = await h.api<{ id: string }>('POST', '/runs', {
+      ...quickRun,
+      rounds: 4,
+      federationId,
+    });
     const firstCommit = new Promise((resolve) => h.coordinator.once('round-committed', resolve));
     await h.api('POST', `/runs/${run.body.id}/start`);
     await firstCommit;

@@ -19,7 +19,11 @@ export interface Harness {
   db: Database;
   dataDir: string;
   logs: string[];
-  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  api<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }>;
   spawnClient(token: string, args?: string[]): ChildProcess;
   /** Stops the coordinator and closes the database, leaving clients running (for restarts). */
   restart(options?: Partial<CoordinatorOptions>): Promise<void>;
@@ -33,7 +37,13 @@ export async function startHarness(options: Partial<CoordinatorOptions> = {}): P
   const clients: ChildProcess[] = [];
   const open = async (port: number) => {
     const db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
-    const coordinator = await Coordinator.start({ centralEvaluation: false, ...options, db, logger, port });
+    const coordinator = await Coordinator.start({
+      centralEvaluation: false,
+      ...options,
+      db,
+      logger,
+      port,
+    });
     return { db, coordinator };
   };
   let { db, coordinator } = await open(0);
@@ -59,7 +69,16 @@ export async function startHarness(options: Partial<CoordinatorOptions> = {}): P
     spawnClient(token, args = []) {
       const child = spawn(
         process.execPath,
-        [clientCli, '--coordinator', coordinator.url, '--token', token, '--progress', 'none', ...args],
+        [
+          clientCli,
+          '--coordinator',
+          coordinator.url,
+          '--token',
+          token,
+          '--progress',
+          'none',
+          ...args,
+        ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       child.stdout?.resume();

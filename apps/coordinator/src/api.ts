@@ -24,7 +24,12 @@ export const createRunSchema = z
     localEpochs: positiveInt.max(1000).default(1),
     batchSize: positiveInt.max(65_536).default(10),
     learningRate: z.number().positive().max(100).default(0.05),
-    seed: z.number().int().min(0).max(2 ** 31 - 1).default(0),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(0),
     data: z.record(z.string(), z.unknown()).default({ dataset: 'mnist' }),
   })
   .refine((run) => STRATEGY_NAMES.includes(run.strategy), {
@@ -51,7 +56,9 @@ function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const field = issue?.path.join('.') || '(body)';
-  throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${field}: ${issue?.message ?? 'invalid'}`, { field });
+  throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${field}: ${issue?.message ?? 'invalid'}`, {
+    field,
+  });
 }
 
 const httpStatus: Partial<Record<ErrorCode, number>> = {
@@ -86,8 +93,14 @@ export function createApi(coordinator: Coordinator, options: { adminToken: strin
 
   const api = express.Router();
   api.use((req, _res, next) => {
-    if (options.adminToken !== null && !bearerMatches(req.headers.authorization, options.adminToken)) {
-      throw new TesseraError(ErrorCode.UNAUTHORIZED, 'missing or wrong admin token (Authorization: Bearer ...)');
+    if (
+      options.adminToken !== null &&
+      !bearerMatches(req.headers.authorization, options.adminToken)
+    ) {
+      throw new TesseraError(
+        ErrorCode.UNAUTHORIZED,
+        'missing or wrong admin token (Authorization: Bearer ...)',
+      );
     }
     next();
   });
@@ -123,7 +136,8 @@ export function createApi(coordinator: Coordinator, options: { adminToken: strin
     res.status(201).json(await db.runs.create({ federationId, ...(name ? { name } : {}), config }));
   });
   api.get('/runs', async (req, res) => {
-    const federationId = typeof req.query['federationId'] === 'string' ? req.query['federationId'] : undefined;
+    const federationId =
+      typeof req.query['federationId'] === 'string' ? req.query['federationId'] : undefined;
     res.json(await db.runs.list(federationId ? { federationId } : {}));
   });
   api.get('/runs/:id', async (req, res) => {
@@ -142,7 +156,9 @@ export function createApi(coordinator: Coordinator, options: { adminToken: strin
   });
 
   app.use('/api', api);
-  app.use('/api', (_req, _res, next) => next(new TesseraError(ErrorCode.NOT_FOUND, 'no such API route')));
+  app.use('/api', (_req, _res, next) =>
+    next(new TesseraError(ErrorCode.NOT_FOUND, 'no such API route')),
+  );
   app.use((cause: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const parseError = cause as { type?: string; status?: number };
     const error =
@@ -152,7 +168,8 @@ export function createApi(coordinator: Coordinator, options: { adminToken: strin
           ? new TesseraError(ErrorCode.PAYLOAD_TOO_LARGE, 'request body is too large')
           : TesseraError.from(cause);
     const status = httpStatus[error.code] ?? 500;
-    if (status >= 500) coordinator.logger.error('API error', { code: error.code, message: error.message });
+    if (status >= 500)
+      coordinator.logger.error('API error', { code: error.code, message: error.message });
     res.status(status).json({ error: error.toWire() });
   });
   return app;

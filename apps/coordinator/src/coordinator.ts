@@ -6,7 +6,7 @@ import { initBackend } from '@tessera/ml';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
 import { createApi } from './api.js';
 import { MnistCentralEvaluator } from './central-eval.js';
-import { type CentralEvaluator, RunEngine, type RoundSummary } from './engine.js';
+import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
 import { ClientRegistry } from './registry.js';
 import { attachSocketServer } from './socket-server.js';
@@ -108,7 +108,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Marks a created (or stopped) run running and launches its round loop. */
   async startRun(runId: string): Promise<RunRecord> {
     const run = await this.db.runs.get(runId);
-    if (this.engines.has(runId)) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is already running`);
+    if (this.engines.has(runId))
+      throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is already running`);
     if (run.status === 'completed' || run.status === 'failed') {
       throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is ${run.status}; create a new run`);
     }

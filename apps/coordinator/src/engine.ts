@@ -1,6 +1,11 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { EvaluationReply, EvaluationResult, RoundAggregator, Strategy } from '@tessera/aggregation';
+import type {
+  EvaluationReply,
+  EvaluationResult,
+  RoundAggregator,
+  Strategy,
+} from '@tessera/aggregation';
 import { createStrategy } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
 import type { Database, RoundRecord, RunRecord } from '@tessera/db';
@@ -109,7 +114,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.deps.registry.on('change', this.onRegistryChange);
     try {
       let { round, weights } = await this.loadOrCreateCheckpoint();
-      if (round > 0) logger.info('resuming run from its last committed round', { runId: this.runId, round });
+      if (round > 0)
+        logger.info('resuming run from its last committed round', { runId: this.runId, round });
       while (round < this.run.config.rounds && this.stopReason === null) {
         const next = await this.trainRound(round + 1, weights);
         if (next === null) break;
@@ -143,12 +149,18 @@ export class RunEngine extends EventEmitter<EngineEvents> {
 
   handleUpdate(clientId: string, reply: TrainReply): void {
     const open = this.training;
-    if (!open) throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no training round open`);
+    if (!open)
+      throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no training round open`);
     open.state.checkReply(clientId, reply.runId, reply.round);
     const { registry, logger } = this.deps;
     if (reply.status === 'failed') {
       open.state.record(clientId, 'failed');
-      logger.warn('client reported a failed round', { runId: this.runId, round: reply.round, clientId, error: reply.error.message });
+      logger.warn('client reported a failed round', {
+        runId: this.runId,
+        round: reply.round,
+        clientId,
+        error: reply.error.message,
+      });
     } else {
       let weights: Float32Array;
       try {
@@ -160,7 +172,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         this.wakeup.notify();
         throw error;
       }
-      open.aggregator.add({ clientId, numExamples: reply.numExamples, weights, metrics: reply.metrics });
+      open.aggregator.add({
+        clientId,
+        numExamples: reply.numExamples,
+        weights,
+        metrics: reply.metrics,
+      });
       open.updates.push({
         clientId,
         arrivalIndex: open.updates.length,
@@ -178,10 +195,16 @@ export class RunEngine extends EventEmitter<EngineEvents> {
 
   handleEvaluation(clientId: string, reply: EvaluateReply): void {
     const open = this.evaluation;
-    if (!open) throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no evaluation open`);
+    if (!open)
+      throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no evaluation open`);
     open.state.checkReply(clientId, reply.runId, reply.round);
     if (reply.status === 'ok') {
-      open.replies.push({ clientId, numExamples: reply.numExamples, loss: reply.loss, accuracy: reply.accuracy });
+      open.replies.push({
+        clientId,
+        numExamples: reply.numExamples,
+        loss: reply.loss,
+        accuracy: reply.accuracy,
+      });
       open.state.record(clientId, 'updated');
     } else {
       open.state.record(clientId, 'failed');
@@ -204,7 +227,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { db } = this.deps;
     const latest = await db.rounds.latestCheckpoint(this.runId);
     if (latest) {
-      return { round: latest.round, weights: bytesToWeights(latest.weights, this.model.paramCount) };
+      return {
+        round: latest.round,
+        weights: bytesToWeights(latest.weights, this.model.paramCount),
+      };
     }
     const weights = initialWeights(this.run.config.model, this.run.config.seed);
     await db.rounds.saveInitialCheckpoint(this.runId, weightsToBytes(weights));
@@ -219,7 +245,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       const idle = registry.idle(this.run.federationId).length;
       if (sampleSize(this.run.config, idle) > 0) return true;
       if (!announced) {
-        logger.info('waiting for clients', { runId: this.runId, round, idle, minClients: this.run.config.minClients });
+        logger.info('waiting for clients', {
+          runId: this.runId,
+          round,
+          idle,
+          minClients: this.run.config.minClients,
+        });
         announced = true;
       }
       await this.wakeup.wait(1000);
@@ -365,7 +396,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private closeRound(state: RoundState, phase: 'training' | 'evaluation'): void {
     const late = state.clientsWith('pending');
     if (late.length > 0) {
-      const reason = this.stopReason === null ? `${phase} deadline passed` : `run ${this.stopReason}`;
+      const reason =
+        this.stopReason === null ? `${phase} deadline passed` : `run ${this.stopReason}`;
       this.deps.transport.sendRoundClosed(late, { runId: this.runId, round: state.round, reason });
       this.deps.logger.warn(`${phase} closed before every client answered: ${reason}`, {
         runId: this.runId,
@@ -377,6 +409,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   }
 
   private releaseAll(): void {
-    for (const session of this.deps.registry.list()) this.deps.registry.release(session.clientId, this.runId);
+    for (const session of this.deps.registry.list())
+      this.deps.registry.release(session.clientId, this.runId);
   }
 }

@@ -32,9 +32,13 @@ async function main(): Promise<void> {
     process.stdout.write(usage);
     return;
   }
-  const logger = createLogger(parseLogLevel(values['log-level'] ?? process.env['LOG_LEVEL'], 'info'));
+  const logger = createLogger(
+    parseLogLevel(values['log-level'] ?? process.env['LOG_LEVEL'], 'info'),
+  );
   const url = values['database-url'] ?? process.env['DATABASE_URL'];
-  const db = await openDatabase(url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {});
+  const db = await openDatabase(
+    url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {},
+  );
   let adminToken = values['admin-token'] ?? process.env['TESSERA_ADMIN_TOKEN'];
   if (!adminToken) {
     adminToken = randomBytes(24).toString('base64url');
@@ -59,7 +63,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  const message = error instanceof TesseraError ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
+  const message =
+    error instanceof TesseraError
+      ? `${error.code}: ${error.message}`
+      : String((error as Error)?.stack ?? error);
   process.stderr.write(`tessera-coordinator: ${message}\n`);
   process.exit(1);
 });

@@ -18,7 +18,13 @@ export interface ClientSession {
   connectedAt: Date;
   lastSeenAt: Date;
   task: ClientTask | null;
-  progress: { epoch: number; epochs: number; batch: number; batches: number; loss: number | null } | null;
+  progress: {
+    epoch: number;
+    epochs: number;
+    batch: number;
+    batches: number;
+    loss: number | null;
+  } | null;
 }
 
 interface RegistryEvents {

@@ -62,7 +62,10 @@ describe('client sampling', () => {
     const ids = Array.from({ length: 50 }, (_, i) => `client-${i}`);
     const rng = (seed: number) => {
       let s = seed;
-      return () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      return () => {
+        s = (s * 1103515245 + 12345) % 2 ** 31;
+        return s / 2 ** 31;
+      };
     };
     const a = selectClients(ids, policy, rng(1));
     const b = selectClients([...ids].reverse(), policy, rng(1));

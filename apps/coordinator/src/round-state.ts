@@ -32,7 +32,10 @@ export class RoundState {
   /** Throws the error the sender should get when it may not reply to this round now. */
   checkReply(clientId: string, runId: string, round: number): void {
     if (runId !== this.runId) {
-      throw new TesseraError(ErrorCode.WRONG_RUN, `reply names run ${runId}; this client is training run ${this.runId}`);
+      throw new TesseraError(
+        ErrorCode.WRONG_RUN,
+        `reply names run ${runId}; this client is training run ${this.runId}`,
+      );
     }
     if (round !== this.round || this.closed) {
       throw new TesseraError(
@@ -45,10 +48,16 @@ export class RoundState {
     }
     const outcome = this.outcomes.get(clientId);
     if (outcome === undefined || outcome === 'dropped') {
-      throw new TesseraError(ErrorCode.NOT_SELECTED, `client ${clientId} is not part of round ${round}`);
+      throw new TesseraError(
+        ErrorCode.NOT_SELECTED,
+        `client ${clientId} is not part of round ${round}`,
+      );
     }
     if (outcome !== 'pending') {
-      throw new TesseraError(ErrorCode.DUPLICATE_UPDATE, `client ${clientId} already replied to round ${round} (${outcome})`);
+      throw new TesseraError(
+        ErrorCode.DUPLICATE_UPDATE,
+        `client ${clientId} already replied to round ${round} (${outcome})`,
+      );
     }
   }
 

@@ -28,7 +28,9 @@ export function selectClients(
   random: () => number,
 ): string[] {
   if (policy.minClients < 1) {
-    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'minClients must be at least 1', { field: 'minClients' });
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'minClients must be at least 1', {
+      field: 'minClients',
+    });
   }
   const size = sampleSize(policy, available.length);
   const pool = [...available].sort();

@@ -29,8 +29,18 @@ interface SocketData {
   client: ClientRecord;
 }
 
-type TesseraServer = Server<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
-type TesseraSocket = Socket<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+type TesseraServer = Server<
+  ClientToServerEvents,
+  ServerToClientEvents,
+  Record<string, never>,
+  SocketData
+>;
+type TesseraSocket = Socket<
+  ClientToServerEvents,
+  ServerToClientEvents,
+  Record<string, never>,
+  SocketData
+>;
 
 export interface SocketServerOptions {
   db: Database;
@@ -72,7 +82,8 @@ export function attachSocketServer(
         );
       }
       const client = await db.clients.authenticate(hello.token);
-      if (!client) throw new TesseraError(ErrorCode.UNAUTHORIZED, 'unknown or revoked client token');
+      if (!client)
+        throw new TesseraError(ErrorCode.UNAUTHORIZED, 'unknown or revoked client token');
       socket.data.clientId = client.id;
       socket.data.hello = hello;
       socket.data.client = client;
@@ -80,7 +91,11 @@ export function attachSocketServer(
       next();
     } catch (cause) {
       const error = TesseraError.from(cause);
-      logger.warn('connection refused', { address: socket.handshake.address, code: error.code, message: error.message });
+      logger.warn('connection refused', {
+        address: socket.handshake.address,
+        code: error.code,
+        message: error.message,
+      });
       const refusal = new Error(error.message) as Error & { data: unknown };
       refusal.data = error.toWire();
       next(refusal);
@@ -108,7 +123,10 @@ export function attachSocketServer(
       // One live connection per token: the newest wins (a restarted client reclaims its slot).
       logger.warn('client reconnected; closing its previous connection', { clientId });
       const old = io.sockets.sockets.get(previous.connectionId);
-      old?.emit('rejected', { code: ErrorCode.CONFLICT, message: 'replaced by a newer connection with the same token' });
+      old?.emit('rejected', {
+        code: ErrorCode.CONFLICT,
+        message: 'replaced by a newer connection with the same token',
+      });
       old?.disconnect(true);
     }
     logger.info('client connected', {
@@ -128,7 +146,8 @@ export function attachSocketServer(
     const refuse = (event: string, cause: unknown, ack: unknown) => {
       const error = TesseraError.from(cause);
       logger.warn('frame refused', { clientId, event, code: error.code, message: error.message });
-      if (typeof ack === 'function') (ack as (a: Ack) => void)({ ok: false, error: error.toWire() });
+      if (typeof ack === 'function')
+        (ack as (a: Ack) => void)({ ok: false, error: error.toWire() });
       else socket.emit('rejected', error.toWire());
     };
     const handle = (event: string, ack: unknown, work: () => void) => {
@@ -142,7 +161,11 @@ export function attachSocketServer(
     };
     const engineOf = (runId: string): RunEngine => {
       const engine = engineFor(runId);
-      if (!engine) throw new TesseraError(ErrorCode.WRONG_RUN, `run ${runId} is not running on this coordinator`);
+      if (!engine)
+        throw new TesseraError(
+          ErrorCode.WRONG_RUN,
+          `run ${runId} is not running on this coordinator`,
+        );
       return engine;
     };
 
@@ -170,10 +193,15 @@ export function attachSocketServer(
     });
     socket.on(REJECTED_FRAME_EVENT, (info, ack) => {
       const rejected = info as RejectedFrame;
-      refuse(rejected.event ?? '(unreadable)', new TesseraError(rejected.code, rejected.reason, { bytes: rejected.bytes }), ack);
+      refuse(
+        rejected.event ?? '(unreadable)',
+        new TesseraError(rejected.code, rejected.reason, { bytes: rejected.bytes }),
+        ack,
+      );
     });
     socket.on('disconnect', (reason) => {
-      if (registry.remove(clientId, socket.id)) logger.info('client disconnected', { clientId, reason });
+      if (registry.remove(clientId, socket.id))
+        logger.info('client disconnected', { clientId, reason });
     });
   });
 

@@ -52,7 +52,8 @@ function formatRow(row: Row | null): string {
     .join('  ');
 }
 
-const percent = (value: number | null | undefined) => (value == null ? '-' : `${(value * 100).toFixed(2)}%`);
+const percent = (value: number | null | undefined) =>
+  value == null ? '-' : `${(value * 100).toFixed(2)}%`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -89,7 +90,8 @@ async function main(): Promise<void> {
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const json = (await response.json()) as T & { error?: { code: string; message: string } };
-    if (!response.ok) throw new Error(`${method} ${path}: ${json.error?.code}: ${json.error?.message}`);
+    if (!response.ok)
+      throw new Error(`${method} ${path}: ${json.error?.code}: ${json.error?.message}`);
     return json;
   };
 
@@ -127,8 +129,21 @@ async function main(): Promise<void> {
     const log = createWriteStream(join(workDir, 'logs', `client-${k}.log`));
     const child = spawn(
       process.execPath,
-      [clientCli, '--coordinator', coordinator.url, '--token', token, '--mnist', `${k}/${numClients}`,
-        '--partition', values.partition, '--partition-seed', '42', '--progress', 'lines'],
+      [
+        clientCli,
+        '--coordinator',
+        coordinator.url,
+        '--token',
+        token,
+        '--mnist',
+        `${k}/${numClients}`,
+        '--partition',
+        values.partition,
+        '--partition-seed',
+        '42',
+        '--progress',
+        'lines',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child.stdout?.pipe(log);
@@ -145,10 +160,13 @@ async function main(): Promise<void> {
 
   const started = Date.now();
   while (coordinator.registry.list().length < numClients) {
-    if (Date.now() - started > 120_000) throw new Error('clients did not connect within 2 minutes; see their logs');
+    if (Date.now() - started > 120_000)
+      throw new Error('clients did not connect within 2 minutes; see their logs');
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  say(`${numClients} clients connected in ${((Date.now() - started) / 1000).toFixed(1)} s; starting the run\n`);
+  say(
+    `${numClients} clients connected in ${((Date.now() - started) / 1000).toFixed(1)} s; starting the run\n`,
+  );
   say(formatRow(null));
 
   let lastRoundEnd = Date.now();
@@ -178,18 +196,24 @@ async function main(): Promise<void> {
   lastRoundEnd = Date.now();
   const outcome = await finished;
   const mean = roundSeconds.reduce((a, b) => a + b, 0) / Math.max(1, roundSeconds.length);
-  say(`\nrun ${outcome.status}: best test accuracy ${percent(bestAccuracy)}, mean round time ${mean.toFixed(1)} s`);
+  say(
+    `\nrun ${outcome.status}: best test accuracy ${percent(bestAccuracy)}, mean round time ${mean.toFixed(1)} s`,
+  );
 
   stopClients();
   await coordinator.close();
   await db.close();
-  if (outcome.status !== 'completed') throw new Error(`run ${outcome.status}: ${outcome.error ?? ''}`);
+  if (outcome.status !== 'completed')
+    throw new Error(`run ${outcome.status}: ${outcome.error ?? ''}`);
 }
 
 main().then(
   () => process.exit(0),
   (error: unknown) => {
-    const message = error instanceof TesseraError ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
+    const message =
+      error instanceof TesseraError
+        ? `${error.code}: ${error.message}`
+        : String((error as Error)?.stack ?? error);
     process.stderr.write(`tessera demo: ${message}\n`);
     process.exit(1);
   },

@@ -42,8 +42,23 @@ export interface ClientObserver {
   disconnected?(reason: string): void;
   roundStarted?(instruction: TrainInstruction): void;
   progress?(progress: TrainingProgress): void;
-  roundFinished?(summary: { runId: string; round: number; loss: number; accuracy: number; numExamples: number; durationMs: number; samplesPerSecond: number; ack: Ack }): void;
-  evaluated?(summary: { runId: string; round: number; loss: number; accuracy: number; numExamples: number }): void;
+  roundFinished?(summary: {
+    runId: string;
+    round: number;
+    loss: number;
+    accuracy: number;
+    numExamples: number;
+    durationMs: number;
+    samplesPerSecond: number;
+    ack: Ack;
+  }): void;
+  evaluated?(summary: {
+    runId: string;
+    round: number;
+    loss: number;
+    accuracy: number;
+    numExamples: number;
+  }): void;
   warning?(message: string): void;
 }
 
@@ -62,7 +77,10 @@ export interface ClientOptions {
 }
 
 /** Errors after which reconnecting cannot help: the user has to change something. */
-const FATAL_CONNECT_ERRORS: readonly string[] = [ErrorCode.UNAUTHORIZED, ErrorCode.PROTOCOL_VERSION_MISMATCH];
+const FATAL_CONNECT_ERRORS: readonly string[] = [
+  ErrorCode.UNAUTHORIZED,
+  ErrorCode.PROTOCOL_VERSION_MISMATCH,
+];
 
 type LayersModel = ReturnType<typeof createModel>;
 
@@ -109,7 +127,9 @@ export class TesseraClient {
     socket.on('evaluate', (instruction) => this.enqueue(() => this.evaluate(instruction)));
     socket.on('round-closed', (notice) => {
       this.closedRounds.add(`${notice.runId}/${notice.round}`);
-      options.observer?.warning?.(`round ${notice.round} closed by the coordinator: ${notice.reason}`);
+      options.observer?.warning?.(
+        `round ${notice.round} closed by the coordinator: ${notice.reason}`,
+      );
     });
     let replaced = false;
     socket.on('rejected', (error) => {
@@ -182,7 +202,13 @@ export class TesseraClient {
     const observer = this.options.observer;
     observer?.roundStarted?.(instruction);
     let reply: Parameters<ClientToServerEvents['update']>[0];
-    let summary: { loss: number; accuracy: number; numExamples: number; durationMs: number; samplesPerSecond: number } | null = null;
+    let summary: {
+      loss: number;
+      accuracy: number;
+      numExamples: number;
+      durationMs: number;
+      samplesPerSecond: number;
+    } | null = null;
     try {
       const model = this.modelFor(instruction.model.name, instruction.model.paramCount);
       setFlatWeights(model, bytesToWeights(instruction.weights, instruction.model.paramCount));
@@ -201,7 +227,11 @@ export class TesseraClient {
         weights: weightsToBytes(getFlatWeights(model)),
         numExamples: result.numExamples,
         durationMs: Math.round(result.durationMs),
-        metrics: { loss: result.loss, accuracy: result.accuracy, samplesPerSecond: result.samplesPerSecond },
+        metrics: {
+          loss: result.loss,
+          accuracy: result.accuracy,
+          samplesPerSecond: result.samplesPerSecond,
+        },
       };
     } catch (error) {
       reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
@@ -217,7 +247,8 @@ export class TesseraClient {
     const holdout = this.options.holdout;
     let reply: Parameters<ClientToServerEvents['evaluation']>[0];
     try {
-      if (!holdout || holdout.count === 0) throw new Error('this client keeps no held-out examples');
+      if (!holdout || holdout.count === 0)
+        throw new Error('this client keeps no held-out examples');
       const model = this.modelFor(instruction.model.name, instruction.model.paramCount);
       setFlatWeights(model, bytesToWeights(instruction.weights, instruction.model.paramCount));
       const result = await evaluateModel(model, holdout, instruction.batchSize);
@@ -227,16 +258,25 @@ export class TesseraClient {
       reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
     }
     const ack = await this.send('evaluation', reply);
-    if (!ack.ok) this.options.observer?.warning?.(`evaluation refused: ${ack.error.code}: ${ack.error.message}`);
+    if (!ack.ok)
+      this.options.observer?.warning?.(
+        `evaluation refused: ${ack.error.code}: ${ack.error.message}`,
+      );
   }
 
   private async send(event: 'update' | 'evaluation', reply: unknown): Promise<Ack> {
     const socket = this.socket;
-    if (!socket) return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };
+    if (!socket)
+      return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };
     try {
-      return (await socket.timeout(this.options.ackTimeoutMs ?? 120_000).emitWithAck(event, reply)) as Ack;
+      return (await socket
+        .timeout(this.options.ackTimeoutMs ?? 120_000)
+        .emitWithAck(event, reply)) as Ack;
     } catch {
-      return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'no acknowledgement from the coordinator' } };
+      return {
+        ok: false,
+        error: { code: ErrorCode.UNAVAILABLE, message: 'no acknowledgement from the coordinator' },
+      };
     }
   }
 

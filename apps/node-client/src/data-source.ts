@@ -35,7 +35,10 @@ function parseShare(share: string): { index: number; of: number } {
   const index = Number(match?.[1]);
   const of = Number(match?.[2]);
   if (!match || !(of >= 1) || !(index >= 0 && index < of)) {
-    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `--mnist expects K/N with 0 <= K < N (e.g. 3/10), got "${share}"`);
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--mnist expects K/N with 0 <= K < N (e.g. 3/10), got "${share}"`,
+    );
   }
   return { index, of };
 }
@@ -43,23 +46,46 @@ function parseShare(share: string): { index: number; of: number } {
 /** Loads the client's own examples. Only this process ever reads them. */
 export function loadLocalData(options: DataOptions): LocalData {
   if (options.holdoutFraction < 0 || options.holdoutFraction >= 1) {
-    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `--holdout must be in [0, 1), got ${options.holdoutFraction}`);
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--holdout must be in [0, 1), got ${options.holdoutFraction}`,
+    );
   }
   if ((options.mnist === undefined) === (options.csv === undefined)) {
-    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'give exactly one data source: --mnist K/N or --csv FILE');
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      'give exactly one data source: --mnist K/N or --csv FILE',
+    );
   }
-  const split = (all: Examples | Uint32Array, build: (indices: Uint32Array) => Examples, description: string): LocalData => {
-    const every = all instanceof Uint32Array ? all : Uint32Array.from({ length: all.count }, (_, i) => i);
+  const split = (
+    all: Examples | Uint32Array,
+    build: (indices: Uint32Array) => Examples,
+    description: string,
+  ): LocalData => {
+    const every =
+      all instanceof Uint32Array ? all : Uint32Array.from({ length: all.count }, (_, i) => i);
     const indices = every.subarray(0, options.maxExamples ?? every.length);
-    const { train, holdout } = splitHoldout(indices, options.holdoutFraction, options.partitionSeed);
-    return { train: build(train), holdout: holdout.length > 0 ? build(holdout) : null, description };
+    const { train, holdout } = splitHoldout(
+      indices,
+      options.holdoutFraction,
+      options.partitionSeed,
+    );
+    return {
+      train: build(train),
+      holdout: holdout.length > 0 ? build(holdout) : null,
+      description,
+    };
   };
   if (options.mnist !== undefined) {
     const { index, of } = parseShare(options.mnist);
     const mnist = loadMnist('train');
     const scheme = parsePartitionScheme(options.partition);
     const mine = partition(mnist.labels, of, scheme, options.partitionSeed)[index] as Uint32Array;
-    return split(mine, (ids) => toExamples(mnist, ids), `MNIST partition ${index}/${of} (${options.partition})`);
+    return split(
+      mine,
+      (ids) => toExamples(mnist, ids),
+      `MNIST partition ${index}/${of} (${options.partition})`,
+    );
   }
   const csv = loadCsvExamples(options.csv as string);
   return split(csv, (ids) => selectExamples(csv, ids), `CSV ${options.csv}`);
@@ -69,7 +95,10 @@ function selectExamples(source: Examples, indices: Uint32Array): Examples {
   const x = new Float32Array(indices.length * source.featureSize);
   const y = new Uint8Array(indices.length);
   indices.forEach((from, to) => {
-    x.set(source.x.subarray(from * source.featureSize, (from + 1) * source.featureSize), to * source.featureSize);
+    x.set(
+      source.x.subarray(from * source.featureSize, (from + 1) * source.featureSize),
+      to * source.featureSize,
+    );
     y[to] = source.y[from] as number;
   });
   return { x, y, count: indices.length, featureSize: source.featureSize };

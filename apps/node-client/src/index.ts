@@ -1,2 +1,7 @@
-export { type ClientObserver, type ClientOptions, TesseraClient, type TrainingProgress } from './client.js';
+export {
+  type ClientObserver,
+  type ClientOptions,
+  TesseraClient,
+  type TrainingProgress,
+} from './client.js';
 export { type DataOptions, type LocalData, loadLocalData } from './data-source.js';

@@ -55,12 +55,16 @@ async function main(): Promise<void> {
     partition: values.partition,
     partitionSeed: Number(values['partition-seed']),
     holdoutFraction: Number(values.holdout),
-    ...(values['max-examples'] !== undefined ? { maxExamples: Number(values['max-examples']) } : {}),
+    ...(values['max-examples'] !== undefined
+      ? { maxExamples: Number(values['max-examples']) }
+      : {}),
   });
   const backend = await initBackend(values.backend as BackendPreference);
   const progressMode = values.progress ?? (process.stdout.isTTY ? 'bars' : 'lines');
   const say = (line: string) => process.stdout.write(`${line}\n`);
-  say(`tessera-client: ${data.description}: ${data.train.count} training and ${data.holdout?.count ?? 0} held-out examples`);
+  say(
+    `tessera-client: ${data.description}: ${data.train.count} training and ${data.holdout?.count ?? 0} held-out examples`,
+  );
   say(`tessera-client: training on the ${backend.name} backend (${backend.detail})`);
 
   const client = new TesseraClient({
@@ -84,11 +88,15 @@ function createObserver(mode: string, say: (line: string) => void): ClientObserv
   let bar: SingleBar | null = null;
   let lastEpoch = -1;
   return {
-    connected: (w) => say(`connected to federation ${w.federationId} as ${w.organisation} (client ${w.clientId})`),
+    connected: (w) =>
+      say(`connected to federation ${w.federationId} as ${w.organisation} (client ${w.clientId})`),
     disconnected: (reason) => say(`disconnected (${reason}); reconnecting`),
     roundStarted: (i) => {
       lastEpoch = -1;
-      if (mode !== 'none') say(`round ${i.round}: training ${i.model.name} for ${i.config.epochs} epoch(s), batch ${i.config.batchSize}, lr ${i.config.learningRate}`);
+      if (mode !== 'none')
+        say(
+          `round ${i.round}: training ${i.model.name} for ${i.config.epochs} epoch(s), batch ${i.config.batchSize}, lr ${i.config.learningRate}`,
+        );
     },
     progress: (p) => {
       if (mode === 'bars') {
@@ -107,7 +115,9 @@ function createObserver(mode: string, say: (line: string) => void): ClientObserv
           bar = null;
         }
       } else if (mode === 'lines' && p.batch === p.batches) {
-        say(`  epoch ${p.epoch}/${p.epochs}: ${p.batches} batches, loss ${p.loss?.toFixed(4) ?? '-'}`);
+        say(
+          `  epoch ${p.epoch}/${p.epochs}: ${p.batches} batches, loss ${p.loss?.toFixed(4) ?? '-'}`,
+        );
       }
     },
     roundFinished: (s) =>
@@ -115,12 +125,18 @@ function createObserver(mode: string, say: (line: string) => void): ClientObserv
         `round ${s.round}: sent update (${s.numExamples} examples, loss ${s.loss.toFixed(4)}, ` +
           `${Math.round(s.samplesPerSecond)} samples/s, ${(s.durationMs / 1000).toFixed(1)} s)${s.ack.ok ? '' : ` REFUSED ${s.ack.error.code}`}`,
       ),
-    evaluated: (s) => say(`round ${s.round}: held-out accuracy ${(s.accuracy * 100).toFixed(2)}% on ${s.numExamples} examples`),
+    evaluated: (s) =>
+      say(
+        `round ${s.round}: held-out accuracy ${(s.accuracy * 100).toFixed(2)}% on ${s.numExamples} examples`,
+      ),
     warning: (message) => process.stderr.write(`tessera-client: ${message}\n`),
   };
 }
 
 main().catch((error: unknown) => {
-  const message = error instanceof TesseraError ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
+  const message =
+    error instanceof TesseraError
+      ? `${error.code}: ${error.message}`
+      : String((error as Error)?.stack ?? error);
   fail(message);
 });

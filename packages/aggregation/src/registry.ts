@@ -6,7 +6,10 @@ const factories: Record<string, (options: Record<string, unknown>) => Strategy> 
   fedavg: (options) => {
     const unknown = Object.keys(options);
     if (unknown.length > 0) {
-      throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `fedavg takes no options; got ${unknown.join(', ')}`);
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `fedavg takes no options; got ${unknown.join(', ')}`,
+      );
     }
     return new FedAvg();
   },

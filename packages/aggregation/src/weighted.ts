@@ -27,10 +27,14 @@ export class WeightedSum {
       );
     }
     if (!(weight > 0) || !Number.isFinite(weight)) {
-      throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `update weight must be a positive number, got ${weight}`);
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `update weight must be a positive number, got ${weight}`,
+      );
     }
     const sums = this.sums;
-    for (let i = 0; i < values.length; i++) sums[i] = (sums[i] as number) + weight * (values[i] as number);
+    for (let i = 0; i < values.length; i++)
+      sums[i] = (sums[i] as number) + weight * (values[i] as number);
     this.totalWeight += weight;
   }
 

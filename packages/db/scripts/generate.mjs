@@ -1,7 +1,7 @@
 // Runs `prisma generate` offline.
 //
 // The Prisma CLI makes sure its schema engine binary is present before any command, and
-// downloads it from binaries.prisma.sh when it is not, even for `generate`, which never
+// downloads it from Prisma's binary host when it is not, even for `generate`, which never
 // runs it. That host is unreachable here. When PRISMA_SCHEMA_ENGINE_BINARY names an
 // existing file the CLI skips the download, so point it at this script (not executable:
 // were it ever spawned, it would fail at once rather than hang). A real engine configured
