@@ -20,7 +20,14 @@ const REPEATS = 7;
 
 const weights = new Float32Array(PARAMS);
 for (let i = 0; i < PARAMS; i++) weights[i] = Math.sin(i) * 0.05;
-const meta = { status: 'ok', runId: 'run', round: 1, numExamples: 600, durationMs: 1000, metrics: { loss: 0.1 } };
+const meta = {
+  status: 'ok',
+  runId: 'run',
+  round: 1,
+  numExamples: 600,
+  durationMs: 1000,
+  metrics: { loss: 0.1 },
+};
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -41,7 +48,12 @@ function time(fn: () => void): number {
 const parser = createMsgpackParser({ maxFrameBytes: 1 << 30 });
 let frame = new Uint8Array();
 const msgpackEncode = time(() => {
-  frame = encodePacket({ type: PacketType.EVENT, nsp: '/', id: 1, data: ['update', { ...meta, weights: weightsToBytes(weights) }] });
+  frame = encodePacket({
+    type: PacketType.EVENT,
+    nsp: '/',
+    id: 1,
+    data: ['update', { ...meta, weights: weightsToBytes(weights) }],
+  });
 });
 const msgpackDecode = time(() => {
   const decoder = new parser.Decoder();
@@ -62,11 +74,25 @@ const jsonDecode = time(() => {
 });
 
 const rows = [
-  { codec: 'Tessera (msgpack + float32 bytes)', bytes: frame.byteLength, encodeMs: msgpackEncode, decodeMs: msgpackDecode },
-  { codec: 'JSON number array', bytes: Buffer.byteLength(json), encodeMs: jsonEncode, decodeMs: jsonDecode },
+  {
+    codec: 'Tessera (msgpack + float32 bytes)',
+    bytes: frame.byteLength,
+    encodeMs: msgpackEncode,
+    decodeMs: msgpackDecode,
+  },
+  {
+    codec: 'JSON number array',
+    bytes: Buffer.byteLength(json),
+    encodeMs: jsonEncode,
+    decodeMs: jsonDecode,
+  },
 ];
-console.log(`fedavg-cnn update, ${PARAMS.toLocaleString('en')} parameters, median of ${REPEATS} (node ${process.version})\n`);
-console.log(`${'codec'.padEnd(36)}${'size'.padStart(12)}${'encode'.padStart(12)}${'decode'.padStart(12)}`);
+console.log(
+  `fedavg-cnn update, ${PARAMS.toLocaleString('en')} parameters, median of ${REPEATS} (node ${process.version})\n`,
+);
+console.log(
+  `${'codec'.padEnd(36)}${'size'.padStart(12)}${'encode'.padStart(12)}${'decode'.padStart(12)}`,
+);
 for (const row of rows) {
   console.log(
     `${row.codec.padEnd(36)}${`${(row.bytes / 1e6).toFixed(2)} MB`.padStart(12)}` +
@@ -78,4 +104,7 @@ console.log(
   `\nJSON / Tessera: size ${(theirs.bytes / ours.bytes).toFixed(1)}x, encode ${(theirs.encodeMs / ours.encodeMs).toFixed(0)}x, decode ${(theirs.decodeMs / ours.decodeMs).toFixed(0)}x`,
 );
 mkdirSync(new URL('results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('results/codec.json', import.meta.url), `${JSON.stringify({ params: PARAMS, date: new Date().toISOString(), rows }, null, 2)}\n`);
+writeFileSync(
+  new URL('results/codec.json', import.meta.url),
+  `${JSON.stringify({ params: PARAMS, date: new Date().toISOString(), rows }, null, 2)}\n`,
+);

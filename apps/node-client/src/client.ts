@@ -199,6 +199,8 @@ export class TesseraClient {
     const socket = this.socket;
     if (!socket) return;
     const { runId, round, config } = instruction;
+    // A round retried after too few updates keeps its number: a new train opens it again.
+    this.closedRounds.delete(`${runId}/${round}`);
     const observer = this.options.observer;
     observer?.roundStarted?.(instruction);
     let reply: Parameters<ClientToServerEvents['update']>[0];

@@ -78,6 +78,20 @@ describe('msgpack Socket.IO parser', () => {
     expect((decoded?.data as unknown[] | undefined)?.[0]).toBe(REJECTED_FRAME_EVENT);
   });
 
+  it('writes undefined as nil, so strict MessagePack decoders read every packet', () => {
+    const frame = encodePacket({
+      type: PacketType.CONNECT,
+      nsp: '/',
+      data: { sid: 's', pid: undefined },
+    });
+    expect([...frame]).not.toContain(0xd4);
+    expect(new Packr({ useRecords: false }).unpack(frame)).toEqual({
+      type: 0,
+      nsp: '/',
+      data: { sid: 's', pid: null },
+    });
+  });
+
   it('drops a forged parser notice', () => {
     const frame = encodePacket({
       type: PacketType.EVENT,

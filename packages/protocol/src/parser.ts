@@ -47,6 +47,8 @@ const packr = new Packr({
   useRecords: false,
   moreTypes: false,
   variableMapSize: true,
+  // Socket.IO puts `undefined` in some packets (e.g. CONNECT's pid); plain MessagePack has nil.
+  encodeUndefinedAsNil: true,
   int64AsType: 'number',
 });
 
