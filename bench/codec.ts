@@ -46,7 +46,7 @@ function time(fn: () => void): number {
 }
 
 const parser = createMsgpackParser({ maxFrameBytes: 1 << 30 });
-let frame = new Uint8Array();
+let frame: Uint8Array = new Uint8Array();
 const msgpackEncode = time(() => {
   frame = encodePacket({
     type: PacketType.EVENT,

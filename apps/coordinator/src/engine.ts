@@ -8,7 +8,7 @@ import type {
 } from '@tessera/aggregation';
 import { createStrategy } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
-import type { Database, RoundRecord, RunRecord } from '@tessera/db';
+import type { ClientUpdateInput, Database, RoundRecord, RunRecord } from '@tessera/db';
 import { initialWeights, modelSpec } from '@tessera/ml';
 import {
   bytesToWeights,
@@ -55,20 +55,10 @@ interface EngineEvents {
   'run-finished': [{ runId: string; status: RunRecord['status']; error?: string }];
 }
 
-interface UpdateRecord {
-  clientId: string;
-  arrivalIndex: number;
-  numExamples: number;
-  durationMs: number;
-  sizeBytes: number;
-  sha256: string;
-  metrics: Record<string, number>;
-}
-
 interface OpenTraining {
   state: RoundState;
   aggregator: RoundAggregator;
-  updates: UpdateRecord[];
+  updates: ClientUpdateInput[];
 }
 
 interface OpenEvaluation {
