@@ -1,5 +1,7 @@
 export { FedAvg, weightedEvaluation } from './fedavg.js';
+export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { createStrategy, STRATEGY_NAMES } from './registry.js';
+export { FedMedian, TrimmedMean } from './robust.js';
 export type {
   AggregateResult,
   EvaluationReply,
