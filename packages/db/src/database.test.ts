@@ -107,6 +107,8 @@ const config = (overrides: Partial<RunConfig> = {}): RunConfig => ({
   learningRate: 0.05,
   seed: 42,
   data: { dataset: 'mnist', partition: { kind: 'dirichlet', alpha: 0.5 } },
+  keepUpdates: false,
+  updateStorageLimitMb: 1024,
   ...overrides,
 });
 
@@ -199,7 +201,8 @@ describe.each(backends)('$name', (backend) => {
       const dir = await mkdtemp(join(tmpdir(), 'tessera-migrations-'));
       try {
         await cp(defaultMigrationsDir(), dir, { recursive: true });
-        const [init] = await localMigrations();
+        const shipped = await localMigrations();
+        const [init] = shipped;
         await (await store.open({ migrationsDir: dir })).close();
 
         const addMigration = async (name: string, sql: string) => {
@@ -224,7 +227,7 @@ describe.each(backends)('$name', (backend) => {
         expect(afterFailure.migrations.applied).toEqual([]);
         expect(await tableExists(afterFailure, 'Broken')).toBe(false);
         expect((await migrationRows(afterFailure)).map((row) => row.migration_name)).toEqual([
-          init,
+          ...shipped,
           '29990101000000_extra',
         ]);
         await afterFailure.close();
@@ -455,6 +458,10 @@ describe.each(backends)('$name', (backend) => {
           status: 'created',
           config: runConfig,
           currentRound: 0,
+          origin: 'live',
+          sourceRunId: null,
+          keptUpdateBytes: 0,
+          updatesTruncatedAtRound: null,
           error: null,
           createdAt: expect.any(Date),
           startedAt: null,
@@ -568,6 +575,8 @@ describe.each(backends)('$name', (backend) => {
           metrics: { aggregationMs: 12.5 },
         });
         expect(await db.rounds.list(run.id)).toEqual([record]);
+        expect(await db.rounds.get(run.id, 1)).toEqual(record);
+        await rejectsWith(db.rounds.get(run.id, 2), ErrorCode.NOT_FOUND);
         expect((await db.runs.get(run.id)).currentRound).toBe(1);
 
         const updates = await db.rounds.updates(run.id, 1);
@@ -577,6 +586,9 @@ describe.each(backends)('$name', (backend) => {
             id: expect.any(String),
             roundId: record.id,
             round: 1,
+            runtime: null,
+            backend: null,
+            kept: false,
           })),
         );
 
@@ -771,6 +783,131 @@ describe.each(backends)('$name', (backend) => {
           ErrorCode.NOT_FOUND,
         );
         expect(await db.rounds.list(run.id)).toEqual([]);
+      });
+
+      /** roundCommit with real update bytes (2 parameters each) and the clients' runtimes. */
+      function keptCommit(run: RunRecord, clients: ClientRecord[], round: number): RoundCommit {
+        const commit = roundCommit(run, clients, round, float32Bytes([round, -round]));
+        return {
+          ...commit,
+          updates: commit.updates.map((update, index) => {
+            const weights = float32Bytes([round + index, index - round]);
+            return {
+              ...update,
+              sizeBytes: weights.byteLength,
+              sha256: sha256(weights),
+              weights,
+              runtime: index === 0 ? 'browser' : 'node',
+              backend: index === 0 ? 'webgpu' : 'wasm',
+            };
+          }),
+        };
+      }
+
+      it('keeps update bytes for a run with keepUpdates and gives them back in arrival order', async () => {
+        const { run, clients } = await fixture(3, { keepUpdates: true });
+        await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0]));
+        const commit = keptCommit(run, clients, 1);
+        await db.rounds.commit(commit);
+        const kept = await db.rounds.updatesWithWeights(run.id, 1);
+        expect(kept).toEqual(
+          commit.updates.map(({ clientId, arrivalIndex, numExamples, sha256, weights }) => ({
+            clientId,
+            arrivalIndex,
+            numExamples,
+            sha256,
+            weights,
+          })),
+        );
+        const listed = await db.rounds.updates(run.id, 1);
+        expect(listed.map((u) => [u.runtime, u.backend, u.kept])).toEqual([
+          ['browser', 'webgpu', true],
+          ['node', 'wasm', true],
+        ]);
+        expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(16);
+        expect((await db.rounds.allUpdates(run.id)).map((u) => u.round)).toEqual([1, 1]);
+      });
+
+      it('records runtime and backend but no bytes for a run without keepUpdates', async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.commit(keptCommit(run, clients, 1));
+        expect((await db.rounds.updates(run.id, 1)).map((u) => [u.backend, u.kept])).toEqual([
+          ['webgpu', false],
+          ['wasm', false],
+        ]);
+        const error = await rejectsWith(
+          db.rounds.updatesWithWeights(run.id, 1),
+          ErrorCode.NOT_FOUND,
+        );
+        expect(error.message).toMatch(/created without keepUpdates/);
+        expect(
+          await db.prisma.clientUpdate.count({
+            where: { round: { runId: run.id }, weights: { not: null } },
+          }),
+        ).toBe(0);
+      });
+
+      it('stops keeping bytes at the round that would pass the storage limit, and says so', async () => {
+        // 0 MiB: the very first round's 16 bytes pass the limit.
+        const { run, clients } = await fixture(3, { keepUpdates: true, updateStorageLimitMb: 0 });
+        await db.rounds.commit(keptCommit(run, clients, 1));
+        await db.rounds.commit(keptCommit(run, clients, 2));
+        const after = await db.runs.get(run.id);
+        expect(after.updatesTruncatedAtRound).toBe(1);
+        expect(after.keptUpdateBytes).toBe(0);
+        expect(after.currentRound).toBe(2);
+        const error = await rejectsWith(
+          db.rounds.updatesWithWeights(run.id, 2),
+          ErrorCode.NOT_FOUND,
+        );
+        expect(error.message).toMatch(/storage limit was reached at round 1/);
+      });
+
+      it('refuses update bytes that do not match their sha256, or missing ones, writing nothing', async () => {
+        const { run, clients } = await fixture(3, { keepUpdates: true });
+        const commit = keptCommit(run, clients, 1);
+        const [first, second] = commit.updates;
+        if (!first || !second) throw new Error('two updates expected');
+        const tampered = { ...commit, updates: [{ ...first, sha256: sha256('x') }, second] };
+        const mismatch = await rejectsWith(db.rounds.commit(tampered), ErrorCode.INVALID_ARGUMENT);
+        expect(mismatch.message).toMatch(/updates\[0\]\.weights/);
+        const { weights: _dropped, ...withoutBytes } = first;
+        const missing = await rejectsWith(
+          db.rounds.commit({ ...commit, updates: [withoutBytes, second] }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(missing.message).toMatch(/updates\[0\]\.weights is required/);
+        expect(await db.rounds.list(run.id)).toEqual([]);
+        expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(0);
+      });
+
+      it('links a replay to its source run and checks the link', async () => {
+        const { federation, run } = await fixture();
+        const replay = await db.runs.create({
+          federationId: federation.id,
+          config: config({ strategy: 'fedmedian' }),
+          origin: 'replay',
+          sourceRunId: run.id,
+        });
+        expect(replay).toMatchObject({ origin: 'replay', sourceRunId: run.id });
+        await rejectsWith(
+          db.runs.create({ federationId: federation.id, config: config(), origin: 'replay' }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        const other = await db.federations.create({ name: unique('fed') });
+        const crossed = await rejectsWith(
+          db.runs.create({
+            federationId: other.id,
+            config: config(),
+            origin: 'replay',
+            sourceRunId: run.id,
+          }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(crossed.message).toMatch(/another federation/);
+        // Deleting the source keeps the replay, unlinked.
+        await db.prisma.run.delete({ where: { id: run.id } });
+        expect((await db.runs.get(replay.id)).sourceRunId).toBeNull();
       });
 
       it('deleting a federation cascades to its clients, runs, rounds and checkpoints', async () => {

@@ -5,6 +5,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import pg from 'pg';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
+import { AccountRepository } from './accounts.js';
 import { ClientRepository } from './clients.js';
 import { FederationRepository } from './federations.js';
 import { PrismaClient } from './generated/client.js';
@@ -37,6 +38,8 @@ export interface Database {
   readonly prisma: PrismaClient;
   readonly federations: FederationRepository;
   readonly clients: ClientRepository;
+  /** Console users and their sessions. */
+  readonly accounts: AccountRepository;
   readonly runs: RunRepository;
   readonly rounds: RoundRepository;
   /** What opening the database migrated. */
@@ -180,6 +183,7 @@ function assemble(
     prisma,
     federations: new FederationRepository(prisma),
     clients: new ClientRepository(prisma),
+    accounts: new AccountRepository(prisma),
     runs: new RunRepository(prisma),
     rounds: new RoundRepository(prisma),
     migrations,

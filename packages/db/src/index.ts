@@ -3,6 +3,18 @@
  * (@prisma/adapter-pg) or embedded PGlite, migrations applied at open, and repositories
  * that return plain records.
  */
+export {
+  type AccountRepository,
+  type CreateUserInput,
+  hashPassword,
+  PASSWORD_MAX_LENGTH,
+  PASSWORD_MIN_LENGTH,
+  type SessionRecord,
+  USER_ROLES,
+  type UserRecord,
+  type UserRole,
+  verifyPassword,
+} from './accounts.js';
 export type { ClientRepository, IssueTokenInput } from './clients.js';
 export {
   type Database,
@@ -23,15 +35,20 @@ export {
   type ClientRecord,
   type ClientUpdateInput,
   type ClientUpdateRecord,
+  DEFAULT_UPDATE_STORAGE_LIMIT_MB,
   type EvaluationResult,
   type FederationRecord,
+  type KeptUpdate,
   ROUND_STATUSES,
   type RoundCommit,
   type RoundEvaluation,
   type RoundRecord,
   type RoundStatus,
+  RUN_ORIGINS,
   RUN_STATUSES,
   type RunConfig,
+  type RunConfigInput,
+  type RunOrigin,
   type RunRecord,
   type RunStatus,
 } from './records.js';

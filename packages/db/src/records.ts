@@ -28,6 +28,13 @@ export interface ClientRecord {
   lastSeenAt: Date | null;
 }
 
+/** live: real clients; simulation: the simulator's virtual clients; replay: recomputed from another run. */
+export const RUN_ORIGINS = ['live', 'simulation', 'replay'] as const;
+export type RunOrigin = (typeof RUN_ORIGINS)[number];
+
+/** Default per-run cap on kept client-update bytes (see RunConfig.updateStorageLimitMb). */
+export const DEFAULT_UPDATE_STORAGE_LIMIT_MB = 1024;
+
 export interface RunConfig {
   model: string;
   strategy: string;
@@ -43,7 +50,18 @@ export interface RunConfig {
   seed: number;
   /** Dataset and partition description (loader, options, partitioner...). */
   data: Record<string, unknown>;
+  /** Keep every client update's bytes so the run can be replayed. */
+  keepUpdates: boolean;
+  /**
+   * Cap on the kept update bytes of the run, in MiB. A round whose updates would pass it is
+   * committed without their bytes, and so is every later round (RunRecord.updatesTruncatedAtRound).
+   */
+  updateStorageLimitMb: number;
 }
+
+/** A run's config as given at creation: the update-keeping fields have defaults. */
+export type RunConfigInput = Omit<RunConfig, 'keepUpdates' | 'updateStorageLimitMb'> &
+  Partial<Pick<RunConfig, 'keepUpdates' | 'updateStorageLimitMb'>>;
 
 export interface RunRecord {
   id: string;
@@ -53,6 +71,13 @@ export interface RunRecord {
   config: RunConfig;
   /** The last committed round; 0 before round 1 commits. */
   currentRound: number;
+  origin: RunOrigin;
+  /** For a replay: the run whose recorded updates it was computed from. */
+  sourceRunId: string | null;
+  /** Bytes of client updates kept so far. */
+  keptUpdateBytes: number;
+  /** The first round committed without its updates' bytes (storage limit), or null. */
+  updatesTruncatedAtRound: number | null;
   error: string | null;
   createdAt: Date;
   startedAt: Date | null;
@@ -92,13 +117,31 @@ export interface ClientUpdateInput {
   /** sha256 (lowercase hex) of the update's bytes as received. */
   sha256: string;
   metrics: Record<string, number>;
+  /** The update's bytes, kept when the run keeps updates (checked against sha256). */
+  weights?: Uint8Array | null;
+  /** The client's runtime and tfjs backend, as it announced them at the handshake. */
+  runtime?: string | null;
+  backend?: string | null;
 }
 
-export interface ClientUpdateRecord extends ClientUpdateInput {
+export interface ClientUpdateRecord extends Omit<ClientUpdateInput, 'weights'> {
   id: string;
   roundId: string;
   /** The round's number within its run. */
   round: number;
+  runtime: string | null;
+  backend: string | null;
+  /** Whether the update's bytes were kept (read them with rounds.updatesWithWeights). */
+  kept: boolean;
+}
+
+/** A kept update with its bytes, verified against its sha256 on the way out. */
+export interface KeptUpdate {
+  clientId: string;
+  arrivalIndex: number;
+  numExamples: number;
+  sha256: string;
+  weights: Uint8Array;
 }
 
 export interface RoundCommit {

@@ -15,6 +15,7 @@ import type {
   CheckpointRecord,
   ClientUpdateRecord,
   EvaluationResult,
+  KeptUpdate,
   RoundCommit,
   RoundEvaluation,
   RoundRecord,
@@ -28,6 +29,7 @@ import {
   requireId,
   requireInt,
   requireMetrics,
+  requireOptionalString,
   requireSha256,
   requireStringArray,
   requireWeights,
@@ -99,7 +101,14 @@ export class RoundRepository {
         async (tx) => {
           const run = await tx.run.findUnique({
             where: { id: runId },
-            select: { currentRound: true, rounds: true },
+            select: {
+              currentRound: true,
+              rounds: true,
+              keepUpdates: true,
+              updateStorageLimitMb: true,
+              keptUpdateBytes: true,
+              updatesTruncatedAtRound: true,
+            },
           });
           if (run === null) throw notFound('run', runId);
           if (round !== run.currentRound + 1) throw outOfOrder(runId, round, run.currentRound);
@@ -119,6 +128,15 @@ export class RoundRepository {
           if (claimed.count === 0) throw outOfOrder(runId, round, round);
 
           await this.requireSameShape(tx, runId, round - 1, paramCount);
+          const keep = decideKeep(run, commit, paramCount);
+          if (keep.truncate) {
+            await tx.run.update({ where: { id: runId }, data: { updatesTruncatedAtRound: round } });
+          } else if (keep.bytes > 0) {
+            await tx.run.update({
+              where: { id: runId },
+              data: { keptUpdateBytes: { increment: keep.bytes } },
+            });
+          }
           const row = await tx.round.create({
             data: {
               runId,
@@ -146,6 +164,9 @@ export class RoundRepository {
                 sizeBytes: update.sizeBytes,
                 sha256: update.sha256,
                 metrics: toJsonInput(update.metrics),
+                runtime: update.runtime ?? null,
+                backend: update.backend ?? null,
+                weights: keep.store && update.weights ? toPrismaBytes(update.weights) : null,
               })),
             });
           }
@@ -227,6 +248,20 @@ export class RoundRepository {
     return toRoundRecord(row);
   }
 
+  /** One committed round. */
+  async get(runId: string, round: number): Promise<RoundRecord> {
+    requireId('runId', runId);
+    requireInt('round', round, 1);
+    const row = await this.prisma.round.findUnique({
+      where: { runId_number: { runId, number: round } },
+    });
+    if (row === null) {
+      await this.requireRun(runId);
+      throw notFound('round', round, { runId });
+    }
+    return toRoundRecord(row);
+  }
+
   /** A run's committed rounds, by number. */
   async list(runId: string): Promise<RoundRecord[]> {
     requireId('runId', runId);
@@ -241,13 +276,106 @@ export class RoundRepository {
     requireInt('round', round, 1);
     const row = await this.prisma.round.findUnique({
       where: { runId_number: { runId, number: round } },
-      include: { updates: { orderBy: { arrivalIndex: 'asc' } } },
+      include: {
+        updates: { orderBy: { arrivalIndex: 'asc' }, omit: { weights: true } },
+        run: { select: { keepUpdates: true, updatesTruncatedAtRound: true } },
+      },
     });
     if (row === null) {
       await this.requireRun(runId);
       throw notFound('round', round, { runId });
     }
-    return row.updates.map((update) => toUpdateRecord(update, row.number));
+    const kept = roundWasKept(row.run, row.number);
+    return row.updates.map((update) => toUpdateRecord(update, row.number, kept));
+  }
+
+  /** Every client update of a run (all rounds), by round then arrival, without their bytes. */
+  async allUpdates(runId: string): Promise<ClientUpdateRecord[]> {
+    requireId('runId', runId);
+    const run = await this.prisma.run.findUnique({
+      where: { id: runId },
+      select: { keepUpdates: true, updatesTruncatedAtRound: true },
+    });
+    if (run === null) throw notFound('run', runId);
+    const rows = await this.prisma.clientUpdate.findMany({
+      where: { round: { runId } },
+      omit: { weights: true },
+      include: { round: { select: { number: true } } },
+      orderBy: [{ round: { number: 'asc' } }, { arrivalIndex: 'asc' }],
+    });
+    return rows.map((update) =>
+      toUpdateRecord(update, update.round.number, roundWasKept(run, update.round.number)),
+    );
+  }
+
+  /**
+   * A round's kept updates with their bytes, in arrival order (what a replay folds), each
+   * checked against its recorded sha256. NOT_FOUND when the run did not keep that round's
+   * updates (created without keepUpdates, or past its storage limit).
+   */
+  async updatesWithWeights(runId: string, round: number): Promise<KeptUpdate[]> {
+    requireId('runId', runId);
+    requireInt('round', round, 1);
+    const row = await this.prisma.round.findUnique({
+      where: { runId_number: { runId, number: round } },
+      include: {
+        updates: { orderBy: { arrivalIndex: 'asc' } },
+        run: { select: { keepUpdates: true, updatesTruncatedAtRound: true } },
+      },
+    });
+    if (row === null) {
+      await this.requireRun(runId);
+      throw notFound('round', round, { runId });
+    }
+    if (!roundWasKept(row.run, round)) {
+      const why = row.run.keepUpdates
+        ? `its storage limit was reached at round ${row.run.updatesTruncatedAtRound}`
+        : 'it was created without keepUpdates';
+      throw new TesseraError(
+        ErrorCode.NOT_FOUND,
+        `round ${round} of run ${runId} has no kept updates: ${why}`,
+        { runId, round },
+      );
+    }
+    return row.updates.map((update) => {
+      if (update.weights === null) {
+        throw new TesseraError(
+          ErrorCode.INTERNAL,
+          `update ${update.arrivalIndex} of round ${round} of run ${runId} has no bytes`,
+          { runId, round },
+        );
+      }
+      const weights = toUint8Array(update.weights);
+      const actual = sha256(weights);
+      if (actual !== update.sha256) {
+        throw new TesseraError(
+          ErrorCode.INTERNAL,
+          `update ${update.arrivalIndex} of round ${round} of run ${runId} is corrupt: sha256 ${actual}, recorded ${update.sha256}`,
+          { runId, round },
+        );
+      }
+      return {
+        clientId: update.clientId,
+        arrivalIndex: update.arrivalIndex,
+        numExamples: update.numExamples,
+        sha256: update.sha256,
+        weights,
+      };
+    });
+  }
+
+  /** Every checkpoint's round and sha256, without the weights (for listings and replay checks). */
+  async checkpointHashes(
+    runId: string,
+  ): Promise<{ round: number; sha256: string; paramCount: number }[]> {
+    requireId('runId', runId);
+    const rows = await this.prisma.checkpoint.findMany({
+      where: { runId },
+      select: { round: true, sha256: true, paramCount: true },
+      orderBy: { round: 'asc' },
+    });
+    if (rows.length === 0) await this.requireRun(runId);
+    return rows;
   }
 
   /** The checkpoint a round produced (0: the initial model). */
@@ -303,6 +431,55 @@ export class RoundRepository {
   }
 }
 
+interface KeepState {
+  keepUpdates: boolean;
+  updateStorageLimitMb: number;
+  keptUpdateBytes: bigint;
+  updatesTruncatedAtRound: number | null;
+}
+
+/**
+ * The storage policy for update bytes: a run that keeps updates stores every update of a
+ * round, as long as the run's total stays within updateStorageLimitMb; the first round that
+ * would pass it is committed without bytes and marks the run truncated from that round on
+ * (a replay then stops before it). A round is kept whole or not at all.
+ */
+function decideKeep(
+  run: KeepState,
+  commit: RoundCommit,
+  paramCount: number,
+): { store: boolean; truncate: boolean; bytes: number } {
+  if (!run.keepUpdates || run.updatesTruncatedAtRound !== null) {
+    return { store: false, truncate: false, bytes: 0 };
+  }
+  let bytes = 0;
+  for (const [index, update] of commit.updates.entries()) {
+    if (!update.weights) {
+      throw invalid(`updates[${index}].weights`, 'is required: the run keeps updates');
+    }
+    if (update.weights.byteLength !== paramCount * 4) {
+      throw invalid(
+        `updates[${index}].weights`,
+        `has ${update.weights.byteLength / 4} parameters but the checkpoint has ${paramCount}`,
+      );
+    }
+    bytes += update.weights.byteLength;
+  }
+  const limit = BigInt(run.updateStorageLimitMb) * 1024n * 1024n;
+  if (run.keptUpdateBytes + BigInt(bytes) > limit)
+    return { store: false, truncate: true, bytes: 0 };
+  return { store: true, truncate: false, bytes };
+}
+
+function roundWasKept(
+  run: { keepUpdates: boolean; updatesTruncatedAtRound: number | null },
+  round: number,
+): boolean {
+  return (
+    run.keepUpdates && (run.updatesTruncatedAtRound === null || round < run.updatesTruncatedAtRound)
+  );
+}
+
 function outOfOrder(runId: string, round: number, currentRound: number): TesseraError {
   return new TesseraError(
     ErrorCode.CONFLICT,
@@ -351,14 +528,25 @@ function validateCommit(input: RoundCommit): RoundCommit {
       throw invalid(field('arrivalIndex'), `${arrivalIndex} is used twice`);
     }
     arrivalIndexes.add(arrivalIndex);
+    const updateSha = requireSha256(field('sha256'), update.sha256);
+    let weights: Uint8Array | null = null;
+    if (update.weights !== undefined && update.weights !== null) {
+      weights = requireWeights(field('weights'), update.weights);
+      if (sha256(weights) !== updateSha) {
+        throw invalid(field('weights'), "do not match the update's sha256");
+      }
+    }
     return {
       clientId,
       arrivalIndex,
       numExamples: requireInt(field('numExamples'), update.numExamples, 0),
       durationMs: requireInt(field('durationMs'), update.durationMs, 0),
       sizeBytes: requireInt(field('sizeBytes'), update.sizeBytes, 0),
-      sha256: requireSha256(field('sha256'), update.sha256),
+      sha256: updateSha,
       metrics: requireMetrics(field('metrics'), update.metrics),
+      weights,
+      runtime: requireOptionalString(field('runtime'), update.runtime, 64),
+      backend: requireOptionalString(field('backend'), update.backend, 64),
     };
   });
 
@@ -417,7 +605,11 @@ function toRoundRecord(row: Round): RoundRecord {
   };
 }
 
-function toUpdateRecord(row: ClientUpdate, round: number): ClientUpdateRecord {
+function toUpdateRecord(
+  row: Omit<ClientUpdate, 'weights'>,
+  round: number,
+  kept: boolean,
+): ClientUpdateRecord {
   return {
     id: row.id,
     roundId: row.roundId,
@@ -429,6 +621,9 @@ function toUpdateRecord(row: ClientUpdate, round: number): ClientUpdateRecord {
     sizeBytes: row.sizeBytes,
     sha256: row.sha256,
     metrics: numberRecord(row.metrics),
+    runtime: row.runtime,
+    backend: row.backend,
+    kept,
   };
 }
 

@@ -1,7 +1,16 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { PrismaClient, Run } from './generated/client.js';
 import { jsonObject, notFound, toJsonInput } from './internal.js';
-import { RUN_STATUSES, type RunConfig, type RunRecord, type RunStatus } from './records.js';
+import {
+  DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+  RUN_ORIGINS,
+  RUN_STATUSES,
+  type RunConfig,
+  type RunConfigInput,
+  type RunOrigin,
+  type RunRecord,
+  type RunStatus,
+} from './records.js';
 import {
   invalid,
   requireFinite,
@@ -15,7 +24,11 @@ export interface CreateRunInput {
   federationId: string;
   /** Defaults to "<model>/<strategy>". */
   name?: string;
-  config: RunConfig;
+  config: RunConfigInput;
+  /** Default `live`. */
+  origin?: RunOrigin;
+  /** For a replay: the run it was computed from (same federation). */
+  sourceRunId?: string;
 }
 
 /**
@@ -41,11 +54,30 @@ export class RunRepository {
       input.name === undefined
         ? `${config.model}/${config.strategy}`
         : requireString('name', input.name, 200).trim();
+    const origin = input.origin ?? 'live';
+    if (!(RUN_ORIGINS as readonly unknown[]).includes(origin)) {
+      throw invalid('origin', `must be one of ${RUN_ORIGINS.join(', ')}`, origin);
+    }
+    const sourceRunId =
+      input.sourceRunId === undefined ? null : requireId('sourceRunId', input.sourceRunId);
+    if ((origin === 'replay') !== (sourceRunId !== null)) {
+      throw invalid('sourceRunId', 'is required for a replay, and only for a replay', sourceRunId);
+    }
     const federation = await this.prisma.federation.findUnique({
       where: { id: federationId },
       select: { id: true },
     });
     if (federation === null) throw notFound('federation', federationId);
+    if (sourceRunId !== null) {
+      const source = await this.prisma.run.findUnique({
+        where: { id: sourceRunId },
+        select: { federationId: true },
+      });
+      if (source === null) throw notFound('run', sourceRunId);
+      if (source.federationId !== federationId) {
+        throw invalid('sourceRunId', 'belongs to another federation', sourceRunId);
+      }
+    }
     const row = await this.prisma.run.create({
       data: {
         federationId,
@@ -53,6 +85,8 @@ export class RunRepository {
         ...config,
         strategyOptions: toJsonInput(config.strategyOptions),
         data: toJsonInput(config.data),
+        origin,
+        sourceRunId,
       },
     });
     return toRunRecord(row);
@@ -145,9 +179,18 @@ function requireStatus(status: unknown): asserts status is RunStatus {
 }
 
 /** Checks every field of a run's config, naming the first bad one (`config.<field>`). */
-export function validateRunConfig(config: RunConfig): RunConfig {
+export function validateRunConfig(config: RunConfigInput): RunConfig {
   if (typeof config !== 'object' || config === null) throw invalid('config', 'must be an object');
   const field = (name: keyof RunConfig) => `config.${name}`;
+  const keepUpdates = config.keepUpdates ?? false;
+  if (typeof keepUpdates !== 'boolean') {
+    throw invalid(field('keepUpdates'), 'must be a boolean', keepUpdates);
+  }
+  const updateStorageLimitMb = requireInt(
+    field('updateStorageLimitMb'),
+    config.updateStorageLimitMb ?? DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+    0,
+  );
   const clientsPerRound =
     config.clientsPerRound === null
       ? null
@@ -185,6 +228,8 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     learningRate,
     seed: requireInt(field('seed'), config.seed, 0),
     data: requireJsonObject(field('data'), config.data),
+    keepUpdates,
+    updateStorageLimitMb,
   };
 }
 
@@ -208,8 +253,14 @@ export function toRunRecord(row: Run): RunRecord {
       learningRate: row.learningRate,
       seed: row.seed,
       data: jsonObject(row.data),
+      keepUpdates: row.keepUpdates,
+      updateStorageLimitMb: row.updateStorageLimitMb,
     },
     currentRound: row.currentRound,
+    origin: row.origin,
+    sourceRunId: row.sourceRunId,
+    keptUpdateBytes: Number(row.keptUpdateBytes),
+    updatesTruncatedAtRound: row.updatesTruncatedAtRound,
     error: row.error,
     createdAt: row.createdAt,
     startedAt: row.startedAt,

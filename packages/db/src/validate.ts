@@ -24,6 +24,15 @@ export function requireString(field: string, value: unknown, maxLength = 1000): 
   return value;
 }
 
+/** undefined and null both mean "not given" (null is returned). */
+export function requireOptionalString(
+  field: string,
+  value: unknown,
+  maxLength = 1000,
+): string | null {
+  return value === undefined || value === null ? null : requireString(field, value, maxLength);
+}
+
 export function requireInt(field: string, value: unknown, min: number, max = INT32_MAX): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw invalid(field, `must be an integer in [${min}, ${max}] (got ${String(value)})`, value);
