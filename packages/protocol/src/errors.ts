@@ -32,6 +32,12 @@ export const ErrorCode = {
   CONFLICT: 'CONFLICT',
   /** A requested backend, dataset or other resource is not available here. */
   UNAVAILABLE: 'UNAVAILABLE',
+  /** REST: the caller is known but its role may not do this (a researcher changing state). */
+  FORBIDDEN: 'FORBIDDEN',
+  /** REST: too many attempts (console logins); retry after `data.retryAfterSeconds`. */
+  RATE_LIMITED: 'RATE_LIMITED',
+  /** REST: an upload of a type the route does not take (predict takes PNG, JPEG or JSON). */
+  UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
   /** Anything unexpected. */
   INTERNAL: 'INTERNAL',
 } as const;

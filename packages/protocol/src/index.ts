@@ -1,3 +1,4 @@
+export * from './admin-api.js';
 export * from './errors.js';
 export * from './events.js';
 export * from './messages.js';

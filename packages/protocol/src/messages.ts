@@ -38,6 +38,11 @@ export const helloSchema = z.object({
     backend: z.string().max(64),
     /** Examples the client holds for training (a hint for the admin; the update carries the real count). */
     numExamples: count,
+    /**
+     * Held-out examples the client can evaluate on. 0 means it declines federated evaluation,
+     * so the coordinator does not send it the model to evaluate; absent means unknown (asked).
+     */
+    numHoldout: count.optional(),
   }),
 });
 export type Hello = z.infer<typeof helloSchema>;
