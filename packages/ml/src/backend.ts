@@ -1,7 +1,11 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
+import { registerCpuTrainingKernels } from './cpu-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
+
+// The cpu backend is registered by the import above and used before any initBackend too.
+registerCpuTrainingKernels();
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 export type BackendPreference = 'auto' | BackendName;

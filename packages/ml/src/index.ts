@@ -1,4 +1,11 @@
 export {
+  modelWithWeights,
+  predictProbabilities,
+  type TfjsArtifacts,
+  type TfjsModelJson,
+  toTfjsArtifacts,
+} from './artifacts.js';
+export {
   BACKEND_PREFERENCES,
   type BackendInfo,
   type BackendName,
@@ -7,6 +14,8 @@ export {
   type InitBackendOptions,
   initBackend,
 } from './backend.js';
+export { CPU_WRAPPED_KERNEL_NAMES, registerCpuTrainingKernels } from './cpu-kernels.js';
+export { closeTrainingWorkers } from './data-parallel.js';
 export {
   type CreateModelOptions,
   createModel,
@@ -17,6 +26,7 @@ export {
   modelSpec,
 } from './models.js';
 export {
+  AUTO_PARALLEL_MIN_BATCH,
   type EvaluationResult,
   evaluateModel,
   type TrainingData,

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { createRng } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { countCorrect, crossEntropy } from './losses.js';
 
 /** Labelled examples, features flat and row-major (count * featureSize). */
 export interface TrainingData {
@@ -38,6 +39,15 @@ export interface TrainOptions {
    * clamp setTimeout(0) to 4 ms).
    */
   yieldEveryBatches?: number;
+  /**
+   * Data-parallel training (Node, wasm and cpu backends): split each batch across this
+   * many threads (this one and worker_threads), average the gradients, take the same SGD
+   * step; equal to single-threaded SGD up to float rounding. 1 (default): this thread only.
+   * 'auto' uses the cores that are idle now, for batches large enough to pay (see
+   * chooseParticipants): opt-in, because it makes the thread count, and so the float
+   * rounding of an update, depend on the machine's load.
+   */
+  workers?: number | 'auto';
 }
 
 export interface TrainResult {
@@ -48,6 +58,8 @@ export interface TrainResult {
   numExamples: number;
   durationMs: number;
   samplesPerSecond: number;
+  /** Threads that trained (1 unless data-parallel). */
+  workers: number;
 }
 
 export interface EvaluationResult {
@@ -56,14 +68,12 @@ export interface EvaluationResult {
   numExamples: number;
 }
 
-/** Keras' clip for the log of softmax outputs: keeps log(0) out of the loss and gradient. */
-const PROBABILITY_EPSILON = 1e-7;
-
 function invalid(message: string): TesseraError {
   return new TesseraError(ErrorCode.INVALID_ARGUMENT, message);
 }
 
 const hasSetImmediate = typeof globalThis.setImmediate === 'function';
+const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 const DEFAULT_YIELD_EVERY_BATCHES = hasSetImmediate ? 1 : 4;
 
 /** setImmediate where it exists (Node): setTimeout(0) waits >= 1 ms there, 4 ms nested in browsers. */
@@ -128,16 +138,6 @@ function positiveInteger(value: number, name: string, where: string): number {
   return value;
 }
 
-/** Mean categorical cross-entropy of softmax outputs against one-hot targets. */
-function crossEntropy(probabilities: tf.Tensor, oneHot: tf.Tensor): tf.Scalar {
-  const clipped = tf.clipByValue(probabilities, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON);
-  return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(clipped)), -1))) as tf.Scalar;
-}
-
-function countCorrect(probabilities: tf.Tensor, oneHot: tf.Tensor): tf.Scalar {
-  return tf.sum(tf.cast(tf.equal(tf.argMax(probabilities, -1), tf.argMax(oneHot, -1)), 'float32'));
-}
-
 /**
  * Reusable host buffers for one batch: each batch is gathered into the same memory
  * rather than allocating count-sized arrays per step.
@@ -156,15 +156,15 @@ class BatchBuilder {
   }
 
   /**
-   * Tensors for the examples order[start..start+size) (start..start+size when order is
-   * null); the caller disposes them.
+   * The examples order[start..start+size) (start..start+size when order is null) in the
+   * shared buffers: features and one-hot labels, row-major, valid until the next call.
    */
-  build(
+  fill(
     order: ArrayLike<number> | null,
     start: number,
     size: number,
-  ): { xs: tf.Tensor; ys: tf.Tensor } {
-    const { featureSize, numClasses, exampleShape } = this.geometry;
+  ): { features: Float32Array; oneHot: Float32Array } {
+    const { featureSize, numClasses } = this.geometry;
     this.oneHot.fill(0, 0, size * numClasses);
     for (let i = 0; i < size; i++) {
       const example = order === null ? start + i : (order[start + i] ?? 0);
@@ -174,13 +174,58 @@ class BatchBuilder {
       );
       this.oneHot[i * numClasses + (this.data.y[example] ?? 0)] = 1;
     }
+    return {
+      features: this.features.subarray(0, size * featureSize),
+      oneHot: this.oneHot.subarray(0, size * numClasses),
+    };
+  }
+
+  /** The same examples as tensors; the caller disposes them. */
+  build(
+    order: ArrayLike<number> | null,
+    start: number,
+    size: number,
+  ): { xs: tf.Tensor; ys: tf.Tensor } {
+    const { exampleShape, numClasses } = this.geometry;
+    const { features, oneHot } = this.fill(order, start, size);
     // tf.tensor copies on wasm and keeps the array on cpu; either way the tensors are
     // disposed before the buffers are refilled for the next batch.
     return {
-      xs: tf.tensor(this.features.subarray(0, size * featureSize), [size, ...exampleShape]),
-      ys: tf.tensor2d(this.oneHot.subarray(0, size * numClasses), [size, numClasses]),
+      xs: tf.tensor(features, [size, ...exampleShape]),
+      ys: tf.tensor2d(oneHot, [size, numClasses]),
     };
   }
+}
+
+/**
+ * Smallest batch for which 'auto' trains data-parallel. Each step shares the gradients
+ * (a copy and a sum of every parameter in each thread, a few ms for fedavg-cnn), which
+ * small batches do not earn back. An estimate: the shared 2-core machine it was built on
+ * had no idle core, so bench/train-speed.ts could not measure the crossover there.
+ */
+export const AUTO_PARALLEL_MIN_BATCH = 32;
+
+/** How many threads train: 1, or more for data-parallel training (see TrainOptions.workers). */
+async function chooseParticipants(
+  requested: number | 'auto' | undefined,
+  batchSize: number,
+  where: string,
+): Promise<number> {
+  if (requested === undefined) return 1;
+  if (requested !== 'auto') {
+    const workers = positiveInteger(requested, 'workers', where);
+    if (workers > 1 && !isNode) {
+      throw invalid(`${where}: workers > 1 (data-parallel training) is available in Node only`);
+    }
+    return workers;
+  }
+  if (!isNode || tf.getBackend() !== 'wasm' || batchSize < AUTO_PARALLEL_MIN_BATCH) return 1;
+  if ((await import('./data-parallel.js')).trainingWorkersBusy()) return 1;
+  const os = await import('node:os');
+  // Only cores that are idle now: a thread without a core of its own slows every step
+  // (measured: 2 threads on 2 cores under a load of 9 trained at half the speed of 1).
+  const idleCores = Math.round(os.availableParallelism() - (os.loadavg()[0] ?? 0));
+  return Math.max(1, Math.min(idleCores, Math.floor(batchSize / 16)));
 }
 
 /**
@@ -214,7 +259,17 @@ export async function trainLocal(
     throw invalid(`${where}: seed must be a safe integer, got ${String(options.seed)}`);
   }
 
+  const participants = await chooseParticipants(options.workers, batchSize, where);
+
   const started = performance.now();
+  const parallel =
+    participants > 1
+      ? await (await import('./data-parallel.js')).DataParallelTrainer.create(
+          model,
+          participants,
+          options.learningRate,
+        )
+      : undefined;
   const optimizer = tf.train.sgd(options.learningRate);
   // Only this model's variables: by default tfjs differentiates every trainable variable
   // alive in the process, including other models'.
@@ -225,6 +280,38 @@ export async function trainLocal(
   let epochLossSum = 0;
   let epochCorrect = 0;
   let batchesSinceYield = 0;
+
+  /** One SGD step on the examples order[start..start+size): the batch's mean loss and correct count. */
+  const step = async (start: number, size: number): Promise<{ loss: number; correct: number }> => {
+    if (parallel !== undefined) {
+      const { features, oneHot } = batchBuilder.fill(order, start, size);
+      return parallel.step(features, oneHot, size);
+    }
+    const { xs, ys } = batchBuilder.build(order, start, size);
+    const kept: { correct?: tf.Scalar; loss?: tf.Scalar | null } = {};
+    try {
+      kept.loss = optimizer.minimize(
+        () => {
+          const probabilities = model.apply(xs, { training: true }) as tf.Tensor;
+          // Kept out of minimize's tidy so the accuracy costs no second forward pass.
+          kept.correct = tf.keep(countCorrect(probabilities, ys));
+          return crossEntropy(probabilities, ys);
+        },
+        true,
+        variables,
+      );
+      // Asynchronous reads: the WebGPU backend cannot read synchronously in Node (its
+      // readSync draws through an OffscreenCanvas) and stalls the page in a browser.
+      const [loss, correct] = await Promise.all([kept.loss?.data(), kept.correct?.data()]);
+      return { loss: loss?.[0] ?? Number.NaN, correct: correct?.[0] ?? 0 };
+    } finally {
+      xs.dispose();
+      ys.dispose();
+      kept.loss?.dispose();
+      kept.correct?.dispose();
+    }
+  };
+
   try {
     for (let epoch = 0; epoch < epochs; epoch++) {
       for (let i = 0; i < order.length; i++) order[i] = i;
@@ -234,27 +321,9 @@ export async function trainLocal(
       for (let batch = 0; batch < batches; batch++) {
         const start = batch * batchSize;
         const size = Math.min(batchSize, data.count - start);
-        const { xs, ys } = batchBuilder.build(order, start, size);
-        const kept: { correct?: tf.Scalar; loss?: tf.Scalar | null } = {};
-        try {
-          kept.loss = optimizer.minimize(
-            () => {
-              const probabilities = model.apply(xs, { training: true }) as tf.Tensor;
-              // Kept out of minimize's tidy so the accuracy costs no second forward pass.
-              kept.correct = tf.keep(countCorrect(probabilities, ys));
-              return crossEntropy(probabilities, ys);
-            },
-            true,
-            variables,
-          );
-          epochLossSum += (kept.loss?.dataSync()[0] ?? Number.NaN) * size;
-          epochCorrect += kept.correct?.dataSync()[0] ?? 0;
-        } finally {
-          xs.dispose();
-          ys.dispose();
-          kept.loss?.dispose();
-          kept.correct?.dispose();
-        }
+        const { loss, correct } = await step(start, size);
+        epochLossSum += loss * size;
+        epochCorrect += correct;
         options.onProgress?.({
           epoch: epoch + 1,
           epochs,
@@ -270,6 +339,7 @@ export async function trainLocal(
     }
   } finally {
     optimizer.dispose();
+    parallel?.release();
   }
   const durationMs = performance.now() - started;
   return {
@@ -278,6 +348,7 @@ export async function trainLocal(
     numExamples: data.count,
     durationMs,
     samplesPerSecond: durationMs > 0 ? (epochs * data.count * 1000) / durationMs : 0,
+    workers: participants,
   };
 }
 
@@ -301,15 +372,19 @@ export async function evaluateModel(
   for (let start = 0; start < data.count; start += batchSize) {
     const size = Math.min(batchSize, data.count - start);
     const { xs, ys } = batchBuilder.build(null, start, size);
+    let results: tf.Scalar[] = [];
     try {
-      tf.tidy(() => {
+      results = tf.tidy(() => {
         const probabilities = model.predict(xs) as tf.Tensor;
-        lossSum += (crossEntropy(probabilities, ys).dataSync()[0] ?? Number.NaN) * size;
-        correct += countCorrect(probabilities, ys).dataSync()[0] ?? 0;
+        return [crossEntropy(probabilities, ys), countCorrect(probabilities, ys)];
       });
+      const [batchLoss, batchCorrect] = await Promise.all(results.map((r) => r.data()));
+      lossSum += (batchLoss?.[0] ?? Number.NaN) * size;
+      correct += batchCorrect?.[0] ?? 0;
     } finally {
       xs.dispose();
       ys.dispose();
+      for (const result of results) result.dispose();
     }
     await yieldToEventLoop();
   }

@@ -100,6 +100,20 @@ const CONV_CASES: ConvCase[] = [
     pad: 'same',
   },
   {
+    name: 'stride 3, valid, rows no output reads (fallback paths)',
+    input: [2, 10, 11, 3],
+    filter: [2, 2, 3, 4],
+    strides: 3,
+    pad: 'valid',
+  },
+  {
+    name: 'stride 1, explicit pad 3 wider than the 3x3 filter (fallback paths)',
+    input: [1, 5, 6, 2],
+    filter: [3, 3, 2, 3],
+    strides: 1,
+    pad: 3,
+  },
+  {
     name: 'stride 1, explicit pad 1, batch 1, one channel',
     input: [1, 6, 6, 1],
     filter: [3, 3, 1, 1],
@@ -108,30 +122,43 @@ const CONV_CASES: ConvCase[] = [
   },
 ];
 
+/** dy for a convolution of `input` by `filter`: random values in the forward output's shape. */
+function randomDy(c: ConvCase): { dyValues: Float32Array; outShape: number[] } {
+  const outShape = tf.tidy(
+    () =>
+      tf.conv2d(
+        tf.zeros(c.input) as tf.Tensor4D,
+        tf.zeros(c.filter) as tf.Tensor4D,
+        c.strides,
+        c.pad,
+      ).shape,
+  );
+  const dyValues = values(
+    outShape.reduce((p, d) => p * d, 1),
+    2,
+  );
+  return { dyValues, outShape };
+}
+
+const product = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
+
 describe('Conv2DBackpropFilter on wasm', () => {
-  it.each(CONV_CASES)('matches the cpu backend: $name', async ({ input, filter, strides, pad }) => {
-    const xValues = values(
-      input.reduce((p, d) => p * d, 1),
-      1,
-    );
-    // dy has the forward output's shape; get it from a forward pass.
-    const outShape = tf.tidy(
-      () =>
-        tf.conv2d(tf.zeros(input) as tf.Tensor4D, tf.zeros(filter) as tf.Tensor4D, strides, pad)
-          .shape,
-    );
-    const dyValues = values(
-      outShape.reduce((p, d) => p * d, 1),
-      2,
-    );
+  it.each(CONV_CASES)('matches the cpu backend: $name', async (c) => {
+    const xValues = values(product(c.input), 1);
+    const { dyValues, outShape } = randomDy(c);
     const { cpu, wasm } = await onBothBackends(
       () =>
         tf
           .engine()
           .runKernel(
             'Conv2DBackpropFilter',
-            { x: tf.tensor4d(xValues, input), dy: tf.tensor(dyValues, outShape) },
-            { strides, pad, dataFormat: 'NHWC', filterShape: filter } as unknown as tf.NamedAttrMap,
+            { x: tf.tensor4d(xValues, c.input), dy: tf.tensor(dyValues, outShape) },
+            {
+              strides: c.strides,
+              pad: c.pad,
+              dataFormat: 'NHWC',
+              filterShape: c.filter,
+            } as unknown as tf.NamedAttrMap,
           ) as tf.Tensor,
     );
     expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
@@ -152,6 +179,202 @@ describe('Conv2DBackpropFilter on wasm', () => {
     expect(wasmBackend().numDataIds()).toBe(dataIdsBefore);
     x.dispose();
     filter.dispose();
+  });
+});
+
+describe('Conv2DBackpropInput on wasm (as a forward convolution)', () => {
+  it.each(CONV_CASES)('matches the cpu backend: $name', async (c) => {
+    const filterValues = values(product(c.filter), 3);
+    const { dyValues, outShape } = randomDy(c);
+    const { cpu, wasm } = await onBothBackends(
+      () =>
+        tf
+          .engine()
+          .runKernel(
+            'Conv2DBackpropInput',
+            { dy: tf.tensor(dyValues, outShape), filter: tf.tensor4d(filterValues, c.filter) },
+            {
+              strides: c.strides,
+              pad: c.pad,
+              dataFormat: 'NHWC',
+              inputShape: c.input,
+            } as unknown as tf.NamedAttrMap,
+          ) as tf.Tensor,
+    );
+    expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
+  });
+
+  it('gives the same answer again with a new filter of the same shape, and leaks no wasm memory', async () => {
+    await initBackend('wasm');
+    const dy = tf.tensor4d(values(2 * 6 * 6 * 4, 11), [2, 6, 6, 4]);
+    const run = (filter: tf.Tensor4D) =>
+      tf.tidy(() => tf.conv2dTranspose(dy, filter, [2, 6, 6, 3], 1, 'same').dataSync());
+    const first = tf.tensor4d(values(3 * 3 * 3 * 4, 12), [3, 3, 3, 4]);
+    const second = tf.tensor4d(values(3 * 3 * 3 * 4, 13), [3, 3, 3, 4]);
+    const firstResult = run(first);
+    const dataIdsBefore = wasmBackend().numDataIds();
+    const secondResult = run(second);
+    expect(wasmBackend().numDataIds()).toBe(dataIdsBefore);
+    expect(Array.from(secondResult)).not.toEqual(Array.from(firstResult));
+    expect(Array.from(run(first))).toEqual(Array.from(firstResult));
+    for (const t of [dy, first, second]) t.dispose();
+  });
+});
+
+describe('MaxPoolGrad on wasm', () => {
+  it.each([
+    {
+      name: '2x2 stride 2 valid (fedavg-cnn)',
+      input: [2, 8, 8, 5],
+      size: 2,
+      strides: 2,
+      pad: 'valid',
+    },
+    { name: '3x3 stride 2 same, odd sizes', input: [2, 9, 7, 3], size: 3, strides: 2, pad: 'same' },
+    {
+      name: '3x3 stride 1 same, overlapping windows, batch 1',
+      input: [1, 6, 5, 4],
+      size: 3,
+      strides: 1,
+      pad: 'same',
+    },
+    {
+      name: '2x3 strides [1, 2] valid, batch 1',
+      input: [1, 7, 9, 2],
+      size: [2, 3],
+      strides: [1, 2],
+      pad: 'valid',
+    },
+  ] as const)('matches the cpu backend: $name', async ({ input, size, strides, pad }) => {
+    const xValues = values(product(input), 21);
+    const sizes = size as number | [number, number];
+    const strideValues = strides as number | [number, number];
+    const { cpu, wasm } = await onBothBackends(() =>
+      tf.grad((x: tf.Tensor) => {
+        const pooled = tf.maxPool(x as tf.Tensor4D, sizes, strideValues, pad);
+        // Weight each output differently so that misrouted gradients show.
+        return tf.sum(tf.mul(pooled, tf.tensor(values(pooled.size, 22), pooled.shape)));
+      })(tf.tensor4d(xValues, [...input] as [number, number, number, number])),
+    );
+    expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
+  });
+});
+
+interface DepthwiseCase {
+  name: string;
+  input: [number, number, number, number];
+  /** [kh, kw, inChannels, multiplier] */
+  filter: [number, number, number, number];
+  strides: number | [number, number];
+  pad: 'same' | 'valid';
+}
+
+const DEPTHWISE_CASES: DepthwiseCase[] = [
+  {
+    name: 'stride 1, same, 3x3',
+    input: [2, 8, 8, 4],
+    filter: [3, 3, 4, 1],
+    strides: 1,
+    pad: 'same',
+  },
+  {
+    name: 'stride 1, valid, multiplier 2',
+    input: [2, 7, 9, 3],
+    filter: [3, 3, 3, 2],
+    strides: 1,
+    pad: 'valid',
+  },
+  {
+    name: 'stride 2, same, odd sizes',
+    input: [2, 9, 7, 3],
+    filter: [5, 3, 3, 1],
+    strides: 2,
+    pad: 'same',
+  },
+  {
+    name: 'stride 2, valid, odd sizes, multiplier 3',
+    input: [1, 11, 9, 2],
+    filter: [3, 3, 2, 3],
+    strides: 2,
+    pad: 'valid',
+  },
+  {
+    name: 'strides [1, 2], same, batch 1',
+    input: [1, 6, 10, 5],
+    filter: [2, 4, 5, 1],
+    strides: [1, 2],
+    pad: 'same',
+  },
+];
+
+describe('depthwise convolution gradients on wasm', () => {
+  it.each(DEPTHWISE_CASES)('match the cpu backend: $name', async (c) => {
+    const xValues = values(product(c.input), 31);
+    const filterValues = values(product(c.filter), 32);
+    const { cpu, wasm } = await onBothBackends(() => {
+      const x = tf.tensor4d(xValues, c.input);
+      const filter = tf.tensor4d(filterValues, c.filter);
+      const outShape = tf.depthwiseConv2d(x, filter, c.strides, c.pad).shape;
+      const weighting = tf.tensor(values(product(outShape), 33), outShape);
+      // Both gradients at once: DepthwiseConv2dNativeBackpropInput and ...Filter.
+      const { dx, dfilter } = {
+        dx: tf.grad((input: tf.Tensor) =>
+          tf.sum(
+            tf.mul(tf.depthwiseConv2d(input as tf.Tensor4D, filter, c.strides, c.pad), weighting),
+          ),
+        )(x),
+        dfilter: tf.grad((f: tf.Tensor) =>
+          tf.sum(tf.mul(tf.depthwiseConv2d(x, f as tf.Tensor4D, c.strides, c.pad), weighting)),
+        )(filter),
+      };
+      return [dx, dfilter];
+    });
+    expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
+    expectRelativelyClose(wasm[1] ?? [], cpu[1] ?? []);
+  });
+});
+
+describe('UnsortedSegmentSum on wasm', () => {
+  it('matches the cpu backend, dropping ids outside 0..numSegments-1', async () => {
+    const ids = [3, 0, 3, -1, 1, 7, 0];
+    const xValues = values(7 * 5, 41);
+    const { cpu, wasm } = await onBothBackends(() =>
+      tf.unsortedSegmentSum(tf.tensor2d(xValues, [7, 5]), tf.tensor1d(ids, 'int32'), 5),
+    );
+    expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
+  });
+
+  it('matches the cpu backend with int32 values of rank 3', async () => {
+    const { cpu, wasm } = await onBothBackends(() =>
+      tf.unsortedSegmentSum(
+        tf.tensor3d(
+          Array.from({ length: 4 * 2 * 3 }, (_, i) => i - 7),
+          [4, 2, 3],
+          'int32',
+        ),
+        tf.tensor1d([2, 0, 2, 1], 'int32'),
+        3,
+      ),
+    );
+    expect(Array.from(wasm[0] ?? [])).toEqual(Array.from(cpu[0] ?? []));
+  });
+
+  it('is the gradient of tf.gather (an embedding lookup) and matches cpu', async () => {
+    const table = values(6 * 4, 42);
+    const { cpu, wasm } = await onBothBackends(() =>
+      tf.grad((embeddings: tf.Tensor) => {
+        const looked = tf.gather(embeddings, tf.tensor2d([0, 5, 5, 2, 0, 0], [2, 3], 'int32'));
+        return tf.sum(tf.mul(looked, tf.tensor(values(2 * 3 * 4, 43), [2, 3, 4])));
+      })(tf.tensor2d(table, [6, 4])),
+    );
+    expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
+  });
+
+  it('names a segmentIds shape that does not match x', async () => {
+    await initBackend('wasm');
+    expect(() =>
+      tf.tidy(() => tf.unsortedSegmentSum(tf.zeros([4, 3]), tf.tensor1d([0, 1, 0], 'int32'), 2)),
+    ).toThrow(/segmentIds shape \[3\] must be a prefix of x's \[4, 3\]/);
   });
 });
 
@@ -179,6 +402,28 @@ describe('BatchMatMul on wasm (transposes made explicit)', () => {
     },
   );
 
+  it.each([
+    ['x.W, small x, large W', false, false],
+    ['dy.W^T, small dy, large W', false, true],
+  ])(
+    'matches the cpu backend with the roles swapped: %s',
+    async (_name, transposeA, transposeB) => {
+      const [m, k, n] = [3, 40, 50];
+      const a = values(m * k, 14);
+      const b = values(k * n, 15);
+      const bShape: [number, number] = transposeB ? [n, k] : [k, n];
+      const { cpu, wasm } = await onBothBackends(() => {
+        const right = tf.tensor2d(b, bShape);
+        // Twice with the same right operand: the second product takes the plain route.
+        const first = tf.matMul(tf.tensor2d(a, [m, k]), right, transposeA, transposeB);
+        const second = tf.matMul(tf.tensor2d(a, [m, k]), right, transposeA, transposeB);
+        return [first, second];
+      });
+      expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
+      expectRelativelyClose(wasm[1] ?? [], cpu[1] ?? []);
+    },
+  );
+
   it('leaks no wasm memory when it transposes', async () => {
     await initBackend('wasm');
     const a = tf.tensor2d(values(6 * 4, 7), [6, 4]);
@@ -186,6 +431,14 @@ describe('BatchMatMul on wasm (transposes made explicit)', () => {
     const dataIdsBefore = wasmBackend().numDataIds();
     tf.matMul(a, b, true, false).dispose();
     expect(wasmBackend().numDataIds()).toBe(dataIdsBefore);
+    const small = tf.tensor2d(values(2 * 6, 9), [2, 6]);
+    const large = tf.tensor2d(values(6 * 40, 10), [6, 40]);
+    const largeT = tf.transpose(large);
+    const dataIdsBeforeSwap = wasmBackend().numDataIds();
+    tf.matMul(small, large).dispose();
+    tf.matMul(small, largeT, false, true).dispose();
+    expect(wasmBackend().numDataIds()).toBe(dataIdsBeforeSwap);
+    for (const t of [small, large, largeT]) t.dispose();
     a.dispose();
     b.dispose();
   });
