@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { type BackendPreference, initBackend } from '@tessera/ml';
 import { TesseraError } from '@tessera/protocol';
 import { SingleBar } from 'cli-progress';
-import { type ClientObserver, TesseraClient } from './client.js';
+import { type ClientObserver, NODE_CLIENT_IDENTITY, TesseraClient, TfjsTrainer } from './client.js';
 import { loadLocalData } from './data-source.js';
 
 const usage = `tessera-client --coordinator URL --token TOKEN (--mnist K/N | --csv FILE) [options]
@@ -17,12 +17,23 @@ const usage = `tessera-client --coordinator URL --token TOKEN (--mnist K/N | --c
   --holdout F           fraction kept for federated evaluation (default 0.1)
   --max-examples N      use at most N local examples (quick trials)
   --backend NAME        auto | tensorflow-gpu | tensorflow | wasm | cpu (default auto)
+  --workers N|auto      data-parallel training threads (default 1; auto: the idle cores, for
+                        batches of 32 or more)
   --progress MODE       bars | lines | none (default: bars on a terminal, else lines)
 `;
 
 function fail(message: string): never {
   process.stderr.write(`tessera-client: ${message}\n`);
   process.exit(2);
+}
+
+function parseWorkers(text: string): number | 'auto' {
+  if (text === 'auto') return 'auto';
+  const workers = Number(text);
+  if (!Number.isInteger(workers) || workers < 1) {
+    fail(`--workers must be a positive integer or "auto", got "${text}"`);
+  }
+  return workers;
 }
 
 async function main(): Promise<void> {
@@ -37,6 +48,7 @@ async function main(): Promise<void> {
       holdout: { type: 'string', default: '0.1' },
       'max-examples': { type: 'string' },
       backend: { type: 'string', default: 'auto' },
+      workers: { type: 'string', default: '1' },
       progress: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -70,8 +82,8 @@ async function main(): Promise<void> {
   const client = new TesseraClient({
     coordinatorUrl,
     token,
-    train: data.train,
-    holdout: data.holdout,
+    identity: NODE_CLIENT_IDENTITY,
+    trainer: new TfjsTrainer(data.train, data.holdout, { workers: parseWorkers(values.workers) }),
     backend: backend.name,
     observer: createObserver(progressMode, say),
   });
@@ -130,6 +142,8 @@ function createObserver(mode: string, say: (line: string) => void): ClientObserv
         `round ${s.round}: held-out accuracy ${(s.accuracy * 100).toFixed(2)}% on ${s.numExamples} examples`,
       ),
     warning: (message) => process.stderr.write(`tessera-client: ${message}\n`),
+    replaced: (message) =>
+      process.stderr.write(`tessera-client: ${message}; this client stops training\n`),
   };
 }
 

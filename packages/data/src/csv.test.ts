@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ErrorCode } from '@tessera/protocol';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadCsvExamples, parseCsvExamples } from './csv.js';
+import { parseCsvExamples } from './csv.js';
+import { loadCsvExamples } from './csv-file.js';
 
 const directory = mkdtempSync(path.join(tmpdir(), 'tessera-csv-'));
 afterAll(() => rmSync(directory, { recursive: true, force: true }));

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { Examples } from './examples.js';
 
@@ -15,7 +14,7 @@ export interface CsvOptions {
 }
 
 /**
- * Reads a CSV file of labelled examples (synchronously: it is read once, at start-up).
+ * Parses labelled examples from CSV text. Pure (no I/O): browsers use it on a picked file.
  *
  * Format (one example per line):
  * - Comma-separated, UTF-8, LF or CRLF line ends; no quoting (every field is a number).
@@ -27,25 +26,8 @@ export interface CsvOptions {
  *   `label,pixel0,pixel1,...`), it is skipped.
  * - Empty lines are ignored. Every data line must have the same number of columns.
  *
- * Errors (INVALID_ARGUMENT) name the file and the 1-based line; a missing file is NOT_FOUND.
+ * Errors (INVALID_ARGUMENT) name the source and the 1-based line.
  */
-export function loadCsvExamples(filePath: string, options: CsvOptions = {}): Examples {
-  let text: string;
-  try {
-    text = readFileSync(filePath, 'utf8');
-  } catch (cause) {
-    const notFound = (cause as { code?: unknown }).code === 'ENOENT';
-    throw new TesseraError(
-      notFound ? ErrorCode.NOT_FOUND : ErrorCode.UNAVAILABLE,
-      `CSV file ${filePath} cannot be read: ${cause instanceof Error ? cause.message : String(cause)}`,
-      undefined,
-      { cause },
-    );
-  }
-  return parseCsvExamples(text, { ...options, source: filePath });
-}
-
-/** Parses labelled examples from CSV text; the format is described at `loadCsvExamples`. */
 export function parseCsvExamples(
   text: string,
   options: CsvOptions & { source?: string } = {},

@@ -1,5 +1,5 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
-import type { MnistSplit } from './mnist.js';
+import type { MnistSplit } from './mnist-idx.js';
 
 /** Training examples ready for a model: features as floats, integer labels. */
 export interface Examples {

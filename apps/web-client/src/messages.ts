@@ -1,0 +1,86 @@
+/// <reference lib="dom" />
+// The page <-> worker contract. The worker holds the examples and the model and does the
+// computing; the page holds the connection (so that a long GPU step in the worker never starves
+// the socket's heartbeats) and only ever receives weights, counts and metrics, never the data.
+import type {
+  EvaluateOutcome,
+  EvaluateRequest,
+  TrainerProgress,
+  TrainOutcome,
+  TrainRequest,
+} from '@tessera/client/core';
+
+export type BackendPreference = 'auto' | 'webgpu' | 'webgl' | 'wasm';
+export const BACKEND_PREFERENCES: readonly BackendPreference[] = [
+  'auto',
+  'webgpu',
+  'webgl',
+  'wasm',
+];
+
+/** A picked image and the class it was filed under (its sub-folder). */
+export interface LabelledFile {
+  file: File;
+  className: string;
+}
+
+export type DataChoice =
+  | { kind: 'sample'; count: number }
+  | { kind: 'images'; files: LabelledFile[] }
+  | { kind: 'csv'; file: File; featureScale: number };
+
+export type PageToWorker =
+  | {
+      type: 'load';
+      backend: BackendPreference;
+      data: DataChoice;
+      /** Fraction of the local examples kept for federated evaluation. */
+      holdoutFraction: number;
+      /** Where the page was served from, to find the bundled assets (sample, .wasm files). */
+      assetBase: string;
+    }
+  | { type: 'train'; id: number; request: TrainRequest }
+  | { type: 'evaluate'; id: number; request: EvaluateRequest };
+
+export type WorkerToPage =
+  | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
+  | { type: 'loaded'; description: string; train: number; holdout: number; classes: string[] }
+  | { type: 'load-failed'; code: string; message: string }
+  | { type: 'progress'; id: number; progress: TrainerProgress }
+  | { type: 'trained'; id: number; outcome: TrainOutcome }
+  | { type: 'evaluated'; id: number; outcome: EvaluateOutcome }
+  | { type: 'failed'; id: number; message: string };
+
+export interface RoundOutcome {
+  round: number;
+  /** 'sent': the update was accepted; 'refused'/'closed': it was not used. */
+  outcome: 'sent' | 'refused' | 'closed';
+  detail: string;
+  loss: number | null;
+  accuracy: number | null;
+  numExamples: number;
+  durationMs: number;
+  samplesPerSecond: number;
+}
+
+/** What the page shows: from the worker (backend, data) and from the client (the rest). */
+export type ViewEvent =
+  | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
+  | { type: 'data'; description: string; train: number; holdout: number; classes: string[] }
+  | { type: 'connected'; organisation: string; clientId: string; federationId: string }
+  | { type: 'disconnected'; reason: string }
+  | { type: 'round-started'; round: number; model: string; epochs: number; batchSize: number }
+  | {
+      type: 'progress';
+      round: number;
+      epoch: number;
+      epochs: number;
+      batch: number;
+      batches: number;
+      loss: number | null;
+    }
+  | ({ type: 'round-finished' } & RoundOutcome)
+  | { type: 'evaluated'; round: number; accuracy: number; loss: number; numExamples: number }
+  | { type: 'warning'; message: string }
+  | { type: 'replaced'; message: string }
+  | { type: 'fatal'; code: string; message: string };

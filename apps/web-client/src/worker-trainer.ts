@@ -1,0 +1,76 @@
+import type {
+  EvaluateOutcome,
+  EvaluateRequest,
+  LocalTrainer,
+  TrainerProgress,
+  TrainOutcome,
+  TrainRequest,
+} from '@tessera/client/core';
+import type { PageToWorker, WorkerToPage } from './messages.js';
+
+type Pending = {
+  resolve(outcome: TrainOutcome | EvaluateOutcome): void;
+  reject(error: Error): void;
+  onProgress?: (progress: TrainerProgress) => void;
+};
+
+/**
+ * The page's side of the training worker: the client (on the page, with the socket) calls it like
+ * any trainer; each call is a message to the worker and its answer. Weight buffers are transferred,
+ * not copied.
+ */
+export class WorkerTrainer implements LocalTrainer {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  constructor(
+    private readonly worker: Worker,
+    readonly numExamples: number,
+    readonly numHoldout: number,
+  ) {
+    worker.addEventListener('message', (event: MessageEvent<WorkerToPage>) => {
+      const message = event.data;
+      if (!('id' in message)) return;
+      const pending = this.pending.get(message.id);
+      if (!pending) return;
+      if (message.type === 'progress') {
+        pending.onProgress?.(message.progress);
+        return;
+      }
+      this.pending.delete(message.id);
+      if (message.type === 'failed') pending.reject(new Error(message.message));
+      else pending.resolve(message.outcome);
+    });
+  }
+
+  train(request: TrainRequest, onProgress: (progress: TrainerProgress) => void) {
+    return this.call(
+      { type: 'train', id: this.nextId++, request },
+      [request.weights.buffer],
+      onProgress,
+    ) as Promise<TrainOutcome>;
+  }
+
+  evaluate(request: EvaluateRequest) {
+    return this.call({ type: 'evaluate', id: this.nextId++, request }, [
+      request.weights.buffer,
+    ]) as Promise<EvaluateOutcome>;
+  }
+
+  dispose(): void {
+    this.worker.terminate();
+    for (const pending of this.pending.values()) pending.reject(new Error('the worker stopped'));
+    this.pending.clear();
+  }
+
+  private call(
+    message: Extract<PageToWorker, { id: number }>,
+    transfer: Transferable[],
+    onProgress?: (progress: TrainerProgress) => void,
+  ): Promise<TrainOutcome | EvaluateOutcome> {
+    return new Promise((resolve, reject) => {
+      this.pending.set(message.id, { resolve, reject, ...(onProgress ? { onProgress } : {}) });
+      this.worker.postMessage(message, transfer);
+    });
+  }
+}

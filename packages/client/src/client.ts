@@ -1,0 +1,295 @@
+import {
+  type Ack,
+  bytesToWeights,
+  type ClientToServerEvents,
+  createMsgpackParser,
+  ErrorCode,
+  type EvaluateInstruction,
+  type Hello,
+  PROTOCOL_VERSION,
+  type ServerToClientEvents,
+  TesseraError,
+  type TrainInstruction,
+  type Welcome,
+  type WireError,
+  weightsToBytes,
+} from '@tessera/protocol';
+import { io, type Socket } from 'socket.io-client';
+import type { LocalTrainer } from './trainer.js';
+
+export interface TrainingProgress {
+  runId: string;
+  round: number;
+  epoch: number;
+  epochs: number;
+  batch: number;
+  batches: number;
+  loss: number | null;
+}
+
+/** What the client reports as it works; the CLI draws bars or lines from it. */
+export interface ClientObserver {
+  connected?(welcome: Welcome): void;
+  disconnected?(reason: string): void;
+  roundStarted?(instruction: TrainInstruction): void;
+  progress?(progress: TrainingProgress): void;
+  roundFinished?(summary: {
+    runId: string;
+    round: number;
+    loss: number;
+    accuracy: number;
+    numExamples: number;
+    durationMs: number;
+    samplesPerSecond: number;
+    ack: Ack;
+  }): void;
+  evaluated?(summary: {
+    runId: string;
+    round: number;
+    loss: number;
+    accuracy: number;
+    numExamples: number;
+  }): void;
+  warning?(message: string): void;
+  /**
+   * Another connection with the same token took over (the newest wins): this client stops and
+   * does not reconnect, so two copies never train for one organisation at once.
+   */
+  replaced?(message: string): void;
+}
+
+type ClientRuntime = Hello['client']['runtime'];
+
+/** How the client describes itself in the hello (shown to admins, recorded with updates). */
+export interface ClientIdentity {
+  /** e.g. 'tessera-node-client', 'tessera-web-client'. */
+  name: string;
+  version: string;
+  runtime: ClientRuntime;
+}
+
+export interface CoreClientOptions {
+  coordinatorUrl: string;
+  token: string;
+  identity: ClientIdentity;
+  /**
+   * Trains and evaluates on the local examples, which never leave it; the client closes it on
+   * close().
+   */
+  trainer: LocalTrainer;
+  /** The tfjs backend in use (tf.getBackend()-style name), reported to the coordinator. */
+  backend: string;
+  /**
+   * Socket.IO engine path on the coordinator (default '/socket.io'); a coordinator served under
+   * a prefix behind a proxy needs it.
+   */
+  socketPath?: string;
+  observer?: ClientObserver;
+  /** How long to wait for the coordinator to acknowledge an update. */
+  ackTimeoutMs?: number;
+}
+
+/** Errors after which reconnecting cannot help: the user has to change something. */
+const FATAL_CONNECT_ERRORS: readonly string[] = [
+  ErrorCode.UNAUTHORIZED,
+  ErrorCode.PROTOCOL_VERSION_MISMATCH,
+];
+
+/**
+ * A Tessera client, the same code in Node and in browsers: holds a Socket.IO connection to the
+ * coordinator, trains the global model it receives on local examples, and sends back only the
+ * resulting weights, the example count and summary metrics. Work is done one instruction at a
+ * time, in arrival order. No Node built-ins here: the host (CLI or web worker) loads the examples
+ * and draws the progress.
+ */
+export class TesseraClient {
+  private socket: Socket<ServerToClientEvents, ClientToServerEvents> | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  private lastProgressSent = 0;
+  private closedRounds = new Set<string>();
+
+  constructor(private readonly options: CoreClientOptions) {}
+
+  /**
+   * Connects and resolves at the coordinator's welcome. Rejects on a refusal that reconnecting
+   * cannot fix (bad token, protocol mismatch); network failures are retried forever.
+   */
+  connect(): Promise<Welcome> {
+    const { options } = this;
+    const hello: Hello = {
+      token: options.token,
+      protocolVersion: PROTOCOL_VERSION,
+      client: {
+        ...options.identity,
+        backend: options.backend,
+        numExamples: options.trainer.numExamples,
+        numHoldout: options.trainer.numHoldout,
+      },
+    };
+    const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(options.coordinatorUrl, {
+      parser: createMsgpackParser(),
+      auth: hello,
+      transports: ['websocket'],
+      ...(options.socketPath !== undefined ? { path: options.socketPath } : {}),
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 5000,
+    });
+    this.socket = socket;
+    socket.on('train', (instruction) => this.enqueue(() => this.train(instruction)));
+    socket.on('evaluate', (instruction) => this.enqueue(() => this.evaluate(instruction)));
+    socket.on('round-closed', (notice) => {
+      this.closedRounds.add(`${notice.runId}/${notice.round}`);
+      options.observer?.warning?.(
+        `round ${notice.round} closed by the coordinator: ${notice.reason}`,
+      );
+    });
+    let replaced = false;
+    socket.on('rejected', (error) => {
+      // CONFLICT here means another process connected with our token and took over.
+      if (error.code === ErrorCode.CONFLICT) {
+        replaced = true;
+        options.observer?.replaced?.(error.message);
+        return;
+      }
+      options.observer?.warning?.(`coordinator refused a frame: ${error.code}: ${error.message}`);
+    });
+    socket.on('disconnect', (reason) => {
+      options.observer?.disconnected?.(reason);
+      // Socket.IO retries lost connections itself, but not a disconnect the server asked for.
+      if (reason === 'io server disconnect' && !replaced) setTimeout(() => socket.connect(), 1000);
+    });
+
+    return new Promise<Welcome>((resolve, reject) => {
+      let welcomed = false;
+      socket.on('welcome', (welcome) => {
+        options.observer?.connected?.(welcome);
+        if (!welcomed) {
+          welcomed = true;
+          resolve(welcome);
+        }
+      });
+      socket.on('connect_error', (error: Error & { data?: WireError }) => {
+        const code = error.data?.code;
+        if (code !== undefined && FATAL_CONNECT_ERRORS.includes(code)) {
+          socket.disconnect();
+          reject(new TesseraError(code, error.data?.message ?? error.message));
+          return;
+        }
+        options.observer?.warning?.(`cannot reach the coordinator (${error.message}); retrying`);
+        // A refusal by the server's middleware is not retried by Socket.IO itself.
+        if (!socket.active) setTimeout(() => socket.connect(), 1000);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.socket?.disconnect();
+    await this.queue;
+    this.options.trainer.dispose();
+  }
+
+  private enqueue(work: () => Promise<void>): void {
+    this.queue = this.queue.then(work).catch((error: unknown) => {
+      this.options.observer?.warning?.(`work failed: ${(error as Error).message}`);
+    });
+  }
+
+  private async train(instruction: TrainInstruction): Promise<void> {
+    const socket = this.socket;
+    if (!socket) return;
+    const { runId, round, config } = instruction;
+    // A round retried after too few updates keeps its number: a new train opens it again.
+    this.closedRounds.delete(`${runId}/${round}`);
+    const observer = this.options.observer;
+    observer?.roundStarted?.(instruction);
+    let reply: Parameters<ClientToServerEvents['update']>[0];
+    let summary: {
+      loss: number;
+      accuracy: number;
+      numExamples: number;
+      durationMs: number;
+      samplesPerSecond: number;
+    } | null = null;
+    try {
+      const result = await this.options.trainer.train(
+        {
+          model: instruction.model,
+          weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
+          config,
+        },
+        (p) => this.reportProgress({ runId, round, ...p }),
+      );
+      const { weights, ...metrics } = result;
+      summary = metrics;
+      reply = {
+        status: 'ok',
+        runId,
+        round,
+        weights: weightsToBytes(weights),
+        numExamples: result.numExamples,
+        durationMs: Math.round(result.durationMs),
+        metrics: {
+          loss: result.loss,
+          accuracy: result.accuracy,
+          samplesPerSecond: result.samplesPerSecond,
+        },
+      };
+    } catch (error) {
+      reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
+    }
+    if (this.closedRounds.has(`${runId}/${round}`)) return;
+    const ack = await this.send('update', reply);
+    if (summary) observer?.roundFinished?.({ runId, round, ...summary, ack });
+    if (!ack.ok) observer?.warning?.(`update refused: ${ack.error.code}: ${ack.error.message}`);
+  }
+
+  private async evaluate(instruction: EvaluateInstruction): Promise<void> {
+    const { runId, round } = instruction;
+    let reply: Parameters<ClientToServerEvents['evaluation']>[0];
+    try {
+      if (this.options.trainer.numHoldout === 0) {
+        throw new Error('this client keeps no held-out examples');
+      }
+      const result = await this.options.trainer.evaluate({
+        model: instruction.model,
+        weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
+        batchSize: instruction.batchSize,
+      });
+      reply = { status: 'ok', runId, round, ...result };
+      this.options.observer?.evaluated?.({ runId, round, ...result });
+    } catch (error) {
+      reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
+    }
+    const ack = await this.send('evaluation', reply);
+    if (!ack.ok)
+      this.options.observer?.warning?.(
+        `evaluation refused: ${ack.error.code}: ${ack.error.message}`,
+      );
+  }
+
+  private async send(event: 'update' | 'evaluation', reply: unknown): Promise<Ack> {
+    const socket = this.socket;
+    if (!socket)
+      return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };
+    try {
+      return (await socket
+        .timeout(this.options.ackTimeoutMs ?? 120_000)
+        .emitWithAck(event, reply)) as Ack;
+    } catch {
+      return {
+        ok: false,
+        error: { code: ErrorCode.UNAVAILABLE, message: 'no acknowledgement from the coordinator' },
+      };
+    }
+  }
+
+  private reportProgress(progress: TrainingProgress): void {
+    this.options.observer?.progress?.(progress);
+    const now = Date.now();
+    // Best effort and throttled: progress is for people watching, not for the protocol.
+    if (now - this.lastProgressSent >= 500 || progress.batch === progress.batches) {
+      this.lastProgressSent = now;
+      this.socket?.volatile.emit('progress', progress);
+    }
+  }
+}

@@ -1,0 +1,17 @@
+// The connection and round loop without tfjs: for a page that holds the socket while a Web
+// Worker trains (it passes its own LocalTrainer). Node hosts use the package's main entry.
+export {
+  type ClientIdentity,
+  type ClientObserver,
+  type CoreClientOptions,
+  TesseraClient,
+  type TrainingProgress,
+} from './client.js';
+export type {
+  EvaluateOutcome,
+  EvaluateRequest,
+  LocalTrainer,
+  TrainerProgress,
+  TrainOutcome,
+  TrainRequest,
+} from './trainer.js';

@@ -1,0 +1,92 @@
+import type { Examples } from '@tessera/data';
+import {
+  createModel,
+  evaluateModel,
+  getFlatWeights,
+  type ModelName,
+  modelSpec,
+  setFlatWeights,
+  trainLocal,
+} from '@tessera/ml';
+import { ErrorCode, type ModelDescriptor, TesseraError } from '@tessera/protocol';
+import type {
+  EvaluateOutcome,
+  EvaluateRequest,
+  LocalTrainer,
+  TrainerProgress,
+  TrainOutcome,
+  TrainRequest,
+} from './trainer.js';
+
+type LayersModel = ReturnType<typeof createModel>;
+
+/**
+ * Trains with @tessera/ml in this thread, on the tfjs backend the host selected. Models are built
+ * once per name and reused across rounds (the global weights are loaded into them each time).
+ */
+export class TfjsTrainer implements LocalTrainer {
+  private readonly models = new Map<string, LayersModel>();
+
+  constructor(
+    private readonly trainExamples: Examples,
+    private readonly holdout: Examples | null,
+    /** Data-parallel threads for local training (Node only; see @tessera/ml's trainLocal). */
+    private readonly options: { workers?: number | 'auto' } = {},
+  ) {}
+
+  get numExamples(): number {
+    return this.trainExamples.count;
+  }
+
+  get numHoldout(): number {
+    return this.holdout?.count ?? 0;
+  }
+
+  async train(
+    request: TrainRequest,
+    onProgress: (progress: TrainerProgress) => void,
+  ): Promise<TrainOutcome> {
+    const model = this.modelFor(request.model, request.weights);
+    const { config } = request;
+    const result = await trainLocal(model, this.trainExamples, {
+      epochs: config.epochs,
+      batchSize: config.batchSize,
+      learningRate: config.learningRate,
+      seed: config.seed,
+      onProgress,
+      ...(this.options.workers !== undefined ? { workers: this.options.workers } : {}),
+    });
+    return { ...result, weights: getFlatWeights(model) };
+  }
+
+  async evaluate(request: EvaluateRequest): Promise<EvaluateOutcome> {
+    const holdout = this.holdout;
+    if (!holdout || holdout.count === 0) {
+      throw new TesseraError(ErrorCode.UNAVAILABLE, 'this client keeps no held-out examples');
+    }
+    const model = this.modelFor(request.model, request.weights);
+    return evaluateModel(model, holdout, request.batchSize);
+  }
+
+  dispose(): void {
+    for (const model of this.models.values()) model.dispose();
+    this.models.clear();
+  }
+
+  private modelFor(descriptor: ModelDescriptor, weights: Float32Array): LayersModel {
+    const spec = modelSpec(descriptor.name as ModelName);
+    if (spec.paramCount !== descriptor.paramCount) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `coordinator's ${descriptor.name} has ${descriptor.paramCount} parameters; this client's has ${spec.paramCount}`,
+      );
+    }
+    let model = this.models.get(spec.name);
+    if (!model) {
+      model = createModel(spec.name, { seed: 0 });
+      this.models.set(spec.name, model);
+    }
+    setFlatWeights(model, weights);
+    return model;
+  }
+}

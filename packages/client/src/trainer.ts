@@ -1,0 +1,59 @@
+import type { ModelDescriptor, TrainConfig } from '@tessera/protocol';
+
+/** What the client reports as it trains: one call per batch. */
+export interface TrainerProgress {
+  /** 1-based. */
+  epoch: number;
+  epochs: number;
+  /** 1-based, within the epoch. */
+  batch: number;
+  batches: number;
+  loss: number | null;
+}
+
+export interface TrainRequest {
+  model: ModelDescriptor;
+  /** The global model, checked (length, finite) by the client. */
+  weights: Float32Array;
+  config: TrainConfig;
+}
+
+export interface TrainOutcome {
+  weights: Float32Array;
+  loss: number;
+  accuracy: number;
+  numExamples: number;
+  durationMs: number;
+  samplesPerSecond: number;
+}
+
+export interface EvaluateRequest {
+  model: ModelDescriptor;
+  weights: Float32Array;
+  batchSize: number;
+}
+
+export interface EvaluateOutcome {
+  loss: number;
+  accuracy: number;
+  numExamples: number;
+}
+
+/**
+ * Where local training happens, apart from the connection: in this thread (TfjsTrainer, the Node
+ * client) or in a Web Worker (the browser client, whose page keeps the socket so that a long GPU
+ * step in the worker never starves the connection's heartbeats). It holds the examples; the
+ * client only ever sees weights, counts and metrics.
+ */
+export interface LocalTrainer {
+  /** Examples it trains on. */
+  readonly numExamples: number;
+  /** Held-out examples for federated evaluation (0: it declines evaluation). */
+  readonly numHoldout: number;
+  train(
+    request: TrainRequest,
+    onProgress: (progress: TrainerProgress) => void,
+  ): Promise<TrainOutcome>;
+  evaluate(request: EvaluateRequest): Promise<EvaluateOutcome>;
+  dispose(): void;
+}

@@ -1,0 +1,37 @@
+import { type Browser, chromium } from 'playwright-core';
+
+/** Debian's Chromium (apt-get install -y chromium), driven by playwright-core. */
+export const CHROMIUM = '/usr/bin/chromium';
+
+const BASE_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+/**
+ * Real WebGPU and WebGL on SwiftShader (Chromium's CPU implementation of the GPU APIs). Vulkan on
+ * SwiftShader is needed too: without it, tfjs-webgpu's synchronous reads (dataSync, which go
+ * through a WebGPU canvas drawn onto a 2D one) return zeros in headless Chromium.
+ */
+const GPU_FLAGS = [
+  '--enable-unsafe-webgpu',
+  '--use-webgpu-adapter=swiftshader',
+  '--enable-unsafe-swiftshader',
+  '--use-angle=swiftshader',
+  '--enable-features=Vulkan',
+  '--use-vulkan=swiftshader',
+];
+
+export type Backend = 'webgpu' | 'webgl' | 'wasm';
+
+/** Headless Chromium set up for one backend; the WASM runs keep the GPU off altogether. */
+export function launchChromium(backend: Backend): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [...BASE_FLAGS, ...(backend === 'wasm' ? ['--disable-gpu'] : GPU_FLAGS)],
+  });
+}
