@@ -1,164 +1,653 @@
-import { timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { STRATEGY_NAMES } from '@tessera/aggregation';
-import { MODEL_NAMES } from '@tessera/ml';
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import type { UserRecord } from '@tessera/db';
+import { MODEL_NAMES, modelSpec } from '@tessera/ml';
+import {
+  CONSOLE_ROLES,
+  createFederationSchema,
+  createRunSchemaFor,
+  createUserSchema,
+  ErrorCode,
+  issueTokenSchema,
+  loginSchema,
+  predictTensorSchema,
+  roundQuerySchema,
+  TesseraError,
+} from '@tessera/protocol';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Server } from 'socket.io';
 import { z } from 'zod';
 import type { Coordinator } from './coordinator.js';
+import { AdminFeed } from './http/admin-namespace.js';
+import {
+  type AuthOptions,
+  clearedSessionCookie,
+  LoginRateLimiter,
+  SESSION_TTL_MS,
+  sessionCookie,
+} from './http/auth.js';
+import { serveConsole } from './http/console-static.js';
+import { buildOpenApi } from './http/openapi.js';
+import { PauseRequests } from './http/pause.js';
+import {
+  type ImageKind,
+  imageToMnist,
+  MAX_IMAGE_BYTES,
+  ModelServer,
+  sniffImage,
+} from './http/predict.js';
+import { registerResearchRoutes } from './http/research-routes.js';
+import { defineRoutes, parseWith } from './http/routes.js';
+import { mountWebClient } from './web-client-static.js';
 
-const positiveInt = z.number().int().positive();
-
-/** A run as an admin creates it; defaults are the FedAvg paper's MNIST settings where it has them. */
-export const createRunSchema = z
-  .object({
-    federationId: z.string().min(1),
-    name: z.string().max(200).optional(),
-    model: z.enum(MODEL_NAMES as unknown as [string, ...string[]]),
-    strategy: z.string().default('fedavg'),
-    strategyOptions: z.record(z.string(), z.unknown()).default({}),
-    rounds: positiveInt.max(100_000),
-    clientsPerRound: positiveInt.nullable().default(null),
-    fractionFit: z.number().gt(0).max(1).nullable().default(null),
-    minClients: positiveInt.default(1),
-    roundDeadlineMs: positiveInt.max(24 * 3600_000).default(600_000),
-    localEpochs: positiveInt.max(1000).default(1),
-    batchSize: positiveInt.max(65_536).default(10),
-    learningRate: z.number().positive().max(100).default(0.05),
-    seed: z
-      .number()
-      .int()
-      .min(0)
-      .max(2 ** 31 - 1)
-      .default(0),
-    data: z.record(z.string(), z.unknown()).default({ dataset: 'mnist' }),
-  })
-  .refine((run) => STRATEGY_NAMES.includes(run.strategy), {
-    message: `unknown strategy; available: ${STRATEGY_NAMES.join(', ')}`,
-    path: ['strategy'],
-  })
-  .refine((run) => run.clientsPerRound === null || run.clientsPerRound >= run.minClients, {
-    message: 'clientsPerRound must be at least minClients',
-    path: ['clientsPerRound'],
-  });
+/** A run as an admin creates it, with this coordinator's models and strategies. */
+export const createRunSchema = createRunSchemaFor({
+  models: MODEL_NAMES,
+  strategies: STRATEGY_NAMES,
+});
 export type CreateRunRequest = z.infer<typeof createRunSchema>;
-
-const createFederationSchema = z.object({
-  name: z.string().min(1).max(200),
-  description: z.string().max(2000).optional(),
-});
-const issueTokenSchema = z.object({
-  organisation: z.string().min(1).max(200),
-  label: z.string().max(200).optional(),
-});
-
-function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
-  const result = schema.safeParse(body ?? {});
-  if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const field = issue?.path.join('.') || '(body)';
-  throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${field}: ${issue?.message ?? 'invalid'}`, {
-    field,
-  });
-}
 
 const httpStatus: Partial<Record<ErrorCode, number>> = {
   INVALID_ARGUMENT: 400,
   MALFORMED_FRAME: 400,
   UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  RATE_LIMITED: 429,
   UNAVAILABLE: 503,
 };
 
-function bearerMatches(header: string | undefined, token: string): boolean {
-  const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+// Response shapes, for the OpenAPI document (the repositories' records, as JSON).
+const userOut = z.object({
+  id: z.string(),
+  email: z.string(),
+  name: z.string(),
+  role: z.enum(CONSOLE_ROLES),
+  createdAt: z.string(),
+  disabledAt: z.string().nullable(),
+});
+const sessionOut = z.object({ user: userOut, csrfToken: z.string(), expiresAt: z.string() });
+const federationOut = z.object({
+  id: z.string(),
+  name: z.string(),
+  description: z.string().nullable(),
+  createdAt: z.string(),
+});
+const clientOut = z.object({
+  id: z.string(),
+  federationId: z.string(),
+  organisation: z.string(),
+  label: z.string().nullable(),
+  createdAt: z.string(),
+  revokedAt: z.string().nullable(),
+  lastSeenAt: z.string().nullable(),
+});
+const runOut = z.object({
+  id: z.string(),
+  federationId: z.string(),
+  name: z.string(),
+  status: z.string(),
+  config: z.record(z.string(), z.unknown()),
+  currentRound: z.number(),
+  error: z.string().nullable(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+});
+const roundOut = z.record(z.string(), z.unknown()).describe('A RoundRecord (see packages/db)');
+const predictionOut = z.object({
+  runId: z.string(),
+  round: z.number().describe('The checkpoint used: 0 is the initial model'),
+  class: z.number().int(),
+  probabilities: z.array(z.number()).length(10),
+});
+
+function publicUser(user: UserRecord) {
+  return {
+    id: user.id,
+    email: user.email,
+    name: user.name,
+    role: user.role,
+    createdAt: user.createdAt,
+    disabledAt: user.disabledAt,
+  };
 }
 
+export interface ApiOptions {
+  /** Bearer token with the admin role (machines, scripts); null: no login needed at all. */
+  adminToken: string | null;
+  /** The console's built files (index.html...); default apps/console/dist; null: no console. */
+  consoleDir?: string | null;
+  /** Behind a TLS-terminating proxy: trust X-Forwarded-* (Secure cookies, client addresses). */
+  trustProxy?: boolean;
+  /** The coordinator's Socket.IO server: the console's live `/admin` namespace goes on it. */
+  io?: Server;
+  /** Failed-login limits (tests lower them). */
+  loginLimits?: ConstructorParameters<typeof LoginRateLimiter>[0];
+}
+
+const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
+
 /**
- * The REST API (JSON). Errors have the wire shape `{ error: { code, message, data } }` with an
- * HTTP status derived from the code.
+ * The REST API (JSON) and the console's static files. Errors have the wire shape
+ * `{ error: { code, message, data } }` with an HTTP status derived from the code. Callers are
+ * console users (session cookie + CSRF header) or machines (bearer admin token).
  */
-export function createApi(coordinator: Coordinator, options: { adminToken: string | null }) {
+export function createApi(coordinator: Coordinator, options: ApiOptions) {
   const { db } = coordinator;
   const app = express();
   app.disable('x-powered-by');
+  if (options.trustProxy) app.set('trust proxy', true);
   app.use(express.json({ limit: '1mb' }));
+  mountWebClient(app);
 
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true, database: db.kind, connectedClients: coordinator.registry.list().length });
   });
 
-  const api = express.Router();
-  api.use((req, _res, next) => {
-    if (
-      options.adminToken !== null &&
-      !bearerMatches(req.headers.authorization, options.adminToken)
-    ) {
-      throw new TesseraError(
-        ErrorCode.UNAUTHORIZED,
-        'missing or wrong admin token (Authorization: Bearer ...)',
+  const auth: AuthOptions = { db, adminToken: options.adminToken };
+  const limiter = new LoginRateLimiter(options.loginLimits);
+  const models = new ModelServer(db);
+  const pauses = new PauseRequests(coordinator);
+  const feed = options.io ? new AdminFeed(options.io, coordinator, auth, pauses) : null;
+  options.io?.httpServer?.once('close', () => models.dispose());
+  const router = express.Router();
+  const { route, specs } = defineRoutes(router, auth);
+  const secure = (req: Request) => req.secure;
+
+  // --- sessions
+  route(
+    {
+      method: 'post',
+      path: '/auth/login',
+      summary: 'Log in to the console: sets the session cookie, returns the CSRF token',
+      access: 'public',
+      body: loginSchema,
+      response: { status: 200, description: 'Logged in', schema: sessionOut },
+    },
+    async ({ body }, req, res) => {
+      const { email, password } = body as z.infer<typeof loginSchema>;
+      const address = req.ip ?? 'unknown';
+      limiter.check(address, email);
+      const user = await db.accounts.verifyLogin(email, password);
+      if (!user) {
+        limiter.recordFailure(address, email);
+        throw new TesseraError(ErrorCode.UNAUTHORIZED, 'wrong email or password');
+      }
+      limiter.recordSuccess(address, email);
+      const { token, session } = await db.accounts.createSession(user.id, SESSION_TTL_MS);
+      res.setHeader(
+        'set-cookie',
+        sessionCookie(token, { secure: secure(req), maxAgeMs: SESSION_TTL_MS }),
       );
-    }
-    next();
-  });
+      res.json({
+        user: publicUser(user),
+        csrfToken: session.csrfToken,
+        expiresAt: session.expiresAt,
+      });
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/auth/session',
+      summary: 'The signed-in user and the CSRF token of this session',
+      access: 'read',
+      response: { status: 200, description: 'Current session', schema: sessionOut },
+    },
+    ({ principal }, _req, res) => {
+      if (principal.kind !== 'user') {
+        // The bearer token and an open coordinator act as an anonymous admin.
+        res.json({
+          user: { id: principal.kind, email: '', name: principal.kind, role: 'admin' },
+          csrfToken: '',
+        });
+        return;
+      }
+      res.json({
+        user: publicUser(principal.user),
+        csrfToken: principal.session.csrfToken,
+        expiresAt: principal.session.expiresAt,
+      });
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/auth/logout',
+      summary: 'End this session (and close its live connections)',
+      access: 'read',
+      response: { status: 204, description: 'Logged out' },
+    },
+    async ({ principal }, req, res) => {
+      if (principal.kind === 'user') {
+        await db.accounts.deleteSession(principal.token);
+        feed?.endSession(principal.session.id);
+      }
+      res.setHeader('set-cookie', clearedSessionCookie(secure(req)));
+      res.status(204).end();
+    },
+  );
 
-  api.post('/federations', async (req, res) => {
-    res.status(201).json(await db.federations.create(parseBody(createFederationSchema, req.body)));
-  });
-  api.get('/federations', async (_req, res) => {
-    res.json(await db.federations.list());
-  });
-  api.get('/federations/:id', async (req, res) => {
-    res.json(await db.federations.get(req.params.id));
-  });
-  api.post('/federations/:id/clients', async (req, res) => {
-    const body = parseBody(issueTokenSchema, req.body);
-    await db.federations.get(req.params.id);
-    res.status(201).json(await db.clients.issueToken({ federationId: req.params.id, ...body }));
-  });
-  api.get('/federations/:id/clients', async (req, res) => {
-    res.json(await db.clients.list(req.params.id));
-  });
-  api.post('/clients/:id/revoke', async (req, res) => {
-    await db.clients.revoke(req.params.id);
-    res.status(204).end();
-  });
-  api.get('/connected-clients', (_req, res) => {
-    res.json(coordinator.registry.list().map(({ connectionId: _c, ...session }) => session));
-  });
+  // --- users
+  route(
+    {
+      method: 'get',
+      path: '/users',
+      summary: 'List console users',
+      access: 'admin',
+      action: 'list users',
+      response: { status: 200, description: 'Users', schema: z.array(userOut) },
+    },
+    async (_context, _req, res) => {
+      res.json((await db.accounts.listUsers()).map(publicUser));
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/users',
+      summary: 'Create a console user (admin or researcher)',
+      access: 'admin',
+      action: 'create users',
+      body: createUserSchema,
+      response: { status: 201, description: 'Created', schema: userOut },
+    },
+    async ({ body }, _req, res) => {
+      res
+        .status(201)
+        .json(publicUser(await db.accounts.createUser(body as z.infer<typeof createUserSchema>)));
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/users/:id/disable',
+      summary: 'Disable a user and end their sessions',
+      access: 'admin',
+      action: 'disable users',
+      response: { status: 200, description: 'Disabled', schema: userOut },
+    },
+    async (_context, req, res) => {
+      res.json(publicUser(await db.accounts.disableUser(String(req.params['id']))));
+    },
+  );
 
-  api.post('/runs', async (req, res) => {
-    const { federationId, name, ...config } = parseBody(createRunSchema, req.body);
-    await db.federations.get(federationId);
-    res.status(201).json(await db.runs.create({ federationId, ...(name ? { name } : {}), config }));
-  });
-  api.get('/runs', async (req, res) => {
-    const federationId =
-      typeof req.query['federationId'] === 'string' ? req.query['federationId'] : undefined;
-    res.json(await db.runs.list(federationId ? { federationId } : {}));
-  });
-  api.get('/runs/:id', async (req, res) => {
-    res.json(await db.runs.get(req.params.id));
-  });
-  api.post('/runs/:id/start', async (req, res) => {
-    res.status(202).json(await coordinator.startRun(req.params.id));
-  });
-  api.post('/runs/:id/stop', async (req, res) => {
-    await coordinator.stopRun(req.params.id);
-    res.json(await db.runs.get(req.params.id));
-  });
-  api.get('/runs/:id/rounds', async (req, res) => {
-    await db.runs.get(req.params.id);
-    res.json(await db.rounds.list(req.params.id));
-  });
+  // --- what this coordinator offers (the console builds its forms from it)
+  route(
+    {
+      method: 'get',
+      path: '/meta',
+      summary: 'Models, strategies and limits of this coordinator',
+      access: 'read',
+      response: { status: 200, description: 'Choices for the run form' },
+    },
+    (_context, _req, res) => {
+      res.json({
+        models: MODEL_NAMES.map((name) => {
+          const spec = modelSpec(name);
+          return { name, description: spec.description, paramCount: spec.paramCount };
+        }),
+        strategies: STRATEGY_NAMES,
+        roles: CONSOLE_ROLES,
+        maxImageBytes: MAX_IMAGE_BYTES,
+      });
+    },
+  );
 
+  // --- federations and client tokens
+  route(
+    {
+      method: 'post',
+      path: '/federations',
+      summary: 'Create a federation',
+      access: 'admin',
+      action: 'create federations',
+      body: createFederationSchema,
+      response: { status: 201, description: 'Created', schema: federationOut },
+    },
+    async ({ body }, _req, res) => {
+      res
+        .status(201)
+        .json(await db.federations.create(body as z.infer<typeof createFederationSchema>));
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/federations',
+      summary: 'List federations',
+      access: 'read',
+      response: { status: 200, description: 'Federations', schema: z.array(federationOut) },
+    },
+    async (_context, _req, res) => {
+      res.json(await db.federations.list());
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/federations/:id',
+      summary: 'One federation',
+      access: 'read',
+      response: { status: 200, description: 'Federation', schema: federationOut },
+    },
+    async (_context, req, res) => {
+      res.json(await db.federations.get(String(req.params['id'])));
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/federations/:id/clients',
+      summary:
+        'Issue a client token for an organisation (the token is returned once; only its hash is kept)',
+      access: 'admin',
+      action: 'issue client tokens',
+      body: issueTokenSchema,
+      response: {
+        status: 201,
+        description: 'Issued',
+        schema: z.object({ client: clientOut, token: z.string() }),
+      },
+    },
+    async ({ body }, req, res) => {
+      const federationId = String(req.params['id']);
+      await db.federations.get(federationId);
+      res.status(201).json(
+        await db.clients.issueToken({
+          federationId,
+          ...(body as z.infer<typeof issueTokenSchema>),
+        }),
+      );
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/federations/:id/clients',
+      summary: "A federation's client credentials (organisations), revoked ones included",
+      access: 'read',
+      response: { status: 200, description: 'Clients', schema: z.array(clientOut) },
+    },
+    async (_context, req, res) => {
+      res.json(await db.clients.list(String(req.params['id'])));
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/clients/:id/revoke',
+      summary: 'Revoke a client token',
+      access: 'admin',
+      action: 'revoke client tokens',
+      response: { status: 204, description: 'Revoked' },
+    },
+    async (_context, req, res) => {
+      await db.clients.revoke(String(req.params['id']));
+      res.status(204).end();
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/connected-clients',
+      summary: 'Clients connected to this coordinator now (live: the /admin socket pushes these)',
+      access: 'read',
+      response: { status: 200, description: 'Connected clients' },
+    },
+    (_context, _req, res) => {
+      res.json(coordinator.registry.list().map(({ connectionId: _c, ...session }) => session));
+    },
+  );
+
+  // --- runs
+  route(
+    {
+      method: 'post',
+      path: '/runs',
+      summary: 'Create a run',
+      access: 'admin',
+      action: 'create runs',
+      body: createRunSchema,
+      response: { status: 201, description: 'Created', schema: runOut },
+    },
+    async ({ body }, _req, res) => {
+      const { federationId, name, ...config } = body as CreateRunRequest;
+      await db.federations.get(federationId);
+      res
+        .status(201)
+        .json(await db.runs.create({ federationId, ...(name ? { name } : {}), config }));
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs',
+      summary: 'List runs',
+      access: 'read',
+      query: z.object({ federationId: z.string().optional() }),
+      response: { status: 200, description: 'Runs', schema: z.array(runOut) },
+    },
+    async ({ query }, _req, res) => {
+      const { federationId } = query as { federationId?: string };
+      res.json(await db.runs.list(federationId ? { federationId } : {}));
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id',
+      summary: 'One run',
+      access: 'read',
+      response: { status: 200, description: 'Run', schema: runOut },
+    },
+    async (_context, req, res) => {
+      const id = String(req.params['id']);
+      res.json({ ...(await db.runs.get(id)), pausing: pauses.isPending(id) });
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/runs/:id/start',
+      summary: 'Start a run, or resume a stopped one from its last committed round',
+      access: 'admin',
+      action: 'start runs',
+      response: { status: 202, description: 'Running', schema: runOut },
+    },
+    async (_context, req, res) => {
+      const run = await coordinator.startRun(String(req.params['id']));
+      await feed?.runChanged(run);
+      res.status(202).json(run);
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/runs/:id/stop',
+      summary: 'Stop a run (the open round is abandoned; start resumes after the last commit)',
+      access: 'admin',
+      action: 'stop runs',
+      response: { status: 200, description: 'Stopped', schema: runOut },
+    },
+    async (_context, req, res) => {
+      const id = String(req.params['id']);
+      pauses.cancel(id);
+      await coordinator.stopRun(id);
+      // The run's loop reports 'stopped' itself (run-finished): no second push here.
+      res.json(await db.runs.get(id));
+    },
+  );
+  route(
+    {
+      method: 'post',
+      path: '/runs/:id/pause',
+      summary:
+        'Pause a run after its open round (trained, committed and evaluated); start resumes it',
+      access: 'admin',
+      action: 'pause runs',
+      response: { status: 202, description: 'Pausing after the open round', schema: runOut },
+    },
+    async (_context, req, res) => {
+      const id = String(req.params['id']);
+      const run = await db.runs.get(id);
+      if (!coordinator.isRunning(id)) {
+        throw new TesseraError(ErrorCode.CONFLICT, `run ${id} is ${run.status}, not running`);
+      }
+      pauses.request(id);
+      res.status(202).json({ ...run, pausing: true });
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id/rounds',
+      summary: "A run's committed rounds",
+      access: 'read',
+      response: { status: 200, description: 'Rounds', schema: z.array(roundOut) },
+    },
+    async (_context, req, res) => {
+      const id = String(req.params['id']);
+      await db.runs.get(id);
+      res.json(await db.rounds.list(id));
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id/rounds/:round',
+      summary:
+        'One round: its record, client updates (metrics, durations, sizes) and checkpoint hash',
+      access: 'read',
+      response: { status: 200, description: 'Round detail' },
+    },
+    async (_context, req, res) => {
+      const id = String(req.params['id']);
+      const number = parseWith(
+        z.object({ round: z.coerce.number().int().min(1) }),
+        { round: req.params['round'] },
+        'query',
+      ).round;
+      const round = (await db.rounds.list(id)).find((r) => r.number === number);
+      if (!round)
+        throw new TesseraError(ErrorCode.NOT_FOUND, `round ${number} of run ${id} not found`);
+      const [updates, checkpoint] = await Promise.all([
+        db.rounds.updates(id, number),
+        db.rounds.checkpoint(id, number),
+      ]);
+      res.json({
+        round,
+        updates,
+        checkpoint: { round: number, sha256: checkpoint.sha256, paramCount: checkpoint.paramCount },
+      });
+    },
+  );
+
+  // --- the model: predictions and tfjs downloads
+  route(
+    {
+      method: 'post',
+      path: '/runs/:id/predict',
+      summary:
+        "Classify a digit with the run's global model (latest, or ?round=N): a PNG/JPEG body (any size up to the limit; made 28x28 grayscale, white on black) or JSON {pixels: 784 numbers in [0,1]}",
+      access: 'read',
+      query: roundQuerySchema,
+      body: predictTensorSchema,
+      rawBodyTypes: ['image/png', 'image/jpeg'],
+      response: { status: 200, description: 'Prediction', schema: predictionOut },
+    },
+    async ({ query, body }, req, res) => {
+      const { round } = query as z.infer<typeof roundQuerySchema>;
+      let pixels: Float32Array;
+      if (Buffer.isBuffer(req.body)) {
+        const claimed: ImageKind = req.is('image/png') ? 'png' : 'jpeg';
+        const actual = sniffImage(req.body);
+        if (actual === null || actual !== claimed) {
+          throw new TesseraError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            `the body is not a ${claimed.toUpperCase()} image (checked by its first bytes)`,
+            { claimed, actual },
+          );
+        }
+        pixels = imageToMnist(req.body, actual);
+      } else if (req.is('application/json')) {
+        pixels = Float32Array.from((body as z.infer<typeof predictTensorSchema>).pixels);
+      } else {
+        throw new TesseraError(
+          ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+          'send image/png, image/jpeg or application/json {pixels: [784 numbers]}',
+          { contentType: req.get('content-type') ?? null },
+        );
+      }
+      res.json(await models.predict(String(req.params['id']), round, pixels));
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id/model/model.json',
+      summary:
+        "The run's global model (latest, or ?round=N) in tfjs format: load with tf.loadLayersModel(url)",
+      access: 'read',
+      query: roundQuerySchema,
+      response: { status: 200, description: 'tfjs model.json (layers-model)' },
+    },
+    async ({ query }, req, res) => {
+      const { round } = query as z.infer<typeof roundQuerySchema>;
+      const artifacts = await models.artifacts(String(req.params['id']), round);
+      res.setHeader('x-tessera-round', String(artifacts.round));
+      res.setHeader('x-tessera-sha256', artifacts.sha256);
+      res.json(artifacts.modelJson);
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id/model/weights.bin',
+      summary: 'The weights file that model.json refers to (float32, manifest order)',
+      access: 'read',
+      query: roundQuerySchema,
+      response: {
+        status: 200,
+        description: 'Weights',
+        contentType: 'application/octet-stream',
+      },
+    },
+    async ({ query }, req, res) => {
+      const { round } = query as z.infer<typeof roundQuerySchema>;
+      const artifacts = await models.artifacts(String(req.params['id']), round);
+      res.setHeader('content-type', 'application/octet-stream');
+      res.setHeader('x-tessera-round', String(artifacts.round));
+      res.end(Buffer.from(artifacts.weightsBin));
+    },
+  );
+
+  registerResearchRoutes(route, db);
+
+  const openApi = buildOpenApi(specs);
+  const api = express.Router();
+  // Images for predict arrive raw; their size limit answers 413 before anything is decoded.
+  api.use(
+    '/runs/:id/predict',
+    express.raw({ type: ['image/png', 'image/jpeg'], limit: MAX_IMAGE_BYTES }),
+  );
+  api.get('/openapi.json', (_req, res) => {
+    res.json(openApi);
+  });
+  api.use(router);
   app.use('/api', api);
   app.use('/api', (_req, _res, next) =>
     next(new TesseraError(ErrorCode.NOT_FOUND, 'no such API route')),
   );
+
+  const consoleDir = options.consoleDir === undefined ? defaultConsoleDir : options.consoleDir;
+  if (consoleDir !== null && existsSync(consoleDir)) app.use(serveConsole(consoleDir));
+
   app.use((cause: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const parseError = cause as { type?: string; status?: number };
     const error =
@@ -166,10 +655,15 @@ export function createApi(coordinator: Coordinator, options: { adminToken: strin
         ? new TesseraError(ErrorCode.INVALID_ARGUMENT, 'request body is not valid JSON')
         : parseError.type === 'entity.too.large'
           ? new TesseraError(ErrorCode.PAYLOAD_TOO_LARGE, 'request body is too large')
-          : TesseraError.from(cause);
+          : parseError.status === 404 // a missing console asset (express.static)
+            ? new TesseraError(ErrorCode.NOT_FOUND, 'no such file')
+            : TesseraError.from(cause);
     const status = httpStatus[error.code] ?? 500;
     if (status >= 500)
       coordinator.logger.error('API error', { code: error.code, message: error.message });
+    if (error.code === ErrorCode.RATE_LIMITED) {
+      res.setHeader('retry-after', String(error.data?.['retryAfterSeconds'] ?? 60));
+    }
     res.status(status).json({ error: error.toWire() });
   });
   return app;

@@ -5,8 +5,8 @@ import type { Database, RunRecord } from '@tessera/db';
 import { initBackend } from '@tessera/ml';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
 import { createApi } from './api.js';
-import { MnistCentralEvaluator } from './central-eval.js';
-import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
+import { WorkerCentralEvaluator } from './central-eval.js';
+import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
 import { ClientRegistry } from './registry.js';
 import { attachSocketServer } from './socket-server.js';
@@ -22,6 +22,11 @@ export interface CoordinatorOptions {
   maxFrameBytes?: number;
   /** Evaluate each new global model on the MNIST test set (for runs on MNIST). Default true. */
   centralEvaluation?: boolean;
+  /**
+   * Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers, so console
+   * session cookies get `Secure` and login rate limits see the real client address.
+   */
+  trustProxy?: boolean;
   /** Resume runs left `running` by a previous process. Default true. */
   resume?: boolean;
 }
@@ -37,7 +42,7 @@ interface CoordinatorEvents {
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly engines = new Map<string, { engine: RunEngine; done: Promise<void> }>();
   private readonly transport: Transport;
-  private readonly centralEvaluator: CentralEvaluator | null;
+  private readonly centralEvaluator: WorkerCentralEvaluator | null;
   private closed = false;
 
   private constructor(
@@ -51,7 +56,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   ) {
     super();
     this.transport = transport;
-    this.centralEvaluator = centralEvaluation ? new MnistCentralEvaluator() : null;
+    this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator() : null;
     this.registry.on('disconnected', (session) => {
       for (const { engine } of this.engines.values()) engine.handleDisconnect(session.clientId);
     });
@@ -82,7 +87,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       transport,
       options.centralEvaluation ?? true,
     );
-    http.on('request', createApi(coordinator, { adminToken: options.adminToken ?? null }));
+    http.on(
+      'request',
+      createApi(coordinator, {
+        adminToken: options.adminToken ?? null,
+        io,
+        trustProxy: options.trustProxy ?? false,
+      }),
+    );
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
@@ -125,6 +137,17 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await entry.done;
   }
 
+  /**
+   * Ends a running run as completed: for runs that stop at a goal, such as a target accuracy,
+   * before their round cap. Call it between rounds (on 'round-evaluated'); a round still open
+   * is abandoned, as with stopRun.
+   */
+  finishRun(runId: string): void {
+    const entry = this.engines.get(runId);
+    if (!entry) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is not running`);
+    entry.engine.stop('completed');
+  }
+
   /** Resolves when the run's loop ends in this process. */
   async waitForRun(runId: string): Promise<void> {
     await this.engines.get(runId)?.done;
@@ -142,6 +165,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const closed = new Promise<void>((resolve) => this.io.close(() => resolve()));
     this.http.closeAllConnections();
     await closed;
+    await this.centralEvaluator?.close();
   }
 
   private async resumeRuns(): Promise<void> {

@@ -66,7 +66,11 @@ interface OpenEvaluation {
   replies: EvaluationReply[];
 }
 
-type StopReason = 'shutdown' | 'stopped';
+/**
+ * shutdown: the process is going away, the run stays `running` to be resumed; stopped: an
+ * admin stopped it; completed: it reached its goal early (e.g. a target accuracy).
+ */
+type StopReason = 'shutdown' | 'stopped' | 'completed';
 
 /**
  * Drives one run: for each round, sample idle clients, send them the global model, fold their
@@ -129,7 +133,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
   }
 
-  /** `shutdown` leaves the run `running` so the next coordinator resumes it; `stopped` ends it. */
+  /** `shutdown` leaves the run `running` so the next coordinator resumes it; the others end it. */
   stop(reason: StopReason): void {
     this.stopReason ??= reason;
     this.wakeup.notify();
@@ -168,6 +172,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         weights,
         metrics: reply.metrics,
       });
+      const client = registry.get(clientId)?.info;
       open.updates.push({
         clientId,
         arrivalIndex: open.updates.length,
@@ -176,6 +181,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         sizeBytes: reply.weights.byteLength,
         sha256: createHash('sha256').update(reply.weights).digest('hex'),
         metrics: reply.metrics,
+        // A copy: the decoded frame's bytes may be a view into a larger receive buffer.
+        weights: this.run.config.keepUpdates ? reply.weights.slice() : null,
+        runtime: client?.runtime ?? null,
+        backend: client?.backend ?? null,
       });
       open.state.record(clientId, 'updated');
     }
@@ -346,7 +355,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { registry, transport, db, centralEvaluator } = this.deps;
     const central = centralEvaluator?.evaluate(this.model.name, weights) ?? Promise.resolve(null);
     let federated: EvaluationResult | null = null;
-    const clients = registry.idle(this.run.federationId);
+    // Clients that said they hold no evaluation data are not sent the model to evaluate.
+    const clients = registry
+      .idle(this.run.federationId)
+      .filter((id) => registry.get(id)?.info.numHoldout !== 0);
     if (clients.length > 0 && this.stopReason === null) {
       registry.assign(clients, { runId: this.runId, round, phase: 'evaluate' });
       const state = new RoundState(this.runId, round, clients);
@@ -369,6 +381,18 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
     const centralResult = await central;
     if (this.stopReason === 'shutdown') return;
+    // Nobody could evaluate (every client left, or none holds evaluation data) and there is
+    // no central test set: the round stays `committed`, without evaluation results.
+    if (!federated && !centralResult) {
+      this.deps.logger.warn('round not evaluated: no client answered and no central test set', {
+        runId: this.runId,
+        round,
+      });
+      // Still announced: whoever waits for a round's end (pause, a target) hears of it.
+      const record = await db.rounds.get(this.runId, round);
+      this.emit('round-evaluated', { runId: this.runId, round, record });
+      return;
+    }
     const record = await db.rounds.recordEvaluation(this.runId, round, {
       ...(federated ? { federated } : {}),
       ...(centralResult ? { central: centralResult } : {}),

@@ -1,4 +1,5 @@
 export { type CreateRunRequest, createApi, createRunSchema } from './api.js';
+export { MnistCentralEvaluator } from './central-eval.js';
 export { Coordinator, type CoordinatorOptions } from './coordinator.js';
 export { type CentralEvaluator, type EngineDeps, type RoundSummary, RunEngine } from './engine.js';
 export { createLogger, type Logger, type LogLevel, parseLogLevel } from './logger.js';

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { openDatabase } from '@tessera/db';
-import { TesseraError } from '@tessera/protocol';
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { Coordinator } from './coordinator.js';
 import { createLogger, parseLogLevel } from './logger.js';
 
@@ -14,9 +14,71 @@ const usage = `tessera-coordinator [options]
   --data-dir DIR      PGlite data folder (default .tessera/pglite)
   --admin-token T     bearer token for the REST API (default $TESSERA_ADMIN_TOKEN, else generated)
   --log-level L       debug | info | warn | error (default info)
+  --trust-proxy       behind an https reverse proxy: trust X-Forwarded-* (Secure cookies)
+                      (default $TESSERA_TRUST_PROXY=1)
+
+tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
+tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
+
+  Creates a console account in the coordinator's database (run it once for the first admin;
+  admins add more from the console). The password is read from standard input, so that it
+  stays out of the shell history and the process list:  printf '%s' "$PW" | tessera-coordinator create-admin --email ada@example.org --password-stdin
 `;
 
+/** Reads all of standard input (a password piped in), without its final newline. */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+}
+
+async function createUser(command: 'create-admin' | 'create-user', args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      email: { type: 'string' },
+      name: { type: 'string' },
+      role: { type: 'string', default: command === 'create-admin' ? 'admin' : undefined },
+      'password-stdin': { type: 'boolean' },
+      'database-url': { type: 'string' },
+      'data-dir': { type: 'string' },
+    },
+  });
+  if (!values.email || !values['password-stdin'] || !values.role) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${command} needs --email and --password-stdin${command === 'create-user' ? ' and --role' : ''} (see --help)`,
+    );
+  }
+  if (values.role !== 'admin' && values.role !== 'researcher') {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, '--role must be admin or researcher');
+  }
+  const password = await readStdin();
+  const url = values['database-url'] ?? process.env['DATABASE_URL'];
+  const db = await openDatabase(
+    url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {},
+  );
+  try {
+    const user = await db.accounts.createUser({
+      email: values.email,
+      role: values.role,
+      password,
+      ...(values.name ? { name: values.name } : {}),
+    });
+    process.stdout.write(`created ${user.role} ${user.email} (${user.id})\n`);
+  } finally {
+    await db.close();
+  }
+}
+
 async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  if (command === 'create-admin' || command === 'create-user') {
+    await createUser(command, rest);
+    return;
+  }
   const { values } = parseArgs({
     options: {
       port: { type: 'string' },
@@ -25,6 +87,7 @@ async function main(): Promise<void> {
       'data-dir': { type: 'string' },
       'admin-token': { type: 'string' },
       'log-level': { type: 'string' },
+      'trust-proxy': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -50,6 +113,7 @@ async function main(): Promise<void> {
     adminToken,
     port: Number(values.port ?? process.env['PORT'] ?? 4000),
     host: values.host,
+    trustProxy: values['trust-proxy'] ?? process.env['TESSERA_TRUST_PROXY'] === '1',
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {

@@ -1,0 +1,193 @@
+import type { FieldIssue, WireError } from '@tessera/protocol';
+
+/** An API refusal, with the field-level messages the server sent (for forms). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly issues: FieldIssue[],
+    readonly data: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+let csrfToken = '';
+
+/** The session's CSRF token, sent with every state-changing request (set at login). */
+export function setCsrfToken(token: string): void {
+  csrfToken = token;
+}
+
+type Unauthorized = () => void;
+let onUnauthorized: Unauthorized = () => {};
+/** Called when the session has ended (401): the app goes back to the login page. */
+export function handleUnauthorized(callback: Unauthorized): void {
+  onUnauthorized = callback;
+}
+
+/** The live feed learned that the session has ended. */
+export function notifyUnauthorized(): void {
+  onUnauthorized();
+}
+
+/**
+ * Calls the coordinator's REST API with the session cookie (same origin) and the CSRF token.
+ * JSON in, JSON out; a Blob body is sent as is with its own type (images for predict).
+ */
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {};
+  let payload: BodyInit | undefined;
+  if (body instanceof Blob) {
+    payload = body;
+    headers['content-type'] = body.type;
+  } else if (body !== undefined) {
+    payload = JSON.stringify(body);
+    headers['content-type'] = 'application/json';
+  }
+  if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
+  const response = await fetch(`/api${path}`, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    ...(payload === undefined ? {} : { body: payload }),
+  });
+  const text = await response.text();
+  const parsed: unknown = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = (parsed as { error?: WireError } | null)?.error;
+    const data = error?.data ?? {};
+    const issues = Array.isArray(data['issues']) ? (data['issues'] as FieldIssue[]) : [];
+    if (response.status === 401 && path !== '/auth/login') onUnauthorized();
+    throw new ApiError(
+      response.status,
+      error?.code ?? 'INTERNAL',
+      error?.message ?? `HTTP ${response.status}`,
+      issues,
+      data,
+    );
+  }
+  return parsed as T;
+}
+
+/** The messages of an ApiError by field, for a form. */
+export function issuesByField(error: unknown): Record<string, string> {
+  if (!(error instanceof ApiError)) return {};
+  const out: Record<string, string> = {};
+  for (const issue of error.issues) out[issue.field] ??= issue.message;
+  if (error.issues.length === 0 && typeof error.data['field'] === 'string') {
+    out[error.data['field']] = error.message;
+  }
+  return out;
+}
+
+// --- the shapes the API returns (dates as ISO strings)
+
+export type Role = 'admin' | 'researcher';
+
+export interface User {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+  createdAt: string;
+  disabledAt: string | null;
+}
+
+export interface Federation {
+  id: string;
+  name: string;
+  description: string | null;
+  createdAt: string;
+}
+
+export interface ClientCredential {
+  id: string;
+  federationId: string;
+  organisation: string;
+  label: string | null;
+  createdAt: string;
+  revokedAt: string | null;
+  lastSeenAt: string | null;
+}
+
+export interface RunConfig {
+  model: string;
+  strategy: string;
+  rounds: number;
+  clientsPerRound: number | null;
+  fractionFit: number | null;
+  minClients: number;
+  roundDeadlineMs: number;
+  localEpochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+}
+
+export interface Run {
+  id: string;
+  federationId: string;
+  name: string;
+  status: string;
+  config: RunConfig;
+  currentRound: number;
+  error: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** Pause requested: the run stops after its open round. */
+  pausing?: boolean;
+}
+
+export interface Round {
+  id: string;
+  runId: string;
+  number: number;
+  status: string;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  selectedClientIds: string[];
+  participantClientIds: string[];
+  droppedClientIds: string[];
+  numExamples: number;
+  trainLoss: number | null;
+  trainAccuracy: number | null;
+  federatedLoss: number | null;
+  federatedAccuracy: number | null;
+  centralLoss: number | null;
+  centralAccuracy: number | null;
+  metrics: Record<string, number>;
+}
+
+export interface ClientUpdate {
+  clientId: string;
+  arrivalIndex: number;
+  numExamples: number;
+  durationMs: number;
+  sizeBytes: number;
+  sha256: string;
+  metrics: Record<string, number>;
+}
+
+export interface RoundDetail {
+  round: Round;
+  updates: ClientUpdate[];
+  checkpoint: { round: number; sha256: string; paramCount: number };
+}
+
+export interface Meta {
+  models: Array<{ name: string; description: string; paramCount: number }>;
+  strategies: string[];
+  roles: Role[];
+  maxImageBytes: number;
+}
+
+export interface Prediction {
+  runId: string;
+  round: number;
+  class: number;
+  probabilities: number[];
+}

@@ -1,0 +1,78 @@
+import { api, type RoundDetail, type Run } from '../api.js';
+import { ErrorBanner, formatMs, formatNumber, formatTime, Link, useLoad } from '../ui.js';
+import { UpdatesTable, useOrganisations } from './run.js';
+
+export function RoundPage({ runId, round }: { runId: string; round: number }) {
+  const run = useLoad(() => api<Run>('GET', `/runs/${runId}`), [runId]);
+  const detail = useLoad(
+    () => api<RoundDetail>('GET', `/runs/${runId}/rounds/${round}`),
+    [runId, round],
+  );
+  const organisations = useOrganisations(run.value?.federationId);
+  const name = (id: string) => organisations.get(id) ?? id;
+  const value = detail.value;
+  return (
+    <section>
+      <p>
+        <Link href="/runs">Runs</Link> /{' '}
+        <Link href={`/runs/${runId}`}>{run.value?.name ?? '…'}</Link> /
+      </p>
+      <h1>Round {round}</h1>
+      <ErrorBanner message={detail.error ?? run.error} />
+      {value ? (
+        <>
+          <dl className="facts">
+            <dt>Status</dt>
+            <dd>{value.round.status}</dd>
+            <dt>Started</dt>
+            <dd>{formatTime(value.round.startedAt)}</dd>
+            <dt>Duration</dt>
+            <dd>{formatMs(value.round.durationMs)}</dd>
+            <dt>Examples</dt>
+            <dd>{value.round.numExamples.toLocaleString()}</dd>
+            <dt>Train loss / accuracy</dt>
+            <dd>
+              {formatNumber(value.round.trainLoss)} / {formatNumber(value.round.trainAccuracy)}
+            </dd>
+            <dt>Test loss / accuracy (federated)</dt>
+            <dd>
+              {formatNumber(value.round.federatedLoss)} /{' '}
+              {formatNumber(value.round.federatedAccuracy)}
+            </dd>
+            <dt>Test loss / accuracy (central)</dt>
+            <dd>
+              {formatNumber(value.round.centralLoss)} / {formatNumber(value.round.centralAccuracy)}
+            </dd>
+            <dt>Selected</dt>
+            <dd>{value.round.selectedClientIds.map(name).join(', ') || '—'}</dd>
+            <dt>Participants</dt>
+            <dd>{value.round.participantClientIds.map(name).join(', ') || '—'}</dd>
+            <dt>Dropped</dt>
+            <dd>{value.round.droppedClientIds.map(name).join(', ') || '—'}</dd>
+            <dt>Checkpoint sha256</dt>
+            <dd>
+              <code data-testid="checkpoint-sha256">{value.checkpoint.sha256}</code> (
+              {value.checkpoint.paramCount.toLocaleString()} parameters)
+            </dd>
+            <dt>Model (tfjs)</dt>
+            <dd>
+              <a href={`/api/runs/${runId}/model/model.json?round=${round}`} download="model.json">
+                model.json
+              </a>{' '}
+              ·{' '}
+              <a
+                href={`/api/runs/${runId}/model/weights.bin?round=${round}`}
+                download="weights.bin"
+              >
+                weights.bin
+              </a>{' '}
+              <span className="muted">(keep both in one folder, then tf.loadLayersModel)</span>
+            </dd>
+          </dl>
+          <h2>Updates</h2>
+          <UpdatesTable detail={value} organisations={organisations} />
+        </>
+      ) : null}
+    </section>
+  );
+}

@@ -1,0 +1,316 @@
+import { useCallback, useEffect, useState } from 'react';
+import { api, type ClientCredential, type Round, type RoundDetail, type Run } from '../api.js';
+import { BarChart, LineChart } from '../chart.js';
+import { type RoundEvent, useLive, useLiveEvent } from '../live.js';
+import { useIsAdmin } from '../session.js';
+import {
+  ErrorBanner,
+  formatBytes,
+  formatMs,
+  formatNumber,
+  formatTime,
+  Link,
+  StatusBadge,
+  useLoad,
+  useNow,
+} from '../ui.js';
+import { describeState } from './clients.js';
+import { TryModel } from './try-model.js';
+
+/** Client id -> organisation, from the federation's credentials. */
+export function useOrganisations(federationId: string | undefined) {
+  const clients = useLoad(
+    () =>
+      federationId
+        ? api<ClientCredential[]>('GET', `/federations/${federationId}/clients`)
+        : Promise.resolve([]),
+    [federationId],
+  );
+  return new Map((clients.value ?? []).map((c) => [c.id, c.organisation]));
+}
+
+function upsert(rounds: Round[], record: Round): Round[] {
+  const others = rounds.filter((r) => r.number !== record.number);
+  return [...others, record].sort((a, b) => a.number - b.number);
+}
+
+export function RunPage({ id }: { id: string }) {
+  const isAdmin = useIsAdmin();
+  const live = useLive();
+  const now = useNow(500);
+  const run = useLoad(() => api<Run>('GET', `/runs/${id}`), [id]);
+  const rounds = useLoad(() => api<Round[]>('GET', `/runs/${id}/rounds`), [id]);
+  const organisations = useOrganisations(run.value?.federationId);
+  const [actionError, setActionError] = useState<string | null>(null);
+  const [latest, setLatest] = useState<RoundDetail | null>(null);
+
+  // Live: rounds gain points as they commit and are evaluated; the run's status follows.
+  const onRound = useCallback(
+    (event: RoundEvent) => {
+      if (event.runId !== id) return;
+      rounds.set((current) => upsert(current ?? [], event.record));
+      run.set((current) =>
+        current
+          ? { ...current, currentRound: Math.max(current.currentRound, event.round) }
+          : current,
+      );
+    },
+    [id, rounds.set, run.set],
+  );
+  useLiveEvent('round-committed', onRound);
+  useLiveEvent('round-evaluated', onRound);
+  useLiveEvent(
+    'run-status',
+    useCallback(
+      (changed: Run) => {
+        if (changed.id === id)
+          run.set((current) => ({
+            ...changed,
+            pausing: changed.status === 'running' && current?.pausing === true,
+          }));
+      },
+      [id, run.set],
+    ),
+  );
+
+  const list = rounds.value ?? [];
+  const lastNumber = list.at(-1)?.number;
+  useEffect(() => {
+    if (lastNumber === undefined) return;
+    api<RoundDetail>('GET', `/runs/${id}/rounds/${lastNumber}`).then(setLatest, () => {});
+  }, [id, lastNumber]);
+
+  const control = async (action: 'start' | 'pause' | 'stop') => {
+    setActionError(null);
+    try {
+      const changed = await api<Run>('POST', `/runs/${id}/${action}`);
+      run.set(changed);
+    } catch (error) {
+      setActionError((error as Error).message);
+    }
+  };
+
+  const current = run.value;
+  if (!current) return <ErrorBanner message={run.error} />;
+  const open = live.openRounds[id];
+  const working = live.clients.filter((c) => c.task?.runId === id);
+  const series = (pick: (r: Round) => number | null) =>
+    list.flatMap((r) => {
+      const value = pick(r);
+      return value === null ? [] : [[r.number, value] as [number, number]];
+    });
+
+  return (
+    <section>
+      <p>
+        <Link href="/runs">Runs</Link> /
+      </p>
+      <h1>
+        {current.name} <StatusBadge status={current.status} />
+      </h1>
+      <p className="muted">
+        {current.config.model} · {current.config.strategy} · round {current.currentRound} of{' '}
+        {current.config.rounds} · E={current.config.localEpochs} B={current.config.batchSize} η=
+        {current.config.learningRate} · started {formatTime(current.startedAt)}
+      </p>
+      {current.error ? <ErrorBanner message={`failed: ${current.error}`} /> : null}
+      {isAdmin ? (
+        <div className="actions" data-testid="run-controls">
+          {current.status === 'created' ? (
+            <button type="button" onClick={() => control('start')}>
+              Start
+            </button>
+          ) : null}
+          {current.status === 'stopped' ? (
+            <button
+              type="button"
+              onClick={() => control('start')}
+              title="continues after the last committed round"
+            >
+              Resume
+            </button>
+          ) : null}
+          {current.status === 'running' ? (
+            <>
+              <button
+                type="button"
+                onClick={() => control('pause')}
+                disabled={current.pausing === true}
+                title="finishes the open round (training and evaluation), then stops; Resume continues"
+              >
+                {current.pausing ? `Pausing after round ${current.currentRound + 1}…` : 'Pause'}
+              </button>
+              <button
+                type="button"
+                className="danger"
+                onClick={() => control('stop')}
+                title="stops now: the open round is abandoned; Resume continues after the last committed round"
+              >
+                Stop
+              </button>
+            </>
+          ) : null}
+        </div>
+      ) : null}
+      <ErrorBanner message={actionError} />
+
+      <div className="card" data-testid="round-progress">
+        <h2>Current round</h2>
+        {open ? (
+          <>
+            <p>
+              Round <strong>{open.round}</strong>
+              {open.attempt > 1 ? ` (attempt ${open.attempt})` : ''} · {open.selected.length}{' '}
+              selected · <strong data-testid="replies">{open.replied}</strong> of{' '}
+              {open.selected.length} replied · deadline in{' '}
+              <strong>{formatMs(Math.max(0, Date.parse(open.deadlineAt) - now))}</strong>
+            </p>
+            <progress max={open.selected.length} value={open.replied} />
+            <table>
+              <thead>
+                <tr>
+                  <th>Organisation</th>
+                  <th>Backend</th>
+                  <th>Progress</th>
+                </tr>
+              </thead>
+              <tbody>
+                {working.map((client) => (
+                  <tr key={client.clientId}>
+                    <td>{client.organisation}</td>
+                    <td>
+                      {client.info.runtime} {client.info.backend}
+                    </td>
+                    <td>{describeState(client)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </>
+        ) : (
+          <p className="muted">
+            {current.status === 'running' ? 'waiting for clients…' : 'no round open'}
+          </p>
+        )}
+      </div>
+
+      <div className="charts">
+        <LineChart
+          title="Accuracy per round"
+          testId="accuracy-chart"
+          yMin={0}
+          yMax={1}
+          series={[
+            {
+              name: 'test (federated)',
+              color: '#2563eb',
+              points: series((r) => r.federatedAccuracy),
+            },
+            { name: 'test (central)', color: '#16a34a', points: series((r) => r.centralAccuracy) },
+            { name: 'train', color: '#9ca3af', points: series((r) => r.trainAccuracy) },
+          ]}
+        />
+        <LineChart
+          title="Loss per round"
+          testId="loss-chart"
+          yMin={0}
+          series={[
+            { name: 'test (federated)', color: '#2563eb', points: series((r) => r.federatedLoss) },
+            { name: 'test (central)', color: '#16a34a', points: series((r) => r.centralLoss) },
+            { name: 'train', color: '#9ca3af', points: series((r) => r.trainLoss) },
+          ]}
+        />
+        <BarChart
+          title="Round durations"
+          testId="duration-chart"
+          unit="seconds"
+          bars={list.map((r) => [r.number, r.durationMs / 1000])}
+        />
+      </div>
+
+      {latest ? (
+        <div className="card">
+          <h2>
+            Clients in round {latest.round.number}{' '}
+            <Link href={`/runs/${id}/rounds/${latest.round.number}`}>details</Link>
+          </h2>
+          <UpdatesTable detail={latest} organisations={organisations} />
+        </div>
+      ) : null}
+
+      <h2>Rounds</h2>
+      <table data-testid="rounds">
+        <thead>
+          <tr>
+            <th>Round</th>
+            <th>Status</th>
+            <th>Participants</th>
+            <th>Examples</th>
+            <th>Duration</th>
+            <th>Train loss</th>
+            <th>Test accuracy</th>
+          </tr>
+        </thead>
+        <tbody>
+          {list.map((r) => (
+            <tr key={r.number}>
+              <td>
+                <Link href={`/runs/${id}/rounds/${r.number}`}>{r.number}</Link>
+              </td>
+              <td>{r.status}</td>
+              <td>
+                {r.participantClientIds.length} / {r.selectedClientIds.length}
+              </td>
+              <td>{r.numExamples.toLocaleString()}</td>
+              <td>{formatMs(r.durationMs)}</td>
+              <td>{formatNumber(r.trainLoss)}</td>
+              <td>{formatNumber(r.federatedAccuracy ?? r.centralAccuracy)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+
+      {current.status !== 'created' ? (
+        <TryModel runId={id} latestRound={current.currentRound} />
+      ) : null}
+    </section>
+  );
+}
+
+export function UpdatesTable(props: { detail: RoundDetail; organisations: Map<string, string> }) {
+  const metricNames = [...new Set(props.detail.updates.flatMap((u) => Object.keys(u.metrics)))];
+  return (
+    <table data-testid="updates">
+      <thead>
+        <tr>
+          <th>#</th>
+          <th>Organisation</th>
+          <th>Examples</th>
+          <th>Duration</th>
+          <th>Update size</th>
+          {metricNames.map((name) => (
+            <th key={name}>{name}</th>
+          ))}
+          <th>sha256</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.detail.updates.map((update) => (
+          <tr key={update.clientId}>
+            <td>{update.arrivalIndex + 1}</td>
+            <td>{props.organisations.get(update.clientId) ?? update.clientId}</td>
+            <td>{update.numExamples.toLocaleString()}</td>
+            <td>{formatMs(update.durationMs)}</td>
+            <td>{formatBytes(update.sizeBytes)}</td>
+            {metricNames.map((name) => (
+              <td key={name}>{formatNumber(update.metrics[name])}</td>
+            ))}
+            <td>
+              <code title={update.sha256}>{update.sha256.slice(0, 12)}…</code>
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}

@@ -1,0 +1,263 @@
+import type { Database } from '@tessera/db';
+import {
+  modelWithWeights,
+  predictProbabilities,
+  type TfjsArtifacts,
+  toTfjsArtifacts,
+} from '@tessera/ml';
+import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
+import jpeg from 'jpeg-js';
+import { PNG } from 'pngjs';
+
+/** Largest predict upload, in bytes. A 28x28 digit is a few hundred bytes; photos are bigger. */
+export const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
+/** Largest image, in pixels per side: decoding allocates width x height x 4 bytes. */
+export const MAX_IMAGE_SIDE = 4096;
+
+const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+const JPEG_MAGIC = [0xff, 0xd8, 0xff];
+
+export type ImageKind = 'png' | 'jpeg';
+
+function startsWith(bytes: Uint8Array, magic: number[]): boolean {
+  return bytes.length >= magic.length && magic.every((byte, k) => bytes[k] === byte);
+}
+
+/** The image's real type from its first bytes, whatever the request claimed. */
+export function sniffImage(bytes: Uint8Array): ImageKind | null {
+  if (startsWith(bytes, PNG_MAGIC)) return 'png';
+  if (startsWith(bytes, JPEG_MAGIC)) return 'jpeg';
+  return null;
+}
+
+interface Rgba {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+function decode(bytes: Uint8Array, kind: ImageKind): Rgba {
+  try {
+    if (kind === 'png') {
+      // The IHDR chunk sits at a fixed place: refuse huge images before inflating them.
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      if (bytes.length < 24) throw new Error('truncated PNG header');
+      const width = view.getUint32(16);
+      const height = view.getUint32(20);
+      checkSize(width, height);
+      const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      return { width: png.width, height: png.height, data: png.data };
+    }
+    const image = jpeg.decode(bytes, {
+      useTArray: true,
+      formatAsRGBA: true,
+      maxResolutionInMP: (MAX_IMAGE_SIDE * MAX_IMAGE_SIDE) / 1e6,
+      maxMemoryUsageInMB: 128,
+    });
+    checkSize(image.width, image.height);
+    return image;
+  } catch (cause) {
+    if (cause instanceof TesseraError) throw cause;
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `the ${kind.toUpperCase()} image cannot be decoded: ${(cause as Error).message}`,
+      { field: '(body)' },
+    );
+  }
+}
+
+function checkSize(width: number, height: number): void {
+  if (width < 1 || height < 1 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE) {
+    throw new TesseraError(
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      `image is ${width}x${height}; at most ${MAX_IMAGE_SIDE}x${MAX_IMAGE_SIDE} pixels`,
+      { width, height },
+    );
+  }
+}
+
+/** Box-filter resampling of a grayscale image (area average: no aliasing when shrinking). */
+function resample(
+  gray: Float32Array,
+  width: number,
+  box: { x: number; y: number; size: number },
+  out: Float32Array,
+  outSide: number,
+  offset: { x: number; y: number; side: number },
+): void {
+  const step = box.size / offset.side;
+  for (let oy = 0; oy < offset.side; oy++) {
+    for (let ox = 0; ox < offset.side; ox++) {
+      const x0 = box.x + ox * step;
+      const y0 = box.y + oy * step;
+      let sum = 0;
+      let weight = 0;
+      for (let y = Math.floor(y0); y < Math.ceil(y0 + step); y++) {
+        const wy = Math.min(y + 1, y0 + step) - Math.max(y, y0);
+        for (let x = Math.floor(x0); x < Math.ceil(x0 + step); x++) {
+          const wx = Math.min(x + 1, x0 + step) - Math.max(x, x0);
+          const inside = x >= 0 && y >= 0 && x < width && y * width + x < gray.length;
+          sum += (inside ? (gray[y * width + x] ?? 0) : 0) * wx * wy;
+          weight += wx * wy;
+        }
+      }
+      out[(offset.y + oy) * outSide + offset.x + ox] = weight > 0 ? sum / weight : 0;
+    }
+  }
+}
+
+/**
+ * Any picture of one digit as MNIST sees digits: 28x28 grayscale in [0, 1], white on black,
+ * the digit scaled into a 20x20 box centred in the frame (how MNIST was made). Transparent
+ * pixels count as black; a picture whose border is mostly light (ink on paper) is inverted.
+ */
+export function imageToMnist(bytes: Uint8Array, kind: ImageKind): Float32Array {
+  const { width, height, data } = decode(bytes, kind);
+  const gray = new Float32Array(width * height);
+  for (let k = 0; k < gray.length; k++) {
+    const alpha = (data[4 * k + 3] ?? 255) / 255;
+    const luma =
+      (0.299 * (data[4 * k] ?? 0) +
+        0.587 * (data[4 * k + 1] ?? 0) +
+        0.114 * (data[4 * k + 2] ?? 0)) /
+      255;
+    gray[k] = luma * alpha;
+  }
+  let border = 0;
+  let borderCount = 0;
+  for (let x = 0; x < width; x++) {
+    border += (gray[x] ?? 0) + (gray[(height - 1) * width + x] ?? 0);
+    borderCount += 2;
+  }
+  for (let y = 0; y < height; y++) {
+    border += (gray[y * width] ?? 0) + (gray[y * width + width - 1] ?? 0);
+    borderCount += 2;
+  }
+  if (border / borderCount > 0.5)
+    for (let k = 0; k < gray.length; k++) gray[k] = 1 - (gray[k] ?? 0);
+
+  // The digit's bounding box (pixels clearly lit), made square around its centre.
+  let minX = width;
+  let minY = height;
+  let maxX = -1;
+  let maxY = -1;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if ((gray[y * width + x] ?? 0) > 0.2) {
+        minX = Math.min(minX, x);
+        maxX = Math.max(maxX, x);
+        minY = Math.min(minY, y);
+        maxY = Math.max(maxY, y);
+      }
+    }
+  }
+  const out = new Float32Array(28 * 28);
+  if (maxX < 0) {
+    resample(gray, width, { x: 0, y: 0, size: Math.max(width, height) }, out, 28, {
+      x: 0,
+      y: 0,
+      side: 28,
+    });
+    return out;
+  }
+  const size = Math.max(maxX - minX + 1, maxY - minY + 1);
+  const box = {
+    x: (minX + maxX + 1) / 2 - size / 2,
+    y: (minY + maxY + 1) / 2 - size / 2,
+    size,
+  };
+  resample(gray, width, box, out, 28, { x: 4, y: 4, side: 20 });
+  return out;
+}
+
+export interface Prediction {
+  runId: string;
+  round: number;
+  class: number;
+  probabilities: number[];
+}
+
+interface CachedModel {
+  model: ReturnType<typeof modelWithWeights>;
+  sha256: string;
+  artifacts?: Promise<TfjsArtifacts>;
+}
+
+/**
+ * Serves a run's global models: predictions and tfjs downloads. Models are built from the
+ * stored checkpoints and kept for the few most recently used (run, round) pairs; evicted ones
+ * are disposed, so the tensor count stays bounded however many rounds are asked for.
+ */
+export class ModelServer {
+  private readonly cache = new Map<string, CachedModel>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly capacity = 4,
+  ) {}
+
+  /** The round a request means: the one asked for, else the latest checkpoint. */
+  private async resolve(runId: string, round: number | undefined) {
+    const run = await this.db.runs.get(runId);
+    const checkpoint =
+      round === undefined
+        ? await this.db.rounds.latestCheckpoint(runId)
+        : await this.db.rounds.checkpoint(runId, round);
+    if (checkpoint === null) {
+      throw new TesseraError(
+        ErrorCode.CONFLICT,
+        `run ${runId} has no model yet: start it first (the initial model is saved at the start)`,
+      );
+    }
+    return { run, checkpoint };
+  }
+
+  private async entry(runId: string, round: number | undefined) {
+    const { run, checkpoint } = await this.resolve(runId, round);
+    const key = `${runId}:${checkpoint.round}`;
+    let cached = this.cache.get(key);
+    if (cached === undefined || cached.sha256 !== checkpoint.sha256) {
+      if (cached) cached.model.dispose();
+      const weights = bytesToWeights(checkpoint.weights, checkpoint.paramCount);
+      cached = { model: modelWithWeights(run.config.model, weights), sha256: checkpoint.sha256 };
+    }
+    // Most recently used last; evict from the front.
+    this.cache.delete(key);
+    this.cache.set(key, cached);
+    while (this.cache.size > this.capacity) {
+      const [oldestKey, oldest] = this.cache.entries().next().value as [string, CachedModel];
+      this.cache.delete(oldestKey);
+      oldest.model.dispose();
+    }
+    return { run, round: checkpoint.round, sha256: checkpoint.sha256, cached };
+  }
+
+  async predict(
+    runId: string,
+    round: number | undefined,
+    pixels: Float32Array,
+  ): Promise<Prediction> {
+    const { run, round: used, cached } = await this.entry(runId, round);
+    const probabilities = predictProbabilities(cached.model, run.config.model, pixels);
+    let best = 0;
+    for (let k = 1; k < probabilities.length; k++) {
+      if ((probabilities[k] ?? 0) > (probabilities[best] ?? 0)) best = k;
+    }
+    return { runId, round: used, class: best, probabilities };
+  }
+
+  /** model.json (whose weights path pins the round) and weights.bin of a round's model. */
+  async artifacts(
+    runId: string,
+    round: number | undefined,
+  ): Promise<TfjsArtifacts & { round: number; sha256: string }> {
+    const { round: used, sha256, cached } = await this.entry(runId, round);
+    cached.artifacts ??= toTfjsArtifacts(cached.model, `weights.bin?round=${used}`);
+    return { ...(await cached.artifacts), round: used, sha256 };
+  }
+
+  dispose(): void {
+    for (const { model } of this.cache.values()) model.dispose();
+    this.cache.clear();
+  }
+}

@@ -1,0 +1,294 @@
+// The admin console in a real browser (Debian's Chromium, headless, driven by playwright-core)
+// against a real coordinator with real Node client processes. Needs the built console
+// (apps/console/dist) and node client (apps/node-client/dist): `npm run build` first.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
+
+const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
+const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
+const screenshots = fileURLToPath(new URL('../docs/screenshots/', import.meta.url));
+
+let fx: ConsoleFixture;
+let browser: Browser;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  for (const [what, path] of [
+    ['console', consoleIndex],
+    ['node client', clientCli],
+    ['Chromium', CHROMIUM],
+  ] as const) {
+    if (!existsSync(path))
+      throw new Error(`no ${what} at ${path}: run npm run build (and apt-get install -y chromium)`);
+  }
+  fx = await startConsoleFixture({ centralEvaluation: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+});
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  await browser?.close();
+  await fx?.dispose();
+});
+
+function spawnClient(token: string, partition: number, of: number): ChildProcess {
+  const child = spawn(
+    process.execPath,
+    [
+      clientCli,
+      '--coordinator',
+      fx.url,
+      '--token',
+      token,
+      '--progress',
+      'none',
+      '--mnist',
+      `${partition}/${of}`,
+      '--max-examples',
+      '600',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout?.resume();
+  child.stderr?.resume();
+  children.push(child);
+  return child;
+}
+
+async function newPage(): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(60_000);
+  return page;
+}
+
+async function logIn(page: Page, email: string): Promise<void> {
+  await page.goto(fx.url);
+  await page.fill('input[name=email]', email);
+  await page.fill('input[name=password]', PASSWORD);
+  await page.click('button[type=submit]');
+  await page.getByTestId('who').waitFor();
+}
+
+/** Points the accuracy chart draws now. */
+const chartPoints = async (page: Page) =>
+  Number(await page.getByTestId('accuracy-chart').getAttribute('data-points'));
+
+describe('the admin console in a browser', () => {
+  it('logs in as admin, issues tokens, creates and starts a run, watches it live, and tries the model', async () => {
+    await fx.db.accounts.createUser({
+      email: 'admin@example.org',
+      role: 'admin',
+      password: PASSWORD,
+    });
+    const page = await newPage();
+
+    // A wrong password is refused on the page.
+    await page.goto(fx.url);
+    await page.fill('input[name=email]', 'admin@example.org');
+    await page.fill('input[name=password]', 'not the password');
+    await page.click('button[type=submit]');
+    await page.getByText('wrong email or password').waitFor();
+    await logIn(page, 'admin@example.org');
+
+    // A federation, and a token for each of two organisations (each shown once).
+    await page.click('header >> text=Federations');
+    await page.fill('form[aria-label="New federation"] input[name=name]', 'Hospitals');
+    await page.click('form[aria-label="New federation"] button[type=submit]');
+    await page.getByRole('heading', { name: 'Hospitals' }).waitFor();
+    // Empty organisation: the form says which field is wrong, before sending anything.
+    await page.click('form[aria-label="Issue a client token"] button[type=submit]');
+    await page.locator('[data-error-for=organisation]').waitFor();
+    const tokens: string[] = [];
+    for (const organisation of ['St Mary', 'St John']) {
+      await page.fill('input[name=organisation]', organisation);
+      await page.click('form[aria-label="Issue a client token"] button[type=submit]');
+      const secret = page.getByTestId('issued-token').locator('.secret');
+      await page.getByTestId('issued-token').getByText(`Token for ${organisation}`).waitFor();
+      tokens.push((await secret.textContent()) ?? '');
+      await page.click('text=Done');
+    }
+    expect(tokens.every((token) => /^tsr_[A-Za-z0-9_-]{43}$/.test(token))).toBe(true);
+    await expect.poll(() => page.getByTestId('credentials').locator('tbody tr').count()).toBe(2);
+
+    // Real Node clients join with those tokens; the clients page shows them live.
+    for (const [k, token] of tokens.entries()) spawnClient(token, k, 2);
+    await page.click('header >> text=Clients');
+    await expect
+      .poll(() => page.getByTestId('connected-clients').locator('tbody tr').count(), {
+        timeout: 60_000,
+      })
+      .toBe(2);
+    await page.getByTestId('connected-clients').getByText('St Mary').waitFor();
+    mkdirSync(screenshots, { recursive: true });
+    await page.screenshot({ path: `${screenshots}connected-clients.png` });
+
+    // A run from the form; an invalid value is named next to its field first.
+    await page.click('header >> text=Runs');
+    await page.click('text=New run');
+    await page.fill('input[name=name]', 'MNIST 2NN');
+    await page.selectOption('select[name=model]', 'fedavg-2nn');
+    await page.fill('input[name=rounds]', '0');
+    await page.fill('input[name=minClients]', '2');
+    await page.fill('input[name=batchSize]', '20');
+    await page.click('form[aria-label="New run"] button[type=submit]');
+    await page.locator('[data-error-for=rounds]').waitFor();
+    expect(page.url()).toMatch(/\/runs\/new$/);
+    await page.fill('input[name=rounds]', '20');
+    await page.click('form[aria-label="New run"] button[type=submit]');
+    await page.getByRole('heading', { name: 'MNIST 2NN' }).waitFor();
+    const runId = new URL(page.url()).pathname.split('/').pop() ?? '';
+
+    // Start it and watch: the chart gains points from the live feed, with no reload.
+    await page.evaluate(() => {
+      (window as unknown as { sameDocument: boolean }).sameDocument = true;
+    });
+    expect(await chartPoints(page)).toBe(0);
+    await page.getByTestId('run-controls').getByText('Start').click();
+    await page.getByTestId('round-progress').getByText('selected').waitFor({ timeout: 60_000 });
+    await expect
+      .poll(() => page.getByTestId('rounds').locator('tbody tr').count(), {
+        timeout: 240_000,
+        interval: 250,
+      })
+      .toBeGreaterThanOrEqual(1);
+    const afterOne = await chartPoints(page);
+    expect(afterOne).toBeGreaterThan(0);
+    await expect
+      .poll(() => page.getByTestId('rounds').locator('tbody tr').count(), {
+        timeout: 240_000,
+        interval: 250,
+      })
+      .toBeGreaterThanOrEqual(2);
+    await expect.poll(() => chartPoints(page), { timeout: 60_000 }).toBeGreaterThan(afterOne);
+    expect(
+      await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument),
+    ).toBe(true);
+    // Evaluation results arrive too (round-evaluated): test accuracy of round 1 is plotted.
+    await expect
+      .poll(
+        () => page.getByTestId('accuracy-chart').locator('polyline').first().getAttribute('points'),
+        {
+          timeout: 120_000,
+        },
+      )
+      .not.toBe('');
+    // A few more rounds make a better picture for the README.
+    await expect
+      .poll(() => page.getByTestId('rounds').locator('tbody tr').count(), { timeout: 240_000 })
+      .toBeGreaterThanOrEqual(5);
+    mkdirSync(screenshots, { recursive: true });
+    await page.screenshot({ path: `${screenshots}run-page.png`, fullPage: true });
+
+    // The round page: participants, checkpoint hash, the model download.
+    await page.getByTestId('rounds').locator('tbody tr').first().locator('a').click();
+    await page.getByRole('heading', { name: 'Round 1' }).waitFor();
+    const sha = await page.getByTestId('checkpoint-sha256').textContent();
+    expect(sha).toMatch(/^[0-9a-f]{64}$/);
+    await expect.poll(() => page.getByTestId('updates').locator('tbody tr').count()).toBe(2);
+    const modelJson = await page.evaluate(
+      async (id) => (await fetch(`/api/runs/${id}/model/model.json?round=1`)).json(),
+      runId,
+    );
+    expect(modelJson).toMatchObject({ format: 'layers-model' });
+    await page.goBack();
+
+    // Try the model: draw a "1" and the global model classifies it.
+    const canvas = page.getByTestId('digit-canvas');
+    await canvas.scrollIntoViewIfNeeded();
+    const box = await canvas.boundingBox();
+    if (!box) throw new Error('no canvas');
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.15);
+    await page.mouse.down();
+    for (let k = 1; k <= 10; k++) {
+      await page.mouse.move(box.x + box.width / 2, box.y + box.height * (0.15 + 0.07 * k));
+    }
+    await page.mouse.up();
+    await page.getByTestId('try-model').getByText('Predict').click();
+    const predicted = await page.getByTestId('predicted-class').textContent({ timeout: 60_000 });
+    expect(Number(predicted)).toBeGreaterThanOrEqual(0);
+    expect(Number(predicted)).toBeLessThanOrEqual(9);
+    await page.getByTestId('try-model').screenshot({ path: `${screenshots}try-the-model.png` });
+
+    // Pause: the open round finishes, then the run stops; Resume continues with the next round.
+    const controls = page.getByTestId('run-controls');
+    await controls.getByRole('button', { name: 'Pause', exact: true }).click();
+    await controls.getByText(/^Pausing after round \d+/).waitFor();
+    await controls.getByText('Resume').waitFor({ timeout: 120_000 });
+    const paused = await fx.db.runs.get(runId);
+    expect(paused.status).toBe('stopped');
+    const roundsAtPause = (await fx.db.rounds.list(runId)).length;
+    expect(roundsAtPause).toBe(paused.currentRound);
+    await controls.getByText('Resume').click();
+    await controls.getByText('Stop').waitFor();
+    await expect
+      .poll(async () => (await fx.db.rounds.list(runId)).length, { timeout: 120_000 })
+      .toBeGreaterThan(roundsAtPause);
+    await page.context().close();
+  }, 600_000);
+
+  it('shows a researcher the results but refuses every change', async () => {
+    await fx.db.accounts.createUser({
+      email: 'researcher@example.org',
+      role: 'researcher',
+      password: PASSWORD,
+    });
+    const [run] = await fx.db.runs.list();
+    if (!run) throw new Error('the first test creates a run');
+    const [federation] = await fx.db.federations.list();
+    const page = await newPage();
+    await logIn(page, 'researcher@example.org');
+    expect(await page.getByTestId('who').textContent()).toContain('researcher');
+    await page.goto(`${fx.url}/runs/${run.id}`);
+    await page.getByRole('heading', { name: 'MNIST 2NN' }).waitFor();
+    await page.getByTestId('accuracy-chart').waitFor();
+    // No controls for this role on the pages...
+    expect(await page.getByTestId('run-controls').count()).toBe(0);
+    await page.goto(`${fx.url}/federations/${federation?.id}`);
+    await page.getByTestId('credentials').waitFor();
+    expect(await page.locator('form[aria-label="Issue a client token"]').count()).toBe(0);
+    // ...and the API refuses the researcher's session even with its own CSRF token.
+    const attempts = await page.evaluate(
+      async ({ runId, federationId }) => {
+        const { csrfToken } = (await (await fetch('/api/auth/session')).json()) as {
+          csrfToken: string;
+        };
+        const post = async (path: string, body?: unknown) => {
+          const response = await fetch(path, {
+            method: 'POST',
+            headers: { 'x-csrf-token': csrfToken, 'content-type': 'application/json' },
+            body: JSON.stringify(body ?? {}),
+          });
+          return { status: response.status, body: await response.json() };
+        };
+        return [
+          await post(`/api/runs/${runId}/stop`),
+          await post(`/api/federations/${federationId}/clients`, { organisation: 'Mallory' }),
+        ];
+      },
+      { runId: run.id, federationId: federation?.id ?? '' },
+    );
+    for (const attempt of attempts) {
+      expect(attempt.status).toBe(403);
+      expect(attempt.body.error.code).toBe('FORBIDDEN');
+    }
+    expect((await fx.db.runs.get(run.id)).status).toBe('running');
+    await page.context().close();
+  }, 600_000);
+});
