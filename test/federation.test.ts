@@ -85,3 +85,31 @@ describe('a federation of real client processes', () => {
     expect(h.coordinator.registry.list()).toHaveLength(2);
   });
 });
+
+describe('a federation nobody can evaluate', () => {
+  it('completes, its rounds committed but not evaluated, when clients keep no held-out data and there is no test set', async () => {
+    harness = await startHarness({ centralEvaluation: false });
+    const h = harness;
+    const { federationId, tokens } = await createFederation(h, 2);
+    for (const [k, { token }] of tokens.entries()) {
+      h.spawnClient(token, [...mnistArgs(k, 2), '--holdout', '0']);
+    }
+    await waitFor(() => h.coordinator.registry.list().length === 2, 'two clients to connect');
+    expect(h.coordinator.registry.list().map((s) => s.info.numHoldout)).toEqual([0, 0]);
+    const run = await h.api<{ id: string }>('POST', '/runs', {
+      ...quickRun,
+      federationId,
+      rounds: 2,
+      minClients: 2,
+    });
+    const finished = new Promise((resolve) => h.coordinator.on('run-finished', resolve));
+    await h.api('POST', `/runs/${run.body.id}/start`);
+    expect(await finished).toMatchObject({ status: 'completed' });
+    const rounds = await h.db.rounds.list(run.body.id);
+    expect(rounds.map((r) => [r.number, r.status, r.federatedAccuracy])).toEqual([
+      [1, 'committed', null],
+      [2, 'committed', null],
+    ]);
+    expect(h.logs.some((line) => line.includes('round not evaluated'))).toBe(true);
+  });
+});

@@ -1,0 +1,4 @@
+export { type DatabaseFlags, openFromFlags } from './database.js';
+export { type ExportFormat, type ExportOptions, exportRun } from './export-command.js';
+export { counterfactualCommand, verifyCommand } from './replay-command.js';
+export { type SimulationOptions, type SimulationResult, simulate } from './simulate.js';

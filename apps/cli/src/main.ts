@@ -1,0 +1,224 @@
+#!/usr/bin/env node
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { createLogger } from '@tessera/coordinator';
+import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { DATABASE_USAGE, type DatabaseFlags, openFromFlags } from './database.js';
+import { type ExportFormat, exportRun } from './export-command.js';
+import { counterfactualCommand, verifyCommand } from './replay-command.js';
+import { simulate } from './simulate.js';
+
+const usage = `tessera <command> [options]
+
+Commands:
+  export <run-id>   write the run's record: run.json, rounds and per-client updates as CSV and/or
+                    JSON Lines (docs/export.md), and optionally a round's model in tfjs format
+      --out DIR           output folder (default ./export-<run-id>)
+      --format F          csv | jsonl | all (default all)
+      --model-round R     also write round R's global model (a number, or "latest")
+
+  replay <run-id>   recompute every checkpoint from the kept updates and check its sha256
+                    (exit status 0 when bit-identical, 2 otherwise)
+      --strategy S        instead, replay under another strategy (fedavg, fedavgm, fedmedian,
+                          trimmed-mean): stored as a new run linked to the source, evaluated on
+                          the MNIST test set, compared in a table and an SVG chart
+      --option K=V        a strategy option (repeatable), e.g. --option beta=0.2
+      --out DIR           where the comparison goes (default ./replay-<run-id>)
+
+  simulate          a federated run of many virtual clients on this machine, through a real
+                    coordinator (in this process) and real connections; recorded like any run
+      --clients N         virtual clients (default 100)
+      --processes P       processes they are spread over (default: CPU cores)
+      --partition S       iid | shards[:k] | dirichlet:alpha (default iid)
+      --partition-seed S  (default 0)
+      --holdout F         fraction kept for federated evaluation (default 0: central only)
+      --model M           fedavg-2nn | fedavg-cnn | mlp | cnn (default fedavg-2nn)
+      --strategy S        (default fedavg) and --option K=V as above
+      --rounds R          round cap (default 100)
+      --fraction C        clients per round as a fraction (default 0.1)
+      --epochs E, --batch-size B, --lr LR, --seed S   local training (defaults 1, 10, 0.1, 0)
+      --target A          stop, completed, at the first round with test accuracy >= A
+      --no-keep-updates   do not keep client updates (they are kept by default here)
+
+Database:
+${DATABASE_USAGE}
+`;
+
+function parseOption(text: string): [string, unknown] {
+  const at = text.indexOf('=');
+  if (at <= 0) {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `--option wants KEY=VALUE, got "${text}"`, {
+      field: 'option',
+    });
+  }
+  const raw = text.slice(at + 1);
+  const number = Number(raw);
+  return [text.slice(0, at), raw !== '' && Number.isFinite(number) ? number : raw];
+}
+
+/** A numeric flag, or INVALID_ARGUMENT naming it. */
+function numberFlag(values: Record<string, unknown>, name: string, integer: boolean): number {
+  const text = values[name];
+  const value = Number(text);
+  if (
+    typeof text !== 'string' ||
+    text === '' ||
+    !Number.isFinite(value) ||
+    (integer && !Number.isInteger(value))
+  ) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--${name} must be ${integer ? 'an integer' : 'a number'}, got "${String(text)}"`,
+      { field: name },
+    );
+  }
+  return value;
+}
+
+async function simulateCommand(values: Record<string, unknown>): Promise<number> {
+  const int = (name: string) => numberFlag(values, name, true);
+  const num = (name: string) => numberFlag(values, name, false);
+  const logger = createLogger('warn');
+  const db = await openFromFlags(values as DatabaseFlags);
+  try {
+    const result = await simulate({
+      db,
+      logger,
+      clients: int('clients'),
+      processes: values['processes'] === undefined ? availableParallelism() : int('processes'),
+      partition: String(values['partition']),
+      partitionSeed: int('partition-seed'),
+      holdoutFraction: num('holdout'),
+      run: {
+        model: String(values['model']),
+        strategy: String(values['strategy'] ?? 'fedavg'),
+        strategyOptions: Object.fromEntries((values['option'] as string[]).map(parseOption)),
+        rounds: int('rounds'),
+        clientsPerRound: null,
+        fractionFit: num('fraction'),
+        minClients: 1,
+        roundDeadlineMs: 3_600_000,
+        localEpochs: int('epochs'),
+        batchSize: int('batch-size'),
+        learningRate: num('lr'),
+        seed: int('seed'),
+        keepUpdates: values['no-keep-updates'] !== true,
+      },
+      ...(values['target'] === undefined ? {} : { targetAccuracy: num('target') }),
+      onRound: (round) =>
+        process.stdout.write(
+          `round ${String(round.number).padStart(4)}  ${round.participantClientIds.length} clients  test accuracy ${round.centralAccuracy?.toFixed(4)}  loss ${round.centralLoss?.toFixed(4)}  ${(round.durationMs / 1000).toFixed(1)} s\n`,
+        ),
+    });
+    process.stdout.write(
+      `run ${result.run.id}: ${result.run.status} after ${result.run.currentRound} rounds in ${(result.wallMs / 1000).toFixed(0)} s${result.roundsToTarget === null ? '' : `; target reached at round ${result.roundsToTarget}`}\n`,
+    );
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      out: { type: 'string' },
+      format: { type: 'string', default: 'all' },
+      'model-round': { type: 'string' },
+      clients: { type: 'string', default: '100' },
+      processes: { type: 'string' },
+      partition: { type: 'string', default: 'iid' },
+      'partition-seed': { type: 'string', default: '0' },
+      holdout: { type: 'string', default: '0' },
+      model: { type: 'string', default: 'fedavg-2nn' },
+      rounds: { type: 'string', default: '100' },
+      fraction: { type: 'string', default: '0.1' },
+      epochs: { type: 'string', default: '1' },
+      'batch-size': { type: 'string', default: '10' },
+      lr: { type: 'string', default: '0.1' },
+      seed: { type: 'string', default: '0' },
+      target: { type: 'string' },
+      'no-keep-updates': { type: 'boolean', default: false },
+      strategy: { type: 'string' },
+      option: { type: 'string', multiple: true, default: [] },
+      'database-url': { type: 'string' },
+      'data-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, runId] = positionals;
+  if (values.help || command === undefined) {
+    process.stdout.write(usage);
+    return command === undefined && !values.help ? 1 : 0;
+  }
+  if (command === 'simulate') return simulateCommand(values);
+  if (command !== 'export' && command !== 'replay') {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `unknown command "${command}"; see --help`);
+  }
+  if (runId === undefined) {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${command} needs a run id; see --help`);
+  }
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  const db = await openFromFlags(values);
+  try {
+    if (command === 'export') {
+      const format = values.format as ExportFormat;
+      if (!['csv', 'jsonl', 'all'].includes(format)) {
+        throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `--format must be csv, jsonl or all`, {
+          field: 'format',
+        });
+      }
+      const modelFlag = values['model-round'];
+      let modelRound: number | 'latest' | null = null;
+      if (modelFlag !== undefined) {
+        modelRound = modelFlag === 'latest' ? 'latest' : Number(modelFlag);
+        if (modelRound !== 'latest' && !(Number.isInteger(modelRound) && modelRound >= 0)) {
+          throw new TesseraError(
+            ErrorCode.INVALID_ARGUMENT,
+            `--model-round must be a round number or "latest", got "${modelFlag}"`,
+            { field: 'model-round' },
+          );
+        }
+      }
+      const files = await exportRun(db, runId, {
+        outDir: values.out ?? `export-${runId}`,
+        format,
+        modelRound,
+      });
+      for (const file of files) print(file);
+      return 0;
+    }
+    if (values.strategy === undefined) {
+      return (await verifyCommand(db, runId, print)).identical ? 0 : 2;
+    }
+    await counterfactualCommand(
+      db,
+      runId,
+      {
+        strategy: values.strategy,
+        strategyOptions: Object.fromEntries(values.option.map(parseOption)),
+        outDir: values.out ?? `replay-${runId}`,
+      },
+      print,
+    );
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    const message =
+      error instanceof TesseraError
+        ? `${error.code}: ${error.message}`
+        : String((error as Error)?.stack ?? error);
+    process.stderr.write(`tessera: ${message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,117 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { EvaluationResult } from '@tessera/aggregation';
+import { MnistCentralEvaluator } from '@tessera/coordinator';
+import type { Database, RunRecord } from '@tessera/db';
+import { initBackend } from '@tessera/ml';
+import { bytesToWeights } from '@tessera/protocol';
+import {
+  comparisonChartSvg,
+  comparisonTable,
+  counterfactualReplay,
+  type Series,
+  testSeries,
+  type VerifyReport,
+  verifyRun,
+} from '@tessera/research';
+
+type Print = (line: string) => void;
+
+/** Checks every recorded checkpoint against a recomputation; prints one line per round. */
+export async function verifyCommand(
+  db: Database,
+  runId: string,
+  print: Print,
+): Promise<VerifyReport> {
+  print('round  updates  recorded sha256   replayed sha256   identical');
+  const report = await verifyRun(db, runId, {
+    onRound: (check) =>
+      print(
+        `${String(check.round).padStart(5)}  ${String(check.updates).padStart(7)}  ${check.recordedSha256.slice(0, 16)}  ${check.replayedSha256.slice(0, 16)}  ${check.match ? 'yes' : 'NO'}`,
+      ),
+  });
+  if (report.unchecked) {
+    print(
+      `rounds ${report.unchecked.fromRound}..${report.run.currentRound} not checked: ${report.unchecked.reason}`,
+    );
+  }
+  const matched = report.checks.filter((check) => check.match).length;
+  print(
+    report.identical
+      ? `replay of run ${runId} (${report.run.config.strategy}) is bit-identical: ${matched}/${report.run.currentRound} checkpoints reproduced`
+      : `replay of run ${runId} is NOT identical: ${matched}/${report.run.currentRound} checkpoints reproduced`,
+  );
+  return report;
+}
+
+export interface CounterfactualCommandOptions {
+  strategy: string;
+  strategyOptions: Record<string, unknown>;
+  outDir: string;
+}
+
+/**
+ * Replays a run under another strategy (stored as a new, linked run), evaluates both on the
+ * MNIST test set, and writes the comparison as Markdown, CSV-ready JSON and an SVG chart.
+ */
+export async function counterfactualCommand(
+  db: Database,
+  runId: string,
+  options: CounterfactualCommandOptions,
+  print: Print,
+): Promise<{ replay: RunRecord; files: string[] }> {
+  await initBackend();
+  const evaluator = new MnistCentralEvaluator();
+  const evaluate = (model: string, weights: Float32Array): Promise<EvaluationResult> =>
+    evaluator.evaluate(model, weights);
+  const source = await db.runs.get(runId);
+  print(`replaying run ${runId} (${source.config.strategy}) with ${options.strategy}...`);
+  const replay = await counterfactualReplay(db, runId, {
+    strategy: options.strategy,
+    strategyOptions: options.strategyOptions,
+    evaluate,
+    onRound: (round) =>
+      print(
+        `  round ${round.number}: test accuracy ${round.centralAccuracy?.toFixed(4)}, loss ${round.centralLoss?.toFixed(4)}`,
+      ),
+  });
+  print(`stored as run ${replay.id} (origin replay, source ${runId})`);
+
+  // The source is compared on the same test set: where it has no central evaluation recorded
+  // (e.g. central evaluation was off), its checkpoints are evaluated now, without changing it.
+  const sourceRounds = (await db.rounds.list(runId)).filter((r) => r.number <= replay.currentRound);
+  const sourceSeries: Series = testSeries(`${source.config.strategy} (recorded)`, sourceRounds);
+  for (const point of sourceSeries.points) {
+    if (sourceRounds.find((r) => r.number === point.round)?.centralAccuracy !== null) continue;
+    const checkpoint = await db.rounds.checkpoint(runId, point.round);
+    const result = await evaluate(
+      source.config.model,
+      bytesToWeights(checkpoint.weights, checkpoint.paramCount),
+    );
+    point.accuracy = result.accuracy;
+    point.loss = result.loss;
+  }
+  const replaySeries = testSeries(
+    `${replay.config.strategy} (replay)`,
+    await db.rounds.list(replay.id),
+  );
+  const series = [sourceSeries, replaySeries];
+  const table = comparisonTable(series);
+  const title = `${source.name}: ${source.config.strategy} vs ${replay.config.strategy} (test set, same client updates)`;
+  const outDir = resolve(options.outDir);
+  await mkdir(outDir, { recursive: true });
+  const files = [
+    join(outDir, 'comparison.md'),
+    join(outDir, 'comparison.svg'),
+    join(outDir, 'comparison.json'),
+  ];
+  await writeFile(files[0] as string, `# ${title}\n\n${table}`);
+  await writeFile(files[1] as string, comparisonChartSvg(title, series));
+  await writeFile(
+    files[2] as string,
+    `${JSON.stringify({ sourceRunId: runId, replayRunId: replay.id, series }, null, 2)}\n`,
+  );
+  print('');
+  print(table);
+  return { replay, files };
+}

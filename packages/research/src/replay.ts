@@ -1,0 +1,230 @@
+import { createHash } from 'node:crypto';
+import { createStrategy, type EvaluationResult, type Strategy } from '@tessera/aggregation';
+import type { Database, RoundRecord, RunRecord } from '@tessera/db';
+import { bytesToWeights, ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export interface RoundCheck {
+  round: number;
+  updates: number;
+  recordedSha256: string;
+  replayedSha256: string;
+  match: boolean;
+}
+
+export interface VerifyReport {
+  run: RunRecord;
+  checks: RoundCheck[];
+  /** Rounds committed but not checkable (no kept updates), with the reason; null if none. */
+  unchecked: { fromRound: number; reason: string } | null;
+  /** Every committed round was checked and matched. */
+  identical: boolean;
+}
+
+/** Why a run's rounds from `round` on cannot be replayed, or null if they can. */
+function unreplayableFrom(run: RunRecord): { fromRound: number; reason: string } | null {
+  if (!run.config.keepUpdates) {
+    return { fromRound: 1, reason: 'the run was created without keepUpdates' };
+  }
+  if (run.updatesTruncatedAtRound !== null && run.updatesTruncatedAtRound <= run.currentRound) {
+    return {
+      fromRound: run.updatesTruncatedAtRound,
+      reason: `its update storage limit (${run.config.updateStorageLimitMb} MiB) was reached at round ${run.updatesTruncatedAtRound}`,
+    };
+  }
+  return null;
+}
+
+async function checkpointWeights(db: Database, runId: string, round: number, paramCount: number) {
+  return bytesToWeights((await db.rounds.checkpoint(runId, round)).weights, paramCount);
+}
+
+/** Folds a round's kept updates, in their recorded arrival order, into `strategy`. */
+async function aggregateRecorded(
+  db: Database,
+  runId: string,
+  round: number,
+  strategy: Strategy,
+  global: Float32Array,
+  rebase: ((weights: Float32Array) => Float32Array) | null,
+) {
+  const kept = await db.rounds.updatesWithWeights(runId, round);
+  const aggregator = strategy.beginRound(round, global);
+  for (const update of kept) {
+    const weights = bytesToWeights(update.weights, global.length);
+    aggregator.add({
+      clientId: update.clientId,
+      numExamples: update.numExamples,
+      weights: rebase ? rebase(weights) : weights,
+      metrics: {},
+    });
+  }
+  const result = aggregator.finish();
+  if (result.weights === null) {
+    throw new TesseraError(
+      ErrorCode.INTERNAL,
+      `round ${round} of run ${runId} was committed with no updates`,
+      { runId, round },
+    );
+  }
+  return { weights: result.weights, numUpdates: kept.length, numExamples: result.numExamples };
+}
+
+/**
+ * Recomputes every committed round's global model from the recorded updates with the run's own
+ * strategy, starting each round from the recorded previous checkpoint (what the coordinator
+ * started from), and compares sha256 with the recorded checkpoint. Aggregation folds updates
+ * in recorded arrival order with float64 sums (packages/aggregation), so a faithful record
+ * gives bit-identical checkpoints.
+ */
+export async function verifyRun(
+  db: Database,
+  runId: string,
+  options: { onRound?: (check: RoundCheck) => void } = {},
+): Promise<VerifyReport> {
+  const run = await db.runs.get(runId);
+  const strategy = createStrategy(run.config.strategy, run.config.strategyOptions);
+  const hashes = new Map((await db.rounds.checkpointHashes(runId)).map((h) => [h.round, h]));
+  const initial = hashes.get(0);
+  if (initial === undefined) {
+    throw new TesseraError(ErrorCode.NOT_FOUND, `run ${runId} has no initial checkpoint`, {
+      runId,
+    });
+  }
+  const unchecked = unreplayableFrom(run);
+  const lastCheckable = unchecked ? unchecked.fromRound - 1 : run.currentRound;
+  const checks: RoundCheck[] = [];
+  for (let round = 1; round <= lastCheckable; round++) {
+    const global = await checkpointWeights(db, runId, round - 1, initial.paramCount);
+    const { weights, numUpdates } = await aggregateRecorded(
+      db,
+      runId,
+      round,
+      strategy,
+      global,
+      null,
+    );
+    const recordedSha256 = hashes.get(round)?.sha256 ?? '';
+    const replayedSha256 = sha256(weightsToBytes(weights));
+    const check = {
+      round,
+      updates: numUpdates,
+      recordedSha256,
+      replayedSha256,
+      match: replayedSha256 === recordedSha256,
+    };
+    checks.push(check);
+    options.onRound?.(check);
+  }
+  return {
+    run,
+    checks,
+    unchecked,
+    identical: unchecked === null && checks.every((check) => check.match),
+  };
+}
+
+export interface CounterfactualOptions {
+  strategy: string;
+  strategyOptions?: Record<string, unknown>;
+  name?: string;
+  /** Central evaluation of each replayed global model (the source's test set). */
+  evaluate?: (model: string, weights: Float32Array) => Promise<EvaluationResult>;
+  onRound?: (round: RoundRecord) => void;
+}
+
+/**
+ * A counterfactual run: what the global models would have been had the run aggregated with
+ * another strategy, given the same client updates. A client trained from the source's global
+ * model w_{t-1}, so its update is re-based onto the counterfactual model g_{t-1} as
+ * g_{t-1} + (w_k - w_{t-1}) before the other strategy aggregates it (for FedAvg on the same
+ * model this is the identity). Stored as a new run (origin `replay`, sourceRunId = the
+ * source), round by round, with central evaluation when `evaluate` is given.
+ */
+export async function counterfactualReplay(
+  db: Database,
+  sourceRunId: string,
+  options: CounterfactualOptions,
+): Promise<RunRecord> {
+  const source = await db.runs.get(sourceRunId);
+  const unchecked = unreplayableFrom(source);
+  const rounds = unchecked ? unchecked.fromRound - 1 : source.currentRound;
+  if (rounds < 1) {
+    throw new TesseraError(
+      ErrorCode.CONFLICT,
+      `run ${sourceRunId} has no replayable round${unchecked ? `: ${unchecked.reason}` : ''}`,
+      { runId: sourceRunId },
+    );
+  }
+  const strategyOptions = options.strategyOptions ?? {};
+  const strategy = createStrategy(options.strategy, strategyOptions);
+  const sourceRounds = await db.rounds.list(sourceRunId);
+  const initial = await db.rounds.checkpoint(sourceRunId, 0);
+  const paramCount = initial.paramCount;
+
+  const replay = await db.runs.create({
+    federationId: source.federationId,
+    name: options.name ?? `${source.name} replayed with ${strategy.name}`,
+    config: {
+      ...source.config,
+      strategy: strategy.name,
+      strategyOptions: { ...strategy.options },
+      rounds,
+      keepUpdates: false,
+    },
+    origin: 'replay',
+    sourceRunId,
+  });
+  await db.runs.setStatus(replay.id, 'running');
+  try {
+    await db.rounds.saveInitialCheckpoint(replay.id, initial.weights);
+    let counterfactual = bytesToWeights(initial.weights, paramCount);
+    for (let round = 1; round <= rounds; round++) {
+      const sourceRound = sourceRounds.find((r) => r.number === round);
+      if (sourceRound === undefined) {
+        throw new TesseraError(ErrorCode.INTERNAL, `run ${sourceRunId} lacks round ${round}`);
+      }
+      const startedAt = new Date();
+      const sourceGlobal = await checkpointWeights(db, sourceRunId, round - 1, paramCount);
+      const base = counterfactual;
+      const rebase = (weights: Float32Array) => {
+        const out = new Float32Array(weights.length);
+        for (let i = 0; i < out.length; i++) {
+          out[i] = (base[i] as number) + ((weights[i] as number) - (sourceGlobal[i] as number));
+        }
+        return out;
+      };
+      const { weights } = await aggregateRecorded(db, sourceRunId, round, strategy, base, rebase);
+      const updates = await db.rounds.updates(sourceRunId, round);
+      let record = await db.rounds.commit({
+        runId: replay.id,
+        round,
+        startedAt,
+        finishedAt: new Date(),
+        selectedClientIds: sourceRound.selectedClientIds,
+        participantClientIds: sourceRound.participantClientIds,
+        droppedClientIds: sourceRound.droppedClientIds,
+        numExamples: sourceRound.numExamples,
+        trainLoss: sourceRound.trainLoss,
+        trainAccuracy: sourceRound.trainAccuracy,
+        metrics: { sourceRound: round },
+        updates: updates.map(({ id: _id, roundId: _r, round: _n, kept: _k, ...update }) => update),
+        checkpoint: weightsToBytes(weights),
+      });
+      counterfactual = weights;
+      if (options.evaluate) {
+        const central = await options.evaluate(source.config.model, weights);
+        record = await db.rounds.recordEvaluation(replay.id, round, { central });
+      }
+      options.onRound?.(record);
+    }
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    await db.runs.setStatus(replay.id, 'failed', { error: message }).catch(() => {});
+    throw error;
+  }
+  return db.runs.setStatus(replay.id, 'completed');
+}
