@@ -6,9 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { loadMnist, toExamples } from '@tessera/data';
 import { modelSpec } from '@tessera/ml';
 import { build } from 'esbuild';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserTrainingReport } from './browser-ml.entry.js';
+import { CHROMIUM, launchChromium } from './chromium.js';
 
 /**
  * packages/ml in a real browser: a page bundling @tessera/ml trains fedavg-cnn on real
@@ -16,29 +17,6 @@ import type { BrowserTrainingReport } from './browser-ml.entry.js';
  * on SwiftShader (Chromium's CPU implementation of the GPU APIs) and WebAssembly with
  * @tessera/ml's training kernels, its .wasm files served by this test's own server.
  */
-
-const CHROMIUM = '/usr/bin/chromium';
-const BASE_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
-/**
- * WebGPU and WebGL on SwiftShader. Vulkan on SwiftShader as well: without it WebGPU
- * starts, but synchronous reads (dataSync, which trainLocal uses for each batch's loss)
- * come back as zeros in headless Chromium.
- */
-const GPU_FLAGS = [
-  '--enable-unsafe-webgpu',
-  '--use-webgpu-adapter=swiftshader',
-  '--enable-unsafe-swiftshader',
-  '--use-angle=swiftshader',
-  '--enable-features=Vulkan',
-  '--use-vulkan=swiftshader',
-];
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const wasmDist = path.join(root, 'node_modules/@tensorflow/tfjs-backend-wasm/dist');
@@ -101,10 +79,7 @@ describe('fedavg-cnn trains in headless Chromium', () => {
   it.each(['webgpu', 'webgl', 'wasm'] as const)(
     'on %s: the loss goes down and the weights stay finite',
     async (backend) => {
-      const browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: [...BASE_FLAGS, ...(backend === 'wasm' ? ['--disable-gpu'] : GPU_FLAGS)],
-      });
+      const browser = await launchChromium(backend);
       browsers.push(browser);
       const page = await browser.newPage();
       const problems: string[] = [];

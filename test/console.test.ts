@@ -4,11 +4,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, launchChromium } from './chromium.js';
 import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
 const screenshots = fileURLToPath(new URL('../docs/screenshots/', import.meta.url));
@@ -27,18 +27,7 @@ beforeAll(async () => {
       throw new Error(`no ${what} at ${path}: run npm run build (and apt-get install -y chromium)`);
   }
   fx = await startConsoleFixture({ centralEvaluation: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  browser = await launchChromium('no-gpu');
 });
 
 afterAll(async () => {

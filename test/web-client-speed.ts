@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { type Backend, launchChromium } from './chromium.js';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { type Backend, launchChromium } from './web-client-browser.js';
 
 /**
  * Local training speed of the browser client on each backend next to the Node client's, on the

@@ -19,8 +19,8 @@ import express from 'express';
 import type { Browser, Page } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Backend, CHROMIUM, launchChromium } from './chromium.js';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { type Backend, CHROMIUM, launchChromium } from './web-client-browser.js';
 
 /**
  * The browser client end to end: a real coordinator (serving the built page at /join/), real Node

@@ -28,10 +28,17 @@ const GPU_FLAGS = [
 
 export type Backend = 'webgpu' | 'webgl' | 'wasm';
 
-/** Headless Chromium set up for one backend; the WASM runs keep the GPU off altogether. */
-export function launchChromium(backend: Backend): Promise<Browser> {
+/**
+ * Headless Chromium with the flags this machine needs (no network beyond localhost, no
+ * sandbox as root), set up for one tfjs backend; pages that need no GPU (and the WASM runs)
+ * keep it off altogether. The one launcher for every browser test.
+ */
+export function launchChromium(backend: Backend | 'no-gpu'): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: [...BASE_FLAGS, ...(backend === 'wasm' ? ['--disable-gpu'] : GPU_FLAGS)],
+    args: [
+      ...BASE_FLAGS,
+      ...(backend === 'wasm' || backend === 'no-gpu' ? ['--disable-gpu'] : GPU_FLAGS),
+    ],
   });
 }
