@@ -215,13 +215,13 @@ describe('the admin console in a browser', () => {
     expect(Number(predicted)).toBeLessThanOrEqual(9);
     await page.getByTestId('try-model').screenshot({ path: `${screenshots}try-the-model.png` });
 
-    // Pause: the open round finishes, then the run stops; Resume continues with the next round.
+    // Pause: the open round finishes, then the run is paused; Resume continues with the next round.
     const controls = page.getByTestId('run-controls');
     await controls.getByRole('button', { name: 'Pause', exact: true }).click();
     await controls.getByText(/^Pausing after round \d+/).waitFor();
     await controls.getByText('Resume').waitFor({ timeout: 120_000 });
     const paused = await fx.db.runs.get(runId);
-    expect(paused.status).toBe('stopped');
+    expect(paused.status).toBe('paused');
     const roundsAtPause = (await fx.db.rounds.list(runId)).length;
     expect(roundsAtPause).toBe(paused.currentRound);
     await controls.getByText('Resume').click();

@@ -143,9 +143,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    * is abandoned, as with stopRun.
    */
   finishRun(runId: string): void {
+    this.endBetweenRounds(runId, 'completed');
+  }
+
+  /** Pauses a running run (status `paused`; startRun resumes it). Call it between rounds. */
+  pauseRun(runId: string): void {
+    this.endBetweenRounds(runId, 'paused');
+  }
+
+  private endBetweenRounds(runId: string, reason: 'completed' | 'paused'): void {
     const entry = this.engines.get(runId);
     if (!entry) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is not running`);
-    entry.engine.stop('completed');
+    entry.engine.stop(reason);
   }
 
   /** Resolves when the run's loop ends in this process. */

@@ -68,9 +68,10 @@ interface OpenEvaluation {
 
 /**
  * shutdown: the process is going away, the run stays `running` to be resumed; stopped: an
- * admin stopped it; completed: it reached its goal early (e.g. a target accuracy).
+ * admin stopped it; paused: an admin paused it between rounds (resumable); completed: it
+ * reached its goal early (e.g. a target accuracy).
  */
-type StopReason = 'shutdown' | 'stopped' | 'completed';
+type StopReason = 'shutdown' | 'stopped' | 'paused' | 'completed';
 
 /**
  * Drives one run: for each round, sample idle clients, send them the global model, fold their
@@ -118,7 +119,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         await this.evaluateRound(round, weights);
       }
       if (this.stopReason === 'shutdown') return;
-      const status = this.stopReason === 'stopped' ? 'stopped' : 'completed';
+      const status =
+        this.stopReason === 'stopped' || this.stopReason === 'paused'
+          ? this.stopReason
+          : 'completed';
       await db.runs.setStatus(this.runId, status);
       this.emit('run-finished', { runId: this.runId, status });
     } catch (cause) {

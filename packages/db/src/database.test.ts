@@ -527,6 +527,12 @@ describe.each(backends)('$name', (backend) => {
         expect(stopped.finishedAt).toBeInstanceOf(Date);
         const resumed = await db.runs.setStatus(other.id, 'running');
         expect(resumed).toMatchObject({ status: 'running', finishedAt: null, error: null });
+        // Paused between rounds: not finished, resumable, and not resumed at a restart.
+        const paused = await db.runs.setStatus(other.id, 'paused');
+        expect(paused).toMatchObject({ status: 'paused', finishedAt: null });
+        expect((await db.runs.listByStatus('running')).map((r) => r.id)).not.toContain(other.id);
+        await rejectsWith(db.runs.setStatus(other.id, 'completed'), ErrorCode.CONFLICT);
+        await db.runs.setStatus(other.id, 'running');
         await db.runs.setStatus(other.id, 'completed');
         await rejectsWith(db.runs.setStatus(other.id, 'stopped'), ErrorCode.CONFLICT);
       });

@@ -3,7 +3,14 @@
  * never Prisma's model types, so callers do not depend on the generated client.
  */
 
-export const RUN_STATUSES = ['created', 'running', 'completed', 'failed', 'stopped'] as const;
+export const RUN_STATUSES = [
+  'created',
+  'running',
+  'completed',
+  'failed',
+  'stopped',
+  'paused',
+] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
 
 /** `committed` when the round row is written; `evaluated` once an evaluation is recorded. */

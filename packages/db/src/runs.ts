@@ -38,8 +38,10 @@ export interface CreateRunInput {
  */
 const TRANSITIONS: Record<RunStatus, readonly RunStatus[]> = {
   created: ['running', 'stopped', 'failed'],
-  running: ['completed', 'failed', 'stopped'],
+  running: ['completed', 'failed', 'stopped', 'paused'],
   stopped: ['running'],
+  // Paused between rounds by an admin: resumed (running) or ended (stopped) later.
+  paused: ['running', 'stopped'],
   completed: [],
   failed: [],
 };
@@ -157,7 +159,9 @@ export class RunRepository {
     const data =
       status === 'running'
         ? { status, startedAt: run.startedAt ?? now, finishedAt: null, error: null }
-        : { status, finishedAt: now, error: options.error ?? null };
+        : status === 'paused'
+          ? { status }
+          : { status, finishedAt: now, error: options.error ?? null };
     // Conditional on the status we checked, so two concurrent changes cannot both win.
     const { count } = await this.prisma.run.updateMany({
       where: { id, status: run.status },

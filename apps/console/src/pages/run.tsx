@@ -121,7 +121,7 @@ export function RunPage({ id }: { id: string }) {
               Start
             </button>
           ) : null}
-          {current.status === 'stopped' ? (
+          {current.status === 'stopped' || current.status === 'paused' ? (
             <button
               type="button"
               onClick={() => control('start')}

@@ -1,10 +1,10 @@
 import type { Coordinator } from '../coordinator.js';
 
 /**
- * Pausing a run: it finishes its open round (training, commit and evaluation), then stops
- * between rounds, and Resume (start) continues with the next round. The round engine has no
- * paused state of its own, so this waits for the round's 'round-evaluated' and stops there;
- * the run's status is then `stopped`, which start resumes from its last committed round.
+ * Pausing a run: it finishes its open round (training, commit and evaluation), then ends
+ * between rounds with status `paused`, and Resume (start) continues with the next round. This
+ * waits for the round's 'round-evaluated' and pauses the engine there. A paused run is not
+ * resumed when the coordinator restarts (only `running` ones are).
  */
 export class PauseRequests {
   private readonly pending = new Set<string>();
@@ -12,13 +12,15 @@ export class PauseRequests {
   constructor(coordinator: Coordinator) {
     coordinator.on('round-evaluated', ({ runId }) => {
       if (!this.pending.delete(runId)) return;
-      // Synchronously, before the engine samples the next round: it stops between rounds.
-      coordinator.stopRun(runId).catch((error: unknown) => {
-        coordinator.logger.warn('pause: the run could not be stopped', {
+      // Synchronously, before the engine samples the next round: it ends between rounds.
+      try {
+        coordinator.pauseRun(runId);
+      } catch (error) {
+        coordinator.logger.warn('pause: the run could not be paused', {
           runId,
           message: (error as Error).message,
         });
-      });
+      }
     });
     coordinator.on('run-finished', ({ runId }) => this.pending.delete(runId));
   }
