@@ -9,20 +9,32 @@ export interface RunExport {
   updates: Table;
 }
 
+/** A run's rounds table: the rounds and their checkpoints' sha256 (NOT_FOUND for an unknown run). */
+export async function readRoundsTable(db: Database, runId: string): Promise<Table> {
+  const [rounds, hashes] = await Promise.all([
+    db.rounds.list(runId),
+    db.rounds.checkpointHashes(runId),
+  ]);
+  const checkpointSha = new Map(hashes.map((hash) => [hash.round, hash.sha256]));
+  return roundsTable(runId, rounds, checkpointSha);
+}
+
+/** A run's updates table, with each client's organisation. */
+export async function readUpdatesTable(db: Database, run: RunRecord): Promise<Table> {
+  const [updates, clients] = await Promise.all([
+    db.rounds.allUpdates(run.id),
+    db.clients.list(run.federationId),
+  ]);
+  const organisations = new Map(clients.map((client) => [client.id, client.organisation]));
+  return updatesTable(run.id, updates, organisations);
+}
+
 /** Reads everything an export writes about a run: its record, its rounds and its updates. */
 export async function readRunExport(db: Database, runId: string): Promise<RunExport> {
   const run = await db.runs.get(runId);
-  const [rounds, updates, hashes, clients] = await Promise.all([
-    db.rounds.list(runId),
-    db.rounds.allUpdates(runId),
-    db.rounds.checkpointHashes(runId),
-    db.clients.list(run.federationId),
+  const [rounds, updates] = await Promise.all([
+    readRoundsTable(db, runId),
+    readUpdatesTable(db, run),
   ]);
-  const checkpointSha = new Map(hashes.map((hash) => [hash.round, hash.sha256]));
-  const organisations = new Map(clients.map((client) => [client.id, client.organisation]));
-  return {
-    run,
-    rounds: roundsTable(runId, rounds, checkpointSha),
-    updates: updatesTable(runId, updates, organisations),
-  };
+  return { run, rounds, updates };
 }

@@ -5,7 +5,12 @@
  */
 export { comparisonChartSvg, niceTicks } from './chart.js';
 export { comparisonTable, type Series, testSeries } from './compare.js';
-export { type RunExport, readRunExport } from './export.js';
+export {
+  type RunExport,
+  readRoundsTable,
+  readRunExport,
+  readUpdatesTable,
+} from './export.js';
 export {
   type CounterfactualOptions,
   counterfactualReplay,

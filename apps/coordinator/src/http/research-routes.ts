@@ -1,5 +1,11 @@
 import type { Database } from '@tessera/db';
-import { readRunExport, toCsv, toJsonLines, verifyRun } from '@tessera/research';
+import {
+  readRoundsTable,
+  readUpdatesTable,
+  toCsv,
+  toJsonLines,
+  verifyRun,
+} from '@tessera/research';
 import { z } from 'zod';
 import type { defineRoutes } from './routes.js';
 
@@ -29,8 +35,12 @@ export function registerResearchRoutes(route: Route, db: Database): void {
       async ({ query }, req, res) => {
         const { format } = query as z.infer<typeof exportQuerySchema>;
         const runId = String(req.params['id']);
-        const exported = await readRunExport(db, runId);
-        const body = format === 'csv' ? toCsv(exported[table]) : toJsonLines(exported[table]);
+        // Only the table asked for: the rounds need no update rows, the updates no rounds.
+        const rows =
+          table === 'rounds'
+            ? await readRoundsTable(db, runId)
+            : await readUpdatesTable(db, await db.runs.get(runId));
+        const body = format === 'csv' ? toCsv(rows) : toJsonLines(rows);
         res.setHeader(
           'content-type',
           format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
