@@ -10,5 +10,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Test files run side by side and spawn client processes: OpenBLAS (the 'openblas'
+    // backend) in each of them using every core would oversubscribe the machine. Tests
+    // that need more threads ask for them (initBackend's threads option).
+    env: { OPENBLAS_NUM_THREADS: '1' },
   },
 });

@@ -3,6 +3,8 @@
  * and CNN at batch 10 and 50, one epoch of plain SGD over the first 3,000 MNIST training
  * examples, samples/s of every tfjs backend that starts here and of PyTorch
  * (/usr/bin/python3, python3-torch) at 1 and 2 threads, with the ratio to PyTorch's best.
+ * 'tfjs openblas' needs @tessera/ml-native built (OpenBLAS installed); it is skipped,
+ * with the reason, where it is not.
  * Prints a table and writes bench/results/train-speed.json.
  *
  *   npm run bench:train-speed [-- --count 3000 --models fedavg-2nn,fedavg-cnn --batches 10,50
@@ -110,8 +112,9 @@ async function tfjsEpoch(
   batchSize: number,
   workers: number,
   samples: number,
+  threads?: number,
 ): Promise<number> {
-  await initBackend(backend);
+  await initBackend(backend, threads === undefined ? {} : { threads });
   const model = createModel(modelName, { seed: 1 });
   try {
     const options = { epochs: 1, batchSize, learningRate: LEARNING_RATE, seed: 1, workers };
@@ -136,6 +139,15 @@ const runtimes: Runtime[] = [
     samples: count,
     models,
     epoch: async (model: string, batchSize: number) => torchEpoch(model, batchSize, threads),
+  })),
+  // WebAssembly with the convolutions and matrix products on OpenBLAS (@tessera/ml-native),
+  // at 1 thread and at every core, like PyTorch above.
+  ...[...new Set([1, cores])].map((threads) => ({
+    label: `tfjs openblas, ${threads} thread${threads === 1 ? '' : 's'}`,
+    samples: count,
+    models,
+    epoch: (model: string, batchSize: number) =>
+      tfjsEpoch('openblas', model, batchSize, 1, count, threads),
   })),
   {
     label: 'tfjs wasm',

@@ -23,6 +23,8 @@ export interface SimHostSpec {
   partition: string;
   partitionSeed: number;
   holdoutFraction: number;
+  /** Threads for the 'openblas' backend's products in this process. */
+  threads: number;
   /** This process's virtual clients: their token and their partition index. */
   clients: Array<{ token: string; index: number }>;
 }
@@ -35,7 +37,7 @@ async function readStdin(): Promise<string> {
 
 async function main(): Promise<void> {
   const spec = JSON.parse(await readStdin()) as SimHostSpec;
-  const backend = await initBackend();
+  const backend = await initBackend('auto', { threads: spec.threads });
   const mnist = loadMnist('train');
   const shares = partition(
     mnist.labels,

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, type Logger } from '@tessera/coordinator';
 import type { Database, RoundRecord, RunConfigInput, RunRecord } from '@tessera/db';
@@ -118,12 +119,16 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     });
 
     const processes = Math.min(options.processes, options.clients);
+    // The cores shared out between the hosts, so that OpenBLAS in one host does not wait
+    // on threads the others have descheduled.
+    const threads = Math.max(1, Math.floor(os.availableParallelism() / processes));
     const specs: SimHostSpec[] = Array.from({ length: processes }, () => ({
       coordinatorUrl: coordinator.url,
       numClients: options.clients,
       partition: options.partition,
       partitionSeed: options.partitionSeed,
       holdoutFraction: options.holdoutFraction,
+      threads,
       clients: [],
     }));
     tokens.forEach((token, index) => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -143,6 +143,10 @@ async function main(): Promise<void> {
         '42',
         '--progress',
         'lines',
+        // The clients train at the same time: share the cores out instead of every
+        // process's OpenBLAS using them all.
+        '--threads',
+        String(Math.max(1, Math.floor(availableParallelism() / numClients))),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

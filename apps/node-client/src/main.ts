@@ -16,7 +16,9 @@ const usage = `tessera-client --coordinator URL --token TOKEN (--mnist K/N | --c
   --csv FILE            your own data: label,feature1,...,feature784 per line (see README)
   --holdout F           fraction kept for federated evaluation (default 0.1)
   --max-examples N      use at most N local examples (quick trials)
-  --backend NAME        auto | tensorflow-gpu | tensorflow | wasm | cpu (default auto)
+  --backend NAME        auto | tensorflow-gpu | tensorflow | openblas | wasm | cpu (default auto)
+  --threads N           threads for the openblas backend's products (default: every core, or
+                        OPENBLAS_NUM_THREADS); 1 where several clients share a machine
   --workers N|auto      data-parallel training threads (default 1; auto: the idle cores, for
                         batches of 32 or more)
   --progress MODE       bars | lines | none (default: bars on a terminal, else lines)
@@ -25,6 +27,15 @@ const usage = `tessera-client --coordinator URL --token TOKEN (--mnist K/N | --c
 function fail(message: string): never {
   process.stderr.write(`tessera-client: ${message}\n`);
   process.exit(2);
+}
+
+function parseThreads(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const threads = Number(text);
+  if (!Number.isInteger(threads) || threads < 1) {
+    fail(`--threads must be a positive integer, got "${text}"`);
+  }
+  return threads;
 }
 
 function parseWorkers(text: string): number | 'auto' {
@@ -49,6 +60,7 @@ async function main(): Promise<void> {
       'max-examples': { type: 'string' },
       backend: { type: 'string', default: 'auto' },
       workers: { type: 'string', default: '1' },
+      threads: { type: 'string' },
       progress: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -71,7 +83,11 @@ async function main(): Promise<void> {
       ? { maxExamples: Number(values['max-examples']) }
       : {}),
   });
-  const backend = await initBackend(values.backend as BackendPreference);
+  const threads = parseThreads(values.threads);
+  const backend = await initBackend(
+    values.backend as BackendPreference,
+    threads === undefined ? {} : { threads },
+  );
   const progressMode = values.progress ?? (process.stdout.isTTY ? 'bars' : 'lines');
   const say = (line: string) => process.stdout.write(`${line}\n`);
   say(

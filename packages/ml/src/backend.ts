@@ -2,18 +2,24 @@ import { ErrorCode, TesseraError } from '@tessera/protocol';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { registerCpuTrainingKernels } from './cpu-kernels.js';
+import {
+  installOpenblasKernels,
+  type OpenblasAddon,
+  uninstallOpenblasKernels,
+} from './openblas-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
 
 // The cpu backend is registered by the import above and used before any initBackend too.
 registerCpuTrainingKernels();
 
-export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'openblas' | 'wasm' | 'cpu';
 export type BackendPreference = 'auto' | BackendName;
 
 export const BACKEND_PREFERENCES: readonly BackendPreference[] = [
   'auto',
   'tensorflow-gpu',
   'tensorflow',
+  'openblas',
   'wasm',
   'cpu',
 ];
@@ -34,6 +40,12 @@ export interface InitBackendOptions {
    * '/'). Default in Node: the installed package's dist/; in a browser, tfjs's default.
    */
   wasmPath?: string;
+  /**
+   * Threads OpenBLAS may use for one product on the 'openblas' backend (process-wide).
+   * Default: OpenBLAS's own (OPENBLAS_NUM_THREADS, else every core). Give 1 where several
+   * training processes share the cores.
+   */
+  threads?: number;
 }
 
 /**
@@ -45,6 +57,18 @@ const NATIVE_PACKAGES = {
   'tensorflow-gpu': '@tensorflow/tfjs-node-gpu',
   tensorflow: '@tensorflow/tfjs-node',
 } as const;
+
+/**
+ * The Node-only addon behind 'openblas' (a workspace package built where OpenBLAS and a
+ * C++ compiler are present). In a variable, like the packages above, so that bundlers
+ * leave it alone.
+ */
+const OPENBLAS_PACKAGE = '@tessera/ml-native';
+
+interface OpenblasAddonWithThreads extends OpenblasAddon {
+  setThreads(threads: number): void;
+  getThreads(): number;
+}
 
 type Attempt = { ok: true; info: Omit<BackendInfo, 'fallbacks'> } | { ok: false; reason: string };
 
@@ -126,6 +150,8 @@ async function tryWasm(options: InitBackendOptions): Promise<Attempt> {
       reason: `@tensorflow/tfjs-backend-wasm failed to load: ${describeError(error)}`,
     };
   }
+  // In this order: the wasm replacements must wrap the packaged kernels, never ours.
+  uninstallOpenblasKernels();
   registerWasmTrainingKernels();
   try {
     const wasmPath = options.wasmPath ?? (await defaultWasmPath());
@@ -156,6 +182,49 @@ async function tryWasm(options: InitBackendOptions): Promise<Attempt> {
   };
 }
 
+/** [[1, 2]] x [[3], [4]] = [[11]] through the installed BatchMatMul. */
+function matMulComputesCorrectly(): boolean {
+  const product = tf.tidy(() =>
+    tf.matMul(tf.tensor2d([1, 2], [1, 2]), tf.tensor2d([3, 4], [2, 1])).dataSync(),
+  );
+  return product[0] === 11;
+}
+
+async function tryOpenblas(options: InitBackendOptions): Promise<Attempt> {
+  if (!isNode) return { ok: false, reason: 'OpenBLAS kernels exist only in Node' };
+  let addon: OpenblasAddonWithThreads;
+  try {
+    const specifier: string = OPENBLAS_PACKAGE;
+    const native = (await import(specifier)) as {
+      loadNativeKernels():
+        | { ok: true; kernels: OpenblasAddonWithThreads }
+        | { ok: false; reason: string };
+    };
+    const loaded = native.loadNativeKernels();
+    if (!loaded.ok) return { ok: false, reason: loaded.reason };
+    addon = loaded.kernels;
+  } catch (error) {
+    return { ok: false, reason: `${OPENBLAS_PACKAGE} failed to load: ${describeError(error)}` };
+  }
+  const wasm = await tryWasm(options);
+  if (!wasm.ok) return wasm;
+  if (options.threads !== undefined) addon.setThreads(options.threads);
+  installOpenblasKernels(addon);
+  if (!matMulComputesCorrectly()) {
+    uninstallOpenblasKernels();
+    return { ok: false, reason: 'the OpenBLAS kernels computed [1, 2] x [3, 4] wrong' };
+  }
+  const threads = addon.getThreads();
+  return {
+    ok: true,
+    info: {
+      name: 'openblas',
+      tfBackend: 'wasm',
+      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS, ${threads} thread${threads === 1 ? '' : 's'}`,
+    },
+  };
+}
+
 async function tryCpu(): Promise<Attempt> {
   if (!(await setBackendSafely('cpu'))) {
     return { ok: false, reason: 'the plain JavaScript backend failed to initialise' };
@@ -168,6 +237,8 @@ function attempt(name: BackendName, options: InitBackendOptions): Promise<Attemp
     case 'tensorflow-gpu':
     case 'tensorflow':
       return tryNative(name);
+    case 'openblas':
+      return tryOpenblas(options);
     case 'wasm':
       return tryWasm(options);
     case 'cpu':
@@ -175,9 +246,17 @@ function attempt(name: BackendName, options: InitBackendOptions): Promise<Attemp
   }
 }
 
-const AUTO_ORDER: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+const AUTO_ORDER: readonly BackendName[] = [
+  'tensorflow-gpu',
+  'tensorflow',
+  'openblas',
+  'wasm',
+  'cpu',
+];
 
-let current: { preference: BackendPreference; info: BackendInfo } | undefined;
+let current:
+  | { preference: BackendPreference; threads: number | undefined; info: BackendInfo }
+  | undefined;
 let inFlight: Promise<unknown> = Promise.resolve();
 
 async function select(
@@ -187,6 +266,7 @@ async function select(
   if (
     current !== undefined &&
     (current.preference === preference || current.info.name === preference) &&
+    (options.threads === undefined || options.threads === current.threads) &&
     tf.getBackend() === current.info.tfBackend
   ) {
     return current.info;
@@ -197,7 +277,7 @@ async function select(
     const result = await attempt(name, options);
     if (result.ok) {
       const info: BackendInfo = { ...result.info, fallbacks };
-      current = { preference, info };
+      current = { preference, threads: options.threads, info };
       return info;
     }
     fallbacks.push(`${name}: ${result.reason}`);
@@ -219,7 +299,8 @@ async function select(
 
 /**
  * Selects the tfjs backend for training. 'auto' tries, in order, tfjs-node-gpu,
- * tfjs-node (both optional, loaded lazily), WebAssembly and plain JavaScript, and
+ * tfjs-node (both optional, loaded lazily), WebAssembly with the OpenBLAS kernels of
+ * @tessera/ml-native (Node, where built), WebAssembly and plain JavaScript, and
  * reports what it skipped and why in `fallbacks`. An explicit preference that cannot
  * start throws UNAVAILABLE with the reason. Calling it again with the same preference
  * returns the same answer without retrying; calls are serialised.
@@ -233,6 +314,15 @@ export function initBackend(
       new TesseraError(
         ErrorCode.INVALID_ARGUMENT,
         `initBackend: unknown backend '${String(preference)}'; valid: ${BACKEND_PREFERENCES.join(', ')}`,
+      ),
+    );
+  }
+  const { threads } = options;
+  if (threads !== undefined && !(Number.isSafeInteger(threads) && threads >= 1)) {
+    return Promise.reject(
+      new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `initBackend: threads must be a positive integer, got ${String(threads)}`,
       ),
     );
   }

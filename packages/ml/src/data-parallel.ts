@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { Replica, type ShardResult } from './data-parallel-replica.js';
+import { openblasKernelsInstalled } from './openblas-kernels.js';
 import { getFlatWeights } from './weights.js';
 
 export type ToWorker =
@@ -161,7 +162,8 @@ export class DataParallelTrainer {
     participants: number,
     learningRate: number,
   ): Promise<DataParallelTrainer> {
-    const backend = tf.getBackend();
+    // 'openblas' runs on the wasm backend but already spreads its products over the cores.
+    const backend = openblasKernelsInstalled() ? 'openblas' : tf.getBackend();
     if (!DATA_PARALLEL_BACKENDS.includes(backend)) {
       throw new TesseraError(
         ErrorCode.INVALID_ARGUMENT,

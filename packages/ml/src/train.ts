@@ -3,6 +3,7 @@ import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { createRng } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { countCorrect, crossEntropy } from './losses.js';
+import { openblasKernelsInstalled } from './openblas-kernels.js';
 
 /** Labelled examples, features flat and row-major (count * featureSize). */
 export interface TrainingData {
@@ -219,7 +220,9 @@ async function chooseParticipants(
     }
     return workers;
   }
-  if (!isNode || tf.getBackend() !== 'wasm' || batchSize < AUTO_PARALLEL_MIN_BATCH) return 1;
+  // Not with 'openblas' either: its products use the cores already.
+  if (!isNode || tf.getBackend() !== 'wasm' || openblasKernelsInstalled()) return 1;
+  if (batchSize < AUTO_PARALLEL_MIN_BATCH) return 1;
   if ((await import('./data-parallel.js')).trainingWorkersBusy()) return 1;
   const os = await import('node:os');
   // Only cores that are idle now: a thread without a core of its own slows every step

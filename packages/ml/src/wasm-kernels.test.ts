@@ -3,35 +3,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
 import { createModel } from './models.js';
+import {
+  CONV_CASES,
+  expectRelativelyClose,
+  product,
+  randomDy,
+  values,
+} from './testing/kernel-cases.js';
 import { getFlatWeights, setFlatWeights } from './weights.js';
-
-/** Deterministic pseudo-random values in [-1, 1), so both backends see the same inputs. */
-function values(size: number, salt: number): Float32Array {
-  const out = new Float32Array(size);
-  let state = (salt * 2654435761) >>> 0;
-  for (let i = 0; i < size; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    out[i] = state / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-/** max |actual - expected| <= tolerance * max |expected|: relative to the result's scale. */
-function expectRelativelyClose(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  tolerance = 1e-4,
-): void {
-  expect(actual.length).toBe(expected.length);
-  let scale = 0;
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) {
-    scale = Math.max(scale, Math.abs(expected[i] ?? 0));
-    worst = Math.max(worst, Math.abs((actual[i] ?? 0) - (expected[i] ?? 0)));
-  }
-  expect(scale).toBeGreaterThan(0);
-  expect(worst / scale).toBeLessThanOrEqual(tolerance);
-}
 
 /** Runs `compute` on 'cpu' and on 'wasm' and returns both results as arrays. */
 async function onBothBackends(
@@ -54,93 +33,6 @@ const wasmBackend = (): BackendWasm => tf.backend() as BackendWasm;
 beforeAll(async () => {
   await initBackend('wasm');
 });
-
-interface ConvCase {
-  name: string;
-  input: [number, number, number, number];
-  filter: [number, number, number, number];
-  strides: number | [number, number];
-  pad: 'same' | 'valid' | number;
-}
-
-const CONV_CASES: ConvCase[] = [
-  {
-    name: 'stride 1, same, 5x5 (fedavg-cnn conv2, small)',
-    input: [2, 14, 14, 8],
-    filter: [5, 5, 8, 16],
-    strides: 1,
-    pad: 'same',
-  },
-  {
-    name: 'stride 1, valid, 3x3',
-    input: [3, 12, 12, 4],
-    filter: [3, 3, 4, 8],
-    strides: 1,
-    pad: 'valid',
-  },
-  {
-    name: 'stride 2, same, odd sizes',
-    input: [2, 9, 11, 3],
-    filter: [3, 5, 3, 5],
-    strides: 2,
-    pad: 'same',
-  },
-  {
-    name: 'stride 2, valid, odd sizes',
-    input: [2, 13, 7, 2],
-    filter: [5, 3, 2, 3],
-    strides: 2,
-    pad: 'valid',
-  },
-  {
-    name: 'strides [1, 2], same, batch 1',
-    input: [1, 10, 9, 1],
-    filter: [4, 4, 1, 6],
-    strides: [1, 2],
-    pad: 'same',
-  },
-  {
-    name: 'stride 3, valid, rows no output reads (fallback paths)',
-    input: [2, 10, 11, 3],
-    filter: [2, 2, 3, 4],
-    strides: 3,
-    pad: 'valid',
-  },
-  {
-    name: 'stride 1, explicit pad 3 wider than the 3x3 filter (fallback paths)',
-    input: [1, 5, 6, 2],
-    filter: [3, 3, 2, 3],
-    strides: 1,
-    pad: 3,
-  },
-  {
-    name: 'stride 1, explicit pad 1, batch 1, one channel',
-    input: [1, 6, 6, 1],
-    filter: [3, 3, 1, 1],
-    strides: 1,
-    pad: 1,
-  },
-];
-
-/** dy for a convolution of `input` by `filter`: random values in the forward output's shape. */
-function randomDy(c: ConvCase): { dyValues: Float32Array; outShape: number[] } {
-  const outShape = tf.tidy(
-    () =>
-      tf.conv2d(
-        tf.zeros(c.input) as tf.Tensor4D,
-        tf.zeros(c.filter) as tf.Tensor4D,
-        c.strides,
-        c.pad,
-      ).shape,
-  );
-  const dyValues = values(
-    outShape.reduce((p, d) => p * d, 1),
-    2,
-  );
-  return { dyValues, outShape };
-}
-
-const product = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
 
 describe('Conv2DBackpropFilter on wasm', () => {
   it.each(CONV_CASES)('matches the cpu backend: $name', async (c) => {
