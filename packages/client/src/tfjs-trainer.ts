@@ -2,9 +2,9 @@ import type { Examples } from '@tessera/data';
 import {
   createModel,
   evaluateModel,
-  getFlatWeights,
   type ModelName,
   modelSpec,
+  readFlatWeights,
   setFlatWeights,
   trainLocal,
 } from '@tessera/ml';
@@ -56,7 +56,8 @@ export class TfjsTrainer implements LocalTrainer {
       onProgress,
       ...(this.options.workers !== undefined ? { workers: this.options.workers } : {}),
     });
-    return { ...result, weights: getFlatWeights(model) };
+    // Read asynchronously: on WebGL/WebGPU a synchronous read blocks until the GPU is done.
+    return { ...result, weights: await readFlatWeights(model) };
   }
 
   async evaluate(request: EvaluateRequest): Promise<EvaluateOutcome> {

@@ -40,4 +40,4 @@ export {
   WASM_EXTRA_KERNEL_NAMES,
   WASM_WRAPPED_KERNEL_NAMES,
 } from './wasm-kernels.js';
-export { getFlatWeights, initialWeights, setFlatWeights } from './weights.js';
+export { getFlatWeights, initialWeights, readFlatWeights, setFlatWeights } from './weights.js';

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ErrorCode } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import { createModel, MODEL_NAMES, modelSpec } from './models.js';
-import { getFlatWeights, initialWeights, setFlatWeights } from './weights.js';
+import { getFlatWeights, initialWeights, readFlatWeights, setFlatWeights } from './weights.js';
 
 // No initBackend here: the zoo and the flat weights must work on the default 'cpu'
 // backend, as the coordinator uses them.
@@ -85,6 +85,14 @@ describe('flat weights', () => {
     // The model holds its own copy: changing the vector afterwards changes nothing.
     other[0] = 123;
     expect(getFlatWeights(model)[0]).not.toBe(123);
+    model.dispose();
+  });
+
+  it('reads the same weights asynchronously (readFlatWeights)', async () => {
+    const model = createModel('cnn', { seed: 1 });
+    const weights = initialWeights('cnn', 3);
+    setFlatWeights(model, weights);
+    expect(await readFlatWeights(model)).toEqual(weights);
     model.dispose();
   });
 

@@ -22,6 +22,26 @@ export function getFlatWeights(model: LayersModel): Float32Array {
   return flat;
 }
 
+/**
+ * getFlatWeights without blocking: reads every weight asynchronously. On the GPU
+ * backends of browsers (WebGL, WebGPU) a synchronous read stalls the thread until the
+ * GPU finishes and, on WebGPU, is not available at all in some contexts; this is the
+ * read to use after training.
+ */
+export async function readFlatWeights(model: LayersModel): Promise<Float32Array> {
+  const tensors = model.weights.map((variable) => variable.read());
+  const arrays = await Promise.all(tensors.map((tensor) => tensor.data() as Promise<Float32Array>));
+  let total = 0;
+  for (const values of arrays) total += values.length;
+  const flat = new Float32Array(total);
+  let offset = 0;
+  for (const values of arrays) {
+    flat.set(values, offset);
+    offset += values.length;
+  }
+  return flat;
+}
+
 /** Loads a flat vector made by `getFlatWeights` (for a model of the same architecture). */
 export function setFlatWeights(model: LayersModel, flat: Float32Array): void {
   const variables = model.weights;
