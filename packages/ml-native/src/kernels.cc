@@ -65,6 +65,14 @@ void im2col(const float* x, const ConvGeometry& g, int64_t first, int64_t count,
         continue;
       }
       const float* row = x + ((n * g.inHeight + ih) * g.inWidth) * ci;
+      if (ci == 1) {
+        // One channel (a first layer on images): single floats, not memcpy calls.
+        for (int kw = 0; kw < g.filterWidth; kw++) {
+          const int iw = ow * g.strideWidth - g.padLeft + kw * g.dilationWidth;
+          *out++ = (iw < 0 || iw >= g.inWidth) ? 0.0f : row[iw];
+        }
+        continue;
+      }
       for (int kw = 0; kw < g.filterWidth; kw++, out += ci) {
         const int iw = ow * g.strideWidth - g.padLeft + kw * g.dilationWidth;
         if (iw < 0 || iw >= g.inWidth) {
