@@ -33,11 +33,19 @@ export interface NativeKernels {
    * transposeB] (a batch of 1 is broadcast).
    */
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, sizes: Int32Array): void;
+  /**
+   * dx of a max pool (gradient to the first maximum of each window); sizes = [batch,
+   * inHeight, inWidth, channels, filterHeight, filterWidth, outHeight, outWidth,
+   * strideHeight, strideWidth, padTop, padLeft].
+   */
+  maxPoolGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, sizes: Int32Array): void;
   /** Threads OpenBLAS may use for one product (process-wide). */
   setThreads(threads: number): void;
   getThreads(): number;
   /** OpenBLAS's description of its build (version, kernel, threading). */
   blasConfig(): string;
+  /** The CPU kernels OpenBLAS chose, e.g. 'Haswell' or 'SkylakeX'. */
+  blasCore(): string;
 }
 
 export type NativeKernelsResult =

@@ -68,6 +68,7 @@ const OPENBLAS_PACKAGE = '@tessera/ml-native';
 interface OpenblasAddonWithThreads extends OpenblasAddon {
   setThreads(threads: number): void;
   getThreads(): number;
+  blasCore(): string;
 }
 
 type Attempt = { ok: true; info: Omit<BackendInfo, 'fallbacks'> } | { ok: false; reason: string };
@@ -220,7 +221,7 @@ async function tryOpenblas(options: InitBackendOptions): Promise<Attempt> {
     info: {
       name: 'openblas',
       tfBackend: 'wasm',
-      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS, ${threads} thread${threads === 1 ? '' : 's'}`,
+      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS (${addon.blasCore()} kernels), ${threads} thread${threads === 1 ? '' : 's'}`,
     },
   };
 }

@@ -9,6 +9,8 @@ import {
   CONV_CASES,
   type ConvCase,
   expectRelativelyClose,
+  MAX_POOL_CASES,
+  maxPoolGradient,
   product,
   randomDy,
   values,
@@ -126,6 +128,14 @@ describe.skipIf(!native.ok)('OpenBLAS kernels match the cpu backend', () => {
     expectRelativelyClose(openblas[0] ?? [], cpu[0] ?? []);
   });
 
+  it.each(MAX_POOL_CASES)('MaxPoolGrad: $name', async ({ input, size, strides, pad }) => {
+    const xValues = values(product(input), 21);
+    const { cpu, openblas } = await onCpuAndOpenblas(() =>
+      maxPoolGradient(input, size, strides, pad, xValues),
+    );
+    expectRelativelyClose(openblas[0] ?? [], cpu[0] ?? []);
+  });
+
   it.each([
     [false, false],
     [true, false],
@@ -213,7 +223,7 @@ describe.skipIf(!native.ok)('the openblas backend', () => {
   it('is the wasm backend with these kernels replaced, and wasm puts them back', async () => {
     const info = await initBackend('openblas');
     expect(info).toMatchObject({ name: 'openblas', tfBackend: 'wasm' });
-    expect(info.detail).toMatch(/OpenBLAS, \d+ threads?/);
+    expect(info.detail).toMatch(/OpenBLAS \(\w+ kernels\), \d+ threads?/);
     expect(openblasKernelsInstalled()).toBe(true);
     const replaced = OPENBLAS_KERNEL_NAMES.map((name) => tf.getKernel(name, 'wasm')?.kernelFunc);
     await initBackend('wasm');

@@ -19,6 +19,9 @@ import {
   getKernel,
   type KernelConfig,
   type KernelFunc,
+  MaxPoolGrad,
+  type MaxPoolGradAttrs,
+  type MaxPoolGradInputs,
   registerKernel,
   type TensorInfo,
   unregisterKernel,
@@ -44,6 +47,7 @@ export interface OpenblasAddon {
     sizes: Int32Array,
   ): void;
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, sizes: Int32Array): void;
+  maxPoolGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, sizes: Int32Array): void;
 }
 
 /** The wasm kernels that run on OpenBLAS while the 'openblas' backend is selected. */
@@ -53,6 +57,7 @@ export const OPENBLAS_KERNEL_NAMES: readonly string[] = [
   Conv2DBackpropFilter,
   BatchMatMul,
   _FusedMatMul,
+  MaxPoolGrad,
 ];
 
 type Conv2DShape = [number, number, number, number];
@@ -258,7 +263,47 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
     return c;
   };
 
+  /** Not a product, but native too: the JavaScript loop it replaces took 2.3 ms a step. */
+  const maxPoolGrad: KernelFunc = (args) => {
+    const backend = args.backend as BackendWasm;
+    const { dy, input: x } = args.inputs as MaxPoolGradInputs;
+    const { filterSize, strides, pad, dimRoundingMode } = args.attrs as unknown as MaxPoolGradAttrs;
+    if (x === undefined || dy === undefined || x.dtype !== 'float32' || dy.dtype !== 'float32') {
+      return fallback(MaxPoolGrad)(args);
+    }
+    const info = backend_util.computePool2DInfo(
+      x.shape as Conv2DShape,
+      filterSize,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    const dx = backend.makeOutput([...x.shape], 'float32');
+    addon.maxPoolGrad(
+      heap(backend, x),
+      heap(backend, dy),
+      heap(backend, dx),
+      Int32Array.of(
+        info.batchSize,
+        info.inHeight,
+        info.inWidth,
+        info.inChannels,
+        info.filterHeight,
+        info.filterWidth,
+        info.outHeight,
+        info.outWidth,
+        info.strideHeight,
+        info.strideWidth,
+        info.padInfo.top,
+        info.padInfo.left,
+      ),
+    );
+    return dx;
+  };
+
   return new Map([
+    [MaxPoolGrad, maxPoolGrad],
     [Conv2D, conv2D],
     [Conv2DBackpropInput, conv2DBackpropInput],
     [Conv2DBackpropFilter, conv2DBackpropFilter],

@@ -6,6 +6,8 @@ import { createModel } from './models.js';
 import {
   CONV_CASES,
   expectRelativelyClose,
+  MAX_POOL_CASES,
+  maxPoolGradient,
   product,
   randomDy,
   values,
@@ -114,42 +116,16 @@ describe('Conv2DBackpropInput on wasm (as a forward convolution)', () => {
 });
 
 describe('MaxPoolGrad on wasm', () => {
-  it.each([
-    {
-      name: '2x2 stride 2 valid (fedavg-cnn)',
-      input: [2, 8, 8, 5],
-      size: 2,
-      strides: 2,
-      pad: 'valid',
+  it.each(MAX_POOL_CASES)(
+    'matches the cpu backend: $name',
+    async ({ input, size, strides, pad }) => {
+      const xValues = values(product(input), 21);
+      const { cpu, wasm } = await onBothBackends(() =>
+        maxPoolGradient(input, size, strides, pad, xValues),
+      );
+      expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
     },
-    { name: '3x3 stride 2 same, odd sizes', input: [2, 9, 7, 3], size: 3, strides: 2, pad: 'same' },
-    {
-      name: '3x3 stride 1 same, overlapping windows, batch 1',
-      input: [1, 6, 5, 4],
-      size: 3,
-      strides: 1,
-      pad: 'same',
-    },
-    {
-      name: '2x3 strides [1, 2] valid, batch 1',
-      input: [1, 7, 9, 2],
-      size: [2, 3],
-      strides: [1, 2],
-      pad: 'valid',
-    },
-  ] as const)('matches the cpu backend: $name', async ({ input, size, strides, pad }) => {
-    const xValues = values(product(input), 21);
-    const sizes = size as number | [number, number];
-    const strideValues = strides as number | [number, number];
-    const { cpu, wasm } = await onBothBackends(() =>
-      tf.grad((x: tf.Tensor) => {
-        const pooled = tf.maxPool(x as tf.Tensor4D, sizes, strideValues, pad);
-        // Weight each output differently so that misrouted gradients show.
-        return tf.sum(tf.mul(pooled, tf.tensor(values(pooled.size, 22), pooled.shape)));
-      })(tf.tensor4d(xValues, [...input] as [number, number, number, number])),
-    );
-    expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
-  });
+  );
 });
 
 interface DepthwiseCase {

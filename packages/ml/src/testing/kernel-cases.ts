@@ -123,3 +123,51 @@ export function randomDy(c: ConvCase, salt = 2): { dyValues: Float32Array; outSh
   );
   return { dyValues: values(product(outShape), salt), outShape };
 }
+
+export interface MaxPoolCase {
+  name: string;
+  input: [number, number, number, number];
+  size: number | [number, number];
+  strides: number | [number, number];
+  pad: 'same' | 'valid';
+}
+
+/** Max-pool geometries for MaxPoolGrad: fedavg-cnn's, odd sizes, overlapping windows. */
+export const MAX_POOL_CASES: readonly MaxPoolCase[] = [
+  {
+    name: '2x2 stride 2 valid (fedavg-cnn)',
+    input: [2, 8, 8, 5],
+    size: 2,
+    strides: 2,
+    pad: 'valid',
+  },
+  { name: '3x3 stride 2 same, odd sizes', input: [2, 9, 7, 3], size: 3, strides: 2, pad: 'same' },
+  {
+    name: '3x3 stride 1 same, overlapping windows, batch 1',
+    input: [1, 6, 5, 4],
+    size: 3,
+    strides: 1,
+    pad: 'same',
+  },
+  {
+    name: '2x3 strides [1, 2] valid, batch 1',
+    input: [1, 7, 9, 2],
+    size: [2, 3],
+    strides: [1, 2],
+    pad: 'valid',
+  },
+];
+
+/** The gradient of a weighted sum of maxPool(x): weights differ so misrouted gradients show. */
+export function maxPoolGradient(
+  input: MaxPoolCase['input'],
+  size: MaxPoolCase['size'],
+  strides: MaxPoolCase['strides'],
+  pad: MaxPoolCase['pad'],
+  xValues: Float32Array,
+): tf.Tensor {
+  return tf.grad((x: tf.Tensor) => {
+    const pooled = tf.maxPool(x as tf.Tensor4D, size, strides, pad);
+    return tf.sum(tf.mul(pooled, tf.tensor(values(pooled.size, 22), pooled.shape)));
+  })(tf.tensor4d(xValues, input));
+}
