@@ -1,6 +1,13 @@
 import type { RoundRecord } from '@tessera/db';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
+import {
+  createFederation,
+  type Harness,
+  NODE_AUTO_BACKEND,
+  quickRun,
+  startHarness,
+  waitFor,
+} from './harness.js';
 
 let harness: Harness | undefined;
 afterEach(async () => {
@@ -25,7 +32,7 @@ describe('a federation of real client processes', () => {
     });
     expect(run.status).toBe(201);
     const victim = tokens[2]?.client.id as string;
-    expect(h.coordinator.registry.get(victim)?.info.backend).toBe('wasm');
+    expect(h.coordinator.registry.get(victim)?.info.backend).toBe(NODE_AUTO_BACKEND);
 
     // Kill one client the moment round 2 is sent out: it is selected (all three are) and never answers.
     h.coordinator.on('round-started', ({ round }) => {

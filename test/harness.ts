@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions, createLogger } from '@tessera/coordinator';
 import { type Database, openDatabase } from '@tessera/db';
+import { loadNativeKernels } from '@tessera/ml-native';
 
 /**
  * Fixtures for whole-federation tests: a real coordinator on port 0 over PGlite on disk, real
@@ -146,3 +147,9 @@ export const quickRun = {
   learningRate: 0.05,
   seed: 7,
 };
+
+/**
+ * The backend a Node client picks with --backend auto on this machine: 'openblas' where
+ * @tessera/ml-native is built (always in CI), else 'wasm'.
+ */
+export const NODE_AUTO_BACKEND = loadNativeKernels().ok ? 'openblas' : 'wasm';

@@ -18,7 +18,13 @@ import {
   verifyRun,
 } from '@tessera/research';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createFederation, type Harness, quickRun, startHarness } from './harness.js';
+import {
+  createFederation,
+  type Harness,
+  NODE_AUTO_BACKEND,
+  quickRun,
+  startHarness,
+} from './harness.js';
 
 /**
  * One real federation (coordinator, three client processes, PGlite) runs three rounds with
@@ -71,9 +77,9 @@ describe('a run recorded with keepUpdates', () => {
         expect(createHash('sha256').update(update.weights).digest('hex')).toBe(update.sha256);
       }
       const listed = await harness.db.rounds.updates(runId, round);
-      expect(listed.every((u) => u.runtime === 'node' && u.backend === 'wasm' && u.kept)).toBe(
-        true,
-      );
+      expect(
+        listed.every((u) => u.runtime === 'node' && u.backend === NODE_AUTO_BACKEND && u.kept),
+      ).toBe(true);
     }
   });
 

@@ -3,6 +3,7 @@ import { createLogger } from '@tessera/coordinator';
 import { type Database, openDatabase } from '@tessera/db';
 import { verifyRun } from '@tessera/research';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { NODE_AUTO_BACKEND } from './harness.js';
 
 let db: Database;
 const logs: string[] = [];
@@ -63,7 +64,9 @@ describe('simulation mode', () => {
     expect(everyone.size).toBeGreaterThan(5);
     expect((await db.clients.list(result.run.federationId)).length).toBe(20);
     const updates = await db.rounds.allUpdates(result.run.id);
-    expect(updates.every((u) => u.kept && u.runtime === 'node' && u.backend === 'wasm')).toBe(true);
+    expect(
+      updates.every((u) => u.kept && u.runtime === 'node' && u.backend === NODE_AUTO_BACKEND),
+    ).toBe(true);
     expect((await verifyRun(db, result.run.id)).identical).toBe(true);
   });
 
