@@ -39,6 +39,8 @@ export interface NativeKernels {
    * strideHeight, strideWidth, padTop, padLeft].
    */
   maxPoolGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, sizes: Int32Array): void;
+  /** out[c] = sum over r of x[r, c]; sizes = [rows, cols]. */
+  columnSum(x: Float32Array, out: Float32Array, sizes: Int32Array): void;
   /** Threads OpenBLAS may use for one product (process-wide). */
   setThreads(threads: number): void;
   getThreads(): number;

@@ -237,6 +237,19 @@ void maxPoolGrad(const float* x, const float* dy, float* dx, const PoolGeometry&
   }
 }
 
+// out[c] = sum over r of x[r, c]: a sum over the leading axes of a row-major tensor (bias
+// gradients: NHWC summed over N, H and W), accumulated in double per column.
+TESSERA_CLONES
+void columnSum(const float* x, float* out, int64_t rows, int64_t cols) {
+  std::vector<double> sums(static_cast<size_t>(cols), 0.0);
+  double* acc = sums.data();
+  for (int64_t r = 0; r < rows; r++) {
+    const float* row = x + r * cols;
+    for (int64_t c = 0; c < cols; c++) acc[c] += row[c];
+  }
+  for (int64_t c = 0; c < cols; c++) out[c] = static_cast<float>(acc[c]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Node-API glue: arguments are Float32Arrays and one Int32Array of sizes, checked here so
 // that a wrong call from JavaScript is an exception, never a write out of bounds.
@@ -425,6 +438,28 @@ napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// columnSum(x, out, sizes = [rows, cols])
+napi_value ColumnSum(napi_env env, napi_callback_info info) {
+  napi_value args[3];
+  if (!getArgs(env, info, 3, args)) return nullptr;
+  std::vector<int> s;
+  FloatView x, out;
+  if (!intList(env, args[2], &s, 2) || !floatView(env, args[0], &x, "x must be a Float32Array") ||
+      !floatView(env, args[1], &out, "out must be a Float32Array")) {
+    return nullptr;
+  }
+  if (s[0] < 0 || s[1] < 0) {
+    throwError(env, "sizes must not be negative");
+    return nullptr;
+  }
+  if (!checkLength(env, x, int64_t{s[0]} * s[1], "x has the wrong size") ||
+      !checkLength(env, out, s[1], "out has the wrong size")) {
+    return nullptr;
+  }
+  columnSum(x.data, out.data, s[0], s[1]);
+  return nullptr;
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   napi_value args[1];
   if (!getArgs(env, info, 1, args)) return nullptr;
@@ -466,6 +501,7 @@ napi_value Init(napi_env env, napi_value exports) {
        nullptr},
       {"matMul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"maxPoolGrad", nullptr, MaxPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"columnSum", nullptr, ColumnSum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"getThreads", nullptr, GetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"blasConfig", nullptr, BlasConfig, nullptr, nullptr, nullptr, napi_default, nullptr},

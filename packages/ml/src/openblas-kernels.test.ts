@@ -136,6 +136,24 @@ describe.skipIf(!native.ok)('OpenBLAS kernels match the cpu backend', () => {
     expectRelativelyClose(openblas[0] ?? [], cpu[0] ?? []);
   });
 
+  it('Sum over the leading axes (keepDims, negative axes) and over others (wasm fallback)', async () => {
+    const xValues = values(3 * 5 * 4 * 6, 24);
+    const { cpu, openblas } = await onCpuAndOpenblas(() => {
+      const x = tf.tensor4d(xValues, [3, 5, 4, 6]);
+      return [
+        tf.sum(x, [0, 1, 2]),
+        tf.sum(x, [1, 0], true),
+        tf.sum(x, [0, -3]),
+        tf.sum(x, 0),
+        tf.sum(x, [1, 2]),
+        tf.sum(x, -1),
+        tf.sum(x),
+      ];
+    });
+    expect(openblas).toHaveLength(cpu.length);
+    for (const [i, expected] of cpu.entries()) expectRelativelyClose(openblas[i] ?? [], expected);
+  });
+
   it.each([
     [false, false],
     [true, false],
@@ -331,6 +349,9 @@ describe.skipIf(!native.ok)('the addon refuses bad calls instead of writing out 
     expect(() =>
       kernels?.conv2d(new Float64Array(16) as unknown as Float32Array, ok[1], ok[2], sizes),
     ).toThrow(/must be a Float32Array/);
+    expect(() =>
+      kernels?.columnSum(new Float32Array(12), new Float32Array(3), Int32Array.of(3, 4)),
+    ).toThrow(/out has the wrong size/);
     expect(() =>
       kernels?.matMul(
         new Float32Array(6),

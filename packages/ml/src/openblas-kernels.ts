@@ -23,6 +23,9 @@ import {
   type MaxPoolGradAttrs,
   type MaxPoolGradInputs,
   registerKernel,
+  Sum,
+  type SumAttrs,
+  type SumInputs,
   type TensorInfo,
   unregisterKernel,
   util,
@@ -48,6 +51,7 @@ export interface OpenblasAddon {
   ): void;
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, sizes: Int32Array): void;
   maxPoolGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, sizes: Int32Array): void;
+  columnSum(x: Float32Array, out: Float32Array, sizes: Int32Array): void;
 }
 
 /** The wasm kernels that run on OpenBLAS while the 'openblas' backend is selected. */
@@ -58,6 +62,7 @@ export const OPENBLAS_KERNEL_NAMES: readonly string[] = [
   BatchMatMul,
   _FusedMatMul,
   MaxPoolGrad,
+  Sum,
 ];
 
 type Conv2DShape = [number, number, number, number];
@@ -302,7 +307,29 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
     return dx;
   };
 
+  /**
+   * A sum over the leading axes (bias gradients: NHWC over N, H, W), which the wasm kernel
+   * computes by transposing the whole tensor first. Other axes go to the wasm kernel.
+   */
+  const sum: KernelFunc = (args) => {
+    const backend = args.backend as BackendWasm;
+    const { x } = args.inputs as SumInputs;
+    const { axis, keepDims } = args.attrs as unknown as SumAttrs;
+    if (x === undefined || x.dtype !== 'float32' || x.shape.length < 2) return fallback(Sum)(args);
+    const axes = util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+    const leading = axes.length < x.shape.length && axes.every((a, i) => a === i);
+    if (!leading) return fallback(Sum)(args);
+    const kept = x.shape.slice(axes.length);
+    const rows = util.sizeFromShape(x.shape.slice(0, axes.length));
+    const cols = util.sizeFromShape(kept);
+    const outShape = keepDims ? [...axes.map(() => 1), ...kept] : kept;
+    const out = backend.makeOutput(outShape, 'float32');
+    addon.columnSum(heap(backend, x), heap(backend, out), Int32Array.of(rows, cols));
+    return out;
+  };
+
   return new Map([
+    [Sum, sum],
     [MaxPoolGrad, maxPoolGrad],
     [Conv2D, conv2D],
     [Conv2DBackpropInput, conv2DBackpropInput],
