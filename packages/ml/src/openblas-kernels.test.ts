@@ -8,11 +8,14 @@ import { OPENBLAS_KERNEL_NAMES, openblasKernelsInstalled } from './openblas-kern
 import {
   CONV_CASES,
   type ConvCase,
+  conv2DBackpropFilterOf,
+  conv2DBackpropInputOf,
   expectRelativelyClose,
   MAX_POOL_CASES,
   maxPoolGradient,
   product,
   randomDy,
+  resultsOn,
   values,
 } from './testing/kernel-cases.js';
 import { trainLocal } from './train.js';
@@ -35,15 +38,7 @@ it('the addon is built where it is required', () => {
 async function onCpuAndOpenblas(
   compute: () => tf.Tensor | tf.Tensor[],
 ): Promise<{ cpu: Float32Array[]; openblas: Float32Array[] }> {
-  const run = async (backend: BackendPreference): Promise<Float32Array[]> => {
-    await initBackend(backend);
-    return tf.tidy(() => {
-      const result = compute();
-      return (Array.isArray(result) ? result : [result]).map((t) => t.dataSync() as Float32Array);
-    });
-  };
-  const cpu = await run('cpu');
-  const openblas = await run('openblas');
+  const [cpu = [], openblas = []] = await resultsOn(['cpu', 'openblas'], compute);
   return { cpu, openblas };
 }
 
@@ -88,43 +83,17 @@ describe.skipIf(!native.ok)('OpenBLAS kernels match the cpu backend', () => {
 
   it.each(BACKPROP_CASES)('Conv2DBackpropInput: $name', async (c) => {
     const filterValues = values(product(c.filter), 3);
-    const { dyValues, outShape } = randomDy(c);
-    const { cpu, openblas } = await onCpuAndOpenblas(
-      () =>
-        tf
-          .engine()
-          .runKernel(
-            'Conv2DBackpropInput',
-            { dy: tf.tensor(dyValues, outShape), filter: tf.tensor4d(filterValues, c.filter) },
-            {
-              strides: c.strides,
-              pad: c.pad,
-              dataFormat: 'NHWC',
-              inputShape: c.input,
-            } as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor,
+    const dy = randomDy(c);
+    const { cpu, openblas } = await onCpuAndOpenblas(() =>
+      conv2DBackpropInputOf(c, dy, filterValues),
     );
     expectRelativelyClose(openblas[0] ?? [], cpu[0] ?? []);
   });
 
   it.each(BACKPROP_CASES)('Conv2DBackpropFilter: $name', async (c) => {
     const xValues = values(product(c.input), 1);
-    const { dyValues, outShape } = randomDy(c);
-    const { cpu, openblas } = await onCpuAndOpenblas(
-      () =>
-        tf
-          .engine()
-          .runKernel(
-            'Conv2DBackpropFilter',
-            { x: tf.tensor4d(xValues, c.input), dy: tf.tensor(dyValues, outShape) },
-            {
-              strides: c.strides,
-              pad: c.pad,
-              dataFormat: 'NHWC',
-              filterShape: c.filter,
-            } as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor,
-    );
+    const dy = randomDy(c);
+    const { cpu, openblas } = await onCpuAndOpenblas(() => conv2DBackpropFilterOf(c, xValues, dy));
     expectRelativelyClose(openblas[0] ?? [], cpu[0] ?? []);
   });
 

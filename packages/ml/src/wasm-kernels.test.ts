@@ -5,11 +5,14 @@ import { initBackend } from './backend.js';
 import { createModel } from './models.js';
 import {
   CONV_CASES,
+  conv2DBackpropFilterOf,
+  conv2DBackpropInputOf,
   expectRelativelyClose,
   MAX_POOL_CASES,
   maxPoolGradient,
   product,
   randomDy,
+  resultsOn,
   values,
 } from './testing/kernel-cases.js';
 import { getFlatWeights, setFlatWeights } from './weights.js';
@@ -18,15 +21,7 @@ import { getFlatWeights, setFlatWeights } from './weights.js';
 async function onBothBackends(
   compute: () => tf.Tensor | tf.Tensor[],
 ): Promise<{ cpu: Float32Array[]; wasm: Float32Array[] }> {
-  const run = async (backend: 'cpu' | 'wasm'): Promise<Float32Array[]> => {
-    await initBackend(backend);
-    return tf.tidy(() => {
-      const result = compute();
-      return (Array.isArray(result) ? result : [result]).map((t) => t.dataSync() as Float32Array);
-    });
-  };
-  const cpu = await run('cpu');
-  const wasm = await run('wasm');
+  const [cpu = [], wasm = []] = await resultsOn(['cpu', 'wasm'], compute);
   return { cpu, wasm };
 }
 
@@ -39,22 +34,8 @@ beforeAll(async () => {
 describe('Conv2DBackpropFilter on wasm', () => {
   it.each(CONV_CASES)('matches the cpu backend: $name', async (c) => {
     const xValues = values(product(c.input), 1);
-    const { dyValues, outShape } = randomDy(c);
-    const { cpu, wasm } = await onBothBackends(
-      () =>
-        tf
-          .engine()
-          .runKernel(
-            'Conv2DBackpropFilter',
-            { x: tf.tensor4d(xValues, c.input), dy: tf.tensor(dyValues, outShape) },
-            {
-              strides: c.strides,
-              pad: c.pad,
-              dataFormat: 'NHWC',
-              filterShape: c.filter,
-            } as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor,
-    );
+    const dy = randomDy(c);
+    const { cpu, wasm } = await onBothBackends(() => conv2DBackpropFilterOf(c, xValues, dy));
     expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
   });
 
@@ -79,22 +60,8 @@ describe('Conv2DBackpropFilter on wasm', () => {
 describe('Conv2DBackpropInput on wasm (as a forward convolution)', () => {
   it.each(CONV_CASES)('matches the cpu backend: $name', async (c) => {
     const filterValues = values(product(c.filter), 3);
-    const { dyValues, outShape } = randomDy(c);
-    const { cpu, wasm } = await onBothBackends(
-      () =>
-        tf
-          .engine()
-          .runKernel(
-            'Conv2DBackpropInput',
-            { dy: tf.tensor(dyValues, outShape), filter: tf.tensor4d(filterValues, c.filter) },
-            {
-              strides: c.strides,
-              pad: c.pad,
-              dataFormat: 'NHWC',
-              inputShape: c.input,
-            } as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor,
-    );
+    const dy = randomDy(c);
+    const { cpu, wasm } = await onBothBackends(() => conv2DBackpropInputOf(c, dy, filterValues));
     expectRelativelyClose(wasm[0] ?? [], cpu[0] ?? []);
   });
 

@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'vitest';
+import { type BackendPreference, initBackend } from '../backend.js';
 
 /** Deterministic pseudo-random values in [-1, 1), so every backend sees the same inputs. */
 export function values(size: number, salt: number): Float32Array {
@@ -170,4 +171,62 @@ export function maxPoolGradient(
     const pooled = tf.maxPool(x as tf.Tensor4D, size, strides, pad);
     return tf.sum(tf.mul(pooled, tf.tensor(values(pooled.size, 22), pooled.shape)));
   })(tf.tensor4d(xValues, input));
+}
+
+/** Runs `compute` on each backend in turn and returns, per backend, each result's values. */
+export async function resultsOn(
+  backends: readonly BackendPreference[],
+  compute: () => tf.Tensor | tf.Tensor[],
+): Promise<Float32Array[][]> {
+  const results: Float32Array[][] = [];
+  for (const backend of backends) {
+    await initBackend(backend);
+    results.push(
+      tf.tidy(() => {
+        const result = compute();
+        return (Array.isArray(result) ? result : [result]).map((t) => t.dataSync() as Float32Array);
+      }),
+    );
+  }
+  return results;
+}
+
+/** Conv2DBackpropInput for a case, run as a kernel (dx given dy and the filter). */
+export function conv2DBackpropInputOf(
+  c: ConvCase,
+  dy: { dyValues: Float32Array; outShape: number[] },
+  filterValues: Float32Array,
+): tf.Tensor {
+  return tf
+    .engine()
+    .runKernel(
+      'Conv2DBackpropInput',
+      { dy: tf.tensor(dy.dyValues, dy.outShape), filter: tf.tensor4d(filterValues, c.filter) },
+      {
+        strides: c.strides,
+        pad: c.pad,
+        dataFormat: 'NHWC',
+        inputShape: c.input,
+      } as unknown as tf.NamedAttrMap,
+    ) as tf.Tensor;
+}
+
+/** Conv2DBackpropFilter for a case, run as a kernel (dW given x and dy). */
+export function conv2DBackpropFilterOf(
+  c: ConvCase,
+  xValues: Float32Array,
+  dy: { dyValues: Float32Array; outShape: number[] },
+): tf.Tensor {
+  return tf
+    .engine()
+    .runKernel(
+      'Conv2DBackpropFilter',
+      { x: tf.tensor4d(xValues, c.input), dy: tf.tensor(dy.dyValues, dy.outShape) },
+      {
+        strides: c.strides,
+        pad: c.pad,
+        dataFormat: 'NHWC',
+        filterShape: c.filter,
+      } as unknown as tf.NamedAttrMap,
+    ) as tf.Tensor;
 }
