@@ -1,7 +1,6 @@
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import {
   BatchMatMul,
-  backend_util,
   Conv2DBackpropFilter,
   type Conv2DBackpropFilterAttrs,
   type Conv2DBackpropFilterInputs,
@@ -12,6 +11,7 @@ import {
   type TensorInfo,
   unregisterKernel,
 } from '@tensorflow/tfjs-core';
+import { type Conv2DShape, conv2DInfo } from './conv-info.js';
 import { fillFilterGradientColumns } from './wasm-kernels.js';
 
 /** Kernels of tfjs-backend-cpu replaced by faster ones (see below). */
@@ -33,16 +33,12 @@ export const conv2DBackpropFilterCpu: KernelFunc = (args) => {
   if (x === undefined || dy === undefined || packaged === undefined) {
     throw new Error('Conv2DBackpropFilter (cpu): missing input or packaged kernel');
   }
-  const info = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    filterShape,
+  const info = conv2DInfo(x.shape as Conv2DShape, filterShape, {
     strides,
-    1,
     pad,
+    dataFormat,
     dimRoundingMode,
-    false,
-    backend_util.convertConv2DDataFormat(dataFormat),
-  );
+  });
   if (info.dataFormat !== 'channelsLast' || x.dtype !== 'float32' || dy.dtype !== 'float32') {
     return packaged.kernelFunc(args);
   }

@@ -30,6 +30,7 @@ import {
   unregisterKernel,
   util,
 } from '@tensorflow/tfjs-core';
+import { type Conv2DShape, conv2DInfo } from './conv-info.js';
 
 /**
  * The part of @tessera/ml-native's addon these kernels call (declared here so that this
@@ -64,8 +65,6 @@ export const OPENBLAS_KERNEL_NAMES: readonly string[] = [
   MaxPoolGrad,
   Sum,
 ];
-
-type Conv2DShape = [number, number, number, number];
 
 function convSizes(info: backend_util.Conv2DInfo): Int32Array {
   return Int32Array.of(
@@ -111,15 +110,11 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
     const { strides, pad, dataFormat, dilations, dimRoundingMode } =
       args.attrs as unknown as Conv2DAttrs;
     if (x === undefined || filter === undefined) return fallback(Conv2D)(args);
-    const info = backend_util.computeConv2DInfo(
+    const info = conv2DInfo(
       x.shape as Conv2DShape,
       filter.shape as Conv2DShape,
-      strides,
+      { strides, pad, dataFormat, dimRoundingMode },
       dilations,
-      pad,
-      dimRoundingMode,
-      false,
-      backend_util.convertConv2DDataFormat(dataFormat),
     );
     if (!supported(info, x, filter)) return fallback(Conv2D)(args);
     const y = backend.makeOutput(info.outShape, 'float32');
@@ -134,16 +129,12 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } =
       args.attrs as unknown as Conv2DBackpropInputAttrs;
     if (dy === undefined || filter === undefined) return fallback(Conv2DBackpropInput)(args);
-    const info = backend_util.computeConv2DInfo(
-      inputShape,
-      filter.shape as Conv2DShape,
+    const info = conv2DInfo(inputShape, filter.shape as Conv2DShape, {
       strides,
-      1,
       pad,
+      dataFormat,
       dimRoundingMode,
-      false,
-      backend_util.convertConv2DDataFormat(dataFormat),
-    );
+    });
     if (!supported(info, dy, filter)) return fallback(Conv2DBackpropInput)(args);
     const dx = backend.makeOutput(info.inShape, 'float32');
     addon.conv2dBackpropInput(
@@ -161,16 +152,12 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
     const { strides, pad, dataFormat, dimRoundingMode, filterShape } =
       args.attrs as unknown as Conv2DBackpropFilterAttrs;
     if (x === undefined || dy === undefined) return fallback(Conv2DBackpropFilter)(args);
-    const info = backend_util.computeConv2DInfo(
-      x.shape as Conv2DShape,
-      filterShape,
+    const info = conv2DInfo(x.shape as Conv2DShape, filterShape, {
       strides,
-      1,
       pad,
+      dataFormat,
       dimRoundingMode,
-      false,
-      backend_util.convertConv2DDataFormat(dataFormat),
-    );
+    });
     if (!supported(info, x, dy)) return fallback(Conv2DBackpropFilter)(args);
     const dw = backend.makeOutput(info.filterShape, 'float32');
     addon.conv2dBackpropFilter(

@@ -31,6 +31,7 @@ import {
   type UnsortedSegmentSumInputs,
   unregisterKernel,
 } from '@tensorflow/tfjs-core';
+import { type Conv2DShape, conv2DInfo } from './conv-info.js';
 
 /**
  * Kernels that tfjs-backend-wasm 4.22 lacks but that training needs: without them the
@@ -53,8 +54,6 @@ export const WASM_WRAPPED_KERNEL_NAMES: readonly string[] = [
   Conv2DBackpropInput,
   MaxPoolGrad,
 ];
-
-type Conv2DShape = [number, number, number, number];
 
 function requireInput(
   inputs: Record<string, TensorInfo | undefined>,
@@ -255,16 +254,12 @@ export const conv2DBackpropFilterWasm: KernelFunc = ({ inputs, backend, attrs })
   if (x.dtype !== 'float32' || dy.dtype !== 'float32') {
     throw new Error(`Conv2DBackpropFilter (wasm): float32 only, got ${x.dtype} and ${dy.dtype}`);
   }
-  const info = backend_util.computeConv2DInfo(
-    x.shape as Conv2DShape,
-    filterShape,
+  const info = conv2DInfo(x.shape as Conv2DShape, filterShape, {
     strides,
-    1,
     pad,
+    dataFormat,
     dimRoundingMode,
-    false,
-    backend_util.convertConv2DDataFormat(dataFormat),
-  );
+  });
   if (info.dataFormat !== 'channelsLast') {
     // The wasm backend's forward Conv2D is NHWC-only too, so NCHW never reaches here.
     throw new Error('Conv2DBackpropFilter (wasm): only NHWC (channelsLast) is supported');
@@ -610,16 +605,12 @@ const conv2DBackpropInputWasm: KernelFunc = (args) => {
   const filter = requireInput(inputs, 'filter', Conv2DBackpropInput);
   const { strides, pad, dataFormat, dimRoundingMode, inputShape } =
     args.attrs as unknown as Conv2DBackpropInputAttrs;
-  const info = backend_util.computeConv2DInfo(
-    inputShape,
-    filter.shape as Conv2DShape,
+  const info = conv2DInfo(inputShape, filter.shape as Conv2DShape, {
     strides,
-    1,
     pad,
+    dataFormat,
     dimRoundingMode,
-    false,
-    backend_util.convertConv2DDataFormat(dataFormat),
-  );
+  });
   const fast =
     info.dataFormat === 'channelsLast' && dy.dtype === 'float32' && filter.dtype === 'float32'
       ? conv2DBackpropInputAsConv(dy, filter, info, wasm)
