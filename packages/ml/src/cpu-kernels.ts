@@ -27,18 +27,12 @@ let packagedConv2DBackpropFilter: KernelConfig | undefined;
 export const conv2DBackpropFilterCpu: KernelFunc = (args) => {
   const cpu = args.backend as MathBackendCPU;
   const { x, dy } = args.inputs as Conv2DBackpropFilterInputs;
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape } =
-    args.attrs as unknown as Conv2DBackpropFilterAttrs;
+  const attrs = args.attrs as unknown as Conv2DBackpropFilterAttrs;
   const packaged = packagedConv2DBackpropFilter;
   if (x === undefined || dy === undefined || packaged === undefined) {
     throw new Error('Conv2DBackpropFilter (cpu): missing input or packaged kernel');
   }
-  const info = conv2DInfo(x.shape as Conv2DShape, filterShape, {
-    strides,
-    pad,
-    dataFormat,
-    dimRoundingMode,
-  });
+  const info = conv2DInfo(x.shape as Conv2DShape, attrs.filterShape, attrs);
   if (info.dataFormat !== 'channelsLast' || x.dtype !== 'float32' || dy.dtype !== 'float32') {
     return packaged.kernelFunc(args);
   }
@@ -59,7 +53,7 @@ export const conv2DBackpropFilterCpu: KernelFunc = (args) => {
       backend: cpu,
       attrs: { transposeA: false, transposeB: false },
     }) as TensorInfo;
-    return { dataId: product.dataId, shape: [...filterShape], dtype: 'float32' };
+    return { dataId: product.dataId, shape: [...attrs.filterShape], dtype: 'float32' };
   } finally {
     cpu.disposeIntermediateTensorInfo(columns);
   }

@@ -107,14 +107,13 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
   const conv2D: KernelFunc = (args) => {
     const backend = args.backend as BackendWasm;
     const { x, filter } = args.inputs as Conv2DInputs;
-    const { strides, pad, dataFormat, dilations, dimRoundingMode } =
-      args.attrs as unknown as Conv2DAttrs;
+    const attrs = args.attrs as unknown as Conv2DAttrs;
     if (x === undefined || filter === undefined) return fallback(Conv2D)(args);
     const info = conv2DInfo(
       x.shape as Conv2DShape,
       filter.shape as Conv2DShape,
-      { strides, pad, dataFormat, dimRoundingMode },
-      dilations,
+      attrs,
+      attrs.dilations,
     );
     if (!supported(info, x, filter)) return fallback(Conv2D)(args);
     const y = backend.makeOutput(info.outShape, 'float32');
@@ -126,15 +125,9 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
   const conv2DBackpropInput: KernelFunc = (args) => {
     const backend = args.backend as BackendWasm;
     const { dy, filter } = args.inputs as Conv2DBackpropInputInputs;
-    const { strides, pad, dataFormat, dimRoundingMode, inputShape } =
-      args.attrs as unknown as Conv2DBackpropInputAttrs;
+    const attrs = args.attrs as unknown as Conv2DBackpropInputAttrs;
     if (dy === undefined || filter === undefined) return fallback(Conv2DBackpropInput)(args);
-    const info = conv2DInfo(inputShape, filter.shape as Conv2DShape, {
-      strides,
-      pad,
-      dataFormat,
-      dimRoundingMode,
-    });
+    const info = conv2DInfo(attrs.inputShape, filter.shape as Conv2DShape, attrs);
     if (!supported(info, dy, filter)) return fallback(Conv2DBackpropInput)(args);
     const dx = backend.makeOutput(info.inShape, 'float32');
     addon.conv2dBackpropInput(
@@ -149,15 +142,9 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
   const conv2DBackpropFilter: KernelFunc = (args) => {
     const backend = args.backend as BackendWasm;
     const { x, dy } = args.inputs as Conv2DBackpropFilterInputs;
-    const { strides, pad, dataFormat, dimRoundingMode, filterShape } =
-      args.attrs as unknown as Conv2DBackpropFilterAttrs;
+    const attrs = args.attrs as unknown as Conv2DBackpropFilterAttrs;
     if (x === undefined || dy === undefined) return fallback(Conv2DBackpropFilter)(args);
-    const info = conv2DInfo(x.shape as Conv2DShape, filterShape, {
-      strides,
-      pad,
-      dataFormat,
-      dimRoundingMode,
-    });
+    const info = conv2DInfo(x.shape as Conv2DShape, attrs.filterShape, attrs);
     if (!supported(info, x, dy)) return fallback(Conv2DBackpropFilter)(args);
     const dw = backend.makeOutput(info.filterShape, 'float32');
     addon.conv2dBackpropFilter(

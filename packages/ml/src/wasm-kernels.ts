@@ -249,17 +249,11 @@ export const conv2DBackpropFilterWasm: KernelFunc = ({ inputs, backend, attrs })
   const wasm = backend as BackendWasm;
   const x = requireInput(inputs as Conv2DBackpropFilterInputs, 'x', Conv2DBackpropFilter);
   const dy = requireInput(inputs as Conv2DBackpropFilterInputs, 'dy', Conv2DBackpropFilter);
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape } =
-    attrs as unknown as Conv2DBackpropFilterAttrs;
+  const convAttrs = attrs as unknown as Conv2DBackpropFilterAttrs;
   if (x.dtype !== 'float32' || dy.dtype !== 'float32') {
     throw new Error(`Conv2DBackpropFilter (wasm): float32 only, got ${x.dtype} and ${dy.dtype}`);
   }
-  const info = conv2DInfo(x.shape as Conv2DShape, filterShape, {
-    strides,
-    pad,
-    dataFormat,
-    dimRoundingMode,
-  });
+  const info = conv2DInfo(x.shape as Conv2DShape, convAttrs.filterShape, convAttrs);
   if (info.dataFormat !== 'channelsLast') {
     // The wasm backend's forward Conv2D is NHWC-only too, so NCHW never reaches here.
     throw new Error('Conv2DBackpropFilter (wasm): only NHWC (channelsLast) is supported');
@@ -603,14 +597,8 @@ const conv2DBackpropInputWasm: KernelFunc = (args) => {
   const inputs = args.inputs as Conv2DBackpropInputInputs;
   const dy = requireInput(inputs, 'dy', Conv2DBackpropInput);
   const filter = requireInput(inputs, 'filter', Conv2DBackpropInput);
-  const { strides, pad, dataFormat, dimRoundingMode, inputShape } =
-    args.attrs as unknown as Conv2DBackpropInputAttrs;
-  const info = conv2DInfo(inputShape, filter.shape as Conv2DShape, {
-    strides,
-    pad,
-    dataFormat,
-    dimRoundingMode,
-  });
+  const attrs = args.attrs as unknown as Conv2DBackpropInputAttrs;
+  const info = conv2DInfo(attrs.inputShape, filter.shape as Conv2DShape, attrs);
   const fast =
     info.dataFormat === 'channelsLast' && dy.dtype === 'float32' && filter.dtype === 'float32'
       ? conv2DBackpropInputAsConv(dy, filter, info, wasm)
