@@ -13,6 +13,6 @@ export default defineConfig({
     // Test files run side by side and spawn client processes: OpenBLAS (the 'openblas'
     // backend) in each of them using every core would oversubscribe the machine. Tests
     // that need more threads ask for them (initBackend's threads option).
-    env: { OPENBLAS_NUM_THREADS: '1' },
+    env: { OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1' },
   },
 });

@@ -1,12 +1,24 @@
 {
+  "variables": {
+    "tessera_dnnl%": "<!(test -f /usr/include/oneapi/dnnl/dnnl.hpp && echo 1 || echo 0)"
+  },
   "targets": [
     {
       "target_name": "tessera_native",
-      "sources": ["src/kernels.cc"],
-      "cflags_cc": ["-O3", "-std=c++17", "-fno-exceptions"],
-      "cflags_cc!": ["-fno-rtti"],
+      "sources": ["src/kernels.cc", "src/training.cc"],
+      "cflags_cc": ["-O3", "-std=c++17"],
+      "cflags_cc!": ["-fno-rtti", "-fno-exceptions"],
       "include_dirs": ["<!@(pkg-config --cflags-only-I openblas | sed s/-I//g)"],
-      "libraries": ["<!@(pkg-config --libs openblas)"]
+      "libraries": ["<!@(pkg-config --libs openblas)"],
+      "conditions": [
+        [
+          "tessera_dnnl==1",
+          {
+            "defines": ["TESSERA_DNNL"],
+            "libraries": ["-ldnnl", "-lgomp"]
+          }
+        ]
+      ]
     }
   ]
 }

@@ -14,7 +14,9 @@ export type ConvSizes = Int32Array;
 /**
  * The compiled addon. Every function works in place on Float32Arrays (typically views of
  * the tfjs WebAssembly memory), checks their lengths against the sizes and throws on a
- * mismatch; none keeps a reference after returning.
+ * mismatch; none keeps a reference after returning. It also holds the layer kernels of
+ * @tessera/ml's native training loop (src/training.cc: convLayerCreate, denseForward, ...),
+ * typed there as NativeTrainingAddon, next to their only caller.
  */
 export interface NativeKernels {
   /** y = conv2d(x, filter). */
@@ -41,7 +43,7 @@ export interface NativeKernels {
   maxPoolGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, sizes: Int32Array): void;
   /** out[c] = sum over r of x[r, c]; sizes = [rows, cols]. */
   columnSum(x: Float32Array, out: Float32Array, sizes: Int32Array): void;
-  /** Threads OpenBLAS may use for one product (process-wide). */
+  /** Threads OpenBLAS and oneDNN may use for one product or convolution (process-wide). */
   setThreads(threads: number): void;
   getThreads(): number;
   /** OpenBLAS's description of its build (version, kernel, threading). */

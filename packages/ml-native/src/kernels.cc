@@ -10,9 +10,11 @@
 // PyTorch's CPU convolution without oneDNN uses as well); the products run on OpenBLAS,
 // which uses every core it is allowed (setThreads).
 
-#include <node_api.h>
-
 #include <cblas.h>
+
+#include "napi-args.h"
+#include "shapes.h"
+#include "training.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -28,33 +30,7 @@ char* openblas_get_config(void);
 char* openblas_get_corename(void);
 }
 
-namespace {
-
-// The loops written here (not the products: OpenBLAS picks its own kernels) built twice,
-// for AVX2 and for the x86-64 baseline, chosen when the addon loads (GCC, x86-64 only).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TESSERA_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define TESSERA_CLONES
-#endif
-
-// Rows of im2col columns built per SGEMM: bounded so that the scratch matrix stays near
-// 8 MiB whatever the filter size.
-constexpr int64_t kColumnBudgetFloats = int64_t{2} << 20;
-
-struct ConvGeometry {
-  int batch, inHeight, inWidth, inChannels;
-  int filterHeight, filterWidth, outChannels;
-  int outHeight, outWidth;
-  int strideHeight, strideWidth, dilationHeight, dilationWidth;
-  int padTop, padLeft;
-
-  int64_t taps() const { return int64_t{filterHeight} * filterWidth * inChannels; }
-  int64_t rows() const { return int64_t{batch} * outHeight * outWidth; }
-  int64_t chunkRows() const {
-    return std::max<int64_t>(1, std::min(rows(), kColumnBudgetFloats / std::max<int64_t>(1, taps())));
-  }
-};
+namespace tessera {
 
 // columns[r - first, (kh, kw, ci)] = x at the input position that tap (kh, kw, ci) reads
 // for output position r = (n, oh, ow); zero where it falls in the padding.
@@ -190,12 +166,6 @@ void conv2dBackpropFilter(const float* x, const float* dy, float* dw, const Conv
   }
 }
 
-struct PoolGeometry {
-  int batch, inHeight, inWidth, channels;
-  int filterHeight, filterWidth, outHeight, outWidth;
-  int strideHeight, strideWidth, padTop, padLeft;
-};
-
 // dx of a max pool: each output's gradient goes to the first maximum of its window in
 // row-major order (as tfjs's cpu backend does), accumulated where windows overlap. The
 // channel loop is branch-free (selects, not jumps: which value wins is random data), and
@@ -251,59 +221,7 @@ void columnSum(const float* x, float* out, int64_t rows, int64_t cols) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Node-API glue: arguments are Float32Arrays and one Int32Array of sizes, checked here so
-// that a wrong call from JavaScript is an exception, never a write out of bounds.
-
-struct FloatView {
-  float* data = nullptr;
-  size_t length = 0;
-};
-
-bool throwError(napi_env env, const char* message) {
-  napi_throw_error(env, "TESSERA_NATIVE", message);
-  return false;
-}
-
-bool floatView(napi_env env, napi_value value, FloatView* view, const char* name) {
-  bool isTypedArray = false;
-  napi_is_typedarray(env, value, &isTypedArray);
-  napi_typedarray_type type;
-  void* data = nullptr;
-  size_t length = 0;
-  if (!isTypedArray ||
-      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
-      type != napi_float32_array) {
-    napi_throw_type_error(env, "TESSERA_NATIVE", name);
-    return false;
-  }
-  view->data = static_cast<float*>(data);
-  view->length = length;
-  return true;
-}
-
-bool intList(napi_env env, napi_value value, std::vector<int>* out, size_t expected) {
-  bool isTypedArray = false;
-  napi_is_typedarray(env, value, &isTypedArray);
-  napi_typedarray_type type;
-  void* data = nullptr;
-  size_t length = 0;
-  if (!isTypedArray ||
-      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
-      type != napi_int32_array || length != expected) {
-    return throwError(env, "sizes must be an Int32Array of the documented length");
-  }
-  const int32_t* values = static_cast<const int32_t*>(data);
-  out->assign(values, values + length);
-  return true;
-}
-
-bool getArgs(napi_env env, napi_callback_info info, size_t expected, napi_value* args) {
-  size_t count = expected;
-  if (napi_get_cb_info(env, info, &count, args, nullptr, nullptr) != napi_ok || count != expected) {
-    return throwError(env, "wrong number of arguments");
-  }
-  return true;
-}
+// Node-API glue (argument checks in napi-args.h).
 
 bool readGeometry(napi_env env, napi_value value, ConvGeometry* g) {
   std::vector<int> s;
@@ -318,11 +236,6 @@ bool readGeometry(napi_env env, napi_value value, ConvGeometry* g) {
   // No consistency check between input and output sizes is needed for safety: im2col and
   // col2imAdd bounds-check every input position they touch, and every buffer's length is
   // checked against these sizes below.
-  return true;
-}
-
-bool checkLength(napi_env env, const FloatView& view, int64_t expected, const char* message) {
-  if (static_cast<int64_t>(view.length) != expected) return throwError(env, message);
   return true;
 }
 
@@ -469,6 +382,7 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   openblas_set_num_threads(threads);
+  setConvolutionThreads(threads);
   return nullptr;
 }
 
@@ -508,9 +422,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"blasCore", nullptr, BlasCore, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
+  defineTrainingFunctions(env, exports);
   return exports;
 }
 
-}  // namespace
+}  // namespace tessera
 
-NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
+NAPI_MODULE(NODE_GYP_MODULE_NAME, tessera::Init)

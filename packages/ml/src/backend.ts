@@ -209,7 +209,8 @@ async function tryOpenblas(options: InitBackendOptions): Promise<Attempt> {
   }
   const wasm = await tryWasm(options);
   if (!wasm.ok) return wasm;
-  if (options.threads !== undefined) addon.setThreads(options.threads);
+  // Also when no count is given: OpenBLAS's pool and oneDNN's (OpenMP) then agree.
+  addon.setThreads(options.threads ?? addon.getThreads());
   installOpenblasKernels(addon);
   if (!matMulComputesCorrectly()) {
     uninstallOpenblasKernels();
@@ -221,7 +222,7 @@ async function tryOpenblas(options: InitBackendOptions): Promise<Attempt> {
     info: {
       name: 'openblas',
       tfBackend: 'wasm',
-      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS (${addon.blasCore()} kernels), ${threads} thread${threads === 1 ? '' : 's'}`,
+      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS (${addon.blasCore()} kernels), ${threads} thread${threads === 1 ? '' : 's'}; native training loop with convolutions on ${addon.convEngine()}`,
     },
   };
 }

@@ -26,10 +26,18 @@ export {
   modelSpec,
 } from './models.js';
 export {
+  type NativePlan,
+  type NativePlanResult,
+  NativeTrainer,
+  type NativeTrainingAddon,
+  planNativeTraining,
+} from './native-training.js';
+export {
   AUTO_PARALLEL_MIN_BATCH,
   type EvaluationResult,
   evaluateModel,
   type TrainingData,
+  type TrainingLoop,
   type TrainOptions,
   type TrainProgress,
   type TrainResult,

@@ -31,12 +31,14 @@ import {
   util,
 } from '@tensorflow/tfjs-core';
 import { type Conv2DShape, conv2DInfo } from './conv-info.js';
+import type { NativeTrainingAddon } from './native-training.js';
 
 /**
- * The part of @tessera/ml-native's addon these kernels call (declared here so that this
- * module, which browsers bundle too, does not import the Node-only package).
+ * The part of @tessera/ml-native's addon these kernels and the native training loop call
+ * (declared here so that this module, which browsers bundle too, does not import the
+ * Node-only package).
  */
-export interface OpenblasAddon {
+export interface OpenblasAddon extends NativeTrainingAddon {
   conv2d(x: Float32Array, filter: Float32Array, y: Float32Array, sizes: Int32Array): void;
   conv2dBackpropInput(
     dy: Float32Array,
@@ -96,6 +98,8 @@ const heap = (backend: BackendWasm, tensor: TensorInfo): Float32Array =>
 
 /** Kernels registered before ours, restored by uninstallOpenblasKernels. */
 const previous = new Map<string, KernelConfig>();
+/** The addon whose kernels are installed, for the native training loop. */
+let installedAddon: OpenblasAddon | undefined;
 
 function fallback(name: string): KernelFunc {
   const config = previous.get(name);
@@ -320,6 +324,7 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
  */
 export function installOpenblasKernels(addon: OpenblasAddon): void {
   if (previous.size > 0) return;
+  installedAddon = addon;
   for (const [kernelName, kernelFunc] of kernels(addon)) {
     const registered = getKernel(kernelName, 'wasm');
     if (registered === undefined) continue;
@@ -340,8 +345,14 @@ export function uninstallOpenblasKernels(): void {
     registerKernel(config);
   }
   previous.clear();
+  installedAddon = undefined;
 }
 
 export function openblasKernelsInstalled(): boolean {
   return previous.size > 0;
+}
+
+/** The addon behind the installed kernels (the 'openblas' backend is selected), if any. */
+export function installedOpenblasAddon(): OpenblasAddon | undefined {
+  return installedAddon;
 }

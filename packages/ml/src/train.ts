@@ -3,7 +3,8 @@ import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { createRng } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { countCorrect, crossEntropy } from './losses.js';
-import { openblasKernelsInstalled } from './openblas-kernels.js';
+import { NativeTrainer, planNativeTraining } from './native-training.js';
+import { installedOpenblasAddon, openblasKernelsInstalled } from './openblas-kernels.js';
 
 /** Labelled examples, features flat and row-major (count * featureSize). */
 export interface TrainingData {
@@ -49,7 +50,18 @@ export interface TrainOptions {
    * rounding of an update, depend on the machine's load.
    */
   workers?: number | 'auto';
+  /**
+   * Which loop trains. 'auto' (default): the native loop (native-training.ts: oneDNN and
+   * OpenBLAS kernels called directly, no tfjs tape) where the 'openblas' backend is
+   * selected, one thread trains and the model is one it supports; the tfjs loop
+   * (optimizer.minimize) otherwise. 'tfjs': always the tfjs loop. 'native': the native
+   * loop, or an error that says why it cannot. Both compute the same SGD step up to float
+   * rounding.
+   */
+  loop?: TrainingLoop | 'auto';
 }
+
+export type TrainingLoop = 'native' | 'tfjs';
 
 export interface TrainResult {
   /** Mean training loss over the last epoch (weighted by batch size). */
@@ -61,6 +73,8 @@ export interface TrainResult {
   samplesPerSecond: number;
   /** Threads that trained (1 unless data-parallel). */
   workers: number;
+  /** The loop that trained (see TrainOptions.loop). */
+  loop: TrainingLoop;
 }
 
 export interface EvaluationResult {
@@ -146,6 +160,7 @@ function positiveInteger(value: number, name: string, where: string): number {
 class BatchBuilder {
   private readonly features: Float32Array;
   private readonly oneHot: Float32Array;
+  private readonly labels: Uint8Array;
 
   constructor(
     private readonly data: TrainingData,
@@ -154,17 +169,19 @@ class BatchBuilder {
   ) {
     this.features = new Float32Array(batchSize * geometry.featureSize);
     this.oneHot = new Float32Array(batchSize * geometry.numClasses);
+    this.labels = new Uint8Array(batchSize);
   }
 
   /**
    * The examples order[start..start+size) (start..start+size when order is null) in the
-   * shared buffers: features and one-hot labels, row-major, valid until the next call.
+   * shared buffers: features, one-hot labels (row-major) and class indices, valid until
+   * the next call.
    */
   fill(
     order: ArrayLike<number> | null,
     start: number,
     size: number,
-  ): { features: Float32Array; oneHot: Float32Array } {
+  ): { features: Float32Array; oneHot: Float32Array; labels: Uint8Array } {
     const { featureSize, numClasses } = this.geometry;
     this.oneHot.fill(0, 0, size * numClasses);
     for (let i = 0; i < size; i++) {
@@ -173,11 +190,14 @@ class BatchBuilder {
         this.data.x.subarray(example * featureSize, (example + 1) * featureSize),
         i * featureSize,
       );
-      this.oneHot[i * numClasses + (this.data.y[example] ?? 0)] = 1;
+      const label = this.data.y[example] ?? 0;
+      this.oneHot[i * numClasses + label] = 1;
+      this.labels[i] = label;
     }
     return {
       features: this.features.subarray(0, size * featureSize),
       oneHot: this.oneHot.subarray(0, size * numClasses),
+      labels: this.labels.subarray(0, size),
     };
   }
 
@@ -231,6 +251,38 @@ async function chooseParticipants(
   return Math.max(1, Math.min(idleCores, Math.floor(batchSize / 16)));
 }
 
+const TRAINING_LOOPS: readonly (TrainingLoop | 'auto')[] = ['auto', 'native', 'tfjs'];
+
+/** The native loop for this round where options.loop allows it and it can run; see TrainOptions.loop. */
+function chooseNativeTrainer(
+  model: LayersModel,
+  requested: TrainingLoop | 'auto' | undefined,
+  participants: number,
+  batchSize: number,
+  where: string,
+): NativeTrainer | undefined {
+  const loop = requested ?? 'auto';
+  if (!TRAINING_LOOPS.includes(loop)) {
+    throw invalid(
+      `${where}: loop must be one of ${TRAINING_LOOPS.join(', ')}, got ${String(loop)}`,
+    );
+  }
+  if (loop === 'tfjs') return undefined;
+  const addon = installedOpenblasAddon();
+  let reason: string;
+  if (addon === undefined) {
+    reason = `it runs on the 'openblas' backend only (the backend is ${tf.getBackend()})`;
+  } else if (participants > 1) {
+    reason = 'data-parallel workers train in the tfjs loop';
+  } else {
+    const planned = planNativeTraining(model);
+    if (planned.ok) return new NativeTrainer(addon, planned.plan, batchSize);
+    reason = planned.reason;
+  }
+  if (loop === 'native') throw invalid(`${where}: the native loop cannot train here: ${reason}`);
+  return undefined;
+}
+
 /**
  * Local training for one round: plain minibatch SGD on softmax cross-entropy, a fresh
  * seeded shuffle every epoch, the last partial batch included. A custom loop rather
@@ -263,6 +315,7 @@ export async function trainLocal(
   }
 
   const participants = await chooseParticipants(options.workers, batchSize, where);
+  const native = chooseNativeTrainer(model, options.loop, participants, batchSize, where);
 
   const started = performance.now();
   const parallel =
@@ -286,6 +339,10 @@ export async function trainLocal(
 
   /** One SGD step on the examples order[start..start+size): the batch's mean loss and correct count. */
   const step = async (start: number, size: number): Promise<{ loss: number; correct: number }> => {
+    if (native !== undefined) {
+      const { features, labels } = batchBuilder.fill(order, start, size);
+      return native.step(features, labels, size, options.learningRate);
+    }
     if (parallel !== undefined) {
       const { features, oneHot } = batchBuilder.fill(order, start, size);
       return parallel.step(features, oneHot, size);
@@ -340,6 +397,7 @@ export async function trainLocal(
         }
       }
     }
+    native?.finish();
   } finally {
     optimizer.dispose();
     parallel?.release();
@@ -352,6 +410,7 @@ export async function trainLocal(
     durationMs,
     samplesPerSecond: durationMs > 0 ? (epochs * data.count * 1000) / durationMs : 0,
     workers: participants,
+    loop: native === undefined ? 'tfjs' : 'native',
   };
 }
 

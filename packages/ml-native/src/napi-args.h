@@ -1,0 +1,86 @@
+// Node-API argument helpers shared by the addon's source files: arguments are
+// Float32Arrays and Int32Arrays of sizes, checked here so that a wrong call from
+// JavaScript is an exception, never a read or write out of bounds.
+#pragma once
+
+#include <node_api.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace tessera {
+
+struct FloatView {
+  float* data = nullptr;
+  size_t length = 0;
+};
+
+inline bool throwError(napi_env env, const char* message) {
+  napi_throw_error(env, "TESSERA_NATIVE", message);
+  return false;
+}
+
+inline bool floatView(napi_env env, napi_value value, FloatView* view, const char* name) {
+  bool isTypedArray = false;
+  napi_is_typedarray(env, value, &isTypedArray);
+  napi_typedarray_type type;
+  void* data = nullptr;
+  size_t length = 0;
+  if (!isTypedArray ||
+      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
+      type != napi_float32_array) {
+    napi_throw_type_error(env, "TESSERA_NATIVE", name);
+    return false;
+  }
+  view->data = static_cast<float*>(data);
+  view->length = length;
+  return true;
+}
+
+inline bool intList(napi_env env, napi_value value, std::vector<int>* out, size_t expected) {
+  bool isTypedArray = false;
+  napi_is_typedarray(env, value, &isTypedArray);
+  napi_typedarray_type type;
+  void* data = nullptr;
+  size_t length = 0;
+  if (!isTypedArray ||
+      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
+      type != napi_int32_array || length != expected) {
+    return throwError(env, "sizes must be an Int32Array of the documented length");
+  }
+  const int32_t* values = static_cast<const int32_t*>(data);
+  out->assign(values, values + length);
+  return true;
+}
+
+// A typed array of the given element type, any length (Int32Array indices, Uint8Array labels).
+template <typename T>
+inline bool typedView(napi_env env, napi_value value, napi_typedarray_type expected, T** data, size_t* length,
+                      const char* message) {
+  bool isTypedArray = false;
+  napi_is_typedarray(env, value, &isTypedArray);
+  napi_typedarray_type type;
+  void* raw = nullptr;
+  if (!isTypedArray || napi_get_typedarray_info(env, value, &type, length, &raw, nullptr, nullptr) != napi_ok ||
+      type != expected) {
+    napi_throw_type_error(env, "TESSERA_NATIVE", message);
+    return false;
+  }
+  *data = static_cast<T*>(raw);
+  return true;
+}
+
+inline bool checkLength(napi_env env, const FloatView& view, int64_t expected, const char* message) {
+  if (static_cast<int64_t>(view.length) != expected) return throwError(env, message);
+  return true;
+}
+
+inline bool getArgs(napi_env env, napi_callback_info info, size_t expected, napi_value* args) {
+  size_t count = expected;
+  if (napi_get_cb_info(env, info, &count, args, nullptr, nullptr) != napi_ok || count != expected) {
+    return throwError(env, "wrong number of arguments");
+  }
+  return true;
+}
+
+}  // namespace tessera
