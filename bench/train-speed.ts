@@ -3,8 +3,11 @@
  * and CNN at batch 10 and 50, one epoch of plain SGD over the first 3,000 MNIST training
  * examples, samples/s of every tfjs backend that starts here and of PyTorch
  * (/usr/bin/python3, python3-torch) at 1 and 2 threads, with the ratio to PyTorch's best.
- * 'tfjs openblas' needs @tessera/ml-native built (OpenBLAS installed); it is skipped,
- * with the reason, where it is not.
+ * 'Tessera native loop' is what a Node client trains with on the 'openblas' backend
+ * (trainLocal's native loop: oneDNN convolutions, OpenBLAS products); 'tfjs openblas' is
+ * the same backend through tfjs's optimizer.minimize. Both need @tessera/ml-native built
+ * (OpenBLAS, and oneDNN for the convolutions, installed); they are skipped, with the
+ * reason, where it is not.
  * Prints a table and writes bench/results/train-speed.json.
  *
  *   npm run bench:train-speed [-- --count 3000 --models fedavg-2nn,fedavg-cnn --batches 10,50
@@ -22,6 +25,7 @@ import {
   createModel,
   initBackend,
   type TrainingData,
+  type TrainingLoop,
   trainLocal,
 } from '@tessera/ml';
 
@@ -105,22 +109,35 @@ function torchEpoch(model: string, batchSize: number, threads: number): number |
   }
 }
 
+/** What the 'openblas' backend said it runs on (OpenBLAS kernels, convolution library). */
+let openblasDetail = 'not available';
+
 /** One epoch with trainLocal (after a short warm-up); samples/s. */
 async function tfjsEpoch(
   backend: BackendName,
   modelName: string,
   batchSize: number,
-  workers: number,
   samples: number,
-  threads?: number,
+  options: { workers?: number; threads?: number; loop?: TrainingLoop } = {},
 ): Promise<number> {
-  await initBackend(backend, threads === undefined ? {} : { threads });
+  const { workers = 1, threads, loop = 'tfjs' } = options;
+  const info = await initBackend(backend, threads === undefined ? {} : { threads });
+  if (backend === 'openblas') openblasDetail = info.detail;
   const model = createModel(modelName, { seed: 1 });
   try {
-    const options = { epochs: 1, batchSize, learningRate: LEARNING_RATE, seed: 1, workers };
+    const trainOptions = {
+      epochs: 1,
+      batchSize,
+      learningRate: LEARNING_RATE,
+      seed: 1,
+      workers,
+      loop,
+    };
     // Warm-up: first-use costs (module compilation, kernel setup) are not training speed.
-    await trainLocal(model, firstN(Math.min(samples, 5 * batchSize)), options);
-    return (await trainLocal(model, firstN(samples), options)).samplesPerSecond;
+    await trainLocal(model, firstN(Math.min(samples, 5 * batchSize)), trainOptions);
+    const result = await trainLocal(model, firstN(samples), trainOptions);
+    if (result.loop !== loop) throw new Error(`trained in the ${result.loop} loop, not ${loop}`);
+    return result.samplesPerSecond;
   } finally {
     model.dispose();
   }
@@ -140,20 +157,28 @@ const runtimes: Runtime[] = [
     models,
     epoch: async (model: string, batchSize: number) => torchEpoch(model, batchSize, threads),
   })),
-  // WebAssembly with the convolutions and matrix products on OpenBLAS (@tessera/ml-native),
-  // at 1 thread and at every core, like PyTorch above.
+  // What a Node client trains with where @tessera/ml-native is built: trainLocal's native
+  // loop, at 1 thread and at every core, like PyTorch above.
   ...[...new Set([1, cores])].map((threads) => ({
-    label: `tfjs openblas, ${threads} thread${threads === 1 ? '' : 's'}`,
+    label: `Tessera native loop, ${threads} thread${threads === 1 ? '' : 's'}`,
     samples: count,
     models,
     epoch: (model: string, batchSize: number) =>
-      tfjsEpoch('openblas', model, batchSize, 1, count, threads),
+      tfjsEpoch('openblas', model, batchSize, count, { threads, loop: 'native' }),
   })),
+  // The same backend through tfjs's own loop (optimizer.minimize): WebAssembly with the
+  // convolutions and matrix products on OpenBLAS.
+  {
+    label: 'tfjs openblas, 1 thread',
+    samples: count,
+    models,
+    epoch: (model, batchSize) => tfjsEpoch('openblas', model, batchSize, count, { threads: 1 }),
+  },
   {
     label: 'tfjs wasm',
     samples: count,
     models,
-    epoch: (model, batchSize) => tfjsEpoch('wasm', model, batchSize, 1, count),
+    epoch: (model, batchSize) => tfjsEpoch('wasm', model, batchSize, count),
   },
   ...(cores > 1
     ? [
@@ -162,7 +187,7 @@ const runtimes: Runtime[] = [
           samples: count,
           models,
           epoch: (model: string, batchSize: number) =>
-            tfjsEpoch('wasm', model, batchSize, cores, count),
+            tfjsEpoch('wasm', model, batchSize, count, { workers: cores }),
         },
       ]
     : []),
@@ -170,7 +195,7 @@ const runtimes: Runtime[] = [
     label: 'tfjs cpu',
     samples: cpuCount,
     models: args['cpu-models'].split(',').filter((name) => models.includes(name)),
-    epoch: (model, batchSize) => tfjsEpoch('cpu', model, batchSize, 1, cpuCount),
+    epoch: (model, batchSize) => tfjsEpoch('cpu', model, batchSize, cpuCount),
   },
 ];
 
@@ -228,7 +253,7 @@ const load = os
   .loadavg()
   .map((value) => value.toFixed(1))
   .join(' ');
-const machine = `${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, load average ${load} at the end, node ${process.version}, PyTorch ${torchVersion}`;
+const machine = `${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, load average ${load} at the end, node ${process.version}, PyTorch ${torchVersion}; openblas backend: ${openblasDetail}`;
 console.log(
   `\nBest of ${repeats} epochs of plain SGD over the first ${count} MNIST training examples (${machine})\n`,
 );

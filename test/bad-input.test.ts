@@ -104,9 +104,18 @@ describe('bad input from clients', () => {
     const outsiderFederation = await createFederation(h, 1);
     const honestId = tokens[0]?.client.id as string;
     const rogueId = tokens[1]?.client.id as string;
-    // The honest client trains for a couple of seconds a round, so the rogue's frames below reach
-    // an open round (the round closes as soon as every selected client has answered).
-    h.spawnClient(tokens[0]?.token as string, ['--mnist', '0/2', '--max-examples', '2000']);
+    // The honest client trains for several seconds a round on the plain JavaScript backend, so
+    // the rogue's frames below reach an open round (the round closes as soon as every selected
+    // client has answered; on the native loop the honest client would answer in a fraction of a
+    // second, before the rogue's duplicate below).
+    h.spawnClient(tokens[0]?.token as string, [
+      '--mnist',
+      '0/2',
+      '--max-examples',
+      '2000',
+      '--backend',
+      'cpu',
+    ]);
 
     const { socket: rogue } = await connect(h.coordinator.url, {
       token: tokens[1]?.token,
@@ -138,7 +147,7 @@ describe('bad input from clients', () => {
     const run = await h.api<{ id: string }>('POST', '/runs', {
       ...quickRun,
       rounds: 2,
-      localEpochs: 2,
+      localEpochs: 1,
       federationId,
       clientsPerRound: 2,
       roundDeadlineMs: 30_000,
