@@ -20,39 +20,6 @@ inline bool throwError(napi_env env, const char* message) {
   return false;
 }
 
-inline bool floatView(napi_env env, napi_value value, FloatView* view, const char* name) {
-  bool isTypedArray = false;
-  napi_is_typedarray(env, value, &isTypedArray);
-  napi_typedarray_type type;
-  void* data = nullptr;
-  size_t length = 0;
-  if (!isTypedArray ||
-      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
-      type != napi_float32_array) {
-    napi_throw_type_error(env, "TESSERA_NATIVE", name);
-    return false;
-  }
-  view->data = static_cast<float*>(data);
-  view->length = length;
-  return true;
-}
-
-inline bool intList(napi_env env, napi_value value, std::vector<int>* out, size_t expected) {
-  bool isTypedArray = false;
-  napi_is_typedarray(env, value, &isTypedArray);
-  napi_typedarray_type type;
-  void* data = nullptr;
-  size_t length = 0;
-  if (!isTypedArray ||
-      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
-      type != napi_int32_array || length != expected) {
-    return throwError(env, "sizes must be an Int32Array of the documented length");
-  }
-  const int32_t* values = static_cast<const int32_t*>(data);
-  out->assign(values, values + length);
-  return true;
-}
-
 // A typed array of the given element type, any length (Int32Array indices, Uint8Array labels).
 template <typename T>
 inline bool typedView(napi_env env, napi_value value, napi_typedarray_type expected, T** data, size_t* length,
@@ -67,6 +34,20 @@ inline bool typedView(napi_env env, napi_value value, napi_typedarray_type expec
     return false;
   }
   *data = static_cast<T*>(raw);
+  return true;
+}
+
+inline bool floatView(napi_env env, napi_value value, FloatView* view, const char* name) {
+  return typedView(env, value, napi_float32_array, &view->data, &view->length, name);
+}
+
+inline bool intList(napi_env env, napi_value value, std::vector<int>* out, size_t expected) {
+  int32_t* values = nullptr;
+  size_t length = 0;
+  const char* message = "sizes must be an Int32Array of the documented length";
+  if (!typedView(env, value, napi_int32_array, &values, &length, message)) return false;
+  if (length != expected) return throwError(env, message);
+  out->assign(values, values + length);
   return true;
 }
 
