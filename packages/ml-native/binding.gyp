@@ -1,6 +1,6 @@
 {
   "variables": {
-    "tessera_dnnl%": "<!(test -f /usr/include/oneapi/dnnl/dnnl.hpp && echo 1 || echo 0)"
+    "tessera_dnnl%": "<!(grep -qs '^#define DNNL_VERSION_MAJOR 2$' /usr/include/oneapi/dnnl/dnnl_version.h && echo 1 || echo 0)"
   },
   "targets": [
     {

@@ -1,7 +1,7 @@
 // Builds the optional native addon with node-gyp. The addon needs a C++ compiler and
 // OpenBLAS (Debian: `apt install g++ libopenblas-dev pkg-config`), and uses oneDNN for the
-// training loop's convolutions where its headers are installed (Debian: libdnnl-dev;
-// binding.gyp looks for them, im2col + OpenBLAS otherwise); where either of the first two is missing
+// training loop's convolutions where its version 2 headers are installed (Debian bookworm:
+// libdnnl-dev; binding.gyp looks for them, im2col + OpenBLAS otherwise); where either of the first two is missing
 // the build is skipped with the reason written to build/UNAVAILABLE.txt, which
 // @tessera/ml reports when the 'openblas' backend is asked for. TESSERA_REQUIRE_NATIVE=1
 // turns a failed build into a failed build step (CI, where the addon must be tested).
