@@ -229,7 +229,7 @@ export function planNativeTraining(model: LayersModel): NativePlanResult {
         if (activation !== 'relu' && activation !== 'linear') {
           return fail(`activation ${String(activation)}`);
         }
-        const [inHeight, inWidth, inChannels] = inShape as number[];
+        const [inHeight = 0, inWidth = 0, inChannels = 0] = inShape as number[];
         const outChannels = config.filters as number;
         const info = conv2DInfo(
           [1, inHeight, inWidth, inChannels] as Conv2DShape,
@@ -246,9 +246,9 @@ export function planNativeTraining(model: LayersModel): NativePlanResult {
           kind: 'conv',
           name: layer.name,
           sizes: Int32Array.of(
-            inHeight ?? 0,
-            inWidth ?? 0,
-            inChannels ?? 0,
+            inHeight,
+            inWidth,
+            inChannels,
             kernelSize[0],
             kernelSize[1],
             outChannels,
@@ -272,9 +272,9 @@ export function planNativeTraining(model: LayersModel): NativePlanResult {
         const poolSize = pair(config.poolSize);
         const strides = pair(config.strides) ?? poolSize;
         if (poolSize === undefined || strides === undefined) return fail('unexpected config');
-        const [inHeight, inWidth, channels] = inShape as number[];
+        const [inHeight = 0, inWidth = 0, channels = 0] = inShape as number[];
         const info = tf.backend_util.computePool2DInfo(
-          [1, inHeight ?? 0, inWidth ?? 0, channels ?? 0],
+          [1, inHeight, inWidth, channels],
           poolSize,
           strides,
           1,
@@ -285,9 +285,9 @@ export function planNativeTraining(model: LayersModel): NativePlanResult {
           name: layer.name,
           sizes: Int32Array.of(
             0,
-            inHeight ?? 0,
-            inWidth ?? 0,
-            channels ?? 0,
+            inHeight,
+            inWidth,
+            channels,
             poolSize[0],
             poolSize[1],
             info.outHeight,
