@@ -323,7 +323,7 @@ function kernels(addon: OpenblasAddon): ReadonlyMap<string, KernelFunc> {
  * wasm backend's kernels registered (tfjs-backend-wasm imported). Idempotent.
  */
 export function installOpenblasKernels(addon: OpenblasAddon): void {
-  if (previous.size > 0) return;
+  if (installedAddon !== undefined) return;
   installedAddon = addon;
   for (const [kernelName, kernelFunc] of kernels(addon)) {
     const registered = getKernel(kernelName, 'wasm');
@@ -349,7 +349,7 @@ export function uninstallOpenblasKernels(): void {
 }
 
 export function openblasKernelsInstalled(): boolean {
-  return previous.size > 0;
+  return installedAddon !== undefined;
 }
 
 /** The addon behind the installed kernels (the 'openblas' backend is selected), if any. */

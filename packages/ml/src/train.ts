@@ -315,9 +315,10 @@ export async function trainLocal(
   }
 
   const participants = await chooseParticipants(options.workers, batchSize, where);
-  const native = chooseNativeTrainer(model, options.loop, participants, batchSize, where);
 
   const started = performance.now();
+  // Inside the timing: the native loop copies the weights in here, tfjs builds its optimizer below.
+  const native = chooseNativeTrainer(model, options.loop, participants, batchSize, where);
   const parallel =
     participants > 1
       ? await (await import('./data-parallel.js')).DataParallelTrainer.create(
