@@ -326,25 +326,16 @@ napi_value MatMul(napi_env env, napi_callback_info info) {
 napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
   napi_value args[4];
   if (!getArgs(env, info, 4, args)) return nullptr;
-  std::vector<int> s;
+  PoolGeometry g;
   FloatView x, dy, dx;
-  if (!intList(env, args[3], &s, 12) || !floatView(env, args[0], &x, "x must be a Float32Array") ||
+  if (!readPoolGeometry(env, args[3], &g) || !floatView(env, args[0], &x, "x must be a Float32Array") ||
       !floatView(env, args[1], &dy, "dy must be a Float32Array") ||
       !floatView(env, args[2], &dx, "dx must be a Float32Array")) {
     return nullptr;
   }
-  for (int v : s) {
-    if (v < 0) {
-      throwError(env, "pool sizes must not be negative");
-      return nullptr;
-    }
-  }
-  const PoolGeometry g{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11]};
-  const int64_t inputSize = int64_t{g.batch} * g.inHeight * g.inWidth * g.channels;
-  const int64_t outputSize = int64_t{g.batch} * g.outHeight * g.outWidth * g.channels;
-  if (!checkLength(env, x, inputSize, "x has the wrong size") ||
-      !checkLength(env, dy, outputSize, "dy has the wrong size") ||
-      !checkLength(env, dx, inputSize, "dx has the wrong size")) {
+  if (!checkLength(env, x, g.inputSize(), "x has the wrong size") ||
+      !checkLength(env, dy, g.outputSize(), "dy has the wrong size") ||
+      !checkLength(env, dx, g.inputSize(), "dx has the wrong size")) {
     return nullptr;
   }
   maxPoolGrad(x.data, dy.data, dx.data, g);

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "shapes.h"
+
 namespace tessera {
 
 struct FloatView {
@@ -61,6 +63,18 @@ inline bool getArgs(napi_env env, napi_callback_info info, size_t expected, napi
   if (napi_get_cb_info(env, info, &count, args, nullptr, nullptr) != napi_ok || count != expected) {
     return throwError(env, "wrong number of arguments");
   }
+  return true;
+}
+
+// Pool sizes in PoolGeometry's order (12 Int32s, none negative), as maxPoolGrad and
+// maxPoolForward take them.
+inline bool readPoolGeometry(napi_env env, napi_value value, PoolGeometry* g) {
+  std::vector<int> s;
+  if (!intList(env, value, &s, 12)) return false;
+  for (int v : s) {
+    if (v < 0) return throwError(env, "pool sizes must not be negative");
+  }
+  *g = PoolGeometry{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11]};
   return true;
 }
 

@@ -37,6 +37,9 @@ struct PoolGeometry {
   int batch, inHeight, inWidth, channels;
   int filterHeight, filterWidth, outHeight, outWidth;
   int strideHeight, strideWidth, padTop, padLeft;
+
+  int64_t inputSize() const { return int64_t{batch} * inHeight * inWidth * channels; }
+  int64_t outputSize() const { return int64_t{batch} * outHeight * outWidth * channels; }
 };
 
 void conv2dForward(const float* x, const float* filter, float* y, const ConvGeometry& g);

@@ -646,14 +646,10 @@ napi_value ReluBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// readPoolGeometry, and indices that fit the Int32Array argmax.
 bool poolSizes(napi_env env, napi_value value, PoolGeometry* g) {
-  std::vector<int> s;
-  if (!intList(env, value, &s, 12)) return false;
-  for (int v : s) {
-    if (v < 0) return throwError(env, "pool sizes must not be negative");
-  }
-  *g = PoolGeometry{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11]};
-  if (int64_t{g->batch} * g->inHeight * g->inWidth * g->channels > std::numeric_limits<int32_t>::max()) {
+  if (!readPoolGeometry(env, value, g)) return false;
+  if (g->inputSize() > std::numeric_limits<int32_t>::max()) {
     return throwError(env, "the pool's input is too large for Int32 indices");
   }
   return true;
@@ -674,12 +670,11 @@ napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
       !poolSizes(env, args[3], &g)) {
     return nullptr;
   }
-  const int64_t outputSize = int64_t{g.batch} * g.outHeight * g.outWidth * g.channels;
-  if (!checkLength(env, x, int64_t{g.batch} * g.inHeight * g.inWidth * g.channels, "x has the wrong size") ||
-      !checkLength(env, y, outputSize, "y has the wrong size")) {
+  if (!checkLength(env, x, g.inputSize(), "x has the wrong size") ||
+      !checkLength(env, y, g.outputSize(), "y has the wrong size")) {
     return nullptr;
   }
-  if (static_cast<int64_t>(argmaxLength) != outputSize) {
+  if (static_cast<int64_t>(argmaxLength) != g.outputSize()) {
     throwError(env, "argmax has the wrong size");
     return nullptr;
   }
