@@ -169,9 +169,6 @@ class DnnlConvolution {
     cpuStream().wait();
   }
 
-  // Which implementation oneDNN picked, e.g. "jit:avx512_core" (for the engine string).
-  std::string implementation() const { return forwardPd_.impl_info_str(); }
-
  private:
   struct Descriptors {
     dnnl::memory::desc src, dst, filter, anyFilter, bias;
@@ -272,13 +269,6 @@ class ConvLayer {
     columnSum(dy, db, g.rows(), shape_.outChannels);
   }
 
-  std::string engine(int batch) {
-#ifdef TESSERA_DNNL
-    if (useDnnl_) return std::string("oneDNN ") + primitives(batch).implementation();
-#endif
-    (void)batch;
-    return "im2col + OpenBLAS";
-  }
 
  private:
 #ifdef TESSERA_DNNL
@@ -543,20 +533,6 @@ napi_value ConvLayerBackward(napi_env env, napi_callback_info info) {
   });
 }
 
-// convLayerEngine(layer, batch): what runs the layer, e.g. "oneDNN jit:avx2" or "im2col + OpenBLAS".
-napi_value ConvLayerEngine(napi_env env, napi_callback_info info) {
-  napi_value args[2];
-  if (!getArgs(env, info, 2, args)) return nullptr;
-  ConvLayer* layer = nullptr;
-  int batch = 0;
-  if (!convLayerArg(env, args[0], &layer) || !batchArg(env, args[1], &batch)) return nullptr;
-  return guarded(env, [&]() -> napi_value {
-    napi_value result;
-    napi_create_string_utf8(env, layer->engine(batch).c_str(), NAPI_AUTO_LENGTH, &result);
-    return result;
-  });
-}
-
 bool denseSizes(napi_env env, napi_value value, int* m, int* k, int* n) {
   std::vector<int> s;
   if (!intList(env, value, &s, 3)) return false;
@@ -791,7 +767,6 @@ void defineTrainingFunctions(napi_env env, napi_value exports) {
       {"convLayerCreate", nullptr, ConvLayerCreate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"convLayerForward", nullptr, ConvLayerForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"convLayerBackward", nullptr, ConvLayerBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"convLayerEngine", nullptr, ConvLayerEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"denseForward", nullptr, DenseForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"denseBackward", nullptr, DenseBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reluBackward", nullptr, ReluBackward, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -47,7 +47,6 @@ export interface NativeTrainingAddon {
     dw: Float32Array,
     db: Float32Array,
   ): void;
-  convLayerEngine(layer: NativeConvLayer, batch: number): string;
   /** y[m, n] = relu?(x[m, k] w[k, n] + b); sizes = [m, k, n]. */
   denseForward(
     x: Float32Array,
@@ -338,18 +337,40 @@ export function planNativeTraining(model: LayersModel): NativePlanResult {
   };
 }
 
-interface StepState {
-  step: PlanStep;
-  /** This layer's output for a whole batch (the next layer's input). */
+/**
+ * Buffers every layer has: its output for a whole batch (the next layer's input) and the
+ * gradient with respect to its input (none for the first layer: nothing needs it).
+ */
+interface Buffers {
   output: Float32Array;
-  /** The gradient with respect to this layer's input (none for the first layer). */
   inputGradient: Float32Array | null;
-  kernel?: Float32Array;
-  bias?: Float32Array;
-  kernelGradient?: Float32Array;
-  biasGradient?: Float32Array;
-  conv?: NativeConvLayer;
-  argmax?: Int32Array;
+}
+
+/** The loop's copy of a layer's weights, trained in place. */
+interface Weights {
+  kernel: Float32Array;
+  bias: Float32Array;
+}
+
+// `kind` repeats step.kind at the top, where TypeScript narrows the union on it.
+type ConvState = Buffers &
+  Weights & {
+    kind: 'conv';
+    step: ConvStep;
+    conv: NativeConvLayer;
+    kernelGradient: Float32Array;
+    biasGradient: Float32Array;
+  };
+type PoolState = Buffers & { kind: 'maxPool'; step: PoolStep; argmax: Int32Array };
+type DenseState = Buffers & Weights & { kind: 'dense'; step: DenseStep };
+type LayerState = ConvState | PoolState | DenseState;
+
+/** A copy the loop owns of a layer's kernel and bias (dataSync may hand out the backend's own array). */
+function copyWeights([kernel, bias]: [LayerVariable, LayerVariable]): Weights {
+  return {
+    kernel: (kernel.read().dataSync() as Float32Array).slice(),
+    bias: (bias.read().dataSync() as Float32Array).slice(),
+  };
 }
 
 /**
@@ -357,7 +378,7 @@ interface StepState {
  * with step(), and writes them back with finish(). Buffers are sized for maxBatch once.
  */
 export class NativeTrainer {
-  private readonly states: StepState[];
+  private readonly layers: LayerState[];
   private readonly lossOut = new Float64Array(2);
   private readonly logitGradient: Float32Array;
   private readonly denseSizes = new Int32Array(3);
@@ -369,33 +390,32 @@ export class NativeTrainer {
     maxBatch: number,
     engine: 'auto' | 'im2col' = 'auto',
   ) {
-    this.states = plan.steps.map((step, index) => {
-      const state: StepState = {
-        step,
+    this.layers = plan.steps.map((step, index): LayerState => {
+      const buffers: Buffers = {
         output: new Float32Array(maxBatch * step.outSize),
         inputGradient: index === 0 ? null : new Float32Array(maxBatch * step.inSize),
       };
-      if (step.kind === 'maxPool') state.argmax = new Int32Array(maxBatch * step.outSize);
-      if (step.kind !== 'maxPool') {
-        const [kernel, bias] = step.weights;
-        // slice: a copy the loop owns (dataSync may hand out the backend's own array).
-        state.kernel = (kernel.read().dataSync() as Float32Array).slice();
-        state.bias = (bias.read().dataSync() as Float32Array).slice();
+      if (step.kind === 'maxPool') {
+        return {
+          kind: 'maxPool',
+          step,
+          ...buffers,
+          argmax: new Int32Array(maxBatch * step.outSize),
+        };
       }
-      if (step.kind === 'conv') {
-        state.conv = addon.convLayerCreate(step.sizes, step.relu, engine);
-        state.kernelGradient = new Float32Array(state.kernel?.length ?? 0);
-        state.biasGradient = new Float32Array(state.bias?.length ?? 0);
-      }
-      return state;
+      const weights = copyWeights(step.weights);
+      if (step.kind === 'dense') return { kind: 'dense', step, ...buffers, ...weights };
+      return {
+        kind: 'conv',
+        step,
+        ...buffers,
+        ...weights,
+        conv: addon.convLayerCreate(step.sizes, step.relu, engine),
+        kernelGradient: new Float32Array(weights.kernel.length),
+        biasGradient: new Float32Array(weights.bias.length),
+      };
     });
     this.logitGradient = new Float32Array(maxBatch * plan.numClasses);
-  }
-
-  /** What runs the convolutions, e.g. 'oneDNN brgconv:avx512_core' ('' without any). */
-  convolutionEngine(batch: number): string {
-    const conv = this.states.find((state) => state.conv !== undefined)?.conv;
-    return conv === undefined ? '' : this.addon.convLayerEngine(conv, batch);
   }
 
   /**
@@ -408,117 +428,142 @@ export class NativeTrainer {
     size: number,
     learningRate: number,
   ): { loss: number; correct: number } {
-    const { addon, states } = this;
-    let input = features.subarray(0, size * this.plan.featureSize);
-    for (const state of states) {
-      const { step } = state;
-      const output = state.output.subarray(0, size * step.outSize);
-      if (step.kind === 'conv') {
-        addon.convLayerForward(
-          state.conv as NativeConvLayer,
-          size,
-          input,
-          state.kernel as Float32Array,
-          state.bias as Float32Array,
-          output,
-        );
-      } else if (step.kind === 'maxPool') {
-        step.sizes[0] = size;
-        addon.maxPoolForward(
-          input,
-          output,
-          (state.argmax as Int32Array).subarray(0, output.length),
-          step.sizes,
-        );
-      } else {
-        this.denseSizes.set([size, step.inSize, step.outSize]);
-        addon.denseForward(
-          input,
-          state.kernel as Float32Array,
-          state.bias as Float32Array,
-          output,
-          this.denseSizes,
-          step.activation === 'relu',
-        );
-      }
+    const batchFeatures = features.subarray(0, size * this.plan.featureSize);
+    let input = batchFeatures;
+    for (const layer of this.layers) {
+      const output = layer.output.subarray(0, size * layer.step.outSize);
+      this.forward(layer, size, input, output);
       input = output;
     }
 
     this.lossSizes.set([size, this.plan.numClasses]);
     let outputGradient = this.logitGradient.subarray(0, size * this.plan.numClasses);
-    addon.softmaxCrossEntropy(input, labels, outputGradient, this.lossSizes, this.lossOut);
-    const loss = this.lossOut[0] ?? Number.NaN;
-    const correct = this.lossOut[1] ?? 0;
+    this.addon.softmaxCrossEntropy(input, labels, outputGradient, this.lossSizes, this.lossOut);
 
-    for (let index = states.length - 1; index >= 0; index--) {
-      const state = states[index] as StepState;
-      const { step } = state;
+    for (let index = this.layers.length - 1; index >= 0; index--) {
+      const layer = this.layers[index] as LayerState;
+      const { inSize } = layer.step;
       const layerInput =
         index === 0
-          ? features.subarray(0, size * this.plan.featureSize)
-          : (states[index - 1] as StepState).output.subarray(0, size * step.inSize);
-      const inputGradient = state.inputGradient?.subarray(0, size * step.inSize) ?? null;
-      const output = state.output.subarray(0, size * step.outSize);
-      if (step.kind === 'conv') {
-        if (step.relu) addon.reluBackward(output, outputGradient);
-        const kernel = state.kernel as Float32Array;
-        const bias = state.bias as Float32Array;
-        const kernelGradient = state.kernelGradient as Float32Array;
-        const biasGradient = state.biasGradient as Float32Array;
+          ? batchFeatures
+          : (this.layers[index - 1] as LayerState).output.subarray(0, size * inSize);
+      const inputGradient = layer.inputGradient?.subarray(0, size * inSize) ?? null;
+      this.backward(layer, size, layerInput, outputGradient, inputGradient, learningRate);
+      if (inputGradient === null) break;
+      outputGradient = inputGradient;
+    }
+    return { loss: this.lossOut[0] ?? Number.NaN, correct: this.lossOut[1] ?? 0 };
+  }
+
+  private forward(
+    layer: LayerState,
+    size: number,
+    input: Float32Array,
+    output: Float32Array,
+  ): void {
+    const { addon } = this;
+    switch (layer.kind) {
+      case 'conv': {
+        addon.convLayerForward(layer.conv, size, input, layer.kernel, layer.bias, output);
+        return;
+      }
+      case 'maxPool': {
+        layer.step.sizes[0] = size;
+        addon.maxPoolForward(
+          input,
+          output,
+          layer.argmax.subarray(0, output.length),
+          layer.step.sizes,
+        );
+        return;
+      }
+      case 'dense': {
+        this.denseSizes.set([size, layer.step.inSize, layer.step.outSize]);
+        addon.denseForward(
+          input,
+          layer.kernel,
+          layer.bias,
+          output,
+          this.denseSizes,
+          layer.step.activation === 'relu',
+        );
+        return;
+      }
+    }
+  }
+
+  /**
+   * The layer's part of the backward pass and its SGD step. outputGradient (the gradient
+   * of its output) is overwritten; inputGradient (null for the first layer) receives the
+   * gradient of its input, computed with the weights before the step.
+   */
+  private backward(
+    layer: LayerState,
+    size: number,
+    input: Float32Array,
+    outputGradient: Float32Array,
+    inputGradient: Float32Array | null,
+    learningRate: number,
+  ): void {
+    const { addon } = this;
+    const output = layer.output.subarray(0, size * layer.step.outSize);
+    switch (layer.kind) {
+      case 'conv': {
+        if (layer.step.relu) addon.reluBackward(output, outputGradient);
         addon.convLayerBackward(
-          state.conv as NativeConvLayer,
+          layer.conv,
           size,
-          layerInput,
-          kernel,
+          input,
+          layer.kernel,
           outputGradient,
           inputGradient,
-          kernelGradient,
-          biasGradient,
+          layer.kernelGradient,
+          layer.biasGradient,
         );
-        addon.sgdUpdate(kernel, kernelGradient, learningRate);
-        addon.sgdUpdate(bias, biasGradient, learningRate);
-      } else if (step.kind === 'maxPool') {
-        if (inputGradient !== null) {
-          addon.maxPoolBackward(
-            outputGradient,
-            (state.argmax as Int32Array).subarray(0, output.length),
-            inputGradient,
-          );
-        }
-      } else {
-        if (step.activation === 'relu') addon.reluBackward(output, outputGradient);
-        const kernel = state.kernel as Float32Array;
-        const bias = state.bias as Float32Array;
-        this.denseSizes.set([size, step.inSize, step.outSize]);
+        addon.sgdUpdate(layer.kernel, layer.kernelGradient, learningRate);
+        addon.sgdUpdate(layer.bias, layer.biasGradient, learningRate);
+        return;
+      }
+      case 'maxPool': {
+        if (inputGradient === null) return;
+        addon.maxPoolBackward(
+          outputGradient,
+          layer.argmax.subarray(0, output.length),
+          inputGradient,
+        );
+        return;
+      }
+      case 'dense': {
+        if (layer.step.activation === 'relu') addon.reluBackward(output, outputGradient);
+        this.denseSizes.set([size, layer.step.inSize, layer.step.outSize]);
         // The gradient is accumulated into the weights themselves: the SGD step.
         addon.denseBackward(
-          layerInput,
+          input,
           outputGradient,
-          kernel,
+          layer.kernel,
           inputGradient,
-          kernel,
-          bias,
+          layer.kernel,
+          layer.bias,
           this.denseSizes,
           -learningRate,
           1,
         );
+        return;
       }
-      if (inputGradient === null) break;
-      outputGradient = inputGradient;
     }
-    return { loss, correct };
   }
 
   /** Writes the trained weights into the model's variables. */
   finish(): void {
-    for (const state of this.states) {
-      if (state.step.kind === 'maxPool') continue;
-      const [kernel, bias] = state.step.weights;
+    for (const layer of this.layers) {
+      if (layer.kind === 'maxPool') continue;
+      const { kernel, bias } = layer;
+      const [kernelVariable, biasVariable] = layer.step.weights;
       for (const [variable, values] of [
-        [kernel, state.kernel],
-        [bias, state.bias],
+        [kernelVariable, kernel],
+        [biasVariable, bias],
       ] as const) {
-        const tensor = tf.tensor(values as Float32Array, variable.shape as number[], 'float32');
+        const tensor = tf.tensor(values, variable.shape as number[], 'float32');
         variable.write(tensor);
         tensor.dispose();
       }
