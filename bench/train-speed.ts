@@ -1,8 +1,15 @@
 /**
  * Local training speed, tfjs next to PyTorch on the same machine: the FedAvg paper's 2NN
- * and CNN at batch 10 and 50, one epoch of plain SGD over the first 3,000 MNIST training
+ * and CNN at batch 10 and 50, epochs of plain SGD over the first 3,000 MNIST training
  * examples, samples/s of every tfjs backend that starts here and of PyTorch
- * (/usr/bin/python3, python3-torch) at 1 and 2 threads, with the ratio to PyTorch's best.
+ * (/usr/bin/python3, python3-torch) at 1 thread and at every core. Each runtime is compared
+ * with PyTorch at the same thread count, never across counts.
+ *
+ * Fair to both sides: PyTorch's every thread pool (ATen's OpenMP pool and the pthreads pool
+ * of Debian's OpenBLAS, which torch.set_num_threads does not reach) is held to the stated
+ * count (train_speed.py, with threadpoolctl where installed: it reports the pools), its loop
+ * is the usual one with no host sync per step; the runtimes take turns epoch by epoch in a
+ * rotating order, `--repeats` times, and each row gives the median and the spread.
  * 'Tessera native loop' is what a Node client trains with on the 'openblas' backend
  * (trainLocal's native loop: oneDNN convolutions, OpenBLAS products); 'tfjs openblas' is
  * the same backend through tfjs's optimizer.minimize. Both need @tessera/ml-native built
@@ -11,7 +18,7 @@
  * Prints a table and writes bench/results/train-speed.json.
  *
  *   npm run bench:train-speed [-- --count 3000 --models fedavg-2nn,fedavg-cnn --batches 10,50
- *     --cpu-count 500 --cpu-models fedavg-2nn --repeats 3]
+ *     --cpu-count 500 --cpu-models fedavg-2nn --repeats 5]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,8 +43,8 @@ const { values: args } = parseArgs({
     // (several seconds per batch of 10, even with @tessera/ml's Conv2DBackpropFilter) unless asked.
     'cpu-count': { type: 'string', default: '500' },
     'cpu-models': { type: 'string', default: 'fedavg-2nn' },
-    // Each runtime's best of this many epochs (see below).
-    repeats: { type: 'string', default: '3' },
+    // Interleaved epochs per runtime; rows give their median and spread (see below).
+    repeats: { type: 'string', default: '5' },
     models: { type: 'string', default: 'fedavg-2nn,fedavg-cnn' },
     batches: { type: 'string', default: '10,50' },
     python: { type: 'string', default: '/usr/bin/python3' },
@@ -60,17 +67,6 @@ const firstN = (n: number): TrainingData => ({
   count: n,
 });
 
-interface Row {
-  model: string;
-  batchSize: number;
-  runtime: string;
-  samples: number;
-  samplesPerSecond: number;
-  /** samples/s over PyTorch's best at this model and batch size. */
-  ratio?: number;
-}
-const rows: Row[] = [];
-
 // PyTorch reads the same examples from a raw file: float32 pixels, then uint8 labels.
 const tempDir = mkdtempSync(path.join(os.tmpdir(), 'tessera-train-speed-'));
 const dataFile = path.join(tempDir, 'mnist-3000.bin');
@@ -84,7 +80,14 @@ writeFileSync(
 let torchVersion = 'unavailable';
 const scriptPath = new URL('train_speed.py', import.meta.url).pathname;
 
-/** One epoch in a PyTorch process; samples/s, or undefined if PyTorch is not there. */
+/** What PyTorch reported of its thread pools (threadpoolctl), per thread count. */
+const torchPools = new Map<number, unknown>();
+
+/**
+ * One epoch in a PyTorch process; samples/s, or undefined if PyTorch is not there. Every
+ * pool PyTorch uses is held to `threads`: the BLAS/OpenMP variables are set for the child
+ * (train_speed.py sets them again before importing torch, and applies threadpoolctl).
+ */
 function torchEpoch(model: string, batchSize: number, threads: number): number | undefined {
   try {
     const output = execFileSync(
@@ -93,16 +96,27 @@ function torchEpoch(model: string, batchSize: number, threads: number): number |
         scriptPath,
         ...['--data', dataFile, '--count', String(count), '--model', model],
         ...['--batch', String(batchSize), '--threads', String(threads)],
-        ...['--lr', String(LEARNING_RATE)],
+        ...['--lr', String(LEARNING_RATE), '--epochs', '1'],
       ],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {
+          ...process.env,
+          OPENBLAS_NUM_THREADS: String(threads),
+          OMP_NUM_THREADS: String(threads),
+          MKL_NUM_THREADS: String(threads),
+        },
+      },
     );
     const result = JSON.parse(output.trim().split('\n').pop() ?? '{}') as {
-      samplesPerSecond: number;
+      samplesPerSecond: number[];
       torch: string;
+      pools: unknown;
     };
     torchVersion = result.torch;
-    return result.samplesPerSecond;
+    torchPools.set(threads, result.pools);
+    return result.samplesPerSecond[0];
   } catch (error) {
     console.error(`\nPyTorch (${args.python}) failed: ${(error as Error).message.split('\n')[0]}`);
     return undefined;
@@ -145,88 +159,127 @@ async function tfjsEpoch(
 
 interface Runtime {
   label: string;
+  /** Threads the runtime may use: it is compared with PyTorch at the same count. */
+  threads: number;
   samples: number;
   models: string[];
   epoch: (model: string, batchSize: number) => Promise<number | undefined>;
 }
 const cores = os.availableParallelism();
-const runtimes: Runtime[] = [
-  ...[1, 2].map((threads) => ({
-    label: `PyTorch ${threads} thread${threads === 1 ? '' : 's'}`,
+const threadCounts = [...new Set([1, cores])];
+const plural = (threads: number) => `${threads} thread${threads === 1 ? '' : 's'}`;
+const runtimes: Runtime[] = threadCounts.flatMap((threads): Runtime[] => [
+  {
+    label: `PyTorch, ${plural(threads)}`,
+    threads,
     samples: count,
     models,
-    epoch: async (model: string, batchSize: number) => torchEpoch(model, batchSize, threads),
-  })),
+    epoch: async (model, batchSize) => torchEpoch(model, batchSize, threads),
+  },
   // What a Node client trains with where @tessera/ml-native is built: trainLocal's native
-  // loop, at 1 thread and at every core, like PyTorch above.
-  ...[...new Set([1, cores])].map((threads) => ({
-    label: `Tessera native loop, ${threads} thread${threads === 1 ? '' : 's'}`,
+  // loop (oneDNN convolutions, OpenBLAS products).
+  {
+    label: `Tessera native loop, ${plural(threads)}`,
+    threads,
     samples: count,
     models,
-    epoch: (model: string, batchSize: number) =>
+    epoch: (model, batchSize) =>
       tfjsEpoch('openblas', model, batchSize, count, { threads, loop: 'native' }),
-  })),
+  },
   // The same backend through tfjs's own loop (optimizer.minimize): WebAssembly with the
   // convolutions and matrix products on OpenBLAS.
   {
-    label: 'tfjs openblas, 1 thread',
+    label: `tfjs openblas, ${plural(threads)}`,
+    threads,
     samples: count,
     models,
-    epoch: (model, batchSize) => tfjsEpoch('openblas', model, batchSize, count, { threads: 1 }),
+    epoch: (model, batchSize) => tfjsEpoch('openblas', model, batchSize, count, { threads }),
   },
-  {
-    label: 'tfjs wasm',
-    samples: count,
-    models,
-    epoch: (model, batchSize) => tfjsEpoch('wasm', model, batchSize, count),
-  },
-  ...(cores > 1
+  threads === 1
+    ? {
+        label: 'tfjs wasm, 1 thread',
+        threads,
+        samples: count,
+        models,
+        epoch: (model, batchSize) => tfjsEpoch('wasm', model, batchSize, count),
+      }
+    : {
+        label: `tfjs wasm, ${threads} worker threads`,
+        threads,
+        samples: count,
+        models,
+        epoch: (model, batchSize) =>
+          tfjsEpoch('wasm', model, batchSize, count, { workers: threads }),
+      },
+  ...(threads === 1
     ? [
         {
-          label: `tfjs wasm, ${cores} threads`,
-          samples: count,
-          models,
-          epoch: (model: string, batchSize: number) =>
-            tfjsEpoch('wasm', model, batchSize, count, { workers: cores }),
+          label: 'tfjs cpu, 1 thread',
+          threads,
+          samples: cpuCount,
+          models: args['cpu-models'].split(',').filter((name) => models.includes(name)),
+          epoch: (model: string, batchSize: number) => tfjsEpoch('cpu', model, batchSize, cpuCount),
         },
       ]
     : []),
-  {
-    label: 'tfjs cpu',
-    samples: cpuCount,
-    models: args['cpu-models'].split(',').filter((name) => models.includes(name)),
-    epoch: (model, batchSize) => tfjsEpoch('cpu', model, batchSize, cpuCount),
-  },
-];
+]);
 
-// Runtimes take turns, `repeats` rounds, and each keeps its best epoch: on a shared
-// machine, load that comes and goes then hits all of them alike rather than whichever
-// happened to run at the time.
+interface Row {
+  model: string;
+  batchSize: number;
+  runtime: string;
+  threads: number;
+  samples: number;
+  /** samples/s of every timed epoch, in the order they ran. */
+  epochs: number[];
+  median: number;
+  min: number;
+  max: number;
+  /** Median samples/s over PyTorch's median at the same model, batch size and thread count. */
+  ratio?: number;
+}
+const rows: Row[] = [];
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+};
+
+// Runtimes take turns, one epoch each per repeat, and the order rotates every repeat: load
+// that comes and goes on a shared machine then hits all of them alike, and no runtime always
+// runs right after another's warm caches. Each row reports the median and the spread.
 for (const model of models) {
   for (const batchSize of batchSizes) {
-    const best = new Map<Runtime, number>();
+    const active = runtimes.filter((runtime) => runtime.models.includes(model));
+    const epochs = new Map<Runtime, number[]>(active.map((runtime) => [runtime, []]));
     for (let repeat = 0; repeat < repeats; repeat++) {
-      for (const runtime of runtimes) {
-        if (!runtime.models.includes(model)) continue;
+      const order = active.map((_, i) => active[(i + repeat) % active.length] as Runtime);
+      for (const runtime of order) {
         let samplesPerSecond: number | undefined;
         try {
           samplesPerSecond = await runtime.epoch(model, batchSize);
         } catch (error) {
           console.error(`\n${runtime.label}: ${(error as Error).message.split('\n')[0]}`);
         }
-        if (samplesPerSecond !== undefined) {
-          best.set(runtime, Math.max(best.get(runtime) ?? 0, samplesPerSecond));
-        }
+        if (samplesPerSecond !== undefined) epochs.get(runtime)?.push(samplesPerSecond);
         process.stdout.write('.');
       }
     }
-    for (const [runtime, samplesPerSecond] of best) {
+    for (const [runtime, values] of epochs) {
+      if (values.length === 0) continue;
       rows.push({
         model,
         batchSize,
         runtime: runtime.label,
+        threads: runtime.threads,
         samples: runtime.samples,
-        samplesPerSecond,
+        epochs: values,
+        median: median(values),
+        min: Math.min(...values),
+        max: Math.max(...values),
       });
     }
   }
@@ -236,16 +289,14 @@ await closeTrainingWorkers();
 rmSync(tempDir, { recursive: true, force: true });
 
 for (const row of rows) {
-  const best = Math.max(
-    0,
-    ...rows
-      .filter(
-        (r) =>
-          r.model === row.model && r.batchSize === row.batchSize && r.runtime.startsWith('PyTorch'),
-      )
-      .map((r) => r.samplesPerSecond),
+  const torch = rows.find(
+    (r) =>
+      r.model === row.model &&
+      r.batchSize === row.batchSize &&
+      r.threads === row.threads &&
+      r.runtime.startsWith('PyTorch'),
   );
-  if (best > 0) row.ratio = row.samplesPerSecond / best;
+  if (torch) row.ratio = row.median / torch.median;
 }
 
 const cpus = os.cpus();
@@ -253,21 +304,24 @@ const load = os
   .loadavg()
   .map((value) => value.toFixed(1))
   .join(' ');
-const machine = `${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, load average ${load} at the end, node ${process.version}, PyTorch ${torchVersion}; openblas backend: ${openblasDetail}`;
+const coretype = process.env['OPENBLAS_CORETYPE'] ?? 'unset (OpenBLAS picks by CPU)';
+const machine = `${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, load average ${load} at the end, node ${process.version}, PyTorch ${torchVersion}, OPENBLAS_CORETYPE ${coretype}; openblas backend: ${openblasDetail}`;
 console.log(
-  `\nBest of ${repeats} epochs of plain SGD over the first ${count} MNIST training examples (${machine})\n`,
+  `\nMedian [min-max] of ${repeats} interleaved epochs of plain SGD over the first ${count} MNIST training examples (${machine})`,
 );
-const header = `| model | batch | runtime | samples/s | x PyTorch best |`;
-console.log(header);
+for (const [threads, pools] of torchPools)
+  console.log(`PyTorch's thread pools at ${plural(threads)}: ${JSON.stringify(pools)}`);
+console.log('\n| model | batch | runtime | samples/s | x PyTorch, same threads |');
 console.log('|---|---:|---|---:|---:|');
+const fmt = (value: number) => Math.round(value).toLocaleString('en');
 for (const row of rows) {
   const note = row.samples !== count ? ` (${row.samples} examples)` : '';
   console.log(
-    `| ${row.model} | ${row.batchSize} | ${row.runtime}${note} | ${Math.round(row.samplesPerSecond).toLocaleString('en')} | ${row.ratio === undefined ? '-' : `${row.ratio.toFixed(2)}x`} |`,
+    `| ${row.model} | ${row.batchSize} | ${row.runtime}${note} | ${fmt(row.median)} [${fmt(row.min)}-${fmt(row.max)}] | ${row.ratio === undefined ? '-' : `${row.ratio.toFixed(2)}x`} |`,
   );
 }
 mkdirSync(new URL('results/', import.meta.url), { recursive: true });
 writeFileSync(
   new URL('results/train-speed.json', import.meta.url),
-  `${JSON.stringify({ date: new Date().toISOString(), machine, count, repeats, learningRate: LEARNING_RATE, rows }, null, 2)}\n`,
+  `${JSON.stringify({ date: new Date().toISOString(), machine, torchPools: Object.fromEntries(torchPools), count, repeats, learningRate: LEARNING_RATE, rows }, null, 2)}\n`,
 );

@@ -1,19 +1,53 @@
-"""PyTorch side of bench/train-speed.ts: one epoch of plain SGD on the same data and the
-same architectures (FedAvg paper 2NN and CNN), samples/s printed as one JSON object.
+"""PyTorch side of bench/train-speed.ts: epochs of plain SGD on the same data and the same
+architectures (FedAvg paper 2NN and CNN), samples/s of each timed epoch printed as one JSON
+object.
 
     /usr/bin/python3 bench/train_speed.py --data FILE --count N --model fedavg-cnn \
-        --batch 10 --threads 1
+        --batch 10 --threads 1 --epochs 1
 
 FILE holds N*784 little-endian float32 pixels in [0, 1] followed by N uint8 labels,
 written by bench/train-speed.ts, so no download is needed here.
+
+Fair to PyTorch: every thread pool it uses is held to --threads. torch.set_num_threads sets
+ATen's intra-op pool (OpenMP), but not the pool of Debian's pthreads OpenBLAS, which runs the
+dense layers' products; so the OpenBLAS/OpenMP variables are set before numpy and torch load,
+and threadpoolctl (python3-threadpoolctl), where installed, sets and reports every BLAS pool
+it finds. The loop is the one PyTorch users write (optimizer.zero_grad(set_to_none=True),
+loss.backward(), optimizer.step()) with no host sync per step: the epoch's loss is summed
+as a tensor and read once at the end.
 """
 import argparse
 import json
+import os
 import time
 
-import numpy as np
-import torch
-from torch import nn
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs, after a warm-up")
+    return parser.parse_args()
+
+
+args = parse_args()
+# Before numpy/torch are imported: OpenBLAS and OpenMP size their pools when they load.
+for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[variable] = str(args.threads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+except ImportError:  # the bench says so in its output
+    threadpool_info = None
+    threadpool_limits = None
 
 
 def build(name: str) -> nn.Module:
@@ -36,16 +70,10 @@ def build(name: str) -> nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--lr", type=float, default=0.05)
-    args = parser.parse_args()
-
     torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    if threadpool_limits is not None:
+        threadpool_limits(limits=args.threads)
     torch.manual_seed(1)
     raw = np.fromfile(args.data, dtype=np.uint8)
     pixels = args.count * 784
@@ -59,25 +87,37 @@ def main() -> None:
 
     def epoch(limit: int) -> float:
         order = torch.randperm(args.count)[:limit]
-        total = 0.0
+        total = torch.zeros(())
         for start in range(0, limit, args.batch):
             index = order[start : start + args.batch]
-            optimizer.zero_grad()
+            optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[index]), y[index])
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
-        return total / limit
+            total += loss.detach() * len(index)
+        return float(total) / limit
 
     epoch(min(args.count, 20 * args.batch))  # warm-up, as on the tfjs side
-    started = time.perf_counter()
-    loss = epoch(args.count)
-    seconds = time.perf_counter() - started
+    rates = []
+    loss = float("nan")
+    for _ in range(args.epochs):
+        started = time.perf_counter()
+        loss = epoch(args.count)
+        rates.append(args.count / (time.perf_counter() - started))
+    pools = (
+        [
+            {"api": p.get("internal_api"), "threads": p.get("num_threads"), "version": p.get("version"),
+             "coretype": p.get("architecture")}
+            for p in threadpool_info()
+        ]
+        if threadpool_info is not None
+        else "threadpoolctl not installed: OpenBLAS held by OPENBLAS_NUM_THREADS only"
+    )
     print(json.dumps({
-        "samplesPerSecond": args.count / seconds,
-        "seconds": seconds,
+        "samplesPerSecond": rates,
         "loss": loss,
         "threads": torch.get_num_threads(),
+        "pools": pools,
         "torch": torch.__version__,
     }))
 
