@@ -44,7 +44,11 @@ function leave(signal: keyof typeof SIGNAL_EXIT_STATUS): void {
   leaving = true;
   stopProgressBar();
   say(`tessera-client: ${signal}: leaving the federation`);
-  setTimeout(() => process.exit(status), CLOSE_TIMEOUT_MS).unref();
+  setTimeout(() => {
+    warn(`still busy after ${CLOSE_TIMEOUT_MS / 1000} s; leaving anyway`);
+    printSummaries('left; ');
+    process.exit(status);
+  }, CLOSE_TIMEOUT_MS).unref();
   (client?.close() ?? Promise.resolve())
     .catch((error: unknown) => warn(`while leaving: ${describe(error)}`))
     .finally(() => {
