@@ -216,6 +216,24 @@ describe('the Node client as a person runs it', () => {
     });
   });
 
+  it('stops with the reason when its token was revoked while it was connected', async () => {
+    harness = await startHarness();
+    const h = harness;
+    const { tokens } = await createFederation(h, 1);
+    const client = runClient(
+      ['--coordinator', h.coordinator.url, '--mnist', '0/1', '--max-examples', '100'],
+      tokens[0]?.token,
+    );
+    await waitFor(() => h.coordinator.registry.list().length === 1, 'the client to connect');
+    await h.api('POST', `/clients/${tokens[0]?.client.id}/revoke`);
+    // A revocation takes effect at the next connection: a coordinator restart forces one.
+    await h.restart();
+    expect(await client.exited).toBe(2);
+    expect(client.stderr()).toContain(
+      'tessera-client: UNAUTHORIZED: unknown or revoked client token',
+    );
+  });
+
   // `--workers 2` on the openblas backend fails inside trainLocal at every round: a real
   // training error of a real client, which used to show only "round 1: training…".
   it.skipIf(!loadNativeKernels().ok)(
