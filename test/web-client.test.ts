@@ -391,6 +391,19 @@ describe('the browser client keeps its data', () => {
           await page.setInputFiles('#csv', join(folder, 'bad-label.csv'));
         }),
       ).toBe("INVALID_ARGUMENT: bad-label.csv:1: label '12' is not an integer in 0..9");
+      // One stray 255 in a [0, 1] file: the same range check as the Node client's.
+      writeFileSync(
+        join(folder, 'bytes.csv'),
+        `3,${new Array(784).fill(0).join(',')}\n4,0.5,255,${new Array(782).fill(0).join(',')}\n`,
+      );
+      expect(
+        await failure(token, async (page) => {
+          await page.check('input[name="data"][value="csv"]');
+          await page.setInputFiles('#csv', join(folder, 'bytes.csv'));
+        }),
+      ).toBe(
+        "INVALID_ARGUMENT: bytes.csv:2: column 3: 255 is outside the models' range [0, 1]; if the file holds 0..255 pixels, tick 'pixels are 0..255'",
+      );
 
       const blank = PNG.sync.write(new PNG({ width: 28, height: 28 }));
       for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k']) {

@@ -2,6 +2,7 @@ import {
   type Examples,
   loadCsvExamples,
   loadMnist,
+  MNIST_INPUT,
   parsePartitionScheme,
   partition,
   splitHoldout,
@@ -24,6 +25,8 @@ export interface DataOptions {
   partitionSeed: number;
   /** A local CSV file (label first, then the features). */
   csv?: string;
+  /** Every CSV feature is divided by this first (255 for 0..255 pixels). Default 1. */
+  featureScale?: number;
   /** Fraction of the local examples kept out of training for federated evaluation. */
   holdoutFraction: number;
   /** Use at most this many local examples (quick trials and tests). */
@@ -70,6 +73,12 @@ export function loadLocalData(options: DataOptions): LocalData {
       options.holdoutFraction,
       options.partitionSeed,
     );
+    if (train.length === 0) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `${description}: ${indices.length} example(s), and --holdout ${options.holdoutFraction} keeps every one of them out of training`,
+      );
+    }
     return {
       train: build(train),
       holdout: holdout.length > 0 ? build(holdout) : null,
@@ -87,8 +96,21 @@ export function loadLocalData(options: DataOptions): LocalData {
       `MNIST partition ${index}/${of} (${options.partition})`,
     );
   }
-  const csv = loadCsvExamples(options.csv as string);
-  return split(csv, (ids) => selectExamples(csv, ids), `CSV ${options.csv}`);
+  // Checked against the models' input before anything connects: every model of the zoo reads
+  // MNIST_INPUT (TfjsTrainer checks the run's own model again at each round).
+  const featureScale = options.featureScale ?? 1;
+  const csv = loadCsvExamples(options.csv as string, {
+    schema: MNIST_INPUT,
+    featureScale,
+    ...(featureScale === 1
+      ? { scaleHint: 'if the file holds 0..255 pixels, run with --scale 255' }
+      : {}),
+  });
+  return split(
+    csv,
+    (ids) => selectExamples(csv, ids),
+    `CSV ${options.csv}${featureScale === 1 ? '' : ` (features divided by ${featureScale})`}`,
+  );
 }
 
 function selectExamples(source: Examples, indices: Uint32Array): Examples {

@@ -1,125 +1,126 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
-import { type BackendPreference, initBackend } from '@tessera/ml';
+import { initBackend } from '@tessera/ml';
 import { TesseraError } from '@tessera/protocol';
 import { SingleBar } from 'cli-progress';
 import { type ClientObserver, NODE_CLIENT_IDENTITY, TesseraClient, TfjsTrainer } from './client.js';
 import { loadLocalData } from './data-source.js';
+import { type ProgressMode, parseCommandLine, readToken, USAGE } from './options.js';
+import { formatPercent, ParticipationLog, roundLine } from './participation.js';
 
-const usage = `tessera-client --coordinator URL --token TOKEN (--mnist K/N | --csv FILE) [options]
+/** A client with no round for this long prints what it did so far (runs end without notice). */
+const IDLE_SUMMARY_MS = 60_000;
+/** The way out never hangs: a close that takes longer than this is cut short. */
+const CLOSE_TIMEOUT_MS = 10_000;
+/** 128 + the signal's number, as shells report a process ended by it. */
+const SIGNAL_EXIT_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
 
-  --coordinator URL     the coordinator, e.g. http://coordinator.example.org:4000
-  --token TOKEN         this organisation's client token (issued by an admin)
-  --mnist K/N           demo data: partition K (0-based) of N of the MNIST training set
-  --partition SCHEME    iid | shards[:k] | dirichlet:ALPHA   (default iid)
-  --partition-seed N    the federation's partition seed      (default 42)
-  --csv FILE            your own data: label,feature1,...,feature784 per line (see README)
-  --holdout F           fraction kept for federated evaluation (default 0.1)
-  --max-examples N      use at most N local examples (quick trials)
-  --backend NAME        auto | tensorflow-gpu | tensorflow | openblas | wasm | cpu (default auto)
-  --threads N           threads for the openblas backend's products (default: every core, or
-                        OPENBLAS_NUM_THREADS); 1 where several clients share a machine
-  --workers N|auto      data-parallel training threads (default 1; auto: the idle cores, for
-                        batches of 32 or more)
-  --progress MODE       bars | lines | none (default: bars on a terminal, else lines)
-`;
+const say = (line: string) => process.stdout.write(`${line}\n`);
+const warn = (line: string) => process.stderr.write(`tessera-client: ${line}\n`);
 
 function fail(message: string): never {
-  process.stderr.write(`tessera-client: ${message}\n`);
+  warn(message);
   process.exit(2);
 }
 
-function parseThreads(text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const threads = Number(text);
-  if (!Number.isInteger(threads) || threads < 1) {
-    fail(`--threads must be a positive integer, got "${text}"`);
-  }
-  return threads;
+function describe(error: unknown): string {
+  return error instanceof TesseraError
+    ? `${error.code}: ${error.message}`
+    : String((error as Error)?.stack ?? error);
 }
 
-function parseWorkers(text: string): number | 'auto' {
-  if (text === 'auto') return 'auto';
-  const workers = Number(text);
-  if (!Number.isInteger(workers) || workers < 1) {
-    fail(`--workers must be a positive integer or "auto", got "${text}"`);
-  }
-  return workers;
+const log = new ParticipationLog();
+let client: TesseraClient | undefined;
+let stopProgressBar = () => {};
+
+function printSummaries(prefix: string): void {
+  for (const line of log.summaries()) say(`tessera-client: ${prefix}${line}`);
 }
+
+// Installed before the data is loaded: Ctrl-C at any point leaves the same way.
+let leaving = false;
+function leave(signal: keyof typeof SIGNAL_EXIT_STATUS): void {
+  const status = SIGNAL_EXIT_STATUS[signal];
+  if (leaving) process.exit(status); // a second Ctrl-C: at once
+  leaving = true;
+  stopProgressBar();
+  say(`tessera-client: ${signal}: leaving the federation`);
+  setTimeout(() => {
+    warn(`still busy after ${CLOSE_TIMEOUT_MS / 1000} s; leaving anyway`);
+    printSummaries('left; ');
+    process.exit(status);
+  }, CLOSE_TIMEOUT_MS).unref();
+  (client?.close() ?? Promise.resolve())
+    .catch((error: unknown) => warn(`while leaving: ${describe(error)}`))
+    .finally(() => {
+      printSummaries('left; ');
+      process.exit(status);
+    });
+}
+process.on('SIGINT', () => leave('SIGINT'));
+process.on('SIGTERM', () => leave('SIGTERM'));
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      coordinator: { type: 'string' },
-      token: { type: 'string' },
-      mnist: { type: 'string' },
-      partition: { type: 'string', default: 'iid' },
-      'partition-seed': { type: 'string', default: '42' },
-      csv: { type: 'string' },
-      holdout: { type: 'string', default: '0.1' },
-      'max-examples': { type: 'string' },
-      backend: { type: 'string', default: 'auto' },
-      workers: { type: 'string', default: '1' },
-      threads: { type: 'string' },
-      progress: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(usage);
+  const settings = parseCommandLine(process.argv.slice(2), process.env, process.stdout.isTTY);
+  if (settings === 'help') {
+    process.stdout.write(USAGE);
     return;
   }
-  const coordinatorUrl = values.coordinator ?? process.env['TESSERA_COORDINATOR'];
-  const token = values.token ?? process.env['TESSERA_TOKEN'];
-  if (!coordinatorUrl || !token) fail(`--coordinator and --token are required\n\n${usage}`);
-
-  const data = loadLocalData({
-    ...(values.mnist !== undefined ? { mnist: values.mnist } : {}),
-    ...(values.csv !== undefined ? { csv: values.csv } : {}),
-    partition: values.partition,
-    partitionSeed: Number(values['partition-seed']),
-    holdoutFraction: Number(values.holdout),
-    ...(values['max-examples'] !== undefined
-      ? { maxExamples: Number(values['max-examples']) }
-      : {}),
-  });
-  const threads = parseThreads(values.threads);
+  const { token, warning } = readToken(settings.tokenSource);
+  if (warning) warn(warning);
+  const data = loadLocalData(settings.data);
   const backend = await initBackend(
-    values.backend as BackendPreference,
-    threads === undefined ? {} : { threads },
+    settings.backend,
+    settings.threads === undefined ? {} : { threads: settings.threads },
   );
-  const progressMode = values.progress ?? (process.stdout.isTTY ? 'bars' : 'lines');
-  const say = (line: string) => process.stdout.write(`${line}\n`);
   say(
     `tessera-client: ${data.description}: ${data.train.count} training and ${data.holdout?.count ?? 0} held-out examples`,
   );
   say(`tessera-client: training on the ${backend.name} backend (${backend.detail})`);
+  if (leaving) return;
 
-  const client = new TesseraClient({
-    coordinatorUrl,
+  client = new TesseraClient({
+    coordinatorUrl: settings.coordinatorUrl,
     token,
     identity: NODE_CLIENT_IDENTITY,
-    trainer: new TfjsTrainer(data.train, data.holdout, { workers: parseWorkers(values.workers) }),
+    trainer: new TfjsTrainer(data.train, data.holdout, { workers: settings.workers }),
     backend: backend.name,
-    observer: createObserver(progressMode, say),
+    observer: createObserver(settings.progress),
   });
-  const shutdown = async () => {
-    await client.close();
-    process.exit(0);
-  };
-  process.once('SIGINT', shutdown);
-  process.once('SIGTERM', shutdown);
   await client.connect();
 }
 
-function createObserver(mode: string, say: (line: string) => void): ClientObserver {
+function createObserver(mode: ProgressMode): ClientObserver {
   let bar: SingleBar | null = null;
   let lastEpoch = -1;
+  let currentRun: string | undefined;
+  stopProgressBar = () => {
+    bar?.stop();
+    bar = null;
+  };
+  let idleTimer: NodeJS.Timeout | undefined;
+  const armIdleSummary = () => {
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => {
+      if (currentRun !== undefined) {
+        say(
+          `tessera-client: no round for ${IDLE_SUMMARY_MS / 1000} s; so far ${log.summary(currentRun)}`,
+        );
+      }
+    }, IDLE_SUMMARY_MS);
+    idleTimer.unref();
+  };
   return {
     connected: (w) =>
       say(`connected to federation ${w.federationId} as ${w.organisation} (client ${w.clientId})`),
     disconnected: (reason) => say(`disconnected (${reason}); reconnecting`),
     roundStarted: (i) => {
+      clearTimeout(idleTimer);
+      // Runs end without a message to clients: a new run is when the last one is summed up.
+      if (currentRun !== undefined && currentRun !== i.runId) {
+        say(`tessera-client: ${log.summary(currentRun)}`);
+      }
+      currentRun = i.runId;
+      log.started(i.runId, i.round);
       lastEpoch = -1;
       if (mode !== 'none')
         say(
@@ -138,35 +139,51 @@ function createObserver(mode: string, say: (line: string) => void): ClientObserv
           lastEpoch = p.epoch;
         }
         bar?.update(p.batch, { loss: p.loss?.toFixed(4) ?? '-' });
-        if (p.batch === p.batches) {
-          bar?.stop();
-          bar = null;
-        }
+        if (p.batch === p.batches) stopProgressBar();
       } else if (mode === 'lines' && p.batch === p.batches) {
         say(
           `  epoch ${p.epoch}/${p.epochs}: ${p.batches} batches, loss ${p.loss?.toFixed(4) ?? '-'}`,
         );
       }
     },
-    roundFinished: (s) =>
+    roundFinished: (s) => {
+      const refusal = s.ack.ok ? undefined : `${s.ack.error.code}: ${s.ack.error.message}`;
+      log.finished(s.runId, s.round, {
+        outcome: refusal === undefined ? 'sent' : 'refused',
+        numExamples: s.numExamples,
+        durationMs: s.durationMs,
+        loss: s.loss,
+        ...(refusal === undefined ? {} : { reason: refusal }),
+      });
+      say(roundLine({ ...s, ...(refusal === undefined ? {} : { refusal }) }));
+      armIdleSummary();
+    },
+    roundFailed: (f) => {
+      stopProgressBar();
+      log.finished(f.runId, f.round, { outcome: 'failed', reason: f.reason });
+      warn(
+        `round ${f.round} failed: ${f.reason}${f.ack.ok ? '' : ` (and the coordinator did not take the report: ${f.ack.error.code})`}`,
+      );
+      armIdleSummary();
+    },
+    evaluated: (s) => {
+      log.evaluated(s.runId, s.round, s.accuracy);
       say(
-        `round ${s.round}: sent update (${s.numExamples} examples, loss ${s.loss.toFixed(4)}, ` +
-          `${Math.round(s.samplesPerSecond)} samples/s, ${(s.durationMs / 1000).toFixed(1)} s)${s.ack.ok ? '' : ` REFUSED ${s.ack.error.code}`}`,
-      ),
-    evaluated: (s) =>
-      say(
-        `round ${s.round}: held-out accuracy ${(s.accuracy * 100).toFixed(2)}% on ${s.numExamples} examples`,
-      ),
-    warning: (message) => process.stderr.write(`tessera-client: ${message}\n`),
-    replaced: (message) =>
-      process.stderr.write(`tessera-client: ${message}; this client stops training\n`),
+        `round ${s.round}: held-out accuracy ${formatPercent(s.accuracy)} on ${s.numExamples} examples`,
+      );
+    },
+    warning: (message) => warn(message),
+    replaced: (message) => warn(`${message}; this client stops training`),
+    stopped: (error) => {
+      stopProgressBar();
+      printSummaries('');
+      fail(describe(error));
+    },
   };
 }
 
 main().catch((error: unknown) => {
-  const message =
-    error instanceof TesseraError
-      ? `${error.code}: ${error.message}`
-      : String((error as Error)?.stack ?? error);
-  fail(message);
+  stopProgressBar();
+  printSummaries('');
+  fail(describe(error));
 });

@@ -1,13 +1,13 @@
 /// <reference lib="dom" />
-import { type Examples, parseCsvExamples, parseMnistIdx } from '@tessera/data';
+import { type Examples, MNIST_INPUT, parseCsvExamples, parseMnistIdx } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { MNIST_SAMPLE_IMAGES, MNIST_SAMPLE_LABELS } from './assets.js';
 import type { DataChoice, LabelledFile } from './messages.js';
 
 /** The built-in models read 28x28 grayscale images in [0, 1], light digits on black, 10 classes. */
 const SIDE = 28;
-const FEATURES = SIDE * SIDE;
-const NUM_CLASSES = 10;
+const FEATURES = MNIST_INPUT.featureSize; // SIDE * SIDE
+const NUM_CLASSES = MNIST_INPUT.numClasses;
 
 export interface LocalExamples {
   examples: Examples;
@@ -131,12 +131,15 @@ async function loadImages(images: LabelledFile[]): Promise<LocalExamples> {
 }
 
 async function loadCsv(file: File, featureScale: number): Promise<LocalExamples> {
-  const examples = parseCsvExamples(await file.text(), { source: file.name, featureScale });
-  if (examples.featureSize !== FEATURES) {
-    throw invalid(
-      `${file.name}: rows have ${examples.featureSize} features; the models read ${FEATURES} (28x28 pixels)`,
-    );
-  }
+  // The same checks as the Node client's: the models' feature count, classes and value range.
+  const examples = parseCsvExamples(await file.text(), {
+    source: file.name,
+    schema: MNIST_INPUT,
+    featureScale,
+    ...(featureScale === 1
+      ? { scaleHint: "if the file holds 0..255 pixels, tick 'pixels are 0..255'" }
+      : {}),
+  });
   return {
     examples,
     description: `CSV ${file.name} (${examples.count} examples)`,

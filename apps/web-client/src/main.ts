@@ -295,6 +295,13 @@ function show(message: ViewEvent): void {
       log(`round ${message.round}: ${message.detail}`);
       break;
     }
+    case 'round-failed': {
+      const row = roundRow(message.round);
+      row.dataset['outcome'] = 'failed';
+      setCells(row, { 1: `failed: ${message.reason}` });
+      log(`round ${message.round} failed: ${message.reason}`);
+      break;
+    }
     case 'evaluated':
       setCells(roundRow(message.round), { 4: percent(message.accuracy) });
       break;
@@ -353,6 +360,7 @@ function observer(): ClientObserver {
         durationMs: r.durationMs,
         samplesPerSecond: r.samplesPerSecond,
       }),
+    roundFailed: (f) => show({ type: 'round-failed', round: f.round, reason: f.reason }),
     evaluated: (e) => show({ type: 'evaluated', ...e }),
     warning: (message) => show({ type: 'warning', message }),
     replaced: (message) => show({ type: 'replaced', message }),

@@ -80,6 +80,8 @@ export type ViewEvent =
       loss: number | null;
     }
   | ({ type: 'round-finished' } & RoundOutcome)
+  /** Local training failed; the coordinator was sent the same reason. */
+  | { type: 'round-failed'; round: number; reason: string }
   | { type: 'evaluated'; round: number; accuracy: number; loss: number; numExamples: number }
   | { type: 'warning'; message: string }
   | { type: 'replaced'; message: string }

@@ -34,7 +34,13 @@ export class WorkerTrainer implements LocalTrainer {
       const pending = this.pending.get(message.id);
       if (!pending) return;
       if (message.type === 'progress') {
-        pending.onProgress?.(message.progress);
+        try {
+          pending.onProgress?.(message.progress);
+        } catch (error) {
+          // The client abandons the round (it is closing): stop waiting for the worker.
+          this.pending.delete(message.id);
+          pending.reject(error as Error);
+        }
         return;
       }
       this.pending.delete(message.id);

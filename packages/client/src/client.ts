@@ -43,6 +43,11 @@ export interface ClientObserver {
     samplesPerSecond: number;
     ack: Ack;
   }): void;
+  /**
+   * Local training failed: `reason` is what the coordinator was told (a short message). The
+   * round goes on without this client.
+   */
+  roundFailed?(summary: { runId: string; round: number; reason: string; ack: Ack }): void;
   evaluated?(summary: {
     runId: string;
     round: number;
@@ -56,6 +61,34 @@ export interface ClientObserver {
    * does not reconnect, so two copies never train for one organisation at once.
    */
   replaced?(message: string): void;
+  /**
+   * After having been welcomed, a reconnection was refused for good (the token was revoked, the
+   * coordinator now speaks another protocol version): the client stops and does not retry.
+   */
+  stopped?(error: TesseraError): void;
+}
+
+/** Longest failure reason sent to the coordinator: enough for a sentence, not a stack. */
+export const MAX_FAILURE_REASON_LENGTH = 500;
+
+/**
+ * What the coordinator (and the person at the client) is told about a failed round: the
+ * error's own message, first line only (no stack, no tfjs dump), at most
+ * MAX_FAILURE_REASON_LENGTH characters.
+ */
+export function failureReason(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const firstLine = message.split('\n', 1)[0]?.trim() || (error as Error)?.name || 'unknown error';
+  return firstLine.length > MAX_FAILURE_REASON_LENGTH
+    ? `${firstLine.slice(0, MAX_FAILURE_REASON_LENGTH - 1)}…`
+    : firstLine;
+}
+
+/** Thrown into a training loop (from its progress callback) to abandon it when the client closes. */
+class ClientClosed extends Error {
+  constructor() {
+    super('the client is closing');
+  }
 }
 
 type ClientRuntime = Hello['client']['runtime'];
@@ -107,6 +140,8 @@ export class TesseraClient {
   private queue: Promise<void> = Promise.resolve();
   private lastProgressSent = 0;
   private closedRounds = new Set<string>();
+  /** Set by close(): work in progress is abandoned and nothing more is sent. */
+  private closing = false;
 
   constructor(private readonly options: CoreClientOptions) {}
 
@@ -154,6 +189,8 @@ export class TesseraClient {
       options.observer?.warning?.(`coordinator refused a frame: ${error.code}: ${error.message}`);
     });
     socket.on('disconnect', (reason) => {
+      // Our own close() is not a lost connection: nothing to report, nothing to retry.
+      if (this.closing) return;
       options.observer?.disconnected?.(reason);
       // Socket.IO retries lost connections itself, but not a disconnect the server asked for.
       if (reason === 'io server disconnect' && !replaced) setTimeout(() => socket.connect(), 1000);
@@ -161,6 +198,10 @@ export class TesseraClient {
 
     return new Promise<Welcome>((resolve, reject) => {
       let welcomed = false;
+      const stop = (error: TesseraError) => {
+        if (welcomed) options.observer?.stopped?.(error);
+        else reject(error);
+      };
       socket.on('welcome', (welcome) => {
         options.observer?.connected?.(welcome);
         if (!welcomed) {
@@ -172,7 +213,7 @@ export class TesseraClient {
         const code = error.data?.code;
         if (code !== undefined && FATAL_CONNECT_ERRORS.includes(code)) {
           socket.disconnect();
-          reject(new TesseraError(code, error.data?.message ?? error.message));
+          stop(new TesseraError(code, error.data?.message ?? error.message));
           return;
         }
         options.observer?.warning?.(`cannot reach the coordinator (${error.message}); retrying`);
@@ -182,7 +223,13 @@ export class TesseraClient {
     });
   }
 
+  /**
+   * Leaves the federation: disconnects at once, abandons a training loop in progress at its
+   * next batch (nothing is sent for it: the coordinator counts this client as dropped) and
+   * releases the trainer.
+   */
   async close(): Promise<void> {
+    this.closing = true;
     this.socket?.disconnect();
     await this.queue;
     this.options.trainer.dispose();
@@ -196,7 +243,7 @@ export class TesseraClient {
 
   private async train(instruction: TrainInstruction): Promise<void> {
     const socket = this.socket;
-    if (!socket) return;
+    if (!socket || this.closing) return;
     const { runId, round, config } = instruction;
     // A round retried after too few updates keeps its number: a new train opens it again.
     this.closedRounds.delete(`${runId}/${round}`);
@@ -210,6 +257,7 @@ export class TesseraClient {
       durationMs: number;
       samplesPerSecond: number;
     } | null = null;
+    let failure: string | undefined;
     try {
       const result = await this.options.trainer.train(
         {
@@ -235,15 +283,19 @@ export class TesseraClient {
         },
       };
     } catch (error) {
-      reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
+      if (this.closing) return; // abandoned by close(): not a failure of the round
+      failure = failureReason(error);
+      reply = { status: 'failed', runId, round, error: { message: failure } };
     }
-    if (this.closedRounds.has(`${runId}/${round}`)) return;
+    if (this.closing || this.closedRounds.has(`${runId}/${round}`)) return;
     const ack = await this.send('update', reply);
     if (summary) observer?.roundFinished?.({ runId, round, ...summary, ack });
+    else if (failure !== undefined) observer?.roundFailed?.({ runId, round, reason: failure, ack });
     if (!ack.ok) observer?.warning?.(`update refused: ${ack.error.code}: ${ack.error.message}`);
   }
 
   private async evaluate(instruction: EvaluateInstruction): Promise<void> {
+    if (this.closing) return;
     const { runId, round } = instruction;
     let reply: Parameters<ClientToServerEvents['evaluation']>[0];
     try {
@@ -258,8 +310,9 @@ export class TesseraClient {
       reply = { status: 'ok', runId, round, ...result };
       this.options.observer?.evaluated?.({ runId, round, ...result });
     } catch (error) {
-      reply = { status: 'failed', runId, round, error: { message: (error as Error).message } };
+      reply = { status: 'failed', runId, round, error: { message: failureReason(error) } };
     }
+    if (this.closing) return;
     const ack = await this.send('evaluation', reply);
     if (!ack.ok)
       this.options.observer?.warning?.(
@@ -284,6 +337,8 @@ export class TesseraClient {
   }
 
   private reportProgress(progress: TrainingProgress): void {
+    // Training loops report every batch: the place to stop one that close() abandoned.
+    if (this.closing) throw new ClientClosed();
     this.options.observer?.progress?.(progress);
     const now = Date.now();
     // Best effort and throttled: progress is for people watching, not for the protocol.

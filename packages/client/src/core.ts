@@ -4,6 +4,8 @@ export {
   type ClientIdentity,
   type ClientObserver,
   type CoreClientOptions,
+  failureReason,
+  MAX_FAILURE_REASON_LENGTH,
   TesseraClient,
   type TrainingProgress,
 } from './client.js';

@@ -46,7 +46,7 @@ export class TfjsTrainer implements LocalTrainer {
     request: TrainRequest,
     onProgress: (progress: TrainerProgress) => void,
   ): Promise<TrainOutcome> {
-    const model = this.modelFor(request.model, request.weights);
+    const model = this.modelFor(request.model, request.weights, this.trainExamples);
     const { config } = request;
     const result = await trainLocal(model, this.trainExamples, {
       epochs: config.epochs,
@@ -65,7 +65,7 @@ export class TfjsTrainer implements LocalTrainer {
     if (!holdout || holdout.count === 0) {
       throw new TesseraError(ErrorCode.UNAVAILABLE, 'this client keeps no held-out examples');
     }
-    const model = this.modelFor(request.model, request.weights);
+    const model = this.modelFor(request.model, request.weights, holdout);
     return evaluateModel(model, holdout, request.batchSize);
   }
 
@@ -74,12 +74,31 @@ export class TfjsTrainer implements LocalTrainer {
     this.models.clear();
   }
 
-  private modelFor(descriptor: ModelDescriptor, weights: Float32Array): LayersModel {
+  private modelFor(
+    descriptor: ModelDescriptor,
+    weights: Float32Array,
+    examples: Examples,
+  ): LayersModel {
     const spec = modelSpec(descriptor.name as ModelName);
     if (spec.paramCount !== descriptor.paramCount) {
       throw new TesseraError(
         ErrorCode.INVALID_ARGUMENT,
         `coordinator's ${descriptor.name} has ${descriptor.paramCount} parameters; this client's has ${spec.paramCount}`,
+      );
+    }
+    // The hosts check their data before joining; this says it plainly for a model they did not
+    // foresee (rather than tfjs's count of values in a tensor).
+    if (examples.featureSize !== spec.featureSize) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `this client's examples have ${examples.featureSize} features; ${spec.name} reads ${spec.featureSize}`,
+      );
+    }
+    const label = examples.y.find((y) => y >= spec.numClasses);
+    if (label !== undefined) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `this client's examples include label ${label}; ${spec.name} has classes 0..${spec.numClasses - 1}`,
       );
     }
     let model = this.models.get(spec.name);

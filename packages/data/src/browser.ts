@@ -18,3 +18,4 @@ export {
   splitHoldout,
 } from './partition.js';
 export { createRng, type Rng } from './rng.js';
+export { type InputSchema, MNIST_INPUT } from './schema.js';

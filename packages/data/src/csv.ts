@@ -1,17 +1,30 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { Examples } from './examples.js';
+import type { InputSchema } from './schema.js';
 
 export interface CsvOptions {
-  /** Features per row; every row must have exactly this many. Default: the first data row's. */
-  featureSize?: number;
-  /** Labels must be integers in 0..numClasses-1. Default 10. */
-  numClasses?: number;
+  /**
+   * The model's input: every row must have its feature count, every label must be one of its
+   * classes and every feature (after `featureScale`) must lie in its range. Default: the
+   * feature count of the first data row, labels 0..9, any finite value.
+   */
+  schema?: InputSchema;
   /**
    * Every feature is divided by this number. Default 1: values are used as written.
    * Pass 255 for images exported as 0..255 pixel bytes (the built-in models expect [0, 1]).
    */
   featureScale?: number;
+  /**
+   * Appended to the message of a value outside the schema's range, to say how this client
+   * scales its input (the Node client: `--scale 255`, the web client: its checkbox).
+   */
+  scaleHint?: string;
 }
+
+const DEFAULT_NUM_CLASSES = 10;
+
+/** Shortest text that shows a scaled value honestly (0.0039 rather than 0.00392156862745098). */
+const formatValue = (value: number) => String(Number(value.toPrecision(4)));
 
 /**
  * Parses labelled examples from CSV text. Pure (no I/O): browsers use it on a picked file.
@@ -26,14 +39,16 @@ export interface CsvOptions {
  *   `label,pixel0,pixel1,...`), it is skipped.
  * - Empty lines are ignored. Every data line must have the same number of columns.
  *
- * Errors (INVALID_ARGUMENT) name the source and the 1-based line.
+ * Errors (INVALID_ARGUMENT) name the source and the 1-based line (and column, for a value);
+ * `data` carries `line` (and `column`) for programs.
  */
 export function parseCsvExamples(
   text: string,
   options: CsvOptions & { source?: string } = {},
 ): Examples {
   const source = options.source ?? 'CSV';
-  const numClasses = options.numClasses ?? 10;
+  const { schema } = options;
+  const numClasses = schema?.numClasses ?? DEFAULT_NUM_CLASSES;
   const featureScale = options.featureScale ?? 1;
   if (!Number.isInteger(numClasses) || numClasses < 1) {
     throw new TesseraError(
@@ -47,13 +62,15 @@ export function parseCsvExamples(
       `${source}: featureScale must be a positive number, got ${String(featureScale)}`,
     );
   }
-  let featureSize = options.featureSize;
+  let featureSize: number | undefined = schema?.featureSize;
   if (featureSize !== undefined && (!Number.isInteger(featureSize) || featureSize < 1)) {
     throw new TesseraError(
       ErrorCode.INVALID_ARGUMENT,
       `${source}: featureSize must be a positive integer, got ${String(featureSize)}`,
     );
   }
+  const range = schema?.featureRange;
+  const rangeText = range && `[${range.min}, ${range.max}]`;
 
   const lines = text.split('\n');
   const rowError = (lineIndex: number, problem: string): TesseraError =>
@@ -76,6 +93,14 @@ export function parseCsvExamples(
       if (firstField === '' || !Number.isFinite(Number(firstField))) continue; // header row
     }
     const columns = fields.length;
+    if (labels.length === 0 && schema !== undefined && columns !== schema.featureSize + 1) {
+      // The first data row decides: the whole file has another shape than the model's input.
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `${source}: rows have ${columns - 1} features; the models read ${schema.featureSize} (${schema.featureDescription})`,
+        { line: lineIndex + 1, found: columns - 1, expected: schema.featureSize },
+      );
+    }
     if (featureSize === undefined) {
       if (columns < 2) {
         throw rowError(
@@ -109,7 +134,20 @@ export function parseCsvExamples(
       if (valueText === '' || !Number.isFinite(value)) {
         throw rowError(lineIndex, `column ${column + 1}: '${valueText}' is not a finite number`);
       }
-      features[offset + column - 1] = value / featureScale;
+      const scaled = value / featureScale;
+      if (range && !(scaled >= range.min && scaled <= range.max)) {
+        const shown =
+          featureScale === 1
+            ? `${valueText} is outside`
+            : `${valueText} (${formatValue(scaled)} after dividing by ${featureScale}) is outside`;
+        throw new TesseraError(
+          ErrorCode.INVALID_ARGUMENT,
+          `${source}:${lineIndex + 1}: column ${column + 1}: ${shown} the models' range ${rangeText}` +
+            (options.scaleHint ? `; ${options.scaleHint}` : ''),
+          { line: lineIndex + 1, column: column + 1 },
+        );
+      }
+      features[offset + column - 1] = scaled;
     }
     labels.push(label);
   }
