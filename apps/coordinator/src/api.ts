@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { STRATEGY_NAMES } from '@tessera/aggregation';
+import { STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
 import type { UserRecord } from '@tessera/db';
 import { MODEL_NAMES, modelSpec } from '@tessera/ml';
 import {
@@ -28,8 +28,10 @@ import {
   sessionCookie,
 } from './http/auth.js';
 import { serveConsole } from './http/console-static.js';
+import { HTTP_STATUS, toApiError } from './http/errors.js';
+import { checkJsonShape } from './http/json-shape.js';
 import { buildOpenApi } from './http/openapi.js';
-import { PauseRequests } from './http/pause.js';
+
 import {
   type ImageKind,
   imageToMnist,
@@ -37,29 +39,19 @@ import {
   ModelServer,
   sniffImage,
 } from './http/predict.js';
+import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
+import { RunControl } from './http/run-control.js';
 import { mountWebClient } from './web-client-static.js';
 
 /** A run as an admin creates it, with this coordinator's models and strategies. */
 export const createRunSchema = createRunSchemaFor({
   models: MODEL_NAMES,
   strategies: STRATEGY_NAMES,
+  strategyOptions: STRATEGY_OPTIONS,
 });
 export type CreateRunRequest = z.infer<typeof createRunSchema>;
-
-const httpStatus: Partial<Record<ErrorCode, number>> = {
-  INVALID_ARGUMENT: 400,
-  MALFORMED_FRAME: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  RATE_LIMITED: 429,
-  UNAVAILABLE: 503,
-};
 
 // Response shapes, for the OpenAPI document (the repositories' records, as JSON).
 const userOut = z.object({
@@ -142,7 +134,9 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   const app = express();
   app.disable('x-powered-by');
   if (options.trustProxy) app.set('trust proxy', true);
-  app.use(express.json({ limit: '1mb' }));
+  app.use(refuseUnsafePaths);
+  // Depth and key counts are checked on the raw bytes, before JSON.parse and any schema.
+  app.use(express.json({ limit: '1mb', verify: (_req, _res, bytes) => checkJsonShape(bytes) }));
   mountWebClient(app);
 
   app.get('/healthz', (_req, res) => {
@@ -152,8 +146,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   const auth: AuthOptions = { db, adminToken: options.adminToken };
   const limiter = new LoginRateLimiter(options.loginLimits);
   const models = new ModelServer(db);
-  const pauses = new PauseRequests(coordinator);
-  const feed = options.io ? new AdminFeed(options.io, coordinator, auth, pauses) : null;
+  const control = new RunControl(coordinator);
+  const feed = options.io ? new AdminFeed(options.io, coordinator, auth, control) : null;
   options.io?.httpServer?.once('close', () => models.dispose());
   const router = express.Router();
   const { route, specs } = defineRoutes(router, auth);
@@ -293,6 +287,13 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
           return { name, description: spec.description, paramCount: spec.paramCount };
         }),
         strategies: STRATEGY_NAMES,
+        // Each strategy's options as JSON Schema (the schema a run's strategyOptions must meet).
+        strategyOptions: Object.fromEntries(
+          STRATEGY_NAMES.map((name) => [
+            name,
+            z.toJSONSchema(STRATEGY_OPTIONS[name] ?? z.strictObject({}), { io: 'input' }),
+          ]),
+        ),
         roles: CONSOLE_ROLES,
         maxImageBytes: MAX_IMAGE_BYTES,
       });
@@ -448,7 +449,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     },
     async (_context, req, res) => {
       const id = String(req.params['id']);
-      res.json({ ...(await db.runs.get(id)), pausing: pauses.isPending(id) });
+      res.json({ ...(await db.runs.get(id)), pausing: control.isPausing(id) });
     },
   );
   route(
@@ -461,9 +462,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 202, description: 'Running', schema: runOut },
     },
     async (_context, req, res) => {
-      const run = await coordinator.startRun(String(req.params['id']));
-      await feed?.runChanged(run);
-      res.status(202).json(run);
+      res.status(202).json(await control.start(String(req.params['id'])));
     },
   );
   route(
@@ -476,11 +475,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 200, description: 'Stopped', schema: runOut },
     },
     async (_context, req, res) => {
-      const id = String(req.params['id']);
-      pauses.cancel(id);
-      await coordinator.stopRun(id);
-      // The run's loop reports 'stopped' itself (run-finished): no second push here.
-      res.json(await db.runs.get(id));
+      res.json(await control.stop(String(req.params['id'])));
     },
   );
   route(
@@ -494,13 +489,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 202, description: 'Pausing after the open round', schema: runOut },
     },
     async (_context, req, res) => {
-      const id = String(req.params['id']);
-      const run = await db.runs.get(id);
-      if (!coordinator.isRunning(id)) {
-        throw new TesseraError(ErrorCode.CONFLICT, `run ${id} is ${run.status}, not running`);
-      }
-      pauses.request(id);
-      res.status(202).json({ ...run, pausing: true });
+      res.status(202).json(await control.pause(String(req.params['id'])));
     },
   );
   route(
@@ -649,16 +638,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   if (consoleDir !== null && existsSync(consoleDir)) app.use(serveConsole(consoleDir));
 
   app.use((cause: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const parseError = cause as { type?: string; status?: number };
-    const error =
-      parseError.type === 'entity.parse.failed'
-        ? new TesseraError(ErrorCode.INVALID_ARGUMENT, 'request body is not valid JSON')
-        : parseError.type === 'entity.too.large'
-          ? new TesseraError(ErrorCode.PAYLOAD_TOO_LARGE, 'request body is too large')
-          : parseError.status === 404 // a missing console asset (express.static)
-            ? new TesseraError(ErrorCode.NOT_FOUND, 'no such file')
-            : TesseraError.from(cause);
-    const status = httpStatus[error.code] ?? 500;
+    const error = toApiError(cause);
+    const status = HTTP_STATUS[error.code] ?? 500;
     if (status >= 500)
       coordinator.logger.error('API error', { code: error.code, message: error.message });
     if (error.code === ErrorCode.RATE_LIMITED) {
