@@ -10,7 +10,7 @@ import { Coordinator, createApi, createLogger } from '@tessera/coordinator';
 import { openDatabase } from '@tessera/db';
 import type { WireError } from '@tessera/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ConsoleFixture, startConsoleFixture } from './console-fixtures.js';
+import { type ConsoleFixture, SERVICE_TOKEN, startConsoleFixture } from './console-fixtures.js';
 
 let fx: ConsoleFixture;
 let federationId: string;
@@ -242,6 +242,42 @@ describe('run control', () => {
     await fx.call('POST', `/runs/${id}/stop`);
     expect((await fx.db.runs.get(id)).status).toBe('stopped');
   });
+
+  it('refuses a start in a second coordinator on the same database while the first runs it', async () => {
+    const second = await Coordinator.start({
+      db: fx.db,
+      logger: createLogger('error', () => {}),
+      centralEvaluation: false,
+      resume: false,
+      port: 0,
+    });
+    try {
+      const created = await fx.call<{ id: string }>('POST', '/runs', { body: runBody() });
+      const id = created.body.id;
+      const starts = await Promise.all([
+        fx.call('POST', `/runs/${id}/start`),
+        fetch(`${second.url}/api/runs/${id}/start`, { method: 'POST' }).then(async (r) => ({
+          status: r.status,
+          body: (await r.json()) as ErrorBody,
+        })),
+      ]);
+      expect(starts.map((answer) => answer.status).sort()).toEqual([202, 409]);
+      // And one after the other: the database says running, so the other one refuses.
+      const firstRuns = fx.coordinator.isRunning(id);
+      const later = firstRuns
+        ? await fetch(`${second.url}/api/runs/${id}/start`, { method: 'POST' })
+        : await fetch(`${fx.url}/api/runs/${id}/start`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${SERVICE_TOKEN}` },
+          });
+      expect(later.status).toBe(409);
+      expect(((await later.json()) as ErrorBody).error.message).toMatch(/already running/);
+      expect([fx.coordinator.isRunning(id), second.isRunning(id)].filter(Boolean)).toHaveLength(1);
+      await (firstRuns ? fx.coordinator : second).stopRun(id);
+    } finally {
+      await second.close();
+    }
+  });
 });
 
 describe('a coordinator with a bad run left running', () => {
@@ -293,4 +329,57 @@ describe('a coordinator with a bad run left running', () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
+});
+
+describe('the login limiter', () => {
+  it('checks only 5 of 40 concurrent wrong logins against the password; the rest get 429', async () => {
+    const email = 'concurrent@example.org';
+    await fx.db.accounts.createUser({ email, role: 'admin', password: 'the right password' });
+    // Counts the real password checks (the slow scrypt), calling through to them.
+    const { accounts } = fx.db;
+    const verifyLogin = accounts.verifyLogin.bind(accounts);
+    let passwordChecks = 0;
+    accounts.verifyLogin = (...args) => {
+      passwordChecks++;
+      return verifyLogin(...args);
+    };
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, k) =>
+        fx.call<ErrorBody>('POST', '/auth/login', {
+          as: 'none',
+          body: { email, password: `guess ${k} is wrong` },
+        }),
+      ),
+    );
+    const statuses = answers.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 401)).toHaveLength(5);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(35);
+    accounts.verifyLogin = verifyLogin;
+    expect(passwordChecks).toBe(5);
+  }, 120_000);
+
+  it('behind --trust-proxy, a new X-Forwarded-For per attempt does not get around it', async () => {
+    const email = 'spoofed@example.org';
+    await fx.db.accounts.createUser({ email, role: 'admin', password: 'the right password' });
+    const server = createServer(createApi(fx.coordinator, { adminToken: 'x', trustProxy: true }));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const statuses: number[] = [];
+      for (let k = 0; k < 30; k++) {
+        const answer = await fetch(`${base}/api/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-forwarded-for': `198.51.100.${k}` },
+          body: JSON.stringify({ email, password: `guess ${k} is wrong` }),
+        });
+        statuses.push(answer.status);
+      }
+      // Each attempt looks like a new address (one trusted hop), but the email's own limit
+      // (20 from anywhere) still holds; before, all 30 were checked against the password.
+      expect(statuses.filter((status) => status === 401)).toHaveLength(20);
+      expect(statuses.slice(20).every((status) => status === 429)).toBe(true);
+    } finally {
+      server.close();
+    }
+  }, 120_000);
 });

@@ -23,6 +23,7 @@ import { AdminFeed } from './http/admin-namespace.js';
 import {
   type AuthOptions,
   clearedSessionCookie,
+  type LoginLimits,
   LoginRateLimiter,
   SESSION_TTL_MS,
   sessionCookie,
@@ -119,7 +120,7 @@ export interface ApiOptions {
   /** The coordinator's Socket.IO server: the console's live `/admin` namespace goes on it. */
   io?: Server;
   /** Failed-login limits (tests lower them). */
-  loginLimits?: ConstructorParameters<typeof LoginRateLimiter>[0];
+  loginLimits?: LoginLimits;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -133,7 +134,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   const { db } = coordinator;
   const app = express();
   app.disable('x-powered-by');
-  if (options.trustProxy) app.set('trust proxy', true);
+  // One hop: the address the proxy saw, not whatever the client put first in X-Forwarded-For.
+  if (options.trustProxy) app.set('trust proxy', 1);
   app.use(refuseUnsafePaths);
   // Depth and key counts are checked on the raw bytes, before JSON.parse and any schema.
   app.use(express.json({ limit: '1mb', verify: (_req, _res, bytes) => checkJsonShape(bytes) }));
@@ -144,7 +146,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   });
 
   const auth: AuthOptions = { db, adminToken: options.adminToken };
-  const limiter = new LoginRateLimiter(options.loginLimits);
+  const limiter = new LoginRateLimiter(db.accounts, options.loginLimits);
   const models = new ModelServer(db);
   const control = new RunControl(coordinator);
   const feed = options.io ? new AdminFeed(options.io, coordinator, auth, control) : null;
@@ -166,13 +168,11 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     async ({ body }, req, res) => {
       const { email, password } = body as z.infer<typeof loginSchema>;
       const address = req.ip ?? 'unknown';
-      limiter.check(address, email);
+      // The slot is taken before the slow hash: attempts in flight count too.
+      await limiter.reserve(address, email);
       const user = await db.accounts.verifyLogin(email, password);
-      if (!user) {
-        limiter.recordFailure(address, email);
-        throw new TesseraError(ErrorCode.UNAUTHORIZED, 'wrong email or password');
-      }
-      limiter.recordSuccess(address, email);
+      if (!user) throw new TesseraError(ErrorCode.UNAUTHORIZED, 'wrong email or password');
+      await limiter.succeeded(address, email);
       const { token, session } = await db.accounts.createSession(user.id, SESSION_TTL_MS);
       res.setHeader(
         'set-cookie',
