@@ -9,8 +9,10 @@ import { join } from 'node:path';
 import { Coordinator, createApi, createLogger } from '@tessera/coordinator';
 import { openDatabase } from '@tessera/db';
 import type { WireError } from '@tessera/protocol';
+import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConsoleFixture, SERVICE_TOKEN, startConsoleFixture } from './console-fixtures.js';
+import { waitFor } from './harness.js';
 
 let fx: ConsoleFixture;
 let federationId: string;
@@ -382,4 +384,59 @@ describe('the login limiter', () => {
       server.close();
     }
   }, 120_000);
+});
+
+describe('predict under load', () => {
+  it('rate-limits one session’s concurrent large uploads, and /healthz stays responsive', async () => {
+    const created = await fx.call<{ id: string }>('POST', '/runs', { body: runBody() });
+    const id = created.body.id;
+    expect((await fx.call('POST', `/runs/${id}/start`)).status).toBe(202);
+    // The initial model is saved when the run starts; no clients, so it stays at round 0.
+    await waitFor(() => fx.db.rounds.latestCheckpoint(id), 'the initial checkpoint');
+    const side = 4096;
+    const png = new PNG({ width: side, height: side });
+    png.data.fill(0);
+    for (let y = 1000; y < 3000; y++) {
+      for (let x = 1800; x < 2300; x++)
+        png.data.fill(255, 4 * (y * side + x), 4 * (y * side + x) + 4);
+    }
+    const image = PNG.sync.write(png);
+    expect(image.length).toBeLessThan(2 * 1024 * 1024);
+
+    const healthLatencies: number[] = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        const began = performance.now();
+        const health = await fetch(`${fx.url}/healthz`);
+        expect(health.status).toBe(200);
+        healthLatencies.push(performance.now() - began);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    const answers = await Promise.all(
+      Array.from({ length: 64 }, () =>
+        fx.call<ErrorBody & { class: number }>('POST', `/runs/${id}/predict`, {
+          raw: image,
+          contentType: 'image/png',
+        }),
+      ),
+    );
+    polling = false;
+    await poller;
+    const statuses = answers.map((answer) => answer.status);
+    // Two at a time per session: the others are refused at once, with a Retry-After.
+    expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(2);
+    const limited = answers.filter((answer) => answer.status === 429);
+    expect(limited.length).toBeGreaterThanOrEqual(32);
+    for (const answer of limited) {
+      expect(answer.body.error.code).toBe('RATE_LIMITED');
+      expect(answer.body.error.data?.['retryAfterSeconds']).toBeGreaterThan(0);
+    }
+    expect(statuses.every((status) => status === 200 || status === 429)).toBe(true);
+    // The decodes ran on the worker thread: the loop kept answering (a generous bound).
+    expect(healthLatencies.length).toBeGreaterThan(0);
+    expect(Math.max(...healthLatencies)).toBeLessThan(2000);
+    await fx.call('POST', `/runs/${id}/stop`);
+  }, 180_000);
 });

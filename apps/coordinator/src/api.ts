@@ -33,13 +33,9 @@ import { HTTP_STATUS, toApiError } from './http/errors.js';
 import { checkJsonShape } from './http/json-shape.js';
 import { buildOpenApi } from './http/openapi.js';
 
-import {
-  type ImageKind,
-  imageToMnist,
-  MAX_IMAGE_BYTES,
-  ModelServer,
-  sniffImage,
-} from './http/predict.js';
+import { type ImageKind, MAX_IMAGE_BYTES, ModelServer, sniffImage } from './http/predict.js';
+import { PredictLimiter, type PredictLimits } from './http/predict-limits.js';
+import type { PredictInput } from './http/predict-worker.js';
 import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
@@ -121,6 +117,8 @@ export interface ApiOptions {
   io?: Server;
   /** Failed-login limits (tests lower them). */
   loginLimits?: LoginLimits;
+  /** Predictions per session: in flight and per minute (tests lower them). */
+  predictLimits?: PredictLimits;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -148,6 +146,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   const auth: AuthOptions = { db, adminToken: options.adminToken };
   const limiter = new LoginRateLimiter(db.accounts, options.loginLimits);
   const models = new ModelServer(db);
+  const predictLimiter = new PredictLimiter(options.predictLimits);
   const control = new RunControl(coordinator);
   const feed = options.io ? new AdminFeed(options.io, coordinator, auth, control) : null;
   options.io?.httpServer?.once('close', () => models.dispose());
@@ -550,30 +549,38 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       rawBodyTypes: ['image/png', 'image/jpeg'],
       response: { status: 200, description: 'Prediction', schema: predictionOut },
     },
-    async ({ query, body }, req, res) => {
+    async ({ principal, query, body }, req, res) => {
       const { round } = query as z.infer<typeof roundQuerySchema>;
-      let pixels: Float32Array;
-      if (Buffer.isBuffer(req.body)) {
-        const claimed: ImageKind = req.is('image/png') ? 'png' : 'jpeg';
-        const actual = sniffImage(req.body);
-        if (actual === null || actual !== claimed) {
+      const release = predictLimiter.acquire(
+        principal.kind === 'user' ? `session:${principal.session.id}` : principal.kind,
+      );
+      try {
+        let input: PredictInput;
+        if (Buffer.isBuffer(req.body)) {
+          const claimed: ImageKind = req.is('image/png') ? 'png' : 'jpeg';
+          const actual = sniffImage(req.body);
+          if (actual === null || actual !== claimed) {
+            throw new TesseraError(
+              ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+              `the body is not a ${claimed.toUpperCase()} image (checked by its first bytes)`,
+              { claimed, actual },
+            );
+          }
+          input = { kind: 'image', bytes: new Uint8Array(req.body), imageKind: actual };
+        } else if (req.is('application/json')) {
+          const { pixels } = body as z.infer<typeof predictTensorSchema>;
+          input = { kind: 'pixels', pixels: Float32Array.from(pixels) };
+        } else {
           throw new TesseraError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            `the body is not a ${claimed.toUpperCase()} image (checked by its first bytes)`,
-            { claimed, actual },
+            'send image/png, image/jpeg or application/json {pixels: [784 numbers]}',
+            { contentType: req.get('content-type') ?? null },
           );
         }
-        pixels = imageToMnist(req.body, actual);
-      } else if (req.is('application/json')) {
-        pixels = Float32Array.from((body as z.infer<typeof predictTensorSchema>).pixels);
-      } else {
-        throw new TesseraError(
-          ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-          'send image/png, image/jpeg or application/json {pixels: [784 numbers]}',
-          { contentType: req.get('content-type') ?? null },
-        );
+        res.json(await models.predict(String(req.params['id']), round, input));
+      } finally {
+        release();
       }
-      res.json(await models.predict(String(req.params['id']), round, pixels));
     },
   );
   route(
