@@ -542,7 +542,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       method: 'post',
       path: '/runs/:id/predict',
       summary:
-        "Classify a digit with the run's global model (latest, or ?round=N): a PNG/JPEG body (any size up to the limit; made 28x28 grayscale, white on black) or JSON {pixels: 784 numbers in [0,1]}",
+        "Classify a digit with the run's global model (latest, or ?round=N): a PNG/JPEG body (any size up to the limit; made 28x28 grayscale, white on black) or JSON {pixels: 784 numbers in [0,1]}. Per session: 2 in flight, 120 a minute (429 RATE_LIMITED)",
       access: 'read',
       query: roundQuerySchema,
       body: predictTensorSchema,
