@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { STRATEGY_NAMES } from '@tessera/aggregation';
+import { STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
 import type { UserRecord } from '@tessera/db';
 import { MODEL_NAMES, modelSpec } from '@tessera/ml';
 import {
@@ -23,43 +23,32 @@ import { AdminFeed } from './http/admin-namespace.js';
 import {
   type AuthOptions,
   clearedSessionCookie,
+  type LoginLimits,
   LoginRateLimiter,
   SESSION_TTL_MS,
   sessionCookie,
 } from './http/auth.js';
 import { serveConsole } from './http/console-static.js';
+import { HTTP_STATUS, toApiError } from './http/errors.js';
+import { checkJsonShape } from './http/json-shape.js';
 import { buildOpenApi } from './http/openapi.js';
-import { PauseRequests } from './http/pause.js';
-import {
-  type ImageKind,
-  imageToMnist,
-  MAX_IMAGE_BYTES,
-  ModelServer,
-  sniffImage,
-} from './http/predict.js';
+
+import { type ImageKind, MAX_IMAGE_BYTES, ModelServer, sniffImage } from './http/predict.js';
+import { PredictLimiter, type PredictLimits } from './http/predict-limits.js';
+import type { PredictInput } from './http/predict-worker.js';
+import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
+import { RunControl } from './http/run-control.js';
 import { mountWebClient } from './web-client-static.js';
 
 /** A run as an admin creates it, with this coordinator's models and strategies. */
 export const createRunSchema = createRunSchemaFor({
   models: MODEL_NAMES,
   strategies: STRATEGY_NAMES,
+  strategyOptions: STRATEGY_OPTIONS,
 });
 export type CreateRunRequest = z.infer<typeof createRunSchema>;
-
-const httpStatus: Partial<Record<ErrorCode, number>> = {
-  INVALID_ARGUMENT: 400,
-  MALFORMED_FRAME: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  RATE_LIMITED: 429,
-  UNAVAILABLE: 503,
-};
 
 // Response shapes, for the OpenAPI document (the repositories' records, as JSON).
 const userOut = z.object({
@@ -127,7 +116,9 @@ export interface ApiOptions {
   /** The coordinator's Socket.IO server: the console's live `/admin` namespace goes on it. */
   io?: Server;
   /** Failed-login limits (tests lower them). */
-  loginLimits?: ConstructorParameters<typeof LoginRateLimiter>[0];
+  loginLimits?: LoginLimits;
+  /** Predictions per session: in flight and per minute (tests lower them). */
+  predictLimits?: PredictLimits;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -141,8 +132,11 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   const { db } = coordinator;
   const app = express();
   app.disable('x-powered-by');
-  if (options.trustProxy) app.set('trust proxy', true);
-  app.use(express.json({ limit: '1mb' }));
+  // One hop: the address the proxy saw, not whatever the client put first in X-Forwarded-For.
+  if (options.trustProxy) app.set('trust proxy', 1);
+  app.use(refuseUnsafePaths);
+  // Depth and key counts are checked on the raw bytes, before JSON.parse and any schema.
+  app.use(express.json({ limit: '1mb', verify: (_req, _res, bytes) => checkJsonShape(bytes) }));
   mountWebClient(app);
 
   app.get('/healthz', (_req, res) => {
@@ -150,10 +144,11 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   });
 
   const auth: AuthOptions = { db, adminToken: options.adminToken };
-  const limiter = new LoginRateLimiter(options.loginLimits);
+  const limiter = new LoginRateLimiter(db.accounts, options.loginLimits);
   const models = new ModelServer(db);
-  const pauses = new PauseRequests(coordinator);
-  const feed = options.io ? new AdminFeed(options.io, coordinator, auth, pauses) : null;
+  const predictLimiter = new PredictLimiter(options.predictLimits);
+  const control = new RunControl(coordinator);
+  const feed = options.io ? new AdminFeed(options.io, coordinator, auth, control) : null;
   options.io?.httpServer?.once('close', () => models.dispose());
   const router = express.Router();
   const { route, specs } = defineRoutes(router, auth);
@@ -172,13 +167,11 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     async ({ body }, req, res) => {
       const { email, password } = body as z.infer<typeof loginSchema>;
       const address = req.ip ?? 'unknown';
-      limiter.check(address, email);
+      // The slot is taken before the slow hash: attempts in flight count too.
+      await limiter.reserve(address, email);
       const user = await db.accounts.verifyLogin(email, password);
-      if (!user) {
-        limiter.recordFailure(address, email);
-        throw new TesseraError(ErrorCode.UNAUTHORIZED, 'wrong email or password');
-      }
-      limiter.recordSuccess(address, email);
+      if (!user) throw new TesseraError(ErrorCode.UNAUTHORIZED, 'wrong email or password');
+      await limiter.succeeded(address, email);
       const { token, session } = await db.accounts.createSession(user.id, SESSION_TTL_MS);
       res.setHeader(
         'set-cookie',
@@ -293,6 +286,13 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
           return { name, description: spec.description, paramCount: spec.paramCount };
         }),
         strategies: STRATEGY_NAMES,
+        // Each strategy's options as JSON Schema (the schema a run's strategyOptions must meet).
+        strategyOptions: Object.fromEntries(
+          STRATEGY_NAMES.map((name) => [
+            name,
+            z.toJSONSchema(STRATEGY_OPTIONS[name] ?? z.strictObject({}), { io: 'input' }),
+          ]),
+        ),
         roles: CONSOLE_ROLES,
         maxImageBytes: MAX_IMAGE_BYTES,
       });
@@ -448,7 +448,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     },
     async (_context, req, res) => {
       const id = String(req.params['id']);
-      res.json({ ...(await db.runs.get(id)), pausing: pauses.isPending(id) });
+      res.json({ ...(await db.runs.get(id)), pausing: control.isPausing(id) });
     },
   );
   route(
@@ -461,9 +461,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 202, description: 'Running', schema: runOut },
     },
     async (_context, req, res) => {
-      const run = await coordinator.startRun(String(req.params['id']));
-      await feed?.runChanged(run);
-      res.status(202).json(run);
+      res.status(202).json(await control.start(String(req.params['id'])));
     },
   );
   route(
@@ -476,11 +474,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 200, description: 'Stopped', schema: runOut },
     },
     async (_context, req, res) => {
-      const id = String(req.params['id']);
-      pauses.cancel(id);
-      await coordinator.stopRun(id);
-      // The run's loop reports 'stopped' itself (run-finished): no second push here.
-      res.json(await db.runs.get(id));
+      res.json(await control.stop(String(req.params['id'])));
     },
   );
   route(
@@ -494,13 +488,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 202, description: 'Pausing after the open round', schema: runOut },
     },
     async (_context, req, res) => {
-      const id = String(req.params['id']);
-      const run = await db.runs.get(id);
-      if (!coordinator.isRunning(id)) {
-        throw new TesseraError(ErrorCode.CONFLICT, `run ${id} is ${run.status}, not running`);
-      }
-      pauses.request(id);
-      res.status(202).json({ ...run, pausing: true });
+      res.status(202).json(await control.pause(String(req.params['id'])));
     },
   );
   route(
@@ -554,37 +542,45 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       method: 'post',
       path: '/runs/:id/predict',
       summary:
-        "Classify a digit with the run's global model (latest, or ?round=N): a PNG/JPEG body (any size up to the limit; made 28x28 grayscale, white on black) or JSON {pixels: 784 numbers in [0,1]}",
+        "Classify a digit with the run's global model (latest, or ?round=N): a PNG/JPEG body (any size up to the limit; made 28x28 grayscale, white on black) or JSON {pixels: 784 numbers in [0,1]}. Per session: 2 in flight, 120 a minute (429 RATE_LIMITED)",
       access: 'read',
       query: roundQuerySchema,
       body: predictTensorSchema,
       rawBodyTypes: ['image/png', 'image/jpeg'],
       response: { status: 200, description: 'Prediction', schema: predictionOut },
     },
-    async ({ query, body }, req, res) => {
+    async ({ principal, query, body }, req, res) => {
       const { round } = query as z.infer<typeof roundQuerySchema>;
-      let pixels: Float32Array;
-      if (Buffer.isBuffer(req.body)) {
-        const claimed: ImageKind = req.is('image/png') ? 'png' : 'jpeg';
-        const actual = sniffImage(req.body);
-        if (actual === null || actual !== claimed) {
+      const release = predictLimiter.acquire(
+        principal.kind === 'user' ? `session:${principal.session.id}` : principal.kind,
+      );
+      try {
+        let input: PredictInput;
+        if (Buffer.isBuffer(req.body)) {
+          const claimed: ImageKind = req.is('image/png') ? 'png' : 'jpeg';
+          const actual = sniffImage(req.body);
+          if (actual === null || actual !== claimed) {
+            throw new TesseraError(
+              ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+              `the body is not a ${claimed.toUpperCase()} image (checked by its first bytes)`,
+              { claimed, actual },
+            );
+          }
+          input = { kind: 'image', bytes: new Uint8Array(req.body), imageKind: actual };
+        } else if (req.is('application/json')) {
+          const { pixels } = body as z.infer<typeof predictTensorSchema>;
+          input = { kind: 'pixels', pixels: Float32Array.from(pixels) };
+        } else {
           throw new TesseraError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            `the body is not a ${claimed.toUpperCase()} image (checked by its first bytes)`,
-            { claimed, actual },
+            'send image/png, image/jpeg or application/json {pixels: [784 numbers]}',
+            { contentType: req.get('content-type') ?? null },
           );
         }
-        pixels = imageToMnist(req.body, actual);
-      } else if (req.is('application/json')) {
-        pixels = Float32Array.from((body as z.infer<typeof predictTensorSchema>).pixels);
-      } else {
-        throw new TesseraError(
-          ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-          'send image/png, image/jpeg or application/json {pixels: [784 numbers]}',
-          { contentType: req.get('content-type') ?? null },
-        );
+        res.json(await models.predict(String(req.params['id']), round, input));
+      } finally {
+        release();
       }
-      res.json(await models.predict(String(req.params['id']), round, pixels));
     },
   );
   route(
@@ -649,16 +645,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   if (consoleDir !== null && existsSync(consoleDir)) app.use(serveConsole(consoleDir));
 
   app.use((cause: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const parseError = cause as { type?: string; status?: number };
-    const error =
-      parseError.type === 'entity.parse.failed'
-        ? new TesseraError(ErrorCode.INVALID_ARGUMENT, 'request body is not valid JSON')
-        : parseError.type === 'entity.too.large'
-          ? new TesseraError(ErrorCode.PAYLOAD_TOO_LARGE, 'request body is too large')
-          : parseError.status === 404 // a missing console asset (express.static)
-            ? new TesseraError(ErrorCode.NOT_FOUND, 'no such file')
-            : TesseraError.from(cause);
-    const status = httpStatus[error.code] ?? 500;
+    const error = toApiError(cause);
+    const status = HTTP_STATUS[error.code] ?? 500;
     if (status >= 500)
       coordinator.logger.error('API error', { code: error.code, message: error.message });
     if (error.code === ErrorCode.RATE_LIMITED) {

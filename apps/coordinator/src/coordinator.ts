@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Database, RunRecord } from '@tessera/db';
+import type { Database, RunRecord, RunStatus } from '@tessera/db';
 import { initBackend } from '@tessera/ml';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
 import { createApi } from './api.js';
@@ -31,6 +31,9 @@ export interface CoordinatorOptions {
   resume?: boolean;
 }
 
+/** The statuses a run may be started (or resumed) from. */
+const STARTABLE_STATUSES: readonly RunStatus[] = ['created', 'stopped', 'paused'];
+
 interface CoordinatorEvents {
   'round-started': [{ runId: string; round: number; attempt: number; selected: string[] }];
   'round-committed': [RoundSummary];
@@ -41,6 +44,8 @@ interface CoordinatorEvents {
 /** The coordinator process: HTTP (REST) and Socket.IO on one port, and a round engine per running run. */
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly engines = new Map<string, { engine: RunEngine; done: Promise<void> }>();
+  /** Runs whose start is in progress in this process (between the checks and the launch). */
+  private readonly starting = new Set<string>();
   private readonly transport: Transport;
   private readonly centralEvaluator: WorkerCentralEvaluator | null;
   private closed = false;
@@ -117,17 +122,36 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.engines.has(runId);
   }
 
-  /** Marks a created (or stopped) run running and launches its round loop. */
+  /**
+   * Starts a created run, or resumes a stopped or paused one: builds its engine (strategy and
+   * model: what a bad config makes fail) first, then marks it running with a conditional
+   * transition, then launches the loop. Concurrent starts of one run (here or in another
+   * coordinator on the same database) get CONFLICT, all but one; a run that cannot be built is
+   * refused and stays as it was.
+   */
   async startRun(runId: string): Promise<RunRecord> {
-    const run = await this.db.runs.get(runId);
-    if (this.engines.has(runId))
+    // Reserved before anything awaits: a second start in this process is refused at once.
+    if (this.engines.has(runId) || this.starting.has(runId))
       throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is already running`);
-    if (run.status === 'completed' || run.status === 'failed') {
-      throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is ${run.status}; create a new run`);
+    this.starting.add(runId);
+    try {
+      const run = await this.db.runs.get(runId);
+      if (!STARTABLE_STATUSES.includes(run.status)) {
+        throw new TesseraError(
+          ErrorCode.CONFLICT,
+          run.status === 'running'
+            ? `run ${runId} is already running`
+            : `run ${runId} is ${run.status}; create a new run`,
+          { runId, status: run.status },
+        );
+      }
+      const engine = this.createEngine(run);
+      const running = await this.db.runs.transition(runId, 'running', STARTABLE_STATUSES);
+      this.launch(engine);
+      return running;
+    } finally {
+      this.starting.delete(runId);
     }
-    const running = await this.db.runs.setStatus(runId, 'running');
-    this.launch(running);
-    return running;
   }
 
   async stopRun(runId: string): Promise<void> {
@@ -177,15 +201,40 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await this.centralEvaluator?.close();
   }
 
+  /**
+   * Relaunches the runs a previous process left `running`. Each run on its own: one that cannot
+   * be built any more (a config this version refuses) is marked failed with the reason and
+   * logged, and the coordinator starts all the same.
+   */
   private async resumeRuns(): Promise<void> {
     for (const run of await this.db.runs.listByStatus('running')) {
+      let engine: RunEngine;
+      try {
+        engine = this.createEngine(run);
+      } catch (cause) {
+        const error = TesseraError.from(cause);
+        const reason = `cannot be resumed: ${error.message}`;
+        this.logger.error('run cannot be resumed; marked failed', {
+          runId: run.id,
+          code: error.code,
+          message: error.message,
+        });
+        await this.db.runs.setStatus(run.id, 'failed', { error: reason }).catch((failure) => {
+          this.logger.error('could not mark the run failed', {
+            runId: run.id,
+            message: (failure as Error).message,
+          });
+        });
+        continue;
+      }
       this.logger.info('resuming run', { runId: run.id, committedRounds: run.currentRound });
-      this.launch(run);
+      this.launch(engine);
     }
   }
 
-  private launch(run: RunRecord): void {
-    const engine = new RunEngine(
+  /** Everything about a run that can fail before its loop starts: strategy, model. */
+  private createEngine(run: RunRecord): RunEngine {
+    return new RunEngine(
       {
         db: this.db,
         registry: this.registry,
@@ -195,11 +244,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       },
       run,
     );
+  }
+
+  private launch(engine: RunEngine): void {
+    const { runId } = engine;
     engine.on('round-started', (e) => this.emit('round-started', e));
     engine.on('round-committed', (e) => this.emit('round-committed', e));
     engine.on('round-evaluated', (e) => this.emit('round-evaluated', e));
     engine.on('run-finished', (e) => this.emit('run-finished', e));
-    const done = engine.execute().finally(() => this.engines.delete(run.id));
-    this.engines.set(run.id, { engine, done });
+    const done = engine.execute().finally(() => this.engines.delete(runId));
+    this.engines.set(runId, { engine, done });
   }
 }

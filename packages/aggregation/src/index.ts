@@ -1,6 +1,11 @@
 export { FedAvg, weightedEvaluation } from './fedavg.js';
 export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
-export { createStrategy, STRATEGY_NAMES } from './registry.js';
+export {
+  createStrategy,
+  parseStrategyOptions,
+  STRATEGY_NAMES,
+  STRATEGY_OPTIONS,
+} from './registry.js';
 export { FedMedian, TrimmedMean } from './robust.js';
 export type {
   AggregateResult,

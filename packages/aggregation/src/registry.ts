@@ -1,66 +1,91 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { z } from 'zod';
 import { FedAvg } from './fedavg.js';
 import { FedAvgM } from './fedavgm.js';
 import { FedMedian, TrimmedMean } from './robust.js';
 import type { Strategy } from './strategy.js';
 
-/** Reads the named numeric options (with defaults) and refuses any other option. */
-function numericOptions<K extends string>(
-  strategy: string,
-  options: Record<string, unknown>,
-  defaults: Record<K, number>,
-): Record<K, number> {
-  const known = Object.keys(defaults);
-  const unknown = Object.keys(options).filter((key) => !known.includes(key));
-  if (unknown.length > 0) {
-    throw new TesseraError(
-      ErrorCode.INVALID_ARGUMENT,
-      `${strategy} takes ${known.length > 0 ? known.join(', ') : 'no options'}; got ${unknown.join(', ')}`,
-      { field: 'strategyOptions' },
-    );
-  }
-  const out = { ...defaults };
-  for (const key of known as K[]) {
-    const value = options[key];
-    if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isFinite(value)) {
-      throw new TesseraError(
-        ErrorCode.INVALID_ARGUMENT,
-        `${strategy}: ${key} must be a finite number`,
-        { field: `strategyOptions.${key}` },
-      );
-    }
-    out[key] = value;
-  }
-  return out;
+/**
+ * One aggregation strategy: its options as a schema (strict: an unknown key is refused), and
+ * how to build it from options that passed the schema. The schema is what a run is checked
+ * against when it is created, what `GET /api/meta` publishes, and what `createStrategy` parses.
+ */
+interface StrategyDefinition {
+  options: z.ZodObject;
+  build(options: Record<string, unknown>): Strategy;
 }
 
-const factories: Record<string, (options: Record<string, unknown>) => Strategy> = {
-  fedavg: (options) => {
-    numericOptions('fedavg', options, {});
-    return new FedAvg();
-  },
-  fedavgm: (options) =>
-    new FedAvgM(numericOptions('fedavgm', options, { serverLearningRate: 1, momentum: 0.9 })),
-  fedmedian: (options) => {
-    numericOptions('fedmedian', options, {});
-    return new FedMedian();
-  },
-  'trimmed-mean': (options) =>
-    new TrimmedMean(numericOptions('trimmed-mean', options, { beta: 0.1 }).beta),
+function define<S extends z.ZodObject>(
+  options: S,
+  build: (options: z.output<S>) => Strategy,
+): StrategyDefinition {
+  return { options, build: (parsed) => build(parsed as z.output<S>) };
+}
+
+const definitions: Record<string, StrategyDefinition> = {
+  fedavg: define(z.strictObject({}), () => new FedAvg()),
+  fedavgm: define(
+    z.strictObject({
+      serverLearningRate: z.number().positive().max(1000).default(1),
+      momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
+    }),
+    (options) => new FedAvgM(options),
+  ),
+  fedmedian: define(z.strictObject({}), () => new FedMedian()),
+  'trimmed-mean': define(
+    z.strictObject({ beta: z.number().min(0).lt(0.5, 'must be below 0.5').default(0.1) }),
+    ({ beta }) => new TrimmedMean(beta),
+  ),
 };
 
-export const STRATEGY_NAMES = Object.keys(factories);
+export const STRATEGY_NAMES = Object.keys(definitions);
 
-/** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */
-export function createStrategy(name: string, options: Record<string, unknown> = {}): Strategy {
-  const factory = factories[name];
-  if (!factory) {
+/** Each strategy's options schema, by strategy name (for the run schema and the console). */
+export const STRATEGY_OPTIONS: Readonly<Record<string, z.ZodObject>> = Object.fromEntries(
+  Object.entries(definitions).map(([name, definition]) => [name, definition.options]),
+);
+
+function definitionOf(name: string): StrategyDefinition {
+  const definition = definitions[name];
+  if (!definition) {
     throw new TesseraError(
       ErrorCode.INVALID_ARGUMENT,
       `unknown strategy "${name}"; available: ${STRATEGY_NAMES.join(', ')}`,
       { field: 'strategy' },
     );
   }
-  return factory(options);
+  return definition;
+}
+
+/**
+ * A strategy's options, checked against its schema with defaults filled in; the first bad one
+ * is refused with INVALID_ARGUMENT naming it (`strategyOptions` for unknown keys).
+ */
+export function parseStrategyOptions(
+  name: string,
+  options: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const schema = definitionOf(name).options;
+  const result = schema.safeParse(options);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  if (issue?.code === 'unrecognized_keys') {
+    const known = Object.keys(schema.shape);
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${name} takes ${known.length > 0 ? known.join(', ') : 'no options'}; got ${issue.keys.join(', ')}`,
+      { field: 'strategyOptions' },
+    );
+  }
+  const field = ['strategyOptions', ...(issue?.path ?? []).map(String)].join('.');
+  throw new TesseraError(
+    ErrorCode.INVALID_ARGUMENT,
+    `${name}: ${field}: ${issue?.message ?? 'invalid'}`,
+    { field },
+  );
+}
+
+/** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */
+export function createStrategy(name: string, options: Record<string, unknown> = {}): Strategy {
+  return definitionOf(name).build(parseStrategyOptions(name, options));
 }

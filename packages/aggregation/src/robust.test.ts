@@ -5,7 +5,9 @@ import {
   FedAvg,
   FedAvgM,
   FedMedian,
+  parseStrategyOptions,
   STRATEGY_NAMES,
+  STRATEGY_OPTIONS,
   TrimmedMean,
 } from './index.js';
 
@@ -132,6 +134,35 @@ describe('the strategy registry', () => {
         expect((error as TesseraError).code).toBe(ErrorCode.INVALID_ARGUMENT);
         expect((error as TesseraError).data?.['field']).toBe(field);
       }
+    }
+  });
+});
+
+describe('strategy option schemas', () => {
+  it('parse with defaults filled in, and refuse what the strategy cannot build, naming the field', () => {
+    expect(parseStrategyOptions('trimmed-mean', {})).toEqual({ beta: 0.1 });
+    expect(parseStrategyOptions('fedavgm', { momentum: 0 })).toEqual({
+      serverLearningRate: 1,
+      momentum: 0,
+    });
+    for (const [name, options, field] of [
+      ['trimmed-mean', { beta: 0.9 }, 'strategyOptions.beta'],
+      ['fedavgm', { momentum: 1 }, 'strategyOptions.momentum'],
+      [
+        'fedavgm',
+        { serverLearningRate: Number.POSITIVE_INFINITY },
+        'strategyOptions.serverLearningRate',
+      ],
+      ['fedavg', { mu: 1 }, 'strategyOptions'],
+    ] as const) {
+      expect(() => parseStrategyOptions(name, options)).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT, data: { field } }),
+      );
+      // The published schema (the one runs are created with) refuses it too.
+      expect(STRATEGY_OPTIONS[name]?.safeParse(options).success).toBe(false);
+    }
+    for (const name of STRATEGY_NAMES) {
+      expect(createStrategy(name, parseStrategyOptions(name, {})).name).toBe(name);
     }
   });
 });

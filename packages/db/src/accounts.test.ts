@@ -174,5 +174,32 @@ for (const backend of backends) {
       expect(await db.accounts.findSession(b.token)).toBeNull();
       await rejectsWith(db.accounts.createSession(user.id, 0), ErrorCode.INVALID_ARGUMENT, 'ttlMs');
     });
+
+    it('reserves login attempts atomically: of 40 concurrent ones, exactly the limit pass', async () => {
+      const now = new Date('2026-12-01T10:00:00Z');
+      const limits = [{ key: 'account:race@example.org', limit: 5 }];
+      const outcomes = await Promise.all(
+        Array.from({ length: 40 }, () => db.accounts.reserveLoginAttempt(limits, 60_000, now)),
+      );
+      expect(outcomes.filter((o) => o.allowed)).toHaveLength(5);
+      expect(outcomes.find((o) => !o.allowed)).toEqual({
+        allowed: false,
+        key: 'account:race@example.org',
+        retryAfterSeconds: 60,
+      });
+      // A new window starts the count again; a release gives one slot back; clear forgets.
+      const later = new Date(now.getTime() + 60_000);
+      expect((await db.accounts.reserveLoginAttempt(limits, 60_000, later)).allowed).toBe(true);
+      await db.accounts.clearLoginAttempts(['account:race@example.org']);
+      for (let k = 0; k < 5; k++) await db.accounts.reserveLoginAttempt(limits, 60_000, later);
+      expect((await db.accounts.reserveLoginAttempt(limits, 60_000, later)).allowed).toBe(false);
+      await db.accounts.clearLoginAttempts(['account:race@example.org']);
+      expect(await db.accounts.purgeLoginAttempts(later)).toBe(0);
+      await rejectsWith(
+        db.accounts.reserveLoginAttempt(limits, 0, later),
+        ErrorCode.INVALID_ARGUMENT,
+        'windowMs',
+      );
+    });
   });
 }

@@ -35,6 +35,16 @@ export interface CreateUserInput {
   password: string;
 }
 
+/** One key of the login limiter (e.g. `account:<email>`) and the attempts it allows per window. */
+export interface LoginLimit {
+  key: string;
+  limit: number;
+}
+
+export type LoginReservation =
+  | { allowed: true }
+  | { allowed: false; key: string; retryAfterSeconds: number };
+
 export const PASSWORD_MIN_LENGTH = 10;
 /** scrypt reads the whole password; a bound keeps a login request from becoming a CPU sink. */
 export const PASSWORD_MAX_LENGTH = 1024;
@@ -265,6 +275,67 @@ export class AccountRepository {
   async deleteSession(token: string): Promise<void> {
     if (typeof token !== 'string' || token.length === 0) return;
     await this.prisma.session.deleteMany({ where: { id: hashSessionToken(token) } });
+  }
+
+  /**
+   * Reserves one login attempt under each key, in order, before the password is checked: each
+   * key's count in its fixed window is raised by one in a single atomic upsert (shared by every
+   * coordinator on this database), so attempts in flight count as much as finished ones. The
+   * first key already past its limit refuses the attempt (keys after it are not counted).
+   */
+  async reserveLoginAttempt(
+    limits: readonly LoginLimit[],
+    windowMs: number,
+    now = new Date(),
+  ): Promise<LoginReservation> {
+    if (!Number.isSafeInteger(windowMs) || windowMs <= 0) {
+      throw invalid('windowMs', 'must be a positive integer', windowMs);
+    }
+    const windowOpenedAfter = new Date(now.getTime() - windowMs);
+    for (const { key, limit } of limits) {
+      requireString('key', key, 1000);
+      const rows = await this.prisma.$queryRaw<Array<{ attempts: number; windowStart: Date }>>`
+        INSERT INTO "LoginThrottle" ("key", "windowStart", "attempts") VALUES (${key}, ${now}, 1)
+        ON CONFLICT ("key") DO UPDATE SET
+          "attempts" = CASE WHEN "LoginThrottle"."windowStart" <= ${windowOpenedAfter}
+            THEN 1 ELSE "LoginThrottle"."attempts" + 1 END,
+          "windowStart" = CASE WHEN "LoginThrottle"."windowStart" <= ${windowOpenedAfter}
+            THEN ${now} ELSE "LoginThrottle"."windowStart" END
+        RETURNING "attempts", "windowStart"`;
+      const row = rows[0];
+      if (row !== undefined && Number(row.attempts) > limit) {
+        const windowEnds = new Date(row.windowStart).getTime() + windowMs;
+        return {
+          allowed: false,
+          key,
+          retryAfterSeconds: Math.max(1, Math.ceil((windowEnds - now.getTime()) / 1000)),
+        };
+      }
+    }
+    return { allowed: true };
+  }
+
+  /** Forgets the counts under these keys (a successful login clears its account's). */
+  async clearLoginAttempts(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.prisma.loginThrottle.deleteMany({ where: { key: { in: [...keys] } } });
+  }
+
+  /** Gives back one reserved attempt under each key (a success that should not count). */
+  async releaseLoginAttempt(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.prisma.loginThrottle.updateMany({
+      where: { key: { in: [...keys] }, attempts: { gt: 0 } },
+      data: { attempts: { decrement: 1 } },
+    });
+  }
+
+  /** Deletes counts whose window closed before `before`; returns how many. */
+  async purgeLoginAttempts(before: Date): Promise<number> {
+    const { count } = await this.prisma.loginThrottle.deleteMany({
+      where: { windowStart: { lte: before } },
+    });
+    return count;
   }
 
   /** Deletes expired sessions; returns how many. */

@@ -7,6 +7,8 @@ export {
   type AccountRepository,
   type CreateUserInput,
   hashPassword,
+  type LoginLimit,
+  type LoginReservation,
   PASSWORD_MAX_LENGTH,
   PASSWORD_MIN_LENGTH,
   type SessionRecord,

@@ -174,6 +174,52 @@ export class RunRepository {
     }
     return this.get(id);
   }
+
+  /**
+   * Moves a run to `to` only if its status is one of `from`, in one conditional UPDATE
+   * (`... WHERE status IN (from)`), so of several concurrent callers, in this process or in
+   * others on the same database, exactly one wins; the others get CONFLICT with the status
+   * they found. Unlike setStatus, the current status is never a silent no-op: starting a
+   * running run is a conflict. Times and error are set as setStatus sets them.
+   */
+  async transition(
+    id: string,
+    to: RunStatus,
+    from: readonly RunStatus[],
+    options: { error?: string } = {},
+  ): Promise<RunRecord> {
+    requireId('runId', id);
+    requireStatus(to);
+    for (const status of from) requireStatus(status);
+    const allowed = from.filter((status) => TRANSITIONS[status].includes(to));
+    const now = new Date();
+    const data =
+      to === 'running'
+        ? { status: to, finishedAt: null, error: null }
+        : to === 'paused'
+          ? { status: to }
+          : { status: to, finishedAt: now, error: options.error ?? null };
+    const { count } = await this.prisma.run.updateMany({
+      where: { id, status: { in: [...allowed] } },
+      data,
+    });
+    if (count === 0) {
+      const run = await this.get(id);
+      throw new TesseraError(
+        ErrorCode.CONFLICT,
+        `run ${id} is ${run.status} and cannot become ${to} now`,
+        { runId: id, from: run.status, to },
+      );
+    }
+    if (to === 'running') {
+      // The first start sets startedAt; a resume keeps it.
+      await this.prisma.run.updateMany({
+        where: { id, startedAt: null },
+        data: { startedAt: now },
+      });
+    }
+    return this.get(id);
+  }
 }
 
 function requireStatus(status: unknown): asserts status is RunStatus {

@@ -7,11 +7,56 @@ import { z } from 'zod';
 
 const positiveInt = z.number().int().positive();
 
+// A lone surrogate half: UTF-16 that no UTF-8 encoder (and so no database) can store as is.
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** True when PostgreSQL can store the string in text and jsonb: no NUL, no unpaired surrogate. */
+export function isStorableText(value: string): boolean {
+  return !value.includes('\0') && !UNPAIRED_SURROGATE.test(value);
+}
+
+export const UNSTORABLE_TEXT_MESSAGE = 'must not contain NUL characters or unpaired surrogates';
+
+/**
+ * A string field of a request: every string the REST API takes is built from this, so that NUL
+ * bytes and broken UTF-16 are refused with a field error instead of failing in the database.
+ */
+export function text() {
+  return z.string().refine(isStorableText, { message: UNSTORABLE_TEXT_MESSAGE });
+}
+
+/** Any JSON value whose strings (keys too) are storable and whose numbers are finite. */
+export type JsonValue =
+  | string
+  | number
+  | boolean
+  | null
+  | JsonValue[]
+  | { [key: string]: JsonValue };
+export const jsonValueSchema: z.ZodType<JsonValue> = z.lazy(() =>
+  z.union([
+    text(),
+    z.number(),
+    z.boolean(),
+    z.null(),
+    z.array(jsonValueSchema),
+    z.record(text(), jsonValueSchema),
+  ]),
+);
+/** A JSON object of free-form values (a run's `data`, a strategy's options before its schema). */
+export const jsonObjectSchema = z.record(text(), jsonValueSchema);
+
 export interface RunSchemaChoices {
   /** Model names the coordinator can build (@tessera/ml's MODEL_NAMES). */
   models: readonly string[];
   /** Aggregation strategies it knows (@tessera/aggregation's STRATEGY_NAMES). */
   strategies: readonly string[];
+  /**
+   * Each strategy's options as a schema (@tessera/aggregation's STRATEGY_OPTIONS): where given,
+   * `strategyOptions` is checked against the chosen strategy's at creation. The console, which
+   * has only the names, leaves it out and the coordinator checks again.
+   */
+  strategyOptions?: Readonly<Record<string, z.ZodType>>;
 }
 
 /**
@@ -20,16 +65,16 @@ export interface RunSchemaChoices {
  * coordinator passes its own, the console the ones `GET /api/meta` reports.
  */
 export function createRunSchemaFor(choices: RunSchemaChoices) {
-  const { models, strategies } = choices;
+  const { models, strategies, strategyOptions } = choices;
   return z
     .object({
-      federationId: z.string().min(1, 'choose a federation'),
-      name: z.string().max(200).optional(),
-      model: z.string().refine((model) => models.includes(model), {
+      federationId: text().min(1, 'choose a federation'),
+      name: text().max(200).optional(),
+      model: text().refine((model) => models.includes(model), {
         message: `unknown model; available: ${models.join(', ')}`,
       }),
-      strategy: z.string().default('fedavg'),
-      strategyOptions: z.record(z.string(), z.unknown()).default({}),
+      strategy: text().default('fedavg'),
+      strategyOptions: jsonObjectSchema.default({}),
       rounds: positiveInt.max(100_000),
       clientsPerRound: positiveInt.nullable().default(null),
       fractionFit: z.number().gt(0).max(1).nullable().default(null),
@@ -44,7 +89,7 @@ export function createRunSchemaFor(choices: RunSchemaChoices) {
         .min(0)
         .max(2 ** 31 - 1)
         .default(0),
-      data: z.record(z.string(), z.unknown()).default({ dataset: 'mnist' }),
+      data: jsonObjectSchema.default({ dataset: 'mnist' }),
       /** Keep each client update's bytes so the run can be replayed (docs/replay.md). */
       keepUpdates: z.boolean().default(false),
       /** Cap on a run's kept update bytes; past it, later rounds are committed without them. */
@@ -57,22 +102,39 @@ export function createRunSchemaFor(choices: RunSchemaChoices) {
     .refine((run) => run.clientsPerRound === null || run.clientsPerRound >= run.minClients, {
       message: 'clientsPerRound must be at least minClients',
       path: ['clientsPerRound'],
+    })
+    .superRefine((run, context) => {
+      // The chosen strategy's own schema: a run that could not build its strategy is never stored.
+      const schema = strategyOptions?.[run.strategy];
+      if (schema === undefined) return;
+      const result = schema.safeParse(run.strategyOptions);
+      if (result.success) return;
+      for (const issue of result.error.issues) {
+        context.addIssue({
+          code: 'custom',
+          message: `${run.strategy}: ${issue.message}`,
+          path: [
+            'strategyOptions',
+            ...issue.path.map((key) => (typeof key === 'symbol' ? String(key) : key)),
+          ],
+        });
+      }
     });
 }
 
 export const createFederationSchema = z.object({
-  name: z.string().trim().min(1, 'required').max(200),
-  description: z.string().max(2000).optional(),
+  name: text().trim().min(1, 'required').max(200),
+  description: text().max(2000).optional(),
 });
 
 export const issueTokenSchema = z.object({
-  organisation: z.string().trim().min(1, 'required').max(200),
-  label: z.string().max(200).optional(),
+  organisation: text().trim().min(1, 'required').max(200),
+  label: text().max(200).optional(),
 });
 
 export const loginSchema = z.object({
-  email: z.string().trim().min(1, 'required').max(320),
-  password: z.string().min(1, 'required').max(1024),
+  email: text().trim().min(1, 'required').max(320),
+  password: text().min(1, 'required').max(1024),
 });
 
 export const CONSOLE_ROLES = ['admin', 'researcher'] as const;
@@ -80,9 +142,9 @@ export type ConsoleRole = (typeof CONSOLE_ROLES)[number];
 
 export const createUserSchema = z.object({
   email: z.email().max(320),
-  name: z.string().trim().min(1).max(200).optional(),
+  name: text().trim().min(1).max(200).optional(),
   role: z.enum(CONSOLE_ROLES),
-  password: z.string().min(10, 'at least 10 characters').max(1024),
+  password: text().min(10, 'at least 10 characters').max(1024),
 });
 
 /** One 28x28 grayscale image as 784 numbers in [0, 1], row by row (MNIST: white on black). */

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Coordinator } from '../coordinator.js';
 import type { ClientSession } from '../registry.js';
 import { type AuthOptions, type Principal, requireAdmin, resolvePrincipal } from './auth.js';
-import type { PauseRequests } from './pause.js';
+import type { RunControl } from './run-control.js';
 
 /** A connected client as the console shows it (no connection ids). */
 export type ClientView = Omit<ClientSession, 'connectionId'>;
@@ -88,8 +88,9 @@ export class AdminFeed {
     io: Server,
     private readonly coordinator: Coordinator,
     private readonly auth: AuthOptions,
-    private readonly pauses: PauseRequests,
+    private readonly control: RunControl,
   ) {
+    control.onStarted((run) => this.runChanged(run));
     this.nsp = io.of('/admin') as unknown as AdminNamespace;
     this.nsp.use(async (socket, next) => {
       try {
@@ -259,26 +260,13 @@ export class AdminFeed {
           });
         }
         const { runId, action } = parsed.data;
-        if (action === 'start') {
-          const run = await this.coordinator.startRun(runId);
-          await this.runChanged(run);
-          answer({ ok: true, run: plain(run) });
-        } else if (action === 'pause') {
-          const run = await this.coordinator.db.runs.get(runId);
-          if (!this.coordinator.isRunning(runId)) {
-            throw new TesseraError(
-              ErrorCode.CONFLICT,
-              `run ${runId} is ${run.status}, not running`,
-            );
-          }
-          this.pauses.request(runId);
-          answer({ ok: true, run: { ...(plain(run) as object), pausing: true } });
-        } else {
-          this.pauses.cancel(runId);
-          await this.coordinator.stopRun(runId);
-          const run = await this.coordinator.db.runs.get(runId);
-          answer({ ok: true, run: plain(run) });
-        }
+        const run =
+          action === 'start'
+            ? await this.control.start(runId)
+            : action === 'pause'
+              ? await this.control.pause(runId)
+              : await this.control.stop(runId);
+        answer({ ok: true, run: plain(run) });
       } catch (cause) {
         answer({ ok: false, error: TesseraError.from(cause).toWire() });
       }

@@ -1,38 +1,62 @@
-import { ErrorCode } from '@tessera/protocol';
-import { describe, expect, it } from 'vitest';
+import { type Database, openDatabase } from '@tessera/db';
+import { ErrorCode, type TesseraError } from '@tessera/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoginRateLimiter, parseCookies, sessionCookie } from './auth.js';
 import { imageToMnist, sniffImage } from './predict.js';
 
-describe('LoginRateLimiter', () => {
-  const limits = { windowMs: 60_000, perAccount: 3, perAddress: 5 };
-
-  it('counts failures per address and account in a sliding window', () => {
-    const limiter = new LoginRateLimiter(limits);
-    for (let k = 0; k < 3; k++) limiter.recordFailure('10.0.0.1', 'a@x.org', 1000 + k);
-    expect(() => limiter.check('10.0.0.1', 'A@x.org ', 2000)).toThrow(
-      expect.objectContaining({ code: ErrorCode.RATE_LIMITED, data: { retryAfterSeconds: 59 } }),
+describe('LoginRateLimiter (counts in the database)', () => {
+  const limits = { windowMs: 60_000, perAddressAndAccount: 3, perAccount: 5, perAddress: 6 };
+  let db: Database;
+  beforeAll(async () => {
+    db = await openDatabase({ inMemory: true });
+  });
+  afterAll(() => db?.close());
+  const at = (ms: number) => new Date(1_000_000_000_000 + ms);
+  const outcome = (promise: Promise<void>) =>
+    promise.then(
+      () => 'allowed',
+      (error: TesseraError) => (error.code === ErrorCode.RATE_LIMITED ? 'limited' : error.message),
     );
-    // Another account from the address, and the account from another address, still may try.
-    expect(() => limiter.check('10.0.0.1', 'b@x.org', 2000)).not.toThrow();
-    expect(() => limiter.check('10.0.0.2', 'a@x.org', 2000)).not.toThrow();
-    // The window slides: a minute after the failures, the account may try again.
-    expect(() => limiter.check('10.0.0.1', 'a@x.org', 61_003)).not.toThrow();
+
+  it('counts attempts in flight: of 40 concurrent ones for one account, 3 get through', async () => {
+    const limiter = new LoginRateLimiter(db.accounts, limits);
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, () => outcome(limiter.reserve('10.0.0.1', 'a@x.org', at(0)))),
+    );
+    expect(outcomes.filter((o) => o === 'allowed')).toHaveLength(3);
+    expect(outcomes.filter((o) => o === 'limited')).toHaveLength(37);
+    await expect(limiter.reserve('10.0.0.1', 'A@x.org ', at(1000))).rejects.toMatchObject({
+      code: ErrorCode.RATE_LIMITED,
+      data: { retryAfterSeconds: 59 },
+    });
+    // The window ends: the account may try again.
+    expect(await outcome(limiter.reserve('10.0.0.1', 'a@x.org', at(60_001)))).toBe('allowed');
   });
 
-  it('limits an address that guesses across many accounts', () => {
-    const limiter = new LoginRateLimiter(limits);
-    for (let k = 0; k < 5; k++) limiter.recordFailure('10.0.0.9', `user${k}@x.org`, 1000);
-    expect(() => limiter.check('10.0.0.9', 'fresh@x.org', 1001)).toThrow(
-      expect.objectContaining({ code: ErrorCode.RATE_LIMITED }),
-    );
+  it('keys on the account too: a new address per attempt does not get around it', async () => {
+    const limiter = new LoginRateLimiter(db.accounts, limits);
+    const outcomes: string[] = [];
+    for (let k = 0; k < 12; k++) {
+      outcomes.push(await outcome(limiter.reserve(`192.0.2.${k}`, 'b@x.org', at(0))));
+    }
+    expect(outcomes.filter((o) => o === 'allowed')).toHaveLength(limits.perAccount);
   });
 
-  it('forgets an account’s failures after a successful login', () => {
-    const limiter = new LoginRateLimiter(limits);
-    for (let k = 0; k < 2; k++) limiter.recordFailure('10.0.0.1', 'a@x.org', 1000);
-    limiter.recordSuccess('10.0.0.1', 'a@x.org');
-    limiter.recordFailure('10.0.0.1', 'a@x.org', 1001);
-    expect(() => limiter.check('10.0.0.1', 'a@x.org', 1002)).not.toThrow();
+  it('limits an address that guesses across many accounts', async () => {
+    const limiter = new LoginRateLimiter(db.accounts, limits);
+    for (let k = 0; k < 6; k++) await limiter.reserve('10.0.0.9', `user${k}@x.org`, at(0));
+    expect(await outcome(limiter.reserve('10.0.0.9', 'fresh@x.org', at(1)))).toBe('limited');
+  });
+
+  it('shares the counts between coordinators on one database, and a success clears them', async () => {
+    const first = new LoginRateLimiter(db.accounts, limits);
+    const second = new LoginRateLimiter(db.accounts, limits);
+    await first.reserve('10.0.0.5', 'c@x.org', at(0));
+    await second.reserve('10.0.0.5', 'c@x.org', at(0));
+    await first.reserve('10.0.0.5', 'c@x.org', at(0));
+    expect(await outcome(second.reserve('10.0.0.5', 'c@x.org', at(1)))).toBe('limited');
+    await first.succeeded('10.0.0.5', 'c@x.org');
+    expect(await outcome(second.reserve('10.0.0.5', 'c@x.org', at(2)))).toBe('allowed');
   });
 });
 

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { Database, SessionRecord, UserRecord, UserRole } from '@tessera/db';
+import type { AccountRepository, Database, SessionRecord, UserRecord, UserRole } from '@tessera/db';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 
 /** The console's session cookie (httpOnly: page scripts never see it). */
@@ -122,75 +122,82 @@ export function clearedSessionCookie(secure: boolean): string {
   return sessionCookie('', { secure, maxAgeMs: 0 });
 }
 
-interface Window {
-  failures: number[];
+/** Login attempts allowed per window, by key. */
+export interface LoginLimits {
+  windowMs: number;
+  /** One address guessing one account's password. */
+  perAddressAndAccount: number;
+  /** One account, from anywhere: what a new X-Forwarded-For per attempt cannot get around. */
+  perAccount: number;
+  /** One address, across accounts. */
+  perAddress: number;
 }
 
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = {
+  windowMs: 15 * 60_000,
+  perAddressAndAccount: 5,
+  perAccount: 20,
+  perAddress: 30,
+};
+
+type LoginThrottleStore = Pick<
+  AccountRepository,
+  'reserveLoginAttempt' | 'clearLoginAttempts' | 'releaseLoginAttempt' | 'purgeLoginAttempts'
+>;
+
 /**
- * Counts failed logins in a sliding window, per (address, email) and per address, in memory.
- * Only failures count, so a user who types the password right is never slowed down, and a
- * success clears that account's count. In memory because it is per process: several
- * coordinators each allow the limit, which still caps guessing at a few per minute per process
- * (the password KDF costs 0.1-0.25 s each anyway).
+ * Limits logins per (address, account), per account and per address in a fixed window, with
+ * the counts in the database so that every coordinator on it shares them. A slot is reserved
+ * before the password is hashed, so 40 concurrent guesses get 5 hashes, not 40; a successful
+ * login clears its account's counts and gives its address's slot back, so someone who types the
+ * password right is not slowed down by their own earlier typos, nor an office by its logins.
  */
 export class LoginRateLimiter {
-  private readonly windows = new Map<string, Window>();
+  private lastPurge = 0;
 
   constructor(
-    private readonly limits = {
-      windowMs: 15 * 60_000,
-      perAccount: 5,
-      perAddress: 30,
-    },
+    private readonly store: LoginThrottleStore,
+    private readonly limits: LoginLimits = DEFAULT_LOGIN_LIMITS,
   ) {}
 
-  /** Throws RATE_LIMITED when either key is over its limit. */
-  check(address: string, email: string, now = Date.now()): void {
-    for (const [key, limit] of this.keys(address, email)) {
-      const failures = this.recent(key, now);
-      if (failures.length >= limit) {
-        const oldest = failures[0] ?? now;
-        const retryAfterSeconds = Math.max(
-          1,
-          Math.ceil((oldest + this.limits.windowMs - now) / 1000),
-        );
-        throw new TesseraError(
-          ErrorCode.RATE_LIMITED,
-          `too many failed logins; try again in ${retryAfterSeconds} s`,
-          { retryAfterSeconds },
-        );
-      }
+  /** Reserves an attempt; RATE_LIMITED (with retryAfterSeconds) when any key is over. */
+  async reserve(address: string, email: string, now = new Date()): Promise<void> {
+    this.purgeNowAndThen(now);
+    const account = normaliseLoginEmail(email);
+    const reservation = await this.store.reserveLoginAttempt(
+      [
+        { key: `pair:${address}:${account}`, limit: this.limits.perAddressAndAccount },
+        { key: `account:${account}`, limit: this.limits.perAccount },
+        { key: `address:${address}`, limit: this.limits.perAddress },
+      ],
+      this.limits.windowMs,
+      now,
+    );
+    if (!reservation.allowed) {
+      const { retryAfterSeconds } = reservation;
+      throw new TesseraError(
+        ErrorCode.RATE_LIMITED,
+        `too many login attempts; try again in ${retryAfterSeconds} s`,
+        { retryAfterSeconds },
+      );
     }
   }
 
-  recordFailure(address: string, email: string, now = Date.now()): void {
-    for (const [key] of this.keys(address, email)) {
-      const failures = this.recent(key, now);
-      failures.push(now);
-      this.windows.set(key, { failures });
-    }
-    if (this.windows.size > 10_000) this.prune(now);
+  /** A login succeeded: its account's counts start again, and it does not count for its address. */
+  async succeeded(address: string, email: string): Promise<void> {
+    const account = normaliseLoginEmail(email);
+    await this.store.clearLoginAttempts([`pair:${address}:${account}`, `account:${account}`]);
+    await this.store.releaseLoginAttempt([`address:${address}`]);
   }
 
-  recordSuccess(address: string, email: string): void {
-    this.windows.delete(`account:${address}:${email.trim().toLowerCase()}`);
+  /** Old windows are deleted at most once a window, in the background. */
+  private purgeNowAndThen(now: Date): void {
+    if (now.getTime() - this.lastPurge < this.limits.windowMs) return;
+    this.lastPurge = now.getTime();
+    this.store.purgeLoginAttempts(new Date(now.getTime() - this.limits.windowMs)).catch(() => {});
   }
+}
 
-  private keys(address: string, email: string): Array<[string, number]> {
-    return [
-      [`account:${address}:${email.trim().toLowerCase()}`, this.limits.perAccount],
-      [`address:${address}`, this.limits.perAddress],
-    ];
-  }
-
-  private recent(key: string, now: number): number[] {
-    const failures = this.windows.get(key)?.failures ?? [];
-    return failures.filter((at) => at > now - this.limits.windowMs);
-  }
-
-  private prune(now: number): void {
-    for (const [key, window] of this.windows) {
-      if (window.failures.every((at) => at <= now - this.limits.windowMs)) this.windows.delete(key);
-    }
-  }
+function normaliseLoginEmail(email: string): string {
+  return email.trim().toLowerCase();
 }

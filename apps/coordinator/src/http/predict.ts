@@ -1,13 +1,10 @@
+import { Worker } from 'node:worker_threads';
 import type { Database } from '@tessera/db';
-import {
-  modelWithWeights,
-  predictProbabilities,
-  type TfjsArtifacts,
-  toTfjsArtifacts,
-} from '@tessera/ml';
+import { modelWithWeights, type TfjsArtifacts, toTfjsArtifacts } from '@tessera/ml';
 import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
+import type { PredictInput, PredictRequest, PredictResponse } from './predict-worker.js';
 
 /** Largest predict upload, in bytes. A 28x28 digit is a few hundred bytes; photos are bigger. */
 export const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
@@ -190,6 +187,7 @@ interface CachedModel {
  */
 export class ModelServer {
   private readonly cache = new Map<string, CachedModel>();
+  private readonly worker = new PredictWorker();
 
   constructor(
     private readonly db: Database,
@@ -232,18 +230,27 @@ export class ModelServer {
     return { run, round: checkpoint.round, sha256: checkpoint.sha256, cached };
   }
 
+  /**
+   * Classifies one input with a round's model. The image decode and the inference run on the
+   * predict worker thread, so a burst of large uploads does not stall the sockets and the API.
+   */
   async predict(
     runId: string,
     round: number | undefined,
-    pixels: Float32Array,
+    input: PredictInput,
   ): Promise<Prediction> {
-    const { run, round: used, cached } = await this.entry(runId, round);
-    const probabilities = predictProbabilities(cached.model, run.config.model, pixels);
+    const { run, checkpoint } = await this.resolve(runId, round);
+    const probabilities = await this.worker.predict({
+      modelKey: `${runId}:${checkpoint.round}:${checkpoint.sha256}`,
+      model: run.config.model,
+      weights: () => bytesToWeights(checkpoint.weights, checkpoint.paramCount),
+      input,
+    });
     let best = 0;
     for (let k = 1; k < probabilities.length; k++) {
       if ((probabilities[k] ?? 0) > (probabilities[best] ?? 0)) best = k;
     }
-    return { runId, round: used, class: best, probabilities };
+    return { runId, round: checkpoint.round, class: best, probabilities };
   }
 
   /** model.json (whose weights path pins the round) and weights.bin of a round's model. */
@@ -259,5 +266,93 @@ export class ModelServer {
   dispose(): void {
     for (const { model } of this.cache.values()) model.dispose();
     this.cache.clear();
+    void this.worker.close();
+  }
+}
+
+/**
+ * The predict worker thread (predict-worker.ts): started on first use, one request at a time.
+ * It caches models by checkpoint; weights are sent only when it says it lacks them.
+ */
+export class PredictWorker {
+  private worker: Worker | null = null;
+  private nextId = 0;
+  private readonly pending = new Map<number, (response: PredictResponse) => void>();
+  private readonly failures = new Map<number, (error: Error) => void>();
+
+  async predict(request: {
+    modelKey: string;
+    model: string;
+    weights: () => Float32Array;
+    input: PredictInput;
+  }): Promise<number[]> {
+    const send = (weights: Float32Array | null) =>
+      this.send({
+        modelKey: request.modelKey,
+        model: request.model,
+        weights,
+        input: request.input,
+      });
+    let response = await send(null);
+    if (!response.ok && response.missing) response = await send(request.weights());
+    if (response.ok) return response.probabilities;
+    if (response.missing)
+      throw new TesseraError(ErrorCode.INTERNAL, 'predict worker lost the model');
+    const { code, message, data } = response.error;
+    throw new TesseraError(code, message, data);
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = null;
+    if (worker) await worker.terminate();
+  }
+
+  private send(request: Omit<PredictRequest, 'id'>): Promise<PredictResponse> {
+    const worker = this.start();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, resolve);
+      this.failures.set(id, reject);
+      worker.postMessage({ id, ...request } satisfies PredictRequest);
+    });
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    // Built JavaScript runs the worker (see WorkerCentralEvaluator): dist/http/ next door, or
+    // from ../../dist/http/ when this module is loaded from its TypeScript source (tests).
+    const script = new URL(
+      import.meta.url.endsWith('.ts') ? '../../dist/http/predict-worker.js' : './predict-worker.js',
+      import.meta.url,
+    );
+    const execArgv = process.execArgv.filter(
+      (arg, index, all) =>
+        !arg.startsWith('--conditions') &&
+        !arg.startsWith('-C') &&
+        !(all[index - 1] === '--conditions' || all[index - 1] === '-C'),
+    );
+    const worker = new Worker(script, { execArgv });
+    worker.unref();
+    worker.on('message', (response: PredictResponse) => {
+      const resolve = this.pending.get(response.id);
+      this.pending.delete(response.id);
+      this.failures.delete(response.id);
+      resolve?.(response);
+    });
+    const failAll = (error: Error) => {
+      for (const reject of this.failures.values()) reject(error);
+      this.pending.clear();
+      this.failures.clear();
+      this.worker = null;
+    };
+    worker.on('error', (error) => failAll(error));
+    worker.on('exit', (code) => {
+      if (this.pending.size > 0) {
+        failAll(new TesseraError(ErrorCode.INTERNAL, `predict worker exited (${code})`));
+      }
+    });
+    this.worker = worker;
+    return worker;
   }
 }

@@ -1,0 +1,119 @@
+// Run status transitions on every database backend: PGlite in memory always, PostgreSQL when
+// TEST_DATABASE_URL is set (a fresh schema, dropped afterwards). The conditional transition is
+// what keeps two coordinators on one database from both starting a run.
+import { randomBytes } from 'node:crypto';
+import { ErrorCode } from '@tessera/protocol';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Database, openDatabase, type RunConfigInput } from './index.js';
+
+interface Backend {
+  name: string;
+  open(): Promise<{ db: Database; dispose(): Promise<void> }>;
+}
+
+const backends: Backend[] = [
+  {
+    name: 'PGlite',
+    async open() {
+      const db = await openDatabase({ inMemory: true });
+      return { db, dispose: () => db.close() };
+    },
+  },
+];
+const { TEST_DATABASE_URL: testDatabaseUrl } = process.env;
+if (testDatabaseUrl !== undefined && testDatabaseUrl !== '') {
+  backends.push({
+    name: 'PostgreSQL',
+    async open() {
+      const schema = `tessera_runs_${process.pid}_${randomBytes(6).toString('hex')}`;
+      const admin = new pg.Client({ connectionString: testDatabaseUrl });
+      await admin.connect();
+      await admin.query(`CREATE SCHEMA "${schema}"`);
+      const db = await openDatabase({ url: testDatabaseUrl, schema });
+      return {
+        db,
+        async dispose() {
+          await db.close();
+          await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+          await admin.end();
+        },
+      };
+    },
+  });
+}
+
+const config: RunConfigInput = {
+  model: 'fedavg-2nn',
+  strategy: 'fedavg',
+  strategyOptions: {},
+  rounds: 1,
+  clientsPerRound: null,
+  fractionFit: null,
+  minClients: 1,
+  roundDeadlineMs: 1000,
+  localEpochs: 1,
+  batchSize: 10,
+  learningRate: 0.1,
+  seed: 0,
+  data: {},
+};
+
+for (const backend of backends) {
+  describe(`run transitions on ${backend.name}`, () => {
+    let db: Database;
+    let dispose: () => Promise<void>;
+    let federationId: string;
+    beforeAll(async () => {
+      ({ db, dispose } = await backend.open());
+      federationId = (await db.federations.create({ name: 'transitions' })).id;
+    });
+    afterAll(() => dispose?.());
+
+    it('lets exactly one of 5 concurrent starts win; the others get CONFLICT', async () => {
+      const run = await db.runs.create({ federationId, config });
+      const results = await Promise.allSettled(
+        Array.from({ length: 5 }, () =>
+          db.runs.transition(run.id, 'running', ['created', 'stopped', 'paused']),
+        ),
+      );
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const result of results) {
+        if (result.status === 'rejected') {
+          expect(result.reason).toMatchObject({
+            code: ErrorCode.CONFLICT,
+            data: { from: 'running', to: 'running' },
+          });
+        }
+      }
+      const running = await db.runs.get(run.id);
+      expect(running.status).toBe('running');
+      expect(running.startedAt).not.toBeNull();
+    });
+
+    it('never treats the current status as a no-op, and keeps startedAt on a resume', async () => {
+      const run = await db.runs.create({ federationId, config });
+      const first = await db.runs.transition(run.id, 'running', ['created']);
+      await expect(
+        db.runs.transition(run.id, 'running', ['created', 'stopped']),
+      ).rejects.toMatchObject({
+        code: ErrorCode.CONFLICT,
+      });
+      const stopped = await db.runs.transition(run.id, 'stopped', ['running']);
+      expect(stopped.finishedAt).not.toBeNull();
+      const resumed = await db.runs.transition(run.id, 'running', ['stopped']);
+      expect(resumed.startedAt).toEqual(first.startedAt);
+      expect(resumed.finishedAt).toBeNull();
+      // An allowed `from` that the transition table forbids (completed is final) never matches.
+      await db.runs.transition(run.id, 'completed', ['running']);
+      await expect(db.runs.transition(run.id, 'running', ['completed'])).rejects.toMatchObject({
+        code: ErrorCode.CONFLICT,
+      });
+      await expect(db.runs.transition('missing-run', 'running', ['created'])).rejects.toMatchObject(
+        {
+          code: ErrorCode.NOT_FOUND,
+        },
+      );
+    });
+  });
+}
