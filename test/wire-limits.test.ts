@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { networkInterfaces } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { MODEL_NAMES, modelSpec } from '@tessera/ml';
 import {
   type Ack,
@@ -21,7 +23,6 @@ import {
   type WireError,
   weightsToBytes,
 } from '@tessera/protocol';
-import { Packr } from 'msgpackr';
 import { io, type Socket } from 'socket.io-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -115,41 +116,37 @@ async function longestStall<T>(work: () => Promise<T>): Promise<{ stallMs: numbe
   }
 }
 
-/** A MessagePack map32 of `entries` distinct short keys, each mapped to 0: the finding's frame. */
-function mapOfShortKeys(entries: number): Uint8Array {
-  const out = new Uint8Array(5 + entries * 8);
-  out[0] = 0xdf;
-  new DataView(out.buffer).setUint32(1, entries);
-  let at = 5;
-  for (let k = 0; k < entries; k++) {
-    const key = k.toString(36).padStart(6, '0');
-    out[at++] = 0xa6;
-    for (let i = 0; i < 6; i++) out[at++] = key.charCodeAt(i);
-    out[at++] = 0x00;
-  }
-  return out;
+const attackerScript = fileURLToPath(new URL('./wire-attacker.mjs', import.meta.url));
+
+interface AttackOutcome {
+  bytes: number;
+  closed?: number;
+  rejected?: string;
+  code?: string;
 }
 
-/** An `update` EVENT whose metrics map is `entries` short keys: about 8 B per entry. */
-function updateWithHugeMetrics(entries: number): Uint8Array {
-  // `data` last, so the payload map ends the frame; no byte after its header is 0x85.
-  const head = new Packr({ useRecords: false, variableMapSize: true }).pack({
-    type: PacketType.EVENT,
-    nsp: '/',
-    id: 9,
-    data: ['update', { status: 'ok', runId: 'r', round: 1, numExamples: 1, durationMs: 1 }],
+/**
+ * Runs test/wire-attacker.mjs: a hostile peer in its own process (building and masking tens of
+ * MiB would otherwise block this process, which the coordinator shares). Without a token it
+ * sends a map of `entries` short keys before CONNECT; with one, an update with such a metrics map.
+ */
+function attacker(url: string, entries: number, token?: string): Promise<AttackOutcome> {
+  const child = spawn(
+    process.execPath,
+    [attackerScript, url, String(entries), ...(token ? [token] : [])],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk) => {
+    output += String(chunk);
   });
-  // Rewrite the payload map's fixmap header (5 entries) to 6 and append `metrics: <map>`.
-  const payloadHeader = head.lastIndexOf(0x85);
-  const metricsKey = new TextEncoder().encode('metrics');
-  const body = mapOfShortKeys(entries);
-  const out = new Uint8Array(head.byteLength + 1 + metricsKey.byteLength + body.byteLength);
-  out.set(head);
-  out[payloadHeader] = 0x86;
-  out[head.byteLength] = 0xa7;
-  out.set(metricsKey, head.byteLength + 1);
-  out.set(body, head.byteLength + 1 + metricsKey.byteLength);
-  return out;
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', () => {
+      const lines = output.trim().split('\n').filter(Boolean);
+      resolve(Object.assign({}, ...lines.map((line) => JSON.parse(line) as object)));
+    });
+  });
 }
 
 describe('values bounded at the decoder (issue 12: one frame from any member fails a run)', () => {
@@ -256,18 +253,21 @@ describe('limits before trust (issue 12: one unauthenticated frame can hang the 
   it('refuses an 8 MiB map before CONNECT without decoding it; /healthz answers meanwhile', async () => {
     harness = await startHarness();
     const h = harness;
-    const frame = mapOfShortKeys(1_048_576); // 8 MiB + 5 B
-    expect(frame.byteLength).toBeGreaterThan(8 * 1024 * 1024);
-    expect(frame.byteLength).toBeLessThan(DEFAULT_MAX_FRAME_BYTES + TRANSPORT_MARGIN_BYTES);
-    const ws = await openRaw(h.coordinator.url);
     const { stallMs, result } = await longestStall(async () => {
-      const closing = closed(ws);
-      ws.send(frame);
-      const health = fetch(`${h.coordinator.url}/healthz`).then((r) => r.status);
-      return { closeCode: await closing, health: await health };
+      const attack = attacker(h.coordinator.url, 1_048_576); // 8 MiB + 5 B
+      const health = waitFor(async () => {
+        const started = performance.now();
+        const status = (await fetch(`${h.coordinator.url}/healthz`)).status;
+        return { status, ms: performance.now() - started };
+      }, '/healthz');
+      return { outcome: await attack, health: await health };
     });
-    expect(result.health).toBe(200);
-    expect(result.closeCode).not.toBe(1009); // refused by the parser, not by the transport cap
+    expect(result.outcome.bytes).toBeGreaterThan(8 * 1024 * 1024);
+    expect(result.outcome.bytes).toBeLessThan(DEFAULT_MAX_FRAME_BYTES + TRANSPORT_MARGIN_BYTES);
+    // Closed by the parser's refusal, not by the transport cap (1009).
+    expect(result.outcome.closed).toBeDefined();
+    expect(result.outcome.closed).not.toBe(1009);
+    expect(result.health.status).toBe(200);
     // A safety property, not a speed claim: decoding this frame stalled the loop 1.3 s before.
     expect(stallMs).toBeLessThan(500);
   });
@@ -276,35 +276,20 @@ describe('limits before trust (issue 12: one unauthenticated frame can hang the 
     harness = await startHarness();
     const h = harness;
     const { tokens } = await createFederation(h, 1);
-    const { socket, welcome } = await connect(h.coordinator.url, {
-      token: tokens[0]?.token,
-      protocolVersion: PROTOCOL_VERSION,
-      client,
-    });
-    expect(welcome?.maxFrameBytes).toBe(DEFAULT_MAX_FRAME_BYTES);
-    const rejected: WireError[] = [];
-    socket.on('rejected', (error) => rejected.push(error));
+    const token = tokens[0]?.token as string;
 
-    // Under the frame limit: the pre-scan refuses it at the map's header.
-    const sevenMiB = updateWithHugeMetrics(900_000);
-    expect(sevenMiB.byteLength).toBeLessThan(DEFAULT_MAX_FRAME_BYTES);
-    const under = await longestStall(async () => {
-      socket.io.engine.write(sevenMiB as unknown as string);
-      return waitFor(() => rejected[0], 'the refusal', 30_000);
-    });
+    // 7 MiB, under the frame limit: the pre-scan refuses it at the map's header; the member
+    // gets `rejected` and stays connected (the attacker closes after the answer).
+    const under = await longestStall(() => attacker(h.coordinator.url, 900_000, token));
+    expect(under.result.bytes).toBeLessThan(DEFAULT_MAX_FRAME_BYTES);
     expect(under.result).toMatchObject({ code: ErrorCode.MALFORMED_FRAME });
-    expect(under.result.message).toMatch(/more than 1024 map entries/);
+    expect(under.result.rejected).toMatch(/more than 1024 map entries/);
     expect(under.stallMs).toBeLessThan(500);
-    expect(socket.connected).toBe(true);
 
     // 32 MiB, the finding's frame: over the transport cap, the connection is closed unread.
-    const thirtyTwoMiB = updateWithHugeMetrics(4_200_000);
-    expect(thirtyTwoMiB.byteLength).toBeGreaterThan(32 * 1024 * 1024);
-    const disconnected = new Promise((resolve) => socket.once('disconnect', resolve));
-    const over = await longestStall(async () => {
-      socket.io.engine.write(thirtyTwoMiB as unknown as string);
-      return disconnected;
-    });
+    const over = await longestStall(() => attacker(h.coordinator.url, 4_200_000, token));
+    expect(over.result.bytes).toBeGreaterThan(32 * 1024 * 1024);
+    expect(over.result.closed).toBe(1009);
     expect(over.stallMs).toBeLessThan(500);
     expect((await fetch(`${h.coordinator.url}/healthz`)).status).toBe(200);
   });
