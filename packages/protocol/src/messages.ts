@@ -10,7 +10,7 @@ import { WIRE_LIMITS } from './limits.js';
 
 /**
  * Text that Postgres stores as given: no NUL (TEXT refuses it) and no unpaired UTF-16 surrogate
- * (it has no UTF-8 encoding). Matches the first offending character.
+ * (it has no UTF-8 encoding).
  */
 const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
