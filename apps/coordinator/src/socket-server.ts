@@ -2,22 +2,30 @@ import type { Server as HttpServer } from 'node:http';
 import type { ClientRecord, Database } from '@tessera/db';
 import {
   type Ack,
+  AUTH_DEADLINE_MS,
+  CLIENT_FRAME_LIMITS,
   type ClientToServerEvents,
   createMsgpackParser,
   ErrorCode,
   evaluateReplySchema,
+  HANDSHAKE_RATE_LIMITS,
   type Hello,
   helloSchema,
+  type MsgpackParser,
+  PRE_AUTH_MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   parseFrame,
   progressSchema,
+  type RateLimit,
   REJECTED_FRAME_EVENT,
   type RejectedFrame,
   type ServerToClientEvents,
   TesseraError,
+  TRANSPORT_MARGIN_BYTES,
   trainReplySchema,
 } from '@tessera/protocol';
 import { Server, type Socket } from 'socket.io';
+import { isLoopback, RateLimiter } from './connection-rate-limit.js';
 import type { RunEngine } from './engine.js';
 import type { Logger } from './logger.js';
 import type { ClientRegistry } from './registry.js';
@@ -48,9 +56,39 @@ export interface SocketServerOptions {
   logger: Logger;
   /** Finds the engine of a running run, or undefined. */
   engineFor: (runId: string) => RunEngine | undefined;
-  /** Application frame limit; larger frames get PAYLOAD_TOO_LARGE. */
+  /** Application frame limit of an authenticated client; larger frames get PAYLOAD_TOO_LARGE. */
   maxFrameBytes: number;
+  /** Handshake rate limits (default HANDSHAKE_RATE_LIMITS). */
+  rateLimits?: { perAddress: RateLimit; perToken: RateLimit };
+  /** Apply the per-address limit to loopback peers too (default false; tests set it). */
+  rateLimitLoopback?: boolean;
+  /** Time to complete the handshake (default AUTH_DEADLINE_MS). */
+  authDeadlineMs?: number;
 }
+
+/**
+ * Lifts the pre-authentication frame limit of the socket's connection. Socket.IO's `Client`
+ * makes one Decoder per Engine.IO connection and keeps it in a private field, with no public
+ * seam to reach it (socket.io 4.8); this is the one place that reads it, and it checks that
+ * what it found is this parser's decoder before calling it.
+ */
+function authenticateConnection(
+  socket: TesseraSocket,
+  parser: MsgpackParser,
+  maxFrameBytes: number,
+): boolean {
+  const decoder: unknown = (socket.client as unknown as { decoder?: unknown }).decoder;
+  if (!parser.isDecoder(decoder)) return false;
+  decoder.authenticate(maxFrameBytes);
+  return true;
+}
+
+const rateLimited = (what: string, retryAfterSeconds: number) =>
+  new TesseraError(
+    ErrorCode.RATE_LIMITED,
+    `too many connection attempts from this ${what}; retry after ${retryAfterSeconds} s`,
+    { retryAfterSeconds },
+  );
 
 /**
  * The Socket.IO edge of the coordinator: authenticates clients at the handshake, validates every
@@ -62,18 +100,46 @@ export function attachSocketServer(
   options: SocketServerOptions,
 ): { io: TesseraServer; transport: Transport } {
   const { db, registry, logger, engineFor, maxFrameBytes } = options;
+  // Until a connection's handshake is accepted its frames may be a few KiB only and are never
+  // decoded beyond that; every frame passes the structural pre-scan before it is decoded.
+  const parser = createMsgpackParser({
+    maxFrameBytes,
+    preAuthMaxFrameBytes: PRE_AUTH_MAX_FRAME_BYTES,
+    scanLimits: CLIENT_FRAME_LIMITS,
+  });
   const io: TesseraServer = new Server(httpServer, {
-    parser: createMsgpackParser({ maxFrameBytes }),
-    // The transport's hard cap sits above the application limit, so an oversized frame still
-    // reaches the parser and its sender learns PAYLOAD_TOO_LARGE instead of a dropped socket.
-    maxHttpBufferSize: maxFrameBytes * 2,
+    parser,
+    // The transport's hard cap sits a little above the application limit, so a frame slightly
+    // too large still reaches the parser and its sender learns PAYLOAD_TOO_LARGE.
+    maxHttpBufferSize: maxFrameBytes + TRANSPORT_MARGIN_BYTES,
+    // WebSocket only (every Tessera client and the console use it): no polling sessions.
+    transports: ['websocket'],
+    // A bad EIO is refused before the WebSocket upgrade (engine.io checks it only after).
+    allowRequest: (request, answer) => {
+      const eio = new URL(request.url ?? '/', 'http://coordinator').searchParams.get('EIO');
+      if (eio === '4') answer(null, true);
+      else answer('Unsupported protocol version', false);
+    },
+    connectTimeout: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
     serveClient: false,
     cors: { origin: true },
   });
 
+  const limits = options.rateLimits ?? HANDSHAKE_RATE_LIMITS;
+  const perAddress = new RateLimiter(limits.perAddress);
+  const perToken = new RateLimiter(limits.perToken);
+  const rateLimitLoopback = options.rateLimitLoopback ?? false;
+
   io.use(async (socket, next) => {
     try {
+      const address = socket.handshake.address;
+      if (rateLimitLoopback || !isLoopback(address)) {
+        const wait = perAddress.take(address);
+        if (wait > 0) throw rateLimited('address', wait);
+      }
       const hello = parseFrame(helloSchema, socket.handshake.auth, 'handshake');
+      const wait = perToken.take(hello.token);
+      if (wait > 0) throw rateLimited('token', wait);
       if (hello.protocolVersion !== PROTOCOL_VERSION) {
         throw new TesseraError(
           ErrorCode.PROTOCOL_VERSION_MISMATCH,
@@ -104,6 +170,12 @@ export function attachSocketServer(
 
   io.on('connection', (socket: TesseraSocket) => {
     const { clientId, hello, client } = socket.data;
+    if (!authenticateConnection(socket, parser, maxFrameBytes)) {
+      // Only if socket.io changed its internals: refuse rather than run with a 4 KiB limit.
+      logger.error('cannot reach the connection decoder; closing', { clientId });
+      socket.disconnect(true);
+      return;
+    }
     // Registered only now, once the socket has joined its own room: a round that samples this
     // client from here on can reach it.
     const now = new Date();

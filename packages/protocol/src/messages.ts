@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ErrorCode, TesseraError } from './errors.js';
+import { WIRE_LIMITS } from './limits.js';
 
 /**
  * Every message of the wire protocol, as a zod schema and its inferred type. Frames that come
@@ -7,14 +8,48 @@ import { ErrorCode, TesseraError } from './errors.js';
  * same shapes for implementers in other languages.
  */
 
-const id = z.string().min(1).max(128);
-const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/**
+ * Text that Postgres stores as given: no NUL (TEXT refuses it) and no unpaired UTF-16 surrogate
+ * (it has no UTF-8 encoding).
+ */
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+export function isStorableText(value: string): boolean {
+  return !value.includes('\u0000') && !UNPAIRED_SURROGATE.test(value);
+}
+
+const text = (maxLength: number) =>
+  z
+    .string()
+    .max(maxLength)
+    .refine(isStorableText, 'must not contain NUL or an unpaired UTF-16 surrogate');
+
+const id = text(WIRE_LIMITS.maxIdLength).min(1);
+/** Counts and durations: integers that fit the INTEGER columns they are stored in. */
+const count = z.number().int().nonnegative().max(WIRE_LIMITS.maxInteger);
+const exampleCount = z.number().int().min(1).max(WIRE_LIMITS.maxNumExamples);
 const finite = z.number().refine(Number.isFinite, 'must be a finite number');
+/** A metric or a loss: finite and small enough that example-weighted sums cannot overflow. */
+const bounded = finite.pipe(
+  z.number().min(-WIRE_LIMITS.maxMetricMagnitude).max(WIRE_LIMITS.maxMetricMagnitude),
+);
+const fraction = finite.pipe(z.number().min(0).max(1));
 /** Raw little-endian float32 bytes (MessagePack bin). Buffer is a Uint8Array, so Node passes too. */
 const bytes = z.instanceof(Uint8Array);
-const metrics = z.record(z.string().max(64), finite).refine((m) => Object.keys(m).length <= 64, {
-  message: 'at most 64 metrics',
-});
+// The pre-scan (msgpack-scan.ts) has bounded the map's size before it was built; this bound is
+// the protocol's own. `accuracy` is recorded as the round's training accuracy, a fraction.
+const metrics = z
+  .record(text(WIRE_LIMITS.maxMetricKeyLength), bounded)
+  .refine((m) => Object.keys(m).length <= WIRE_LIMITS.maxMetrics, {
+    message: `at most ${WIRE_LIMITS.maxMetrics} metrics`,
+  })
+  .superRefine((m, context) => {
+    const accuracy = m['accuracy'];
+    if (accuracy !== undefined && !(accuracy >= 0 && accuracy <= 1)) {
+      context.addIssue({ code: 'custom', path: ['accuracy'], message: 'must be within [0, 1]' });
+    }
+  });
+const failure = z.object({ message: text(WIRE_LIMITS.maxErrorMessageLength) });
 
 export const wireErrorSchema = z.object({
   code: z.string(),
@@ -28,21 +63,21 @@ export const clientRuntimeSchema = z.enum(['node', 'browser', 'other']);
 
 /** Sent as Socket.IO's handshake `auth` object. */
 export const helloSchema = z.object({
-  token: z.string().min(1).max(512),
+  token: text(WIRE_LIMITS.maxTokenLength).min(1),
   protocolVersion: z.number().int(),
   client: z.object({
-    name: z.string().max(64),
-    version: z.string().max(32),
+    name: text(WIRE_LIMITS.maxClientNameLength),
+    version: text(WIRE_LIMITS.maxClientVersionLength),
     runtime: clientRuntimeSchema,
     /** The tfjs backend (or other engine) the client trains on, e.g. `wasm`, `tensorflow-gpu`, `webgpu`. */
-    backend: z.string().max(64),
+    backend: text(WIRE_LIMITS.maxBackendLength),
     /** Examples the client holds for training (a hint for the admin; the update carries the real count). */
-    numExamples: count,
+    numExamples: count.max(WIRE_LIMITS.maxNumExamples),
     /**
      * Held-out examples the client can evaluate on. 0 means it declines federated evaluation,
      * so the coordinator does not send it the model to evaluate; absent means unknown (asked).
      */
-    numHoldout: count.optional(),
+    numHoldout: count.max(WIRE_LIMITS.maxNumExamples).optional(),
   }),
 });
 export type Hello = z.infer<typeof helloSchema>;
@@ -106,7 +141,7 @@ export const trainReplySchema = z.discriminatedUnion('status', [
     runId: id,
     round: count,
     weights: bytes,
-    numExamples: count.min(1),
+    numExamples: exampleCount,
     durationMs: count,
     metrics,
   }),
@@ -114,7 +149,7 @@ export const trainReplySchema = z.discriminatedUnion('status', [
     status: z.literal('failed'),
     runId: id,
     round: count,
-    error: z.object({ message: z.string().max(2000) }),
+    error: failure,
   }),
 ]);
 export type TrainReply = z.infer<typeof trainReplySchema>;
@@ -124,15 +159,15 @@ export const evaluateReplySchema = z.discriminatedUnion('status', [
     status: z.literal('ok'),
     runId: id,
     round: count,
-    numExamples: count.min(1),
-    loss: finite,
-    accuracy: finite.pipe(z.number().min(0).max(1)),
+    numExamples: exampleCount,
+    loss: bounded,
+    accuracy: fraction,
   }),
   z.object({
     status: z.literal('failed'),
     runId: id,
     round: count,
-    error: z.object({ message: z.string().max(2000) }),
+    error: failure,
   }),
 ]);
 export type EvaluateReply = z.infer<typeof evaluateReplySchema>;
@@ -145,7 +180,7 @@ export const progressSchema = z.object({
   epochs: count,
   batch: count,
   batches: count,
-  loss: finite.nullable(),
+  loss: bounded.nullable(),
 });
 export type Progress = z.infer<typeof progressSchema>;
 

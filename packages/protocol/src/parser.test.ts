@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { REJECTED_FRAME_EVENT } from './events.js';
+import { CLIENT_FRAME_LIMITS } from './limits.js';
 import { createMsgpackParser, encodePacket, type Packet, PacketType } from './parser.js';
 
 function decodeAll(chunks: unknown[], maxFrameBytes?: number): Packet[] {
@@ -99,5 +100,69 @@ describe('msgpack Socket.IO parser', () => {
       data: [REJECTED_FRAME_EVENT, {}],
     });
     expect(decodeAll([frame])).toEqual([]);
+  });
+
+  it('before authenticate, refuses a frame over the pre-auth limit without decoding it', () => {
+    const parser = createMsgpackParser({ maxFrameBytes: 1 << 20, preAuthMaxFrameBytes: 64 });
+    const decoder = new parser.Decoder();
+    const out: Packet[] = [];
+    decoder.on('decoded', (p) => out.push(p));
+    const connect = encodePacket({ type: PacketType.CONNECT, nsp: '/', data: { token: 't' } });
+    // Garbage of 65 bytes: were it decoded, it would be MALFORMED_FRAME, not PAYLOAD_TOO_LARGE.
+    const big = new Uint8Array(65).fill(0xc1);
+    decoder.add(connect);
+    decoder.add(big);
+    expect(out[0]).toEqual({ type: PacketType.CONNECT, nsp: '/', data: { token: 't' } });
+    expect(out[1]?.id).toBeUndefined();
+    expect(out[1]?.data).toEqual([
+      REJECTED_FRAME_EVENT,
+      expect.objectContaining({ code: 'PAYLOAD_TOO_LARGE', bytes: 65 }),
+    ]);
+    expect(JSON.stringify(out[1]?.data)).toMatch(/before authentication exceeds the limit of 64/);
+    expect(decoder.frameLimit).toBe(64);
+    expect(parser.isDecoder(decoder)).toBe(true);
+    expect(parser.isDecoder({ add() {} })).toBe(false);
+
+    decoder.authenticate();
+    expect(decoder.frameLimit).toBe(1 << 20);
+    const update = encodePacket({
+      type: PacketType.EVENT,
+      nsp: '/',
+      id: 1,
+      data: ['update', new Uint8Array(1000)],
+    });
+    decoder.add(update);
+    expect(out[2]?.data).toEqual(['update', expect.any(Uint8Array)]);
+    decoder.authenticate(500);
+    decoder.add(update);
+    expect(out[3]?.id).toBe(1);
+    expect(JSON.stringify(out[3]?.data)).toMatch(/exceeds the limit of 500/);
+  });
+
+  it('a client-side decoder (no preAuthMaxFrameBytes) has no pre-auth phase', () => {
+    const decoder = new (createMsgpackParser({ maxFrameBytes: 4096 }).Decoder)();
+    expect(decoder.frameLimit).toBe(4096);
+  });
+
+  it('runs the structural pre-scan before decoding: a huge map is refused as MALFORMED_FRAME', () => {
+    const parser = createMsgpackParser({ scanLimits: CLIENT_FRAME_LIMITS });
+    const decoder = new parser.Decoder();
+    const out: Packet[] = [];
+    decoder.on('decoded', (p) => out.push(p));
+    const metrics = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, i]));
+    decoder.add(
+      encodePacket({ type: PacketType.EVENT, nsp: '/', id: 2, data: ['update', { metrics }] }),
+    );
+    decoder.add(
+      new Uint8Array([
+        0x82, 0xa4, 0x74, 0x79, 0x70, 0x65, 0x02, 0xa3, 0x6e, 0x73, 0x70, 0xd4, 0, 0,
+      ]),
+    );
+    expect(out.map((p) => [p.id, (p.data as unknown[])[0]])).toEqual([
+      [undefined, REJECTED_FRAME_EVENT],
+      [undefined, REJECTED_FRAME_EVENT],
+    ]);
+    expect(JSON.stringify(out[0]?.data)).toMatch(/more than 1024 map entries/);
+    expect(JSON.stringify(out[1]?.data)).toMatch(/extension type 0xd4/);
   });
 });

@@ -2,6 +2,8 @@ import { Emitter } from '@socket.io/component-emitter';
 import { Packr } from 'msgpackr';
 import { ErrorCode } from './errors.js';
 import { REJECTED_FRAME_EVENT } from './events.js';
+import { DEFAULT_MAX_FRAME_BYTES, PEER_FRAME_LIMITS, type ScanLimits } from './limits.js';
+import { scanMsgpack } from './msgpack-scan.js';
 
 /**
  * A Socket.IO parser that carries every packet as one MessagePack document instead of JSON plus
@@ -37,11 +39,18 @@ export interface MsgpackParserOptions {
    * Frames larger than this are not delivered: they become a REJECTED_FRAME_EVENT (with the
    * frame's ack id) so the coordinator can answer PAYLOAD_TOO_LARGE. The transport's own limit
    * (Socket.IO `maxHttpBufferSize`) must be larger, or such frames close the connection instead.
+   * On a server with `preAuthMaxFrameBytes`, this is the default limit `authenticate` lifts to.
    */
   maxFrameBytes?: number;
+  /**
+   * Server side: every new connection's decoder starts unauthenticated and refuses, without
+   * decoding them, frames over this many bytes, until `authenticate` is called on it. Unset
+   * (clients): no such phase.
+   */
+  preAuthMaxFrameBytes?: number;
+  /** Structural limits of the pre-scan run before every decode (default PEER_FRAME_LIMITS). */
+  scanLimits?: ScanLimits;
 }
-
-export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 const packr = new Packr({
   useRecords: false,
@@ -115,19 +124,35 @@ function rejectedFrame(
 
 type DecoderEvents = { decoded: (packet: Packet) => void };
 
+/** One connection's decoder (Socket.IO makes one per Engine.IO connection). */
+export interface MsgpackDecoder
+  extends Emitter<Record<string, never>, Record<string, never>, DecoderEvents> {
+  /** Never throws: every chunk becomes a packet or a REJECTED_FRAME_EVENT notice. */
+  add(chunk: unknown): void;
+  /**
+   * The connection's handshake was accepted: lift the pre-authentication frame limit to
+   * `maxFrameBytes` (default: the parser's). Idempotent.
+   */
+  authenticate(maxFrameBytes?: number): void;
+  /** The frame limit in force now. */
+  readonly frameLimit: number;
+  destroy(): void;
+}
+
 /** The shape Socket.IO (server and client) expects of a `parser` option. */
 export interface MsgpackParser {
   protocol: number;
   PacketType: typeof PacketType;
   Encoder: new () => { encode(packet: Packet): Uint8Array[] };
-  Decoder: new () => Emitter<Record<string, never>, Record<string, never>, DecoderEvents> & {
-    add(chunk: unknown): void;
-    destroy(): void;
-  };
+  Decoder: new () => MsgpackDecoder;
+  /** Whether `value` is a decoder of this parser (a type guard for the server's seam). */
+  isDecoder(value: unknown): value is MsgpackDecoder;
 }
 
 export function createMsgpackParser(options: MsgpackParserOptions = {}): MsgpackParser {
   const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const preAuthMaxFrameBytes = options.preAuthMaxFrameBytes;
+  const scanLimits = options.scanLimits ?? PEER_FRAME_LIMITS;
 
   class Encoder {
     encode(packet: Packet): Uint8Array[] {
@@ -135,18 +160,49 @@ export function createMsgpackParser(options: MsgpackParserOptions = {}): Msgpack
     }
   }
 
-  class Decoder extends Emitter<Record<string, never>, Record<string, never>, DecoderEvents> {
+  class Decoder
+    extends Emitter<Record<string, never>, Record<string, never>, DecoderEvents>
+    implements MsgpackDecoder
+  {
+    private authenticated = preAuthMaxFrameBytes === undefined;
+    private limit = preAuthMaxFrameBytes ?? maxFrameBytes;
+
+    get frameLimit(): number {
+      return this.limit;
+    }
+
+    authenticate(limit = maxFrameBytes): void {
+      this.authenticated = true;
+      this.limit = limit;
+    }
+
     add(chunk: unknown): void {
       const bytes = toBytes(chunk);
       if (bytes === null) {
         // Text frames come from peers that speak Socket.IO's default JSON parser.
-        this.emitReserved(
-          'decoded',
-          rejectedFrame(
-            ErrorCode.MALFORMED_FRAME,
-            'text frame: this endpoint speaks MessagePack',
-            String(chunk).length,
-          ),
+        this.reject(
+          ErrorCode.MALFORMED_FRAME,
+          'text frame: this endpoint speaks MessagePack',
+          typeof chunk === 'string' ? chunk.length : 0,
+        );
+        return;
+      }
+      if (!this.authenticated && bytes.byteLength > this.limit) {
+        // Not decoded at all: before the handshake is accepted only a small CONNECT may come.
+        // Socket.IO closes a connection that delivers anything but CONNECT before it joined.
+        this.reject(
+          ErrorCode.PAYLOAD_TOO_LARGE,
+          `frame of ${bytes.byteLength} bytes before authentication exceeds the limit of ${this.limit}`,
+          bytes.byteLength,
+        );
+        return;
+      }
+      const scan = scanMsgpack(bytes, scanLimits);
+      if (!scan.ok) {
+        this.reject(
+          ErrorCode.MALFORMED_FRAME,
+          `refused MessagePack: ${scan.reason}`,
+          bytes.byteLength,
         );
         return;
       }
@@ -154,35 +210,30 @@ export function createMsgpackParser(options: MsgpackParserOptions = {}): Msgpack
       try {
         decoded = packr.unpack(bytes);
       } catch (error) {
-        this.emitReserved(
-          'decoded',
-          rejectedFrame(
-            ErrorCode.MALFORMED_FRAME,
-            `undecodable MessagePack: ${(error as Error).message}`,
-            bytes.byteLength,
-          ),
+        this.reject(
+          ErrorCode.MALFORMED_FRAME,
+          `undecodable MessagePack: ${error instanceof Error ? error.message : String(error)}`,
+          bytes.byteLength,
         );
         return;
       }
       if (!isPacket(decoded)) {
         // Without a valid packet shape we cannot trust a namespace or an ack id: refuse the frame.
-        this.emitReserved(
-          'decoded',
-          rejectedFrame(ErrorCode.MALFORMED_FRAME, 'not a Socket.IO packet', bytes.byteLength),
-        );
+        this.reject(ErrorCode.MALFORMED_FRAME, 'not a Socket.IO packet', bytes.byteLength);
         return;
       }
-      if (bytes.byteLength > maxFrameBytes) {
-        const event = Array.isArray(decoded.data) ? String(decoded.data[0]) : undefined;
-        this.emitReserved(
-          'decoded',
-          rejectedFrame(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxFrameBytes}`,
-            bytes.byteLength,
-            decoded.id,
-            event,
-          ),
+      if (bytes.byteLength > this.limit) {
+        // Decoding it was bounded by the pre-scan; it gives the sender its ack.
+        const event =
+          Array.isArray(decoded.data) && typeof decoded.data[0] === 'string'
+            ? decoded.data[0]
+            : undefined;
+        this.reject(
+          ErrorCode.PAYLOAD_TOO_LARGE,
+          `frame of ${bytes.byteLength} bytes exceeds the limit of ${this.limit}`,
+          bytes.byteLength,
+          decoded.id,
+          event,
         );
         return;
       }
@@ -196,8 +247,24 @@ export function createMsgpackParser(options: MsgpackParserOptions = {}): Msgpack
       this.emitReserved('decoded', decoded);
     }
 
+    private reject(
+      code: RejectedFrame['code'],
+      reason: string,
+      bytes: number,
+      id?: number,
+      event?: string,
+    ): void {
+      this.emitReserved('decoded', rejectedFrame(code, reason, bytes, id, event));
+    }
+
     destroy(): void {}
   }
 
-  return { protocol: 5, PacketType, Encoder, Decoder };
+  return {
+    protocol: 5,
+    PacketType,
+    Encoder,
+    Decoder,
+    isDecoder: (value): value is MsgpackDecoder => value instanceof Decoder,
+  };
 }

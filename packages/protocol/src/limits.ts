@@ -1,0 +1,98 @@
+/**
+ * Every bound the coordinator puts on what a client sends, in one table: the zod schemas
+ * (messages.ts), the MessagePack pre-scan (msgpack-scan.ts), the parser (parser.ts) and the
+ * socket edge read them from here, and docs/protocol.md §9 states the same numbers (a test
+ * checks that it does).
+ */
+
+/** Postgres INTEGER, the column type of every count and duration the coordinator stores. */
+export const PG_INT_MAX = 2 ** 31 - 1;
+
+export const WIRE_LIMITS = {
+  /**
+   * Examples in one update or evaluation. Below PG_INT_MAX with room for the sum of a few
+   * replies; the engine still has to keep a round's sum within the column.
+   */
+  maxNumExamples: 1_000_000_000,
+  /** `round`, `durationMs`, `epoch(s)`, `batch(es)`: anything else stored as INTEGER. */
+  maxInteger: PG_INT_MAX,
+  /**
+   * Largest magnitude of a metric value or a loss. A weighted sum of 10^4 such values times
+   * 10^9 examples stays far below float64's 1.8e308, so the round's means cannot overflow.
+   */
+  maxMetricMagnitude: 1e12,
+  maxMetrics: 64,
+  maxMetricKeyLength: 64,
+  maxTokenLength: 512,
+  maxIdLength: 128,
+  maxClientNameLength: 64,
+  maxClientVersionLength: 32,
+  maxBackendLength: 64,
+  maxErrorMessageLength: 2000,
+} as const;
+
+/** Structural limits of one decoded MessagePack document (see scanMsgpack). */
+export interface ScanLimits {
+  /** Map entries plus array items, over the whole document. */
+  maxElements: number;
+  /** Containers inside containers; the packet map itself is depth 1. */
+  maxDepth: number;
+  /** Longest `str`, in bytes (UTF-8). `bin` values are bounded by the frame size only. */
+  maxStringBytes: number;
+}
+
+/**
+ * What the coordinator accepts from a client. The largest legitimate frame (an update with 64
+ * metrics) has about 90 elements at depth 4, and its longest string is an error message of
+ * 2,000 characters (at most 8,000 UTF-8 bytes).
+ */
+export const CLIENT_FRAME_LIMITS: ScanLimits = {
+  maxElements: 1024,
+  maxDepth: 8,
+  maxStringBytes: 8192,
+};
+
+/**
+ * What a client accepts from the coordinator (the default of createMsgpackParser): looser,
+ * since the console's snapshot lists every connected client, but still bounded.
+ */
+export const PEER_FRAME_LIMITS: ScanLimits = {
+  maxElements: 1_000_000,
+  maxDepth: 32,
+  maxStringBytes: 16 * 1024 * 1024,
+};
+
+/**
+ * Before the handshake is accepted, a connection may send frames of this size only: the
+ * CONNECT with its auth object needs well under 1 KiB (178 B in docs/protocol.md §12).
+ */
+export const PRE_AUTH_MAX_FRAME_BYTES = 4096;
+
+/**
+ * The default application frame limit, announced in `welcome`: the largest update of the model
+ * zoo (`fedavg-cnn`, 1,663,370 parameters = 6,653,480 B of weights, plus a few hundred bytes of
+ * envelope) with about 25 % headroom.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The transport cap (Engine.IO `maxHttpBufferSize`) above the application limit: frames up to
+ * it still reach the parser and get PAYLOAD_TOO_LARGE; larger ones close the connection.
+ */
+export const TRANSPORT_MARGIN_BYTES = 1024 * 1024;
+
+/** A connection must have joined the namespace (handshake accepted) within this time. */
+export const AUTH_DEADLINE_MS = 10_000;
+
+/** Token buckets of the handshake: `capacity` attempts at once, then one per `refillMs`. */
+export interface RateLimit {
+  capacity: number;
+  refillMs: number;
+}
+
+export const HANDSHAKE_RATE_LIMITS = {
+  /** Per remote address (not for loopback: simulations and a local proxy share it). */
+  perAddress: { capacity: 30, refillMs: 1000 },
+  /** Per presented token. */
+  perToken: { capacity: 6, refillMs: 5000 },
+} as const satisfies Record<string, RateLimit>;
