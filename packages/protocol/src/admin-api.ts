@@ -4,18 +4,9 @@
  * with the same rules before sending). Browser-safe: zod only.
  */
 import { z } from 'zod';
+import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from './text.js';
 
 const positiveInt = z.number().int().positive();
-
-// A lone surrogate half: UTF-16 that no UTF-8 encoder (and so no database) can store as is.
-const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-/** True when PostgreSQL can store the string in text and jsonb: no NUL, no unpaired surrogate. */
-export function isStorableText(value: string): boolean {
-  return !value.includes('\0') && !UNPAIRED_SURROGATE.test(value);
-}
-
-export const UNSTORABLE_TEXT_MESSAGE = 'must not contain NUL characters or unpaired surrogates';
 
 /**
  * A string field of a request: every string the REST API takes is built from this, so that NUL

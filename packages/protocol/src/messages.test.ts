@@ -3,11 +3,11 @@ import { ErrorCode, TesseraError } from './errors.js';
 import {
   evaluateReplySchema,
   helloSchema,
-  isStorableText,
   parseFrame,
   progressSchema,
   trainReplySchema,
 } from './messages.js';
+import { isStorableText } from './text.js';
 
 const goodUpdate = {
   status: 'ok',

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ErrorCode, TesseraError } from './errors.js';
 import { WIRE_LIMITS } from './limits.js';
+import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from './text.js';
 
 /**
  * Every message of the wire protocol, as a zod schema and its inferred type. Frames that come
@@ -8,21 +9,8 @@ import { WIRE_LIMITS } from './limits.js';
  * same shapes for implementers in other languages.
  */
 
-/**
- * Text that Postgres stores as given: no NUL (TEXT refuses it) and no unpaired UTF-16 surrogate
- * (it has no UTF-8 encoding).
- */
-const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-export function isStorableText(value: string): boolean {
-  return !value.includes('\u0000') && !UNPAIRED_SURROGATE.test(value);
-}
-
 const text = (maxLength: number) =>
-  z
-    .string()
-    .max(maxLength)
-    .refine(isStorableText, 'must not contain NUL or an unpaired UTF-16 surrogate');
+  z.string().max(maxLength).refine(isStorableText, UNSTORABLE_TEXT_MESSAGE);
 
 const id = text(WIRE_LIMITS.maxIdLength).min(1);
 /** Counts and durations: integers that fit the INTEGER columns they are stored in. */
