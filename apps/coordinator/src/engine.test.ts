@@ -21,7 +21,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
 import { ClientRegistry, type TimeoutBackoff } from './registry.js';
-import { selectClients } from './sampling.js';
 import { deriveSeed } from './seeds.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
 
@@ -303,11 +302,7 @@ describe('RunEngine over an in-memory transport', () => {
     const ids = s.fed.clientIds;
     for (const round of [1, 2]) {
       const rng = createRng(deriveSeed(2, 11, { purpose: 'sample', round, attempt: 1 }));
-      const expected = selectClients(
-        ids,
-        { clientsPerRound: 3, fractionFit: null, minClients: 1 },
-        () => rng.next(),
-      );
+      const expected = referenceSample(ids, 3, () => rng.next());
       expect(s.started[round - 1]).toEqual({ round, attempt: 1, selected: expected });
       const record = await db.rounds.get(s.run.id, round);
       expect(new Set(record.participantClientIds)).toEqual(new Set(expected));
@@ -319,6 +314,25 @@ describe('RunEngine over an in-memory transport', () => {
     }
     // The whole federation was asked to evaluate each round.
     expect(s.fed.transport.sent.filter((m) => m.event === 'evaluate')).toHaveLength(12);
+  });
+
+  it('asks for ceil(fractionFit x eligible) clients, at least minClients, and waits until that many are connected', async () => {
+    const fed = await createFederation(5);
+    const [first, ...others] = fed.clientIds as [string, ...string[]];
+    connect(fed, first);
+    const s = await startWith(fed, { config: { rounds: 2, fractionFit: 0.1, minClients: 2 } });
+    // One client is not enough for minClients 2: no round starts (the engine re-checks every second).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(s.started).toEqual([]);
+    expect(fed.transport.sent).toEqual([]);
+    for (const id of others) connect(fed, id);
+    await s.done;
+    // ceil(0.1 x 5) = 1, raised to minClients = 2.
+    expect(s.started.map((e) => e.selected.length)).toEqual([2, 2]);
+    const wide = await startWith(fed, { config: { rounds: 1, fractionFit: 0.5, minClients: 1 } });
+    await wide.done;
+    // ceil(0.5 x 5) = 3.
+    expect(wide.started.map((e) => e.selected.length)).toEqual([3]);
   });
 
   it('aggregates the updates by examples and records the round (FedAvg, hand-computed)', async () => {
@@ -495,17 +509,24 @@ describe('RunEngine over an in-memory transport', () => {
   });
 
   it('drops a client that disconnects mid-round and closes the round without waiting for the deadline', async () => {
-    const fed = await createFederation(2);
+    const fed = await createFederation(3);
     for (const id of fed.clientIds) connect(fed, id);
-    const leaver = fed.clientIds[1] as string;
+    const [stays, leaver, leavesAfterUpdate] = fed.clientIds as [string, string, string];
     const leaves: Behaviour = (message) => {
       if (message.event === 'train') fed.registry.remove(leaver, `memory-${leaver}`);
     };
-    const s = await startWith(fed, { behaviours: { 1: leaves } });
+    // Its update was accepted before it left: it still counts.
+    const updatesThenLeaves: Behaviour = (message, ctx) => {
+      if (message.event === 'train') {
+        ctx.update({});
+        fed.registry.remove(leavesAfterUpdate, `memory-${leavesAfterUpdate}`);
+      }
+    };
+    const s = await startWith(fed, { behaviours: { 1: leaves, 2: updatesThenLeaves } });
     await s.done;
     const record = await db.rounds.get(s.run.id, 1);
     expect(record.droppedClientIds).toEqual([leaver]);
-    expect(record.participantClientIds).toEqual([fed.clientIds[0]]);
+    expect(record.participantClientIds.slice().sort()).toEqual([stays, leavesAfterUpdate].sort());
     // Dropped, not timed out: it is not backing off, and it was not told round-closed.
     expect(fed.registry.backoffUntil(leaver)).toBeNull();
     expect(fed.transport.sentTo(leaver, 'round-closed')).toEqual([]);
@@ -551,6 +572,60 @@ describe('RunEngine over an in-memory transport', () => {
       'evaluated',
       'evaluated',
       'evaluated',
+    ]);
+  });
+
+  it('refuses replies for another run or round, and takes a client with bad weights out of the round', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const codes: string[] = [];
+    const confused: Behaviour = (message, ctx) => {
+      if (message.event === 'evaluate') ctx.evaluation({});
+      if (message.event !== 'train') return;
+      const { runId, round } = message.payload;
+      const weights = constantWeights(9);
+      const reply = { status: 'ok' as const, numExamples: 5, durationMs: 1, metrics: {}, weights };
+      const edge = (work: () => void) => {
+        try {
+          work();
+          codes.push('ok');
+        } catch (error) {
+          codes.push((error as TesseraError).code);
+        }
+      };
+      edge(() => s.engine.handleUpdate(ctx.clientId, { ...reply, runId: 'another-run', round }));
+      edge(() => s.engine.handleUpdate(ctx.clientId, { ...reply, runId, round: round + 1 }));
+      edge(() =>
+        s.engine.handleEvaluation(ctx.clientId, {
+          status: 'ok',
+          runId,
+          round,
+          numExamples: 1,
+          loss: 1,
+          accuracy: 1,
+        }),
+      );
+      // Still pending after those: the bad weights are its first reply that reaches the round.
+      edge(() =>
+        s.engine.handleUpdate(ctx.clientId, { ...reply, runId, round, weights: new Uint8Array(8) }),
+      );
+      edge(() => s.engine.handleUpdate(ctx.clientId, { ...reply, runId, round }));
+    };
+    const s = await startWith(fed, { behaviours: { 1: confused } });
+    await s.done;
+    expect(codes).toEqual([
+      'WRONG_RUN',
+      'WRONG_ROUND',
+      'WRONG_ROUND',
+      'WEIGHTS_LENGTH_MISMATCH',
+      'DUPLICATE_UPDATE',
+    ]);
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.participantClientIds).toEqual([fed.clientIds[0]]);
+    expect(record.metrics['rejected']).toBe(1);
+    expect(record.numExamples).toBe(10);
+    expect((await db.rounds.updates(s.run.id, 1)).map((u) => u.clientId)).toEqual([
+      fed.clientIds[0],
     ]);
   });
 
@@ -689,11 +764,7 @@ describe('RunEngine over an in-memory transport', () => {
       for (const round of [1, 2]) {
         const rng = createRng(deriveSeed(version, 1, { purpose: 'sample', round, attempt: 1 }));
         expect(s.started[round - 1]?.selected).toEqual(
-          selectClients(
-            fed.clientIds,
-            { clientsPerRound: 2, fractionFit: null, minClients: 1 },
-            () => rng.next(),
-          ),
+          referenceSample(fed.clientIds, 2, () => rng.next()),
         );
       }
     }
@@ -718,6 +789,16 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.status).toBe('evaluated');
   });
 });
+
+/** An independent copy of the sampling rule: partial Fisher-Yates over the sorted ids. */
+function referenceSample(ids: readonly string[], size: number, random: () => number): string[] {
+  const pool = [...ids].sort();
+  for (let i = 0; i < size; i++) {
+    const j = i + Math.floor(random() * (pool.length - i));
+    [pool[i], pool[j]] = [pool[j] as string, pool[i] as string];
+  }
+  return pool.slice(0, size).sort();
+}
 
 interface StartWith extends Omit<Setup, 'federation' | 'clients'> {
   onCommitted?: (round: number, engine: RunEngine) => void;
