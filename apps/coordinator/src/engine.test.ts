@@ -535,21 +535,54 @@ describe('RunEngine over an in-memory transport', () => {
   });
 
   it('stops: closes the open round, tells pending clients "run stopped", commits nothing', async () => {
-    const fed = await createFederation(2);
+    const fed = await createFederation(3);
     for (const id of fed.clientIds) connect(fed, id);
-    const s = await startWith(fed, { behaviours: { 0: silent, 1: silent } });
-    await waitFor(() => s.started.length === 1, 'the round to start');
+    const [answered, ...pending] = fed.clientIds as [string, ...string[]];
+    // One update is in (enough for minClients 1) when the stop comes: still nothing is committed.
+    const s = await startWith(fed, { behaviours: { 1: silent, 2: silent } });
+    await waitFor(() => acksOf(fed, answered).length === 1, 'the first update');
     s.engine.stop('stopped');
     await s.done;
     expect(s.finished).toEqual([{ status: 'stopped' }]);
     expect((await db.runs.get(s.run.id)).status).toBe('stopped');
     expect(await db.rounds.list(s.run.id)).toEqual([]);
-    for (const id of fed.clientIds) {
+    expect(s.committed).toEqual([]);
+    for (const id of pending) {
       expect(fed.transport.sentTo(id, 'round-closed')[0]?.payload.reason).toBe('run stopped');
       // A stop is not the client's fault: no back-off.
       expect(fed.registry.backoffUntil(id)).toBeNull();
-      expect(fed.registry.get(id)?.task).toBeNull();
     }
+    for (const id of fed.clientIds) expect(fed.registry.get(id)?.task).toBeNull();
+  });
+
+  it('waits for an eligible client instead of starting a round without one', async () => {
+    const fed = await createFederation(1);
+    connect(fed, fed.clientIds[0] as string);
+    let trains = 0;
+    // Silent in attempt 1 (it times out and backs off), answers from then on.
+    const slowStarter: Behaviour = (message, ctx) => {
+      if (message.event === 'train' && ++trains > 1) ctx.update({});
+      if (message.event === 'evaluate') ctx.evaluation({});
+    };
+    const s = await startWith(fed, {
+      config: { roundDeadlineMs: 2500 },
+      behaviours: { 0: slowStarter },
+    });
+    await waitFor(
+      () => s.started.length === 1 && fed.registry.backoffUntil(fed.clientIds[0] as string),
+      'the timeout',
+    );
+    // Backing off, the only client is not eligible: attempt 2 must not start (the engine
+    // re-checks every second).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(s.started).toHaveLength(1);
+    fed.clock.now += 60_000;
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(s.started.map((e) => [e.attempt, e.selected.length])).toEqual([
+      [1, 1],
+      [2, 1],
+    ]);
   });
 
   it('pauses between rounds, and a new engine resumes from the next round', async () => {
