@@ -476,6 +476,7 @@ describe('RunEngine over an in-memory transport', () => {
     connect(fed, a);
     connect(fed, b);
     let firstAck = '';
+    let taskOfAWhileOpen: unknown = 'unset';
     const twice: Behaviour = (message, ctx) => {
       if (message.event === 'train') {
         firstAck = ctx.update({});
@@ -485,7 +486,11 @@ describe('RunEngine over an in-memory transport', () => {
     // The other client answers only once the duplicate was refused, so the round is still open.
     const waits: Behaviour = (message, ctx) => {
       if (message.event === 'train')
-        void waitFor(() => acksOf(fed, a).length === 2, 'the duplicate').then(() => ctx.update({}));
+        void waitFor(() => acksOf(fed, a).length === 2, 'the duplicate').then(() => {
+          // The round is still open, but a client whose update is in is free again.
+          taskOfAWhileOpen = fed.registry.get(a)?.task ?? null;
+          ctx.update({});
+        });
       else honest(message, ctx);
     };
     const s = await startWith(fed, {
@@ -500,6 +505,7 @@ describe('RunEngine over an in-memory transport', () => {
     expect(ctx.update({})).toBe('NOT_SELECTED');
     await s.done;
     expect(firstAck).toBe('ok');
+    expect(taskOfAWhileOpen).toBeNull();
     expect(acksOf(fed, a).slice(0, 2)).toEqual(['ok', 'DUPLICATE_UPDATE']);
     const updates = await db.rounds.updates(s.run.id, 1);
     expect(updates.map((u) => u.clientId).sort()).toEqual([a, b].sort());
