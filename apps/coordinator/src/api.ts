@@ -388,7 +388,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 204, description: 'Revoked' },
     },
     async (_context, req, res) => {
-      await db.clients.revoke(String(req.params['id']));
+      await coordinator.revokeClient(String(req.params['id']));
       res.status(204).end();
     },
   );

@@ -62,9 +62,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     super();
     this.transport = transport;
     this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator() : null;
-    this.registry.on('disconnected', (session) => {
-      for (const { engine } of this.engines.values()) engine.handleDisconnect(session.clientId);
-    });
+    // Each engine listens to the registry itself: a client that disconnects, is replaced or
+    // is revoked drops out of its open round.
   }
 
   static async start(options: CoordinatorOptions): Promise<Coordinator> {
@@ -152,6 +151,21 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     } finally {
       this.starting.delete(runId);
     }
+  }
+
+  /**
+   * Revokes a client's token and takes it out at once: its live connection (if any) is told
+   * `rejected` UNAUTHORIZED "token revoked" and disconnected, and every engine drops it from
+   * its open round (it counts as dropped; nothing it sends afterwards is aggregated).
+   */
+  async revokeClient(clientId: string): Promise<void> {
+    await this.db.clients.revoke(clientId);
+    const session = this.registry.revoke(clientId);
+    if (!session) return;
+    const socket = this.io.sockets.sockets.get(session.connectionId);
+    socket?.emit('rejected', { code: ErrorCode.UNAUTHORIZED, message: 'token revoked' });
+    socket?.disconnect(true);
+    this.logger.warn('client token revoked; its connection was closed', { clientId });
   }
 
   async stopRun(runId: string): Promise<void> {

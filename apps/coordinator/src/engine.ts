@@ -20,10 +20,10 @@ import {
   weightsToBytes,
 } from '@tessera/protocol';
 import type { Logger } from './logger.js';
-import type { ClientRegistry } from './registry.js';
+import type { ClientRegistry, ClientSession } from './registry.js';
 import { RoundState } from './round-state.js';
 import { sampleSize, selectClients } from './sampling.js';
-import { deriveSeed } from './seeds.js';
+import { deriveSeed, requireSeedDerivation, type SeedDerivation } from './seeds.js';
 import type { Transport } from './transport.js';
 import { Wakeup } from './wakeup.js';
 
@@ -87,7 +87,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private evaluation: OpenEvaluation | null = null;
   private stopReason: StopReason | null = null;
   private readonly maxRoundAttempts: number;
+  private readonly seedDerivation: SeedDerivation;
   private readonly onRegistryChange = () => this.wakeup.notify();
+  private readonly onClientGone = (session: ClientSession) =>
+    this.handleDisconnect(session.clientId);
 
   constructor(
     private readonly deps: EngineDeps,
@@ -97,6 +100,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.strategy = createStrategy(run.config.strategy, run.config.strategyOptions);
     this.model = { name: run.config.model, paramCount: modelSpec(run.config.model).paramCount };
     this.maxRoundAttempts = deps.maxRoundAttempts ?? 5;
+    this.seedDerivation = requireSeedDerivation(run.seedDerivation);
   }
 
   get runId(): string {
@@ -107,10 +111,21 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   async execute(): Promise<void> {
     const { db, logger } = this.deps;
     this.deps.registry.on('change', this.onRegistryChange);
+    // A client that disconnects, is replaced or is revoked drops out of any open round.
+    this.deps.registry.on('disconnected', this.onClientGone);
     try {
       let { round, weights } = await this.loadOrCreateCheckpoint();
-      if (round > 0)
+      if (round > 0) {
         logger.info('resuming run from its last committed round', { runId: this.runId, round });
+        // A previous process may have died between the commit and the evaluation record.
+        if ((await db.rounds.get(this.runId, round)).status === 'committed') {
+          logger.info('evaluating the last committed round, whose evaluation was not recorded', {
+            runId: this.runId,
+            round,
+          });
+          await this.evaluateRound(round, weights);
+        }
+      }
       while (round < this.run.config.rounds && this.stopReason === null) {
         const next = await this.trainRound(round + 1, weights);
         if (next === null) break;
@@ -133,6 +148,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       this.emit('run-finished', { runId: this.runId, status: 'failed', error: error.message });
     } finally {
       this.deps.registry.off('change', this.onRegistryChange);
+      this.deps.registry.off('disconnected', this.onClientGone);
       this.releaseAll();
     }
   }
@@ -245,7 +261,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { registry, logger } = this.deps;
     let announced = false;
     while (this.stopReason === null) {
-      const idle = registry.idle(this.run.federationId).length;
+      const idle = registry.eligible(this.run.federationId).length;
       if (sampleSize(this.run.config, idle) > 0) return true;
       if (!announced) {
         logger.info('waiting for clients', {
@@ -290,8 +306,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { registry, transport, db, logger } = this.deps;
     const { config } = this.run;
     const startedAt = new Date();
-    const rng = createRng(deriveSeed(config.seed, round, attempt));
-    const selected = selectClients(registry.idle(this.run.federationId), config, () => rng.next());
+    const rng = createRng(this.seed('sample', round, attempt));
+    const selected = selectClients(registry.eligible(this.run.federationId), config, () =>
+      rng.next(),
+    );
     registry.assign(selected, { runId: this.runId, round, phase: 'train' });
     const state = new RoundState(this.runId, round, selected);
     this.training = { state, aggregator: this.strategy.beginRound(round, global), updates: [] };
@@ -307,7 +325,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         epochs: config.localEpochs,
         batchSize: config.batchSize,
         learningRate: config.learningRate,
-        seed: deriveSeed(config.seed, round),
+        // The same for every attempt of the round (docs/protocol.md §7.2).
+        seed: this.seed('shuffle', round, 0),
       },
       deadline,
       weights: weightsToBytes(global),
@@ -361,7 +380,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     let federated: EvaluationResult | null = null;
     // Clients that said they hold no evaluation data are not sent the model to evaluate.
     const clients = registry
-      .idle(this.run.federationId)
+      .eligible(this.run.federationId)
       .filter((id) => registry.get(id)?.info.numHoldout !== 0);
     if (clients.length > 0 && this.stopReason === null) {
       registry.assign(clients, { runId: this.runId, round, phase: 'evaluate' });
@@ -410,9 +429,15 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
   }
 
-  /** Tells clients still working that the round is over, and frees everyone in it. */
+  /**
+   * Tells clients still working that the round is over, and frees everyone in it. Those that
+   * let the deadline pass without a word back off (the registry's TimeoutBackoff), so the
+   * next rounds and evaluations do not wait for them again.
+   */
   private closeRound(state: RoundState, phase: 'training' | 'evaluation'): void {
     const late = state.clientsWith('pending');
+    if (this.stopReason === null)
+      for (const clientId of late) this.deps.registry.timedOut(clientId);
     if (late.length > 0) {
       const reason =
         this.stopReason === null ? `${phase} deadline passed` : `run ${this.stopReason}`;
@@ -424,6 +449,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       });
     }
     for (const clientId of state.selected) this.deps.registry.release(clientId, this.runId);
+  }
+
+  private seed(purpose: 'sample' | 'shuffle', round: number, attempt: number): number {
+    return deriveSeed(this.seedDerivation, this.run.config.seed, { purpose, round, attempt });
   }
 
   private releaseAll(): void {

@@ -27,6 +27,24 @@ export interface ClientSession {
   } | null;
 }
 
+/**
+ * How long a client that let a deadline pass without a word is left out of sampling: `baseMs`
+ * after its first timeout, doubling with each further one in a row, at most `maxMs`. Any frame
+ * from it (an update, an evaluation reply, progress) ends the back-off at once.
+ */
+export interface TimeoutBackoff {
+  baseMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_TIMEOUT_BACKOFF: TimeoutBackoff = { baseMs: 60_000, maxMs: 3_600_000 };
+
+export interface RegistryOptions {
+  timeoutBackoff?: TimeoutBackoff;
+  /** The clock back-offs are measured on (ms); tests pass their own. */
+  now?: () => number;
+}
+
 interface RegistryEvents {
   /** A client connected, left, or became idle: round engines waiting for clients look again. */
   change: [];
@@ -39,6 +57,19 @@ interface RegistryEvents {
  */
 export class ClientRegistry extends EventEmitter<RegistryEvents> {
   private readonly sessions = new Map<string, ClientSession>();
+  /**
+   * Back-offs by client id, not by session: a silent client that reconnects is still silent.
+   * `timeouts` counts deadlines missed in a row.
+   */
+  private readonly backoffs = new Map<string, { timeouts: number; until: number }>();
+  private readonly timeoutBackoff: TimeoutBackoff;
+  private readonly now: () => number;
+
+  constructor(options: RegistryOptions = {}) {
+    super();
+    this.timeoutBackoff = options.timeoutBackoff ?? DEFAULT_TIMEOUT_BACKOFF;
+    this.now = options.now ?? Date.now;
+  }
 
   add(session: ClientSession): ClientSession | undefined {
     const previous = this.sessions.get(session.clientId);
@@ -59,6 +90,18 @@ export class ClientRegistry extends EventEmitter<RegistryEvents> {
     return session;
   }
 
+  /**
+   * Takes a revoked client out at once: its session is removed and engines drop it from any
+   * open round ('disconnected'), so nothing it sends from now on reaches a round. Returns the
+   * session so the caller can close its connection; the socket's own disconnect that follows
+   * finds nothing left to remove.
+   */
+  revoke(clientId: string): ClientSession | undefined {
+    const session = this.sessions.get(clientId);
+    if (!session) return undefined;
+    return this.remove(clientId, session.connectionId);
+  }
+
   get(clientId: string): ClientSession | undefined {
     return this.sessions.get(clientId);
   }
@@ -72,6 +115,26 @@ export class ClientRegistry extends EventEmitter<RegistryEvents> {
     return this.list()
       .filter((s) => s.federationId === federationId && s.task === null)
       .map((s) => s.clientId);
+  }
+
+  /** Idle clients that may be sampled now: those backing off after a timeout are left out. */
+  eligible(federationId: string): string[] {
+    const now = this.now();
+    return this.idle(federationId).filter((id) => (this.backoffs.get(id)?.until ?? 0) <= now);
+  }
+
+  /** A client was still pending when a phase's deadline passed: it backs off (see TimeoutBackoff). */
+  timedOut(clientId: string): void {
+    const timeouts = (this.backoffs.get(clientId)?.timeouts ?? 0) + 1;
+    const { baseMs, maxMs } = this.timeoutBackoff;
+    const delay = Math.min(maxMs, baseMs * 2 ** Math.min(timeouts - 1, 52));
+    this.backoffs.set(clientId, { timeouts, until: this.now() + delay });
+  }
+
+  /** When the client's back-off ends (ms on the registry's clock), or null if it has none. */
+  backoffUntil(clientId: string): number | null {
+    const until = this.backoffs.get(clientId)?.until;
+    return until === undefined || until <= this.now() ? null : until;
   }
 
   assign(clientIds: readonly string[], task: ClientTask): void {
@@ -93,8 +156,10 @@ export class ClientRegistry extends EventEmitter<RegistryEvents> {
     this.emit('change');
   }
 
+  /** The edge heard a frame from the client: it is alive, so any timeout back-off ends. */
   touch(clientId: string): void {
     const session = this.sessions.get(clientId);
     if (session) session.lastSeenAt = new Date();
+    if (this.backoffs.delete(clientId)) this.emit('change');
   }
 }

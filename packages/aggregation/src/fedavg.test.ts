@@ -81,3 +81,91 @@ describe('createStrategy', () => {
     }
   });
 });
+
+describe('metric means cannot overflow', () => {
+  it('averages train metrics of 1e308 (and -1e308) to finite example-weighted means', () => {
+    const round = new FedAvg().beginRound(1, new Float32Array(1));
+    round.add({
+      clientId: 'a',
+      numExamples: 1e9,
+      weights: new Float32Array([1]),
+      metrics: { loss: 1e308, x: -1e308 },
+    });
+    round.add({
+      clientId: 'b',
+      numExamples: 1e9,
+      weights: new Float32Array([1]),
+      metrics: { loss: 1e308, x: 1e308 },
+    });
+    round.add({
+      clientId: 'c',
+      numExamples: 2e9,
+      weights: new Float32Array([1]),
+      metrics: { loss: 1e308, x: 1e308 },
+    });
+    const { metrics, numExamples } = round.finish();
+    expect(metrics['loss']).toBeCloseTo(1e308, -295);
+    expect(Number.isFinite(metrics['loss'])).toBe(true);
+    // (-1 * 1 + 1 * 1 + 1 * 2) / 4 * 1e308 = 0.5e308
+    expect((metrics['x'] as number) / 1e308).toBeCloseTo(0.5, 12);
+    expect(numExamples).toBe(4e9);
+  });
+
+  it('keeps the largest finite double finite, and one huge value cannot erase the others', () => {
+    const round = new FedAvg().beginRound(1, new Float32Array(1));
+    for (const [k, loss] of [Number.MAX_VALUE, Number.MAX_VALUE, Number.MAX_VALUE].entries())
+      round.add({
+        clientId: `c${k}`,
+        numExamples: 3,
+        weights: new Float32Array([0]),
+        metrics: { loss },
+      });
+    expect(round.finish().metrics['loss']).toBe(Number.MAX_VALUE);
+    const mixed = new FedAvg().beginRound(1, new Float32Array(1));
+    mixed.add({
+      clientId: 'a',
+      numExamples: 1,
+      weights: new Float32Array([0]),
+      metrics: { loss: 1e308 },
+    });
+    mixed.add({
+      clientId: 'b',
+      numExamples: 1,
+      weights: new Float32Array([0]),
+      metrics: { loss: -1e308 },
+    });
+    expect(mixed.finish().metrics['loss']).toBe(0);
+  });
+
+  it('aggregates evaluation replies of loss 1e308 and 2^31 examples each', () => {
+    const result = new FedAvg().aggregateEvaluation([
+      { clientId: 'a', numExamples: 2 ** 31, loss: 1e308, accuracy: 1 },
+      { clientId: 'b', numExamples: 2 ** 31, loss: 1e308, accuracy: 0 },
+      { clientId: 'c', numExamples: 2 ** 31, loss: -1e308, accuracy: 1 },
+    ]);
+    expect(result?.numExamples).toBe(3 * 2 ** 31);
+    expect(Number.isFinite(result?.loss)).toBe(true);
+    expect((result?.loss as number) / 1e308).toBeCloseTo(1 / 3, 12);
+    expect(result?.accuracy).toBeCloseTo(2 / 3, 12);
+  });
+
+  it('still weights metrics by examples exactly where the old sums were exact', () => {
+    const round = new FedAvg().beginRound(1, new Float32Array(1));
+    round.add(update('a', 1, [0], 4));
+    round.add(update('b', 3, [0], 8));
+    expect(round.finish().metrics['loss']).toBe(7);
+  });
+
+  it('refuses an update weight above 2^53 (so the float64 weight sums cannot overflow)', () => {
+    const round = new FedAvg().beginRound(1, new Float32Array(1));
+    expect(() =>
+      round.add({
+        clientId: 'a',
+        numExamples: 1e300,
+        weights: new Float32Array([3e38]),
+        metrics: {},
+      }),
+    ).toThrow(/up to 2\^53/);
+    expect(round.numUpdates).toBe(0);
+  });
+});

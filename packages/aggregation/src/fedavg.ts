@@ -6,7 +6,7 @@ import type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
-import { WeightedMetrics, WeightedSum } from './weighted.js';
+import { WeightedMean, WeightedMetrics, WeightedSum } from './weighted.js';
 
 /**
  * Federated Averaging (McMahan et al., "Communication-Efficient Learning of Deep Networks from
@@ -63,13 +63,13 @@ class FedAvgAggregator implements RoundAggregator {
 /** Federated evaluation: example-weighted mean loss and accuracy over the clients that replied. */
 export function weightedEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null {
   let numExamples = 0;
-  let loss = 0;
-  let accuracy = 0;
+  const loss = new WeightedMean();
+  const accuracy = new WeightedMean();
   for (const reply of replies) {
     numExamples += reply.numExamples;
-    loss += reply.loss * reply.numExamples;
-    accuracy += reply.accuracy * reply.numExamples;
+    loss.add(reply.loss, reply.numExamples);
+    accuracy.add(reply.accuracy, reply.numExamples);
   }
   if (numExamples === 0) return null;
-  return { loss: loss / numExamples, accuracy: accuracy / numExamples, numExamples };
+  return { loss: loss.value, accuracy: accuracy.value, numExamples };
 }

@@ -26,10 +26,13 @@ export class WeightedSum {
         `update has ${values.length} parameters; the model has ${this.length}`,
       );
     }
-    if (!(weight > 0) || !Number.isFinite(weight)) {
+    // Weights are example counts. Bounding them by 2^53 bounds every product by
+    // 2^53 * 3.4e38 (float32's largest), so the float64 sums cannot overflow.
+    if (!(weight > 0) || weight > Number.MAX_SAFE_INTEGER) {
       throw new TesseraError(
         ErrorCode.INVALID_ARGUMENT,
-        `update weight must be a positive number, got ${weight}`,
+        `update weight must be a positive number up to 2^53 - 1, got ${weight}`,
+        { field: 'numExamples' },
       );
     }
     const sums = this.sums;
@@ -50,23 +53,61 @@ export class WeightedSum {
   }
 }
 
+/**
+ * A running example-weighted mean, kept so that it cannot overflow: each step replaces the
+ * mean by the convex combination (1 - f) * mean + f * x with f = w / (W + w), whose magnitude
+ * never exceeds the largest |x| seen, so finite inputs (1e308 included) give a finite mean.
+ * A sum of value * weight, divided at the end, turns one huge metric into Infinity (and the
+ * round's record into a database error). The total weight saturates at Number.MAX_VALUE
+ * instead of becoming Infinity; example counts are far below that.
+ */
+export class WeightedMean {
+  private current = 0;
+  private total = 0;
+
+  get weight(): number {
+    return this.total;
+  }
+
+  /** The mean so far; 0 before any value. */
+  get value(): number {
+    return this.current;
+  }
+
+  add(value: number, weight: number): void {
+    if (!Number.isFinite(value) || !(weight > 0) || !Number.isFinite(weight)) return;
+    let next = this.total + weight;
+    // Halving both keeps the ratio when the sum itself would overflow.
+    const fraction = Number.isFinite(next)
+      ? weight / next
+      : weight / 2 / (this.total / 2 + weight / 2);
+    if (!Number.isFinite(next)) next = Number.MAX_VALUE;
+    const mean = (1 - fraction) * this.current + fraction * value;
+    // Rounding may step one ulp past the largest double when both terms are near it.
+    this.current = Math.min(Number.MAX_VALUE, Math.max(-Number.MAX_VALUE, mean));
+    this.total = next;
+  }
+}
+
 /** Example-weighted means of named scalar metrics; a metric missing from a reply is skipped for it. */
 export class WeightedMetrics {
-  private readonly sums = new Map<string, { sum: number; weight: number }>();
+  private readonly means_ = new Map<string, WeightedMean>();
 
   add(metrics: Readonly<Record<string, number>>, weight: number): void {
     for (const [name, value] of Object.entries(metrics)) {
       if (!Number.isFinite(value)) continue;
-      const entry = this.sums.get(name) ?? { sum: 0, weight: 0 };
-      entry.sum += value * weight;
-      entry.weight += weight;
-      this.sums.set(name, entry);
+      let mean = this.means_.get(name);
+      if (!mean) {
+        mean = new WeightedMean();
+        this.means_.set(name, mean);
+      }
+      mean.add(value, weight);
     }
   }
 
   means(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [name, { sum, weight }] of this.sums) out[name] = sum / weight;
+    for (const [name, mean] of this.means_) if (mean.weight > 0) out[name] = mean.value;
     return out;
   }
 }

@@ -462,6 +462,7 @@ describe.each(backends)('$name', (backend) => {
           sourceRunId: null,
           keptUpdateBytes: 0,
           updatesTruncatedAtRound: null,
+          seedDerivation: 2,
           error: null,
           createdAt: expect.any(Date),
           startedAt: null,

@@ -85,6 +85,11 @@ export interface RunRecord {
   keptUpdateBytes: number;
   /** The first round committed without its updates' bytes (storage limit), or null. */
   updatesTruncatedAtRound: number | null;
+  /**
+   * How the run's round seeds derive from `config.seed` (the coordinator's seeds.ts): 1 for
+   * runs created before version 2, 2 since. Set by the database, never by the caller.
+   */
+  seedDerivation: number;
   error: string | null;
   createdAt: Date;
   startedAt: Date | null;

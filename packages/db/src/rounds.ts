@@ -558,7 +558,8 @@ function validateCommit(input: RoundCommit): RoundCommit {
     selectedClientIds: [...selected],
     participantClientIds: participants,
     droppedClientIds: dropped,
-    numExamples: requireInt('numExamples', input.numExamples, 0),
+    // A sum over the round's clients: stored as BIGINT, exact up to 2^53 - 1.
+    numExamples: requireInt('numExamples', input.numExamples, 0, Number.MAX_SAFE_INTEGER),
     trainLoss: requireFiniteOrNull('trainLoss', input.trainLoss),
     trainAccuracy: requireFiniteOrNull('trainAccuracy', input.trainAccuracy),
     metrics: requireMetrics('metrics', input.metrics),
@@ -576,7 +577,7 @@ function validateEvaluation(kind: string, result: EvaluationResult): EvaluationR
   return {
     loss: requireFinite(`${kind}.loss`, result.loss),
     accuracy,
-    numExamples: requireInt(`${kind}.numExamples`, result.numExamples, 0),
+    numExamples: requireInt(`${kind}.numExamples`, result.numExamples, 0, Number.MAX_SAFE_INTEGER),
   };
 }
 
@@ -592,17 +593,21 @@ function toRoundRecord(row: Round): RoundRecord {
     selectedClientIds: row.selectedClientIds,
     participantClientIds: row.participantClientIds,
     droppedClientIds: row.droppedClientIds,
-    numExamples: row.numExamples,
+    numExamples: Number(row.numExamples),
     trainLoss: row.trainLoss,
     trainAccuracy: row.trainAccuracy,
     federatedLoss: row.federatedLoss,
     federatedAccuracy: row.federatedAccuracy,
-    federatedNumExamples: row.federatedNumExamples,
+    federatedNumExamples: nullableNumber(row.federatedNumExamples),
     centralLoss: row.centralLoss,
     centralAccuracy: row.centralAccuracy,
-    centralNumExamples: row.centralNumExamples,
+    centralNumExamples: nullableNumber(row.centralNumExamples),
     metrics: numberRecord(row.metrics),
   };
+}
+
+function nullableNumber(value: bigint | null): number | null {
+  return value === null ? null : Number(value);
 }
 
 function toUpdateRecord(

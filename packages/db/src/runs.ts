@@ -311,6 +311,7 @@ export function toRunRecord(row: Run): RunRecord {
     sourceRunId: row.sourceRunId,
     keptUpdateBytes: Number(row.keptUpdateBytes),
     updatesTruncatedAtRound: row.updatesTruncatedAtRound,
+    seedDerivation: row.seedDerivation,
     error: row.error,
     createdAt: row.createdAt,
     startedAt: row.startedAt,

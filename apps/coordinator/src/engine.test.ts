@@ -1,0 +1,899 @@
+import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { EvaluationResult } from '@tessera/aggregation';
+import { createRng } from '@tessera/data';
+import {
+  type Database,
+  defaultMigrationsDir,
+  openDatabase,
+  type RunConfigInput,
+  type RunRecord,
+} from '@tessera/db';
+import {
+  bytesToWeights,
+  type EvaluateReply,
+  TesseraError,
+  type TrainReply,
+  weightsToBytes,
+} from '@tessera/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
+import { createLogger } from './logger.js';
+import { ClientRegistry, type TimeoutBackoff } from './registry.js';
+import { deriveSeed } from './seeds.js';
+import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
+
+/**
+ * The round engine's rules, each pinned over the in-memory Transport, a real ClientRegistry
+ * and a real PGlite database in a temporary folder. Fake clients are plain functions that
+ * answer the messages the transport delivers, through the same calls the Socket.IO edge
+ * makes (registry.touch, then engine.handleUpdate / handleEvaluation).
+ */
+
+const MODEL = 'fedavg-2nn';
+const PARAMS = 199_210;
+
+let db: Database;
+let dataDir: string;
+let federationCount = 0;
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'tessera-engine-'));
+  db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
+});
+
+afterAll(async () => {
+  await db?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** What a fake client does with a message; `ctx` answers like a client over the socket would. */
+type Behaviour = (message: SentMessage, ctx: ClientContext) => void;
+
+interface ClientContext {
+  clientId: string;
+  /** Sends an update (or a failed reply) for the instruction; records the ack. */
+  update(reply: Partial<Omit<TrainReplyOk, 'status'>> | 'failed'): string;
+  evaluation(reply: Partial<Omit<EvaluateReplyOk, 'status'>> | 'failed'): string;
+}
+
+type TrainReplyOk = Extract<TrainReply, { status: 'ok' }>;
+type EvaluateReplyOk = Extract<EvaluateReply, { status: 'ok' }>;
+
+interface Ack {
+  clientId: string;
+  event: 'update' | 'evaluation';
+  round: number;
+  code: string;
+}
+
+const constantWeights = (value: number) =>
+  new Uint8Array(weightsToBytes(new Float32Array(PARAMS).fill(value)));
+
+/** Trains (returns weights of its index) and evaluates, always at once. */
+const honest: Behaviour = (message, ctx) => {
+  if (message.event === 'train') ctx.update({});
+  if (message.event === 'evaluate') ctx.evaluation({});
+};
+/** Never answers anything. */
+const silent: Behaviour = () => {};
+
+interface Setup {
+  clients?: number;
+  behaviours?: Record<number, Behaviour>;
+  config?: Partial<RunConfigInput>;
+  maxRoundAttempts?: number;
+  backoff?: TimeoutBackoff;
+  centralEvaluator?: CentralEvaluator | null;
+  /** Reuse an existing run (a resumed engine) instead of creating one. */
+  runId?: string;
+  federation?: Federation;
+}
+
+interface Federation {
+  federationId: string;
+  clientIds: string[];
+  registry: ClientRegistry;
+  transport: InMemoryTransport;
+  clock: { now: number };
+  acks: Ack[];
+  logs: string[];
+}
+
+async function createFederation(count: number, backoff?: TimeoutBackoff): Promise<Federation> {
+  const federation = await db.federations.create({ name: `engine test ${++federationCount}` });
+  const clientIds: string[] = [];
+  for (let k = 0; k < count; k++) {
+    const { client } = await db.clients.issueToken({
+      federationId: federation.id,
+      organisation: `org-${k}`,
+    });
+    clientIds.push(client.id);
+  }
+  const clock = { now: 1_000_000 };
+  return {
+    federationId: federation.id,
+    clientIds,
+    registry: new ClientRegistry({
+      timeoutBackoff: backoff ?? { baseMs: 60_000, maxMs: 3_600_000 },
+      now: () => clock.now,
+    }),
+    transport: new InMemoryTransport(),
+    clock,
+    acks: [],
+    logs: [],
+  };
+}
+
+function connect(fed: Federation, clientId: string, numHoldout?: number): void {
+  const now = new Date();
+  fed.registry.add({
+    clientId,
+    federationId: fed.federationId,
+    organisation: clientId,
+    connectionId: `memory-${clientId}`,
+    info: {
+      name: 'fake',
+      version: '0',
+      runtime: 'other',
+      backend: 'none',
+      numExamples: 10,
+      ...(numHoldout === undefined ? {} : { numHoldout }),
+    },
+    connectedAt: now,
+    lastSeenAt: now,
+    task: null,
+    progress: null,
+  });
+}
+
+interface Started {
+  fed: Federation;
+  run: RunRecord;
+  engine: RunEngine;
+  done: Promise<void>;
+  started: { round: number; attempt: number; selected: string[] }[];
+  committed: RoundSummary[];
+  evaluated: RoundSummary[];
+  finished: { status: string; error?: string }[];
+}
+
+const baseConfig: RunConfigInput = {
+  model: MODEL,
+  strategy: 'fedavg',
+  strategyOptions: {},
+  rounds: 1,
+  clientsPerRound: null,
+  fractionFit: null,
+  minClients: 1,
+  roundDeadlineMs: 600_000,
+  localEpochs: 1,
+  batchSize: 10,
+  learningRate: 0.05,
+  seed: 7,
+  data: {},
+};
+
+/** Wires fake clients to the transport and starts an engine on a new (or the given) run. */
+async function start(setup: Setup = {}): Promise<Started> {
+  const fed = setup.federation ?? (await createFederation(setup.clients ?? 2, setup.backoff));
+  let run =
+    setup.runId === undefined
+      ? await db.runs.create({
+          federationId: fed.federationId,
+          config: { ...baseConfig, ...setup.config },
+        })
+      : await db.runs.get(setup.runId);
+  run = await db.runs.setStatus(run.id, 'running');
+  const engine = new RunEngine(
+    {
+      db,
+      registry: fed.registry,
+      transport: fed.transport,
+      logger: createLogger('debug', (line) => fed.logs.push(line)),
+      centralEvaluator: setup.centralEvaluator ?? null,
+      ...(setup.maxRoundAttempts === undefined ? {} : { maxRoundAttempts: setup.maxRoundAttempts }),
+    },
+    run,
+  );
+  const started: Started['started'] = [];
+  const committed: RoundSummary[] = [];
+  const evaluated: RoundSummary[] = [];
+  const finished: Started['finished'] = [];
+  engine.on('round-started', ({ round, attempt, selected }) =>
+    started.push({ round, attempt, selected }),
+  );
+  engine.on('round-committed', (summary) => committed.push(summary));
+  engine.on('round-evaluated', (summary) => evaluated.push(summary));
+  engine.on('run-finished', ({ status, error }) =>
+    finished.push({ status, ...(error === undefined ? {} : { error }) }),
+  );
+  for (const [index, clientId] of fed.clientIds.entries()) {
+    const behaviour = setup.behaviours?.[index] ?? honest;
+    fed.transport.connect(clientId, (message) =>
+      behaviour(message, contextFor(fed, engine, clientId, index, message)),
+    );
+    if (setup.federation === undefined) connect(fed, clientId);
+  }
+  const done = engine.execute();
+  return { fed, run, engine, done, started, committed, evaluated, finished };
+}
+
+/** Answers as the Socket.IO edge would deliver it: touch the registry, then the engine. */
+function contextFor(
+  fed: Federation,
+  engine: RunEngine,
+  clientId: string,
+  index: number,
+  message: SentMessage,
+): ClientContext {
+  const { runId, round } = message.payload;
+  const answer = (event: Ack['event'], work: () => void): string => {
+    fed.registry.touch(clientId);
+    let code = 'ok';
+    try {
+      work();
+    } catch (error) {
+      if (!(error instanceof TesseraError)) throw error;
+      code = error.code;
+    }
+    fed.acks.push({ clientId, event, round, code });
+    return code;
+  };
+  return {
+    clientId,
+    update: (reply) =>
+      answer('update', () =>
+        engine.handleUpdate(
+          clientId,
+          reply === 'failed'
+            ? { status: 'failed', runId, round, error: { message: 'local training failed' } }
+            : {
+                status: 'ok',
+                runId,
+                round,
+                weights: constantWeights(index + 1),
+                numExamples: 10 * (index + 1),
+                durationMs: 5,
+                metrics: { loss: index + 1 },
+                ...reply,
+              },
+        ),
+      ),
+    evaluation: (reply) =>
+      answer('evaluation', () =>
+        engine.handleEvaluation(
+          clientId,
+          reply === 'failed'
+            ? { status: 'failed', runId, round, error: { message: 'no held-out data' } }
+            : {
+                status: 'ok',
+                runId,
+                round,
+                numExamples: 10,
+                loss: 0.5,
+                accuracy: 0.75,
+                ...reply,
+              },
+        ),
+      ),
+  };
+}
+
+async function waitFor<T>(check: () => T | undefined | null | false, what: string): Promise<T> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const acksOf = (fed: Federation, clientId: string) =>
+  fed.acks.filter((ack) => ack.clientId === clientId).map((ack) => ack.code);
+
+describe('RunEngine over an in-memory transport', () => {
+  it('samples clientsPerRound eligible clients per round, reproducibly from the run seed', async () => {
+    const s = await start({ clients: 6, config: { rounds: 2, clientsPerRound: 3, seed: 11 } });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    const ids = s.fed.clientIds;
+    for (const round of [1, 2]) {
+      const rng = createRng(deriveSeed(2, 11, { purpose: 'sample', round, attempt: 1 }));
+      const expected = referenceSample(ids, 3, () => rng.next());
+      expect(s.started[round - 1]).toEqual({ round, attempt: 1, selected: expected });
+      const record = await db.rounds.get(s.run.id, round);
+      expect(new Set(record.participantClientIds)).toEqual(new Set(expected));
+      // Only the sampled clients were sent the model to train.
+      const trained = s.fed.transport.sent
+        .filter((m) => m.event === 'train' && m.payload.round === round)
+        .map((m) => m.clientId);
+      expect(trained.sort()).toEqual(expected);
+    }
+    // The whole federation was asked to evaluate each round.
+    expect(s.fed.transport.sent.filter((m) => m.event === 'evaluate')).toHaveLength(12);
+  });
+
+  it('asks for ceil(fractionFit x eligible) clients, at least minClients, and waits until that many are connected', async () => {
+    const fed = await createFederation(5);
+    const [first, ...others] = fed.clientIds as [string, ...string[]];
+    connect(fed, first);
+    const s = await startWith(fed, { config: { rounds: 2, fractionFit: 0.1, minClients: 2 } });
+    // One client is not enough for minClients 2: no round starts (the engine re-checks every second).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(s.started).toEqual([]);
+    expect(fed.transport.sent).toEqual([]);
+    for (const id of others) connect(fed, id);
+    await s.done;
+    // ceil(0.1 x 5) = 1, raised to minClients = 2.
+    expect(s.started.map((e) => e.selected.length)).toEqual([2, 2]);
+    const wide = await startWith(fed, { config: { rounds: 1, fractionFit: 0.5, minClients: 1 } });
+    await wide.done;
+    // ceil(0.5 x 5) = 3.
+    expect(wide.started.map((e) => e.selected.length)).toEqual([3]);
+  });
+
+  it('aggregates the updates by examples and records the round (FedAvg, hand-computed)', async () => {
+    const s = await start({ clients: 2 });
+    await s.done;
+    const record = await db.rounds.get(s.run.id, 1);
+    // Client 0 sends weights of 1 with 10 examples, client 1 weights of 2 with 20.
+    expect(record.numExamples).toBe(30);
+    expect(record.trainLoss).toBeCloseTo((10 * 1 + 20 * 2) / 30, 12);
+    const checkpoint = await db.rounds.checkpoint(s.run.id, 1);
+    const weights = bytesToWeights(checkpoint.weights, PARAMS);
+    expect(weights[0]).toBeCloseTo(5 / 3, 6);
+    expect(weights[PARAMS - 1]).toBeCloseTo(5 / 3, 6);
+    expect(record.status).toBe('evaluated');
+    expect(record.federatedNumExamples).toBe(20);
+  });
+
+  it('commits a round only with minClients updates, and retries it with a new sample', async () => {
+    let attempts = 0;
+    const flaky: Behaviour = (message, ctx) => {
+      if (message.event === 'train') {
+        attempts++;
+        ctx.update(attempts === 1 ? 'failed' : {});
+      } else honest(message, ctx);
+    };
+    const s = await start({ clients: 2, config: { minClients: 2 }, behaviours: { 1: flaky } });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(s.started.map(({ round, attempt }) => [round, attempt])).toEqual([
+      [1, 1],
+      [1, 2],
+    ]);
+    expect(s.committed).toHaveLength(1);
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.metrics['attempt']).toBe(2);
+    expect(record.participantClientIds).toHaveLength(2);
+    // Every attempt of a round carries the same shuffle seed.
+    const seeds = s.fed.transport.sent
+      .filter((m) => m.event === 'train')
+      .map((m) => (m.event === 'train' ? m.payload.config.seed : null));
+    expect(new Set(seeds).size).toBe(1);
+  });
+
+  it('gives the run up as failed after maxRoundAttempts attempts with too few updates; nothing is committed', async () => {
+    const failing: Behaviour = (message, ctx) => {
+      if (message.event === 'train') ctx.update('failed');
+    };
+    const s = await start({
+      clients: 2,
+      config: { minClients: 2 },
+      maxRoundAttempts: 3,
+      behaviours: { 1: failing },
+    });
+    await s.done;
+    expect(s.started.map((e) => e.attempt)).toEqual([1, 2, 3]);
+    expect(s.finished).toEqual([
+      { status: 'failed', error: 'round 1 got fewer than 2 updates in 3 attempts' },
+    ]);
+    expect(await db.rounds.list(s.run.id)).toEqual([]);
+    expect((await db.runs.get(s.run.id)).status).toBe('failed');
+  });
+
+  it('closes a round at its deadline: the silent client is dropped, told round-closed, and its late update refused', async () => {
+    let lateAck: string | null = null;
+    const late: Behaviour = (message, ctx) => {
+      if (message.event === 'round-closed') lateAck = ctx.update({});
+    };
+    const s = await start({
+      clients: 2,
+      config: { roundDeadlineMs: 2500 },
+      behaviours: { 1: late },
+    });
+    await s.done;
+    const [, lateId] = s.fed.clientIds as [string, string];
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.participantClientIds).toEqual([s.fed.clientIds[0]]);
+    expect(record.droppedClientIds).toEqual([lateId]);
+    expect(s.fed.transport.sentTo(lateId, 'round-closed')[0]?.payload).toMatchObject({
+      round: 1,
+      reason: 'training deadline passed',
+    });
+    await waitFor(() => lateAck, 'the late update to be answered');
+    expect(lateAck).toBe('WRONG_ROUND');
+    const updates = await db.rounds.updates(s.run.id, 1);
+    expect(updates.map((u) => u.clientId)).toEqual([s.fed.clientIds[0]]);
+  });
+
+  it('leaves a client that timed out out of the next evaluation and rounds (back-off)', async () => {
+    const s = await start({
+      clients: 3,
+      config: { rounds: 3, roundDeadlineMs: 2500 },
+      behaviours: { 2: silent },
+    });
+    await s.done;
+    const silentId = s.fed.clientIds[2] as string;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    // Round 1 waited for it once; from then on it was neither asked to evaluate nor sampled.
+    expect(s.started.map((e) => e.selected.includes(silentId))).toEqual([true, false, false]);
+    expect(s.fed.transport.sentTo(silentId, 'evaluate')).toEqual([]);
+    expect(s.fed.transport.sentTo(silentId, 'train')).toHaveLength(1);
+    expect(s.fed.registry.backoffUntil(silentId)).toBe(s.fed.clock.now + 60_000);
+  });
+
+  it.each([
+    ['it sends any frame (e.g. progress)', (fed: Federation, id: string) => fed.registry.touch(id)],
+    [
+      'its back-off time has passed',
+      (fed: Federation) => {
+        fed.clock.now += 60_000;
+      },
+    ],
+  ])('samples a timed-out client again once %s', async (_what, revive) => {
+    let trainCount = 0;
+    const wakesUp: Behaviour = (message, ctx) => {
+      if (message.event === 'train' && ++trainCount > 1) ctx.update({});
+      if (message.event === 'evaluate') ctx.evaluation({});
+    };
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const sleeperId = fed.clientIds[1] as string;
+    const s = await startWith(fed, {
+      config: { rounds: 2, roundDeadlineMs: 2500 },
+      behaviours: { 1: wakesUp },
+      onCommitted: (round) => {
+        if (round !== 1) return;
+        expect(fed.registry.backoffUntil(sleeperId)).not.toBeNull();
+        revive(fed, sleeperId);
+      },
+    });
+    await s.done;
+    expect(fed.registry.backoffUntil(sleeperId)).toBeNull();
+    expect(s.started.map((e) => e.selected.includes(sleeperId))).toEqual([true, true]);
+    expect(fed.transport.sentTo(sleeperId, 'evaluate')).toHaveLength(2);
+    expect((await db.rounds.get(s.run.id, 2)).participantClientIds).toContain(sleeperId);
+  });
+
+  it('refuses a duplicate update and a reply from a client that was not sampled; neither is stored', async () => {
+    const fed = await createFederation(3);
+    const [a, b, outsider] = fed.clientIds as [string, string, string];
+    // The outsider is not connected, so it is never sampled; it replies all the same.
+    connect(fed, a);
+    connect(fed, b);
+    let firstAck = '';
+    let taskOfAWhileOpen: unknown = 'unset';
+    const twice: Behaviour = (message, ctx) => {
+      if (message.event === 'train') {
+        firstAck = ctx.update({});
+        ctx.update({ weights: constantWeights(1000) });
+      } else honest(message, ctx);
+    };
+    // The other client answers only once the duplicate was refused, so the round is still open.
+    const waits: Behaviour = (message, ctx) => {
+      if (message.event === 'train')
+        void waitFor(() => acksOf(fed, a).length === 2, 'the duplicate').then(() => {
+          // The round is still open, but a client whose update is in is free again.
+          taskOfAWhileOpen = fed.registry.get(a)?.task ?? null;
+          ctx.update({});
+        });
+      else honest(message, ctx);
+    };
+    const s = await startWith(fed, {
+      config: { minClients: 2 },
+      behaviours: { 0: twice, 1: waits },
+    });
+    const train = await waitFor(
+      () => fed.transport.sent.find((m) => m.event === 'train'),
+      'the round to start',
+    );
+    const ctx = contextFor(fed, s.engine, outsider, 2, { ...train, clientId: outsider });
+    expect(ctx.update({})).toBe('NOT_SELECTED');
+    await s.done;
+    expect(firstAck).toBe('ok');
+    expect(taskOfAWhileOpen).toBeNull();
+    expect(acksOf(fed, a).slice(0, 2)).toEqual(['ok', 'DUPLICATE_UPDATE']);
+    const updates = await db.rounds.updates(s.run.id, 1);
+    expect(updates.map((u) => u.clientId).sort()).toEqual([a, b].sort());
+    const checkpoint = await db.rounds.checkpoint(s.run.id, 1);
+    // (10 * 1 + 20 * 2) / 30: the duplicate's weights of 1000 were not folded in.
+    expect(bytesToWeights(checkpoint.weights, PARAMS)[0]).toBeCloseTo(5 / 3, 5);
+  });
+
+  it('drops a client that disconnects mid-round and closes the round without waiting for the deadline', async () => {
+    const fed = await createFederation(3);
+    for (const id of fed.clientIds) connect(fed, id);
+    const [stays, leaver, leavesAfterUpdate] = fed.clientIds as [string, string, string];
+    const leaves: Behaviour = (message) => {
+      if (message.event === 'train') fed.registry.remove(leaver, `memory-${leaver}`);
+    };
+    // Its update was accepted before it left: it still counts.
+    const updatesThenLeaves: Behaviour = (message, ctx) => {
+      if (message.event === 'train') {
+        ctx.update({});
+        fed.registry.remove(leavesAfterUpdate, `memory-${leavesAfterUpdate}`);
+      }
+    };
+    const s = await startWith(fed, { behaviours: { 1: leaves, 2: updatesThenLeaves } });
+    await s.done;
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.droppedClientIds).toEqual([leaver]);
+    expect(record.participantClientIds.slice().sort()).toEqual([stays, leavesAfterUpdate].sort());
+    // Dropped, not timed out: it is not backing off, and it was not told round-closed.
+    expect(fed.registry.backoffUntil(leaver)).toBeNull();
+    expect(fed.transport.sentTo(leaver, 'round-closed')).toEqual([]);
+    // The deadline is 600 s: the round closed on the drop-out, not on the clock.
+    expect(record.durationMs).toBeLessThan(60_000);
+  });
+
+  it('stops: closes the open round, tells pending clients "run stopped", commits nothing', async () => {
+    const fed = await createFederation(3);
+    for (const id of fed.clientIds) connect(fed, id);
+    const [answered, ...pending] = fed.clientIds as [string, ...string[]];
+    // One update is in (enough for minClients 1) when the stop comes: still nothing is committed.
+    const s = await startWith(fed, { behaviours: { 1: silent, 2: silent } });
+    await waitFor(() => acksOf(fed, answered).length === 1, 'the first update');
+    s.engine.stop('stopped');
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'stopped' }]);
+    expect((await db.runs.get(s.run.id)).status).toBe('stopped');
+    expect(await db.rounds.list(s.run.id)).toEqual([]);
+    expect(s.committed).toEqual([]);
+    for (const id of pending) {
+      expect(fed.transport.sentTo(id, 'round-closed')[0]?.payload.reason).toBe('run stopped');
+      // A stop is not the client's fault: no back-off.
+      expect(fed.registry.backoffUntil(id)).toBeNull();
+    }
+    for (const id of fed.clientIds) expect(fed.registry.get(id)?.task).toBeNull();
+  });
+
+  it('waits for an eligible client instead of starting a round without one', async () => {
+    const fed = await createFederation(1);
+    connect(fed, fed.clientIds[0] as string);
+    let trains = 0;
+    // Silent in attempt 1 (it times out and backs off), answers from then on.
+    const slowStarter: Behaviour = (message, ctx) => {
+      if (message.event === 'train' && ++trains > 1) ctx.update({});
+      if (message.event === 'evaluate') ctx.evaluation({});
+    };
+    const s = await startWith(fed, {
+      config: { roundDeadlineMs: 2500 },
+      behaviours: { 0: slowStarter },
+    });
+    await waitFor(
+      () => s.started.length === 1 && fed.registry.backoffUntil(fed.clientIds[0] as string),
+      'the timeout',
+    );
+    // Backing off, the only client is not eligible: attempt 2 must not start (the engine
+    // re-checks every second).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(s.started).toHaveLength(1);
+    fed.clock.now += 60_000;
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(s.started.map((e) => [e.attempt, e.selected.length])).toEqual([
+      [1, 1],
+      [2, 1],
+    ]);
+  });
+
+  it('pauses between rounds, and a new engine resumes from the next round', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const first = await startWith(fed, {
+      config: { rounds: 3 },
+      onEvaluated: (round, engine) => {
+        if (round === 1) engine.stop('paused');
+      },
+    });
+    await first.done;
+    expect(first.finished).toEqual([{ status: 'paused' }]);
+    expect((await db.rounds.list(first.run.id)).map((r) => r.number)).toEqual([1]);
+    const second = await startWith(fed, { runId: first.run.id });
+    await second.done;
+    expect(second.finished).toEqual([{ status: 'completed' }]);
+    expect(second.started.map((e) => e.round)).toEqual([2, 3]);
+    expect((await db.rounds.list(first.run.id)).map((r) => r.status)).toEqual([
+      'evaluated',
+      'evaluated',
+      'evaluated',
+    ]);
+  });
+
+  it('refuses replies for another run or round, and takes a client with bad weights out of the round', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const codes: string[] = [];
+    const confused: Behaviour = (message, ctx) => {
+      if (message.event === 'evaluate') ctx.evaluation({});
+      if (message.event !== 'train') return;
+      const { runId, round } = message.payload;
+      const weights = constantWeights(9);
+      const reply = { status: 'ok' as const, numExamples: 5, durationMs: 1, metrics: {}, weights };
+      const edge = (work: () => void) => {
+        try {
+          work();
+          codes.push('ok');
+        } catch (error) {
+          codes.push((error as TesseraError).code);
+        }
+      };
+      edge(() => s.engine.handleUpdate(ctx.clientId, { ...reply, runId: 'another-run', round }));
+      edge(() => s.engine.handleUpdate(ctx.clientId, { ...reply, runId, round: round + 1 }));
+      edge(() =>
+        s.engine.handleEvaluation(ctx.clientId, {
+          status: 'ok',
+          runId,
+          round,
+          numExamples: 1,
+          loss: 1,
+          accuracy: 1,
+        }),
+      );
+      // Still pending after those: the bad weights are its first reply that reaches the round.
+      edge(() =>
+        s.engine.handleUpdate(ctx.clientId, { ...reply, runId, round, weights: new Uint8Array(8) }),
+      );
+      edge(() => s.engine.handleUpdate(ctx.clientId, { ...reply, runId, round }));
+    };
+    const s = await startWith(fed, { behaviours: { 1: confused } });
+    await s.done;
+    expect(codes).toEqual([
+      'WRONG_RUN',
+      'WRONG_ROUND',
+      'WRONG_ROUND',
+      'WEIGHTS_LENGTH_MISMATCH',
+      'DUPLICATE_UPDATE',
+    ]);
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.participantClientIds).toEqual([fed.clientIds[0]]);
+    expect(record.metrics['rejected']).toBe(1);
+    expect(record.numExamples).toBe(10);
+    expect((await db.rounds.updates(s.run.id, 1)).map((u) => u.clientId)).toEqual([
+      fed.clientIds[0],
+    ]);
+  });
+
+  it('drops a revoked client from the open training round and evaluation; nothing it sends afterwards is kept', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const revokedId = fed.clientIds[1] as string;
+    const afterRevocation: string[] = [];
+    const revokedMidRound: Behaviour = (message, ctx) => {
+      if (message.event === 'train') {
+        // What Coordinator.revokeClient does once the token is revoked in the database.
+        fed.registry.revoke(revokedId);
+        afterRevocation.push(ctx.update({}));
+      }
+    };
+    const s = await startWith(fed, {
+      config: { rounds: 2 },
+      behaviours: { 1: revokedMidRound },
+    });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(afterRevocation).toEqual(['NOT_SELECTED']);
+    const round1 = await db.rounds.get(s.run.id, 1);
+    expect(round1.droppedClientIds).toEqual([revokedId]);
+    expect((await db.rounds.updates(s.run.id, 1)).map((u) => u.clientId)).toEqual([
+      fed.clientIds[0],
+    ]);
+    // Gone from the registry: never asked to evaluate, never sampled again.
+    expect(fed.registry.get(revokedId)).toBeUndefined();
+    expect(fed.transport.sentTo(revokedId, 'evaluate')).toEqual([]);
+    expect(s.started[1]?.selected).toEqual([fed.clientIds[0]]);
+  });
+
+  it('drops a client revoked during evaluation; its reply is refused and not counted', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const revokedId = fed.clientIds[1] as string;
+    let ack = '';
+    const revokedWhileEvaluating: Behaviour = (message, ctx) => {
+      if (message.event === 'train') ctx.update({});
+      if (message.event === 'evaluate') {
+        fed.registry.revoke(revokedId);
+        ack = ctx.evaluation({ numExamples: 1000, loss: 99 });
+      }
+    };
+    const s = await startWith(fed, { behaviours: { 1: revokedWhileEvaluating } });
+    await s.done;
+    expect(ack).toBe('NOT_SELECTED');
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.federatedNumExamples).toBe(10);
+    expect(record.federatedLoss).toBe(0.5);
+  });
+
+  it('on resume, evaluates (federated and central) a round committed without its evaluation before training the next', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    let firstEngine: RunEngine | null = null;
+    // The first process dies while the round's evaluation is open: its record is never written.
+    const dies: Behaviour = (message, ctx) => {
+      if (message.event === 'train') ctx.update({});
+      if (message.event === 'evaluate') firstEngine?.stop('shutdown');
+    };
+    const first = await startWith(fed, {
+      config: { rounds: 2 },
+      behaviours: { 0: dies, 1: dies },
+    });
+    firstEngine = first.engine;
+    await first.done;
+    expect(first.finished).toEqual([]);
+    expect((await db.rounds.get(first.run.id, 1)).status).toBe('committed');
+    expect((await db.runs.get(first.run.id)).status).toBe('running');
+
+    const central: CentralEvaluator = {
+      evaluate: async (): Promise<EvaluationResult> => ({
+        loss: 0.25,
+        accuracy: 0.875,
+        numExamples: 10_000,
+      }),
+    };
+    const sentBefore = fed.transport.sent.length;
+    const second = await startWith(fed, { runId: first.run.id, centralEvaluator: central });
+    await second.done;
+    expect(second.finished).toEqual([{ status: 'completed' }]);
+    const resumed = fed.transport.sent.slice(sentBefore);
+    // Round 1 is evaluated first, then round 2 trains.
+    expect(resumed[0]).toMatchObject({ event: 'evaluate', payload: { round: 1 } });
+    const firstTrain = resumed.findIndex((m) => m.event === 'train');
+    expect(resumed.slice(0, firstTrain).every((m) => m.event === 'evaluate')).toBe(true);
+    expect(resumed[firstTrain]?.payload.round).toBe(2);
+    const round1 = await db.rounds.get(first.run.id, 1);
+    expect(round1).toMatchObject({
+      status: 'evaluated',
+      federatedNumExamples: 20,
+      federatedLoss: 0.5,
+      centralLoss: 0.25,
+      centralAccuracy: 0.875,
+      centralNumExamples: 10_000,
+    });
+    expect(second.evaluated.map((e) => e.round)).toEqual([1, 2]);
+  });
+
+  it('derives round seeds by the run recorded derivation: version 2 for new runs, version 1 kept for old ones', async () => {
+    const fed = await createFederation(4);
+    for (const id of fed.clientIds) connect(fed, id);
+    const config = { rounds: 2, seed: 1, clientsPerRound: 2 };
+    const modern = await startWith(fed, { config });
+    await modern.done;
+    expect(modern.run.seedDerivation).toBe(2);
+
+    const legacyRun = await db.runs.create({
+      federationId: fed.federationId,
+      config: { ...baseConfig, ...config },
+    });
+    // What the migration gives runs created before version 2.
+    await db.prisma.run.update({ where: { id: legacyRun.id }, data: { seedDerivation: 1 } });
+    const legacy = await startWith(fed, { runId: legacyRun.id });
+    await legacy.done;
+    expect(legacy.run.seedDerivation).toBe(1);
+
+    const shuffleSeeds = (s: Started) =>
+      s.fed.transport.sent
+        .filter((m) => m.event === 'train' && m.payload.runId === s.run.id)
+        .map((m) => (m.event === 'train' ? [m.payload.round, m.payload.config.seed] : []));
+    // Version 1's round-2 seed for run seed 1 is issue 12's colliding 3601063660.
+    expect(new Map(shuffleSeeds(legacy) as [number, number][]).get(2)).toBe(3_601_063_660);
+    expect(new Map(shuffleSeeds(modern) as [number, number][])).toEqual(
+      new Map([
+        [1, deriveSeed(2, 1, { purpose: 'shuffle', round: 1, attempt: 0 })],
+        [2, deriveSeed(2, 1, { purpose: 'shuffle', round: 2, attempt: 0 })],
+      ]),
+    );
+    for (const [s, version] of [
+      [modern, 2],
+      [legacy, 1],
+    ] as const) {
+      for (const round of [1, 2]) {
+        const rng = createRng(deriveSeed(version, 1, { purpose: 'sample', round, attempt: 1 }));
+        expect(s.started[round - 1]?.selected).toEqual(
+          referenceSample(fed.clientIds, 2, () => rng.next()),
+        );
+      }
+    }
+  });
+
+  it('records rounds whose totals pass 2^31 and metrics of 1e308: nothing a member sends fails the run', async () => {
+    const huge: Behaviour = (message, ctx) => {
+      if (message.event === 'train')
+        ctx.update({ numExamples: 1_000_000_000, metrics: { loss: 1e308, accuracy: 1 } });
+      if (message.event === 'evaluate')
+        ctx.evaluation({ numExamples: 2 ** 31, loss: 1e308, accuracy: 1 });
+    };
+    const s = await start({ clients: 3, behaviours: { 0: huge, 1: huge, 2: huge } });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.numExamples).toBe(3_000_000_000);
+    expect(Number.isFinite(record.trainLoss)).toBe(true);
+    expect((record.trainLoss as number) / 1e308).toBeCloseTo(1, 12);
+    expect(record.federatedNumExamples).toBe(3 * 2 ** 31);
+    expect((record.federatedLoss as number) / 1e308).toBeCloseTo(1, 12);
+    expect(record.status).toBe('evaluated');
+  });
+});
+
+/** An independent copy of the sampling rule: partial Fisher-Yates over the sorted ids. */
+function referenceSample(ids: readonly string[], size: number, random: () => number): string[] {
+  const pool = [...ids].sort();
+  for (let i = 0; i < size; i++) {
+    const j = i + Math.floor(random() * (pool.length - i));
+    [pool[i], pool[j]] = [pool[j] as string, pool[i] as string];
+  }
+  return pool.slice(0, size).sort();
+}
+
+interface StartWith extends Omit<Setup, 'federation' | 'clients'> {
+  onCommitted?: (round: number, engine: RunEngine) => void;
+  onEvaluated?: (round: number, engine: RunEngine) => void;
+}
+
+/** `start` on an existing federation whose clients are connected already. */
+async function startWith(fed: Federation, options: StartWith): Promise<Started> {
+  const s = await start({ ...options, federation: fed });
+  if (options.onCommitted) {
+    const hook = options.onCommitted;
+    s.engine.on('round-committed', ({ round }) => hook(round, s.engine));
+  }
+  if (options.onEvaluated) {
+    const hook = options.onEvaluated;
+    s.engine.on('round-evaluated', ({ round }) => hook(round, s.engine));
+  }
+  return s;
+}
+
+describe('the seed derivation recorded with each run', () => {
+  const MIGRATION = '20261201110000_round_totals_bigint_seed_derivation';
+
+  it('is 1 for runs that existed before its migration and 2 for runs created after', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'tessera-migrate-'));
+    try {
+      // A database migrated up to just before this change, holding one run.
+      const before = join(folder, 'migrations');
+      for (const name of readdirSync(defaultMigrationsDir())) {
+        if (name < MIGRATION || name === 'migration_lock.toml')
+          cpSync(join(defaultMigrationsDir(), name), join(before, name), { recursive: true });
+      }
+      const pglite = join(folder, 'pglite');
+      const old = await openDatabase({ dataDir: pglite, migrationsDir: before });
+      await old.prisma.$executeRawUnsafe(
+        `INSERT INTO "Federation" ("id", "name") VALUES ('fed-old', 'old')`,
+      );
+      await old.prisma.$executeRawUnsafe(
+        `INSERT INTO "Run" ("id", "federationId", "name", "model", "strategy", "strategyOptions",
+          "rounds", "minClients", "roundDeadlineMs", "localEpochs", "batchSize", "learningRate",
+          "seed", "data") VALUES ('run-old', 'fed-old', 'old', 'fedavg-2nn', 'fedavg', '{}', 1, 1,
+          1000, 1, 10, 0.1, 1, '{}')`,
+      );
+      await old.close();
+
+      const current = await openDatabase({ dataDir: pglite });
+      try {
+        expect(current.migrations.applied).toContain(MIGRATION);
+        expect((await current.runs.get('run-old')).seedDerivation).toBe(1);
+        const created = await current.runs.create({ federationId: 'fed-old', config: baseConfig });
+        expect(created.seedDerivation).toBe(2);
+      } finally {
+        await current.close();
+      }
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+});
