@@ -1,5 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
+import pg from 'pg';
 /**
  * A TCP proxy for outage tests, put in front of a real server (the shared PostgreSQL) so that a
  * test can cut the database off without stopping it. Modes:
@@ -92,4 +94,47 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * A schema of its own on the shared PostgreSQL (as packages/db's suite does), and the
+ * connection string that reaches it through `proxy`. `drop` removes it (and everything in it).
+ */
+export async function createTestSchema(
+  url: string,
+  proxy?: TcpProxy,
+): Promise<{ schema: string; url: string; drop(): Promise<void> }> {
+  const schema = `tessera_outage_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE SCHEMA "${schema}"`);
+  } finally {
+    await admin.end();
+  }
+  const proxied = new URL(url);
+  if (proxy) {
+    proxied.hostname = '127.0.0.1';
+    proxied.port = String(proxy.port);
+  }
+  proxied.searchParams.set('schema', schema);
+  return {
+    schema,
+    url: proxied.toString(),
+    async drop() {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
+
+/** The host and port of a PostgreSQL connection string (what the proxy forwards to). */
+export function postgresTarget(url: string): { host: string; port: number } {
+  const parsed = new URL(url);
+  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 5432) };
 }
