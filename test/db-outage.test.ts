@@ -282,15 +282,18 @@ describe.skipIf(!hasPostgres)('a database outage longer than the retry bound', (
       }),
     );
     await f.coordinator.startRun(created.id);
-    // The commit gives up after 3 s, and so does the first write of `failed`: the engine says
-    // so and keeps trying, still registered (before: gone, and the database said `running`).
+    // The commit gives up after the 3 s bound: the run failed. Its write of `failed` is
+    // retried for the bound too, and gives up as well while the outage lasts...
     await waitFor(
-      () => f.logs.some((line) => line.includes('could not store that the run failed')),
-      'the failed write to give up once',
+      () => f.logs.some((line) => line.includes('run failed')),
+      'the run to fail',
       60_000,
     );
-    expect(f.logs.some((line) => line.includes('run failed'))).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    // ...and the engine is still registered, trying again (before: it was gone while the
+    // database still said `running`, and stop answered 409 "not running").
     expect(f.coordinator.isRunning(created.id)).toBe(true);
+    expect(f.logs.some((line) => line.includes('could not store that the run failed'))).toBe(true);
     // An admin's stop reaches the run (not 409 "not running") and waits for the database.
     const stopped = f.coordinator.stopRun(created.id);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
