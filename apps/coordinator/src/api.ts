@@ -146,7 +146,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   mountWebClient(app);
 
   // Liveness: always 200 while the process answers; `ok: false, status: 'degraded'` and `down`
-  // say what it is waiting for (docs/console.md, "Health").
+  // say what it is waiting for (README, "Running it for real").
   app.get('/healthz', (_req, res) => {
     const health = coordinator.health();
     const { database } = health;
