@@ -27,7 +27,8 @@ const KILLS = 3;
 /** Short, so that the SIGSTOPped client's round ends by its deadline soon. */
 const ROUND_DEADLINE_MS = 10_000;
 
-const seed = Number(process.env['CHAOS_SEED'] ?? Date.now() % 1_000_000);
+const { CHAOS_SEED: chaosSeed } = process.env;
+const seed = Number(chaosSeed ?? Date.now() % 1_000_000);
 
 async function freePort(): Promise<number> {
   const server = createServer();
