@@ -6,8 +6,17 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions, createLogger } from '@tessera/coordinator';
-import { type Database, openDatabase, type RoundRecord, type RunRecord } from '@tessera/db';
+import {
+  type Database,
+  isTransientDatabaseError,
+  openDatabase,
+  type RoundRecord,
+  type RunRecord,
+  withRetries,
+} from '@tessera/db';
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { quickRun, waitFor } from './harness.js';
 import {
@@ -31,6 +40,8 @@ interface Federation {
   proxy: TcpProxy;
   db: Database;
   coordinator: Coordinator;
+  /** Closes the coordinator and starts another on the same port and database. */
+  restart(): Promise<void>;
   logs: string[];
   children: ChildProcess[];
   federationId: string;
@@ -44,14 +55,17 @@ async function startFederation(options: Partial<CoordinatorOptions>): Promise<Fe
   const schema = await createTestSchema(url, proxy);
   const db = await openDatabase({ url: schema.url });
   const logs: string[] = [];
-  const coordinator = await Coordinator.start({
-    db,
-    port: 0,
-    centralEvaluation: false,
-    logger: createLogger('info', (line) => logs.push(line)),
-    databaseProbeIntervalMs: 500,
-    ...options,
-  });
+  const start = (port: number) =>
+    Coordinator.start({
+      db,
+      port,
+      centralEvaluation: false,
+      logger: createLogger('info', (line) => logs.push(line)),
+      databaseProbeIntervalMs: 500,
+      ...options,
+    });
+  const coordinator = await start(0);
+  const { port } = coordinator;
   const federation = await db.federations.create({ name: `outage ${schema.schema}` });
   const children: ChildProcess[] = [];
   for (let k = 0; k < 2; k++) {
@@ -73,22 +87,27 @@ async function startFederation(options: Partial<CoordinatorOptions>): Promise<Fe
     children.push(child);
   }
   await waitFor(() => coordinator.registry.list().length === 2, 'two clients to connect', 90_000);
-  return {
+  const federationFixture: Federation = {
     proxy,
     db,
     coordinator,
+    async restart() {
+      await federationFixture.coordinator.close();
+      federationFixture.coordinator = await start(port);
+    },
     logs,
     children,
     federationId: federation.id,
     async drop() {
       for (const child of children) child.kill('SIGKILL');
       proxy.setMode('pass');
-      await coordinator.close();
+      await federationFixture.coordinator.close();
       await db.close();
       await proxy.close();
       await schema.drop();
     },
   };
+  return federationFixture;
 }
 
 /** Creates a run through the REST API (which fills in the config's defaults). */
@@ -259,6 +278,18 @@ describe.skipIf(!hasPostgres)('database outages, through a TCP proxy to PostgreS
   }, 180_000);
 });
 
+/** Resets every database connection as round 2 of `runId` starts (once). */
+function cutAtRound2(f: Federation, runId: string): void {
+  const onStarted = (e: { runId: string; round: number }) => {
+    if (e.runId !== runId || e.round !== 2) return;
+    f.coordinator.off('round-started', onStarted);
+    f.proxy.setMode('reset');
+  };
+  f.coordinator.on('round-started', onStarted);
+}
+
+const count = (lines: string[], text: string) => lines.filter((line) => line.includes(text)).length;
+
 describe.skipIf(!hasPostgres)('a database outage longer than the retry bound', () => {
   let f: Federation;
 
@@ -273,9 +304,7 @@ describe.skipIf(!hasPostgres)('a database outage longer than the retry bound', (
 
   it('fails the run, storing the reason once the database is back; stop reaches it meanwhile', async () => {
     const created = await createRun(f, 3);
-    f.coordinator.on('round-started', ({ runId, round }) => {
-      if (runId === created.id && round === 2) f.proxy.setMode('reset');
-    });
+    cutAtRound2(f, created.id);
     const finished = new Promise<{ status: string; error?: string }>((resolve) =>
       f.coordinator.on('run-finished', (e) => {
         if (e.runId === created.id) resolve(e);
@@ -309,4 +338,128 @@ describe.skipIf(!hasPostgres)('a database outage longer than the retry bound', (
     // Round 1 stays committed once; round 2 never was.
     expect((await f.db.rounds.list(created.id)).map((round) => round.number)).toEqual([1]);
   }, 180_000);
+
+  it('leaves a run it could not mark failed to the next coordinator, which resumes it', async () => {
+    const created = await createRun(f, 3);
+    const failedBefore = count(f.logs, 'could not store that the run failed; trying again');
+    cutAtRound2(f, created.id);
+    await f.coordinator.startRun(created.id);
+    await waitFor(
+      () => count(f.logs, 'could not store that the run failed; trying again') > failedBefore,
+      'the failed write to give up once',
+      60_000,
+    );
+    // Shutting down during the outage does not wait it out: the waiting calls give up, and
+    // the run stays `running` in the database (the next process resumes it).
+    await f.coordinator.close();
+    f.proxy.setMode('pass');
+    expect((await f.db.runs.get(created.id)).status).toBe('running');
+    await f.restart();
+    // Resumed at start (the run may not have finished yet when this line runs).
+    await waitFor(
+      async () => (await f.db.runs.get(created.id)).status === 'completed',
+      'the resumed run to complete',
+      120_000,
+    );
+    await expectCommittedOnce(f, created.id, 3);
+  }, 180_000);
+});
+
+describe.skipIf(!hasPostgres)('withRetries, on PostgreSQL through the proxy', () => {
+  let proxy: TcpProxy;
+  let raw: Database;
+  let drop: () => Promise<void>;
+
+  beforeAll(async () => {
+    proxy = await startTcpProxy(postgresTarget(databaseUrl as string));
+    const schema = await createTestSchema(databaseUrl as string, proxy);
+    raw = await openDatabase({ url: schema.url });
+    drop = schema.drop;
+  });
+  afterEach(() => proxy.setMode('pass'));
+  afterAll(async () => {
+    await raw?.close();
+    await proxy?.close();
+    await drop?.();
+  });
+
+  it('retries a call through connection resets and answers once the database is back', async () => {
+    const db = withRetries(raw, { policy: { retryForMs: 60_000, maxDelayMs: 200 } });
+    const federation = await db.federations.create({ name: 'through resets' });
+    proxy.setMode('reset');
+    const pending = db.federations.get(federation.id);
+    await waitFor(
+      () => db.health.snapshot().status === 'unavailable' && db.health.waitingCalls === 1,
+      'the call to wait for the database',
+    );
+    expect(db.health.snapshot().lastError).toContain('closed the connection');
+    proxy.setMode('pass');
+    expect(await pending).toEqual(federation);
+    expect(db.health.snapshot()).toMatchObject({ status: 'ok', waitingCalls: 0 });
+  });
+
+  it('does not retry refusals: a CONFLICT or NOT_FOUND is thrown at the first answer', async () => {
+    // A retry would first wait the 30 s initial backoff: longer than this test may take.
+    const db = withRetries(raw, { policy: { initialDelayMs: 30_000 }, random: () => 1 });
+    await db.federations.create({ name: 'taken' });
+    await expect(db.federations.create({ name: 'taken' })).rejects.toMatchObject({
+      code: ErrorCode.CONFLICT,
+    });
+    await expect(db.runs.get('no-such-run')).rejects.toMatchObject({ code: ErrorCode.NOT_FOUND });
+    expect(db.health.waitingCalls).toBe(0);
+  }, 20_000);
+
+  it('gives up after retryForMs with UNAVAILABLE, naming the call; nothing is written', async () => {
+    const db = withRetries(raw, { policy: { retryForMs: 1_000, maxDelayMs: 100 } });
+    proxy.setMode('reset');
+    const error = await db.federations.create({ name: 'never stored' }).catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      data: { call: 'federations.create' },
+    });
+    expect((error as Error).message).toContain('retry bound');
+    proxy.setMode('pass');
+    expect((await raw.federations.list()).map((f) => f.name)).not.toContain('never stored');
+  });
+
+  it('treats an attempt that never answers (black hole) as transient, then succeeds', async () => {
+    const db = withRetries(raw, {
+      policy: { retryForMs: 60_000, maxDelayMs: 200, attemptTimeoutMs: 1_000 },
+    });
+    proxy.setMode('blackhole');
+    const pending = db.federations.list();
+    await waitFor(() => db.health.snapshot().lastError?.includes('did not answer'), 'a timeout');
+    proxy.setMode('pass');
+    expect(Array.isArray(await pending)).toBe(true);
+  });
+
+  it('cancelRetries makes a waiting call give up at once with UNAVAILABLE', async () => {
+    const db = withRetries(raw, { policy: { retryForMs: 600_000, maxDelayMs: 200 } });
+    proxy.setMode('reset');
+    const pending = db.runs.listByStatus('running').catch((e: unknown) => e);
+    await waitFor(() => db.health.waitingCalls === 1, 'the call to wait');
+    db.cancelRetries();
+    expect(await pending).toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('classifies real errors: lost connections are transient, refusals are not', async () => {
+    proxy.setMode('reset');
+    const reset = await raw.federations.list().catch((e: unknown) => e);
+    proxy.setMode('pass');
+    expect(isTransientDatabaseError(reset)).toBe(true);
+    const closedPort = await startTcpProxy(postgresTarget(databaseUrl as string));
+    await closedPort.close();
+    const refused = await new pg.Client({ host: '127.0.0.1', port: closedPort.port, user: 'x' })
+      .connect()
+      .catch((e: unknown) => e);
+    expect(isTransientDatabaseError(refused)).toBe(true);
+    const unique = await raw.prisma.federation
+      .createMany({ data: [{ name: 'twice' }, { name: 'twice' }] })
+      .catch((e: unknown) => e);
+    expect(isTransientDatabaseError(unique)).toBe(false);
+    const conflict = await raw.federations.create({ name: 'taken' }).catch((e: unknown) => e);
+    expect(isTransientDatabaseError(conflict)).toBe(false);
+    expect(isTransientDatabaseError(new TesseraError(ErrorCode.UNAVAILABLE, 'down'))).toBe(true);
+    expect(isTransientDatabaseError(new Error('something else'))).toBe(false);
+  });
 });
