@@ -17,7 +17,9 @@ import {
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
 import pg from 'pg';
+import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './chromium.js';
 import { quickRun, waitFor } from './harness.js';
 import {
   createTestSchema,
@@ -48,8 +50,11 @@ interface Federation {
   drop(): Promise<void>;
 }
 
-/** A coordinator on PostgreSQL through a proxy, with two real client processes connected. */
-async function startFederation(options: Partial<CoordinatorOptions>): Promise<Federation> {
+/** A coordinator on PostgreSQL through a proxy, with `clients` real client processes connected. */
+async function startFederation(
+  options: Partial<CoordinatorOptions>,
+  clients = 2,
+): Promise<Federation> {
   const url = databaseUrl as string;
   const proxy = await startTcpProxy(postgresTarget(url));
   const schema = await createTestSchema(url, proxy);
@@ -68,7 +73,7 @@ async function startFederation(options: Partial<CoordinatorOptions>): Promise<Fe
   const { port } = coordinator;
   const federation = await db.federations.create({ name: `outage ${schema.schema}` });
   const children: ChildProcess[] = [];
-  for (let k = 0; k < 2; k++) {
+  for (let k = 0; k < clients; k++) {
     const { token } = await db.clients.issueToken({
       federationId: federation.id,
       organisation: `org-${k}`,
@@ -78,7 +83,7 @@ async function startFederation(options: Partial<CoordinatorOptions>): Promise<Fe
       [
         clientCli,
         ...['--coordinator', coordinator.url, '--token', token, '--progress', 'none'],
-        ...['--mnist', `${k}/2`, '--max-examples', '300', '--threads', '1'],
+        ...['--mnist', `${k}/${clients}`, '--max-examples', '300', '--threads', '1'],
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -86,7 +91,11 @@ async function startFederation(options: Partial<CoordinatorOptions>): Promise<Fe
     child.stderr?.resume();
     children.push(child);
   }
-  await waitFor(() => coordinator.registry.list().length === 2, 'two clients to connect', 90_000);
+  await waitFor(
+    () => coordinator.registry.list().length === clients,
+    'the clients to connect',
+    90_000,
+  );
   const federationFixture: Federation = {
     proxy,
     db,
@@ -462,4 +471,34 @@ describe.skipIf(!hasPostgres)('withRetries, on PostgreSQL through the proxy', ()
     expect(isTransientDatabaseError(new TesseraError(ErrorCode.UNAVAILABLE, 'down'))).toBe(true);
     expect(isTransientDatabaseError(new Error('something else'))).toBe(false);
   });
+});
+
+describe.skipIf(!hasPostgres)('the console during a database outage', () => {
+  let f: Federation;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    f = await startFederation({}, 0);
+    browser = await launchChromium('no-gpu');
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await f?.drop();
+  });
+
+  it('says "database unavailable" in its header while /healthz is degraded, and not after', async () => {
+    const page = await (await browser.newContext()).newPage();
+    page.setDefaultTimeout(60_000);
+    // The fixture's coordinator has no admin token: the console needs no login.
+    await page.goto(f.coordinator.url);
+    await page.getByTestId('who').waitFor();
+    expect(await page.getByTestId('database-down').count()).toBe(0);
+
+    f.proxy.setMode('reset');
+    const banner = page.getByTestId('database-down');
+    await banner.waitFor();
+    expect(await banner.textContent()).toMatch(/database unavailable since .*; runs are waiting/);
+    f.proxy.setMode('pass');
+    await banner.waitFor({ state: 'detached' });
+  }, 120_000);
 });
