@@ -6,7 +6,7 @@
 // exactly once and every checkpoint replays bit-identically (GET /api/runs/:id/verify).
 // On PostgreSQL when TEST_DATABASE_URL is set (CI), else on a PGlite data folder.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +68,7 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     }
 
     const history: string[] = [];
+    const allLines: string[][] = [];
     const startCoordinator = async (): Promise<CoordinatorProcess> => {
       const child = spawn(
         process.execPath,
@@ -87,9 +88,17 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
         `the coordinator to listen (log: ${lines.slice(-5).join(' | ')})`,
         90_000,
       );
+      allLines.push(lines);
       return { child, lines, exited };
     };
     let coordinator = await startCoordinator();
+    const { CHAOS_LOG: chaosLog } = process.env;
+    if (chaosLog) {
+      // CHAOS_LOG=FILE keeps every coordinator's log, for a failed schedule's post-mortem.
+      cleanups.push(() =>
+        writeFileSync(chaosLog, allLines.map((l) => l.join('\n')).join('\n--- restart ---\n')),
+      );
+    }
     cleanups.push(() => {
       coordinator.child.kill('SIGKILL');
     });
@@ -193,7 +202,14 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     // --- a client SIGSTOPped: the next round it is sampled for closes by its deadline
     // without it (the coordinator logs the late clients), then it is let go on
     const frozen = clients[1] as { id: string; child: ChildProcess };
-    await nextLine('round committed', started.at);
+    // Once the three clients left are all back (after the restarts), and between rounds: the
+    // next round then samples all three, so the two others make its minimum without a retry.
+    await waitFor(
+      async () => (await api<unknown[]>('GET', '/connected-clients')).length === CLIENTS - 1,
+      'the remaining clients to be connected',
+      60_000,
+    );
+    await nextLine('round committed');
     frozen.child.kill('SIGSTOP');
     let late: { round: number; at: number } | undefined;
     let from = coordinator.lines.length;
