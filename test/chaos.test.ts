@@ -21,7 +21,7 @@ import { createTestSchema } from './tcp-proxy.js';
 const coordinatorCli = fileURLToPath(new URL('../apps/coordinator/dist/main.js', import.meta.url));
 const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const ADMIN_TOKEN = 'chaos-admin-token';
-const ROUNDS = 8;
+const ROUNDS = 10;
 const CLIENTS = 4;
 const KILLS = 3;
 /** Short, so that the SIGSTOPped client's round ends by its deadline soon. */
