@@ -1,6 +1,7 @@
 import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { ApiError, api, handleUnauthorized, setCsrfToken, type User } from './api.js';
+import { useHealth } from './health.js';
 import { connectLive, disconnectLive, useLive } from './live.js';
 import { ClientsPage } from './pages/clients.js';
 import { FederationPage, FederationsPage } from './pages/federations.js';
@@ -39,6 +40,8 @@ function App() {
   const [user, setUser] = useState<User | null | undefined>(undefined);
   const path = usePath();
   const live = useLive();
+  const health = useHealth();
+  const databaseDown = health?.down.find((part) => part.component === 'database');
 
   useEffect(() => {
     handleUnauthorized(() => {
@@ -89,6 +92,20 @@ function App() {
         <span className={live.connected ? 'live on' : 'live'} title="live updates">
           {live.connected ? '● live' : '○ offline'}
         </span>
+        {databaseDown && (
+          <span
+            className="health down"
+            role="status"
+            data-testid="database-down"
+            title={databaseDown.error ?? undefined}
+          >
+            database unavailable
+            {databaseDown.since
+              ? ` since ${new Date(databaseDown.since).toLocaleTimeString()}`
+              : ''}
+            ; runs are waiting
+          </span>
+        )}
         <span className="who" data-testid="who">
           {user.email} ({user.role})
         </span>

@@ -139,8 +139,39 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   app.use(express.json({ limit: '1mb', verify: (_req, _res, bytes) => checkJsonShape(bytes) }));
   mountWebClient(app);
 
+  // Liveness: always 200 while the process answers; `ok: false, status: 'degraded'` and `down`
+  // say what it is waiting for (README, "Running it for real").
   app.get('/healthz', (_req, res) => {
-    res.json({ ok: true, database: db.kind, connectedClients: coordinator.registry.list().length });
+    const health = coordinator.health();
+    const { database } = health;
+    res.json({
+      ok: health.status === 'ok',
+      status: health.status,
+      database: db.kind,
+      connectedClients: coordinator.registry.list().length,
+      down:
+        database.status === 'ok'
+          ? []
+          : [
+              {
+                component: 'database',
+                since: database.since?.toISOString() ?? null,
+                error: database.lastError,
+                waitingCalls: database.waitingCalls,
+              },
+            ],
+    });
+  });
+  // Readiness: 503 while the database does not answer (asked now), so a load balancer sends
+  // no new work here; 200 once it does.
+  app.get('/readyz', async (_req, res) => {
+    const ready = await coordinator.probeDatabase();
+    const { database } = coordinator.health();
+    res.status(ready ? 200 : 503).json({
+      ready,
+      database: db.kind,
+      ...(ready ? {} : { since: database.since?.toISOString() ?? null, error: database.lastError }),
+    });
   });
 
   const auth: AuthOptions = { db, adminToken: options.adminToken };

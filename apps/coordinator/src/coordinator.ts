@@ -1,7 +1,17 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Database, RunRecord, RunStatus } from '@tessera/db';
+import {
+  type Database,
+  DatabaseHealth,
+  type DatabaseHealthSnapshot,
+  isTransientDatabaseError,
+  type RetryingDatabase,
+  type RetryPolicy,
+  type RunRecord,
+  type RunStatus,
+  withRetries,
+} from '@tessera/db';
 import { initBackend } from '@tessera/ml';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
 import { createApi } from './api.js';
@@ -29,10 +39,27 @@ export interface CoordinatorOptions {
   trustProxy?: boolean;
   /** Resume runs left `running` by a previous process. Default true. */
   resume?: boolean;
+  /**
+   * How the round engine and the socket edge retry database calls that fail for a transient
+   * reason (connection refused, reset, timed out): `retryForMs` is how long an outage may last
+   * before a run is marked failed (default 180 s). See @tessera/db's RetryPolicy.
+   */
+  databaseRetry?: Partial<RetryPolicy>;
+  /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
+  databaseProbeIntervalMs?: number;
 }
 
 /** The statuses a run may be started (or resumed) from. */
 const STARTABLE_STATUSES: readonly RunStatus[] = ['created', 'stopped', 'paused'];
+
+/** What /healthz and /readyz report. */
+export interface CoordinatorHealth {
+  /** `degraded`: something the coordinator needs is down; it keeps running and retrying. */
+  status: 'ok' | 'degraded';
+  database: DatabaseHealthSnapshot;
+}
+
+const PROBE_TIMEOUT_MS = 5_000;
 
 interface CoordinatorEvents {
   'round-started': [{ runId: string; round: number; attempt: number; selected: string[] }];
@@ -49,6 +76,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly transport: Transport;
   private readonly centralEvaluator: WorkerCentralEvaluator | null;
   private closed = false;
+  /**
+   * The database as the round engines and the socket edge use it: every call retried through
+   * an outage (REST handlers use `db` itself, and fail fast with the database's error).
+   */
+  private readonly resilientDb: RetryingDatabase;
+  private probeTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     readonly db: Database,
@@ -58,8 +91,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     private readonly io: ReturnType<typeof attachSocketServer>['io'],
     transport: Transport,
     centralEvaluation: boolean,
+    resilientDb: RetryingDatabase,
   ) {
     super();
+    this.resilientDb = resilientDb;
     this.transport = transport;
     this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator() : null;
     // Each engine listens to the registry itself: a client that disconnects, is replaced or
@@ -74,9 +109,24 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     const http = createServer();
     const registry = new ClientRegistry();
+    const health = new DatabaseHealth();
+    const resilientDb = withRetries(options.db, {
+      health,
+      ...(options.databaseRetry ? { policy: options.databaseRetry } : {}),
+    });
+    health.on('unavailable', (snapshot) =>
+      logger.warn('database unavailable; retrying', {
+        since: snapshot.since?.toISOString(),
+        error: snapshot.lastError,
+        retryForSeconds: resilientDb.retryPolicy.retryForMs / 1000,
+      }),
+    );
+    health.on('restored', (snapshot) =>
+      logger.info('database back', { downForMs: snapshot.downForMs }),
+    );
     let coordinator: Coordinator | undefined;
     const { io, transport } = attachSocketServer(http, {
-      db: options.db,
+      db: resilientDb,
       registry,
       logger,
       engineFor: (runId) => coordinator?.engines.get(runId)?.engine,
@@ -90,7 +140,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       io,
       transport,
       options.centralEvaluation ?? true,
+      resilientDb,
     );
+    coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
     http.on(
       'request',
       createApi(coordinator, {
@@ -115,6 +167,49 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const address = this.http.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     return `http://${host}:${address.port}`;
+  }
+
+  /** What is up and what is down (`/healthz`): the database, as the last call or probe saw it. */
+  health(): CoordinatorHealth {
+    const database = this.resilientDb.health.snapshot();
+    return { status: database.status === 'ok' ? 'ok' : 'degraded', database };
+  }
+
+  /** Asks the database now (`SELECT 1`, 5 s at most) and records the answer: readiness. */
+  async probeDatabase(): Promise<boolean> {
+    const { health } = this.resilientDb;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.db.prisma.$queryRaw`SELECT 1`,
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new TesseraError(ErrorCode.UNAVAILABLE, 'database probe timed out')),
+            PROBE_TIMEOUT_MS,
+          );
+        }),
+      ]);
+      health.reportSuccess();
+      return true;
+    } catch (error) {
+      if (isTransientDatabaseError(error)) health.reportFailure(error);
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private startProbing(intervalMs: number): void {
+    if (intervalMs <= 0) return;
+    let probing = false;
+    this.probeTimer = setInterval(() => {
+      if (probing) return;
+      probing = true;
+      void this.probeDatabase().finally(() => {
+        probing = false;
+      });
+    }, intervalMs);
+    this.probeTimer.unref();
   }
 
   isRunning(runId: string): boolean {
@@ -203,7 +298,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.probeTimer) clearInterval(this.probeTimer);
     for (const { engine } of this.engines.values()) engine.stop('shutdown');
+    // A run waiting out an outage must not hold the shutdown: its calls give up now, and the
+    // run stays `running` for the next process to resume.
+    this.resilientDb.cancelRetries();
     await Promise.all([...this.engines.values()].map(({ done }) => done));
     // Drop the connections at the transport level first: clients see a lost connection and keep
     // reconnecting (to this coordinator's successor), instead of an orderly "server disconnect".
@@ -250,7 +349,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private createEngine(run: RunRecord): RunEngine {
     return new RunEngine(
       {
-        db: this.db,
+        db: this.resilientDb,
         registry: this.registry,
         transport: this.transport,
         logger: this.logger,

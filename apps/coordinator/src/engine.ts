@@ -8,7 +8,13 @@ import type {
 } from '@tessera/aggregation';
 import { createStrategy } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
-import type { ClientUpdateInput, Database, RoundRecord, RunRecord } from '@tessera/db';
+import {
+  type ClientUpdateInput,
+  type Database,
+  isTransientDatabaseError,
+  type RoundRecord,
+  type RunRecord,
+} from '@tessera/db';
 import { initialWeights, modelSpec } from '@tessera/ml';
 import {
   bytesToWeights,
@@ -144,12 +150,48 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       if (this.stopReason === 'shutdown') return;
       const error = TesseraError.from(cause);
       logger.error('run failed', { runId: this.runId, code: error.code, message: error.message });
-      await db.runs.setStatus(this.runId, 'failed', { error: error.message }).catch(() => {});
+      if (!(await this.recordFailure(error.message))) return;
       this.emit('run-finished', { runId: this.runId, status: 'failed', error: error.message });
     } finally {
       this.deps.registry.off('change', this.onRegistryChange);
       this.deps.registry.off('disconnected', this.onClientGone);
       this.releaseAll();
+    }
+  }
+
+  /**
+   * Stores `failed` with the reason. The database calls retry through an outage for their
+   * bound; past it (the outage that failed the run may still be going on) this tries again
+   * until the write lands, so the run never stays `running` in the database with no engine
+   * behind it: meanwhile the engine is still registered (`stop` reaches it, and waits for the
+   * write). Only a shutdown gives up (false): the run stays `running` and the next process
+   * resumes it from its last committed round.
+   */
+  private async recordFailure(reason: string): Promise<boolean> {
+    let announced = false;
+    for (;;) {
+      try {
+        await this.deps.db.runs.setStatus(this.runId, 'failed', { error: reason });
+        return true;
+      } catch (cause) {
+        if (this.stopReason === 'shutdown') return false;
+        if (!isTransientDatabaseError(cause)) {
+          // Refused, not unreachable (the run was ended meanwhile): nothing to wait for.
+          this.deps.logger.error('could not store that the run failed', {
+            runId: this.runId,
+            message: TesseraError.from(cause).message,
+          });
+          return true;
+        }
+        if (!announced) {
+          announced = true;
+          this.deps.logger.error('could not store that the run failed; trying again', {
+            runId: this.runId,
+            message: TesseraError.from(cause).message,
+          });
+        }
+        await this.wakeup.wait(1000);
+      }
     }
   }
 

@@ -16,6 +16,8 @@ const usage = `tessera-coordinator [options]
   --log-level L       debug | info | warn | error (default info)
   --trust-proxy       behind an https reverse proxy: trust X-Forwarded-* (Secure cookies)
                       (default $TESSERA_TRUST_PROXY=1)
+  --db-retry-seconds S  how long a database outage may last: runs wait and retry, then are
+                      marked failed (default $TESSERA_DB_RETRY_SECONDS, else 180)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -73,6 +75,20 @@ async function createUser(command: 'create-admin' | 'create-user', args: string[
   }
 }
 
+/** `--db-retry-seconds`: a number of seconds > 0 (fractions allowed), as milliseconds. */
+function parseRetrySeconds(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--db-retry-seconds must be a number of seconds > 0 (got ${JSON.stringify(raw)})`,
+      { field: 'db-retry-seconds' },
+    );
+  }
+  return Math.round(seconds * 1000);
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'create-admin' || command === 'create-user') {
@@ -88,6 +104,7 @@ async function main(): Promise<void> {
       'admin-token': { type: 'string' },
       'log-level': { type: 'string' },
       'trust-proxy': { type: 'boolean' },
+      'db-retry-seconds': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -97,6 +114,9 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(
     parseLogLevel(values['log-level'] ?? process.env['LOG_LEVEL'], 'info'),
+  );
+  const retryForMs = parseRetrySeconds(
+    values['db-retry-seconds'] ?? process.env['TESSERA_DB_RETRY_SECONDS'],
   );
   const url = values['database-url'] ?? process.env['DATABASE_URL'];
   const db = await openDatabase(
@@ -114,6 +134,7 @@ async function main(): Promise<void> {
     port: Number(values.port ?? process.env['PORT'] ?? 4000),
     host: values.host,
     trustProxy: values['trust-proxy'] ?? process.env['TESSERA_TRUST_PROXY'] === '1',
+    ...(retryForMs === undefined ? {} : { databaseRetry: { retryForMs } }),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {

@@ -613,13 +613,17 @@ describe.each(backends)('$name', (backend) => {
       it('refuses a round that is not currentRound + 1, writing nothing', async () => {
         const { run, clients } = await fixture();
         await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1])));
-        for (const round of [1, 3]) {
-          const error = await rejectsWith(
-            db.rounds.commit(roundCommit(run, clients, round, float32Bytes([9]))),
-            ErrorCode.CONFLICT,
-          );
-          expect(error.message).toContain('expected 2');
-        }
+        const again = await rejectsWith(
+          db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([9]))),
+          ErrorCode.CONFLICT,
+        );
+        expect(again.message).toContain('committed round 1 with another checkpoint');
+        expect(again).toMatchObject({ data: { field: 'checkpoint' } });
+        const ahead = await rejectsWith(
+          db.rounds.commit(roundCommit(run, clients, 3, float32Bytes([9]))),
+          ErrorCode.CONFLICT,
+        );
+        expect(ahead.message).toContain('expected 2');
         expect((await db.rounds.list(run.id)).map((round) => round.number)).toEqual([1]);
         expect((await db.runs.get(run.id)).currentRound).toBe(1);
         expect(await db.rounds.latestCheckpoint(run.id)).toMatchObject({
@@ -628,6 +632,73 @@ describe.each(backends)('$name', (backend) => {
         });
         await rejectsWith(db.rounds.checkpoint(run.id, 3), ErrorCode.NOT_FOUND);
         expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(2);
+      });
+
+      it('commits a round once when the same commit is retried (an answer lost in an outage)', async () => {
+        const { run, clients } = await fixture();
+        const commit = roundCommit(run, clients, 1, float32Bytes([1, 2]));
+        const first = await db.rounds.commit(commit);
+        // The retry of a commit whose COMMIT landed: the round is there, with this checkpoint.
+        const retried = await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1, 2])));
+        expect(retried).toEqual(first);
+        // Also after the next round was committed, and after the round was evaluated.
+        await db.rounds.recordEvaluation(run.id, 1, {
+          federated: { loss: 0.5, accuracy: 0.75, numExamples: 100 },
+        });
+        await db.rounds.commit(roundCommit(run, clients, 2, float32Bytes([3, 4])));
+        expect(await db.rounds.commit(commit)).toMatchObject({
+          id: first.id,
+          number: 1,
+          status: 'evaluated',
+        });
+        expect((await db.rounds.list(run.id)).map((round) => round.number)).toEqual([1, 2]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(2);
+        expect(await db.prisma.checkpoint.count({ where: { runId: run.id } })).toBe(2);
+        expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(4);
+      });
+
+      it('commits once when the same commit runs twice concurrently (a retry racing its first try)', async () => {
+        const { run, clients } = await fixture();
+        const results = await Promise.all([
+          db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([5]))),
+          db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([5]))),
+        ]);
+        expect(results[0]).toEqual(results[1]);
+        expect(await db.rounds.list(run.id)).toHaveLength(1);
+        expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(2);
+      });
+
+      it('records an evaluation once: the same values again are a no-op, others a CONFLICT', async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.commit(roundCommit(run, clients, 1, float32Bytes([1])));
+        const federated = { loss: 0.4, accuracy: 0.8, numExamples: 500 };
+        const first = await db.rounds.recordEvaluation(run.id, 1, { federated });
+        expect(
+          await db.rounds.recordEvaluation(run.id, 1, { federated: { ...federated } }),
+        ).toEqual(first);
+        const changed = await rejectsWith(
+          db.rounds.recordEvaluation(run.id, 1, { federated: { ...federated, loss: 0.3 } }),
+          ErrorCode.CONFLICT,
+        );
+        expect(changed).toMatchObject({ data: { field: 'federated' } });
+        // Two parts, one of them recorded with other values: refused whole.
+        const central = { loss: 0.35, accuracy: 0.85, numExamples: 10_000 };
+        const both = await rejectsWith(
+          db.rounds.recordEvaluation(run.id, 1, {
+            federated: { ...federated, accuracy: 0.9 },
+            central,
+          }),
+          ErrorCode.CONFLICT,
+        );
+        expect(both).toMatchObject({ data: { field: 'federated' } });
+        // Nothing of the refused calls was written.
+        expect(await db.rounds.get(run.id, 1)).toMatchObject({
+          federatedLoss: 0.4,
+          federatedAccuracy: 0.8,
+          centralLoss: null,
+        });
+        const whole = await db.rounds.recordEvaluation(run.id, 1, { central });
+        expect(await db.rounds.recordEvaluation(run.id, 1, { federated, central })).toEqual(whole);
       });
 
       it('lets only one of two concurrent commits of the same round win', async () => {
@@ -684,10 +755,17 @@ describe.each(backends)('$name', (backend) => {
         expect(await db.rounds.latestCheckpoint(run.id)).toBeNull();
         await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0]));
         expect((await db.rounds.latestCheckpoint(run.id))?.round).toBe(0);
-        await rejectsWith(
-          db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0])),
+        // Saving the same initial model again (a retry) is that checkpoint; other weights conflict.
+        expect(await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0]))).toMatchObject({
+          round: 0,
+          sha256: sha256(float32Bytes([0, 0])),
+        });
+        const other = await rejectsWith(
+          db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 1])),
           ErrorCode.CONFLICT,
         );
+        expect(other).toMatchObject({ data: { field: 'weights' } });
+        expect((await db.rounds.checkpoint(run.id, 0)).weights).toEqual(float32Bytes([0, 0]));
         await rejectsWith(
           db.rounds.saveInitialCheckpoint(run.id, new Uint8Array(3)),
           ErrorCode.INVALID_ARGUMENT,

@@ -99,6 +99,9 @@ async function openPostgres(
   }
   const config: pg.ClientConfig = {
     connectionString: url.toString(),
+    // A partitioned server never answers a connect: give up, so the caller can retry.
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
     // Raw queries and migrations use unqualified names; Prisma's own get the adapter's schema.
     ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
   };

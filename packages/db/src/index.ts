@@ -54,6 +54,16 @@ export {
   type RunRecord,
   type RunStatus,
 } from './records.js';
+export {
+  DatabaseHealth,
+  type DatabaseHealthSnapshot,
+  DEFAULT_RETRY_POLICY,
+  isTransientDatabaseError,
+  type RetryingDatabase,
+  type RetryOptions,
+  type RetryPolicy,
+  withRetries,
+} from './retry.js';
 export type { RoundRepository } from './rounds.js';
 export type { CreateRunInput, RunRepository } from './runs.js';
 export { validateRunConfig } from './runs.js';

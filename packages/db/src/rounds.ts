@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
-import type { ClientUpdate, PrismaClient, Round } from './generated/client.js';
+import type { ClientUpdate, Prisma, PrismaClient, Round } from './generated/client.js';
 import {
   isForeignKeyViolation,
   isUniqueViolation,
@@ -71,12 +71,17 @@ export class RoundRepository {
       });
     } catch (error) {
       if (isUniqueViolation(error)) {
+        // A retry whose first attempt was stored but not answered: the same bytes are that
+        // checkpoint, not a second one.
+        const existing = await this.prisma.checkpoint.findUnique({
+          where: { runId_round: { runId, round: 0 } },
+          select: { sha256: true },
+        });
+        if (existing?.sha256 === record.sha256) return record;
         throw new TesseraError(
           ErrorCode.CONFLICT,
-          `run ${runId} already has an initial checkpoint`,
-          {
-            runId,
-          },
+          `run ${runId} already has an initial checkpoint with other weights (sha256 ${existing?.sha256 ?? 'unknown'}, not ${record.sha256})`,
+          { runId, field: 'weights' },
         );
       }
       if (isForeignKeyViolation(error)) throw notFound('run', runId);
@@ -90,6 +95,11 @@ export class RoundRepository {
    * checkpoint, and run.currentRound = round. Only currentRound + 1 is accepted (CONFLICT
    * otherwise), so a coordinator that resumes after a crash can never commit a round twice.
    * Any failure (e.g. an update naming an unknown client) leaves nothing written.
+   *
+   * Idempotent by (run, round): committing a round that is already committed with the same
+   * checkpoint (same sha256) returns that round's record and writes nothing, so a retry after
+   * a COMMIT whose answer was lost in an outage neither fails nor commits twice. The same
+   * round with another checkpoint is a CONFLICT.
    */
   async commit(input: RoundCommit): Promise<RoundRecord> {
     const commit = validateCommit(input);
@@ -111,6 +121,10 @@ export class RoundRepository {
             },
           });
           if (run === null) throw notFound('run', runId);
+          if (round <= run.currentRound) {
+            const existing = await committedAlready(tx, runId, round, checkpointSha);
+            if (existing !== null) return existing;
+          }
           if (round !== run.currentRound + 1) throw outOfOrder(runId, round, run.currentRound);
           if (round > run.rounds) {
             throw new TesseraError(
@@ -125,7 +139,12 @@ export class RoundRepository {
             where: { id: runId, currentRound: round - 1 },
             data: { currentRound: round },
           });
-          if (claimed.count === 0) throw outOfOrder(runId, round, round);
+          if (claimed.count === 0) {
+            // Another commit of this round won meanwhile (read committed: this query sees it).
+            const existing = await committedAlready(tx, runId, round, checkpointSha);
+            if (existing !== null) return existing;
+            throw outOfOrder(runId, round, round);
+          }
 
           await this.requireSameShape(tx, runId, round - 1, paramCount);
           const keep = decideKeep(run, commit, paramCount);
@@ -200,7 +219,9 @@ export class RoundRepository {
 
   /**
    * Stores federated and/or central evaluation results of a committed round and marks it
-   * evaluated. Each part given replaces what was recorded before.
+   * evaluated. Each part is recorded once: recording a part again with the same values
+   * returns the round unchanged (a retry after an answer lost in an outage), with other
+   * values it is a CONFLICT. Federated and central results may be recorded in separate calls.
    */
   async recordEvaluation(
     runId: string,
@@ -213,38 +234,56 @@ export class RoundRepository {
     if (federated === undefined && central === undefined) {
       throw invalid('evaluation', 'must include federated or central results');
     }
-    const data: {
-      status: 'evaluated';
-      federatedLoss?: number;
-      federatedAccuracy?: number;
-      federatedNumExamples?: number;
-      centralLoss?: number;
-      centralAccuracy?: number;
-      centralNumExamples?: number;
-    } = { status: 'evaluated' };
+    const parts: Array<{ kind: 'federated' | 'central'; result: EvaluationResult }> = [];
     if (federated !== undefined) {
-      const result = validateEvaluation('federated', federated);
-      data.federatedLoss = result.loss;
-      data.federatedAccuracy = result.accuracy;
-      data.federatedNumExamples = result.numExamples;
+      parts.push({ kind: 'federated', result: validateEvaluation('federated', federated) });
     }
     if (central !== undefined) {
-      const result = validateEvaluation('central', central);
-      data.centralLoss = result.loss;
-      data.centralAccuracy = result.accuracy;
-      data.centralNumExamples = result.numExamples;
+      parts.push({ kind: 'central', result: validateEvaluation('central', central) });
+    }
+    const data: Prisma.RoundUpdateManyMutationInput = { status: 'evaluated' };
+    // Written only where none of the given parts is recorded yet, so that two writers (or a
+    // retry racing its own first attempt) cannot both record one part.
+    const unrecorded: Prisma.RoundWhereInput = {};
+    for (const { kind, result } of parts) {
+      data[`${kind}Loss`] = result.loss;
+      data[`${kind}Accuracy`] = result.accuracy;
+      data[`${kind}NumExamples`] = result.numExamples;
+      unrecorded[`${kind}Loss`] = null;
     }
     const { count } = await this.prisma.round.updateMany({
-      where: { runId, number: round },
+      where: { runId, number: round, ...unrecorded },
       data,
     });
-    if (count === 0) {
+    const row = await this.prisma.round.findUnique({
+      where: { runId_number: { runId, number: round } },
+    });
+    if (row === null) {
       await this.requireRun(runId);
       throw notFound('round', round, { runId });
     }
-    const row = await this.prisma.round.findUniqueOrThrow({
-      where: { runId_number: { runId, number: round } },
-    });
+    if (count === 0) {
+      for (const { kind, result } of parts) {
+        const storedExamples = row[`${kind}NumExamples`];
+        const recorded = {
+          loss: row[`${kind}Loss`],
+          accuracy: row[`${kind}Accuracy`],
+          // BIGINT column: read back as a number (round totals stay below 2^53).
+          numExamples: storedExamples === null ? null : Number(storedExamples),
+        };
+        if (
+          recorded.loss !== result.loss ||
+          recorded.accuracy !== result.accuracy ||
+          recorded.numExamples !== result.numExamples
+        ) {
+          throw new TesseraError(
+            ErrorCode.CONFLICT,
+            `round ${round} of run ${runId} has ${kind} results recorded already (loss ${String(recorded.loss)}, accuracy ${String(recorded.accuracy)}, ${String(recorded.numExamples)} examples); they are not replaced`,
+            { runId, round, field: kind },
+          );
+        }
+      }
+    }
     return toRoundRecord(row);
   }
 
@@ -478,6 +517,34 @@ function roundWasKept(
   return (
     run.keepUpdates && (run.updatesTruncatedAtRound === null || round < run.updatesTruncatedAtRound)
   );
+}
+
+/**
+ * The record of `round` when it is committed already with this checkpoint; null when it is not
+ * committed; CONFLICT when it was committed with another checkpoint.
+ */
+async function committedAlready(
+  tx: Tx,
+  runId: string,
+  round: number,
+  checkpointSha: string,
+): Promise<RoundRecord | null> {
+  const checkpoint = await tx.checkpoint.findUnique({
+    where: { runId_round: { runId, round } },
+    select: { sha256: true },
+  });
+  if (checkpoint === null) return null;
+  if (checkpoint.sha256 !== checkpointSha) {
+    throw new TesseraError(
+      ErrorCode.CONFLICT,
+      `run ${runId} has committed round ${round} with another checkpoint (sha256 ${checkpoint.sha256}, not ${checkpointSha})`,
+      { runId, round, field: 'checkpoint' },
+    );
+  }
+  const row = await tx.round.findUniqueOrThrow({
+    where: { runId_number: { runId, number: round } },
+  });
+  return toRoundRecord(row);
 }
 
 function outOfOrder(runId: string, round: number, currentRound: number): TesseraError {

@@ -1,0 +1,247 @@
+// Chaos (issue 12, item 7): the coordinator as a real process (apps/coordinator/dist/main.js),
+// SIGKILLed several times at phases chosen from its own log lines with a logged seed
+// (CHAOS_SEED=N reproduces a schedule), restarted on the same port and database; real client
+// processes that reconnect by themselves; then a client SIGKILLed mid-round and another
+// SIGSTOPped (its round goes on by the deadline). At the end every round 1..N is committed
+// exactly once and every checkpoint replays bit-identically (GET /api/runs/:id/verify).
+// On PostgreSQL when TEST_DATABASE_URL is set (CI), else on a PGlite data folder.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createRng } from '@tessera/data';
+import type { RoundRecord, RunRecord } from '@tessera/db';
+import { afterAll, describe, expect, it } from 'vitest';
+import { quickRun, waitFor } from './harness.js';
+import { createTestSchema } from './tcp-proxy.js';
+
+const coordinatorCli = fileURLToPath(new URL('../apps/coordinator/dist/main.js', import.meta.url));
+const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
+const ADMIN_TOKEN = 'chaos-admin-token';
+const ROUNDS = 10;
+const CLIENTS = 4;
+const KILLS = 3;
+/** Short, so that the SIGSTOPped client's round ends by its deadline soon. */
+const ROUND_DEADLINE_MS = 8_000;
+
+const { CHAOS_SEED: chaosSeed } = process.env;
+const seed = Number(chaosSeed ?? Date.now() % 1_000_000);
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+/** One coordinator process and the log lines it wrote (stdout and stderr). */
+interface CoordinatorProcess {
+  child: ChildProcess;
+  lines: string[];
+  exited: Promise<void>;
+}
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
+  it('commits every round exactly once, every checkpoint reproducible', async () => {
+    console.log(`chaos seed ${seed} (CHAOS_SEED=${seed} reproduces the kill schedule)`);
+    const rng = createRng(seed);
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const dataDir = mkdtempSync(join(tmpdir(), 'tessera-chaos-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const { TEST_DATABASE_URL: databaseUrl } = process.env;
+    let databaseArgs = ['--data-dir', join(dataDir, 'pglite')];
+    if (databaseUrl) {
+      const schema = await createTestSchema(databaseUrl);
+      cleanups.push(() => schema.drop());
+      databaseArgs = ['--database-url', schema.url];
+    }
+
+    const history: string[] = [];
+    const allLines: string[][] = [];
+    const startCoordinator = async (): Promise<CoordinatorProcess> => {
+      const child = spawn(
+        process.execPath,
+        [coordinatorCli, '--port', String(port), '--host', '127.0.0.1', ...databaseArgs],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, TESSERA_ADMIN_TOKEN: ADMIN_TOKEN, DATABASE_URL: '' },
+        },
+      );
+      const lines: string[] = [];
+      for (const stream of [child.stdout, child.stderr]) {
+        if (stream) createInterface({ input: stream }).on('line', (line) => lines.push(line));
+      }
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      await waitFor(
+        () => lines.some((line) => line.includes('coordinator listening')),
+        `the coordinator to listen (log: ${lines.slice(-5).join(' | ')})`,
+        90_000,
+      );
+      allLines.push(lines);
+      return { child, lines, exited };
+    };
+    let coordinator = await startCoordinator();
+    const { CHAOS_LOG: chaosLog } = process.env;
+    if (chaosLog) {
+      // CHAOS_LOG=FILE keeps every coordinator's log, for a failed schedule's post-mortem.
+      cleanups.push(() =>
+        writeFileSync(chaosLog, allLines.map((l) => l.join('\n')).join('\n--- restart ---\n')),
+      );
+    }
+    cleanups.push(() => {
+      coordinator.child.kill('SIGKILL');
+    });
+
+    const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+      const response = await fetch(`${url}/api${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${ADMIN_TOKEN}`,
+          'content-type': 'application/json',
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const text = await response.text();
+      if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
+      return JSON.parse(text) as T;
+    };
+
+    const federation = await api<{ id: string }>('POST', '/federations', { name: 'chaos' });
+    const clients: Array<{ id: string; child: ChildProcess }> = [];
+    for (let k = 0; k < CLIENTS; k++) {
+      const issued = await api<{ token: string; client: { id: string } }>(
+        'POST',
+        `/federations/${federation.id}/clients`,
+        { organisation: `org-${k}` },
+      );
+      const child = spawn(
+        process.execPath,
+        [
+          clientCli,
+          ...['--coordinator', url, '--token', issued.token, '--progress', 'none'],
+          ...['--mnist', `${k}/${CLIENTS}`, '--max-examples', '300', '--threads', '1'],
+        ],
+        { stdio: ['ignore', 'ignore', 'ignore'] },
+      );
+      clients.push({ id: issued.client.id, child });
+      cleanups.push(() => {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      });
+    }
+    await waitFor(
+      async () => (await api<unknown[]>('GET', '/connected-clients')).length === CLIENTS,
+      'every client to connect',
+      90_000,
+    );
+
+    const run = await api<RunRecord>('POST', '/runs', {
+      ...quickRun,
+      federationId: federation.id,
+      rounds: ROUNDS,
+      minClients: 2,
+      roundDeadlineMs: ROUND_DEADLINE_MS,
+      keepUpdates: true,
+    });
+    await api('POST', `/runs/${run.id}/start`);
+
+    /** The round of the next `message` line of this run in the coordinator's log (from line `from`). */
+    const nextLine = async (
+      message: string,
+      from = coordinator.lines.length,
+    ): Promise<{ round: number; at: number }> => {
+      let found: { round: number; at: number } | undefined;
+      await waitFor(
+        () => {
+          const { lines } = coordinator;
+          for (let index = from; index < lines.length; index++) {
+            const line = lines[index] ?? '';
+            if (line.includes(` ${message} `) && line.includes(run.id)) {
+              const round = Number(/"round":(\d+)/.exec(line)?.[1] ?? 0);
+              found = { round, at: index + 1 };
+              return true;
+            }
+          }
+          return false;
+        },
+        `"${message}" in the coordinator's log (last lines:\n${coordinator.lines.slice(-12).join('\n')})`,
+        90_000,
+      );
+      return found as { round: number; at: number };
+    };
+
+    // --- the coordinator, SIGKILLed at phases drawn from its log, restarted on the same port
+    for (let kill = 1; kill <= KILLS; kill++) {
+      const phase = rng.next() < 0.5 ? 'round started' : 'round committed';
+      const delayMs = Math.floor(rng.next() * 1_200);
+      const { round } = await nextLine(phase);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      history.push(`kill ${kill}: ${delayMs} ms after "${phase}" of round ${round}`);
+      coordinator.child.kill('SIGKILL');
+      await coordinator.exited;
+      coordinator = await startCoordinator();
+      await nextLine('resuming run', 0);
+    }
+    console.log(`chaos schedule (seed ${seed}):\n  ${history.join('\n  ')}`);
+
+    // --- a client SIGKILLed mid-round: the round goes on without it
+    const killed = clients[0] as { id: string; child: ChildProcess };
+    const started = await nextLine('round started');
+    killed.child.kill('SIGKILL');
+    // --- a client SIGSTOPped: the next round it is sampled for closes by its deadline
+    // without it (the coordinator logs the late clients), then it is let go on
+    const frozen = clients[1] as { id: string; child: ChildProcess };
+    // Once the three clients left are all back (after the restarts), and between rounds: the
+    // next round then samples all three, so the two others make its minimum without a retry.
+    await waitFor(
+      async () => (await api<unknown[]>('GET', '/connected-clients')).length === CLIENTS - 1,
+      'the remaining clients to be connected',
+      60_000,
+    );
+    await nextLine('round committed');
+    frozen.child.kill('SIGSTOP');
+    let late: { round: number; at: number } | undefined;
+    let from = coordinator.lines.length;
+    while (late === undefined) {
+      const closed = await nextLine('training closed before every client answered:', from);
+      if ((coordinator.lines[closed.at - 1] ?? '').includes(frozen.id)) late = closed;
+      from = closed.at;
+    }
+    frozen.child.kill('SIGCONT');
+
+    await waitFor(
+      async () => (await api<RunRecord>('GET', `/runs/${run.id}`)).status === 'completed',
+      'the run to complete',
+      120_000,
+    );
+
+    const rounds = await api<RoundRecord[]>('GET', `/runs/${run.id}/rounds`);
+    expect(rounds.map((round) => round.number)).toEqual(
+      Array.from({ length: ROUNDS }, (_, k) => k + 1),
+    );
+    const frozenRecord = rounds.find((round) => round.number === late?.round);
+    expect(frozenRecord?.selectedClientIds).toContain(frozen.id);
+    expect(frozenRecord?.droppedClientIds).toContain(frozen.id);
+    expect(frozenRecord?.participantClientIds.length).toBeGreaterThanOrEqual(2);
+    const afterKill = rounds.filter((round) => round.number > started.round);
+    for (const round of afterKill) expect(round.participantClientIds).not.toContain(killed.id);
+
+    const report = await api<{ identical: boolean; checks: unknown[] }>(
+      'GET',
+      `/runs/${run.id}/verify`,
+    );
+    expect(report.checks).toHaveLength(ROUNDS);
+    expect(report.identical).toBe(true);
+  }, 240_000);
+});
