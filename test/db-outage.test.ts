@@ -161,6 +161,13 @@ async function outage(f: Federation, mode: ProxyMode): Promise<number> {
   const since = Date.parse(degraded.body.down[0]?.since ?? '');
   expect(since).toBeGreaterThanOrEqual(startedAt - 1000);
   expect((await fetch(`${f.coordinator.url}/readyz`)).status).toBe(503);
+  if (mode === 'reset') {
+    // REST is not retried: the caller hears 503 UNAVAILABLE with Retry-After, never a 500.
+    const response = await fetch(`${f.coordinator.url}/api/runs`);
+    expect(response.status).toBe(503);
+    expect(response.headers.get('retry-after')).toBe('5');
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('UNAVAILABLE');
+  }
   const left = OUTAGE_MS - (Date.now() - startedAt);
   if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
   f.proxy.setMode('pass');

@@ -680,7 +680,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     const status = HTTP_STATUS[error.code] ?? 500;
     if (status >= 500)
       coordinator.logger.error('API error', { code: error.code, message: error.message });
-    if (error.code === ErrorCode.RATE_LIMITED) {
+    if (error.code === ErrorCode.RATE_LIMITED || error.code === ErrorCode.UNAVAILABLE) {
       res.setHeader('retry-after', String(error.data?.['retryAfterSeconds'] ?? 60));
     }
     res.status(status).json({ error: error.toWire() });

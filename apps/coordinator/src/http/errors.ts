@@ -1,3 +1,4 @@
+import { isTransientDatabaseError } from '@tessera/db';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 
 /** The HTTP status of each error code the REST API answers with; anything else is a 500. */
@@ -27,6 +28,19 @@ interface HttpLibraryError {
  * their 4xx meaning, so that only a real fault of the coordinator is ever a 5xx.
  */
 export function toApiError(cause: unknown): TesseraError {
+  if (cause instanceof TesseraError && cause.code !== ErrorCode.INTERNAL) return cause;
+  // REST calls are not retried: a database outage is the caller's to retry, so say so (503)
+  // instead of a 500 that reads like a bug.
+  if (
+    isTransientDatabaseError(cause) ||
+    isTransientDatabaseError((cause as Error | undefined)?.cause)
+  ) {
+    return new TesseraError(
+      ErrorCode.UNAVAILABLE,
+      'the database is unavailable; retry in a few seconds',
+      { retryAfterSeconds: 5 },
+    );
+  }
   if (cause instanceof TesseraError) return cause;
   const error = (typeof cause === 'object' && cause !== null ? cause : {}) as HttpLibraryError;
   switch (error.type) {
