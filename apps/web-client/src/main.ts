@@ -401,7 +401,7 @@ function show(message: ViewEvent): void {
     case 'replaced':
       stateText.textContent = 'replaced';
       document.body.dataset['state'] = 'replaced';
-      banner.textContent = `This tab no longer takes part: ${message.message} (another tab or device joined with this token). Close this tab, or reload it to take over again.`;
+      banner.textContent = `This tab no longer takes part: ${message.message} (another tab or device joined with this token). Close this tab, or press Join to take over again.`;
       end();
       break;
     case 'fatal':
@@ -505,9 +505,14 @@ function probeOne(
   model: string,
   batchSize: number,
   facts: AdapterFacts,
+  signal: AbortSignal,
 ): Promise<ProbeResult> {
   const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
   return new Promise<ProbeResult>((resolve) => {
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve({ backend, status: 'failed', reason: 'abandoned: the page left', ...facts });
+    });
     const timer = setTimeout(
       () => resolve({ backend, status: 'timed-out', capMs: PROBE_CAP_MS, ...facts }),
       PROBE_CAP_MS,
@@ -536,6 +541,8 @@ function probeOne(
 class ChoosingTrainer implements LocalTrainer {
   private chosen: Promise<void> | null;
   private measured: ProbeResult[] = [];
+  /** Leave stops a probe at once rather than after every candidate had its turn. */
+  private readonly leaving = new AbortController();
 
   constructor(
     private readonly inner: WorkerTrainer,
@@ -565,6 +572,11 @@ class ChoosingTrainer implements LocalTrainer {
 
   dispose(): void {
     this.inner.dispose();
+  }
+
+  /** The page is leaving: a probe in progress stops now (its round is abandoned anyway). */
+  abandon(): void {
+    this.leaving.abort();
   }
 
   /** The user's choice: the worker starts it before its next computation. */
@@ -597,7 +609,8 @@ class ChoosingTrainer implements LocalTrainer {
     const results: ProbeResult[] = [];
     for (const [index, backend] of PROBE_CANDIDATES.entries()) {
       const facts = devices[index] ?? { adapter: null, software: false };
-      results.push(await probeOne(backend, model, batchSize, facts));
+      results.push(await probeOne(backend, model, batchSize, facts, this.leaving.signal));
+      if (this.leaving.signal.aborted) throw new Error('left before a backend was chosen');
     }
     this.measured = results;
     const pick = pickBackend(results);
@@ -655,7 +668,10 @@ function start(
           trainer,
           observer: observer(current),
         });
-        stop = () => client.close();
+        stop = () => {
+          trainer.abandon();
+          return client.close();
+        };
         client.connect().catch((error: unknown) => {
           const code = (error as { code?: unknown }).code;
           fail(typeof code === 'string' ? code : 'INTERNAL', (error as Error).message);
