@@ -198,21 +198,56 @@ describe('the admin console in a browser', () => {
     expect(modelJson).toMatchObject({ format: 'layers-model' });
     await page.goBack();
 
-    // Try the model: draw a "1" and the global model classifies it.
+    // Try the model. A blank canvas is not sent: the page asks for a digit.
+    const predictRequests: Array<{ pixels: number[] }> = [];
+    page.on('request', (request) => {
+      if (request.method() === 'POST' && /\/predict(\?|$)/.test(request.url())) {
+        predictRequests.push(request.postDataJSON() as { pixels: number[] });
+      }
+    });
+    const tryModel = page.getByTestId('try-model');
+    await tryModel.getByText('Predict').click();
+    await tryModel.getByText('Draw a digit first').waitFor();
+    expect(predictRequests).toHaveLength(0);
+    // A "1" drawn along the canvas's left edge, top to bottom: it reaches the model as MNIST
+    // digits are, 20 pixels tall and centred by its mass in the 28x28 frame.
     const canvas = page.getByTestId('digit-canvas');
     await canvas.scrollIntoViewIfNeeded();
     const box = await canvas.boundingBox();
     if (!box) throw new Error('no canvas');
-    await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.15);
+    await page.mouse.move(box.x + box.width * 0.04, box.y + box.height * 0.02);
     await page.mouse.down();
-    for (let k = 1; k <= 10; k++) {
-      await page.mouse.move(box.x + box.width / 2, box.y + box.height * (0.15 + 0.07 * k));
+    for (let k = 1; k <= 12; k++) {
+      await page.mouse.move(box.x + box.width * 0.04, box.y + box.height * (0.02 + 0.08 * k));
     }
     await page.mouse.up();
-    await page.getByTestId('try-model').getByText('Predict').click();
+    await tryModel.getByText('Predict').click();
     const predicted = await page.getByTestId('predicted-class').textContent({ timeout: 60_000 });
     expect(Number(predicted)).toBeGreaterThanOrEqual(0);
     expect(Number(predicted)).toBeLessThanOrEqual(9);
+    expect(predictRequests).toHaveLength(1);
+    const sent = predictRequests[0]?.pixels ?? [];
+    expect(sent).toHaveLength(784);
+    let mass = 0;
+    let massX = 0;
+    let massY = 0;
+    let [top, bottom, left, right] = [28, -1, 28, -1];
+    sent.forEach((value, index) => {
+      const [x, y] = [index % 28, Math.floor(index / 28)];
+      mass += value;
+      massX += value * (x + 0.5);
+      massY += value * (y + 0.5);
+      if (value > 0.1) {
+        [top, bottom] = [Math.min(top, y), Math.max(bottom, y)];
+        [left, right] = [Math.min(left, x), Math.max(right, x)];
+      }
+    });
+    expect(Math.abs(massX / mass - 14)).toBeLessThanOrEqual(0.5);
+    expect(Math.abs(massY / mass - 14)).toBeLessThanOrEqual(0.5);
+    // Scaled into the 20x20 box: 20 rows tall (19 where anti-aliasing left a faint end row).
+    expect(bottom - top + 1).toBeGreaterThanOrEqual(19);
+    expect(bottom - top + 1).toBeLessThanOrEqual(20);
+    expect(right - left + 1).toBeLessThan(10);
     await page.getByTestId('try-model').screenshot({ path: `${screenshots}try-the-model.png` });
 
     // Pause: the open round finishes, then the run is paused; Resume continues with the next round.

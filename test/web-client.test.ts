@@ -62,7 +62,10 @@ function watchConsole(page: Page, lines: string[]): void {
 }
 
 interface JoinOptions {
-  backend: Backend;
+  /** 'auto': the page measures the candidates at the first round. */
+  backend: Backend | 'auto';
+  /** More query parameters for the page, e.g. idle-seconds. */
+  query?: Record<string, string>;
   token: string;
   /** Examples of the built-in MNIST sample; ignored when `prepare` picks other data. */
   sampleCount?: number;
@@ -75,7 +78,8 @@ async function joinFromBrowser(browser: Browser, h: Harness, options: JoinOption
   const consoleLines: string[] = [];
   watchConsole(page, consoleLines);
   const invitation = new URLSearchParams({ coordinator: h.coordinator.url, token: options.token });
-  await page.goto(`${h.coordinator.url}/join/?backend=${options.backend}#${invitation}`);
+  const query = new URLSearchParams({ backend: options.backend, ...options.query });
+  await page.goto(`${h.coordinator.url}/join/?${query}#${invitation}`);
   // The token left the address bar once read.
   expect(page.url()).not.toContain(options.token);
   if (options.prepare) await options.prepare(page);
@@ -554,4 +558,74 @@ describe('the browser client lifecycle', () => {
     const { rounds } = await finishedRun(h, federationId, { rounds: 1 });
     expect(rounds[0]?.participantClientIds).toEqual([tokens[0]?.client.id]);
   }, 180_000);
+});
+
+describe('the browser client chooses its backend by measurement', () => {
+  it('measures WebGPU, WebGL and WASM on the task model and picks WASM over software WebGL, saying why; says when the run looks finished; Leave, then Join again in the same tab', async () => {
+    harness = await startHarness();
+    const h = harness;
+    const { federationId, tokens } = await createFederation(h, 1);
+    const token = tokens[0] as (typeof tokens)[number];
+    // GPU flags on: WebGPU and WebGL both start here, on SwiftShader (the CPU).
+    const browser = await launch('webgl');
+    const { page, consoleLines } = await joinFromBrowser(browser, h, {
+      backend: 'auto',
+      token: token.token,
+      sampleCount: 100,
+      query: { 'idle-seconds': '3' },
+    });
+    expect(h.coordinator.registry.get(token.client.id)?.info.backend).toBe('auto');
+    const { runId } = await finishedRun(h, federationId, {
+      model: 'fedavg-cnn',
+      rounds: 1,
+      batchSize: 10,
+      roundDeadlineMs: 180_000,
+    });
+    await page
+      .waitForSelector('body[data-backend="wasm"]', { timeout: 30_000 })
+      .catch((error: unknown) => {
+        throw new Error(`${String(error)}\n${consoleLines.join('\n')}`);
+      });
+    const why = (await page.textContent('#backend-why')) ?? '';
+    process.stdout.write(`backend probe: ${why}\n`);
+    // Best first: WASM with its measured rate, and WebGL named as software, whatever its figure.
+    expect(why).toMatch(/^fastest measured on fedavg-cnn: WASM: [\d,.]+ samples\/s; /);
+    expect(why).toMatch(/WebGL \(SwiftShader, software\): /);
+    expect(why).toMatch(/WebGPU( \([^)]*\))?: /);
+    expect(await page.textContent('#backend-name')).toContain('wasm (WebAssembly');
+    const updates = await h.db.rounds.updates(runId, 1);
+    expect(updates).toHaveLength(1);
+    await waitFor(
+      async () => (await roundsShown(page)).some((r) => r.outcome === 'sent'),
+      'the page to show the sent update',
+    );
+    // No round for 3 s: the page says the run has probably finished.
+    await page.waitForSelector('body[data-run="idle"]', { timeout: 30_000 });
+    expect(await page.textContent('#run-state')).toContain('the run has probably finished');
+
+    // The user switches: the worker starts WebGL for the next round.
+    await page.selectOption('#backend-switch', 'webgl');
+    await page.waitForSelector('body[data-backend="webgl"]');
+    expect(await page.textContent('#backend-why')).toMatch(/^chosen by you; measured: WASM/);
+
+    // Leave disconnects cleanly: the coordinator sees the client go.
+    await page.click('#leave');
+    await page.waitForSelector('body[data-state="left"]');
+    await waitFor(() => h.coordinator.registry.list().length === 0, 'the client to leave');
+    expect(await page.isVisible('#join-form')).toBe(true);
+
+    // Join again in the same tab: a new session, not "replaced by another tab".
+    await page.click('#join');
+    await page.waitForSelector('body[data-state="connected"]', { timeout: 60_000 });
+    await waitFor(() => h.coordinator.registry.list().length === 1, 'the client to rejoin');
+    const second = await finishedRun(h, federationId, { rounds: 1 });
+    expect(second.rounds[0]?.participantClientIds).toEqual([token.client.id]);
+    await waitFor(
+      async () => (await roundsShown(page)).some((r) => r.outcome === 'sent'),
+      'the rejoined page to train',
+    );
+    expect(await page.getAttribute('body', 'data-state')).toBe('connected');
+    expect(await page.textContent('#banner')).toBe('');
+    expect(await roundsShown(page)).toHaveLength(1);
+  }, 360_000);
 });

@@ -11,8 +11,9 @@ import wasmPlainUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.w
 import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { BackendPreference } from './messages.js';
+import type { BrowserBackendName } from './probe.js';
 
-export type BrowserBackendName = 'webgpu' | 'webgl' | 'wasm';
+export type { BrowserBackendName } from './probe.js';
 
 export interface BrowserBackend {
   name: BrowserBackendName;
@@ -70,8 +71,9 @@ async function tryBackend(name: BrowserBackendName): Promise<string> {
 }
 
 /**
- * Starts the fastest tfjs backend this browser has: WebGPU, then WebGL, then WebAssembly. An
- * explicit preference (the page's ?backend= parameter) is tried alone and fails with its reason.
+ * Starts a tfjs backend: the named one alone (failing with its reason), or for 'auto' the first
+ * that starts of WebGPU, WebGL, WebAssembly. The page does not use 'auto' here for training: it
+ * measures the candidates first (probe.ts) and names the fastest.
  */
 export async function initBrowserBackend(preference: BackendPreference): Promise<BrowserBackend> {
   const candidates = preference === 'auto' ? AUTO_ORDER : [preference];

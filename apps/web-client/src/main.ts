@@ -1,5 +1,13 @@
 /// <reference lib="dom" />
-import { type ClientObserver, TesseraClient } from '@tessera/client/core';
+import {
+  type ClientObserver,
+  type EvaluateRequest,
+  type LocalTrainer,
+  TesseraClient,
+  type TrainerProgress,
+  type TrainRequest,
+} from '@tessera/client/core';
+import { describeAdapter } from './adapter.js';
 import {
   BACKEND_PREFERENCES,
   type BackendPreference,
@@ -9,6 +17,15 @@ import {
   type ViewEvent,
   type WorkerToPage,
 } from './messages.js';
+import {
+  type AdapterFacts,
+  BACKEND_LABELS,
+  type BrowserBackendName,
+  explainPick,
+  PROBE_CANDIDATES,
+  type ProbeResult,
+  pickBackend,
+} from './probe.js';
 import { WorkerTrainer } from './worker-trainer.js';
 
 // The page: a form, then a view of the session. It holds the connection to the coordinator (the
@@ -42,6 +59,17 @@ const progressText = element<HTMLElement>('progress');
 const timeSpentText = element<HTMLElement>('time-spent');
 const roundsBody = element<HTMLTableElement>('rounds').tBodies[0] as HTMLTableSectionElement;
 const logList = element<HTMLOListElement>('log');
+const backendWhyText = element<HTMLElement>('backend-why');
+const backendSwitch = element<HTMLSelectElement>('backend-switch');
+const runText = element<HTMLElement>('run-state');
+const leaveButton = element<HTMLButtonElement>('leave');
+
+/**
+ * The coordinator does not tell clients that a run ended: after this long without a round the
+ * page says the run has probably finished (the Node client prints its summary at the same point).
+ * ?idle-seconds=N changes it (tests use it).
+ */
+const IDLE_MS = 1000 * (Number(new URLSearchParams(location.search).get('idle-seconds')) || 60);
 
 /**
  * An invitation link carries the coordinator and token in the fragment (#coordinator=..&token=..):
@@ -209,12 +237,44 @@ form.addEventListener('submit', (event) => {
   }
   form.hidden = true;
   session.hidden = false;
+  clearView();
+  over = false;
+  leaveButton.hidden = false;
   start(request, connection);
 });
 
 // ---- the session view -----------------------------------------------------------------------
 
 let trainingMs = 0;
+let idleTimer: ReturnType<typeof setTimeout> | undefined;
+
+function clearView(): void {
+  trainingMs = 0;
+  timeSpentText.textContent = '0.0 s';
+  roundsBody.replaceChildren();
+  logList.replaceChildren();
+  banner.textContent = '';
+  banner.classList.remove('fatal');
+  stateText.textContent = 'starting';
+  backendText.textContent = '-';
+  backendWhyText.textContent = '';
+  dataText.textContent = '-';
+  runText.textContent = 'waiting for a round';
+  progressBar.value = 0;
+  progressText.textContent = 'waiting for a round';
+  backendSwitch.disabled = true;
+  delete document.body.dataset['backend'];
+  delete document.body.dataset['run'];
+}
+
+/** After a round's work: if no new round comes within IDLE_MS, say that the run looks finished. */
+function armIdleTimer(): void {
+  clearTimeout(idleTimer);
+  const generation = currentGeneration;
+  idleTimer = setTimeout(() => {
+    if (generation === currentGeneration) show({ type: 'run-idle', seconds: IDLE_MS / 1000 });
+  }, IDLE_MS);
+}
 
 function log(line: string): void {
   const item = document.createElement('li');
@@ -242,7 +302,11 @@ function setCells(row: HTMLTableRowElement, values: Record<number, string>): voi
 
 const percent = (value: number | null) => (value === null ? '-' : `${(value * 100).toFixed(1)}%`);
 
-/** Once replaced or stopped, the session is over: later events (the socket closing) change nothing. */
+/**
+ * Each Join is a session with its own number; Leave or a fatal end moves past it, so that what
+ * a finished session's connection and worker still report (a socket closing) changes nothing.
+ */
+let currentGeneration = 0;
 let over = false;
 
 function show(message: ViewEvent): void {
@@ -251,7 +315,26 @@ function show(message: ViewEvent): void {
     case 'backend':
       backendText.textContent = `${message.name} (${message.detail})`;
       document.body.dataset['backend'] = message.name;
+      backendSwitch.value = message.name;
+      backendSwitch.disabled = false;
       for (const fallback of message.fallbacks) log(`skipped backend ${fallback}`);
+      break;
+    case 'probing':
+      backendText.textContent = `measuring ${PROBE_CANDIDATES.map((b) => BACKEND_LABELS[b]).join(', ')} on ${message.model}…`;
+      log(`measuring the backends on ${message.model}`);
+      break;
+    case 'backend-chosen':
+      backendText.textContent = `${message.name} (${message.detail})`;
+      backendWhyText.textContent = message.why;
+      document.body.dataset['backend'] = message.name;
+      backendSwitch.value = message.name;
+      backendSwitch.disabled = false;
+      log(`backend ${message.name}: ${message.why}`);
+      break;
+    case 'run-idle':
+      runText.textContent = `no round for ${message.seconds} s: the run has probably finished (the coordinator does not announce the end of a run)`;
+      document.body.dataset['run'] = 'idle';
+      log(runText.textContent);
       break;
     case 'data':
       dataText.textContent = `${message.description}: ${message.train} for training, ${message.holdout} held out`;
@@ -268,6 +351,9 @@ function show(message: ViewEvent): void {
       log(`disconnected: ${message.reason}`);
       break;
     case 'round-started':
+      clearTimeout(idleTimer);
+      runText.textContent = `round ${message.round} in progress`;
+      delete document.body.dataset['run'];
       roundRow(message.round);
       progressBar.value = 0;
       progressText.textContent = `round ${message.round}: ${message.model}, ${message.epochs} epoch(s), batch ${message.batchSize}`;
@@ -293,6 +379,8 @@ function show(message: ViewEvent): void {
         7: String(Math.round(message.samplesPerSecond)),
       });
       log(`round ${message.round}: ${message.detail}`);
+      runText.textContent = `round ${message.round} done; waiting for the next`;
+      armIdleTimer();
       break;
     }
     case 'round-failed': {
@@ -300,10 +388,12 @@ function show(message: ViewEvent): void {
       row.dataset['outcome'] = 'failed';
       setCells(row, { 1: `failed: ${message.reason}` });
       log(`round ${message.round} failed: ${message.reason}`);
+      armIdleTimer();
       break;
     }
     case 'evaluated':
       setCells(roundRow(message.round), { 4: percent(message.accuracy) });
+      armIdleTimer();
       break;
     case 'warning':
       log(message.message);
@@ -311,25 +401,59 @@ function show(message: ViewEvent): void {
     case 'replaced':
       stateText.textContent = 'replaced';
       document.body.dataset['state'] = 'replaced';
-      banner.textContent = `This tab no longer takes part: ${message.message} (another tab or device joined with this token). Close this tab, or reload it to take over again.`;
-      over = true;
-      void stop();
+      banner.textContent = `This tab no longer takes part: ${message.message} (another tab or device joined with this token). Close this tab, or press Join to take over again.`;
+      end();
       break;
     case 'fatal':
       stateText.textContent = 'stopped';
       document.body.dataset['state'] = 'failed';
       banner.classList.add('fatal');
       banner.textContent = `${message.code}: ${message.message}`;
-      over = true;
-      void stop();
+      end();
       break;
   }
 }
 
+/** The session is over (replaced, refused): later events change nothing; Join is offered again. */
+function end(): void {
+  over = true;
+  currentGeneration++;
+  clearTimeout(idleTimer);
+  leaveButton.hidden = true;
+  backendSwitch.disabled = true;
+  form.hidden = false;
+  void stop();
+}
+
+leaveButton.addEventListener('click', () => {
+  leaveButton.disabled = true;
+  stateText.textContent = 'leaving';
+  const leaving = stop();
+  over = true;
+  currentGeneration++;
+  clearTimeout(idleTimer);
+  backendSwitch.disabled = true;
+  leaving
+    .catch((error: unknown) => log(`leaving: ${(error as Error).message}`))
+    .finally(() => {
+      stateText.textContent = 'left: this tab no longer takes part; press Join to take part again';
+      document.body.dataset['state'] = 'left';
+      leaveButton.hidden = true;
+      leaveButton.disabled = false;
+      form.hidden = false;
+    });
+});
+
+/** The user's pick in the session view: the worker switches before its next computation. */
+let switchBackend: (name: BrowserBackendName) => void = () => undefined;
+backendSwitch.addEventListener('change', () => {
+  switchBackend(backendSwitch.value as BrowserBackendName);
+});
+
 /** The session's teardown: closes the connection and the worker (set once they exist). */
 let stop: () => Promise<void> = async () => undefined;
 
-function observer(): ClientObserver {
+function observer(show: (message: ViewEvent) => void): ClientObserver {
   return {
     connected: (w) =>
       show({
@@ -367,14 +491,155 @@ function observer(): ClientObserver {
   };
 }
 
+/** How long one candidate may take to start and finish its probe before it is stopped. */
+const PROBE_CAP_MS = 8_000;
+/** Timed steps per candidate, after one warm-up step. */
+const PROBE_STEPS = 8;
+
+/**
+ * Probes one backend in a worker of its own, so that a candidate that blocks (a long shader
+ * compilation, a driver that hangs) is terminated at the cap instead of holding up the page.
+ */
+function probeOne(
+  backend: BrowserBackendName,
+  model: string,
+  batchSize: number,
+  facts: AdapterFacts,
+  signal: AbortSignal,
+): Promise<ProbeResult> {
+  const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
+  return new Promise<ProbeResult>((resolve) => {
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve({ backend, status: 'failed', reason: 'abandoned: the page left', ...facts });
+    });
+    const timer = setTimeout(
+      () => resolve({ backend, status: 'timed-out', capMs: PROBE_CAP_MS, ...facts }),
+      PROBE_CAP_MS,
+    );
+    worker.addEventListener('message', (event: MessageEvent<WorkerToPage>) => {
+      if (event.data.type === 'probed') {
+        clearTimeout(timer);
+        resolve({ ...event.data.result, ...facts });
+      }
+    });
+    worker.addEventListener('error', (event) => {
+      clearTimeout(timer);
+      const reason = event.message || 'the probe worker failed';
+      resolve({ backend, status: 'failed', reason, ...facts });
+    });
+    const probe: PageToWorker = { type: 'probe', backend, model, batchSize, steps: PROBE_STEPS };
+    worker.postMessage(probe);
+  }).finally(() => worker.terminate());
+}
+
+/**
+ * The page's trainer: the worker's, with the backend chosen first. With 'auto' the first round's
+ * model (the task's) is timed on each candidate (one after the other, so they do not compete for
+ * the cores) and the fastest is started; the user can switch at any time after.
+ */
+class ChoosingTrainer implements LocalTrainer {
+  private chosen: Promise<void> | null;
+  private measured: ProbeResult[] = [];
+  /** Leave stops a probe at once rather than after every candidate had its turn. */
+  private readonly leaving = new AbortController();
+
+  constructor(
+    private readonly inner: WorkerTrainer,
+    preferenceStarted: boolean,
+    private readonly generation: number,
+  ) {
+    this.chosen = preferenceStarted ? Promise.resolve() : null;
+  }
+
+  get numExamples(): number {
+    return this.inner.numExamples;
+  }
+
+  get numHoldout(): number {
+    return this.inner.numHoldout;
+  }
+
+  async train(request: TrainRequest, onProgress: (progress: TrainerProgress) => void) {
+    await this.choose(request.model.name, request.config.batchSize);
+    return this.inner.train(request, onProgress);
+  }
+
+  async evaluate(request: EvaluateRequest) {
+    await this.choose(request.model.name, request.batchSize);
+    return this.inner.evaluate(request);
+  }
+
+  dispose(): void {
+    this.inner.dispose();
+  }
+
+  /** The page is leaving: a probe in progress stops now (its round is abandoned anyway). */
+  abandon(): void {
+    this.leaving.abort();
+  }
+
+  /** The user's choice: the worker starts it before its next computation. */
+  switchTo(name: BrowserBackendName): void {
+    this.chosen = (this.chosen ?? Promise.resolve()).then(async () => {
+      const started = await this.inner.useBackend(name);
+      const measured = this.measured.length > 0 ? `; measured: ${explainPick(this.measured)}` : '';
+      this.report({ ...started, why: `chosen by you${measured}` });
+    });
+  }
+
+  private choose(model: string, batchSize: number): Promise<void> {
+    this.chosen ??= this.probe(model, batchSize);
+    // A failed choice is retried at the next round rather than remembered.
+    return this.chosen.catch((error: unknown) => {
+      this.chosen = null;
+      throw error;
+    });
+  }
+
+  private async probe(model: string, batchSize: number): Promise<void> {
+    if (this.generation === currentGeneration) show({ type: 'probing', model });
+    // Read every device before timing any: GPU work a stopped probe left queued (SwiftShader
+    // runs it in the browser's GPU process) can delay the next candidate's context by seconds.
+    const devices = await Promise.all(
+      PROBE_CANDIDATES.map((backend) =>
+        describeAdapter(backend).catch(() => ({ adapter: null, software: false })),
+      ),
+    );
+    const results: ProbeResult[] = [];
+    for (const [index, backend] of PROBE_CANDIDATES.entries()) {
+      const facts = devices[index] ?? { adapter: null, software: false };
+      results.push(await probeOne(backend, model, batchSize, facts, this.leaving.signal));
+      if (this.leaving.signal.aborted) throw new Error('left before a backend was chosen');
+    }
+    this.measured = results;
+    const pick = pickBackend(results);
+    if (pick === null) {
+      throw new Error(`no backend could train ${model} here: ${explainPick(results)}`);
+    }
+    const started = await this.inner.useBackend(pick);
+    this.report({ ...started, why: `fastest measured on ${model}: ${explainPick(results)}` });
+  }
+
+  private report(chosen: { name: string; detail: string; why: string }): void {
+    if (this.generation === currentGeneration) show({ type: 'backend-chosen', ...chosen });
+  }
+}
+
 function start(
   request: Extract<PageToWorker, { type: 'load' }>,
   connection: { coordinatorUrl: string; token: string },
 ): void {
+  const generation = currentGeneration;
+  const current = (message: ViewEvent) => {
+    if (generation === currentGeneration) show(message);
+  };
   const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
   stop = async () => worker.terminate();
-  let backendName = 'unknown';
-  const fail = (code: string, message: string) => show({ type: 'fatal', code, message });
+  switchBackend = () => undefined;
+  // With 'auto' the backend is measured at the first round; the hello says so.
+  let backendName = request.backend === 'auto' ? 'auto' : 'unknown';
+  const fail = (code: string, message: string) => current({ type: 'fatal', code, message });
   worker.addEventListener('error', (event) => {
     fail('INTERNAL', event.message || 'the training worker failed to start');
   });
@@ -383,21 +648,30 @@ function start(
     switch (message.type) {
       case 'backend':
         backendName = message.name;
-        show(message);
+        current(message);
         break;
       case 'load-failed':
         fail(message.code, message.message);
         break;
       case 'loaded': {
-        show({ ...message, type: 'data' });
+        current({ ...message, type: 'data' });
+        const trainer = new ChoosingTrainer(
+          new WorkerTrainer(worker, message.train, message.holdout),
+          request.backend !== 'auto',
+          generation,
+        );
+        switchBackend = (name) => trainer.switchTo(name);
         const client = new TesseraClient({
           ...connection,
           identity: { name: 'tessera-web-client', version: '0.1.0', runtime: 'browser' },
           backend: backendName,
-          trainer: new WorkerTrainer(worker, message.train, message.holdout),
-          observer: observer(),
+          trainer,
+          observer: observer(current),
         });
-        stop = () => client.close();
+        stop = () => {
+          trainer.abandon();
+          return client.close();
+        };
         client.connect().catch((error: unknown) => {
           const code = (error as { code?: unknown }).code;
           fail(typeof code === 'string' ? code : 'INTERNAL', (error as Error).message);

@@ -9,6 +9,7 @@ import type {
   TrainOutcome,
   TrainRequest,
 } from '@tessera/client/core';
+import type { BrowserBackendName, ProbeResult } from './probe.js';
 
 export type BackendPreference = 'auto' | 'webgpu' | 'webgl' | 'wasm';
 export const BACKEND_PREFERENCES: readonly BackendPreference[] = [
@@ -39,11 +40,20 @@ export type PageToWorker =
       /** Where the page was served from, to find the bundled assets (sample, .wasm files). */
       assetBase: string;
     }
+  /**
+   * A probe worker's only job: start `backend`, time a few training steps of `model` on random
+   * data of its input shape, answer 'probed'. The page terminates it after (or at its time cap).
+   */
+  | { type: 'probe'; backend: BrowserBackendName; model: string; batchSize: number; steps: number }
+  /** Train on this backend from the next computation on (after a probe, or the user's switch). */
+  | { type: 'use-backend'; id: number; backend: BrowserBackendName }
   | { type: 'train'; id: number; request: TrainRequest }
   | { type: 'evaluate'; id: number; request: EvaluateRequest };
 
 export type WorkerToPage =
   | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
+  | { type: 'backend-set'; id: number; name: BrowserBackendName; detail: string }
+  | { type: 'probed'; result: ProbeResult }
   | { type: 'loaded'; description: string; train: number; holdout: number; classes: string[] }
   | { type: 'load-failed'; code: string; message: string }
   | { type: 'progress'; id: number; progress: TrainerProgress }
@@ -66,6 +76,10 @@ export interface RoundOutcome {
 /** What the page shows: from the worker (backend, data) and from the client (the rest). */
 export type ViewEvent =
   | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
+  | { type: 'probing'; model: string }
+  /** The backend chosen by measurement (or by the user), with the figures behind the choice. */
+  | { type: 'backend-chosen'; name: string; detail: string; why: string }
+  | { type: 'run-idle'; seconds: number }
   | { type: 'data'; description: string; train: number; holdout: number; classes: string[] }
   | { type: 'connected'; organisation: string; clientId: string; federationId: string }
   | { type: 'disconnected'; reason: string }

@@ -7,9 +7,13 @@ import type {
   TrainRequest,
 } from '@tessera/client/core';
 import type { PageToWorker, WorkerToPage } from './messages.js';
+import type { BrowserBackendName } from './probe.js';
+
+type BackendSet = { name: BrowserBackendName; detail: string };
+type Answer = TrainOutcome | EvaluateOutcome | BackendSet;
 
 type Pending = {
-  resolve(outcome: TrainOutcome | EvaluateOutcome): void;
+  resolve(outcome: Answer): void;
   reject(error: Error): void;
   onProgress?: (progress: TrainerProgress) => void;
 };
@@ -45,6 +49,8 @@ export class WorkerTrainer implements LocalTrainer {
       }
       this.pending.delete(message.id);
       if (message.type === 'failed') pending.reject(new Error(message.message));
+      else if (message.type === 'backend-set')
+        pending.resolve({ name: message.name, detail: message.detail });
       else pending.resolve(message.outcome);
     });
   }
@@ -63,6 +69,14 @@ export class WorkerTrainer implements LocalTrainer {
     ]) as Promise<EvaluateOutcome>;
   }
 
+  /** Starts `backend` in the worker; computations sent after this one run on it. */
+  useBackend(backend: BrowserBackendName): Promise<BackendSet> {
+    return this.call(
+      { type: 'use-backend', id: this.nextId++, backend },
+      [],
+    ) as Promise<BackendSet>;
+  }
+
   dispose(): void {
     this.worker.terminate();
     for (const pending of this.pending.values()) pending.reject(new Error('the worker stopped'));
@@ -73,7 +87,7 @@ export class WorkerTrainer implements LocalTrainer {
     message: Extract<PageToWorker, { id: number }>,
     transfer: Transferable[],
     onProgress?: (progress: TrainerProgress) => void,
-  ): Promise<TrainOutcome | EvaluateOutcome> {
+  ): Promise<Answer> {
     return new Promise((resolve, reject) => {
       this.pending.set(message.id, { resolve, reject, ...(onProgress ? { onProgress } : {}) });
       this.worker.postMessage(message, transfer);

@@ -1,10 +1,12 @@
 /// <reference lib="dom" />
 import { TfjsTrainer } from '@tessera/client';
 import { type Examples, splitHoldout } from '@tessera/data';
+import { createModel, modelSpec, readFlatWeights, trainLocal } from '@tessera/ml';
 import { TesseraError } from '@tessera/protocol';
 import { initBrowserBackend } from './backend.js';
 import { loadLocalExamples } from './local-data.js';
 import type { PageToWorker, WorkerToPage } from './messages.js';
+import type { BrowserBackendName, ProbeResult } from './probe.js';
 
 // The Web Worker: it decodes and holds the examples and trains the model, with the same trainer as
 // the Node client (@tessera/client's TfjsTrainer), so training never blocks the page. It answers
@@ -34,10 +36,17 @@ function select(source: Examples, indices: Uint32Array): Examples {
 }
 
 let trainer: Promise<TfjsTrainer> | null = null;
+/** Set once a backend is started: at load when the user named one, else after the page's probe. */
+let backendReady = false;
 
 async function load(request: Extract<PageToWorker, { type: 'load' }>): Promise<TfjsTrainer> {
-  const backend = await initBrowserBackend(request.backend);
-  post({ type: 'backend', ...backend });
+  // 'auto' starts nothing yet: the page measures the candidates on the task's model (known at
+  // the first round) and then names one (use-backend).
+  if (request.backend !== 'auto') {
+    const backend = await initBrowserBackend(request.backend);
+    backendReady = true;
+    post({ type: 'backend', ...backend });
+  }
   const local = await loadLocalExamples(request.data, request.assetBase);
   const all = Uint32Array.from({ length: local.examples.count }, (_, i) => i);
   const { train, holdout } = splitHoldout(all, request.holdoutFraction, HOLDOUT_SEED);
@@ -61,7 +70,63 @@ function failure(error: unknown): { code: string; message: string } {
   };
 }
 
+/**
+ * Times `steps` training steps of the model on random data of its input shape, after one warm-up
+ * step (shader compilation, kernel set-up), each phase ending with a read of the weights so that
+ * queued GPU work is counted.
+ */
+async function probe(message: Extract<PageToWorker, { type: 'probe' }>): Promise<ProbeResult> {
+  const { backend } = message;
+  try {
+    await initBrowserBackend(backend);
+    const spec = modelSpec(message.model);
+    const count = message.batchSize * message.steps;
+    const examples = {
+      x: Float32Array.from({ length: count * spec.featureSize }, () => Math.random()),
+      y: Uint8Array.from({ length: count }, (_, i) => i % spec.numClasses),
+      count,
+    };
+    const model = createModel(spec.name, { seed: 0 });
+    const options = { epochs: 1, batchSize: message.batchSize, learningRate: 0.01, seed: 1 };
+    const warmup = {
+      x: examples.x.subarray(0, message.batchSize * spec.featureSize),
+      y: examples.y.subarray(0, message.batchSize),
+      count: message.batchSize,
+    };
+    await trainLocal(model, warmup, options);
+    await readFlatWeights(model);
+    const started = performance.now();
+    await trainLocal(model, examples, options);
+    await readFlatWeights(model);
+    const seconds = Math.max((performance.now() - started) / 1000, 1e-6);
+    model.dispose();
+    // The page adds what it read of the device (adapter.ts) before the probes began.
+    return {
+      backend,
+      status: 'measured',
+      samplesPerSecond: count / seconds,
+      adapter: null,
+      software: false,
+    };
+  } catch (error) {
+    const reason = failure(error).message.split('\n')[0] ?? '';
+    return { backend, status: 'failed', reason };
+  }
+}
+
+async function useBackend(id: number, backend: BrowserBackendName): Promise<void> {
+  const started = await initBrowserBackend(backend);
+  backendReady = true;
+  // Models built on the previous backend are rebuilt on this one at the next round.
+  (await trainer)?.dispose();
+  post({ type: 'backend-set', id, name: started.name, detail: started.detail });
+}
+
 async function handle(message: PageToWorker): Promise<void> {
+  if (message.type === 'probe') {
+    post({ type: 'probed', result: await probe(message) });
+    return;
+  }
   if (message.type === 'load') {
     if (trainer) return;
     trainer = load(message);
@@ -70,8 +135,14 @@ async function handle(message: PageToWorker): Promise<void> {
   }
   const { id } = message;
   try {
+    if (message.type === 'use-backend') {
+      await useBackend(id, message.backend);
+      return;
+    }
     if (!trainer) throw new Error('the worker was asked to compute before it loaded data');
     const ready = await trainer;
+    if (!backendReady)
+      throw new Error('the worker was asked to compute before a backend was chosen');
     if (message.type === 'train') {
       const outcome = await ready.train(message.request, (progress) =>
         post({ type: 'progress', id, progress }),

@@ -1,13 +1,15 @@
 import { useEffect, useRef, useState } from 'react';
 import { api, type Prediction } from '../api.js';
 import { ErrorBanner } from '../ui.js';
+import { drawingToMnist, rgbaToGrayscale } from './mnist-drawing.js';
 
 const SIZE = 280;
 
 /**
  * "Try the model": draw a digit (white on black, like MNIST) and the run's global model
- * classifies it. The canvas goes to the predict endpoint as a PNG, which the coordinator
- * crops, scales to 28x28 and centres the way MNIST digits are.
+ * classifies it. The drawing is prepared here as MNIST's digits were made (mnist-drawing.ts:
+ * the ink's box scaled into 20x20, centred by mass in 28x28) and sent as the 784 values the
+ * model reads; a blank canvas is not sent.
  */
 export function TryModel(props: { runId: string; latestRound: number }) {
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -23,6 +25,7 @@ export function TryModel(props: { runId: string; latestRound: number }) {
     context.fillStyle = '#000';
     context.fillRect(0, 0, SIZE, SIZE);
     setPrediction(null);
+    setError(null);
   };
   useEffect(clear, []);
 
@@ -50,19 +53,21 @@ export function TryModel(props: { runId: string; latestRound: number }) {
   };
 
   const predict = async () => {
-    const element = canvas.current;
-    if (!element) return;
-    setBusy(true);
+    const context = canvas.current?.getContext('2d');
+    if (!context) return;
     setError(null);
+    const drawn = context.getImageData(0, 0, SIZE, SIZE);
+    const pixels = drawingToMnist(rgbaToGrayscale(drawn.data, SIZE, SIZE));
+    if (!pixels) {
+      setPrediction(null);
+      setError('Draw a digit first: the canvas is blank.');
+      return;
+    }
+    setBusy(true);
     try {
-      const png = await new Promise<Blob>((resolve, reject) =>
-        element.toBlob(
-          (blob) => (blob ? resolve(blob) : reject(new Error('canvas is empty'))),
-          'image/png',
-        ),
-      );
       const query = round === 'latest' ? '' : `?round=${round}`;
-      setPrediction(await api<Prediction>('POST', `/runs/${props.runId}/predict${query}`, png));
+      const body = { pixels: Array.from(pixels) };
+      setPrediction(await api<Prediction>('POST', `/runs/${props.runId}/predict${query}`, body));
     } catch (cause) {
       setError((cause as Error).message);
     } finally {
