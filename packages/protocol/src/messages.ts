@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isStorableText } from './admin-api.js';
 import { ErrorCode, TesseraError } from './errors.js';
 import { WIRE_LIMITS } from './limits.js';
 
@@ -7,16 +8,6 @@ import { WIRE_LIMITS } from './limits.js';
  * in are parsed with `parseFrame` before they touch any state; docs/protocol.md describes the
  * same shapes for implementers in other languages.
  */
-
-/**
- * Text that Postgres stores as given: no NUL (TEXT refuses it) and no unpaired UTF-16 surrogate
- * (it has no UTF-8 encoding).
- */
-const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-export function isStorableText(value: string): boolean {
-  return !value.includes('\u0000') && !UNPAIRED_SURROGATE.test(value);
-}
 
 const text = (maxLength: number) =>
   z
