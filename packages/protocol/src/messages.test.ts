@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { isStorableText } from './admin-api.js';
 import { ErrorCode, TesseraError } from './errors.js';
 import {
   evaluateReplySchema,
   helloSchema,
-  isStorableText,
   parseFrame,
   progressSchema,
   trainReplySchema,
