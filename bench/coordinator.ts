@@ -7,6 +7,7 @@
  *   npm run bench:coordinator
  *
  *   npm run bench:coordinator -- --repeats 31 --clients 4 --rounds 3   (the defaults)
+ *   npm run bench:coordinator -- --database-url postgresql://...       (PostgreSQL, not PGlite)
  *
  * Updates received = clients x rounds (every client is in every round).
  */
@@ -39,6 +40,9 @@ const { values: args } = parseArgs({
     repeats: { type: 'string', default: '31' },
     clients: { type: 'string', default: '4' },
     rounds: { type: 'string', default: '3' },
+    // PostgreSQL (e.g. postgresql://postgres@127.0.0.1:5432/bench); default: PGlite, which runs
+    // in the coordinator's own thread, so its commits show up in the event-loop lag.
+    'database-url': { type: 'string' },
   },
 });
 const REPEATS = Number(args.repeats);
@@ -91,10 +95,23 @@ const sum = new WeightedSum(PARAMS);
 
 // ws masks (client) and unmasks (server) every frame's payload: with `bufferutil` natively.
 const requireFromWs = createRequire(createRequire(import.meta.url).resolve('ws'));
-const wsBufferUtil = requireFromWs('./lib/buffer-util.js') as {
+interface WsBufferUtil {
   mask(source: Buffer, mask: Buffer, output: Buffer, offset: number, length: number): void;
   unmask(buffer: Buffer, mask: Buffer): void;
-};
+}
+const wsBufferUtilPath = requireFromWs.resolve('./lib/buffer-util.js');
+// ws's own JavaScript loop, as it runs without bufferutil: a second copy of its module, loaded
+// with ws's documented opt-out set.
+// (ws is loaded already, by the coordinator's imports: the copy in use is the cached one.)
+const wsBufferUtil = requireFromWs(wsBufferUtilPath) as WsBufferUtil;
+const wsBufferUtilModule = requireFromWs.cache[wsBufferUtilPath];
+delete requireFromWs.cache[wsBufferUtilPath];
+process.env['WS_NO_BUFFER_UTIL'] = '1';
+const wsFallback = requireFromWs(wsBufferUtilPath) as WsBufferUtil;
+// biome-ignore lint/suspicious/noUndeclaredEnvVars: ws's own opt-out, read by ws, not by a task
+delete process.env['WS_NO_BUFFER_UTIL'];
+requireFromWs.cache[wsBufferUtilPath] = wsBufferUtilModule;
+if (wsFallback === wsBufferUtil) throw new Error('could not load ws without bufferutil');
 const bufferutil = (() => {
   try {
     return requireFromWs.resolve('bufferutil');
@@ -110,12 +127,16 @@ const steps: Array<{ step: string; ms: number }> = [];
 const memcpyMs = time(() => copy.set(bytes));
 steps.push({ step: 'memcpy of the update bytes', ms: memcpyMs });
 steps.push({
-  step: 'ws mask (client side)',
+  step: 'ws mask (client side, as ws loads it)',
   ms: time(() => wsBufferUtil.mask(wsPayload, maskKey, wsOutput, 0, wsPayload.byteLength)),
 });
 steps.push({
-  step: 'ws unmask (coordinator side)',
+  step: 'ws unmask (coordinator side, as ws loads it)',
   ms: time(() => wsBufferUtil.unmask(wsOutput, maskKey)),
+});
+steps.push({
+  step: 'ws unmask, JavaScript fallback (no bufferutil)',
+  ms: time(() => wsFallback.unmask(wsOutput, maskKey)),
 });
 steps.push({
   step: 'pre-scan of the frame (scanMsgpack)',
@@ -156,7 +177,9 @@ async function receiveUpdates(): Promise<{
   lagMs: { p50: number; p99: number; max: number };
 }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
-  const db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
+  const db = await openDatabase(
+    args['database-url'] ? { url: args['database-url'] } : { dataDir: join(dataDir, 'pglite') },
+  );
   const coordinator = await Coordinator.start({
     centralEvaluation: false,
     db,
