@@ -2,6 +2,7 @@ import { createMsgpackParser } from '@tessera/protocol';
 import { useEffect, useSyncExternalStore } from 'react';
 import { io, type Socket } from 'socket.io-client';
 import { notifyUnauthorized, type Round, type Run } from './api.js';
+import { applyClientsDelta, type ClientsDelta } from './clients-delta.js';
 
 /** A connected client as the `/admin` namespace pushes it. */
 export interface LiveClient {
@@ -93,7 +94,10 @@ export function connectLive(): void {
       openRounds: Object.fromEntries(snapshot.openRounds.map((round) => [round.runId, round])),
     });
   });
-  socket.on('clients', (clients: LiveClient[]) => update({ clients }));
+  // The list comes whole once (snapshot), then as throttled deltas by client id.
+  socket.on('clients-delta', (delta: ClientsDelta<LiveClient>) =>
+    update({ clients: applyClientsDelta(state.clients, delta) }),
+  );
   const openRound = (round: OpenRound) =>
     update({ openRounds: { ...state.openRounds, [round.runId]: round } });
   socket.on('round-started', openRound);

@@ -5,10 +5,12 @@ import { z } from 'zod';
 import type { Coordinator } from '../coordinator.js';
 import type { ClientSession } from '../registry.js';
 import { type AuthOptions, type Principal, requireAdmin, resolvePrincipal } from './auth.js';
+import { type ClientRow, type ClientsDelta, LiveClientList } from './client-feed.js';
 import type { RunControl } from './run-control.js';
 
 /** A connected client as the console shows it (no connection ids). */
 export type ClientView = Omit<ClientSession, 'connectionId'>;
+export type { ClientRow, ClientsDelta } from './client-feed.js';
 
 export interface OpenRoundView {
   runId: string;
@@ -23,8 +25,9 @@ export interface OpenRoundView {
 
 /** What the coordinator pushes to the console on the `/admin` namespace. */
 export interface AdminServerEvents {
-  snapshot: (state: { clients: ClientView[]; openRounds: OpenRoundView[] }) => void;
-  clients: (clients: ClientView[]) => void;
+  snapshot: (state: { clients: ClientRow[]; openRounds: OpenRoundView[] }) => void;
+  /** What changed in the client list since the last frame (at most one per CLIENTS_INTERVAL_MS). */
+  'clients-delta': (delta: ClientsDelta) => void;
   'round-started': (round: OpenRoundView) => void;
   'round-progress': (round: OpenRoundView) => void;
   'round-committed': (event: { runId: string; round: number; record: unknown }) => void;
@@ -68,8 +71,10 @@ function plain<T>(value: T): unknown {
   return JSON.parse(JSON.stringify(value));
 }
 
-/** How often per-client training progress is pushed while a round is open. */
+/** How often per-client training progress is looked at while a round is open. */
 const PROGRESS_INTERVAL_MS = 1000;
+/** At most one client-list delta (and round-progress push) per this many milliseconds. */
+export const CLIENTS_INTERVAL_MS = 250;
 /** How often the feeds' sessions are checked for expiry. */
 const SESSION_CHECK_MS = 60_000;
 
@@ -82,7 +87,11 @@ const SESSION_CHECK_MS = 60_000;
 export class AdminFeed {
   private readonly nsp: AdminNamespace;
   private readonly openRounds = new Map<string, Omit<OpenRoundView, 'replied'>>();
+  /** The last round-progress sent per run, as JSON: unchanged progress is not sent again. */
+  private readonly sentProgress = new Map<string, string>();
   private readonly timer: NodeJS.Timeout;
+  /** The connected-client list, as throttled deltas: nothing is built while nobody listens. */
+  readonly clientList: LiveClientList;
 
   constructor(
     io: Server,
@@ -122,13 +131,20 @@ export class AdminFeed {
     });
     this.nsp.on('connection', (socket) => this.onConnection(socket));
 
-    const { registry } = coordinator;
-    registry.on('change', () => {
-      this.nsp.emit('clients', this.clients());
-      for (const runId of this.openRounds.keys()) this.pushProgress(runId);
+    this.clientList = new LiveClientList({
+      registry: coordinator.registry,
+      intervalMs: CLIENTS_INTERVAL_MS,
+      listeners: () => this.nsp.sockets.size,
+      send: (delta) => this.nsp.emit('clients-delta', delta),
+      afterFlush: () => {
+        for (const runId of this.openRounds.keys()) this.pushProgress(runId);
+      },
     });
     coordinator.on('round-started', async (event) => {
       const startedAt = new Date();
+      // The selected clients just got their tasks (no registry event): a round is rare, so
+      // the consoles see the tasks now, even when the round ends within one frame interval.
+      if (this.nsp.sockets.size > 0) this.clientList.flush();
       // Runs resumed at start-up never went through runChanged: read their config once.
       let run = this.runConfigs.get(event.runId);
       if (!run) {
@@ -144,12 +160,17 @@ export class AdminFeed {
         startedAt: startedAt.toISOString(),
         deadlineAt: new Date(startedAt.getTime() + deadlineMs).toISOString(),
       });
+      if (this.nsp.sockets.size === 0) return;
       const view = this.roundView(event.runId);
-      if (view) this.nsp.emit('round-started', view);
-      this.nsp.emit('clients', this.clients());
+      if (view) {
+        this.sentProgress.set(event.runId, JSON.stringify(view));
+        this.nsp.emit('round-started', view);
+      }
+      this.clientList.changed();
     });
     coordinator.on('round-committed', (event) => {
       this.openRounds.delete(event.runId);
+      this.sentProgress.delete(event.runId);
       this.nsp.emit(
         'round-committed',
         plain(event) as Parameters<AdminServerEvents['round-committed']>[0],
@@ -163,13 +184,12 @@ export class AdminFeed {
     });
     coordinator.on('run-finished', (event) => {
       this.openRounds.delete(event.runId);
+      this.sentProgress.delete(event.runId);
       void this.runChanged(event.runId);
     });
-    // Training progress changes without registry events: push it while rounds are open.
+    // Training progress changes without registry events: look at it while rounds are open.
     this.timer = setInterval(() => {
-      if (this.openRounds.size === 0 || this.nsp.sockets.size === 0) return;
-      for (const runId of this.openRounds.keys()) this.pushProgress(runId);
-      this.nsp.emit('clients', this.clients());
+      if (this.openRounds.size > 0) this.clientList.changed();
     }, PROGRESS_INTERVAL_MS);
     this.timer.unref();
     // Sessions end without a logout too (expiry, a disabled account): close their feeds.
@@ -178,6 +198,7 @@ export class AdminFeed {
     io.httpServer?.once('close', () => {
       clearInterval(this.timer);
       clearInterval(sessionCheck);
+      this.clientList.close();
     });
   }
 
@@ -216,12 +237,6 @@ export class AdminFeed {
     }
   }
 
-  private clients(): ClientView[] {
-    return plain(
-      this.coordinator.registry.list().map(({ connectionId: _c, ...session }) => session),
-    ) as ClientView[];
-  }
-
   private roundView(runId: string): OpenRoundView | undefined {
     const open = this.openRounds.get(runId);
     if (!open) return undefined;
@@ -235,12 +250,19 @@ export class AdminFeed {
 
   private pushProgress(runId: string): void {
     const view = this.roundView(runId);
-    if (view) this.nsp.emit('round-progress', view);
+    if (!view) return;
+    const text = JSON.stringify(view);
+    if (this.sentProgress.get(runId) === text) return;
+    this.sentProgress.set(runId, text);
+    this.nsp.emit('round-progress', view);
   }
 
   private onConnection(socket: AdminSocket): void {
+    // The others first get what changed up to now, so that all consoles share one baseline.
+    const { rows, delta } = this.clientList.subscribe(this.nsp.sockets.size > 1);
+    if (delta) this.nsp.except(socket.id).emit('clients-delta', delta);
     socket.emit('snapshot', {
-      clients: this.clients(),
+      clients: rows,
       openRounds: [...this.openRounds.keys()].flatMap((runId) => {
         const view = this.roundView(runId);
         return view ? [view] : [];
