@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { isStorableText } from './admin-api.js';
 import { ErrorCode, TesseraError } from './errors.js';
 import {
   evaluateReplySchema,

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { isStorableText } from './admin-api.js';
 import { ErrorCode, TesseraError } from './errors.js';
 import { WIRE_LIMITS } from './limits.js';
 import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from './text.js';
