@@ -1,24 +1,18 @@
 import {
   type Ack,
-  type ClientToServerEvents,
-  createMsgpackParser,
   ErrorCode,
   PROTOCOL_VERSION,
-  type ServerToClientEvents,
   type TrainInstruction,
   type WireError,
   weightsToBytes,
 } from '@tessera/protocol';
-import { io, type Socket } from 'socket.io-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-
-type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+import { type ClientSocket, closeRawSockets, connectRaw as connect } from './raw-client.js';
 
 let harness: Harness | undefined;
-const sockets: ClientSocket[] = [];
 afterEach(async () => {
-  for (const socket of sockets.splice(0)) socket.disconnect();
+  closeRawSockets();
   await harness?.dispose();
   harness = undefined;
 });
@@ -30,23 +24,6 @@ const client = {
   backend: 'none',
   numExamples: 1,
 } as const;
-
-/** Connects like a client written from docs/protocol.md would, and reports how the handshake ended. */
-function connect(url: string, auth: Record<string, unknown>) {
-  const socket: ClientSocket = io(url, {
-    parser: createMsgpackParser(),
-    auth,
-    transports: ['websocket'],
-    reconnection: false,
-  });
-  sockets.push(socket);
-  return new Promise<{ socket: ClientSocket; error?: WireError }>((resolve) => {
-    socket.on('welcome', () => resolve({ socket }));
-    socket.on('connect_error', (error: Error & { data?: WireError }) =>
-      resolve({ socket, ...(error.data ? { error: error.data } : {}) }),
-    );
-  });
-}
 
 const send = (socket: ClientSocket, event: 'update' | 'evaluation', frame: unknown) =>
   socket.timeout(10_000).emitWithAck(event, frame) as Promise<Ack>;

@@ -4,8 +4,6 @@ import {
   type Ack,
   AUTH_DEADLINE_MS,
   CLIENT_FRAME_LIMITS,
-  type ClientToServerEvents,
-  createMsgpackParser,
   DEFAULT_MAX_FRAME_BYTES,
   ErrorCode,
   type EvaluateInstruction,
@@ -14,16 +12,15 @@ import {
   PRE_AUTH_MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   type RoundClosed,
-  type ServerToClientEvents,
   TRANSPORT_MARGIN_BYTES,
   type TrainInstruction,
   WIRE_LIMITS,
   type WireError,
 } from '@tessera/protocol';
 import { Packr } from 'msgpackr';
-import { io, type Socket } from 'socket.io-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Harness, startHarness, waitFor } from './harness.js';
+import { closeRawSockets, openRawSocket } from './raw-client.js';
 
 /**
  * docs/protocol.md §12 (the worked example), replayed against a real coordinator: every frame
@@ -31,8 +28,6 @@ import { type Harness, startHarness, waitFor } from './harness.js';
  * coordinator sends or that the example's client sends, and every frame the replay labels must
  * be in the document, so the text cannot drift from the code.
  */
-
-type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
 const plain = new Packr({ useRecords: false });
 const doc = readFileSync(fileURLToPath(new URL('../docs/protocol.md', import.meta.url)), 'utf8');
@@ -50,22 +45,15 @@ function documentedFrames(): Map<string, number> {
 }
 
 let harness: Harness | undefined;
-const sockets: ClientSocket[] = [];
 afterEach(async () => {
-  for (const socket of sockets.splice(0)) socket.disconnect();
+  closeRawSockets();
   await harness?.dispose();
   harness = undefined;
 });
 
 /** A socket.io client that records the size of every Engine.IO packet it sends and receives. */
 function recordingClient(url: string, auth: Record<string, unknown>) {
-  const socket: ClientSocket = io(url, {
-    parser: createMsgpackParser(),
-    auth,
-    transports: ['websocket'],
-    reconnection: false,
-  });
-  sockets.push(socket);
+  const socket = openRawSocket(url, auth);
   const received: number[] = [];
   const sent: number[] = [];
   /** Last size received per event name, or per packet type for other packets. */

@@ -1,23 +1,17 @@
 import {
   type Ack,
-  type ClientToServerEvents,
-  createMsgpackParser,
   ErrorCode,
   PROTOCOL_VERSION,
-  type ServerToClientEvents,
   type TrainInstruction,
   type WireError,
 } from '@tessera/protocol';
-import { io, type Socket } from 'socket.io-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-
-type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+import { closeRawSockets, connectRaw } from './raw-client.js';
 
 let harness: Harness | undefined;
-const sockets: ClientSocket[] = [];
 afterEach(async () => {
-  for (const socket of sockets.splice(0)) socket.disconnect();
+  closeRawSockets();
   await harness?.dispose();
   harness = undefined;
 });
@@ -32,21 +26,8 @@ const client = {
   numHoldout: 0,
 } as const;
 
-function connect(url: string, token: string) {
-  const socket: ClientSocket = io(url, {
-    parser: createMsgpackParser(),
-    auth: { token, protocolVersion: PROTOCOL_VERSION, client },
-    transports: ['websocket'],
-    reconnection: false,
-  });
-  sockets.push(socket);
-  return new Promise<{ socket: ClientSocket; error?: WireError }>((resolve) => {
-    socket.on('welcome', () => resolve({ socket }));
-    socket.on('connect_error', (error: Error & { data?: WireError }) =>
-      resolve({ socket, ...(error.data ? { error: error.data } : {}) }),
-    );
-  });
-}
+const connect = (url: string, token: string) =>
+  connectRaw(url, { token, protocolVersion: PROTOCOL_VERSION, client });
 
 describe('revoking a client token', () => {
   it('closes its live connection at once and drops it from the open round; nothing of it is stored', async () => {

@@ -6,8 +6,6 @@ import { MODEL_NAMES, modelSpec } from '@tessera/ml';
 import {
   type Ack,
   AUTH_DEADLINE_MS,
-  type ClientToServerEvents,
-  createMsgpackParser,
   DEFAULT_MAX_FRAME_BYTES,
   ErrorCode,
   type EvaluateInstruction,
@@ -15,18 +13,15 @@ import {
   HANDSHAKE_RATE_LIMITS,
   PacketType,
   PROTOCOL_VERSION,
-  type ServerToClientEvents,
   TRANSPORT_MARGIN_BYTES,
   type TrainInstruction,
-  type Welcome,
   WIRE_LIMITS,
-  type WireError,
   weightsToBytes,
 } from '@tessera/protocol';
-import { io, type Socket } from 'socket.io-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
+import { type ClientSocket, closeRawSockets, connectRaw as connect } from './raw-client.js';
 
 /**
  * Limits before trust (issue 12): values bounded at the decoder, frames bounded before the
@@ -34,13 +29,10 @@ import { createFederation, type Harness, quickRun, startHarness, waitFor } from 
  * transport refusals (bad EIO, polling). A real coordinator on port 0; raw Socket.IO clients.
  */
 
-type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
-
 let harness: Harness | undefined;
-const sockets: ClientSocket[] = [];
 const raw: WebSocket[] = [];
 afterEach(async () => {
-  for (const socket of sockets.splice(0)) socket.disconnect();
+  closeRawSockets();
   for (const ws of raw.splice(0)) ws.terminate();
   await harness?.dispose();
   harness = undefined;
@@ -53,22 +45,6 @@ const client = {
   backend: 'none',
   numExamples: 1,
 } as const;
-
-function connect(url: string, auth: Record<string, unknown>) {
-  const socket: ClientSocket = io(url, {
-    parser: createMsgpackParser(),
-    auth,
-    transports: ['websocket'],
-    reconnection: false,
-  });
-  sockets.push(socket);
-  return new Promise<{ socket: ClientSocket; welcome?: Welcome; error?: WireError }>((resolve) => {
-    socket.on('welcome', (welcome) => resolve({ socket, welcome }));
-    socket.on('connect_error', (error: Error & { data?: WireError }) =>
-      resolve({ socket, ...(error.data ? { error: error.data } : {}) }),
-    );
-  });
-}
 
 const send = (socket: ClientSocket, event: 'update' | 'evaluation', frame: unknown) =>
   socket.timeout(20_000).emitWithAck(event, frame) as Promise<Ack>;

@@ -1,47 +1,12 @@
 // Run status transitions on every database backend: PGlite in memory always, PostgreSQL when
 // TEST_DATABASE_URL is set (a fresh schema, dropped afterwards). The conditional transition is
 // what keeps two coordinators on one database from both starting a run.
-import { randomBytes } from 'node:crypto';
 import { ErrorCode } from '@tessera/protocol';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Database, openDatabase, type RunConfigInput } from './index.js';
+import type { Database, RunConfigInput } from './index.js';
+import { testBackends } from './test-backends.js';
 
-interface Backend {
-  name: string;
-  open(): Promise<{ db: Database; dispose(): Promise<void> }>;
-}
-
-const backends: Backend[] = [
-  {
-    name: 'PGlite',
-    async open() {
-      const db = await openDatabase({ inMemory: true });
-      return { db, dispose: () => db.close() };
-    },
-  },
-];
-const { TEST_DATABASE_URL: testDatabaseUrl } = process.env;
-if (testDatabaseUrl !== undefined && testDatabaseUrl !== '') {
-  backends.push({
-    name: 'PostgreSQL',
-    async open() {
-      const schema = `tessera_runs_${process.pid}_${randomBytes(6).toString('hex')}`;
-      const admin = new pg.Client({ connectionString: testDatabaseUrl });
-      await admin.connect();
-      await admin.query(`CREATE SCHEMA "${schema}"`);
-      const db = await openDatabase({ url: testDatabaseUrl, schema });
-      return {
-        db,
-        async dispose() {
-          await db.close();
-          await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
-          await admin.end();
-        },
-      };
-    },
-  });
-}
+const backends = testBackends('runs');
 
 const config: RunConfigInput = {
   model: 'fedavg-2nn',

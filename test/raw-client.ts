@@ -1,0 +1,46 @@
+import {
+  type ClientToServerEvents,
+  createMsgpackParser,
+  type ServerToClientEvents,
+  type Welcome,
+  type WireError,
+} from '@tessera/protocol';
+import { io, type Socket } from 'socket.io-client';
+
+/**
+ * A raw Socket.IO client, as one written from docs/protocol.md alone would connect: the
+ * MessagePack parser, WebSocket only, no reconnection. The tests that play a hostile or a
+ * minimal client use it; `closeRawSockets` in an afterEach closes whatever they opened.
+ */
+export type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+
+const opened: ClientSocket[] = [];
+
+export function openRawSocket(url: string, auth: Record<string, unknown>): ClientSocket {
+  const socket: ClientSocket = io(url, {
+    parser: createMsgpackParser(),
+    auth,
+    transports: ['websocket'],
+    reconnection: false,
+  });
+  opened.push(socket);
+  return socket;
+}
+
+/** Connects and reports how the handshake ended: the welcome, or the refusal's wire error. */
+export function connectRaw(
+  url: string,
+  auth: Record<string, unknown>,
+): Promise<{ socket: ClientSocket; welcome?: Welcome; error?: WireError }> {
+  const socket = openRawSocket(url, auth);
+  return new Promise((resolve) => {
+    socket.on('welcome', (welcome) => resolve({ socket, welcome }));
+    socket.on('connect_error', (error: Error & { data?: WireError }) =>
+      resolve({ socket, ...(error.data ? { error: error.data } : {}) }),
+    );
+  });
+}
+
+export function closeRawSockets(): void {
+  for (const socket of opened.splice(0)) socket.disconnect();
+}
