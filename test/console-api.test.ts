@@ -592,6 +592,14 @@ describe('the /admin live namespace', () => {
       .emitWithAck('run-control', { runId: other.body.id, action: 'stop' });
     expect(stopped).toMatchObject({ ok: true, run: { status: 'stopped' } });
     expect(statuses).toEqual(['running', 'stopped']);
+    // Stopped is final on the live feed too, with the same refusal as REST.
+    const restart = await socket
+      .timeout(10_000)
+      .emitWithAck('run-control', { runId: other.body.id, action: 'start' });
+    expect(restart).toMatchObject({
+      ok: false,
+      error: { code: 'CONFLICT', message: `run ${other.body.id} was stopped; create a new run` },
+    });
 
     const closed = new Promise<string>((resolve) => socket.on('disconnect', resolve));
     await fx.call('POST', '/auth/logout', { as: session });

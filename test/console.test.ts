@@ -316,3 +316,65 @@ describe('the admin console in a browser', () => {
     await page.context().close();
   }, 600_000);
 });
+
+describe('run control in the console', () => {
+  it('asks before Stop, saying it discards the open round and is final, and offers no Resume after', async () => {
+    await fx.db.accounts.createUser({
+      email: 'stopper@example.org',
+      role: 'admin',
+      password: PASSWORD,
+    });
+    const federation = await fx.db.federations.create({ name: 'stop confirmation' });
+    const run = await fx.db.runs.create({
+      federationId: federation.id,
+      name: 'Stop me',
+      config: {
+        model: 'fedavg-2nn',
+        strategy: 'fedavg',
+        strategyOptions: {},
+        rounds: 3,
+        clientsPerRound: 2,
+        fractionFit: null,
+        minClients: 2,
+        roundDeadlineMs: 60_000,
+        localEpochs: 1,
+        batchSize: 10,
+        learningRate: 0.1,
+        seed: 0,
+        data: {},
+      },
+    });
+    // No clients: the run stays running, waiting for them.
+    expect((await fx.call('POST', `/runs/${run.id}/start`, { as: 'service' })).status).toBe(202);
+    const page = await newPage();
+    await logIn(page, 'stopper@example.org');
+    await page.goto(`${fx.url}/runs/${run.id}`);
+    await page.getByRole('heading', { name: 'Stop me' }).waitFor();
+    const controls = page.getByTestId('run-controls');
+    const stop = controls.getByRole('button', { name: 'Stop', exact: true });
+
+    // Dismissed: nothing happens.
+    const asked: string[] = [];
+    page.once('dialog', (dialog) => {
+      asked.push(dialog.message());
+      void dialog.dismiss();
+    });
+    await stop.click();
+    await expect.poll(() => asked.length).toBe(1);
+    expect(asked[0]).toContain('The open round is discarded');
+    expect(asked[0]).toContain('cannot be resumed or undone');
+    expect((await fx.db.runs.get(run.id)).status).toBe('running');
+    expect(fx.coordinator.isRunning(run.id)).toBe(true);
+
+    // Accepted: stopped, and no control is left to press.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await stop.click();
+    await stop.waitFor({ state: 'detached' });
+    await expect.poll(async () => (await fx.db.runs.get(run.id)).status).toBe('stopped');
+    expect(await controls.getByRole('button').count()).toBe(0);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Stop me' }).waitFor();
+    expect(await page.getByTestId('run-controls').getByRole('button').count()).toBe(0);
+    await page.context().close();
+  }, 300_000);
+});

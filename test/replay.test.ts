@@ -128,7 +128,8 @@ describe('a run recorded with keepUpdates', () => {
     expect(report.checks).toEqual([]);
     expect(report.unchecked).toEqual({
       fromRound: 1,
-      reason: 'the run was created without keepUpdates',
+      cause: 'keep-updates-off',
+      reason: 'the run kept no update bytes (keepUpdates was off)',
     });
     await expect(
       counterfactualReplay(harness.db, plainRunId, { strategy: 'fedmedian' }),
@@ -278,6 +279,9 @@ describe('the tessera CLI', () => {
       const exported = await run(['export', runId, '--out', out, '--model-round', 'latest']);
       expect(exported.stderr).toBe('');
       expect(exported.code).toBe(0);
+      expect(exported.stdout).toContain(
+        `${join(out, 'model-round-3', 'weights.bin')}  (778.2 KiB)`,
+      );
       const rounds = parseCsv(readFileSync(join(out, 'rounds.csv'), 'utf8'));
       expect(rounds).toHaveLength(4);
       expect(readFileSync(join(out, 'updates.jsonl'), 'utf8').trim().split('\n')).toHaveLength(9);
@@ -289,8 +293,10 @@ describe('the tessera CLI', () => {
       expect(verified.code).toBe(0);
       expect(verified.stdout).toMatch(/bit-identical: 3\/3 checkpoints reproduced/);
       const refused = await run(['replay', plainRunId]);
-      expect(refused.code).toBe(2);
-      expect(refused.stdout).toMatch(/not checked: the run was created without keepUpdates/);
+      expect(refused.code).toBe(3);
+      expect(refused.stdout).toMatch(
+        /kept no update bytes \(keepUpdates was off\); it can be verified, not replayed/,
+      );
 
       const counterfactual = await run([
         'replay',

@@ -220,7 +220,7 @@ describe('run configs that cannot run', () => {
 });
 
 describe('run control', () => {
-  it('lets one of 5 concurrent starts of a run win; the others get CONFLICT', async () => {
+  it('lets one of 5 concurrent starts of a run win; the others get CONFLICT; a stopped run refuses every start', async () => {
     const created = await fx.call<{ id: string }>('POST', '/runs', { body: runBody() });
     const id = created.body.id;
     const answers = await Promise.all(
@@ -236,12 +236,16 @@ describe('run control', () => {
     expect((await fx.call('POST', `/runs/${id}/start`)).status).toBe(409);
     const stopped = await fx.call<{ status: string }>('POST', `/runs/${id}/stop`);
     expect(stopped.body.status).toBe('stopped');
-    // Stopped runs resume, again by one start only.
+    // A stopped run is final: every start is refused by name and nothing changes.
     const again = await Promise.all(
-      Array.from({ length: 5 }, () => fx.call('POST', `/runs/${id}/start`)),
+      Array.from({ length: 5 }, () => fx.call<ErrorBody>('POST', `/runs/${id}/start`)),
     );
-    expect(again.map((answer) => answer.status).sort()).toEqual([202, 409, 409, 409, 409]);
-    await fx.call('POST', `/runs/${id}/stop`);
+    for (const answer of again) {
+      expect(answer.status).toBe(409);
+      expect(answer.body.error.code).toBe('CONFLICT');
+      expect(answer.body.error.message).toBe(`run ${id} was stopped; create a new run`);
+    }
+    expect(fx.coordinator.isRunning(id)).toBe(false);
     expect((await fx.db.runs.get(id)).status).toBe('stopped');
   });
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '@tessera/coordinator';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { DATABASE_USAGE, type DatabaseFlags, openFromFlags } from './database.js';
-import { type ExportFormat, exportRun } from './export-command.js';
-import { counterfactualCommand, verifyCommand } from './replay-command.js';
+import { describeWritten, type ExportFormat, exportRun } from './export-command.js';
+import { counterfactualCommand, replayExitCode, verifyCommand } from './replay-command.js';
 import { simulate } from './simulate.js';
 
 const usage = `tessera <command> [options]
@@ -18,7 +19,8 @@ Commands:
       --model-round R     also write round R's global model (a number, or "latest")
 
   replay <run-id>   recompute every checkpoint from the kept updates and check its sha256
-                    (exit status 0 when bit-identical, 2 otherwise)
+                    (exit status 0 when bit-identical, 2 when a checkpoint differs, 3 when
+                    rounds could not be replayed: no update bytes kept, or the storage limit)
       --strategy S        instead, replay under another strategy (fedavg, fedavgm, fedmedian,
                           trimmed-mean): stored as a new run linked to the source, evaluated on
                           the MNIST test set, compared in a table and an SVG chart
@@ -79,7 +81,7 @@ async function simulateCommand(values: Record<string, unknown>): Promise<number>
   const int = (name: string) => numberFlag(values, name, true);
   const num = (name: string) => numberFlag(values, name, false);
   const logger = createLogger('warn');
-  const db = await openFromFlags(values as DatabaseFlags);
+  const db = await openFromFlags(values as DatabaseFlags, { create: true });
   try {
     const result = await simulate({
       db,
@@ -161,7 +163,7 @@ async function main(argv: string[]): Promise<number> {
     throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${command} needs a run id; see --help`);
   }
   const print = (line: string) => process.stdout.write(`${line}\n`);
-  const db = await openFromFlags(values);
+  const db = await openFromFlags(values, { create: false });
   try {
     if (command === 'export') {
       const format = values.format as ExportFormat;
@@ -187,11 +189,12 @@ async function main(argv: string[]): Promise<number> {
         format,
         modelRound,
       });
-      for (const file of files) print(file);
+      print(`exported run ${runId} to ${resolve(values.out ?? `export-${runId}`)}:`);
+      for (const file of files) print(`  ${describeWritten(file)}`);
       return 0;
     }
     if (values.strategy === undefined) {
-      return (await verifyCommand(db, runId, print)).identical ? 0 : 2;
+      return replayExitCode(await verifyCommand(db, runId, print));
     }
     await counterfactualCommand(
       db,

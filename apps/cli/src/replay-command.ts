@@ -17,12 +17,34 @@ import {
 
 type Print = (line: string) => void;
 
+/**
+ * `tessera replay`'s exit statuses: every checkpoint reproduced; some checked checkpoint
+ * differs; nothing differed but some rounds could not be replayed (their update bytes were
+ * not kept: keepUpdates off, or the storage limit reached), so the run was only partly checked.
+ */
+export const REPLAY_EXIT = { identical: 0, differs: 2, notReplayable: 3 } as const;
+
+/** The exit status a verify report earns (REPLAY_EXIT). */
+export function replayExitCode(report: VerifyReport): number {
+  if (report.checks.some((check) => !check.match)) return REPLAY_EXIT.differs;
+  return report.unchecked === null ? REPLAY_EXIT.identical : REPLAY_EXIT.notReplayable;
+}
+
 /** Checks every recorded checkpoint against a recomputation; prints one line per round. */
 export async function verifyCommand(
   db: Database,
   runId: string,
   print: Print,
 ): Promise<VerifyReport> {
+  const run = await db.runs.get(runId);
+  // Nothing to recompute: say why at once rather than print an empty table and "0/N".
+  if (!run.config.keepUpdates) {
+    const report = await verifyRun(db, runId);
+    print(
+      `run ${runId} kept no update bytes (keepUpdates was off); it can be verified, not replayed (the sha256 of its ${run.currentRound} checkpoints is in tessera export's rounds table)`,
+    );
+    return report;
+  }
   print('round  updates  recorded sha256   replayed sha256   identical');
   const report = await verifyRun(db, runId, {
     onRound: (check) =>
@@ -30,17 +52,27 @@ export async function verifyCommand(
         `${String(check.round).padStart(5)}  ${String(check.updates).padStart(7)}  ${check.recordedSha256.slice(0, 16)}  ${check.replayedSha256.slice(0, 16)}  ${check.match ? 'yes' : 'NO'}`,
       ),
   });
+  const matched = report.checks.filter((check) => check.match).length;
+  const checked = report.checks.length;
   if (report.unchecked) {
+    const { fromRound } = report.unchecked;
     print(
-      `rounds ${report.unchecked.fromRound}..${report.run.currentRound} not checked: ${report.unchecked.reason}`,
+      `rounds ${fromRound}..${report.run.currentRound} not replayed: ${report.unchecked.reason}; they can be verified, not replayed`,
     );
   }
-  const matched = report.checks.filter((check) => check.match).length;
-  print(
-    report.identical
-      ? `replay of run ${runId} (${report.run.config.strategy}) is bit-identical: ${matched}/${report.run.currentRound} checkpoints reproduced`
-      : `replay of run ${runId} is NOT identical: ${matched}/${report.run.currentRound} checkpoints reproduced`,
-  );
+  if (checked < report.run.currentRound && matched === checked) {
+    print(
+      checked === 0
+        ? `run ${runId} has no replayable round (of ${report.run.currentRound})`
+        : `replay of run ${runId} (${report.run.config.strategy}) reproduced rounds 1..${checked} bit-identically (${matched}/${checked}); ${report.run.currentRound - checked} later rounds could not be replayed`,
+    );
+  } else {
+    print(
+      report.identical
+        ? `replay of run ${runId} (${report.run.config.strategy}) is bit-identical: ${matched}/${report.run.currentRound} checkpoints reproduced`
+        : `replay of run ${runId} is NOT identical: ${matched}/${checked} replayed checkpoints reproduced`,
+    );
+  }
   return report;
 }
 

@@ -524,18 +524,23 @@ describe.each(backends)('$name', (backend) => {
 
         const { run: other } = await fixture(0);
         await db.runs.setStatus(other.id, 'running');
-        const stopped = await db.runs.setStatus(other.id, 'stopped');
-        expect(stopped.finishedAt).toBeInstanceOf(Date);
-        const resumed = await db.runs.setStatus(other.id, 'running');
-        expect(resumed).toMatchObject({ status: 'running', finishedAt: null, error: null });
         // Paused between rounds: not finished, resumable, and not resumed at a restart.
         const paused = await db.runs.setStatus(other.id, 'paused');
         expect(paused).toMatchObject({ status: 'paused', finishedAt: null });
         expect((await db.runs.listByStatus('running')).map((r) => r.id)).not.toContain(other.id);
         await rejectsWith(db.runs.setStatus(other.id, 'completed'), ErrorCode.CONFLICT);
-        await db.runs.setStatus(other.id, 'running');
+        const resumed = await db.runs.setStatus(other.id, 'running');
+        expect(resumed).toMatchObject({ status: 'running', finishedAt: null, error: null });
         await db.runs.setStatus(other.id, 'completed');
         await rejectsWith(db.runs.setStatus(other.id, 'stopped'), ErrorCode.CONFLICT);
+        // Stopped is final, like completed: no resume.
+        const { run: third } = await fixture(0);
+        await db.runs.setStatus(third.id, 'running');
+        const stopped = await db.runs.setStatus(third.id, 'stopped');
+        expect(stopped.finishedAt).toBeInstanceOf(Date);
+        await rejectsWith(db.runs.setStatus(third.id, 'running'), ErrorCode.CONFLICT);
+        await rejectsWith(db.runs.setStatus(third.id, 'paused'), ErrorCode.CONFLICT);
+        expect((await db.runs.get(third.id)).status).toBe('stopped');
       });
 
       it('NOT_FOUND for unknown runs and federations', async () => {

@@ -64,9 +64,9 @@ for (const backend of backends) {
       ).rejects.toMatchObject({
         code: ErrorCode.CONFLICT,
       });
-      const stopped = await db.runs.transition(run.id, 'stopped', ['running']);
-      expect(stopped.finishedAt).not.toBeNull();
-      const resumed = await db.runs.transition(run.id, 'running', ['stopped']);
+      // A pause is the resumable end: resuming keeps startedAt.
+      await db.runs.transition(run.id, 'paused', ['running']);
+      const resumed = await db.runs.transition(run.id, 'running', ['paused']);
       expect(resumed.startedAt).toEqual(first.startedAt);
       expect(resumed.finishedAt).toBeNull();
       // An allowed `from` that the transition table forbids (completed is final) never matches.

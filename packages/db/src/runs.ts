@@ -33,13 +33,14 @@ export interface CreateRunInput {
 
 /**
  * Allowed status changes. Setting the current status again is a no-op (the first call's
- * times and error stay), so a coordinator that restarts can mark its runs running again; a stopped run may be resumed; completed
- * and failed runs are final.
+ * times and error stay), so a coordinator that restarts can mark its runs running again.
+ * Completed, failed and stopped runs are final (a stop discards the open round; `paused` is
+ * the resumable end).
  */
 const TRANSITIONS: Record<RunStatus, readonly RunStatus[]> = {
   created: ['running', 'stopped', 'failed'],
   running: ['completed', 'failed', 'stopped', 'paused'],
-  stopped: ['running'],
+  stopped: [],
   // Paused between rounds by an admin: resumed (running) or ended (stopped) later.
   paused: ['running', 'stopped'],
   completed: [],
@@ -155,7 +156,7 @@ export class RunRepository {
       );
     }
     const now = new Date();
-    // Every target but `running` ends the run (for now, in the case of `stopped`).
+    // Every target but `running` and `paused` ends the run.
     const data =
       status === 'running'
         ? { status, startedAt: run.startedAt ?? now, finishedAt: null, error: null }

@@ -15,24 +15,39 @@ export interface RoundCheck {
   match: boolean;
 }
 
+/**
+ * Committed rounds whose update bytes were not kept, so they cannot be recomputed: from
+ * `fromRound` on, because the run kept none (`keepUpdates` off) or its storage limit was reached.
+ */
+export interface UncheckedRounds {
+  fromRound: number;
+  cause: 'keep-updates-off' | 'storage-limit';
+  reason: string;
+}
+
 export interface VerifyReport {
   run: RunRecord;
   checks: RoundCheck[];
   /** Rounds committed but not checkable (no kept updates), with the reason; null if none. */
-  unchecked: { fromRound: number; reason: string } | null;
+  unchecked: UncheckedRounds | null;
   /** Every committed round was checked and matched. */
   identical: boolean;
 }
 
 /** Why a run's rounds from `round` on cannot be replayed, or null if they can. */
-function unreplayableFrom(run: RunRecord): { fromRound: number; reason: string } | null {
+function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
   if (!run.config.keepUpdates) {
-    return { fromRound: 1, reason: 'the run was created without keepUpdates' };
+    return {
+      fromRound: 1,
+      cause: 'keep-updates-off',
+      reason: 'the run kept no update bytes (keepUpdates was off)',
+    };
   }
   if (run.updatesTruncatedAtRound !== null && run.updatesTruncatedAtRound <= run.currentRound) {
     return {
       fromRound: run.updatesTruncatedAtRound,
-      reason: `its update storage limit (${run.config.updateStorageLimitMb} MiB) was reached at round ${run.updatesTruncatedAtRound}`,
+      cause: 'storage-limit',
+      reason: `its update storage limit (${run.config.updateStorageLimitMb} MiB) was reached at round ${run.updatesTruncatedAtRound}, so no update bytes were kept from then on`,
     };
   }
   return null;

@@ -81,6 +81,14 @@ export function RunPage({ id }: { id: string }) {
   }, [id, lastNumber]);
 
   const control = async (action: 'start' | 'pause' | 'stop') => {
+    // Stop is final: the open round is discarded and the run cannot be resumed.
+    if (
+      action === 'stop' &&
+      !window.confirm(
+        `Stop ${run.value?.name ?? 'this run'}? The open round is discarded and a stopped run cannot be resumed or undone. To continue later, use Pause instead.`,
+      )
+    )
+      return;
     setActionError(null);
     try {
       const changed = await api<Run>('POST', `/runs/${id}/${action}`);
@@ -121,7 +129,7 @@ export function RunPage({ id }: { id: string }) {
               Start
             </button>
           ) : null}
-          {current.status === 'stopped' || current.status === 'paused' ? (
+          {current.status === 'paused' ? (
             <button
               type="button"
               onClick={() => control('start')}
@@ -144,7 +152,7 @@ export function RunPage({ id }: { id: string }) {
                 type="button"
                 className="danger"
                 onClick={() => control('stop')}
-                title="stops now: the open round is abandoned; Resume continues after the last committed round"
+                title="ends the run now and for good: the open round is discarded, and a stopped run cannot be resumed"
               >
                 Stop
               </button>

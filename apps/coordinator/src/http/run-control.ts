@@ -28,8 +28,18 @@ export class RunControl {
     return this.pauses.isPending(runId);
   }
 
-  /** Starts or resumes a run; CONFLICT when it runs already or cannot be started. */
+  /**
+   * Starts a created run or resumes a paused one; CONFLICT when it runs already or cannot be
+   * started. A stopped run is final (its open round was discarded): it is refused by name.
+   */
   async start(runId: string): Promise<ControlledRun> {
+    const current = await this.coordinator.db.runs.get(runId);
+    if (current.status === 'stopped') {
+      throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} was stopped; create a new run`, {
+        runId,
+        status: current.status,
+      });
+    }
     const run = await this.coordinator.startRun(runId);
     for (const listener of this.startedListeners) await listener(run);
     return { ...run, pausing: false };
@@ -48,7 +58,10 @@ export class RunControl {
     return { ...run, pausing: true };
   }
 
-  /** Stops a running run (and cancels a pending pause); CONFLICT when it is not running. */
+  /**
+   * Stops a running run for good (and cancels a pending pause): the open round is discarded
+   * and the run cannot be started again. CONFLICT when it is not running.
+   */
   async stop(runId: string): Promise<ControlledRun> {
     this.pauses.cancel(runId);
     await this.coordinator.stopRun(runId);
