@@ -50,7 +50,7 @@ export interface CoordinatorOptions {
 }
 
 /** The statuses a run may be started (or resumed) from. */
-const STARTABLE_STATUSES: readonly RunStatus[] = ['created', 'stopped', 'paused'];
+const STARTABLE_STATUSES: readonly RunStatus[] = ['created', 'paused'];
 
 /** What /healthz and /readyz report. */
 export interface CoordinatorHealth {
