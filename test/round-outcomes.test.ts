@@ -62,7 +62,7 @@ async function connect(url: string, token: string): Promise<ClientSocket> {
 const REASON = 'the CSV has 30 features per row; fedavg-2nn expects 784';
 
 describe("a round's client outcomes", () => {
-  it('are returned by the rounds routes and exported: failed with its message, rejected with its code', async () => {
+  it('are returned by the rounds routes and exported: failed with its message and code, rejected with the refusal code', async () => {
     harness = await startHarness();
     const h = harness;
     const { federationId, tokens } = await createFederation(h, 3);
@@ -76,7 +76,7 @@ describe("a round's client outcomes", () => {
         status: 'failed',
         runId,
         round,
-        error: { message: REASON },
+        error: { message: REASON, code: 'DATA_SHAPE_MISMATCH' },
       })) as Ack;
     });
     const nan = await connect(h.coordinator.url, tokens[2]?.token as string);
@@ -121,7 +121,7 @@ describe("a round's client outcomes", () => {
     expect(byClient.get(failing)).toEqual({
       clientId: failing,
       outcome: 'failed',
-      code: null,
+      code: 'DATA_SHAPE_MISMATCH',
       reason: REASON,
     });
     expect(byClient.get(rejected)).toMatchObject({

@@ -540,7 +540,7 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.durationMs).toBeLessThan(60_000);
   });
 
-  it("records each selected client's outcome with its reason: failed (its message, clipped), rejected (the code), dropped, timed out", async () => {
+  it("records each selected client's outcome with its reason: failed (its message, clipped, and its code), rejected (the refusal's code), dropped, timed out", async () => {
     const fed = await createFederation(5);
     for (const id of fed.clientIds) connect(fed, id);
     const [honestId, failerId, nanId, leaverId, silentId] = fed.clientIds as [
@@ -559,7 +559,7 @@ describe('RunEngine over an in-memory transport', () => {
         status: 'failed',
         runId,
         round,
-        error: { message: longReason },
+        error: { message: longReason, code: 'DATA_SHAPE_MISMATCH' },
       });
     };
     const sendsNaN: Behaviour = (message, ctx) => {
@@ -589,7 +589,7 @@ describe('RunEngine over an in-memory transport', () => {
       reason: null,
     });
     const failed = byClient.get(failerId);
-    expect(failed).toMatchObject({ outcome: 'failed', code: null });
+    expect(failed).toMatchObject({ outcome: 'failed', code: 'DATA_SHAPE_MISMATCH' });
     expect(failed?.reason).toHaveLength(500);
     expect(failed?.reason?.startsWith('the CSV has 30 features; fedavg-2nn expects 784')).toBe(
       true,

@@ -216,7 +216,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { registry, logger } = this.deps;
     if (reply.status === 'failed') {
       open.state.record(clientId, 'failed');
-      open.reasons.set(clientId, { code: null, reason: clip(reply.error.message) });
+      open.reasons.set(clientId, {
+        code: reply.error.code ?? null,
+        reason: clip(reply.error.message),
+      });
       logger.warn('client reported a failed round', {
         runId: this.runId,
         round: reply.round,
