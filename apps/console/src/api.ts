@@ -160,6 +160,16 @@ export interface Round {
   centralLoss: number | null;
   centralAccuracy: number | null;
   metrics: Record<string, number>;
+  /** Each selected client's outcome with its reason (empty for rounds recorded before). */
+  outcomes: ClientOutcome[];
+}
+
+/** packages/db's ClientOutcome, as JSON. */
+export interface ClientOutcome {
+  clientId: string;
+  outcome: 'updated' | 'failed' | 'rejected' | 'dropped' | 'timed-out';
+  code: string | null;
+  reason: string | null;
 }
 
 export interface ClientUpdate {

@@ -540,6 +540,73 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.durationMs).toBeLessThan(60_000);
   });
 
+  it("records each selected client's outcome with its reason: failed (its message, clipped, and its code), rejected (the refusal's code), dropped, timed out", async () => {
+    const fed = await createFederation(5);
+    for (const id of fed.clientIds) connect(fed, id);
+    const [honestId, failerId, nanId, leaverId, silentId] = fed.clientIds as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    // The decoder allows 2,000 characters; the record keeps 500.
+    const longReason = `the CSV has 30 features; fedavg-2nn expects 784 ${'x'.repeat(1900)}`;
+    const fails: Behaviour = (message, ctx) => {
+      if (message.event !== 'train') return;
+      const { runId, round } = message.payload;
+      s.engine.handleUpdate(ctx.clientId, {
+        status: 'failed',
+        runId,
+        round,
+        error: { message: longReason, code: 'DATA_SHAPE_MISMATCH' },
+      });
+    };
+    const sendsNaN: Behaviour = (message, ctx) => {
+      if (message.event !== 'train') return;
+      const weights = new Float32Array(PARAMS);
+      weights[3] = Number.NaN;
+      ctx.update({ weights: new Uint8Array(weightsToBytes(weights)) });
+    };
+    const leaves: Behaviour = (message) => {
+      if (message.event === 'train') fed.registry.remove(leaverId, `memory-${leaverId}`);
+    };
+    const s = await startWith(fed, {
+      config: { roundDeadlineMs: 2500 },
+      behaviours: { 1: fails, 2: sendsNaN, 3: leaves, 4: silent },
+    });
+    await s.done;
+    expect(acksOf(fed, nanId)).toEqual(['NON_FINITE_WEIGHTS']);
+    const record = await db.rounds.get(s.run.id, 1);
+    const byClient = new Map(record.outcomes.map((entry) => [entry.clientId, entry]));
+    expect(record.outcomes.map((entry) => entry.clientId).sort()).toEqual(
+      [...fed.clientIds].sort(),
+    );
+    expect(byClient.get(honestId)).toEqual({
+      clientId: honestId,
+      outcome: 'updated',
+      code: null,
+      reason: null,
+    });
+    const failed = byClient.get(failerId);
+    expect(failed).toMatchObject({ outcome: 'failed', code: 'DATA_SHAPE_MISMATCH' });
+    expect(failed?.reason).toHaveLength(500);
+    expect(failed?.reason?.startsWith('the CSV has 30 features; fedavg-2nn expects 784')).toBe(
+      true,
+    );
+    expect(byClient.get(nanId)).toMatchObject({ outcome: 'rejected', code: 'NON_FINITE_WEIGHTS' });
+    expect(byClient.get(nanId)?.reason).toMatch(/finite/i);
+    expect(byClient.get(leaverId)).toMatchObject({ outcome: 'dropped', reason: 'disconnected' });
+    expect(byClient.get(silentId)).toMatchObject({
+      outcome: 'timed-out',
+      reason: 'deadline passed',
+    });
+    // The same record as the one announced at commit, and consistent with the id lists.
+    expect(s.committed[0]?.record.outcomes).toEqual(record.outcomes);
+    expect(record.participantClientIds).toEqual([honestId]);
+    expect(record.droppedClientIds.slice().sort()).toEqual([leaverId, silentId].sort());
+  });
+
   it('stops: closes the open round, tells pending clients "run stopped", commits nothing', async () => {
     const fed = await createFederation(3);
     for (const id of fed.clientIds) connect(fed, id);

@@ -9,9 +9,12 @@ import type {
 import { createStrategy } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
 import {
+  type ClientOutcome,
   type ClientUpdateInput,
   type Database,
   isTransientDatabaseError,
+  MAX_OUTCOME_CODE_LENGTH,
+  MAX_OUTCOME_REASON_LENGTH,
   type RoundRecord,
   type RunRecord,
 } from '@tessera/db';
@@ -65,6 +68,8 @@ interface OpenTraining {
   state: RoundState;
   aggregator: RoundAggregator;
   updates: ClientUpdateInput[];
+  /** Why a client failed or was rejected, as it goes into the round record. */
+  reasons: Map<string, { code: string | null; reason: string }>;
 }
 
 interface OpenEvaluation {
@@ -211,6 +216,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { registry, logger } = this.deps;
     if (reply.status === 'failed') {
       open.state.record(clientId, 'failed');
+      open.reasons.set(clientId, {
+        code: reply.error.code ?? null,
+        reason: clip(reply.error.message),
+      });
       logger.warn('client reported a failed round', {
         runId: this.runId,
         round: reply.round,
@@ -218,22 +227,26 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         error: reply.error.message,
       });
     } else {
-      let weights: Float32Array;
       try {
-        weights = bytesToWeights(reply.weights, this.model.paramCount);
-      } catch (error) {
+        // The aggregator checks before it folds anything in, so a refused update leaves no trace.
+        open.aggregator.add({
+          clientId,
+          numExamples: reply.numExamples,
+          weights: bytesToWeights(reply.weights, this.model.paramCount),
+          metrics: reply.metrics,
+        });
+      } catch (cause) {
         // A bad update takes the client out of this round; nothing of it is kept.
+        const error = TesseraError.from(cause);
         open.state.record(clientId, 'rejected');
+        open.reasons.set(clientId, {
+          code: error.code.slice(0, MAX_OUTCOME_CODE_LENGTH),
+          reason: clip(error.message),
+        });
         registry.release(clientId, this.runId);
         this.wakeup.notify();
         throw error;
       }
-      open.aggregator.add({
-        clientId,
-        numExamples: reply.numExamples,
-        weights,
-        metrics: reply.metrics,
-      });
       const client = registry.get(clientId)?.info;
       open.updates.push({
         clientId,
@@ -354,7 +367,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     );
     registry.assign(selected, { runId: this.runId, round, phase: 'train' });
     const state = new RoundState(this.runId, round, selected);
-    this.training = { state, aggregator: this.strategy.beginRound(round, global), updates: [] };
+    this.training = {
+      state,
+      aggregator: this.strategy.beginRound(round, global),
+      updates: [],
+      reasons: new Map(),
+    };
     this.emit('round-started', { runId: this.runId, round, attempt, selected });
     logger.info('round started', { runId: this.runId, round, attempt, clients: selected.length });
 
@@ -392,6 +410,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       selectedClientIds: selected,
       participantClientIds: [...state.arrivals],
       droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],
+      outcomes: outcomesOf(state, open.reasons),
       numExamples: result.numExamples,
       trainLoss: result.metrics['loss'] ?? null,
       trainAccuracy: result.metrics['accuracy'] ?? null,
@@ -501,4 +520,40 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     for (const session of this.deps.registry.list())
       this.deps.registry.release(session.clientId, this.runId);
   }
+}
+
+/** Each selected client's outcome for the round record; still pending at commit = timed out. */
+function outcomesOf(
+  state: RoundState,
+  reasons: ReadonlyMap<string, { code: string | null; reason: string }>,
+): ClientOutcome[] {
+  return state.selected.map((clientId) => {
+    const outcome = state.outcomeOf(clientId);
+    switch (outcome) {
+      case 'updated':
+        return { clientId, outcome, code: null, reason: null };
+      case 'failed':
+      case 'rejected': {
+        const why = reasons.get(clientId);
+        return { clientId, outcome, code: why?.code ?? null, reason: why?.reason ?? null };
+      }
+      case 'dropped':
+        return { clientId, outcome, code: null, reason: 'disconnected' };
+      default:
+        return { clientId, outcome: 'timed-out', code: null, reason: 'deadline passed' };
+    }
+  });
+}
+
+/**
+ * A reason as the round record keeps it: at most MAX_OUTCOME_REASON_LENGTH characters, without
+ * a surrogate pair cut in half; a blank one says so.
+ */
+function clip(reason: string): string {
+  const trimmed = reason.trim();
+  if (trimmed.length === 0) return 'no reason given';
+  if (trimmed.length <= MAX_OUTCOME_REASON_LENGTH) return trimmed;
+  let cut = trimmed.slice(0, MAX_OUTCOME_REASON_LENGTH - 1);
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1);
+  return `${cut}…`;
 }

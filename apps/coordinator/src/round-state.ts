@@ -88,6 +88,10 @@ export class RoundState {
     return this.arrivals.length;
   }
 
+  outcomeOf(clientId: string): ParticipantOutcome | undefined {
+    return this.outcomes.get(clientId);
+  }
+
   clientsWith(outcome: ParticipantOutcome): string[] {
     return [...this.outcomes].filter(([, o]) => o === outcome).map(([id]) => id);
   }

@@ -585,6 +585,7 @@ describe.each(backends)('$name', (backend) => {
           centralAccuracy: null,
           centralNumExamples: null,
           metrics: { aggregationMs: 12.5 },
+          outcomes: [],
         });
         expect(await db.rounds.list(run.id)).toEqual([record]);
         expect(await db.rounds.get(run.id, 1)).toEqual(record);
@@ -815,6 +816,56 @@ describe.each(backends)('$name', (backend) => {
           expect(error).toMatchObject({ data: { field } });
         }
         expect(await db.rounds.list(run.id)).toEqual([]);
+      });
+
+      it("records each selected client's outcome with its reason, and reads it back", async () => {
+        const { run, clients } = await fixture();
+        const commit = roundCommit(run, clients, 1, float32Bytes([1]));
+        const [first, second, third] = commit.selectedClientIds as [string, string, string];
+        commit.outcomes = [
+          { clientId: first, outcome: 'updated', code: null, reason: null },
+          { clientId: second, outcome: 'updated', code: null, reason: null },
+          { clientId: third, outcome: 'failed', code: null, reason: 'ünïcode 😀, "quotes", a; b' },
+        ];
+        const record = await db.rounds.commit(commit);
+        expect(record.outcomes).toEqual(commit.outcomes);
+        expect((await db.rounds.get(run.id, 1)).outcomes).toEqual(commit.outcomes);
+        expect((await db.rounds.list(run.id))[0]?.outcomes).toEqual(commit.outcomes);
+      });
+
+      it('refuses bad outcomes with INVALID_ARGUMENT naming the field, writing nothing', async () => {
+        const { run, clients } = await fixture();
+        const base = () => {
+          const commit = roundCommit(run, clients, 1, float32Bytes([1]));
+          const [first, second, third] = commit.selectedClientIds as [string, string, string];
+          commit.outcomes = [
+            { clientId: first, outcome: 'updated', code: null, reason: null },
+            { clientId: second, outcome: 'updated', code: null, reason: null },
+            { clientId: third, outcome: 'timed-out', code: null, reason: 'deadline passed' },
+          ];
+          return commit;
+        };
+        const outcomeAt = (c: RoundCommit, index: number) => at(c.outcomes ?? [], index);
+        const cases: Array<[string, (commit: RoundCommit) => void]> = [
+          ['outcomes[2].clientId', (c) => (outcomeAt(c, 2).clientId = 'not-selected')],
+          ['outcomes[1].clientId', (c) => (outcomeAt(c, 1).clientId = outcomeAt(c, 0).clientId)],
+          // @ts-expect-error: an outcome the database does not know
+          ['outcomes[2].outcome', (c) => (outcomeAt(c, 2).outcome = 'vanished')],
+          // A dropped client cannot have been aggregated, and a participant cannot have failed.
+          ['outcomes[2].outcome', (c) => (outcomeAt(c, 2).outcome = 'updated')],
+          ['outcomes[0].outcome', (c) => (outcomeAt(c, 0).outcome = 'failed')],
+          ['outcomes[2].reason', (c) => (outcomeAt(c, 2).reason = 'x'.repeat(501))],
+          ['outcomes[2].reason', (c) => (outcomeAt(c, 2).reason = 'a\u0000b')],
+          ['outcomes[2].code', (c) => (outcomeAt(c, 2).code = 'C'.repeat(65))],
+        ];
+        for (const [field, mutate] of cases) {
+          const commit = base();
+          mutate(commit);
+          const error = await rejectsWith(db.rounds.commit(commit), ErrorCode.INVALID_ARGUMENT);
+          expect(error).toMatchObject({ data: { field } });
+        }
+        expect(await db.rounds.list(run.id)).toEqual([]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(0);
       });
 
       it('records federated and central evaluations', async () => {

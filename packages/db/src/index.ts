@@ -34,6 +34,9 @@ export {
 } from './migrate.js';
 export {
   type CheckpointRecord,
+  CLIENT_OUTCOMES,
+  type ClientOutcome,
+  type ClientOutcomeKind,
   type ClientRecord,
   type ClientUpdateInput,
   type ClientUpdateRecord,
@@ -41,6 +44,8 @@ export {
   type EvaluationResult,
   type FederationRecord,
   type KeptUpdate,
+  MAX_OUTCOME_CODE_LENGTH,
+  MAX_OUTCOME_REASON_LENGTH,
   ROUND_STATUSES,
   type RoundCommit,
   type RoundEvaluation,

@@ -96,6 +96,30 @@ export interface RunRecord {
   finishedAt: Date | null;
 }
 
+/**
+ * What became of a selected client in a round: its update was aggregated (updated), it said
+ * it could not train (failed), the coordinator refused its update (rejected), it disconnected
+ * before replying (dropped), or it let the deadline pass (timed-out).
+ */
+export const CLIENT_OUTCOMES = ['updated', 'failed', 'rejected', 'dropped', 'timed-out'] as const;
+export type ClientOutcomeKind = (typeof CLIENT_OUTCOMES)[number];
+
+/** Stored reasons are clipped to this many characters by whoever records them. */
+export const MAX_OUTCOME_REASON_LENGTH = 500;
+export const MAX_OUTCOME_CODE_LENGTH = 64;
+
+export interface ClientOutcome {
+  clientId: string;
+  outcome: ClientOutcomeKind;
+  /** A machine-readable cause: the coordinator's ErrorCode for a rejected update; else null. */
+  code: string | null;
+  /**
+   * Why, in words: the client's own message (failed), the coordinator's refusal (rejected),
+   * "disconnected" (dropped), "deadline passed" (timed-out); null for updated.
+   */
+  reason: string | null;
+}
+
 export interface RoundRecord {
   id: string;
   runId: string;
@@ -117,6 +141,8 @@ export interface RoundRecord {
   centralAccuracy: number | null;
   centralNumExamples: number | null;
   metrics: Record<string, number>;
+  /** Each selected client's outcome, in selection order (empty for rounds recorded before). */
+  outcomes: ClientOutcome[];
 }
 
 export interface ClientUpdateInput {
@@ -168,6 +194,8 @@ export interface RoundCommit {
   trainLoss: number | null;
   trainAccuracy: number | null;
   metrics: Record<string, number>;
+  /** Each selected client's outcome (at most one per client, only selected clients). */
+  outcomes?: ClientOutcome[];
   updates: ClientUpdateInput[];
   /** The new global weights: little-endian float32 bytes. */
   checkpoint: Uint8Array;

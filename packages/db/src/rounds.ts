@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode, isStorableText, TesseraError } from '@tessera/protocol';
 import type { ClientUpdate, Prisma, PrismaClient, Round } from './generated/client.js';
 import {
   isForeignKeyViolation,
   isUniqueViolation,
+  jsonObject,
   notFound,
   numberRecord,
   type Tx,
@@ -11,14 +12,18 @@ import {
   toPrismaBytes,
   toUint8Array,
 } from './internal.js';
-import type {
-  CheckpointRecord,
-  ClientUpdateRecord,
-  EvaluationResult,
-  KeptUpdate,
-  RoundCommit,
-  RoundEvaluation,
-  RoundRecord,
+import {
+  type CheckpointRecord,
+  CLIENT_OUTCOMES,
+  type ClientOutcome,
+  type ClientUpdateRecord,
+  type EvaluationResult,
+  type KeptUpdate,
+  MAX_OUTCOME_CODE_LENGTH,
+  MAX_OUTCOME_REASON_LENGTH,
+  type RoundCommit,
+  type RoundEvaluation,
+  type RoundRecord,
 } from './records.js';
 import {
   INT32_MAX,
@@ -170,6 +175,7 @@ export class RoundRepository {
               trainLoss: commit.trainLoss,
               trainAccuracy: commit.trainAccuracy,
               metrics: toJsonInput(commit.metrics),
+              outcomes: (commit.outcomes ?? []).map((outcome) => toJsonInput({ ...outcome })),
             },
           });
           if (commit.updates.length > 0) {
@@ -617,6 +623,8 @@ function validateCommit(input: RoundCommit): RoundCommit {
     };
   });
 
+  const outcomes = validateOutcomes(input.outcomes ?? [], selected, participantSet);
+
   return {
     runId,
     round,
@@ -630,9 +638,64 @@ function validateCommit(input: RoundCommit): RoundCommit {
     trainLoss: requireFiniteOrNull('trainLoss', input.trainLoss),
     trainAccuracy: requireFiniteOrNull('trainAccuracy', input.trainAccuracy),
     metrics: requireMetrics('metrics', input.metrics),
+    outcomes,
     updates,
     checkpoint: requireWeights('checkpoint', input.checkpoint),
   };
+}
+
+/**
+ * At most one outcome per selected client; `updated` exactly for the participants, so the
+ * outcomes never contradict participantClientIds. Reasons and codes are bounded and storable.
+ */
+function validateOutcomes(
+  value: unknown,
+  selected: ReadonlySet<string>,
+  participants: ReadonlySet<string>,
+): ClientOutcome[] {
+  if (!Array.isArray(value)) throw invalid('outcomes', 'must be an array');
+  const seen = new Set<string>();
+  return value.map((item: unknown, index) => {
+    const field = (name: string) => `outcomes[${index}].${name}`;
+    if (typeof item !== 'object' || item === null)
+      throw invalid(`outcomes[${index}]`, 'must be an object');
+    const entry = item as Record<string, unknown>;
+    const clientId = requireId(field('clientId'), entry['clientId']);
+    if (!selected.has(clientId)) throw invalid(field('clientId'), `${clientId} was not selected`);
+    if (seen.has(clientId)) throw invalid(field('clientId'), `${clientId} has two outcomes`);
+    seen.add(clientId);
+    const outcome = entry['outcome'];
+    if (!CLIENT_OUTCOMES.some((known) => known === outcome)) {
+      throw invalid(field('outcome'), `must be one of ${CLIENT_OUTCOMES.join(', ')}`, outcome);
+    }
+    const kind = outcome as ClientOutcome['outcome'];
+    if ((kind === 'updated') !== participants.has(clientId)) {
+      throw invalid(
+        field('outcome'),
+        kind === 'updated'
+          ? `is updated but ${clientId} is not among participantClientIds`
+          : `is ${kind} but ${clientId} is among participantClientIds`,
+      );
+    }
+    return {
+      clientId,
+      outcome: kind,
+      code: requireStorable(
+        field('code'),
+        requireOptionalString(field('code'), entry['code'], MAX_OUTCOME_CODE_LENGTH),
+      ),
+      reason: requireStorable(
+        field('reason'),
+        requireOptionalString(field('reason'), entry['reason'], MAX_OUTCOME_REASON_LENGTH),
+      ),
+    };
+  });
+}
+
+function requireStorable(field: string, value: string | null): string | null {
+  if (value !== null && !isStorableText(value))
+    throw invalid(field, 'must not contain NUL characters or unpaired surrogates');
+  return value;
 }
 
 function validateEvaluation(kind: string, result: EvaluationResult): EvaluationResult {
@@ -670,7 +733,27 @@ function toRoundRecord(row: Round): RoundRecord {
     centralAccuracy: row.centralAccuracy,
     centralNumExamples: nullableNumber(row.centralNumExamples),
     metrics: numberRecord(row.metrics),
+    outcomes: outcomeList(row.outcomes),
   };
+}
+
+/** The outcomes column as written by commit; entries of any other shape are skipped. */
+function outcomeList(value: Prisma.JsonValue): ClientOutcome[] {
+  if (!Array.isArray(value)) return [];
+  const out: ClientOutcome[] = [];
+  for (const item of value) {
+    const entry = jsonObject(item);
+    const { clientId, outcome, code, reason } = entry;
+    if (typeof clientId !== 'string') continue;
+    if (!CLIENT_OUTCOMES.some((known) => known === outcome)) continue;
+    out.push({
+      clientId,
+      outcome: outcome as ClientOutcome['outcome'],
+      code: typeof code === 'string' ? code : null,
+      reason: typeof reason === 'string' ? reason : null,
+    });
+  }
+  return out;
 }
 
 function nullableNumber(value: bigint | null): number | null {

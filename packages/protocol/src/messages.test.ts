@@ -38,6 +38,10 @@ describe('frame validation', () => {
       error: { message: 'out of memory' },
     };
     expect(parseFrame(trainReplySchema, failed, 'update').status).toBe('failed');
+    const coded = { ...failed, error: { message: 'wrong width', code: 'DATA_SHAPE_MISMATCH' } };
+    expect(parseFrame(trainReplySchema, coded, 'update')).toMatchObject({
+      error: { code: 'DATA_SHAPE_MISMATCH' },
+    });
   });
 
   it.each([
@@ -70,6 +74,21 @@ describe('frame validation', () => {
       'a NUL in an error message',
       { status: 'failed', runId: 'r', round: 1, error: { message: 'oops\u0000' } },
       'error.message',
+    ],
+    [
+      'a NUL in an error code',
+      { status: 'failed', runId: 'r', round: 1, error: { message: 'm', code: 'A\u0000' } },
+      'error.code',
+    ],
+    [
+      'an error code of 65 characters',
+      { status: 'failed', runId: 'r', round: 1, error: { message: 'm', code: 'C'.repeat(65) } },
+      'error.code',
+    ],
+    [
+      'an empty error code',
+      { status: 'failed', runId: 'r', round: 1, error: { message: 'm', code: '' } },
+      'error.code',
     ],
   ])('refuses %s with MALFORMED_FRAME naming the field', (_name, frame, field) => {
     const error = rejection(frame);

@@ -37,7 +37,17 @@ const metrics = z
       context.addIssue({ code: 'custom', path: ['accuracy'], message: 'must be within [0, 1]' });
     }
   });
-const failure = z.object({ message: text(WIRE_LIMITS.maxErrorMessageLength) });
+/**
+ * Why a client could not train or evaluate: a message for people and, optionally, a short
+ * machine-readable code (e.g. `DATA_SHAPE_MISMATCH`), recorded with the round's outcomes.
+ */
+const failure = z.object({
+  message: text(WIRE_LIMITS.maxErrorMessageLength),
+  code: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ . : -')
+    .optional(),
+});
 
 export const wireErrorSchema = z.object({
   code: z.string(),

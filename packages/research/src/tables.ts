@@ -37,6 +37,7 @@ export const ROUND_COLUMNS = [
   'selected_client_ids',
   'participant_client_ids',
   'dropped_client_ids',
+  'client_outcomes',
 ] as const;
 
 export const UPDATE_COLUMNS = [
@@ -86,6 +87,8 @@ export function roundsTable(
       selected_client_ids: round.selectedClientIds,
       participant_client_ids: round.participantClientIds,
       dropped_client_ids: round.droppedClientIds,
+      // JSON text in both formats, so `json.loads` (or pandas' `.apply(json.loads)`) reads it.
+      client_outcomes: JSON.stringify(round.outcomes),
     })),
   };
 }

@@ -1,4 +1,4 @@
-import { api, type RoundDetail, type Run } from '../api.js';
+import { api, type ClientOutcome, type RoundDetail, type Run } from '../api.js';
 import { ErrorBanner, formatMs, formatNumber, formatTime, Link, useLoad } from '../ui.js';
 import { UpdatesTable, useOrganisations } from './run.js';
 
@@ -69,10 +69,58 @@ export function RoundPage({ runId, round }: { runId: string; round: number }) {
               <span className="muted">(keep both in one folder, then tf.loadLayersModel)</span>
             </dd>
           </dl>
+          {value.round.outcomes.length > 0 ? (
+            <>
+              <h2>Clients</h2>
+              <OutcomesTable outcomes={value.round.outcomes} name={name} />
+            </>
+          ) : null}
           <h2>Updates</h2>
           <UpdatesTable detail={value} organisations={organisations} />
         </>
       ) : null}
     </section>
+  );
+}
+
+const OUTCOME_LABELS: Record<ClientOutcome['outcome'], string> = {
+  updated: 'Update aggregated',
+  failed: 'Failed',
+  rejected: 'Update rejected',
+  dropped: 'Dropped',
+  'timed-out': 'Timed out',
+};
+
+/** Each selected client's outcome with the reason: what an admin needs to help it. */
+function OutcomesTable(props: { outcomes: ClientOutcome[]; name: (id: string) => string }) {
+  return (
+    <table data-testid="outcomes">
+      <thead>
+        <tr>
+          <th>Organisation</th>
+          <th>Outcome</th>
+          <th>Reason</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.outcomes.map((entry) => (
+          <tr key={entry.clientId} data-outcome={entry.outcome}>
+            <td>{props.name(entry.clientId)}</td>
+            <td>
+              <span
+                className={`badge ${entry.outcome === 'updated' ? 'status-completed' : 'status-failed'}`}
+              >
+                {OUTCOME_LABELS[entry.outcome]}
+              </span>
+            </td>
+            <td>
+              {entry.code ? <code>{entry.code}</code> : null}
+              {entry.code && entry.reason ? ' ' : null}
+              {entry.reason ?? (entry.code ? null : '—')}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
