@@ -486,7 +486,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     {
       method: 'post',
       path: '/runs/:id/start',
-      summary: 'Start a run, or resume a paused one from its last committed round (a stopped run is final)',
+      summary:
+        'Start a run, or resume a paused one from its last committed round (a stopped run is final)',
       access: 'admin',
       action: 'start runs',
       response: { status: 202, description: 'Running', schema: runOut },
