@@ -5,6 +5,7 @@ import { createModel, evaluateModel, initBackend, setFlatWeights } from '@tesser
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { EvaluateRequest, EvaluateResponse } from './central-eval-worker.js';
 import type { CentralEvaluator } from './engine.js';
+import { builtWorkerExecArgv } from './worker-argv.js';
 
 type LayersModel = ReturnType<typeof createModel>;
 
@@ -70,15 +71,7 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
         : './central-eval-worker.js',
       import.meta.url,
     );
-    // The worker runs built code: drop a parent's export conditions (tests resolve workspace
-    // packages to their TypeScript sources), which plain Node cannot load in a worker.
-    const execArgv = process.execArgv.filter(
-      (arg, index, all) =>
-        !arg.startsWith('--conditions') &&
-        !arg.startsWith('-C') &&
-        !(all[index - 1] === '--conditions' || all[index - 1] === '-C'),
-    );
-    const worker = new Worker(script, { execArgv });
+    const worker = new Worker(script, { execArgv: builtWorkerExecArgv() });
     worker.unref();
     worker.on('message', (response: EvaluateResponse) => {
       const waiter = this.pending.get(response.id);

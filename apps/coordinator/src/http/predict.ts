@@ -4,6 +4,7 @@ import { modelWithWeights, type TfjsArtifacts, toTfjsArtifacts } from '@tessera/
 import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
+import { builtWorkerExecArgv } from '../worker-argv.js';
 import type { PredictInput, PredictRequest, PredictResponse } from './predict-worker.js';
 
 /** Largest predict upload, in bytes. A 28x28 digit is a few hundred bytes; photos are bigger. */
@@ -326,13 +327,7 @@ export class PredictWorker {
       import.meta.url.endsWith('.ts') ? '../../dist/http/predict-worker.js' : './predict-worker.js',
       import.meta.url,
     );
-    const execArgv = process.execArgv.filter(
-      (arg, index, all) =>
-        !arg.startsWith('--conditions') &&
-        !arg.startsWith('-C') &&
-        !(all[index - 1] === '--conditions' || all[index - 1] === '-C'),
-    );
-    const worker = new Worker(script, { execArgv });
+    const worker = new Worker(script, { execArgv: builtWorkerExecArgv() });
     worker.unref();
     worker.on('message', (response: PredictResponse) => {
       const resolve = this.pending.get(response.id);
