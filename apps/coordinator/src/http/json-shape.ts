@@ -13,12 +13,45 @@ const OPEN_BRACE = 0x7b;
 const CLOSE_BRACE = 0x7d;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
+const MINUS = 0x2d;
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
+
+function isNumberByte(byte: number): boolean {
+  // digits, '-', '+', '.', 'e', 'E'
+  return (
+    (byte >= DIGIT_0 && byte <= DIGIT_9) ||
+    byte === MINUS ||
+    byte === 0x2b ||
+    byte === 0x2e ||
+    byte === 0x65 ||
+    byte === 0x45
+  );
+}
+
+/**
+ * A JSON number literal that float64 cannot hold: JSON.parse would turn `1e400` into Infinity
+ * and `0.5e-400` silently into 0 (a seed of `-0.5e-400` would be stored as 0). Both are
+ * refused; only the digits before the exponent are looked at for "was it zero".
+ */
+function checkNumberLiteral(text: string): void {
+  const value = Number(text);
+  const mantissa = text.split(/[eE]/, 1)[0] ?? '';
+  const underflows = value === 0 && /[1-9]/.test(mantissa);
+  if (Number.isFinite(value) && !underflows) return;
+  throw new TesseraError(
+    ErrorCode.INVALID_ARGUMENT,
+    `request body has a number outside the float64 range: ${text.slice(0, 40)}`,
+    { field: '(body)' },
+  );
+}
 
 /**
  * Checks the nesting depth and key counts of a JSON text in one linear pass over its bytes,
  * before JSON.parse and before anything recursive (validation, the database driver) sees it:
- * a body nested 2,000 deep is refused here instead of overflowing a stack later. Invalid JSON
- * passes (JSON.parse refuses it next, with its own message).
+ * a body nested 2,000 deep is refused here instead of overflowing a stack later. Number literals
+ * past float64 (overflow to Infinity, underflow to 0) are refused too. Invalid JSON passes
+ * (JSON.parse refuses it next, with its own message).
  */
 export function checkJsonShape(bytes: Uint8Array): void {
   // Per open container: its key count, or -1 for an array.
@@ -26,10 +59,18 @@ export function checkJsonShape(bytes: Uint8Array): void {
   let totalKeys = 0;
   let inString = false;
   for (let at = 0; at < bytes.length; at++) {
-    const byte = bytes[at];
+    const byte = bytes[at] as number;
     if (inString) {
       if (byte === BACKSLASH) at++;
       else if (byte === QUOTE) inString = false;
+      continue;
+    }
+    if (byte === MINUS || (byte >= DIGIT_0 && byte <= DIGIT_9)) {
+      const start = at;
+      while (at + 1 < bytes.length && isNumberByte(bytes[at + 1] as number)) at++;
+      checkNumberLiteral(
+        Buffer.from(bytes.buffer, bytes.byteOffset + start, at + 1 - start).toString('latin1'),
+      );
       continue;
     }
     switch (byte) {
