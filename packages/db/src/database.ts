@@ -17,6 +17,7 @@ import {
 } from './migrate.js';
 import { RoundRepository } from './rounds.js';
 import { RunRepository } from './runs.js';
+import { TaskRepository } from './tasks.js';
 import { invalid } from './validate.js';
 
 export interface OpenDatabaseOptions {
@@ -42,6 +43,8 @@ export interface Database {
   readonly accounts: AccountRepository;
   readonly runs: RunRepository;
   readonly rounds: RoundRepository;
+  /** Task definitions, built-in and uploaded, by name and version and by sha256. */
+  readonly tasks: TaskRepository;
   /** What opening the database migrated. */
   readonly migrations: MigrationReport;
   /** Disconnects (and, for PGlite, flushes and closes the data folder). Idempotent. */
@@ -189,6 +192,7 @@ function assemble(
     accounts: new AccountRepository(prisma),
     runs: new RunRepository(prisma),
     rounds: new RoundRepository(prisma),
+    tasks: new TaskRepository(prisma),
     migrations,
     close: () => {
       closing ??= shutdown();

@@ -58,6 +58,7 @@ export {
   type RunOrigin,
   type RunRecord,
   type RunStatus,
+  type TaskRecord,
 } from './records.js';
 export {
   DatabaseHealth,
@@ -72,3 +73,4 @@ export {
 export type { RoundRepository } from './rounds.js';
 export type { CreateRunInput, RunRepository } from './runs.js';
 export { validateRunConfig } from './runs.js';
+export { type CreateTaskInput, TASK_NAME_PATTERN, type TaskRepository } from './tasks.js';

@@ -221,3 +221,18 @@ export interface CheckpointRecord {
   sha256: string;
   paramCount: number;
 }
+
+export interface TaskRecord {
+  id: string;
+  name: string;
+  version: number;
+  /** sha256 of the definition's canonical JSON: what runs and rounds record. */
+  sha256: string;
+  /** The task definition as @tessera/tasks validated it. */
+  definition: Record<string, unknown>;
+  paramCount: number;
+  /** Whether initial weights were uploaded with it (TaskRepository.weights). */
+  hasWeights: boolean;
+  builtin: boolean;
+  createdAt: Date;
+}
