@@ -3,6 +3,15 @@
 // (index.ts) re-exports it and adds the file loaders.
 export { type CsvOptions, parseCsvExamples } from './csv.js';
 export { type Examples, toExamples } from './examples.js';
+export {
+  centreOfMass,
+  DIGIT_BOX,
+  drawingToMnist,
+  type Grayscale,
+  inkBounds,
+  MNIST_SIDE,
+  rgbaToGrayscale,
+} from './mnist-digit.js';
 export { type MnistSplit, type MnistSplitName, parseMnistIdx } from './mnist-idx.js';
 export {
   type DirichletOptions,

@@ -1,13 +1,13 @@
+import { drawingToMnist, rgbaToGrayscale } from '@tessera/data/browser';
 import { useEffect, useRef, useState } from 'react';
 import { api, type Prediction } from '../api.js';
 import { ErrorBanner } from '../ui.js';
-import { drawingToMnist, rgbaToGrayscale } from './mnist-drawing.js';
 
 const SIZE = 280;
 
 /**
  * "Try the model": draw a digit (white on black, like MNIST) and the run's global model
- * classifies it. The drawing is prepared here as MNIST's digits were made (mnist-drawing.ts:
+ * classifies it. The drawing is prepared here as MNIST's digits were made (@tessera/data's mnist-digit.ts:
  * the ink's box scaled into 20x20, centred by mass in 28x28) and sent as the 784 values the
  * model reads; a blank canvas is not sent.
  */

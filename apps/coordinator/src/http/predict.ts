@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { drawingToMnist, rgbaToGrayscale } from '@tessera/data/browser';
 import type { Database } from '@tessera/db';
 import { modelWithWeights, type TfjsArtifacts, toTfjsArtifacts } from '@tessera/ml';
 import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
@@ -74,98 +75,41 @@ function checkSize(width: number, height: number): void {
   }
 }
 
-/** Box-filter resampling of a grayscale image (area average: no aliasing when shrinking). */
-function resample(
-  gray: Float32Array,
-  width: number,
-  box: { x: number; y: number; size: number },
-  out: Float32Array,
-  outSide: number,
-  offset: { x: number; y: number; side: number },
-): void {
-  const step = box.size / offset.side;
-  for (let oy = 0; oy < offset.side; oy++) {
-    for (let ox = 0; ox < offset.side; ox++) {
-      const x0 = box.x + ox * step;
-      const y0 = box.y + oy * step;
-      let sum = 0;
-      let weight = 0;
-      for (let y = Math.floor(y0); y < Math.ceil(y0 + step); y++) {
-        const wy = Math.min(y + 1, y0 + step) - Math.max(y, y0);
-        for (let x = Math.floor(x0); x < Math.ceil(x0 + step); x++) {
-          const wx = Math.min(x + 1, x0 + step) - Math.max(x, x0);
-          const inside = x >= 0 && y >= 0 && x < width && y * width + x < gray.length;
-          sum += (inside ? (gray[y * width + x] ?? 0) : 0) * wx * wy;
-          weight += wx * wy;
-        }
-      }
-      out[(offset.y + oy) * outSide + offset.x + ox] = weight > 0 ? sum / weight : 0;
-    }
-  }
-}
-
 /**
  * Any picture of one digit as MNIST sees digits: 28x28 grayscale in [0, 1], white on black,
- * the digit scaled into a 20x20 box centred in the frame (how MNIST was made). Transparent
- * pixels count as black; a picture whose border is mostly light (ink on paper) is inverted.
+ * prepared as the console's drawing pad prepares a drawing (@tessera/data's drawingToMnist:
+ * the ink's box scaled into 20x20, centred by mass). Transparent pixels count as black; a
+ * picture whose border is mostly light (ink on paper) is inverted first. A picture with no
+ * ink is refused: a model asked anyway answers with confidence about nothing.
  */
 export function imageToMnist(bytes: Uint8Array, kind: ImageKind): Float32Array {
   const { width, height, data } = decode(bytes, kind);
-  const gray = new Float32Array(width * height);
-  for (let k = 0; k < gray.length; k++) {
-    const alpha = (data[4 * k + 3] ?? 255) / 255;
-    const luma =
-      (0.299 * (data[4 * k] ?? 0) +
-        0.587 * (data[4 * k + 1] ?? 0) +
-        0.114 * (data[4 * k + 2] ?? 0)) /
-      255;
-    gray[k] = luma * alpha;
-  }
+  const gray = rgbaToGrayscale(
+    new Uint8ClampedArray(data.buffer, data.byteOffset, data.byteLength),
+    width,
+    height,
+  );
+  const pixels = gray.pixels;
   let border = 0;
   let borderCount = 0;
   for (let x = 0; x < width; x++) {
-    border += (gray[x] ?? 0) + (gray[(height - 1) * width + x] ?? 0);
+    border += (pixels[x] ?? 0) + (pixels[(height - 1) * width + x] ?? 0);
     borderCount += 2;
   }
   for (let y = 0; y < height; y++) {
-    border += (gray[y * width] ?? 0) + (gray[y * width + width - 1] ?? 0);
+    border += (pixels[y * width] ?? 0) + (pixels[y * width + width - 1] ?? 0);
     borderCount += 2;
   }
-  if (border / borderCount > 0.5)
-    for (let k = 0; k < gray.length; k++) gray[k] = 1 - (gray[k] ?? 0);
-
-  // The digit's bounding box (pixels clearly lit), made square around its centre.
-  let minX = width;
-  let minY = height;
-  let maxX = -1;
-  let maxY = -1;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if ((gray[y * width + x] ?? 0) > 0.2) {
-        minX = Math.min(minX, x);
-        maxX = Math.max(maxX, x);
-        minY = Math.min(minY, y);
-        maxY = Math.max(maxY, y);
-      }
-    }
+  if (border / borderCount > 0.5) {
+    for (let k = 0; k < pixels.length; k++) pixels[k] = 1 - (pixels[k] ?? 0);
   }
-  const out = new Float32Array(28 * 28);
-  if (maxX < 0) {
-    resample(gray, width, { x: 0, y: 0, size: Math.max(width, height) }, out, 28, {
-      x: 0,
-      y: 0,
-      side: 28,
+  const digit = drawingToMnist(gray);
+  if (digit === null) {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'the image shows no digit (no ink found)', {
+      field: '(body)',
     });
-    return out;
   }
-  const size = Math.max(maxX - minX + 1, maxY - minY + 1);
-  const box = {
-    x: (minX + maxX + 1) / 2 - size / 2,
-    y: (minY + maxY + 1) / 2 - size / 2,
-    size,
-  };
-  resample(gray, width, box, out, 28, { x: 4, y: 4, side: 20 });
-  return out;
+  return digit;
 }
 
 export interface Prediction {

@@ -6,7 +6,7 @@ import {
   inkBounds,
   MNIST_SIDE,
   rgbaToGrayscale,
-} from './mnist-drawing.js';
+} from './mnist-digit.js';
 
 const SIZE = 280;
 
