@@ -611,6 +611,7 @@ describe.each(backends)('$name', (backend) => {
           weights,
           sha256: sha256(weights),
           paramCount: 4,
+          strategyState: null,
         });
         expect(await db.rounds.latestCheckpoint(run.id)).toEqual(checkpoint);
         expect((await db.rounds.checkpoint(run.id, 0)).weights).toEqual(initial);

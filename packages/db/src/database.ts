@@ -9,6 +9,7 @@ import { AccountRepository } from './accounts.js';
 import { ClientRepository } from './clients.js';
 import { FederationRepository } from './federations.js';
 import { PrismaClient } from './generated/client.js';
+import { LeaseRepository } from './leases.js';
 import {
   applyMigrations,
   defaultMigrationsDir,
@@ -43,6 +44,8 @@ export interface Database {
   readonly accounts: AccountRepository;
   readonly runs: RunRepository;
   readonly rounds: RoundRepository;
+  /** Which coordinator process owns each running run (fencing tokens). */
+  readonly leases: LeaseRepository;
   /** Task definitions, built-in and uploaded, by name and version and by sha256. */
   readonly tasks: TaskRepository;
   /** What opening the database migrated. */
@@ -193,6 +196,7 @@ function assemble(
     runs: new RunRepository(prisma),
     rounds: new RoundRepository(prisma),
     tasks: new TaskRepository(prisma),
+    leases: new LeaseRepository(prisma),
     migrations,
     close: () => {
       closing ??= shutdown();

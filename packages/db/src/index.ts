@@ -27,6 +27,13 @@ export {
 export type { CreateFederationInput, FederationRepository } from './federations.js';
 export type { PrismaClient } from './generated/client.js';
 export {
+  checkFence,
+  type LeaseFence,
+  type LeaseRepository,
+  MAX_LEASE_MS,
+  type RunLeaseRecord,
+} from './leases.js';
+export {
   applyMigrations,
   defaultMigrationsDir,
   type MigrationReport,

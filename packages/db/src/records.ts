@@ -1,3 +1,4 @@
+import type { LeaseFence } from './leases.js';
 /**
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
@@ -199,6 +200,13 @@ export interface RoundCommit {
   updates: ClientUpdateInput[];
   /** The new global weights: little-endian float32 bytes. */
   checkpoint: Uint8Array;
+  /** The strategy's state after this round (its own byte format), stored with the checkpoint. */
+  strategyState?: Uint8Array | null;
+  /**
+   * The writer's run lease (LeaseRepository): when given, the commit is refused with CONFLICT
+   * (`data.lease: 'lost'`) unless it is the run's current lease, checked in the transaction.
+   */
+  fence?: LeaseFence;
 }
 
 export interface EvaluationResult {
@@ -220,6 +228,8 @@ export interface CheckpointRecord {
   /** sha256 (lowercase hex) of `weights`. */
   sha256: string;
   paramCount: number;
+  /** The strategy's state after this round, or null (stateless strategy, round 0). */
+  strategyState: Uint8Array | null;
 }
 
 export interface TaskRecord {

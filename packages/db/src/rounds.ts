@@ -12,6 +12,7 @@ import {
   toPrismaBytes,
   toUint8Array,
 } from './internal.js';
+import { checkFence, type LeaseFence } from './leases.js';
 import {
   type CheckpointRecord,
   CLIENT_OUTCOMES,
@@ -36,6 +37,7 @@ import {
   requireMetrics,
   requireOptionalString,
   requireSha256,
+  requireString,
   requireStringArray,
   requireWeights,
 } from './validate.js';
@@ -63,6 +65,7 @@ export class RoundRepository {
       weights,
       sha256: sha256(weights),
       paramCount: weights.byteLength / 4,
+      strategyState: null,
     };
     try {
       await this.prisma.checkpoint.create({
@@ -114,6 +117,8 @@ export class RoundRepository {
     try {
       return await this.prisma.$transaction(
         async (tx) => {
+          // First, so that a stale owner learns it is fenced off rather than "out of order".
+          if (commit.fence !== undefined) await checkFence(tx, runId, commit.fence);
           const run = await tx.run.findUnique({
             where: { id: runId },
             select: {
@@ -202,6 +207,10 @@ export class RoundRepository {
               weights: toPrismaBytes(commit.checkpoint),
               sha256: checkpointSha,
               paramCount,
+              strategyState:
+                commit.strategyState === undefined || commit.strategyState === null
+                  ? null
+                  : toPrismaBytes(commit.strategyState),
             },
           });
           return toRoundRecord(row);
@@ -641,6 +650,22 @@ function validateCommit(input: RoundCommit): RoundCommit {
     outcomes,
     updates,
     checkpoint: requireWeights('checkpoint', input.checkpoint),
+    strategyState: requireOptionalBytes('strategyState', input.strategyState),
+    fence: input.fence === undefined ? undefined : requireFence(input.fence),
+  };
+}
+
+function requireOptionalBytes(field: string, value: unknown): Uint8Array | null {
+  if (value === undefined || value === null) return null;
+  if (!(value instanceof Uint8Array)) throw invalid(field, 'must be a Uint8Array or null', value);
+  return value;
+}
+
+function requireFence(fence: LeaseFence): LeaseFence {
+  if (typeof fence !== 'object' || fence === null) throw invalid('fence', 'must be an object');
+  return {
+    owner: requireString('fence.owner', fence.owner, 200),
+    token: requireInt('fence.token', fence.token, 1, Number.MAX_SAFE_INTEGER),
   };
 }
 
@@ -785,7 +810,13 @@ function toUpdateRecord(
 /** Verifies the stored hash on the way out: a resumed run must not start from corrupt weights. */
 function toCheckpointRecord(
   runId: string,
-  row: { round: number; weights: Uint8Array; sha256: string; paramCount: number },
+  row: {
+    round: number;
+    weights: Uint8Array;
+    sha256: string;
+    paramCount: number;
+    strategyState: Uint8Array | null;
+  },
 ): CheckpointRecord {
   const weights = toUint8Array(row.weights);
   const actual = sha256(weights);
@@ -796,5 +827,11 @@ function toCheckpointRecord(
       { runId, round: row.round },
     );
   }
-  return { round: row.round, weights, sha256: row.sha256, paramCount: row.paramCount };
+  return {
+    round: row.round,
+    weights,
+    sha256: row.sha256,
+    paramCount: row.paramCount,
+    strategyState: row.strategyState === null ? null : toUint8Array(row.strategyState),
+  };
 }
