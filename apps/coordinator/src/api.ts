@@ -500,7 +500,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     {
       method: 'post',
       path: '/runs/:id/stop',
-      summary: 'Stop a run (the open round is abandoned; start resumes after the last commit)',
+      summary:
+        'Stop a run for good (the open round is discarded; a stopped run cannot be started again)',
       access: 'admin',
       action: 'stop runs',
       response: { status: 200, description: 'Stopped', schema: runOut },
