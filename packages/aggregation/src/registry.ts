@@ -1,7 +1,10 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { z } from 'zod';
+import { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
 import { FedAvg } from './fedavg.js';
 import { FedAvgM } from './fedavgm.js';
+import { FedAdagrad, FedAdam, FedYogi } from './fedopt.js';
+import { Bulyan, Krum } from './krum.js';
 import { FedMedian, TrimmedMean } from './robust.js';
 import type { Strategy } from './strategy.js';
 
@@ -22,6 +25,17 @@ function define<S extends z.ZodObject>(
   return { options, build: (parsed) => build(parsed as z.output<S>) };
 }
 
+/** The server optimisers' options; defaults are Flower's, after Reddi et al. 2021. */
+const fedOptOptions = (eta: number, tau: number) => ({
+  serverLearningRate: z.number().positive().max(1000).default(eta),
+  beta1: z.number().min(0).lt(1, 'must be below 1').default(0.9),
+  beta2: z.number().min(0).lt(1, 'must be below 1').default(0.99),
+  tau: z.number().positive().max(1000).default(tau),
+});
+
+/** Byzantine clients tolerated per round (Krum, Bulyan). */
+const byzantineCount = z.int().min(0).max(10_000).default(1);
+
 const definitions: Record<string, StrategyDefinition> = {
   fedavg: define(z.strictObject({}), () => new FedAvg()),
   fedavgm: define(
@@ -35,6 +49,34 @@ const definitions: Record<string, StrategyDefinition> = {
   'trimmed-mean': define(
     z.strictObject({ beta: z.number().min(0).lt(0.5, 'must be below 0.5').default(0.1) }),
     ({ beta }) => new TrimmedMean(beta),
+  ),
+  fedadam: define(z.strictObject(fedOptOptions(0.1, 1e-9)), (options) => new FedAdam(options)),
+  fedyogi: define(z.strictObject(fedOptOptions(0.01, 1e-3)), (options) => new FedYogi(options)),
+  fedadagrad: define(
+    z.strictObject({
+      serverLearningRate: fedOptOptions(0.1, 1e-9).serverLearningRate,
+      // Flower's FedAdagrad has no first moment; the paper's Algorithm 2 allows one.
+      beta1: z.number().min(0).lt(1, 'must be below 1').default(0),
+      tau: fedOptOptions(0.1, 1e-9).tau,
+    }),
+    (options) => new FedAdagrad(options),
+  ),
+  krum: define(z.strictObject({ f: byzantineCount }), ({ f }) => new Krum(f, undefined, false)),
+  'multi-krum': define(
+    z.strictObject({ f: byzantineCount, m: z.int().min(1).max(10_000).optional() }),
+    ({ f, m }) => new Krum(f, m, true),
+  ),
+  bulyan: define(z.strictObject({ f: byzantineCount }), ({ f }) => new Bulyan(f)),
+  'centered-clipping': define(
+    z.strictObject({
+      tau: z.number().positive().max(1e6).default(10),
+      iterations: z.int().min(1).max(100).default(1),
+    }),
+    ({ tau, iterations }) => new CenteredClipping(tau, iterations),
+  ),
+  'norm-bounded-fedavg': define(
+    z.strictObject({ normBound: z.number().positive().max(1e6).default(5) }),
+    ({ normBound }) => new NormBoundedFedAvg(normBound),
   ),
 };
 
