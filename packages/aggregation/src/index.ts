@@ -5,6 +5,7 @@ export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
 export { Bulyan, Krum } from './krum.js';
 export {
   createStrategy,
+  minUpdatesFor,
   parseStrategyOptions,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,

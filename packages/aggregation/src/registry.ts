@@ -16,13 +16,20 @@ import type { Strategy } from './strategy.js';
 interface StrategyDefinition {
   options: z.ZodObject;
   build(options: Record<string, unknown>): Strategy;
+  /** The fewest updates a round must bring for the rule to run (Krum: 2f + 3). */
+  minUpdates(options: Record<string, unknown>): number;
 }
 
 function define<S extends z.ZodObject>(
   options: S,
   build: (options: z.output<S>) => Strategy,
+  minUpdates: (options: z.output<S>) => number = () => 1,
 ): StrategyDefinition {
-  return { options, build: (parsed) => build(parsed as z.output<S>) };
+  return {
+    options,
+    build: (parsed) => build(parsed as z.output<S>),
+    minUpdates: (parsed) => minUpdates(parsed as z.output<S>),
+  };
 }
 
 /** The server optimisers' options; defaults are Flower's, after Reddi et al. 2021. */
@@ -61,12 +68,21 @@ const definitions: Record<string, StrategyDefinition> = {
     }),
     (options) => new FedAdagrad(options),
   ),
-  krum: define(z.strictObject({ f: byzantineCount }), ({ f }) => new Krum(f, undefined, false)),
+  krum: define(
+    z.strictObject({ f: byzantineCount }),
+    ({ f }) => new Krum(f, undefined, false),
+    ({ f }) => 2 * f + 3,
+  ),
   'multi-krum': define(
     z.strictObject({ f: byzantineCount, m: z.int().min(1).max(10_000).optional() }),
     ({ f, m }) => new Krum(f, m, true),
+    ({ f, m }) => Math.max(2 * f + 3, (m ?? 0) + f),
   ),
-  bulyan: define(z.strictObject({ f: byzantineCount }), ({ f }) => new Bulyan(f)),
+  bulyan: define(
+    z.strictObject({ f: byzantineCount }),
+    ({ f }) => new Bulyan(f),
+    ({ f }) => 4 * f + 3,
+  ),
   'centered-clipping': define(
     z.strictObject({
       tau: z.number().positive().max(1e6).default(10),
@@ -125,6 +141,16 @@ export function parseStrategyOptions(
     `${name}: ${field}: ${issue?.message ?? 'invalid'}`,
     { field },
   );
+}
+
+/**
+ * The fewest updates a round must bring for `name` with `options` to aggregate it (Krum needs
+ * n >= 2f + 3, Bulyan n >= 4f + 3; every other rule 1). A run whose minClients is below this
+ * would fail the first round that gets fewer: check it when the run is created.
+ */
+export function minUpdatesFor(name: string, options: Record<string, unknown> = {}): number {
+  const definition = definitionOf(name);
+  return definition.minUpdates(parseStrategyOptions(name, options));
 }
 
 /** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */

@@ -12,6 +12,7 @@ import {
   FedAvgM,
   FedYogi,
   Krum,
+  minUpdatesFor,
   NormBoundedFedAvg,
   parseStrategyOptions,
   type Strategy,
@@ -151,6 +152,33 @@ describe('Bulyan', () => {
     // Selected 0, 1, 2, 6, 7; median 2; the 3 closest: 2, 1, 0 -> mean 1.
     // (No trimming: 3.2; 9 instead of 0 at the last tie: 22/3.)
     expect(round(new Bulyan(1), 1, [0], [[0], [1], [2], [6], [7], [9], [100]])).toEqual([1]);
+  });
+
+  it('publishes the fewest updates each rule needs, for the run to be checked against', () => {
+    expect(minUpdatesFor('fedavg')).toBe(1);
+    expect(minUpdatesFor('krum')).toBe(5);
+    expect(minUpdatesFor('krum', { f: 3 })).toBe(9);
+    expect(minUpdatesFor('multi-krum', { f: 1, m: 6 })).toBe(7);
+    expect(minUpdatesFor('bulyan', { f: 2 })).toBe(11);
+    // What it says is what the rule does: one update fewer is refused.
+    refused(
+      () =>
+        round(
+          new Bulyan(2),
+          1,
+          [0],
+          Array.from({ length: 10 }, (_, k) => [k]),
+        ),
+      'strategyOptions.f',
+    );
+    expect(
+      round(
+        new Bulyan(2),
+        1,
+        [0],
+        Array.from({ length: 11 }, (_, k) => [k]),
+      ),
+    ).toHaveLength(1);
   });
 
   it('refuses fewer than 4f + 3 updates with a clear error', () => {
