@@ -81,7 +81,7 @@ for (const name of NAMES) {
   const strategy = createStrategy(name, options);
   const times: number[] = [];
   let extra = 0;
-  let global = initial;
+  let global: Float32Array = initial;
   for (let round = 1; round <= ROUNDS; round++) {
     gc?.();
     const before = process.memoryUsage().arrayBuffers;
