@@ -1,3 +1,5 @@
+import { checkUpdate, roundFinished } from './checks.js';
+import { refuseState, type StrategyState } from './state.js';
 import type {
   AggregateResult,
   EvaluationReply,
@@ -19,21 +21,32 @@ export class FedAvg implements Strategy {
   readonly options: Readonly<Record<string, unknown>> = {};
 
   beginRound(_round: number, globalWeights: Float32Array): RoundAggregator {
-    return new FedAvgAggregator(globalWeights.length);
+    return new FedAvgAggregator(globalWeights.length, this.name);
   }
 
   aggregateEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null {
     return weightedEvaluation(replies);
   }
+
+  state(): StrategyState | null {
+    return null;
+  }
+
+  restore(state: StrategyState | null): void {
+    refuseState(this.name, state);
+  }
 }
 
-class FedAvgAggregator implements RoundAggregator {
+export class FedAvgAggregator implements RoundAggregator {
   private readonly weights: WeightedSum;
   private readonly metrics = new WeightedMetrics();
   private count = 0;
   private finished = false;
 
-  constructor(paramCount: number) {
+  constructor(
+    private readonly paramCount: number,
+    private readonly strategy: string,
+  ) {
     this.weights = new WeightedSum(paramCount);
   }
 
@@ -42,17 +55,24 @@ class FedAvgAggregator implements RoundAggregator {
   }
 
   add(update: TrainUpdate): void {
-    if (this.finished) throw new Error('FedAvg: round already finished');
+    if (this.finished) throw roundFinished(this.strategy);
+    checkUpdate(update, this.paramCount);
     this.weights.add(update.weights, update.numExamples);
     this.metrics.add(update.metrics, update.numExamples);
     this.count++;
   }
 
   finish(): AggregateResult {
+    return this.finishWith((sum) => sum.mean());
+  }
+
+  /** Ends the round with `combine` of the example-weighted sums (FedOpt takes the float64 mean). */
+  finishWith(combine: (sum: WeightedSum) => Float32Array): AggregateResult {
+    if (this.finished) throw roundFinished(this.strategy);
     this.finished = true;
     const numExamples = this.weights.weight;
     return {
-      weights: this.count === 0 ? null : this.weights.mean(),
+      weights: this.count === 0 ? null : combine(this.weights),
       metrics: this.metrics.means(),
       numExamples,
       numUpdates: this.count,

@@ -1,5 +1,6 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
-import { FedAvg, weightedEvaluation } from './fedavg.js';
+import { FedAvgAggregator, weightedEvaluation } from './fedavg.js';
+import { StateSlot, type StrategyState } from './state.js';
 import type {
   AggregateResult,
   EvaluationReply,
@@ -21,14 +22,14 @@ export interface FedAvgMOptions {
  * Distribution for Federated Visual Classification", 2019): with the FedAvg average w_avg,
  * the pseudo-gradient d = w_t - w_avg, v <- beta v + d, w_{t+1} = w_t - eta v.
  *
- * The velocity lives in this object, in float64: a run resumed in a new process, or replayed,
- * starts again from v = 0 at the round it resumes from.
+ * State (version 1): the velocity v in float64, so a resumed run or a replay that restores it
+ * continues exactly. The arithmetic is the one of runs recorded before the state existed
+ * (d from the float32-rounded average), so their checkpoints still verify.
  */
 export class FedAvgM implements Strategy {
   readonly name = 'fedavgm';
   readonly options: Readonly<FedAvgMOptions>;
-  private velocity: Float64Array | null = null;
-  private readonly fedavg = new FedAvg();
+  private readonly slot = new StateSlot(this.name, 1, ['velocity'], []);
 
   constructor(options: FedAvgMOptions) {
     const { serverLearningRate, momentum } = options;
@@ -50,7 +51,8 @@ export class FedAvgM implements Strategy {
   }
 
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator {
-    const inner = this.fedavg.beginRound(round, globalWeights);
+    const start = this.slot.startOf(round, globalWeights.length);
+    const inner = new FedAvgAggregator(globalWeights.length, this.name);
     const global = globalWeights.slice();
     return {
       get numUpdates() {
@@ -61,15 +63,16 @@ export class FedAvgM implements Strategy {
         const result = inner.finish();
         if (result.weights === null) return result;
         const { serverLearningRate: eta, momentum: beta } = this.options;
-        this.velocity ??= new Float64Array(global.length);
-        const velocity = this.velocity;
+        const previous = start?.arrays['velocity'] ?? new Float64Array(global.length);
+        const velocity = new Float64Array(global.length);
         const next = new Float32Array(global.length);
         for (let i = 0; i < next.length; i++) {
           const w = global[i] as number;
-          const v = beta * (velocity[i] as number) + (w - (result.weights[i] as number));
+          const v = beta * (previous[i] as number) + (w - (result.weights[i] as number));
           velocity[i] = v;
           next[i] = w - eta * v;
         }
+        this.slot.set(round, { velocity });
         return { ...result, weights: next };
       },
     };
@@ -77,5 +80,13 @@ export class FedAvgM implements Strategy {
 
   aggregateEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null {
     return weightedEvaluation(replies);
+  }
+
+  state(): StrategyState | null {
+    return this.slot.get();
+  }
+
+  restore(state: StrategyState | null): void {
+    this.slot.restore(state);
   }
 }

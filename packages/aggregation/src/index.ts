@@ -1,12 +1,22 @@
+export { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
 export { FedAvg, weightedEvaluation } from './fedavg.js';
 export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
+export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
+export { Bulyan, Krum } from './krum.js';
 export {
   createStrategy,
+  minUpdatesFor,
   parseStrategyOptions,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
 } from './registry.js';
 export { FedMedian, TrimmedMean } from './robust.js';
+export {
+  decodeStrategyState,
+  encodeStrategyState,
+  STATE_FORMAT_VERSION,
+  type StrategyState,
+} from './state.js';
 export type {
   AggregateResult,
   EvaluationReply,

@@ -113,7 +113,20 @@ describe('FedAvgM', () => {
 
 describe('the strategy registry', () => {
   it('lists every strategy and builds each with its defaults', () => {
-    expect(STRATEGY_NAMES).toEqual(['fedavg', 'fedavgm', 'fedmedian', 'trimmed-mean']);
+    expect(STRATEGY_NAMES).toEqual([
+      'fedavg',
+      'fedavgm',
+      'fedmedian',
+      'trimmed-mean',
+      'fedadam',
+      'fedyogi',
+      'fedadagrad',
+      'krum',
+      'multi-krum',
+      'bulyan',
+      'centered-clipping',
+      'norm-bounded-fedavg',
+    ]);
     for (const name of STRATEGY_NAMES) expect(createStrategy(name).name).toBe(name);
     expect(createStrategy('fedavgm', { momentum: 0 }).options).toEqual({
       serverLearningRate: 1,

@@ -3,8 +3,18 @@
  * model. The coordinator owns the loop, the sockets, the database and the clock.
  *
  * Aggregation streams: the coordinator opens a `RoundAggregator` for each round and folds every
- * validated update into it as it arrives, so memory is O(parameters), never O(clients x parameters).
+ * validated update into it as it arrives, so memory is O(parameters) for the rules that allow
+ * it (FedAvg and its server optimisers, norm-bounded FedAvg, centered clipping with one
+ * iteration); the rules that need every update at once (median, trimmed mean, Krum, Bulyan)
+ * say so and hold O(clients x parameters).
+ *
+ * State: a strategy that carries something across rounds exposes it as a `StrategyState`
+ * (`state()`, bytes via `encodeStrategyState`) and takes it back with `restore`, so a run
+ * resumed in a new process, or a replay, continues exactly. `finish()` of round r adopts the
+ * state after r; beginning round r again (a retried attempt) starts from the state round r
+ * started from the first time.
  */
+import type { StrategyState } from './state.js';
 
 export interface TrainUpdate {
   clientId: string;
@@ -26,10 +36,16 @@ export interface AggregateResult {
 }
 
 export interface RoundAggregator {
-  /** Folds one update in. The caller validated it; order of calls is the arrival order. */
+  /**
+   * Folds one update in, in arrival order. It is checked first (length, finite values, example
+   * count); a refused update throws a TesseraError and leaves the round as it was.
+   */
   add(update: TrainUpdate): void;
   readonly numUpdates: number;
-  /** Ends the round. Call once. */
+  /**
+   * Ends the round. Call once. No updates: `weights` is null and the state is unchanged. A rule
+   * that cannot run on the updates it got (Krum with n < 2f + 3) throws INVALID_ARGUMENT.
+   */
   finish(): AggregateResult;
 }
 
@@ -52,4 +68,12 @@ export interface Strategy {
   readonly options: Readonly<Record<string, unknown>>;
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator;
   aggregateEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null;
+  /** The state after the last finished round; null for a stateless strategy or before round 1. */
+  state(): StrategyState | null;
+  /**
+   * Continues from `state` (null: from the start). A state of another strategy, version or
+   * shape is refused with INVALID_ARGUMENT (field `strategyState`); a stateless strategy
+   * accepts only null.
+   */
+  restore(state: StrategyState | null): void;
 }

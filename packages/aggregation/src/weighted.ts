@@ -41,6 +41,17 @@ export class WeightedSum {
     this.totalWeight += weight;
   }
 
+  /** sum_k w_k x_k / sum_k w_k in float64, not rounded (what a server optimiser steps from). */
+  mean64(): Float64Array {
+    if (this.totalWeight === 0) {
+      throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'cannot average zero updates');
+    }
+    const out = new Float64Array(this.length);
+    const total = this.totalWeight;
+    for (let i = 0; i < out.length; i++) out[i] = (this.sums[i] as number) / total;
+    return out;
+  }
+
   /** sum_k w_k x_k / sum_k w_k, rounded to float32. */
   mean(): Float32Array {
     if (this.totalWeight === 0) {

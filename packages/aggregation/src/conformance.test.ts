@@ -1,0 +1,356 @@
+/**
+ * One suite, every registered strategy (the tfjs way): what the coordinator and the replay
+ * rely on of any strategy, whatever its rule. A strategy added to the registry without a row
+ * in `TRAITS` fails the first test.
+ */
+import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { describe, expect, it } from 'vitest';
+import {
+  createStrategy,
+  decodeStrategyState,
+  encodeStrategyState,
+  STRATEGY_NAMES,
+  type Strategy,
+  type TrainUpdate,
+} from './index.js';
+
+interface Traits {
+  /** Options the suite builds it with (defaults where omitted). */
+  options?: Record<string, unknown>;
+  /** Whether example counts weight the models. */
+  weighted: boolean;
+  /** Whether it keeps state between rounds. */
+  stateful: boolean;
+  /**
+   * Robust rules: options for the poisoning test, and the bound on ||result - h|| (h the
+   * unweighted mean of the honest models) it must meet there, given the honest spread
+   * s = max_k ||h_k - h||, ||h||, and the attackers' share p of the weight (2/10 for a rule
+   * that does not weight, their share of the examples for one that does).
+   */
+  robust?: {
+    options: Record<string, unknown>;
+    bound: (spread: number, honest: number, share: number) => number;
+  };
+}
+
+// Coordinate-wise rules stay inside the honest values of each coordinate, so within sqrt(P)
+// times the per-coordinate honest range (2 NOISE); Krum-based ones pick honest updates only,
+// so within the honest spread. A clipping rule (radius r, honest deltas inside it, centre 0)
+// gives (1 - p) h' + p c, with h' the honest mean it weights (||h' - h|| <= s) and ||c|| <= r:
+// within p (||h|| + s) + p r + s of h.
+const TRAITS: Record<string, Traits> = {
+  fedavg: { weighted: true, stateful: false },
+  fedavgm: { weighted: true, stateful: true, options: { momentum: 0.5 } },
+  fedmedian: {
+    weighted: false,
+    stateful: false,
+    robust: { options: {}, bound: () => 2 * NOISE * Math.sqrt(PARAMS) },
+  },
+  'trimmed-mean': {
+    weighted: false,
+    stateful: false,
+    robust: { options: { beta: 0.2 }, bound: () => 2 * NOISE * Math.sqrt(PARAMS) },
+  },
+  fedadam: { weighted: true, stateful: true },
+  fedyogi: { weighted: true, stateful: true },
+  fedadagrad: { weighted: true, stateful: true, options: { beta1: 0.3 } },
+  krum: { weighted: false, stateful: false, robust: { options: { f: 2 }, bound: (s) => s } },
+  'multi-krum': {
+    weighted: false,
+    stateful: false,
+    robust: { options: { f: 2 }, bound: (s) => s },
+  },
+  bulyan: {
+    weighted: false,
+    stateful: false,
+    // n = 10 allows f = 1 only (4f + 3 <= n); the two attackers are far enough to be dropped.
+    robust: { options: { f: 1 }, bound: () => 2 * NOISE * Math.sqrt(PARAMS) },
+  },
+  'centered-clipping': {
+    weighted: false,
+    stateful: true,
+    // A radius below the honest noise, so the centre carried over changes the result.
+    options: { tau: 0.1, iterations: 2 },
+    robust: {
+      options: { tau: 1.5, iterations: 1 },
+      bound: (s, h, p) => p * (h + s) + p * 1.5 + s,
+    },
+  },
+  'norm-bounded-fedavg': {
+    weighted: true,
+    stateful: false,
+    options: { normBound: 0.5 },
+    robust: { options: { normBound: 1.5 }, bound: (s, h, p) => p * (h + s) + p * 1.5 + s },
+  },
+};
+
+const PARAMS = 7;
+const CLIENTS = 11;
+const NOISE = 0.1;
+
+/** A small deterministic generator (mulberry32), so every run of the suite sees the same data. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Round `round`'s updates around `global`: a shared drift plus per-client noise. */
+function updatesFor(round: number, global: Float32Array, clients = CLIENTS): TrainUpdate[] {
+  const next = random(1000 + round);
+  const drift = Array.from({ length: PARAMS }, () => next() - 0.5);
+  return Array.from({ length: clients }, (_, k) => ({
+    clientId: `c${k}`,
+    numExamples: 1 + Math.floor(next() * 50),
+    weights: Float32Array.from(
+      global,
+      (g, i) => g + (drift[i] as number) + (next() - 0.5) * 2 * NOISE,
+    ),
+    metrics: { loss: next() },
+  }));
+}
+
+function build(name: string, options = TRAITS[name]?.options ?? {}): Strategy {
+  return createStrategy(name, options);
+}
+
+function runRound(
+  strategy: Strategy,
+  round: number,
+  global: Float32Array,
+  updates = updatesFor(round, global),
+) {
+  const aggregator = strategy.beginRound(round, global);
+  for (const update of updates) aggregator.add(update);
+  return aggregator.finish();
+}
+
+/** Rounds `from..to`, each from the previous result; the final global model. */
+function runRounds(strategy: Strategy, from: number, to: number, start: Float32Array) {
+  let global = start;
+  for (let round = from; round <= to; round++) {
+    const weights = runRound(strategy, round, global).weights;
+    if (weights === null) throw new Error('no weights');
+    global = weights;
+  }
+  return global;
+}
+
+const initial = Float32Array.from({ length: PARAMS }, (_, i) => Math.sin(i + 1));
+
+function expectCode(fn: () => unknown, code: string, field?: string) {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(TesseraError);
+    expect((error as TesseraError).code).toBe(code);
+    if (field !== undefined) expect((error as TesseraError).data?.['field']).toBe(field);
+    return error as TesseraError;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
+}
+
+const bits = (weights: Float32Array | null) => [
+  ...new Uint32Array((weights ?? new Float32Array()).buffer.slice(0)),
+];
+
+function norm(values: ArrayLike<number>): number {
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) sum += (values[i] as number) ** 2;
+  return Math.sqrt(sum);
+}
+
+it('every registered strategy is in the conformance suite', () => {
+  expect(Object.keys(TRAITS).sort()).toEqual([...STRATEGY_NAMES].sort());
+});
+
+describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
+  const traits = TRAITS[name] as Traits;
+
+  it('is deterministic for a fixed arrival order, over several rounds', () => {
+    const a = runRounds(build(name), 1, 4, initial);
+    const b = runRounds(build(name), 1, 4, initial);
+    expect(bits(a)).toEqual(bits(b));
+    expect(bits(a)).not.toEqual(bits(initial));
+  });
+
+  it(traits.weighted ? 'weights updates by their examples' : 'ignores example counts', () => {
+    // Round 3, after two equal rounds: an adaptive optimiser's first step is sign(Delta) eta,
+    // whatever the size of Delta, so round 1 alone would not show the weighting.
+    const run = (reweight: boolean) => {
+      const strategy = build(name);
+      const global = runRounds(strategy, 1, 2, initial);
+      const updates = updatesFor(3, global).map((u, k) =>
+        reweight ? { ...u, numExamples: k === 0 ? 1000 : 1 } : u,
+      );
+      return runRound(strategy, 3, global, updates);
+    };
+    const plain = run(false).weights;
+    const heavy = run(true).weights;
+    if (traits.weighted) expect(bits(heavy)).not.toEqual(bits(plain));
+    else expect(bits(heavy)).toEqual(bits(plain));
+    // The round's example count and metrics are example-weighted either way.
+    const result = run(true);
+    expect(result.numExamples).toBe(1000 + CLIENTS - 1);
+    expect(result.numUpdates).toBe(CLIENTS);
+  });
+
+  it('refuses an update of the wrong length, a non-finite value or a bad example count, keeping nothing of it', () => {
+    const updates = updatesFor(1, initial);
+    const clean = runRound(build(name), 1, initial, updates).weights;
+    const strategy = build(name);
+    const round = strategy.beginRound(1, initial);
+    const [first, ...rest] = updates as [TrainUpdate, ...TrainUpdate[]];
+    round.add(first);
+    const short = { ...first, weights: first.weights.subarray(1) };
+    expectCode(() => round.add(short), ErrorCode.WEIGHTS_LENGTH_MISMATCH, 'weights');
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      const weights = first.weights.slice();
+      weights[3] = bad;
+      const error = expectCode(
+        () => round.add({ ...first, weights }),
+        ErrorCode.NON_FINITE_WEIGHTS,
+        'weights',
+      );
+      expect(error.data?.['index']).toBe(3);
+    }
+    for (const numExamples of [0, -1, Number.NaN, 2 ** 60]) {
+      expectCode(
+        () => round.add({ ...first, numExamples }),
+        ErrorCode.INVALID_ARGUMENT,
+        'numExamples',
+      );
+    }
+    expect(round.numUpdates).toBe(1);
+    for (const update of rest) round.add(update);
+    expect(bits(round.finish().weights)).toEqual(bits(clean));
+  });
+
+  it('an empty round keeps the previous model and the state; a finished round takes nothing more', () => {
+    const strategy = build(name);
+    runRounds(strategy, 1, 2, initial);
+    const before = strategy.state();
+    const empty = strategy.beginRound(3, initial).finish();
+    expect(empty.weights).toBeNull();
+    expect(empty.numUpdates).toBe(0);
+    expect(empty.numExamples).toBe(0);
+    expect(strategy.state()).toBe(before);
+    const round = strategy.beginRound(4, initial);
+    const [update] = updatesFor(4, initial);
+    round.finish();
+    expectCode(() => round.add(update as TrainUpdate), ErrorCode.CONFLICT);
+    expectCode(() => round.finish(), ErrorCode.CONFLICT);
+  });
+
+  it('resumed from its serialised state after round k equals the uninterrupted run, bit for bit', () => {
+    const uninterrupted = runRounds(build(name), 1, 6, initial);
+    for (const k of [1, 3, 5]) {
+      const first = build(name);
+      const atK = runRounds(first, 1, k, initial);
+      const saved = first.state();
+      const resumed = build(name);
+      resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
+      expect(bits(runRounds(resumed, k + 1, 6, atK))).toEqual(bits(uninterrupted));
+    }
+  });
+
+  it(traits.stateful ? 'keeps a state that matters' : 'keeps no state', () => {
+    const strategy = build(name);
+    runRounds(strategy, 1, 3, initial);
+    const state = strategy.state();
+    if (!traits.stateful) {
+      expect(state).toBeNull();
+      return;
+    }
+    expect(state?.strategy).toBe(name);
+    expect(state?.round).toBe(3);
+    // Without the state, round 4 comes out differently: the state is not decoration.
+    const fresh = build(name);
+    const global = runRounds(build(name), 1, 3, initial);
+    expect(bits(runRound(fresh, 4, global).weights)).not.toEqual(
+      bits(runRound(strategy, 4, global).weights),
+    );
+  });
+
+  it('a retried round starts from the state its first attempt started from', () => {
+    const once = build(name);
+    const global = runRounds(once, 1, 2, initial);
+    const expected = runRounds(once, 3, 4, global);
+    const retried = build(name);
+    runRounds(retried, 1, 2, initial);
+    // Attempt 1 of round 3 finishes with other updates (the engine then finds them too few).
+    runRound(retried, 3, global, updatesFor(99, global));
+    expect(bits(runRounds(retried, 3, 4, global))).toEqual(bits(expected));
+  });
+
+  it('refuses a state of another strategy, of another model size, or bytes that are not a state', () => {
+    const other = build(name === 'fedadam' ? 'fedyogi' : 'fedadam');
+    runRounds(other, 1, 1, initial);
+    const foreign = other.state();
+    expectCode(() => build(name).restore(foreign), ErrorCode.INVALID_ARGUMENT, 'strategyState');
+    expectCode(
+      () => decodeStrategyState(new TextEncoder().encode('not a state')),
+      ErrorCode.INVALID_ARGUMENT,
+      'strategyState',
+    );
+    if (!traits.stateful) return;
+    const strategy = build(name);
+    runRounds(strategy, 1, 1, initial);
+    const resumed = build(name);
+    resumed.restore(strategy.state());
+    expectCode(
+      () => resumed.beginRound(2, new Float32Array(PARAMS + 1)),
+      ErrorCode.INVALID_ARGUMENT,
+      'strategyState',
+    );
+    const bytes = encodeStrategyState(
+      strategy.state() as NonNullable<ReturnType<Strategy['state']>>,
+    );
+    expectCode(
+      () => decodeStrategyState(bytes.subarray(0, bytes.length - 8)),
+      ErrorCode.INVALID_ARGUMENT,
+      'strategyState',
+    );
+  });
+
+  it.runIf(traits.robust !== undefined)(
+    'with 2 of 10 updates sign-flipped x10 stays close to the honest mean',
+    () => {
+      const robust = traits.robust as NonNullable<Traits['robust']>;
+      const global = new Float32Array(PARAMS);
+      const honest = updatesFor(7, global, 8);
+      const attackers = honest.slice(0, 2).map((u, k) => ({
+        ...u,
+        clientId: `evil${k}`,
+        weights: Float32Array.from(
+          u.weights,
+          (w, i) => (global[i] as number) - 10 * (w - (global[i] as number)),
+        ),
+      }));
+      // Attackers in the middle of the arrival order, as they would be in a real round.
+      const updates = [...honest.slice(0, 4), ...attackers, ...honest.slice(4)];
+      const mean = Float64Array.from(
+        { length: PARAMS },
+        (_, i) => honest.reduce((sum, u) => sum + (u.weights[i] as number), 0) / honest.length,
+      );
+      const spread = Math.max(
+        ...honest.map((u) => norm(Float64Array.from(u.weights, (w, i) => w - (mean[i] as number)))),
+      );
+      const distance = (weights: Float32Array | null) =>
+        norm(Float64Array.from(weights ?? [], (w, i) => w - (mean[i] as number)));
+      const result = runRound(createStrategy(name, robust.options), 1, global, updates).weights;
+      const examples = (list: TrainUpdate[]) => list.reduce((sum, u) => sum + u.numExamples, 0);
+      const share = traits.weighted ? examples(attackers) / examples(updates) : 2 / 10;
+      const bound = robust.bound(spread, norm(mean), share);
+      expect(distance(result)).toBeLessThanOrEqual(bound);
+      // The attack is strong enough to matter: FedAvg lands far outside that bound.
+      const fedavg = runRound(createStrategy('fedavg'), 1, global, updates).weights;
+      expect(distance(fedavg)).toBeGreaterThan(2 * bound);
+    },
+  );
+});
