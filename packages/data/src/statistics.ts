@@ -197,6 +197,11 @@ function sortedCounts(
  * mean = mean_a + δ·nb/n, M2 = M2a + M2b + δ²·na·nb/n, whose relative error stays within a
  * few ulps per merge (no subtraction of large sums); categories by adding counts. Order does
  * not matter beyond rounding. Every part is validated first (it came over the network).
+ *
+ * Error: each mean travels as one float64, so δ is known to about ulp(|mean|), and the
+ * variance's relative error is about 1e-16·(|mean|/std)·sqrt(parts/rows) — 1e-13 for mean/std
+ * = 1e4, 1e-6 for 1e12 (statistics.test.ts measures both). Σx² − (Σx)²/n would lose about
+ * 1e-16·(|mean|/std)²: 1e-8 at 1e4, every digit at 1e8.
  */
 export function combineStatistics(
   parts: readonly unknown[],
