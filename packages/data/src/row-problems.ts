@@ -17,6 +17,8 @@ export interface DataProblem {
   moreBadRows: number;
   /** Data rows in the source (all of them, good and bad). */
   rows: number;
+  /** True when the problem is the header's (a column missing), not a row's. */
+  header?: true;
 }
 
 /** The message of a problem: `file:line: column 'c': problem (and N more bad rows)`. */

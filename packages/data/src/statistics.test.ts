@@ -9,7 +9,7 @@ import {
   tabularStatistics,
   withPreprocessing,
 } from './statistics.js';
-import { readTabular, type TabularData, tabularExamples } from './tabular.js';
+import { readTabular, selectRows, tabularExamples } from './tabular.js';
 import type { TabularSchema, TaskOutput } from './task-schema.js';
 
 const schema: TabularSchema = {
@@ -61,28 +61,6 @@ function pooledMoments(values: Float64Array): { mean: number; std: number } {
   return { mean: shift + shiftedMean, std: Math.sqrt(squares / values.length) };
 }
 
-/** The rows of `data` at `rows`, as another client's data. */
-function subset(data: TabularData, rows: number[]): TabularData {
-  return {
-    source: data.source,
-    count: rows.length,
-    lines: Uint32Array.from(rows, (row) => data.lines[row] as number),
-    numeric: new Map(
-      [...data.numeric].map(([name, values]) => [
-        name,
-        Float64Array.from(rows, (row) => values[row] as number),
-      ]),
-    ),
-    categorical: new Map(
-      [...data.categorical].map(([name, values]) => [
-        name,
-        rows.map((row) => values[row] as string),
-      ]),
-    ),
-    labels: Float64Array.from(rows, (row) => data.labels[row] as number),
-  };
-}
-
 const relative = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-300);
 
 describe('federated statistics', () => {
@@ -94,7 +72,7 @@ describe('federated statistics', () => {
     for (let row = 0; row < pooled.count; row++) parts[rng.int(3)]?.push(row);
     // JSON round trip: what the coordinator receives is what a client sent on the wire.
     const sent = parts.map((rows) =>
-      JSON.parse(JSON.stringify(tabularStatistics(subset(pooled, rows), schema))),
+      JSON.parse(JSON.stringify(tabularStatistics(selectRows(pooled, rows), schema))),
     );
     const combined = combineStatistics(sent, schema);
     const constants = preprocessingConstants(combined, schema);
@@ -196,7 +174,7 @@ describe('federated statistics', () => {
     );
     const parts = [0, 6].map((first) =>
       tabularStatistics(
-        subset(
+        selectRows(
           data,
           [0, 1, 2, 3, 4, 5].map((i) => i + first),
         ),

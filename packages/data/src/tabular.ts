@@ -95,6 +95,7 @@ export function readTabular(
         problem: `column '${name}' appears twice in the header`,
         moreBadRows: 0,
         rows: count,
+        header: true,
       });
     }
   }
@@ -108,6 +109,7 @@ export function readTabular(
       problem: `column${missing.length > 1 ? 's' : ''} ${names} missing (the header has ${table.header.length} columns: ${table.header.join(', ')})`,
       moreBadRows: 0,
       rows: count,
+      header: true,
     });
   }
 
@@ -176,6 +178,38 @@ function columnReader(
     }
     values[row] = value;
     return undefined;
+  };
+}
+
+/** The rows of `data` at `rows` (indices into it), e.g. the training part of a hold-out split. */
+export function selectRows(data: TabularData, rows: ArrayLike<number>): TabularData {
+  const at = (row: number): number => {
+    if (!Number.isInteger(row) || row < 0 || row >= data.count) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `selectRows: ${String(row)} is not a row index in 0..${data.count - 1}`,
+      );
+    }
+    return row;
+  };
+  const picked = Array.from(rows, at);
+  return {
+    source: data.source,
+    count: picked.length,
+    lines: Uint32Array.from(picked, (row) => data.lines[row] as number),
+    numeric: new Map(
+      [...data.numeric].map(([name, values]) => [
+        name,
+        Float64Array.from(picked, (row) => values[row] as number),
+      ]),
+    ),
+    categorical: new Map(
+      [...data.categorical].map(([name, values]) => [
+        name,
+        picked.map((row) => values[row] as string),
+      ]),
+    ),
+    labels: Float64Array.from(picked, (row) => data.labels[row] as number),
   };
 }
 

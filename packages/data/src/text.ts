@@ -1,3 +1,4 @@
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { type DelimitedOptions, parseDelimited } from './delimited.js';
 import { dataError, RowProblems } from './row-problems.js';
 import type { TaskExamples, TaskOutput, TextSchema } from './task-schema.js';
@@ -141,6 +142,7 @@ export function readTextTable(
         problem: `column '${name}' missing (the header has: ${table.header.join(', ')})`,
         moreBadRows: 0,
         rows: count,
+        header: true,
       });
     }
   }
@@ -169,6 +171,26 @@ export function readTextTable(
     throw dataError({ file, line: 1, problem: 'no data rows', moreBadRows: 0, rows: 0 });
   }
   return { source: file, count, lines, texts, labels };
+}
+
+/** The examples of `data` at `rows` (indices into it), e.g. the training part of a split. */
+export function selectTexts(data: TextData, rows: ArrayLike<number>): TextData {
+  const picked = Array.from(rows, (row) => {
+    if (!Number.isInteger(row) || row < 0 || row >= data.count) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `selectTexts: ${String(row)} is not an example index in 0..${data.count - 1}`,
+      );
+    }
+    return row;
+  });
+  return {
+    source: data.source,
+    count: picked.length,
+    lines: Uint32Array.from(picked, (row) => data.lines[row] as number),
+    texts: picked.map((row) => data.texts[row] as string),
+    labels: Float64Array.from(picked, (row) => data.labels[row] as number),
+  };
 }
 
 /** The model's examples: token ids (as floats, for a tfjs tensor) of maxLength per text. */
