@@ -1,5 +1,5 @@
 import { TesseraError } from '@tessera/protocol';
-import type { DataProblem } from './row-problems.js';
+import { type DataProblem, moreBadRowsText } from './row-problems.js';
 import type { TaskOutput } from './task-schema.js';
 
 /** What a client prints before it joins: its data fits the task, or what does not. */
@@ -52,7 +52,7 @@ function failureSummary(error: TesseraError): string {
   const where = problem.header
     ? ''
     : `line ${problem.line}: ${problem.column === undefined ? '' : `column '${problem.column}': `}`;
-  const more = problem.moreBadRows ? ` (and ${problem.moreBadRows} more bad rows)` : '';
+  const more = moreBadRowsText(problem.moreBadRows ?? 0);
   return `${problem.file}: ${problem.rows ?? 0} rows; ${where}${problem.problem}${more}`;
 }
 

@@ -21,14 +21,16 @@ export interface DataProblem {
   header?: true;
 }
 
+/** ' (and N more bad rows)', or nothing for 0. */
+export function moreBadRowsText(moreBadRows: number): string {
+  if (moreBadRows === 0) return '';
+  return ` (and ${moreBadRows} more bad row${moreBadRows === 1 ? '' : 's'})`;
+}
+
 /** The message of a problem: `file:line: column 'c': problem (and N more bad rows)`. */
 export function formatProblem(problem: Omit<DataProblem, 'rows'>): string {
   const where = problem.column === undefined ? '' : ` column '${problem.column}':`;
-  const more =
-    problem.moreBadRows === 0
-      ? ''
-      : ` (and ${problem.moreBadRows} more bad row${problem.moreBadRows === 1 ? '' : 's'})`;
-  return `${problem.file}:${problem.line}:${where} ${problem.problem}${more}`;
+  return `${problem.file}:${problem.line}:${where} ${problem.problem}${moreBadRowsText(problem.moreBadRows)}`;
 }
 
 export function dataError(problem: DataProblem): TesseraError {
