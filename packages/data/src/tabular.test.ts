@@ -172,6 +172,16 @@ describe('readTabular', () => {
     expect((thrown as Error).message.startsWith(`data/p.csv:${line}:`)).toBe(true);
   });
 
+  it('counts a row with several bad values once, and reports its first', () => {
+    const text = 'bill,island,mass,species\nx,Mars,,Emperor\n1,Dream,1,Adelie\n2,Dream,y,Adelie\n';
+    expect(() => readTabular(text, schema, output, { source: 'f' })).toThrow(
+      expect.objectContaining({
+        message: "f:2: column 'bill': 'x' is not a number (and 1 more bad row)",
+        data: expect.objectContaining({ line: 2, column: 'bill', moreBadRows: 1, rows: 3 }),
+      }),
+    );
+  });
+
   it('refuses a row with another field count, a duplicated header column and an empty file', () => {
     expect(() =>
       readTabular('bill,island,mass,species\n1,Dream,1\n', schema, output, { source: 'f' }),

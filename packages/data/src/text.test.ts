@@ -65,7 +65,7 @@ describe('tokenizer', () => {
   );
 
   it('builds a vocabulary: most frequent first, ties in code-unit order, minCount and size', () => {
-    const texts = ['b a c', 'a B d', 'c a e'];
+    const texts = ['c b a', 'a B d', 'e a c']; // first seen: c before b, e before d
     expect(buildVocabulary(texts, { kind: 'word', lowercase: true }, { size: 10 })).toEqual([
       'a',
       'b',
