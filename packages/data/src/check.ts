@@ -53,7 +53,8 @@ function failureSummary(error: TesseraError): string {
     ? ''
     : `line ${problem.line}: ${problem.column === undefined ? '' : `column '${problem.column}': `}`;
   const more = moreBadRowsText(problem.moreBadRows ?? 0);
-  return `${problem.file}: ${problem.rows ?? 0} rows; ${where}${problem.problem}${more}`;
+  const rows = problem.rows === undefined ? '' : `${problem.rows} rows; `;
+  return `${problem.file}: ${rows}${where}${problem.problem}${more}`;
 }
 
 /** "3 classes seen of 3 (a 10, b 5, c 1)", "1 class seen of 2 (no 'spam')", or a value range. */

@@ -87,7 +87,6 @@ export function parseDelimited(text: string, options: DelimitedOptions = {}): De
       line,
       problem: `malformed ${delimiter === '\t' ? 'TSV' : 'CSV'}: ${cause.message.replace(/^[^:]*: /, '')}`,
       moreBadRows: 0,
-      rows: 0,
     });
     throw Object.assign(error, { cause });
   }

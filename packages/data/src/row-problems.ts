@@ -15,8 +15,8 @@ export interface DataProblem {
   problem: string;
   /** Bad rows after the first one reported (0 when it is the only one). */
   moreBadRows: number;
-  /** Data rows in the source (all of them, good and bad). */
-  rows: number;
+  /** Data rows in the source (all of them, good and bad); absent when parsing stopped early. */
+  rows?: number;
   /** True when the problem is the header's (a column missing), not a row's. */
   header?: true;
 }

@@ -67,6 +67,14 @@ describe('checkData', () => {
     );
   });
 
+  it('says where parsing stopped for broken quoting, without a row count it does not know', () => {
+    const file = write('quote.csv', 'ward,age,outcome\na,1,home\n"b,2,icu\n');
+    const check = checkData(() => loadTabularFile(file, schema, output), output);
+    expect(check.summary).toMatch(
+      new RegExp(`^${file}: line \\d+: malformed CSV: Quote Not Closed`),
+    );
+  });
+
   it('summarises what fits: rows, hold-out and the classes seen', () => {
     const file = write('ok.csv', 'ward,age,outcome\na,1,home\na,2,home\nb,3,icu\n');
     const check = checkData(() => loadTabularFile(file, schema, output), output, { holdout: 1 });
