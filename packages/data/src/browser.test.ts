@@ -35,8 +35,21 @@ describe('the browser entry of @tessera/data', () => {
     }
   });
 
-  it('is a subset of the Node entry, which adds only the file loaders', () => {
+  it('is a subset of the Node entry, which adds only the file and dataset loaders', () => {
     const extra = Object.keys(nodeEntry).filter((name) => !(name in browserEntry));
-    expect(extra.sort()).toEqual(['loadCsvExamples', 'loadMnist']);
+    expect(extra.sort()).toEqual([
+      'PENGUINS_INPUT',
+      'PENGUINS_OUTPUT',
+      'SPAM_ASSASSIN_OUTPUT',
+      'emailText',
+      'loadCsvExamples',
+      'loadMnist',
+      'loadPenguins',
+      'loadSpamAssassin',
+      'loadTabularFile',
+      'loadTextFile',
+      'penguinsCsv',
+      'readTextFile',
+    ]);
   });
 });
