@@ -231,7 +231,7 @@ export interface RetryOptions {
 }
 
 /** The repositories of `Database` whose calls are retried (the raw `prisma` client is not). */
-const REPOSITORIES = ['federations', 'clients', 'accounts', 'runs', 'rounds'] as const;
+const REPOSITORIES = ['federations', 'clients', 'accounts', 'apiTokens', 'runs', 'rounds'] as const;
 
 /** `db` with every repository call retried on transient failures (see RetryPolicy). */
 export function withRetries(db: Database, options: RetryOptions = {}): RetryingDatabase {
