@@ -157,7 +157,13 @@ describe('the CLI without a database', () => {
     expect(exported.stderr).toContain('NOT_FOUND: no database');
     expect(exported.stderr).toContain(`${join(empty, '.tessera', 'pglite')} is not a PGlite`);
     expect(exported.stderr).toContain('(the default --data-dir)');
-    for (const hint of ['--database-url', 'DATABASE_URL', '--data-dir']) {
+    for (const hint of [
+      '--url URL',
+      '--token-file',
+      '--database-url',
+      'DATABASE_URL',
+      '--data-dir',
+    ]) {
       expect(exported.stderr).toContain(hint);
     }
     const replayed = await tessera(['replay', runs.plain], empty);

@@ -9,9 +9,9 @@ export interface DatabaseFlags {
 }
 
 export const DATABASE_USAGE = `  --database-url URL  PostgreSQL (default $DATABASE_URL; without it, embedded PGlite)
-  --data-dir DIR      PGlite data folder (default ${DEFAULT_PGLITE_DIR}). export and replay open
-                      only an existing one; simulate creates it. PGlite is one process's:
-                      stop the coordinator that uses it first, or use the REST export.`;
+  --data-dir DIR      PGlite data folder (default ${DEFAULT_PGLITE_DIR}). export, verify and
+                      replay open only an existing one; simulate creates it. PGlite is one
+                      process's: stop the coordinator that uses it first, or use --url.`;
 
 /** Whether `dir` holds a PostgreSQL (PGlite) data folder, not just any folder. */
 function isPgliteFolder(dir: string): boolean {
@@ -35,7 +35,7 @@ export function openFromFlags(
     const where = resolve(dataDir);
     throw new TesseraError(
       ErrorCode.NOT_FOUND,
-      `no database: no DATABASE_URL or --database-url was given, and ${where} is not a PGlite data folder${flags['data-dir'] === undefined ? ' (the default --data-dir)' : ''}. Point the CLI at the coordinator's database with --database-url URL or DATABASE_URL=URL (PostgreSQL), or --data-dir DIR (its PGlite folder)`,
+      `no database: no DATABASE_URL or --database-url was given, and ${where} is not a PGlite data folder${flags['data-dir'] === undefined ? ' (the default --data-dir)' : ''}. Read the run from the coordinator with --url URL and your API token (--token-file FILE or TESSERA_TOKEN), or point the CLI at the coordinator's database with --database-url URL or DATABASE_URL=URL (PostgreSQL), or --data-dir DIR (its PGlite folder)`,
       { field: flags['data-dir'] === undefined ? 'database-url' : 'data-dir', dataDir: where },
     );
   }

@@ -1,9 +1,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Database } from '@tessera/db';
 import { initBackend, modelWithWeights, toTfjsArtifacts } from '@tessera/ml';
 import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
-import { readRunExport, toCsv, toJsonLines } from '@tessera/research';
+import { type RunRecords, readRunExport, toCsv, toJsonLines } from '@tessera/research';
 
 export type ExportFormat = 'csv' | 'jsonl' | 'all';
 
@@ -36,10 +35,11 @@ export interface ExportOptions {
 /**
  * Writes a run's record to a folder: run.json (config, seeds, status), rounds and updates as
  * CSV and/or JSON Lines (columns in docs/export.md), and optionally one round's global model as
- * tfjs model.json + weights.bin. Returns the files written, in order.
+ * tfjs model.json + weights.bin. Returns the files written, in order. The records come from the
+ * database or, in the CLI's API mode, from the coordinator's REST API: the same files either way.
  */
 export async function exportRun(
-  db: Database,
+  db: RunRecords,
   runId: string,
   options: ExportOptions,
 ): Promise<WrittenFile[]> {

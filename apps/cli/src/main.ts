@@ -4,6 +4,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '@tessera/coordinator';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import type { RunRecords } from '@tessera/research';
+import { API_USAGE, ApiRecords, readApiToken } from './api-client.js';
 import { DATABASE_USAGE, type DatabaseFlags, openFromFlags } from './database.js';
 import { describeWritten, type ExportFormat, exportRun } from './export-command.js';
 import { counterfactualCommand, replayExitCode, verifyCommand } from './replay-command.js';
@@ -18,10 +20,13 @@ Commands:
       --format F          csv | jsonl | all (default all)
       --model-round R     also write round R's global model (a number, or "latest")
 
-  replay <run-id>   recompute every checkpoint from the kept updates and check its sha256
+  verify <run-id>   recompute every checkpoint from the kept updates and check its sha256
                     (exit status 0 when bit-identical, 2 when a checkpoint differs, 3 when
                     rounds could not be replayed: no update bytes kept, or the storage limit)
-      --strategy S        instead, replay under another strategy (fedavg, fedavgm, fedmedian,
+
+  replay <run-id>   the same check as verify; or, with --strategy (database only: it stores a
+                    new run, which a read-only API token may not):
+      --strategy S        replay under another strategy (fedavg, fedavgm, fedmedian,
                           trimmed-mean): stored as a new run linked to the source, evaluated on
                           the MNIST test set, compared in a table and an SVG chart
       --option K=V        a strategy option (repeatable), e.g. --option beta=0.2
@@ -41,6 +46,12 @@ Commands:
       --epochs E, --batch-size B, --lr LR, --seed S   local training (defaults 1, 10, 0.1, 0)
       --target A          stop, completed, at the first round with test accuracy >= A
       --no-keep-updates   do not keep client updates (they are kept by default here)
+
+export, verify and replay read the run from a coordinator (--url, as a researcher) or from its
+database (an admin's access; simulate always uses a database).
+
+Coordinator:
+${API_USAGE}
 
 Database:
 ${DATABASE_USAGE}
@@ -145,6 +156,9 @@ async function main(argv: string[]): Promise<number> {
       'no-keep-updates': { type: 'boolean', default: false },
       strategy: { type: 'string' },
       option: { type: 'string', multiple: true, default: [] },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      'token-file': { type: 'string' },
       'database-url': { type: 'string' },
       'data-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -156,60 +170,89 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && !values.help ? 1 : 0;
   }
   if (command === 'simulate') return simulateCommand(values);
-  if (command !== 'export' && command !== 'replay') {
+  if (command !== 'export' && command !== 'replay' && command !== 'verify') {
     throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `unknown command "${command}"; see --help`);
   }
   if (runId === undefined) {
     throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${command} needs a run id; see --help`);
   }
   const print = (line: string) => process.stdout.write(`${line}\n`);
+  if (values.url !== undefined) {
+    if (values['database-url'] !== undefined || values['data-dir'] !== undefined) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        '--url reads the run from a coordinator; --database-url and --data-dir from a database: give one',
+        { field: 'url' },
+      );
+    }
+    if (values.strategy !== undefined) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `replay --strategy stores a new run, so it works on the database only (--database-url or --data-dir); over --url, use verify`,
+        { field: 'strategy' },
+      );
+    }
+    const { token, warnings } = readApiToken(values);
+    for (const warning of warnings) process.stderr.write(`tessera: warning: ${warning}\n`);
+    return recordsCommand(command, runId, new ApiRecords(values.url, token), values, print);
+  }
   const db = await openFromFlags(values, { create: false });
   try {
-    if (command === 'export') {
-      const format = values.format as ExportFormat;
-      if (!['csv', 'jsonl', 'all'].includes(format)) {
-        throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `--format must be csv, jsonl or all`, {
-          field: 'format',
-        });
-      }
-      const modelFlag = values['model-round'];
-      let modelRound: number | 'latest' | null = null;
-      if (modelFlag !== undefined) {
-        modelRound = modelFlag === 'latest' ? 'latest' : Number(modelFlag);
-        if (modelRound !== 'latest' && !(Number.isInteger(modelRound) && modelRound >= 0)) {
-          throw new TesseraError(
-            ErrorCode.INVALID_ARGUMENT,
-            `--model-round must be a round number or "latest", got "${modelFlag}"`,
-            { field: 'model-round' },
-          );
-        }
-      }
-      const files = await exportRun(db, runId, {
-        outDir: values.out ?? `export-${runId}`,
-        format,
-        modelRound,
-      });
-      print(`exported run ${runId} to ${resolve(values.out ?? `export-${runId}`)}:`);
-      for (const file of files) print(`  ${describeWritten(file)}`);
+    if (command === 'replay' && values.strategy !== undefined) {
+      await counterfactualCommand(
+        db,
+        runId,
+        {
+          strategy: values.strategy,
+          strategyOptions: Object.fromEntries(values.option.map(parseOption)),
+          outDir: values.out ?? `replay-${runId}`,
+        },
+        print,
+      );
       return 0;
     }
-    if (values.strategy === undefined) {
-      return replayExitCode(await verifyCommand(db, runId, print));
-    }
-    await counterfactualCommand(
-      db,
-      runId,
-      {
-        strategy: values.strategy,
-        strategyOptions: Object.fromEntries(values.option.map(parseOption)),
-        outDir: values.out ?? `replay-${runId}`,
-      },
-      print,
-    );
-    return 0;
+    return await recordsCommand(command, runId, db, values, print);
   } finally {
     await db.close();
   }
+}
+
+/** export, and verify (replay without --strategy): the same code on the database or the API. */
+async function recordsCommand(
+  command: 'export' | 'replay' | 'verify',
+  runId: string,
+  records: RunRecords,
+  values: {
+    out?: string | undefined;
+    format?: string | undefined;
+    'model-round'?: string | undefined;
+  },
+  print: (line: string) => void,
+): Promise<number> {
+  if (command !== 'export') return replayExitCode(await verifyCommand(records, runId, print));
+  const format = values.format as ExportFormat;
+  if (!['csv', 'jsonl', 'all'].includes(format)) {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `--format must be csv, jsonl or all`, {
+      field: 'format',
+    });
+  }
+  const modelFlag = values['model-round'];
+  let modelRound: number | 'latest' | null = null;
+  if (modelFlag !== undefined) {
+    modelRound = modelFlag === 'latest' ? 'latest' : Number(modelFlag);
+    if (modelRound !== 'latest' && !(Number.isInteger(modelRound) && modelRound >= 0)) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--model-round must be a round number or "latest", got "${modelFlag}"`,
+        { field: 'model-round' },
+      );
+    }
+  }
+  const outDir = values.out ?? `export-${runId}`;
+  const files = await exportRun(records, runId, { outDir, format, modelRound });
+  print(`exported run ${runId} to ${resolve(outDir)}:`);
+  for (const file of files) print(`  ${describeWritten(file)}`);
+  return 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -9,6 +9,7 @@ import {
   comparisonChartSvg,
   comparisonTable,
   counterfactualReplay,
+  type RunRecords,
   type Series,
   testSeries,
   type VerifyReport,
@@ -30,9 +31,12 @@ export function replayExitCode(report: VerifyReport): number {
   return report.unchecked === null ? REPLAY_EXIT.identical : REPLAY_EXIT.notReplayable;
 }
 
-/** Checks every recorded checkpoint against a recomputation; prints one line per round. */
+/**
+ * Checks every recorded checkpoint against a recomputation; prints one line per round. The
+ * records (and update bytes) come from the database or over the REST API alike.
+ */
 export async function verifyCommand(
-  db: Database,
+  db: RunRecords,
   runId: string,
   print: Print,
 ): Promise<VerifyReport> {

@@ -201,3 +201,26 @@ export interface Prediction {
   class: number;
   probabilities: number[];
 }
+
+export type ExportTable = 'rounds' | 'updates';
+export type ExportFormat = 'csv' | 'jsonl';
+
+/**
+ * Where a run's table downloads (GET, the session cookie is enough: researchers may export);
+ * `round` keeps one round's rows. The columns are docs/export.md's, as `tessera export` writes.
+ */
+export function exportUrl(
+  runId: string,
+  table: ExportTable,
+  format: ExportFormat,
+  round?: number,
+): string {
+  const query = new URLSearchParams({ format });
+  if (round !== undefined) query.set('round', String(round));
+  return `/api/runs/${encodeURIComponent(runId)}/export/${table}?${query}`;
+}
+
+/** A round's global model in the tfjs format (model.json names weights.bin beside it). */
+export function modelUrl(runId: string, file: 'model.json' | 'weights.bin', round: number): string {
+  return `/api/runs/${encodeURIComponent(runId)}/model/${file}?round=${round}`;
+}

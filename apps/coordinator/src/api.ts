@@ -40,6 +40,7 @@ import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
 import { RunControl } from './http/run-control.js';
+import { registerTokenRoutes } from './http/token-routes.js';
 import { mountWebClient } from './web-client-static.js';
 
 /** A run as an admin creates it, with this coordinator's models and strategies. */
@@ -224,6 +225,16 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       response: { status: 200, description: 'Current session', schema: sessionOut },
     },
     ({ principal }, _req, res) => {
+      if (principal.kind === 'apiToken') {
+        // Its owner, with the token's role and scope (not the owner's role): no CSRF, no writes.
+        res.json({
+          user: { ...publicUser(principal.user), role: principal.role },
+          csrfToken: '',
+          scope: principal.scope,
+          expiresAt: principal.apiToken.expiresAt,
+        });
+        return;
+      }
       if (principal.kind !== 'user') {
         // The bearer token and an open coordinator act as an anonymous admin.
         res.json({
@@ -657,6 +668,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   );
 
   registerResearchRoutes(route, db);
+  registerTokenRoutes(route, db);
 
   const openApi = buildOpenApi(specs);
   const api = express.Router();

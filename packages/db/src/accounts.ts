@@ -345,7 +345,8 @@ export class AccountRepository {
   }
 }
 
-function toUserRecord(row: User): UserRecord {
+/** A user row as a record: the password hash stays behind. */
+export function toUserRecord(row: User): UserRecord {
   return {
     id: row.id,
     email: row.email,

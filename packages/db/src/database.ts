@@ -6,6 +6,7 @@ import { ErrorCode, TesseraError } from '@tessera/protocol';
 import pg from 'pg';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { AccountRepository } from './accounts.js';
+import { ApiTokenRepository } from './api-tokens.js';
 import { ClientRepository } from './clients.js';
 import { FederationRepository } from './federations.js';
 import { PrismaClient } from './generated/client.js';
@@ -42,6 +43,8 @@ export interface Database {
   readonly clients: ClientRepository;
   /** Console users and their sessions. */
   readonly accounts: AccountRepository;
+  /** Researchers' read-only API tokens. */
+  readonly apiTokens: ApiTokenRepository;
   readonly runs: RunRepository;
   readonly rounds: RoundRepository;
   /** Which coordinator process owns each running run (fencing tokens). */
@@ -193,6 +196,7 @@ function assemble(
     federations: new FederationRepository(prisma),
     clients: new ClientRepository(prisma),
     accounts: new AccountRepository(prisma),
+    apiTokens: new ApiTokenRepository(prisma),
     runs: new RunRepository(prisma),
     rounds: new RoundRepository(prisma),
     tasks: new TaskRepository(prisma),

@@ -17,6 +17,16 @@ export {
   type UserRole,
   verifyPassword,
 } from './accounts.js';
+export {
+  API_TOKEN_MAX_DAYS,
+  API_TOKEN_NAME_MAX_LENGTH,
+  API_TOKEN_PREFIX,
+  API_TOKEN_SCOPES,
+  type ApiTokenRecord,
+  type ApiTokenRepository,
+  type ApiTokenScope,
+  type CreateApiTokenInput,
+} from './api-tokens.js';
 export type { ClientRepository, IssueTokenInput } from './clients.js';
 export {
   type Database,

@@ -235,6 +235,7 @@ const REPOSITORIES = [
   'federations',
   'clients',
   'accounts',
+  'apiTokens',
   'runs',
   'rounds',
   'tasks',

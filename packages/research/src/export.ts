@@ -1,4 +1,5 @@
-import type { Database, RunRecord } from '@tessera/db';
+import type { RunRecord } from '@tessera/db';
+import type { RunRecords } from './records.js';
 import { roundsTable, type Table, updatesTable } from './tables.js';
 
 export interface RunExport {
@@ -10,7 +11,7 @@ export interface RunExport {
 }
 
 /** A run's rounds table: the rounds and their checkpoints' sha256 (NOT_FOUND for an unknown run). */
-export async function readRoundsTable(db: Database, runId: string): Promise<Table> {
+export async function readRoundsTable(db: RunRecords, runId: string): Promise<Table> {
   const [rounds, hashes] = await Promise.all([
     db.rounds.list(runId),
     db.rounds.checkpointHashes(runId),
@@ -20,7 +21,7 @@ export async function readRoundsTable(db: Database, runId: string): Promise<Tabl
 }
 
 /** A run's updates table, with each client's organisation. */
-export async function readUpdatesTable(db: Database, run: RunRecord): Promise<Table> {
+export async function readUpdatesTable(db: RunRecords, run: RunRecord): Promise<Table> {
   const [updates, clients] = await Promise.all([
     db.rounds.allUpdates(run.id),
     db.clients.list(run.federationId),
@@ -30,7 +31,7 @@ export async function readUpdatesTable(db: Database, run: RunRecord): Promise<Ta
 }
 
 /** Reads everything an export writes about a run: its record, its rounds and its updates. */
-export async function readRunExport(db: Database, runId: string): Promise<RunExport> {
+export async function readRunExport(db: RunRecords, runId: string): Promise<RunExport> {
   const run = await db.runs.get(runId);
   const [rounds, updates] = await Promise.all([
     readRoundsTable(db, runId),

@@ -11,6 +11,7 @@ export {
   readRunExport,
   readUpdatesTable,
 } from './export.js';
+export type { RunRecords } from './records.js';
 export {
   type CounterfactualOptions,
   counterfactualReplay,

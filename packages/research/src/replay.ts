@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createStrategy, type EvaluationResult, type Strategy } from '@tessera/aggregation';
 import type { Database, RoundRecord, RunRecord } from '@tessera/db';
 import { bytesToWeights, ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
+import type { RunRecords } from './records.js';
 
 function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -53,13 +54,13 @@ function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
   return null;
 }
 
-async function checkpointWeights(db: Database, runId: string, round: number, paramCount: number) {
+async function checkpointWeights(db: RunRecords, runId: string, round: number, paramCount: number) {
   return bytesToWeights((await db.rounds.checkpoint(runId, round)).weights, paramCount);
 }
 
 /** Folds a round's kept updates, in their recorded arrival order, into `strategy`. */
 async function aggregateRecorded(
-  db: Database,
+  db: RunRecords,
   runId: string,
   round: number,
   strategy: Strategy,
@@ -96,7 +97,7 @@ async function aggregateRecorded(
  * gives bit-identical checkpoints.
  */
 export async function verifyRun(
-  db: Database,
+  db: RunRecords,
   runId: string,
   options: { onRound?: (check: RoundCheck) => void } = {},
 ): Promise<VerifyReport> {

@@ -1,5 +1,6 @@
 import { api, type ClientOutcome, type RoundDetail, type Run } from '../api.js';
 import { ErrorBanner, formatMs, formatNumber, formatTime, Link, useLoad } from '../ui.js';
+import { ExportLinks } from './export-links.js';
 import { UpdatesTable, useOrganisations } from './run.js';
 
 export function RoundPage({ runId, round }: { runId: string; round: number }) {
@@ -77,6 +78,7 @@ export function RoundPage({ runId, round }: { runId: string; round: number }) {
           ) : null}
           <h2>Updates</h2>
           <UpdatesTable detail={value} organisations={organisations} />
+          <ExportLinks runId={runId} round={round} modelRound={null} />
         </>
       ) : null}
     </section>

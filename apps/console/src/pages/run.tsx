@@ -15,6 +15,7 @@ import {
   useNow,
 } from '../ui.js';
 import { describeState } from './clients.js';
+import { ExportLinks } from './export-links.js';
 import { TryModel } from './try-model.js';
 
 /** Client id -> organisation, from the federation's credentials. */
@@ -277,6 +278,10 @@ export function RunPage({ id }: { id: string }) {
           ))}
         </tbody>
       </table>
+
+      {current.currentRound > 0 ? (
+        <ExportLinks runId={id} modelRound={current.currentRound} />
+      ) : null}
 
       {current.status !== 'created' ? (
         <TryModel runId={id} latestRound={current.currentRound} />

@@ -1,5 +1,13 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { AccountRepository, Database, SessionRecord, UserRecord, UserRole } from '@tessera/db';
+import {
+  type AccountRepository,
+  API_TOKEN_PREFIX,
+  type ApiTokenRecord,
+  type Database,
+  type SessionRecord,
+  type UserRecord,
+  type UserRole,
+} from '@tessera/db';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 
 /** The console's session cookie (httpOnly: page scripts never see it). */
@@ -9,12 +17,22 @@ export const CSRF_HEADER = 'x-csrf-token';
 export const SESSION_TTL_MS = 12 * 3600_000;
 
 /**
- * Who is calling. `user`: a person logged in to the console (cookie session). `service`: a
- * machine holding the bearer admin token (scripts, tests, the demo), with the admin role.
- * `open`: the coordinator runs without an admin token (local use), so everyone is admin.
+ * Who is calling. `user`: a person logged in to the console (cookie session). `apiToken`: a
+ * script or the CLI holding a user's API token (Bearer tsa_...): the researcher role with the
+ * read scope, whatever its owner's role, so a leaked token can read but never change anything.
+ * `service`: a machine holding the bearer admin token (scripts, tests, the demo), with the
+ * admin role. `open`: the coordinator runs without an admin token (local use), so everyone is
+ * admin.
  */
 export type Principal =
   | { kind: 'user'; role: UserRole; user: UserRecord; session: SessionRecord; token: string }
+  | {
+      kind: 'apiToken';
+      role: 'researcher';
+      scope: 'read';
+      user: UserRecord;
+      apiToken: ApiTokenRecord;
+    }
   | { kind: 'service' | 'open'; role: 'admin' };
 
 export interface AuthOptions {
@@ -44,8 +62,10 @@ export function constantTimeEquals(given: string, expected: string): boolean {
 
 /**
  * Resolves the caller from the request's Authorization and Cookie headers. A bearer header is
- * checked first (a wrong one is refused, not ignored); then the session cookie; with neither,
- * an open coordinator admits the caller as admin and a closed one refuses with UNAUTHORIZED.
+ * checked first (a wrong one is refused, not ignored): the admin token, else an API token
+ * (tsa_..., looked up by its sha256, on an open coordinator too: a token presented keeps its
+ * read scope); then the session cookie; with neither, an open coordinator admits the caller as
+ * admin and a closed one refuses with UNAUTHORIZED.
  */
 export async function resolvePrincipal(
   options: AuthOptions,
@@ -53,12 +73,30 @@ export async function resolvePrincipal(
 ): Promise<Principal> {
   const { authorization } = headers;
   if (authorization !== undefined && authorization !== '') {
+    const bearer = authorization.startsWith('Bearer ') ? authorization.slice(7) : null;
     if (
       options.adminToken !== null &&
-      authorization.startsWith('Bearer ') &&
-      constantTimeEquals(authorization.slice(7), options.adminToken)
+      bearer !== null &&
+      constantTimeEquals(bearer, options.adminToken)
     ) {
       return { kind: 'service', role: 'admin' };
+    }
+    if (bearer?.startsWith(API_TOKEN_PREFIX)) {
+      const found = await options.db.apiTokens.authenticate(bearer);
+      if (found === null) {
+        throw new TesseraError(
+          ErrorCode.UNAUTHORIZED,
+          'API token unknown, revoked or expired, or its account is disabled: create a new one with your console session (POST /api/me/tokens)',
+          { reason: 'api-token' },
+        );
+      }
+      return {
+        kind: 'apiToken',
+        role: 'researcher',
+        scope: 'read',
+        user: found.user,
+        apiToken: found.token,
+      };
     }
     if (options.adminToken !== null) {
       throw new TesseraError(ErrorCode.UNAUTHORIZED, 'wrong admin token (Authorization: Bearer)');
@@ -90,12 +128,26 @@ export function requireAdmin(principal: Principal, action: string): void {
   }
 }
 
+/** A read-scoped API token may call GET routes only: every state-changing request is refused. */
+export function refuseReadOnlyToken(principal: Principal): void {
+  if (principal.kind !== 'apiToken') return;
+  throw new TesseraError(
+    ErrorCode.FORBIDDEN,
+    `API tokens are read-only (scope ${principal.scope}): they read and export, and may not change anything; log in to the console to do that`,
+    { reason: 'read-only-token', scope: principal.scope },
+  );
+}
+
 /**
- * Synchronizer-token CSRF check. The cookie is SameSite=Strict already; the token stops the
- * rest (a sibling subdomain, an old browser). Bearer callers need none: browsers never attach
- * an Authorization header by themselves.
+ * The guard of every state-changing request (routes.ts calls it for each method but GET, HEAD
+ * and OPTIONS, before the role check): a read-scoped API token is refused outright
+ * (refuseReadOnlyToken), then a session's synchronizer CSRF token is checked. The cookie is
+ * SameSite=Strict already; the CSRF token stops the rest (a sibling subdomain, an old
+ * browser). Other bearer callers need none: browsers never attach an Authorization header by
+ * themselves.
  */
 export function checkCsrf(principal: Principal, header: string | undefined): void {
+  refuseReadOnlyToken(principal);
   if (principal.kind !== 'user') return;
   if (header === undefined || !constantTimeEquals(header, principal.session.csrfToken)) {
     throw new TesseraError(

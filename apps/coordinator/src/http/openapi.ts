@@ -89,20 +89,28 @@ export function buildOpenApi(specs: readonly RouteSpec[]): Record<string, unknow
       version: `protocol ${PROTOCOL_VERSION}`,
       description: [
         'The REST API of the admin console. Every route except login needs a session cookie',
-        `(\`${SESSION_COOKIE}\`, from POST /api/auth/login) or the admin bearer token. With a`,
-        `session, state-changing requests (POST) also need the session's CSRF token in the`,
+        `(\`${SESSION_COOKIE}\`, from POST /api/auth/login), the admin bearer token, or an API`,
+        'token (`Authorization: Bearer tsa_...`, from POST /api/me/tokens). With a session,',
+        `state-changing requests (POST) also need the session's CSRF token in the`,
         `\`${CSRF_HEADER}\` header (returned by login and GET /api/auth/session).`,
         '`x-tessera-access` says who may call a route: public, read (admins and researchers) or',
-        'admin (researchers get 403). Errors are `{error: {code, message, data}}`.',
+        'admin (researchers get 403). An API token acts as a researcher with the read scope: it',
+        'may call GET routes only, and every POST answers 403 FORBIDDEN with',
+        '`data.reason: "read-only-token"`. Errors are `{error: {code, message, data}}`.',
       ].join(' '),
     },
     components: {
       securitySchemes: {
         session: { type: 'apiKey', in: 'cookie', name: SESSION_COOKIE },
         adminToken: { type: 'http', scheme: 'bearer' },
+        apiToken: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'A read-scoped API token (tsa_...): GET routes only',
+        },
       },
     },
-    security: [{ session: [] }, { adminToken: [] }],
+    security: [{ session: [] }, { adminToken: [] }, { apiToken: [] }],
     paths,
   };
 }

@@ -1,0 +1,99 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseCsv, ROUND_COLUMNS, UPDATE_COLUMNS } from '@tessera/research';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, launchChromium } from './chromium.js';
+import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
+import { type RecordedRuns, recordRuns } from './recorded-runs.js';
+
+/**
+ * A researcher exports from the console in Chromium: the run page's and the round page's
+ * Export links download the tables (the research routes, with the session cookie), and the
+ * CSV parses with the documented header. The runs are recorded straight into the database.
+ */
+
+const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
+
+let fx: ConsoleFixture;
+let browser: Browser;
+let runs: RecordedRuns;
+
+beforeAll(async () => {
+  for (const [what, path] of [
+    ['console', consoleIndex],
+    ['Chromium', CHROMIUM],
+  ] as const) {
+    if (!existsSync(path))
+      throw new Error(`no ${what} at ${path}: run npm run build (and apt-get install -y chromium)`);
+  }
+  fx = await startConsoleFixture();
+  runs = await recordRuns(fx.db, 'Export hospitals');
+  await fx.db.accounts.createUser({
+    email: 'export-researcher@example.org',
+    role: 'researcher',
+    password: PASSWORD,
+  });
+  browser = await launchChromium('no-gpu');
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await fx?.dispose();
+});
+
+/** Clicks a download link and answers the file's name and text. */
+async function download(page: Page, testId: string): Promise<{ name: string; text: string }> {
+  const [file] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByTestId(testId).click(),
+  ]);
+  const path = await file.path();
+  return { name: file.suggestedFilename(), text: readFileSync(path, 'utf8') };
+}
+
+describe('export from the console', () => {
+  it('lets a researcher download the run and round tables as CSV and JSON Lines', async () => {
+    const context = await browser.newContext({ acceptDownloads: true });
+    const page = await context.newPage();
+    page.setDefaultTimeout(60_000);
+    await page.goto(fx.url);
+    await page.fill('input[name=email]', 'export-researcher@example.org');
+    await page.fill('input[name=password]', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.getByTestId('who').waitFor();
+    expect(await page.getByTestId('who').textContent()).toContain('researcher');
+
+    await page.goto(`${fx.url}/runs/${runs.faithful}`);
+    await page.getByTestId('export').waitFor();
+    const rounds = await download(page, 'export-rounds-csv');
+    expect(rounds.name).toBe(`${runs.faithful}-rounds.csv`);
+    const [header, ...rows] = parseCsv(rounds.text);
+    expect(header).toEqual([...ROUND_COLUMNS]);
+    expect(rows.map((row) => row[header?.indexOf('round') ?? -1])).toEqual(['1', '2']);
+    const checkpoints = await fx.db.rounds.checkpointHashes(runs.faithful);
+    expect(rows.map((row) => row[header?.indexOf('checkpoint_sha256') ?? -1])).toEqual(
+      checkpoints.slice(1).map((c) => c.sha256),
+    );
+
+    const updates = await download(page, 'export-updates-jsonl');
+    const lines = updates.text
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(lines).toHaveLength(4);
+    expect(Object.keys(lines[0])).toEqual([...UPDATE_COLUMNS]);
+    expect(lines.map((line) => line.organisation)).toContain('org "b", with a comma');
+    // The run page offers the latest round's tfjs model too.
+    expect(await page.getByTestId('export').textContent()).toContain('Model of round 2 (tfjs)');
+
+    await page.goto(`${fx.url}/runs/${runs.faithful}/rounds/2`);
+    await page.getByTestId('export').waitFor();
+    const roundCsv = await download(page, 'export-updates-csv');
+    expect(roundCsv.name).toBe(`${runs.faithful}-round-2-updates.csv`);
+    const [updateHeader, ...updateRows] = parseCsv(roundCsv.text);
+    expect(updateHeader).toEqual([...UPDATE_COLUMNS]);
+    expect(updateRows.map((row) => row[1])).toEqual(['2', '2']);
+    await context.close();
+  }, 300_000);
+});
