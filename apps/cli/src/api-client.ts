@@ -153,7 +153,10 @@ export class ApiRecords implements RunRecords {
       runId: string,
     ): Promise<{ round: number; sha256: string; paramCount: number }[]> =>
       this.json(`/runs/${encodeURIComponent(runId)}/checkpoints`),
-    checkpoint: async (runId: string, round: number): Promise<CheckpointRecord> => {
+    checkpoint: async (
+      runId: string,
+      round: number,
+    ): Promise<Omit<CheckpointRecord, 'strategyState'>> => {
       const { bytes, headers } = await this.bytes(
         `/runs/${encodeURIComponent(runId)}/checkpoints/${round}/weights`,
       );

@@ -1,4 +1,9 @@
-import type { ClientRepository, RoundRepository, RunRepository } from '@tessera/db';
+import type {
+  CheckpointRecord,
+  ClientRepository,
+  RoundRepository,
+  RunRepository,
+} from '@tessera/db';
 
 /**
  * Where a run's records are read from: what export and replay need of a `Database`, and no
@@ -9,7 +14,13 @@ export interface RunRecords {
   runs: Pick<RunRepository, 'get'>;
   rounds: Pick<
     RoundRepository,
-    'list' | 'allUpdates' | 'checkpointHashes' | 'checkpoint' | 'updatesWithWeights'
-  >;
+    'list' | 'allUpdates' | 'checkpointHashes' | 'updatesWithWeights'
+  > & {
+    /**
+     * A checkpoint's weights. Its strategy state is not asked for: replay recomputes the
+     * strategy from round 1, state included, and checks the weights against the record.
+     */
+    checkpoint(runId: string, round: number): Promise<Omit<CheckpointRecord, 'strategyState'>>;
+  };
   clients: Pick<ClientRepository, 'list'>;
 }
