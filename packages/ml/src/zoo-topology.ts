@@ -19,10 +19,11 @@ function isObject(value: unknown): value is JsonObject {
 export function zooTopology(modelName: string): JsonObject {
   const model = createModel(modelName, { seed: 0 });
   try {
-    const { keras_version: _version, backend: _backend, ...topology } = model.toJSON(
-      null,
-      false,
-    ) as JsonObject;
+    const {
+      keras_version: _version,
+      backend: _backend,
+      ...topology
+    } = model.toJSON(null, false) as JsonObject;
     const perClass = new Map<string, number>();
     const layers = (topology['config'] as JsonObject)['layers'] as JsonObject[];
     for (const layer of layers) {
