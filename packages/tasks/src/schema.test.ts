@@ -1,11 +1,11 @@
-import { ErrorCode } from '@tessera/protocol';
+import { ErrorCode, type JsonValue } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import { BUILTIN_TASK_FOR_MODEL, BUILTIN_TASKS, builtinTask } from './builtin.js';
 import { featureWidth, minimumFeatureWidth, outputUnits, taskNeedsStatistics } from './geometry.js';
 import { parseTaskDefinition, type TaskDefinition } from './schema.js';
 
 /** A Dense(16, relu) - Dense(3, softmax) topology on 6 features, as tfjs writes it (abridged). */
-const TOPOLOGY = {
+const TOPOLOGY: { [key: string]: JsonValue } = {
   class_name: 'Sequential',
   config: {
     name: 'tiny',
