@@ -233,7 +233,7 @@ export interface TaskModelSummary {
 
 /** The activation that makes the model's output, where it can be told. */
 function outputActivation(model: tfl.LayersModel): string | undefined {
-  const layer = model.outputLayers[0];
+  const layer = model.outputs[0]?.sourceLayer;
   if (layer === undefined) return undefined;
   const className = layer.getClassName();
   if (className === 'Softmax') return 'softmax';
