@@ -66,7 +66,10 @@ export class TfjsTrainer implements LocalTrainer {
       throw new TesseraError(ErrorCode.UNAVAILABLE, 'this client keeps no held-out examples');
     }
     const model = this.modelFor(request.model, request.weights, holdout);
-    return evaluateModel(model, holdout, request.batchSize);
+    // The fields of EvaluateOutcome only: the evaluation reply is built from this object, and
+    // evaluateModel's task metrics (metrics, sums) are not in the wire frame (yet).
+    const { loss, accuracy, numExamples } = await evaluateModel(model, holdout, request.batchSize);
+    return { loss, accuracy, numExamples };
   }
 
   dispose(): void {

@@ -33,14 +33,25 @@ export {
   planNativeTraining,
 } from './native-training.js';
 export {
+  type BuildTaskModelOptions,
+  buildTaskModel,
+  type CheckTaskModelOptions,
+  checkTaskModel,
+  type TaskModelSummary,
+} from './task-model.js';
+export {
   AUTO_PARALLEL_MIN_BATCH,
   type EvaluationResult,
   evaluateModel,
+  type LabelArray,
+  MNIST_OBJECTIVE,
   type TrainingData,
   type TrainingLoop,
+  type TrainingObjective,
   type TrainOptions,
   type TrainProgress,
   type TrainResult,
+  taskObjective,
   trainLocal,
 } from './train.js';
 export {
@@ -49,3 +60,4 @@ export {
   WASM_WRAPPED_KERNEL_NAMES,
 } from './wasm-kernels.js';
 export { getFlatWeights, initialWeights, readFlatWeights, setFlatWeights } from './weights.js';
+export { zooTopology } from './zoo-topology.js';

@@ -187,6 +187,8 @@ describe('evaluateModel', () => {
       loss: 0,
       accuracy: 0,
       numExamples: 0,
+      metrics: { loss: 0, accuracy: 0 },
+      sums: { examples: 0, lossSum: 0, correct: 0 },
     });
   });
 });

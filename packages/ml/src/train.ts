@@ -2,15 +2,50 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { createRng } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
-import { countCorrect, crossEntropy } from './losses.js';
+import {
+  emptyMetricSums,
+  exactAuc,
+  type MetricSums,
+  type MetricValues,
+  metricValues,
+  scoreBin,
+  type TaskDefinition,
+  type TaskLoss,
+  type TaskMetric,
+} from '@tessera/tasks';
+import { batchStatistics, lossFunction } from './losses.js';
 import { NativeTrainer, planNativeTraining } from './native-training.js';
 import { installedOpenblasAddon, openblasKernelsInstalled } from './openblas-kernels.js';
 
-/** Labelled examples, features flat and row-major (count * featureSize). */
-export interface TrainingData {
+/**
+ * Labelled examples, features flat and row-major (count * featureSize). y: the class index
+ * of each example (multiclass: 0..classes-1; binary: 0 negative, 1 positive), or its target
+ * value (regression).
+ */
+export interface TrainingData<Labels extends LabelArray = Uint8Array> {
   x: Float32Array;
-  y: Uint8Array;
+  y: Labels;
   count: number;
+}
+
+/** Class indices (any integer array wide enough for the classes), or regression targets. */
+export type LabelArray = Uint8Array | Uint16Array | Int32Array | Float32Array;
+
+/** What training minimises and what it reports: a task's loss and metrics. */
+export interface TrainingObjective {
+  loss: TaskLoss;
+  /** Reported besides the loss, which always is. */
+  metrics: readonly TaskMetric[];
+}
+
+/** The zoo's objective, and the default: softmax cross-entropy, accuracy. */
+export const MNIST_OBJECTIVE: TrainingObjective = {
+  loss: 'softmax-cross-entropy',
+  metrics: ['accuracy'],
+};
+
+export function taskObjective(task: TaskDefinition): TrainingObjective {
+  return { loss: task.loss, metrics: task.metrics };
 }
 
 export interface TrainProgress {
@@ -59,6 +94,8 @@ export interface TrainOptions {
    * rounding.
    */
   loop?: TrainingLoop | 'auto';
+  /** The loss to minimise and the metrics to report; default MNIST_OBJECTIVE. */
+  objective?: TrainingObjective;
 }
 
 export type TrainingLoop = 'native' | 'tfjs';
@@ -66,8 +103,15 @@ export type TrainingLoop = 'native' | 'tfjs';
 export interface TrainResult {
   /** Mean training loss over the last epoch (weighted by batch size). */
   loss: number;
-  /** Training accuracy over the last epoch, measured on the batches as they trained. */
+  /**
+   * Training accuracy over the last epoch, measured on the batches as they trained; 0 for
+   * a regression (see metrics).
+   */
   accuracy: number;
+  /** The objective's loss and metrics over the last epoch, as trained (auc from the histogram). */
+  metrics: MetricValues;
+  /** The sums they were computed from, to combine with other clients' (see @tessera/tasks). */
+  sums: MetricSums;
   numExamples: number;
   durationMs: number;
   samplesPerSecond: number;
@@ -79,8 +123,13 @@ export interface TrainResult {
 
 export interface EvaluationResult {
   loss: number;
+  /** 0 for a regression (see metrics). */
   accuracy: number;
   numExamples: number;
+  /** The objective's loss and metrics on this data; auc exact (rank-based). */
+  metrics: MetricValues;
+  /** The sums they were computed from, to combine with other clients' (see @tessera/tasks). */
+  sums: MetricSums;
 }
 
 function invalid(message: string): TesseraError {
@@ -100,10 +149,18 @@ interface ModelGeometry {
   /** Shape of one example, e.g. [784] or [28, 28, 1]. */
   exampleShape: number[];
   featureSize: number;
+  /** Output units: classes for softmax cross-entropy, 1 otherwise. */
   numClasses: number;
+  /** Numbers per example in the target tensor: one-hot classes, or the one 0/1 or value. */
+  targetWidth: number;
+  loss: TaskLoss;
 }
 
-function modelGeometry(model: LayersModel, where: string): ModelGeometry {
+function modelGeometry(
+  model: LayersModel,
+  objective: TrainingObjective,
+  where: string,
+): ModelGeometry {
   const inputShape = model.inputs[0]?.shape;
   const outputShape = model.outputs[0]?.shape;
   const exampleShape = inputShape?.slice(1) ?? [];
@@ -115,15 +172,27 @@ function modelGeometry(model: LayersModel, where: string): ModelGeometry {
   ) {
     throw invalid(`${where}: model '${model.name}' needs a fixed input shape and class count`);
   }
+  const { loss } = objective;
+  if (loss !== 'softmax-cross-entropy' && numClasses !== 1) {
+    throw invalid(
+      `${where}: ${loss} needs a model with one output unit, '${model.name}' has ${numClasses}`,
+    );
+  }
   const fixedShape = exampleShape as number[];
   return {
     exampleShape: fixedShape,
     featureSize: fixedShape.reduce((product, dimension) => product * dimension, 1),
     numClasses,
+    targetWidth: loss === 'softmax-cross-entropy' ? numClasses : 1,
+    loss,
   };
 }
 
-function validateData(data: TrainingData, geometry: ModelGeometry, where: string): void {
+function validateData(
+  data: TrainingData<LabelArray>,
+  geometry: ModelGeometry,
+  where: string,
+): void {
   const { count } = data;
   if (!Number.isInteger(count) || count < 0) {
     throw invalid(`${where}: count must be a non-negative integer, got ${String(count)}`);
@@ -136,12 +205,19 @@ function validateData(data: TrainingData, geometry: ModelGeometry, where: string
   if (data.y.length !== count) {
     throw invalid(`${where}: y has ${data.y.length} labels for ${count} examples`);
   }
+  const { loss, numClasses } = geometry;
   for (let i = 0; i < count; i++) {
     const label = data.y[i] ?? 0;
-    if (label >= geometry.numClasses) {
-      throw invalid(
-        `${where}: label ${label} of example ${i} is outside 0..${geometry.numClasses - 1}`,
-      );
+    if (loss === 'mean-squared-error') {
+      if (!Number.isFinite(label)) {
+        throw invalid(`${where}: target ${label} of example ${i} is not a finite number`);
+      }
+    } else if (loss === 'sigmoid-binary-cross-entropy') {
+      if (label !== 0 && label !== 1) {
+        throw invalid(`${where}: label ${label} of example ${i} is not 0 or 1 (binary)`);
+      }
+    } else if (!Number.isInteger(label) || label < 0 || label >= numClasses) {
+      throw invalid(`${where}: label ${label} of example ${i} is outside 0..${numClasses - 1}`);
     }
   }
 }
@@ -159,31 +235,33 @@ function positiveInteger(value: number, name: string, where: string): number {
  */
 class BatchBuilder {
   private readonly features: Float32Array;
-  private readonly oneHot: Float32Array;
+  private readonly targets: Float32Array;
   private readonly labels: Uint8Array;
 
   constructor(
-    private readonly data: TrainingData,
+    private readonly data: TrainingData<LabelArray>,
     private readonly geometry: ModelGeometry,
     batchSize: number,
   ) {
     this.features = new Float32Array(batchSize * geometry.featureSize);
-    this.oneHot = new Float32Array(batchSize * geometry.numClasses);
+    this.targets = new Float32Array(batchSize * geometry.targetWidth);
     this.labels = new Uint8Array(batchSize);
   }
 
   /**
    * The examples order[start..start+size) (start..start+size when order is null) in the
-   * shared buffers: features, one-hot labels (row-major) and class indices, valid until
-   * the next call.
+   * shared buffers: features, targets (row-major: one-hot classes for softmax
+   * cross-entropy, else the label or value) and class indices (the native loop's labels,
+   * softmax only), valid until the next call.
    */
   fill(
     order: ArrayLike<number> | null,
     start: number,
     size: number,
-  ): { features: Float32Array; oneHot: Float32Array; labels: Uint8Array } {
-    const { featureSize, numClasses } = this.geometry;
-    this.oneHot.fill(0, 0, size * numClasses);
+  ): { features: Float32Array; targets: Float32Array; labels: Uint8Array } {
+    const { featureSize, targetWidth, loss } = this.geometry;
+    const oneHot = loss === 'softmax-cross-entropy';
+    if (oneHot) this.targets.fill(0, 0, size * targetWidth);
     for (let i = 0; i < size; i++) {
       const example = order === null ? start + i : (order[start + i] ?? 0);
       this.features.set(
@@ -191,12 +269,16 @@ class BatchBuilder {
         i * featureSize,
       );
       const label = this.data.y[example] ?? 0;
-      this.oneHot[i * numClasses + label] = 1;
-      this.labels[i] = label;
+      if (oneHot) {
+        this.targets[i * targetWidth + label] = 1;
+        this.labels[i] = label;
+      } else {
+        this.targets[i] = label;
+      }
     }
     return {
       features: this.features.subarray(0, size * featureSize),
-      oneHot: this.oneHot.subarray(0, size * numClasses),
+      targets: this.targets.subarray(0, size * targetWidth),
       labels: this.labels.subarray(0, size),
     };
   }
@@ -206,15 +288,86 @@ class BatchBuilder {
     order: ArrayLike<number> | null,
     start: number,
     size: number,
-  ): { xs: tf.Tensor; ys: tf.Tensor } {
-    const { exampleShape, numClasses } = this.geometry;
-    const { features, oneHot } = this.fill(order, start, size);
+  ): { xs: tf.Tensor; ys: tf.Tensor; targets: Float32Array } {
+    const { exampleShape, targetWidth } = this.geometry;
+    const { features, targets } = this.fill(order, start, size);
     // tf.tensor copies on wasm and keeps the array on cpu; either way the tensors are
     // disposed before the buffers are refilled for the next batch.
     return {
       xs: tf.tensor(features, [size, ...exampleShape]),
-      ys: tf.tensor2d(oneHot, [size, numClasses]),
+      ys: tf.tensor2d(targets, [size, targetWidth]),
+      targets,
     };
+  }
+}
+
+/** A batch's contribution: its mean loss, batchStatistics' values, and its scores (auc). */
+interface BatchOutcome {
+  size: number;
+  loss: number;
+  statistics: ArrayLike<number>;
+  /** The positive class's probabilities and the batch's 0/1 targets, where auc is reported. */
+  scores?: { probabilities: ArrayLike<number>; targets: ArrayLike<number> };
+}
+
+/** The objective's metric sums over batches, plus every score where a local exact AUC is wanted. */
+class MetricAccumulator {
+  readonly sums: MetricSums;
+  private correct = 0;
+  private readonly scores: number[] | undefined;
+  private readonly scoreTargets: number[] | undefined;
+
+  constructor(
+    private readonly objective: TrainingObjective,
+    keepScores: boolean,
+  ) {
+    this.sums = emptyMetricSums(objective.metrics);
+    const keep = keepScores && this.sums.scoreHistogram !== undefined;
+    this.scores = keep ? [] : undefined;
+    this.scoreTargets = keep ? [] : undefined;
+  }
+
+  /** Wants the batch's scores (for the auc histogram). */
+  get needsScores(): boolean {
+    return this.sums.scoreHistogram !== undefined;
+  }
+
+  add(batch: BatchOutcome): void {
+    const { sums } = this;
+    sums.examples += batch.size;
+    sums.lossSum += batch.loss * batch.size;
+    if (this.objective.loss === 'mean-squared-error') {
+      if (sums.absoluteErrorSum !== undefined) sums.absoluteErrorSum += batch.statistics[0] ?? 0;
+      if (sums.squaredErrorSum !== undefined) sums.squaredErrorSum += batch.statistics[1] ?? 0;
+    } else {
+      this.correct += batch.statistics[0] ?? 0;
+      if (sums.correct !== undefined) sums.correct = this.correct;
+    }
+    const histogram = sums.scoreHistogram;
+    if (histogram !== undefined && batch.scores !== undefined) {
+      const { probabilities, targets } = batch.scores;
+      for (let i = 0; i < batch.size; i++) {
+        const score = probabilities[i] ?? 0;
+        const bins = targets[i] === 1 ? histogram.positive : histogram.negative;
+        const bin = scoreBin(score);
+        bins[bin] = (bins[bin] as number) + 1;
+        this.scores?.push(score);
+        this.scoreTargets?.push(targets[i] ?? 0);
+      }
+    }
+  }
+
+  /** Correct predictions over the examples so far (0 for a regression). */
+  accuracy(): number {
+    return this.sums.examples > 0 ? this.correct / this.sums.examples : 0;
+  }
+
+  values(): MetricValues {
+    const exact =
+      this.scores !== undefined && this.scoreTargets !== undefined
+        ? { auc: exactAuc(this.scores, this.scoreTargets) }
+        : {};
+    return metricValues(this.sums, this.objective.metrics, exact);
   }
 }
 
@@ -230,6 +383,7 @@ export const AUTO_PARALLEL_MIN_BATCH = 32;
 async function chooseParticipants(
   requested: number | 'auto' | undefined,
   batchSize: number,
+  loss: TaskLoss,
   where: string,
 ): Promise<number> {
   if (requested === undefined) return 1;
@@ -238,8 +392,15 @@ async function chooseParticipants(
     if (workers > 1 && !isNode) {
       throw invalid(`${where}: workers > 1 (data-parallel training) is available in Node only`);
     }
+    // The workers' replicas (data-parallel-replica.ts) compute softmax cross-entropy.
+    if (workers > 1 && loss !== 'softmax-cross-entropy') {
+      throw invalid(
+        `${where}: workers > 1 (data-parallel training) trains softmax cross-entropy only, not ${loss}`,
+      );
+    }
     return workers;
   }
+  if (loss !== 'softmax-cross-entropy') return 1;
   // Not with 'openblas' either: its products use the cores already.
   if (!isNode || tf.getBackend() !== 'wasm' || openblasKernelsInstalled()) return 1;
   if (batchSize < AUTO_PARALLEL_MIN_BATCH) return 1;
@@ -259,6 +420,7 @@ function chooseNativeTrainer(
   requested: TrainingLoop | 'auto' | undefined,
   participants: number,
   batchSize: number,
+  geometry: ModelGeometry,
   where: string,
 ): NativeTrainer | undefined {
   const loop = requested ?? 'auto';
@@ -270,7 +432,11 @@ function chooseNativeTrainer(
   if (loop === 'tfjs') return undefined;
   const addon = installedOpenblasAddon();
   let reason: string;
-  if (addon === undefined) {
+  if (geometry.loss !== 'softmax-cross-entropy') {
+    reason = `it trains softmax cross-entropy only, not ${geometry.loss}`;
+  } else if (geometry.numClasses > 256) {
+    reason = `it takes at most 256 classes (labels are bytes), the model has ${geometry.numClasses}`;
+  } else if (addon === undefined) {
     reason = `it runs on the 'openblas' backend only (the backend is ${tf.getBackend()})`;
   } else if (participants > 1) {
     reason = 'data-parallel workers train in the tfjs loop';
@@ -284,18 +450,20 @@ function chooseNativeTrainer(
 }
 
 /**
- * Local training for one round: plain minibatch SGD on softmax cross-entropy, a fresh
- * seeded shuffle every epoch, the last partial batch included. A custom loop rather
- * than model.fit: it reuses the batch buffers, keeps the tensor count flat, and yields to
- * the event loop so a client's connection stays alive while it trains.
+ * Local training for one round: plain minibatch SGD on the objective's loss (default
+ * softmax cross-entropy), a fresh seeded shuffle every epoch, the last partial batch
+ * included. A custom loop rather than model.fit: it reuses the batch buffers, keeps the
+ * tensor count flat, and yields to the event loop so a client's connection stays alive
+ * while it trains.
  */
 export async function trainLocal(
   model: LayersModel,
-  data: TrainingData,
+  data: TrainingData<LabelArray>,
   options: TrainOptions,
 ): Promise<TrainResult> {
   const where = 'trainLocal';
-  const geometry = modelGeometry(model, where);
+  const objective = options.objective ?? MNIST_OBJECTIVE;
+  const geometry = modelGeometry(model, objective, where);
   validateData(data, geometry, where);
   if (data.count === 0) throw invalid(`${where}: no examples to train on`);
   const epochs = positiveInteger(options.epochs, 'epochs', where);
@@ -314,11 +482,11 @@ export async function trainLocal(
     throw invalid(`${where}: seed must be a safe integer, got ${String(options.seed)}`);
   }
 
-  const participants = await chooseParticipants(options.workers, batchSize, where);
+  const participants = await chooseParticipants(options.workers, batchSize, objective.loss, where);
 
   const started = performance.now();
   // Inside the timing: the native loop copies the weights in here, tfjs builds its optimizer below.
-  const native = chooseNativeTrainer(model, options.loop, participants, batchSize, where);
+  const native = chooseNativeTrainer(model, options.loop, participants, batchSize, geometry, where);
   const parallel =
     participants > 1
       ? await (await import('./data-parallel.js')).DataParallelTrainer.create(
@@ -334,42 +502,56 @@ export async function trainLocal(
   const batches = Math.ceil(data.count / batchSize);
   const batchBuilder = new BatchBuilder(data, geometry, batchSize);
   const order = new Uint32Array(data.count);
+  const computeLoss = lossFunction(objective.loss);
+  let epochMetrics = new MetricAccumulator(objective, false);
   let epochLossSum = 0;
-  let epochCorrect = 0;
   let batchesSinceYield = 0;
 
-  /** One SGD step on the examples order[start..start+size): the batch's mean loss and correct count. */
-  const step = async (start: number, size: number): Promise<{ loss: number; correct: number }> => {
+  /** One SGD step on the examples order[start..start+size): what the batch adds to the metrics. */
+  const step = async (start: number, size: number): Promise<BatchOutcome> => {
     if (native !== undefined) {
       const { features, labels } = batchBuilder.fill(order, start, size);
-      return native.step(features, labels, size, options.learningRate);
+      const { loss, correct } = native.step(features, labels, size, options.learningRate);
+      return { size, loss, statistics: [correct] };
     }
     if (parallel !== undefined) {
-      const { features, oneHot } = batchBuilder.fill(order, start, size);
-      return parallel.step(features, oneHot, size);
+      const { features, targets } = batchBuilder.fill(order, start, size);
+      const { loss, correct } = await parallel.step(features, targets, size);
+      return { size, loss, statistics: [correct] };
     }
-    const { xs, ys } = batchBuilder.build(order, start, size);
-    const kept: { correct?: tf.Scalar; loss?: tf.Scalar | null } = {};
+    const { xs, ys, targets } = batchBuilder.build(order, start, size);
+    const kept: { statistics?: tf.Tensor; outputs?: tf.Tensor; loss?: tf.Scalar | null } = {};
     try {
       kept.loss = optimizer.minimize(
         () => {
-          const probabilities = model.apply(xs, { training: true }) as tf.Tensor;
-          // Kept out of minimize's tidy so the accuracy costs no second forward pass.
-          kept.correct = tf.keep(countCorrect(probabilities, ys));
-          return crossEntropy(probabilities, ys);
+          const outputs = model.apply(xs, { training: true }) as tf.Tensor;
+          // Kept out of minimize's tidy so the metrics cost no second forward pass.
+          kept.statistics = tf.keep(batchStatistics(objective.loss, outputs, ys));
+          if (epochMetrics.needsScores) kept.outputs = tf.keep(outputs);
+          return computeLoss(outputs, ys);
         },
         true,
         variables,
       );
       // Asynchronous reads: the WebGPU backend cannot read synchronously in Node (its
       // readSync draws through an OffscreenCanvas) and stalls the page in a browser.
-      const [loss, correct] = await Promise.all([kept.loss?.data(), kept.correct?.data()]);
-      return { loss: loss?.[0] ?? Number.NaN, correct: correct?.[0] ?? 0 };
+      const [loss, statistics, probabilities] = await Promise.all([
+        kept.loss?.data(),
+        kept.statistics?.data(),
+        kept.outputs?.data(),
+      ]);
+      return {
+        size,
+        loss: loss?.[0] ?? Number.NaN,
+        statistics: statistics ?? [],
+        ...(probabilities === undefined ? {} : { scores: { probabilities, targets } }),
+      };
     } finally {
       xs.dispose();
       ys.dispose();
       kept.loss?.dispose();
-      kept.correct?.dispose();
+      kept.statistics?.dispose();
+      kept.outputs?.dispose();
     }
   };
 
@@ -378,13 +560,13 @@ export async function trainLocal(
       for (let i = 0; i < order.length; i++) order[i] = i;
       createRng(options.seed + epoch).shuffle(order);
       epochLossSum = 0;
-      epochCorrect = 0;
+      epochMetrics = new MetricAccumulator(objective, false);
       for (let batch = 0; batch < batches; batch++) {
         const start = batch * batchSize;
         const size = Math.min(batchSize, data.count - start);
-        const { loss, correct } = await step(start, size);
-        epochLossSum += loss * size;
-        epochCorrect += correct;
+        const outcome = await step(start, size);
+        epochMetrics.add(outcome);
+        epochLossSum += outcome.loss * size;
         options.onProgress?.({
           epoch: epoch + 1,
           epochs,
@@ -406,7 +588,9 @@ export async function trainLocal(
   const durationMs = performance.now() - started;
   return {
     loss: epochLossSum / data.count,
-    accuracy: epochCorrect / data.count,
+    accuracy: epochMetrics.accuracy(),
+    metrics: epochMetrics.values(),
+    sums: epochMetrics.sums,
     numExamples: data.count,
     durationMs,
     samplesPerSecond: durationMs > 0 ? (epochs * data.count * 1000) / durationMs : 0,
@@ -416,34 +600,44 @@ export async function trainLocal(
 }
 
 /**
- * Loss and accuracy of `model` on `data`, in batches (inference only). Empty data gives
- * zeros with numExamples 0, which weighs nothing in a federated average.
+ * Loss and metrics of `model` on `data` for the objective (default MNIST_OBJECTIVE), in
+ * batches (inference only); a local auc is exact (rank-based), its sums carry the histogram
+ * that combines across clients. Empty data gives zeros with numExamples 0, which weighs
+ * nothing in a federated average.
  */
 export async function evaluateModel(
   model: LayersModel,
-  data: TrainingData,
+  data: TrainingData<LabelArray>,
   batchSize = 1000,
+  objective: TrainingObjective = MNIST_OBJECTIVE,
 ): Promise<EvaluationResult> {
   const where = 'evaluateModel';
-  const geometry = modelGeometry(model, where);
+  const geometry = modelGeometry(model, objective, where);
   validateData(data, geometry, where);
   positiveInteger(batchSize, 'batchSize', where);
-  if (data.count === 0) return { loss: 0, accuracy: 0, numExamples: 0 };
+  const metrics = new MetricAccumulator(objective, true);
+  if (data.count === 0) {
+    return { loss: 0, accuracy: 0, numExamples: 0, metrics: metrics.values(), sums: metrics.sums };
+  }
+  const computeLoss = lossFunction(objective.loss);
   const batchBuilder = new BatchBuilder(data, geometry, Math.min(batchSize, data.count));
-  let lossSum = 0;
-  let correct = 0;
   for (let start = 0; start < data.count; start += batchSize) {
     const size = Math.min(batchSize, data.count - start);
-    const { xs, ys } = batchBuilder.build(null, start, size);
-    let results: tf.Scalar[] = [];
+    const { xs, ys, targets } = batchBuilder.build(null, start, size);
+    let results: tf.Tensor[] = [];
     try {
       results = tf.tidy(() => {
-        const probabilities = model.predict(xs) as tf.Tensor;
-        return [crossEntropy(probabilities, ys), countCorrect(probabilities, ys)];
+        const outputs = model.predict(xs) as tf.Tensor;
+        const computed = [computeLoss(outputs, ys), batchStatistics(objective.loss, outputs, ys)];
+        return metrics.needsScores ? [...computed, outputs] : computed;
       });
-      const [batchLoss, batchCorrect] = await Promise.all(results.map((r) => r.data()));
-      lossSum += (batchLoss?.[0] ?? Number.NaN) * size;
-      correct += batchCorrect?.[0] ?? 0;
+      const [loss, statistics, probabilities] = await Promise.all(results.map((r) => r.data()));
+      metrics.add({
+        size,
+        loss: loss?.[0] ?? Number.NaN,
+        statistics: statistics ?? [],
+        ...(probabilities === undefined ? {} : { scores: { probabilities, targets } }),
+      });
     } finally {
       xs.dispose();
       ys.dispose();
@@ -451,5 +645,12 @@ export async function evaluateModel(
     }
     await yieldToEventLoop();
   }
-  return { loss: lossSum / data.count, accuracy: correct / data.count, numExamples: data.count };
+  const values = metrics.values();
+  return {
+    loss: values.loss,
+    accuracy: metrics.accuracy(),
+    numExamples: data.count,
+    metrics: values,
+    sums: metrics.sums,
+  };
 }
