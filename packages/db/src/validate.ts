@@ -87,6 +87,32 @@ export function requireMetrics(field: string, value: unknown): Record<string, nu
   return value as Record<string, number>;
 }
 
+/** A plain object whose every leaf survives a JSON round trip unchanged. */
+export function requireJsonObject(field: string, value: unknown): Record<string, unknown> {
+  if (!isPlainObject(value)) throw invalid(field, 'must be a plain JSON object', value);
+  assertJson(field, value);
+  return value;
+}
+
+function assertJson(path: string, value: unknown): void {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalid(path, 'must be a finite number', value);
+    return;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((item, index) => {
+      assertJson(`${path}[${index}]`, item);
+    });
+    return;
+  }
+  if (isPlainObject(value)) {
+    for (const [key, item] of Object.entries(value)) assertJson(`${path}.${key}`, item);
+    return;
+  }
+  throw invalid(path, 'must be JSON (null, boolean, number, string, array or plain object)', value);
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   const proto: unknown = Object.getPrototypeOf(value);
