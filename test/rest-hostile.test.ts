@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { STRATEGY_NAMES } from '@tessera/aggregation';
 import { Coordinator, createApi, createLogger } from '@tessera/coordinator';
 import { type Database, openDatabase } from '@tessera/db';
 import type { WireError } from '@tessera/protocol';
@@ -171,23 +172,37 @@ describe('run configs that cannot run', () => {
       expect(issuesOf(answer.body).map((issue) => issue.field)).toContain(field);
       expect(answer.body.error.message).toContain(strategy);
     }
+    // A rule that needs more updates a round than minClients guarantees (Krum: 2f + 3).
+    const krum = await fx.call<ErrorBody>('POST', '/runs', {
+      body: runBody({ strategy: 'krum', strategyOptions: { f: 1 }, minClients: 4 }),
+    });
+    expect(krum.status).toBe(400);
+    expect(issuesOf(krum.body)).toEqual([
+      {
+        field: 'minClients',
+        message: 'krum aggregates rounds of at least 5 updates; minClients must be at least 5',
+      },
+    ]);
     expect(await rowCounts()).toEqual(before);
     const good = await fx.call<{ status: string }>('POST', '/runs', {
       body: runBody({ strategy: 'trimmed-mean', strategyOptions: { beta: 0.2 } }),
     });
     expect(good.status).toBe(201);
+    const enough = await fx.call('POST', '/runs', {
+      body: runBody({ strategy: 'krum', strategyOptions: { f: 1 }, minClients: 5 }),
+    });
+    expect(enough.status).toBe(201);
   });
 
   it('publishes each strategy option schema in /api/meta', async () => {
     const meta = await fx.call<{
       strategyOptions: Record<string, { properties?: Record<string, unknown> }>;
     }>('GET', '/meta');
-    expect(Object.keys(meta.body.strategyOptions)).toEqual([
-      'fedavg',
-      'fedavgm',
-      'fedmedian',
-      'trimmed-mean',
-    ]);
+    // Every registered strategy (the list grows with @tessera/aggregation).
+    expect(Object.keys(meta.body.strategyOptions)).toEqual(STRATEGY_NAMES);
+    expect(STRATEGY_NAMES).toEqual(
+      expect.arrayContaining(['fedavg', 'fedavgm', 'fedmedian', 'trimmed-mean', 'krum']),
+    );
     expect(meta.body.strategyOptions['trimmed-mean']?.properties?.['beta']).toMatchObject({
       type: 'number',
       minimum: 0,
@@ -218,6 +233,7 @@ describe('run configs that cannot run', () => {
       [{ strategy: 'retired-strategy' }, 'strategy'],
       [{ learningRate: 0 }, 'learningRate'],
       [{ clientsPerRound: 1, minClients: 2 }, 'clientsPerRound'],
+      [{ strategy: 'bulyan', strategyOptions: { f: 1 }, minClients: 6 }, 'minClients'],
     ] as const) {
       const id = await storeRunRow(fx.db, federationId, columns);
       const start = await fx.call<ErrorBody>('POST', `/runs/${id}/start`);

@@ -1,4 +1,4 @@
-import { STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
+import { minUpdatesFor, STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
 import { MODEL_NAMES } from '@tessera/ml';
 import {
   createRunSchemaFor,
@@ -9,11 +9,12 @@ import {
 } from '@tessera/protocol';
 import type { z } from 'zod';
 
-/** What this coordinator can run: its models, its strategies and their options. */
+/** What this coordinator can run: its models, its strategies, their options and round sizes. */
 export const RUN_CONFIG_CHOICES: RunConfigChoices = {
   models: MODEL_NAMES,
   strategies: STRATEGY_NAMES,
   strategyOptions: STRATEGY_OPTIONS,
+  minUpdates: minUpdatesFor,
 };
 
 /** A run as an admin creates it (`POST /api/runs`), with this coordinator's choices. */

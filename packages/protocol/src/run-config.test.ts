@@ -102,6 +102,23 @@ describe('the run config schema', () => {
     ).toMatchObject({ field: 'strategyOptions.mu' });
   });
 
+  it('requires minClients to reach the updates a round of the strategy needs, where told', () => {
+    const withRoundSizes = runConfigSchemaFor({
+      ...choices,
+      minUpdates: (strategy, options) =>
+        strategy === 'momentum' ? 2 + Number(options['momentum']) * 10 : 1,
+    });
+    const run = { model: 'net-a', strategy: 'momentum', rounds: 1 };
+    // The options as the strategy's schema output them (the default 0.9): 11 updates.
+    const error = refusal(() => parseRunConfig({ ...run, minClients: 10 }, withRoundSizes));
+    expect(error.data).toMatchObject({ field: 'minClients' });
+    expect(error.message).toBe(
+      'minClients: momentum aggregates rounds of at least 11 updates; minClients must be at least 11',
+    );
+    expect(withRoundSizes.parse({ ...run, minClients: 11 }).minClients).toBe(11);
+    expect(withRoundSizes.parse({ ...run, strategy: 'plain' }).minClients).toBe(1);
+  });
+
   it('names the field under the prefix the caller gives, with every issue', () => {
     const error = refusal(() =>
       parseRunConfig(

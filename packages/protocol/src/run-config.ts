@@ -27,6 +27,12 @@ export interface RunConfigChoices {
    * (defaults filled in), so the record says what the strategy ran with.
    */
   strategyOptions?: Readonly<Record<string, z.ZodObject>>;
+  /**
+   * The fewest updates a round of `strategy` with these (parsed) options can aggregate
+   * (@tessera/aggregation's minUpdatesFor: Krum needs 2f + 3): where given, `minClients` must
+   * reach it, or the first round that got fewer updates would fail the run.
+   */
+  minUpdates?: (strategy: string, options: Record<string, unknown>) => number;
 }
 
 const positiveInt = z.number().int().positive();
@@ -133,6 +139,15 @@ function resolveRunConfig(choices: RunConfigChoices) {
             complain(['strategyOptions', ...issue.path], `${run.strategy}: ${issue.message}`);
           }
         }
+      }
+    }
+    if (valid && choices.minUpdates !== undefined) {
+      const needed = choices.minUpdates(run.strategy, strategyOptions);
+      if (run.minClients < needed) {
+        complain(
+          ['minClients'],
+          `${run.strategy} aggregates rounds of at least ${needed} updates; minClients must be at least ${needed}`,
+        );
       }
     }
     return valid ? { ...run, strategyOptions } : z.NEVER;
