@@ -244,3 +244,41 @@ describe('tessera replay', () => {
     );
   });
 });
+
+describe('tessera simulate', () => {
+  it('refuses a run config the coordinator cannot run, naming the field, and stores nothing', async () => {
+    const counts = async () => {
+      const db = await openDatabase({ dataDir });
+      try {
+        return {
+          federations: (await db.federations.list()).length,
+          runs: (await db.runs.list()).length,
+        };
+      } finally {
+        await db.close();
+      }
+    };
+    const before = await counts();
+    for (const [flags, expected] of [
+      [['--strategy', 'fedavgm', '--option', 'momentum=2'], 'strategyOptions.momentum: fedavgm:'],
+      [['--strategy', 'fedavg', '--option', 'mu=1'], 'strategyOptions: fedavg takes no options'],
+      [['--model', 'no-such-net'], 'model: unknown model; available:'],
+      [['--lr', '0'], 'learningRate:'],
+    ] as const) {
+      const result = await tessera([
+        'simulate',
+        '--data-dir',
+        dataDir,
+        '--clients',
+        '2',
+        '--rounds',
+        '1',
+        ...flags,
+      ]);
+      expect(result.code, flags.join(' ')).toBe(1);
+      expect(result.stderr).toContain(`tessera: INVALID_ARGUMENT: ${expected}`);
+      expect(result.stdout).toBe('');
+    }
+    expect(await counts()).toEqual(before);
+  });
+});

@@ -103,6 +103,10 @@ async function everyRoute() {
   return routes;
 }
 
+interface RunResponseSchema {
+  properties: Record<string, { properties: Record<string, unknown>; required: string[] }>;
+}
+
 describe('who may call what', () => {
   it('publishes every route in OpenAPI, built from the validating schemas', async () => {
     const doc = await fx.call<{
@@ -130,6 +134,18 @@ describe('who may call what', () => {
     );
     expect(createRun?.properties['rounds']).toMatchObject({ type: 'integer', maximum: 100000 });
     expect(createRun?.properties['learningRate']).toMatchObject({ default: 0.05 });
+    // A run's config in responses: the same schema's fields, every one present once stored.
+    const getRun = doc.body.paths['/api/runs/{id}']?.['get'] as unknown as
+      | { responses: Record<string, { content: Record<string, { schema: RunResponseSchema }> }> }
+      | undefined;
+    const runSchema = getRun?.responses['200']?.content['application/json']?.schema;
+    const configSchema = runSchema?.properties['config'];
+    expect(Object.keys(configSchema?.properties ?? {}).sort()).toEqual(
+      Object.keys(createRun?.properties ?? {})
+        .filter((field) => field !== 'federationId' && field !== 'name')
+        .sort(),
+    );
+    expect(configSchema?.required).toEqual(expect.arrayContaining(['localEpochs', 'seed']));
     const predict = doc.body.paths['/api/runs/{id}/predict']?.['post']?.requestBody?.content;
     expect(Object.keys(predict ?? {}).sort()).toEqual([
       'application/json',

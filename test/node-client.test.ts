@@ -196,6 +196,8 @@ describe('the Node client as a person runs it', () => {
     client.child.kill('SIGINT');
     expect(await client.exited).toBe(130);
     const out = client.stdout();
+    // The run's own config, as the train instruction carries it (docs/protocol.md §5.2).
+    expect(out).toContain('round 1: training fedavg-2nn for 1000 epoch(s), batch 10, lr 0.05');
     expect(out).toContain('tessera-client: SIGINT: leaving the federation');
     expect(out).toContain(
       `tessera-client: left; run ${run.body.id}: took part in 1 round (1 unfinished)`,

@@ -24,7 +24,7 @@ import { closeRawSockets, openRawSocket } from './raw-client.js';
 
 /**
  * docs/protocol.md §12 (the worked example), replayed against a real coordinator: every frame
- * line of the example (`# 6. S→C binary, 797,046 B: train`) must state the byte count that the
+ * line of the example (`# 6. S→C binary, 797,051 B: train`) must state the byte count that the
  * coordinator sends or that the example's client sends, and every frame the replay labels must
  * be in the document, so the text cannot drift from the code.
  */
@@ -175,6 +175,14 @@ describe('docs/protocol.md §12, the worked example', () => {
     measured.set('6', sizes.get(round1) ?? 0);
     // The example's sizes take config.seed as a 5-byte uint32 (any derived seed ≥ 2^16).
     expect(round1.config.seed, 'pick another run seed').toBeGreaterThanOrEqual(2 ** 16);
+    // The run's own field names, in the order the example prints them (§5.2, §12).
+    expect(Object.keys(round1.config)).toEqual([
+      'localEpochs',
+      'batchSize',
+      'learningRate',
+      'seed',
+    ]);
+    expect(round1.config).toMatchObject({ localEpochs: 1, batchSize: 10, learningRate: 0.05 });
     const { runId } = round1;
     c.socket.emit('progress', {
       runId,

@@ -6,8 +6,9 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { STRATEGY_NAMES } from '@tessera/aggregation';
 import { Coordinator, createApi, createLogger } from '@tessera/coordinator';
-import { openDatabase } from '@tessera/db';
+import { type Database, openDatabase } from '@tessera/db';
 import type { WireError } from '@tessera/protocol';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -171,23 +172,37 @@ describe('run configs that cannot run', () => {
       expect(issuesOf(answer.body).map((issue) => issue.field)).toContain(field);
       expect(answer.body.error.message).toContain(strategy);
     }
+    // A rule that needs more updates a round than minClients guarantees (Krum: 2f + 3).
+    const krum = await fx.call<ErrorBody>('POST', '/runs', {
+      body: runBody({ strategy: 'krum', strategyOptions: { f: 1 }, minClients: 4 }),
+    });
+    expect(krum.status).toBe(400);
+    expect(issuesOf(krum.body)).toEqual([
+      {
+        field: 'minClients',
+        message: 'krum aggregates rounds of at least 5 updates; minClients must be at least 5',
+      },
+    ]);
     expect(await rowCounts()).toEqual(before);
     const good = await fx.call<{ status: string }>('POST', '/runs', {
       body: runBody({ strategy: 'trimmed-mean', strategyOptions: { beta: 0.2 } }),
     });
     expect(good.status).toBe(201);
+    const enough = await fx.call('POST', '/runs', {
+      body: runBody({ strategy: 'krum', strategyOptions: { f: 1 }, minClients: 5 }),
+    });
+    expect(enough.status).toBe(201);
   });
 
   it('publishes each strategy option schema in /api/meta', async () => {
     const meta = await fx.call<{
       strategyOptions: Record<string, { properties?: Record<string, unknown> }>;
     }>('GET', '/meta');
-    expect(Object.keys(meta.body.strategyOptions)).toEqual([
-      'fedavg',
-      'fedavgm',
-      'fedmedian',
-      'trimmed-mean',
-    ]);
+    // Every registered strategy (the list grows with @tessera/aggregation).
+    expect(Object.keys(meta.body.strategyOptions)).toEqual(STRATEGY_NAMES);
+    expect(STRATEGY_NAMES).toEqual(
+      expect.arrayContaining(['fedavg', 'fedavgm', 'fedmedian', 'trimmed-mean', 'krum']),
+    );
     expect(meta.body.strategyOptions['trimmed-mean']?.properties?.['beta']).toMatchObject({
       type: 'number',
       minimum: 0,
@@ -195,29 +210,73 @@ describe('run configs that cannot run', () => {
     });
   });
 
-  it('never marks a run running that cannot build its strategy (stored by an older version)', async () => {
-    const run = await fx.db.runs.create({
-      federationId,
-      config: {
-        ...runBody(),
-        strategy: 'trimmed-mean',
-        strategyOptions: { beta: 0.9 },
-        clientsPerRound: null,
-        fractionFit: null,
-        localEpochs: 1,
-        batchSize: 10,
-        learningRate: 0.05,
-        seed: 0,
-        data: {},
-      },
-    });
-    const start = await fx.call<ErrorBody>('POST', `/runs/${run.id}/start`);
-    expect(start.status).toBe(400);
-    expect(start.body.error.data?.['field']).toBe('strategyOptions.beta');
-    expect((await fx.db.runs.get(run.id)).status).toBe('created');
-    expect(fx.coordinator.isRunning(run.id)).toBe(false);
+  it('stores the options the strategy ran with, its defaults filled in', async () => {
+    const created = await fx.call<{ id: string; config: { strategyOptions: unknown } }>(
+      'POST',
+      '/runs',
+      { body: runBody({ strategy: 'fedavgm', strategyOptions: { momentum: 0.5 } }) },
+    );
+    expect(created.status).toBe(201);
+    const expected = { serverLearningRate: 1, momentum: 0.5 };
+    expect(created.body.config.strategyOptions).toEqual(expected);
+    expect((await fx.db.runs.get(created.body.id)).config.strategyOptions).toEqual(expected);
+  });
+
+  it('never marks a run running that cannot start: refused naming the field, it stays created', async () => {
+    // Rows written straight into the database, as an older version or a script could have:
+    // the start parses them with the same schema as POST /api/runs before anything changes.
+    for (const [columns, field] of [
+      [{ strategy: 'fedavgm', strategyOptions: { momentum: 2 } }, 'strategyOptions.momentum'],
+      [{ strategy: 'trimmed-mean', strategyOptions: { beta: 0.9 } }, 'strategyOptions.beta'],
+      [{ strategyOptions: { mu: 1 } }, 'strategyOptions'],
+      [{ model: 'retired-net' }, 'model'],
+      [{ strategy: 'retired-strategy' }, 'strategy'],
+      [{ learningRate: 0 }, 'learningRate'],
+      [{ clientsPerRound: 1, minClients: 2 }, 'clientsPerRound'],
+      [{ strategy: 'bulyan', strategyOptions: { f: 1 }, minClients: 6 }, 'minClients'],
+    ] as const) {
+      const id = await storeRunRow(fx.db, federationId, columns);
+      const start = await fx.call<ErrorBody>('POST', `/runs/${id}/start`);
+      expect(start.status, JSON.stringify(columns)).toBe(400);
+      expect(start.body.error.code).toBe('INVALID_ARGUMENT');
+      expect(start.body.error.data?.['field']).toBe(field);
+      const run = await fx.db.runs.get(id);
+      expect(run).toMatchObject({ status: 'created', startedAt: null, error: null });
+      expect(fx.coordinator.isRunning(id)).toBe(false);
+    }
   });
 });
+
+/** A run row as the database's own guard would refuse it, written with Prisma directly. */
+async function storeRunRow(
+  db: Database,
+  federationId: string,
+  columns: Record<string, unknown>,
+  status: 'created' | 'running' = 'created',
+): Promise<string> {
+  const row = await db.prisma.run.create({
+    data: {
+      federationId,
+      name: 'stored by an older version',
+      model: 'fedavg-2nn',
+      strategy: 'fedavg',
+      strategyOptions: {},
+      rounds: 2,
+      clientsPerRound: null,
+      fractionFit: null,
+      minClients: 1,
+      roundDeadlineMs: 60_000,
+      localEpochs: 1,
+      batchSize: 10,
+      learningRate: 0.05,
+      seed: 0,
+      data: {},
+      status,
+      ...columns,
+    } as Parameters<Database['prisma']['run']['create']>[0]['data'],
+  });
+  return row.id;
+}
 
 describe('run control', () => {
   it('lets one of 5 concurrent starts of a run win; the others get CONFLICT; a stopped run refuses every start', async () => {
@@ -311,6 +370,16 @@ describe('a coordinator with a bad run left running', () => {
       };
       const bad = await db.runs.create({ federationId: federation.id, config });
       await db.runs.setStatus(bad.id, 'running');
+      // Rows the database's own guard would refuse, written straight into it.
+      const raw = [
+        [{ strategy: 'fedavgm', strategyOptions: { momentum: 2 } }, 'strategyOptions.momentum'],
+        [{ model: 'retired-net' }, 'model'],
+        [{ rounds: 0 }, 'rounds'],
+      ] as const;
+      const rawIds: string[] = [];
+      for (const [columns] of raw) {
+        rawIds.push(await storeRunRow(db, federation.id, columns, 'running'));
+      }
       const good = await db.runs.create({
         federationId: federation.id,
         config: { ...config, strategyOptions: {} },
@@ -324,8 +393,16 @@ describe('a coordinator with a bad run left running', () => {
       });
       const failed = await db.runs.get(bad.id);
       expect(failed.status).toBe('failed');
-      expect(failed.error).toMatch(/cannot be resumed: fedavg takes no options; got mu/);
+      expect(failed.error).toBe(
+        'cannot be resumed: strategyOptions: fedavg takes no options; got mu',
+      );
       expect(logs.join('\n')).toContain('run cannot be resumed; marked failed');
+      for (const [index, [, field]] of raw.entries()) {
+        const run = await db.runs.get(rawIds[index] as string);
+        expect(run.status).toBe('failed');
+        expect(run.error).toMatch(new RegExp(`^cannot be resumed: ${field}: `));
+        expect(coordinator.isRunning(run.id)).toBe(false);
+      }
       // The other run is resumed as before.
       expect(coordinator.isRunning(good.id)).toBe(true);
       expect((await fetch(`${coordinator.url}/healthz`)).status).toBe(200);

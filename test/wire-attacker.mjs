@@ -4,6 +4,7 @@
 // Without a token it sends, right after the Engine.IO open, an EVENT-less map of <entries> short
 // keys; with one it authenticates first and sends an `update` whose metrics map has <entries>
 // keys. Prints one JSON line per outcome: {"closed": code} or {"rejected": message}.
+import { PROTOCOL_VERSION } from '@tessera/protocol';
 import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
 
@@ -63,7 +64,7 @@ ws.on('message', (data, isBinary) => {
       else {
         const auth = {
           token,
-          protocolVersion: 1,
+          protocolVersion: PROTOCOL_VERSION,
           client: {
             name: 'attacker',
             version: '0',

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { Coordinator, type Logger } from '@tessera/coordinator';
+import { Coordinator, checkRunConfig, type Logger } from '@tessera/coordinator';
 import type { Database, RoundRecord, RunConfigInput, RunRecord } from '@tessera/db';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { SimHostSpec } from './sim-host.js';
@@ -27,7 +27,7 @@ export interface SimulationOptions {
   partitionSeed: number;
   /** Fraction of each client's examples kept for federated evaluation (0: central only). */
   holdoutFraction: number;
-  /** The run; keepUpdates defaults to true for simulations. */
+  /** The run, checked at once against what the coordinator can run; keepUpdates defaults to true here. */
   run: Omit<RunConfigInput, 'data'>;
   name?: string;
   /** Stop (as completed) after the first round whose central test accuracy reaches this. */
@@ -78,6 +78,19 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   if (!(options.clients >= 1 && options.processes >= 1)) {
     throw new TesseraError(ErrorCode.INVALID_ARGUMENT, 'clients and processes must be at least 1');
   }
+  // The simulation's edge: a config the coordinator cannot run is refused, naming the field,
+  // before a coordinator, a federation or a token exists.
+  const config = checkRunConfig({
+    keepUpdates: true,
+    ...options.run,
+    data: {
+      dataset: 'mnist',
+      partition: options.partition,
+      partitionSeed: options.partitionSeed,
+      numClients: options.clients,
+      holdoutFraction: options.holdoutFraction,
+    },
+  });
   const started = Date.now();
   // resume: false, as other runs in this database are not this simulation's to drive.
   const coordinator = await Coordinator.start({
@@ -105,17 +118,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
       federationId: federation.id,
       ...(options.name ? { name: options.name } : {}),
       origin: 'simulation',
-      config: {
-        keepUpdates: true,
-        ...options.run,
-        data: {
-          dataset: 'mnist',
-          partition: options.partition,
-          partitionSeed: options.partitionSeed,
-          numClients: options.clients,
-          holdoutFraction: options.holdoutFraction,
-        },
-      },
+      config,
     });
 
     const processes = Math.min(options.processes, options.clients);

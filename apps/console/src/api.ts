@@ -1,4 +1,4 @@
-import type { FieldIssue, WireError } from '@tessera/protocol';
+import type { FieldIssue, RunConfig, WireError } from '@tessera/protocol';
 
 /** An API refusal, with the field-level messages the server sent (for forms). */
 export class ApiError extends Error {
@@ -112,25 +112,12 @@ export interface ClientCredential {
   lastSeenAt: string | null;
 }
 
-export interface RunConfig {
-  model: string;
-  strategy: string;
-  rounds: number;
-  clientsPerRound: number | null;
-  fractionFit: number | null;
-  minClients: number;
-  roundDeadlineMs: number;
-  localEpochs: number;
-  batchSize: number;
-  learningRate: number;
-  seed: number;
-}
-
 export interface Run {
   id: string;
   federationId: string;
   name: string;
   status: string;
+  /** Defined once, by the run config schema in @tessera/protocol. */
   config: RunConfig;
   currentRound: number;
   error: string | null;

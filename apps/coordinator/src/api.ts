@@ -6,13 +6,13 @@ import { MODEL_NAMES, modelSpec } from '@tessera/ml';
 import {
   CONSOLE_ROLES,
   createFederationSchema,
-  createRunSchemaFor,
   createUserSchema,
   ErrorCode,
   issueTokenSchema,
   loginSchema,
   predictTensorSchema,
   roundQuerySchema,
+  storedRunConfigSchema,
   TesseraError,
 } from '@tessera/protocol';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -41,15 +41,8 @@ import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
 import { RunControl } from './http/run-control.js';
 import { registerTokenRoutes } from './http/token-routes.js';
+import { type CreateRunRequest, createRunSchema } from './run-config.js';
 import { mountWebClient } from './web-client-static.js';
-
-/** A run as an admin creates it, with this coordinator's models and strategies. */
-export const createRunSchema = createRunSchemaFor({
-  models: MODEL_NAMES,
-  strategies: STRATEGY_NAMES,
-  strategyOptions: STRATEGY_OPTIONS,
-});
-export type CreateRunRequest = z.infer<typeof createRunSchema>;
 
 // Response shapes, for the OpenAPI document (the repositories' records, as JSON).
 const userOut = z.object({
@@ -81,7 +74,7 @@ const runOut = z.object({
   federationId: z.string(),
   name: z.string(),
   status: z.string(),
-  config: z.record(z.string(), z.unknown()),
+  config: storedRunConfigSchema,
   currentRound: z.number(),
   error: z.string().nullable(),
   createdAt: z.string(),

@@ -19,6 +19,7 @@ import { WorkerCentralEvaluator } from './central-eval.js';
 import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
 import { ClientRegistry } from './registry.js';
+import { checkRunConfig } from './run-config.js';
 import { attachSocketServer } from './socket-server.js';
 import type { Transport } from './transport.js';
 
@@ -345,8 +346,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
   }
 
-  /** Everything about a run that can fail before its loop starts: strategy, model. */
-  private createEngine(run: RunRecord): RunEngine {
+  /**
+   * Everything about a run that can fail before its loop starts: its stored config against
+   * what this coordinator can run (the same schema as at creation), then strategy and model.
+   */
+  private createEngine(stored: RunRecord): RunEngine {
+    const run = { ...stored, config: checkRunConfig(stored.config) };
     return new RunEngine(
       {
         db: this.resilientDb,

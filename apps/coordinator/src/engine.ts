@@ -26,6 +26,7 @@ import {
   type ModelDescriptor,
   TesseraError,
   type TrainReply,
+  trainConfigFor,
   weightsToBytes,
 } from '@tessera/protocol';
 import type { Logger } from './logger.js';
@@ -381,13 +382,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       runId: this.runId,
       round,
       model: this.model,
-      config: {
-        epochs: config.localEpochs,
-        batchSize: config.batchSize,
-        learningRate: config.learningRate,
-        // The same for every attempt of the round (docs/protocol.md §7.2).
-        seed: this.seed('shuffle', round, 0),
-      },
+      // The run's own fields; the seed is the same for every attempt (docs/protocol.md §7.2).
+      config: trainConfigFor(config, this.seed('shuffle', round, 0)),
       deadline,
       weights: weightsToBytes(global),
     });

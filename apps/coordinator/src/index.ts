@@ -1,9 +1,15 @@
-export { type CreateRunRequest, createApi, createRunSchema } from './api.js';
+export { createApi } from './api.js';
 export { MnistCentralEvaluator } from './central-eval.js';
 export { Coordinator, type CoordinatorOptions } from './coordinator.js';
 export { type CentralEvaluator, type EngineDeps, type RoundSummary, RunEngine } from './engine.js';
 export { createLogger, type Logger, type LogLevel, parseLogLevel } from './logger.js';
 export { ClientRegistry, type ClientSession, type ClientTask } from './registry.js';
 export { RoundState } from './round-state.js';
+export {
+  type CreateRunRequest,
+  checkRunConfig,
+  createRunSchema,
+  RUN_CONFIG_CHOICES,
+} from './run-config.js';
 export { type SamplingPolicy, sampleSize, selectClients } from './sampling.js';
 export type { Transport } from './transport.js';

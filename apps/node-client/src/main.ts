@@ -124,7 +124,7 @@ function createObserver(mode: ProgressMode): ClientObserver {
       lastEpoch = -1;
       if (mode !== 'none')
         say(
-          `round ${i.round}: training ${i.model.name} for ${i.config.epochs} epoch(s), batch ${i.config.batchSize}, lr ${i.config.learningRate}`,
+          `round ${i.round}: training ${i.model.name} for ${i.config.localEpochs} epoch(s), batch ${i.config.batchSize}, lr ${i.config.learningRate}`,
         );
     },
     progress: (p) => {

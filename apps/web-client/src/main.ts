@@ -468,7 +468,7 @@ function observer(show: (message: ViewEvent) => void): ClientObserver {
         type: 'round-started',
         round: i.round,
         model: i.model.name,
-        epochs: i.config.epochs,
+        epochs: i.config.localEpochs,
         batchSize: i.config.batchSize,
       }),
     progress: (p) => show({ type: 'progress', ...p }),

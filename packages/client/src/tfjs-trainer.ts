@@ -49,7 +49,7 @@ export class TfjsTrainer implements LocalTrainer {
     const model = this.modelFor(request.model, request.weights, this.trainExamples);
     const { config } = request;
     const result = await trainLocal(model, this.trainExamples, {
-      epochs: config.epochs,
+      epochs: config.localEpochs,
       batchSize: config.batchSize,
       learningRate: config.learningRate,
       seed: config.seed,

@@ -14,6 +14,7 @@ import {
   type ClientRecord,
   type Database,
   DEFAULT_PGLITE_DIR,
+  DEFAULT_UPDATE_STORAGE_LIMIT_MB,
   defaultMigrationsDir,
   type OpenDatabaseOptions,
   openDatabase,
@@ -475,14 +476,15 @@ describe.each(backends)('$name', (backend) => {
         expect(unnamed.name).toBe('mnist-mlp/fedavg');
       });
 
-      it.each<[string, Partial<RunConfig>]>([
+      it.each<[string, Record<string, unknown>]>([
         ['config.rounds', { rounds: 0 }],
         ['config.rounds', { rounds: 1.5 }],
+        ['config.rounds', { rounds: undefined }],
         ['config.clientsPerRound', { clientsPerRound: 0 }],
         ['config.fractionFit', { fractionFit: 1.5 }],
         ['config.fractionFit', { fractionFit: 0 }],
         ['config.minClients', { minClients: 0 }],
-        ['config.minClients', { minClients: 4, clientsPerRound: 3 }],
+        ['config.clientsPerRound', { minClients: 4, clientsPerRound: 3 }],
         ['config.roundDeadlineMs', { roundDeadlineMs: -1 }],
         ['config.localEpochs', { localEpochs: 0 }],
         ['config.batchSize', { batchSize: 2 ** 31 }],
@@ -492,16 +494,52 @@ describe.each(backends)('$name', (backend) => {
         ['config.model', { model: '' }],
         ['config.strategy', { strategy: '  ' }],
         ['config.strategyOptions.mu', { strategyOptions: { mu: Number.POSITIVE_INFINITY } }],
-        ['config.data', { data: [] as unknown as Record<string, unknown> }],
+        ['config.data', { data: [] }],
+        ['config.keepUpdates', { keepUpdates: 'yes' }],
+        ['config.updateStorageLimitMb', { updateStorageLimitMb: -1 }],
       ])('refuses a bad %s with INVALID_ARGUMENT naming it', async (field, overrides) => {
         const federation = await db.federations.create({ name: unique('fed') });
         const error = await rejectsWith(
-          db.runs.create({ federationId: federation.id, config: config(overrides) }),
+          db.runs.create({
+            federationId: federation.id,
+            config: config(overrides as Partial<RunConfig>),
+          }),
           ErrorCode.INVALID_ARGUMENT,
         );
         expect(error.message).toContain(field);
         expect(error).toMatchObject({ data: { field } });
         expect(await db.runs.list({ federationId: federation.id })).toEqual([]);
+      });
+
+      it('fills in the schema defaults, and refuses a config that is not an object', async () => {
+        const federation = await db.federations.create({ name: unique('fed') });
+        const run = await db.runs.create({
+          federationId: federation.id,
+          config: { model: 'fedavg-2nn', rounds: 3 },
+        });
+        expect(run.config).toEqual({
+          model: 'fedavg-2nn',
+          strategy: 'fedavg',
+          strategyOptions: {},
+          rounds: 3,
+          clientsPerRound: null,
+          fractionFit: null,
+          minClients: 1,
+          roundDeadlineMs: 600_000,
+          localEpochs: 1,
+          batchSize: 10,
+          learningRate: 0.05,
+          seed: 0,
+          data: { dataset: 'mnist' },
+          keepUpdates: false,
+          updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+        });
+        const error = await rejectsWith(
+          db.runs.create({ federationId: federation.id, config: null as never }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(error).toMatchObject({ data: { field: 'config' } });
+        expect(await db.runs.list({ federationId: federation.id })).toEqual([run]);
       });
 
       it('moves through its statuses, setting startedAt and finishedAt', async () => {

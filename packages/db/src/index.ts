@@ -89,5 +89,4 @@ export {
 } from './retry.js';
 export type { RoundRepository } from './rounds.js';
 export type { CreateRunInput, RunRepository } from './runs.js';
-export { validateRunConfig } from './runs.js';
 export { type CreateTaskInput, TASK_NAME_PATTERN, type TaskRepository } from './tasks.js';

@@ -1,8 +1,9 @@
-import type { LeaseFence } from './leases.js';
 /**
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
  */
+import type { RunConfig } from '@tessera/protocol';
+import type { LeaseFence } from './leases.js';
 
 export const RUN_STATUSES = [
   'created',
@@ -40,36 +41,12 @@ export interface ClientRecord {
 export const RUN_ORIGINS = ['live', 'simulation', 'replay'] as const;
 export type RunOrigin = (typeof RUN_ORIGINS)[number];
 
-/** Default per-run cap on kept client-update bytes (see RunConfig.updateStorageLimitMb). */
-export const DEFAULT_UPDATE_STORAGE_LIMIT_MB = 1024;
-
-export interface RunConfig {
-  model: string;
-  strategy: string;
-  strategyOptions: Record<string, unknown>;
-  rounds: number;
-  clientsPerRound: number | null;
-  fractionFit: number | null;
-  minClients: number;
-  roundDeadlineMs: number;
-  localEpochs: number;
-  batchSize: number;
-  learningRate: number;
-  seed: number;
-  /** Dataset and partition description (loader, options, partitioner...). */
-  data: Record<string, unknown>;
-  /** Keep every client update's bytes so the run can be replayed. */
-  keepUpdates: boolean;
-  /**
-   * Cap on the kept update bytes of the run, in MiB. A round whose updates would pass it is
-   * committed without their bytes, and so is every later round (RunRecord.updatesTruncatedAtRound).
-   */
-  updateStorageLimitMb: number;
-}
-
-/** A run's config as given at creation: the update-keeping fields have defaults. */
-export type RunConfigInput = Omit<RunConfig, 'keepUpdates' | 'updateStorageLimitMb'> &
-  Partial<Pick<RunConfig, 'keepUpdates' | 'updateStorageLimitMb'>>;
+// A run's config is defined once, by its schema in @tessera/protocol (run-config.ts).
+export {
+  DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+  type RunConfig,
+  type RunConfigInput,
+} from '@tessera/protocol';
 
 export interface RunRecord {
   id: string;

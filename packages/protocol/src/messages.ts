@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ErrorCode, TesseraError } from './errors.js';
 import { WIRE_LIMITS } from './limits.js';
+import type { TrainConfig } from './run-config.js';
 import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from './text.js';
 
 /**
@@ -97,18 +98,11 @@ export interface ModelDescriptor {
   paramCount: number;
 }
 
-export interface TrainConfig {
-  epochs: number;
-  batchSize: number;
-  learningRate: number;
-  /** Seed for the client's per-epoch shuffles: the run seed mixed with the round. */
-  seed: number;
-}
-
 export interface TrainInstruction {
   runId: string;
   round: number;
   model: ModelDescriptor;
+  /** The run's local-training settings under the run's names, and the round seed (run-config.ts). */
   config: TrainConfig;
   /** Unix ms after which the coordinator stops waiting for this round's updates. */
   deadline: number;

@@ -3,4 +3,4 @@
  * the coordinator refuses any other value with PROTOCOL_VERSION_MISMATCH. Bump it on any change
  * that an existing client could misread.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;

@@ -1,0 +1,183 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ErrorCode, TesseraError } from './errors.js';
+import {
+  createRunSchemaFor,
+  DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+  parseRunConfig,
+  runConfigSchema,
+  runConfigSchemaFor,
+  trainConfigFor,
+} from './run-config.js';
+
+// Choices as a coordinator passes them; the strategy schemas are written here, not imported,
+// so this package's test does not depend on @tessera/aggregation.
+const choices = {
+  models: ['net-a', 'net-b'],
+  strategies: ['plain', 'momentum'],
+  strategyOptions: {
+    plain: z.strictObject({}),
+    momentum: z.strictObject({ momentum: z.number().min(0).lt(1).default(0.9) }),
+  },
+};
+const checked = runConfigSchemaFor(choices);
+
+function refusal(run: () => unknown): TesseraError {
+  try {
+    run();
+  } catch (error) {
+    if (error instanceof TesseraError) return error;
+    throw error;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('the run config schema', () => {
+  it('fills in every default, the same with or without choices', () => {
+    const expected = {
+      model: 'net-a',
+      strategy: 'plain',
+      strategyOptions: {},
+      rounds: 2,
+      clientsPerRound: null,
+      fractionFit: null,
+      minClients: 1,
+      roundDeadlineMs: 600_000,
+      localEpochs: 1,
+      batchSize: 10,
+      learningRate: 0.05,
+      seed: 0,
+      data: { dataset: 'mnist' },
+      keepUpdates: false,
+      updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+    };
+    const input = { model: 'net-a', strategy: 'plain', rounds: 2 };
+    expect(checked.parse(input)).toEqual(expected);
+    expect(runConfigSchema.parse(input)).toEqual(expected);
+    // Parsing its own output changes nothing: the database may guard what the edge parsed.
+    expect(checked.parse(checked.parse(input))).toEqual(expected);
+  });
+
+  it('checks names against the lists it is given, and only that they are not blank without', () => {
+    const unknownModel = refusal(() =>
+      parseRunConfig({ model: 'net-z', strategy: 'plain', rounds: 1 }, checked),
+    );
+    expect(unknownModel.code).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(unknownModel.data).toMatchObject({ field: 'model' });
+    expect(unknownModel.message).toBe('model: unknown model; available: net-a, net-b');
+    expect(
+      refusal(() => parseRunConfig({ model: 'net-a', strategy: 'median', rounds: 1 }, checked))
+        .data,
+    ).toMatchObject({ field: 'strategy' });
+    // The database knows no lists: any name passes, a blank one does not.
+    expect(runConfigSchema.parse({ model: 'net-z', strategy: 'median', rounds: 1 }).model).toBe(
+      'net-z',
+    );
+    expect(refusal(() => parseRunConfig({ model: ' ', rounds: 1 })).data).toMatchObject({
+      field: 'model',
+    });
+  });
+
+  it("parses the chosen strategy's options with its schema, and stores its output", () => {
+    const run = { model: 'net-a', strategy: 'momentum', rounds: 1 };
+    expect(checked.parse(run).strategyOptions).toEqual({ momentum: 0.9 });
+    expect(checked.parse({ ...run, strategyOptions: { momentum: 0.5 } }).strategyOptions).toEqual({
+      momentum: 0.5,
+    });
+    const tooHigh = refusal(() =>
+      parseRunConfig({ ...run, strategyOptions: { momentum: 2 } }, checked),
+    );
+    expect(tooHigh.data).toMatchObject({ field: 'strategyOptions.momentum' });
+    expect(tooHigh.message).toMatch(/^strategyOptions\.momentum: momentum: /);
+    const unknownKey = refusal(() =>
+      parseRunConfig({ ...run, strategy: 'plain', strategyOptions: { mu: 1 } }, checked),
+    );
+    expect(unknownKey.message).toBe('strategyOptions: plain takes no options; got mu');
+    // Without the strategies' schemas (the database), options are only required to be JSON.
+    expect(
+      runConfigSchema.parse({ ...run, strategyOptions: { momentum: 2 } }).strategyOptions,
+    ).toEqual({ momentum: 2 });
+    expect(
+      refusal(() => parseRunConfig({ ...run, strategyOptions: { mu: Number.NaN } })).data,
+    ).toMatchObject({ field: 'strategyOptions.mu' });
+  });
+
+  it('requires minClients to reach the updates a round of the strategy needs, where told', () => {
+    const withRoundSizes = runConfigSchemaFor({
+      ...choices,
+      minUpdates: (strategy, options) =>
+        strategy === 'momentum' ? 2 + Number(options['momentum']) * 10 : 1,
+    });
+    const run = { model: 'net-a', strategy: 'momentum', rounds: 1 };
+    // The options as the strategy's schema output them (the default 0.9): 11 updates.
+    const error = refusal(() => parseRunConfig({ ...run, minClients: 10 }, withRoundSizes));
+    expect(error.data).toMatchObject({ field: 'minClients' });
+    expect(error.message).toBe(
+      'minClients: momentum aggregates rounds of at least 11 updates; minClients must be at least 11',
+    );
+    expect(withRoundSizes.parse({ ...run, minClients: 11 }).minClients).toBe(11);
+    expect(withRoundSizes.parse({ ...run, strategy: 'plain' }).minClients).toBe(1);
+  });
+
+  it('names the field under the prefix the caller gives, with every issue', () => {
+    const error = refusal(() =>
+      parseRunConfig(
+        { model: 'net-a', rounds: 0, minClients: 3, clientsPerRound: 2, batchSize: 0 },
+        runConfigSchema,
+        'config.',
+      ),
+    );
+    expect(error.message).toMatch(/^config\.rounds: /);
+    const issues = ((error.data?.['issues'] ?? []) as Array<{ field: string }>).map((i) => i.field);
+    expect(issues).toEqual(['config.rounds', 'config.batchSize']);
+    // The cross-field rule is checked once every field is valid on its own.
+    expect(
+      refusal(() =>
+        parseRunConfig({ model: 'net-a', rounds: 1, minClients: 3, clientsPerRound: 2 }),
+      ).data,
+    ).toMatchObject({ field: 'clientsPerRound' });
+    expect(refusal(() => parseRunConfig(null, runConfigSchema, 'config.')).data).toMatchObject({
+      field: 'config',
+    });
+  });
+
+  it('takes the REST body flat, beside the federation and name', () => {
+    const body = createRunSchemaFor(choices).parse({
+      federationId: 'f1',
+      name: 'baseline',
+      model: 'net-b',
+      strategy: 'momentum',
+      rounds: 3,
+    });
+    expect(body).toMatchObject({
+      federationId: 'f1',
+      name: 'baseline',
+      model: 'net-b',
+      strategyOptions: { momentum: 0.9 },
+    });
+    // Published as OpenAPI from its input side.
+    const schema = z.toJSONSchema(createRunSchemaFor(choices), { io: 'input' }) as {
+      required: string[];
+      properties: Record<string, unknown>;
+    };
+    expect(schema.required.sort()).toEqual(['federationId', 'model', 'rounds']);
+    expect(Object.keys(schema.properties)).toContain('localEpochs');
+  });
+
+  it("gives a train instruction the run's own field names and the round seed", () => {
+    const config = runConfigSchema.parse({
+      model: 'net-a',
+      rounds: 1,
+      localEpochs: 3,
+      batchSize: 20,
+      learningRate: 0.1,
+      seed: 7,
+    });
+    expect(trainConfigFor(config, 123_456)).toEqual({
+      localEpochs: 3,
+      batchSize: 20,
+      learningRate: 0.1,
+      seed: 123_456,
+    });
+  });
+});

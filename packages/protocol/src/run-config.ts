@@ -1,0 +1,221 @@
+/**
+ * A run's configuration: the one definition of it. The REST API, the console's form, the CLI's
+ * simulate command and the database all parse with the schema built here, and every other layer
+ * (the round engine, the `train` instruction, the clients) takes its output type, `RunConfig`,
+ * under the same field names. Browser-safe: zod only.
+ */
+import { z } from 'zod';
+import { fieldIssues, type JsonValue, jsonObjectSchema, text } from './admin-api.js';
+import { ErrorCode, TesseraError } from './errors.js';
+
+/** Default per-run cap on kept client-update bytes, in MiB (RunConfig.updateStorageLimitMb). */
+export const DEFAULT_UPDATE_STORAGE_LIMIT_MB = 1024;
+
+/**
+ * What the parsing side knows it can run. Each list left out is not checked: the database,
+ * which knows no models or strategies, checks only that a name is given; the coordinator passes
+ * its own lists, the console the ones `GET /api/meta` reports.
+ */
+export interface RunConfigChoices {
+  /** Model names that can be built (@tessera/ml's MODEL_NAMES). */
+  models?: readonly string[];
+  /** Aggregation strategies (@tessera/aggregation's STRATEGY_NAMES). */
+  strategies?: readonly string[];
+  /**
+   * Each strategy's options (@tessera/aggregation's STRATEGY_OPTIONS): where given, a run's
+   * `strategyOptions` must pass the chosen strategy's schema, and are stored as it outputs them
+   * (defaults filled in), so the record says what the strategy ran with.
+   */
+  strategyOptions?: Readonly<Record<string, z.ZodObject>>;
+  /**
+   * The fewest updates a round of `strategy` with these (parsed) options can aggregate
+   * (@tessera/aggregation's minUpdatesFor: Krum needs 2f + 3): where given, `minClients` must
+   * reach it, or the first round that got fewer updates would fail the run.
+   */
+  minUpdates?: (strategy: string, options: Record<string, unknown>) => number;
+}
+
+const positiveInt = z.number().int().positive();
+
+/**
+ * A JSON object of free-form values. Callers may hand over any record (a strategy's own options
+ * object, say); the schema checks that each value is JSON, and says so in its output type.
+ */
+const jsonObjectField = jsonObjectSchema as unknown as z.ZodType<
+  Record<string, JsonValue>,
+  Record<string, unknown>
+>;
+
+/** A name from `names` when the list is known, else any name that is not blank. */
+function nameFrom(what: string, names: readonly string[] | undefined) {
+  return text()
+    .max(200)
+    .superRefine((name, context) => {
+      if (name.trim() === '') {
+        context.addIssue({ code: 'custom', message: `choose a ${what}` });
+      } else if (names !== undefined && !names.includes(name)) {
+        context.addIssue({
+          code: 'custom',
+          message: `unknown ${what}; available: ${names.join(', ')}`,
+        });
+      }
+    });
+}
+
+/**
+ * What a run trains. The one place of the schema that names it, so that a reference to a task
+ * can replace the model name here alone.
+ */
+function trainedField(choices: RunConfigChoices) {
+  return { model: nameFrom('model', choices.models) };
+}
+
+/** The fields of a run config; defaults are the FedAvg paper's MNIST settings where it has them. */
+function runConfigShape(choices: RunConfigChoices) {
+  return {
+    ...trainedField(choices),
+    strategy: nameFrom('strategy', choices.strategies).default('fedavg'),
+    strategyOptions: jsonObjectField.default({}),
+    rounds: positiveInt.max(100_000),
+    clientsPerRound: positiveInt.nullable().default(null),
+    fractionFit: z.number().gt(0).max(1).nullable().default(null),
+    minClients: positiveInt.default(1),
+    roundDeadlineMs: positiveInt.max(24 * 3600_000).default(600_000),
+    localEpochs: positiveInt.max(1000).default(1),
+    batchSize: positiveInt.max(65_536).default(10),
+    learningRate: z.number().positive().max(100).default(0.05),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(0),
+    /** Dataset and partition description (loader, options, partitioner...). */
+    data: jsonObjectField.default({ dataset: 'mnist' }),
+    /** Keep each client update's bytes so the run can be replayed (docs/replay.md). */
+    keepUpdates: z.boolean().default(false),
+    /** Cap on a run's kept update bytes; past it, later rounds are committed without them. */
+    updateStorageLimitMb: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_048_576)
+      .default(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
+  };
+}
+
+type RunConfigFields = z.output<z.ZodObject<ReturnType<typeof runConfigShape>>>;
+
+/**
+ * The rules across fields, and the chosen strategy's own options schema: a run that could not
+ * build its strategy is never stored. Returns the config with the strategy's options as its
+ * schema outputs them.
+ */
+function resolveRunConfig(choices: RunConfigChoices) {
+  return <T extends RunConfigFields>(run: T, context: z.RefinementCtx<T>): T => {
+    let valid = true;
+    const complain = (path: PropertyKey[], message: string) => {
+      valid = false;
+      context.addIssue({ code: 'custom', message, path });
+    };
+    if (run.clientsPerRound !== null && run.clientsPerRound < run.minClients) {
+      complain(['clientsPerRound'], 'clientsPerRound must be at least minClients');
+    }
+    let { strategyOptions } = run;
+    const schema = choices.strategyOptions?.[run.strategy];
+    if (schema !== undefined) {
+      const result = schema.safeParse(run.strategyOptions);
+      if (result.success) {
+        strategyOptions = result.data as Record<string, JsonValue>;
+      } else {
+        for (const issue of result.error.issues) {
+          if (issue.code === 'unrecognized_keys') {
+            const known = Object.keys(schema.shape);
+            complain(
+              ['strategyOptions', ...issue.path],
+              `${run.strategy} takes ${known.length > 0 ? known.join(', ') : 'no options'}; got ${issue.keys.join(', ')}`,
+            );
+          } else {
+            complain(['strategyOptions', ...issue.path], `${run.strategy}: ${issue.message}`);
+          }
+        }
+      }
+    }
+    if (valid && choices.minUpdates !== undefined) {
+      const needed = choices.minUpdates(run.strategy, strategyOptions);
+      if (run.minClients < needed) {
+        complain(
+          ['minClients'],
+          `${run.strategy} aggregates rounds of at least ${needed} updates; minClients must be at least ${needed}`,
+        );
+      }
+    }
+    return valid ? { ...run, strategyOptions } : z.NEVER;
+  };
+}
+
+/** A run config as given (defaults optional) -> the config stored and run (`RunConfig`). */
+export function runConfigSchemaFor(choices: RunConfigChoices = {}) {
+  return z.object(runConfigShape(choices)).transform(resolveRunConfig(choices));
+}
+
+/** The config schema without model and strategy lists: the database's guard. */
+export const runConfigSchema = runConfigSchemaFor();
+
+/** A run's configuration as stored, run, and returned by the API: every default filled in. */
+export type RunConfig = z.output<typeof runConfigSchema>;
+/** A run's configuration as a caller gives it: fields with defaults may be left out. */
+export type RunConfigInput = z.input<typeof runConfigSchema>;
+
+/** A stored run's config as data (every field present), for the OpenAPI response schemas. */
+export const storedRunConfigSchema = z.object(runConfigShape({}));
+
+/**
+ * `POST /api/runs`: the run config's fields, flat, beside the federation and an optional name.
+ * Output: the same, with the config resolved as `runConfigSchemaFor` resolves it.
+ */
+export function createRunSchemaFor(choices: RunConfigChoices) {
+  return z
+    .object({
+      federationId: text().min(1, 'choose a federation'),
+      name: text().max(200).optional(),
+      ...runConfigShape(choices),
+    })
+    .transform(resolveRunConfig(choices));
+}
+
+/**
+ * Parses a run config, or throws INVALID_ARGUMENT naming the first bad field as
+ * `<fieldPrefix><field>` (every one in `data.issues`). `fieldPrefix` is where the config sits
+ * in the caller's input: `config.` for the database's `runs.create({config})`.
+ */
+export function parseRunConfig(
+  value: unknown,
+  schema: typeof runConfigSchema = runConfigSchema,
+  fieldPrefix = '',
+): RunConfig {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issues = fieldIssues(result.error).map(({ field, message }) => ({
+    field: field === '(body)' ? fieldPrefix.replace(/\.$/, '') || '(config)' : fieldPrefix + field,
+    message,
+  }));
+  const first = issues[0] ?? { field: fieldPrefix || '(config)', message: 'invalid' };
+  throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `${first.field}: ${first.message}`, {
+    field: first.field,
+    issues,
+  });
+}
+
+/**
+ * What a `train` instruction carries of the run's config: its local-training fields under the
+ * run's own names, and the round's shuffle seed (derived from the run seed and the round).
+ */
+export type TrainConfig = Pick<RunConfig, 'localEpochs' | 'batchSize' | 'learningRate'> & {
+  seed: number;
+};
+
+export function trainConfigFor(config: RunConfig, seed: number): TrainConfig {
+  const { localEpochs, batchSize, learningRate } = config;
+  return { localEpochs, batchSize, learningRate, seed };
+}
