@@ -1,5 +1,4 @@
 import {
-  type Ack,
   ErrorCode,
   PROTOCOL_VERSION,
   type TrainInstruction,
@@ -8,7 +7,14 @@ import {
 } from '@tessera/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { type ClientSocket, closeRawSockets, connectRaw as connect } from './raw-client.js';
+import {
+  ackCode,
+  type ClientSocket,
+  closeRawSockets,
+  connectRaw as connect,
+  rawClientInfo,
+  sendWithAck,
+} from './raw-client.js';
 
 let harness: Harness | undefined;
 afterEach(async () => {
@@ -17,18 +23,11 @@ afterEach(async () => {
   harness = undefined;
 });
 
-const client = {
-  name: 'rogue',
-  version: '0',
-  runtime: 'other',
-  backend: 'none',
-  numExamples: 1,
-} as const;
-
 const send = (socket: ClientSocket, event: 'update' | 'evaluation', frame: unknown) =>
-  socket.timeout(10_000).emitWithAck(event, frame) as Promise<Ack>;
+  sendWithAck(socket, event, frame, 10_000);
 
-const codeOf = (ack: Ack) => (ack.ok ? 'ok' : ack.error.code);
+const codeOf = ackCode;
+const client = rawClientInfo();
 
 describe('bad input from clients', () => {
   it('refuses bad handshakes with a code and a log line', async () => {

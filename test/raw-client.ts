@@ -1,4 +1,5 @@
 import {
+  type Ack,
   type ClientToServerEvents,
   createMsgpackParser,
   type ServerToClientEvents,
@@ -44,3 +45,28 @@ export function connectRaw(
 export function closeRawSockets(): void {
   for (const socket of opened.splice(0)) socket.disconnect();
 }
+
+/** The handshake's `client` object of a raw test client (a non-tfjs runtime). */
+export function rawClientInfo(overrides: Record<string, unknown> = {}) {
+  return {
+    name: 'rogue',
+    version: '0',
+    runtime: 'other',
+    backend: 'none',
+    numExamples: 1,
+    ...overrides,
+  } as const;
+}
+
+/** Sends a reply event and waits for its ack (a timeout rejects: the coordinator never hangs). */
+export function sendWithAck(
+  socket: ClientSocket,
+  event: 'update' | 'evaluation',
+  frame: unknown,
+  timeoutMs = 10_000,
+): Promise<Ack> {
+  return socket.timeout(timeoutMs).emitWithAck(event, frame as never) as Promise<Ack>;
+}
+
+/** 'ok', or the refusal's error code. */
+export const ackCode = (ack: Ack): string => (ack.ok ? 'ok' : ack.error.code);

@@ -7,7 +7,7 @@ import {
 } from '@tessera/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { closeRawSockets, connectRaw } from './raw-client.js';
+import { closeRawSockets, connectRaw, rawClientInfo } from './raw-client.js';
 
 let harness: Harness | undefined;
 afterEach(async () => {
@@ -17,14 +17,7 @@ afterEach(async () => {
 });
 
 // numHoldout 0: neither client is asked to evaluate, so the run ends right after training.
-const client = {
-  name: 'raw',
-  version: '0',
-  runtime: 'other',
-  backend: 'none',
-  numExamples: 10,
-  numHoldout: 0,
-} as const;
+const client = rawClientInfo({ name: 'raw', numExamples: 10, numHoldout: 0 });
 
 const connect = (url: string, token: string) =>
   connectRaw(url, { token, protocolVersion: PROTOCOL_VERSION, client });

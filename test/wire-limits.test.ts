@@ -21,7 +21,14 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { type ClientSocket, closeRawSockets, connectRaw as connect } from './raw-client.js';
+import {
+  ackCode,
+  type ClientSocket,
+  closeRawSockets,
+  connectRaw as connect,
+  rawClientInfo,
+  sendWithAck,
+} from './raw-client.js';
 
 /**
  * Limits before trust (issue 12): values bounded at the decoder, frames bounded before the
@@ -38,17 +45,10 @@ afterEach(async () => {
   harness = undefined;
 });
 
-const client = {
-  name: 'rogue',
-  version: '0',
-  runtime: 'other',
-  backend: 'none',
-  numExamples: 1,
-} as const;
-
 const send = (socket: ClientSocket, event: 'update' | 'evaluation', frame: unknown) =>
-  socket.timeout(20_000).emitWithAck(event, frame) as Promise<Ack>;
-const codeOf = (ack: Ack) => (ack.ok ? 'ok' : ack.error.code);
+  sendWithAck(socket, event, frame, 20_000);
+const codeOf = ackCode;
+const client = rawClientInfo();
 const fieldOf = (ack: Ack) => (ack.ok ? undefined : ack.error.data?.['field']);
 
 /** A raw Engine.IO WebSocket that has received the open packet and sent nothing. */
