@@ -72,7 +72,12 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     const startCoordinator = async (): Promise<CoordinatorProcess> => {
       const child = spawn(
         process.execPath,
-        [coordinatorCli, '--port', String(port), '--host', '127.0.0.1', ...databaseArgs],
+        [
+          coordinatorCli,
+          ...['--port', String(port), '--host', '127.0.0.1', ...databaseArgs],
+          // A SIGKILLed predecessor's lease must expire before the restart resumes its run.
+          ...['--lease-ms', '2000'],
+        ],
         {
           stdio: ['ignore', 'pipe', 'pipe'],
           env: { ...process.env, TESSERA_ADMIN_TOKEN: ADMIN_TOKEN, DATABASE_URL: '' },

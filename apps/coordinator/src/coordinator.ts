@@ -6,6 +6,7 @@ import {
   DatabaseHealth,
   type DatabaseHealthSnapshot,
   isTransientDatabaseError,
+  type LeaseFence,
   type RetryingDatabase,
   type RetryPolicy,
   type RunRecord,
@@ -20,6 +21,7 @@ import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
 import { ClientRegistry } from './registry.js';
 import { checkRunConfig } from './run-config.js';
+import { DEFAULT_LEASE_MS, processOwnerId, RunLeases } from './run-leases.js';
 import { attachSocketServer } from './socket-server.js';
 import type { Transport } from './transport.js';
 
@@ -38,8 +40,18 @@ export interface CoordinatorOptions {
    * session cookies get `Secure` and login rate limits see the real client address.
    */
   trustProxy?: boolean;
-  /** Resume runs left `running` by a previous process. Default true. */
+  /**
+   * Resume runs left `running` by a previous process, at start and by a takeover scan every
+   * leaseMs/2 (runs whose owner's lease expired: a dead or partitioned coordinator). Default true.
+   */
   resume?: boolean;
+  /**
+   * How long a run's lease lasts without renewal (renewed every leaseMs/3): a run whose
+   * coordinator died passes to another process within about this. Default 15 s.
+   */
+  leaseMs?: number;
+  /** This process's name as a lease owner. Default host:pid:random (processOwnerId). */
+  leaseOwner?: string;
   /**
    * How the round engine and the socket edge retry database calls that fail for a transient
    * reason (connection refused, reset, timed out): `retryForMs` is how long an outage may last
@@ -83,6 +95,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    */
   private readonly resilientDb: RetryingDatabase;
   private probeTimer: NodeJS.Timeout | null = null;
+  private takeoverTimer: NodeJS.Timeout | null = null;
+  private scanning = false;
 
   private constructor(
     readonly db: Database,
@@ -93,6 +107,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     transport: Transport,
     centralEvaluation: boolean,
     resilientDb: RetryingDatabase,
+    /** The leases on the runs this process drives: one owner per run among the processes. */
+    readonly leases: RunLeases,
   ) {
     super();
     this.resilientDb = resilientDb;
@@ -142,6 +158,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       transport,
       options.centralEvaluation ?? true,
       resilientDb,
+      new RunLeases(
+        options.db.leases,
+        options.leaseOwner ?? processOwnerId(),
+        options.leaseMs ?? DEFAULT_LEASE_MS,
+        logger,
+      ),
     );
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
     http.on(
@@ -156,7 +178,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       http.once('error', reject);
       http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
     });
-    if (options.resume ?? true) await coordinator.resumeRuns();
+    logger.info('coordinator lease owner', {
+      owner: coordinator.leases.owner,
+      leaseMs: coordinator.leases.ttlMs,
+    });
+    if (options.resume ?? true) {
+      await coordinator.resumeRuns();
+      coordinator.startTakeoverScan();
+    }
     return coordinator;
   }
 
@@ -240,9 +269,25 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           { runId, status: run.status },
         );
       }
-      const engine = this.createEngine(run);
-      const running = await this.db.runs.transition(runId, 'running', STARTABLE_STATUSES);
-      this.launch(engine);
+      // The lease first, then `running`: a run is never running without an owner, so no other
+      // process's takeover scan can claim it in between.
+      const fence = await this.leases.acquire(runId);
+      if (fence === null) {
+        throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is held by another coordinator`, {
+          runId,
+          lease: 'held',
+        });
+      }
+      let running: RunRecord;
+      let engine: RunEngine;
+      try {
+        engine = this.createEngine(run, fence);
+        running = await this.db.runs.transition(runId, 'running', STARTABLE_STATUSES);
+      } catch (error) {
+        await this.leases.release(runId, fence);
+        throw error;
+      }
+      this.launch(engine, fence);
       return running;
     } finally {
       this.starting.delete(runId);
@@ -300,9 +345,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.closed) return;
     this.closed = true;
     if (this.probeTimer) clearInterval(this.probeTimer);
+    if (this.takeoverTimer) clearInterval(this.takeoverTimer);
+    // A takeover scan in flight sees `closed` and launches nothing more (resumeRuns).
+    while (this.scanning) await new Promise((resolve) => setTimeout(resolve, 10));
     for (const { engine } of this.engines.values()) engine.stop('shutdown');
     // A run waiting out an outage must not hold the shutdown: its calls give up now, and the
-    // run stays `running` for the next process to resume.
+    // run stays `running` for the next process to resume. Each engine's end releases its
+    // lease, so another process takes the run over at once instead of after the lease time.
     this.resilientDb.cancelRetries();
     await Promise.all([...this.engines.values()].map(({ done }) => done));
     // Drop the connections at the transport level first: clients see a lost connection and keep
@@ -316,41 +365,82 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   }
 
   /**
-   * Relaunches the runs a previous process left `running`. Each run on its own: one that cannot
-   * be built any more (a config this version refuses) is marked failed with the reason and
-   * logged, and the coordinator starts all the same.
+   * Takes over the runs left `running` with no live owner: a previous process that ended, or
+   * another coordinator whose lease expired (dead, or cut off from the database). Each run on
+   * its own: its lease first (null: another process was quicker, leave it), then its engine,
+   * which resumes from the last committed round. One that cannot be built any more (a config
+   * this version refuses) is marked failed with the reason and logged, and the coordinator
+   * goes on all the same.
    */
   private async resumeRuns(): Promise<void> {
-    for (const run of await this.db.runs.listByStatus('running')) {
-      let engine: RunEngine;
-      try {
-        engine = this.createEngine(run);
-      } catch (cause) {
-        const error = TesseraError.from(cause);
-        const reason = `cannot be resumed: ${error.message}`;
-        this.logger.error('run cannot be resumed; marked failed', {
-          runId: run.id,
-          code: error.code,
-          message: error.message,
+    if (this.scanning || this.closed) return;
+    this.scanning = true;
+    try {
+      for (const runId of await this.db.leases.orphanedRunningRuns()) {
+        if (this.closed) return;
+        if (this.engines.has(runId) || this.starting.has(runId)) continue;
+        const fence = await this.leases.acquire(runId);
+        if (fence === null) continue;
+        const run = await this.db.runs.get(runId);
+        if (this.closed) {
+          await this.leases.release(runId, fence);
+          return;
+        }
+        let engine: RunEngine;
+        try {
+          engine = this.createEngine(run, fence);
+        } catch (cause) {
+          await this.failUnresumable(run, cause);
+          await this.leases.release(runId, fence);
+          continue;
+        }
+        this.logger.info('resuming run', {
+          runId,
+          committedRounds: run.currentRound,
+          leaseToken: fence.token,
         });
-        await this.db.runs.setStatus(run.id, 'failed', { error: reason }).catch((failure) => {
-          this.logger.error('could not mark the run failed', {
-            runId: run.id,
-            message: (failure as Error).message,
-          });
-        });
-        continue;
+        this.launch(engine, fence);
       }
-      this.logger.info('resuming run', { runId: run.id, committedRounds: run.currentRound });
-      this.launch(engine);
+    } finally {
+      this.scanning = false;
     }
+  }
+
+  /** Every leaseMs/2: a run whose owner stopped renewing is taken within about one lease. */
+  private startTakeoverScan(): void {
+    this.takeoverTimer = setInterval(
+      () =>
+        void this.resumeRuns().catch((cause) =>
+          this.logger.warn('takeover scan failed; trying again', {
+            message: TesseraError.from(cause).message,
+          }),
+        ),
+      Math.max(1, Math.floor(this.leases.ttlMs / 2)),
+    );
+    this.takeoverTimer.unref();
+  }
+
+  private async failUnresumable(run: RunRecord, cause: unknown): Promise<void> {
+    const error = TesseraError.from(cause);
+    const reason = `cannot be resumed: ${error.message}`;
+    this.logger.error('run cannot be resumed; marked failed', {
+      runId: run.id,
+      code: error.code,
+      message: error.message,
+    });
+    await this.db.runs.setStatus(run.id, 'failed', { error: reason }).catch((failure) => {
+      this.logger.error('could not mark the run failed', {
+        runId: run.id,
+        message: (failure as Error).message,
+      });
+    });
   }
 
   /**
    * Everything about a run that can fail before its loop starts: its stored config against
    * what this coordinator can run (the same schema as at creation), then strategy and model.
    */
-  private createEngine(stored: RunRecord): RunEngine {
+  private createEngine(stored: RunRecord, fence: LeaseFence): RunEngine {
     const run = { ...stored, config: checkRunConfig(stored.config) };
     return new RunEngine(
       {
@@ -359,18 +449,24 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         transport: this.transport,
         logger: this.logger,
         centralEvaluator: this.centralEvaluator,
+        fence,
       },
       run,
     );
   }
 
-  private launch(engine: RunEngine): void {
+  private launch(engine: RunEngine, fence: LeaseFence): void {
     const { runId } = engine;
+    // Lost to another process (a renewal saw it taken over): stop at once, leave the status.
+    this.leases.hold(runId, fence, () => engine.stop('lease-lost'));
     engine.on('round-started', (e) => this.emit('round-started', e));
     engine.on('round-committed', (e) => this.emit('round-committed', e));
     engine.on('round-evaluated', (e) => this.emit('round-evaluated', e));
     engine.on('run-finished', (e) => this.emit('run-finished', e));
-    const done = engine.execute().finally(() => this.engines.delete(runId));
+    const done = engine.execute().finally(async () => {
+      this.engines.delete(runId);
+      await this.leases.release(runId, fence);
+    });
     this.engines.set(runId, { engine, done });
   }
 }

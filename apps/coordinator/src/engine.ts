@@ -13,6 +13,7 @@ import {
   type ClientUpdateInput,
   type Database,
   isTransientDatabaseError,
+  type LeaseFence,
   MAX_OUTCOME_CODE_LENGTH,
   MAX_OUTCOME_REASON_LENGTH,
   type RoundRecord,
@@ -32,6 +33,7 @@ import {
 import type { Logger } from './logger.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
 import { RoundState } from './round-state.js';
+import { isLeaseLost } from './run-leases.js';
 import { sampleSize, selectClients } from './sampling.js';
 import { deriveSeed, requireSeedDerivation, type SeedDerivation } from './seeds.js';
 import type { Transport } from './transport.js';
@@ -50,6 +52,11 @@ export interface EngineDeps {
   centralEvaluator: CentralEvaluator | null;
   /** How often a round is retried when too few updates arrive before giving the run up. */
   maxRoundAttempts?: number;
+  /**
+   * The run's lease, carried by every commit: once another coordinator has taken the run over,
+   * this engine's commits are refused and write nothing. Absent: unfenced (one process only).
+   */
+  fence?: LeaseFence;
 }
 
 export interface RoundSummary {
@@ -79,11 +86,12 @@ interface OpenEvaluation {
 }
 
 /**
- * shutdown: the process is going away, the run stays `running` to be resumed; stopped: an
+ * shutdown: the process is going away, the run stays `running` to be resumed; lease-lost:
+ * another coordinator took the run over, the run stays `running` for it; stopped: an
  * admin stopped it; paused: an admin paused it between rounds (resumable); completed: it
  * reached its goal early (e.g. a target accuracy).
  */
-type StopReason = 'shutdown' | 'stopped' | 'paused' | 'completed';
+type StopReason = 'shutdown' | 'lease-lost' | 'stopped' | 'paused' | 'completed';
 
 /**
  * Drives one run: for each round, sample idle clients, send them the global model, fold their
@@ -145,7 +153,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         weights = next;
         await this.evaluateRound(round, weights);
       }
-      if (this.stopReason === 'shutdown') return;
+      if (this.handsRunOver) return;
       const status =
         this.stopReason === 'stopped' || this.stopReason === 'paused'
           ? this.stopReason
@@ -153,7 +161,15 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       await db.runs.setStatus(this.runId, status);
       this.emit('run-finished', { runId: this.runId, status });
     } catch (cause) {
-      if (this.stopReason === 'shutdown') return;
+      if (isLeaseLost(cause)) {
+        // Fenced off: another coordinator owns the run now and commits its rounds.
+        this.stopReason = 'lease-lost';
+        logger.warn('run taken over by another coordinator; this engine stops here', {
+          runId: this.runId,
+          message: TesseraError.from(cause).message,
+        });
+      }
+      if (this.handsRunOver) return;
       const error = TesseraError.from(cause);
       logger.error('run failed', { runId: this.runId, code: error.code, message: error.message });
       if (!(await this.recordFailure(error.message))) return;
@@ -180,7 +196,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         await this.deps.db.runs.setStatus(this.runId, 'failed', { error: reason });
         return true;
       } catch (cause) {
-        if (this.stopReason === 'shutdown') return false;
+        if (this.handsRunOver) return false;
         if (!isTransientDatabaseError(cause)) {
           // Refused, not unreachable (the run was ended meanwhile): nothing to wait for.
           this.deps.logger.error('could not store that the run failed', {
@@ -201,10 +217,18 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
   }
 
-  /** `shutdown` leaves the run `running` so the next coordinator resumes it; the others end it. */
+  /**
+   * `shutdown` and `lease-lost` leave the run `running` so the next (or new) owner resumes it;
+   * the others end it.
+   */
   stop(reason: StopReason): void {
     this.stopReason ??= reason;
     this.wakeup.notify();
+  }
+
+  /** Stopping without writing the run's end: its status belongs to the next owner. */
+  private get handsRunOver(): boolean {
+    return this.stopReason === 'shutdown' || this.stopReason === 'lease-lost';
   }
 
   // ---- frames from clients (already schema-checked by the transport) ---------------------
@@ -418,6 +442,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       },
       updates: open.updates,
       checkpoint: weightsToBytes(result.weights),
+      ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
     });
     this.emit('round-committed', { runId: this.runId, round, record });
     logger.info('round committed', {
@@ -460,7 +485,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       federated = this.strategy.aggregateEvaluation(replies);
     }
     const centralResult = await central;
-    if (this.stopReason === 'shutdown') return;
+    if (this.handsRunOver) return;
     // Nobody could evaluate (every client left, or none holds evaluation data) and there is
     // no central test set: the round stays `committed`, without evaluation results.
     if (!federated && !centralResult) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { openDatabase } from '@tessera/db';
+import { MAX_LEASE_MS, openDatabase } from '@tessera/db';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { Coordinator } from './coordinator.js';
 import { createLogger, parseLogLevel } from './logger.js';
@@ -18,6 +18,9 @@ const usage = `tessera-coordinator [options]
                       (default $TESSERA_TRUST_PROXY=1)
   --db-retry-seconds S  how long a database outage may last: runs wait and retry, then are
                       marked failed (default $TESSERA_DB_RETRY_SECONDS, else 180)
+  --lease-ms N        run lease: renewed every N/3 ms; a run whose coordinator died (or lost
+                      the database) passes to another coordinator on the same database within
+                      about N ms (default $TESSERA_LEASE_MS, else 15000; 1000..600000)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -75,6 +78,20 @@ async function createUser(command: 'create-admin' | 'create-user', args: string[
   }
 }
 
+/** `--lease-ms`: a whole number of milliseconds, at least 1 s (renewals every third of it). */
+function parseLeaseMs(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms < 1_000 || ms > MAX_LEASE_MS) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--lease-ms must be a whole number of milliseconds from 1000 to ${MAX_LEASE_MS} (got ${JSON.stringify(raw)})`,
+      { field: 'lease-ms' },
+    );
+  }
+  return ms;
+}
+
 /** `--db-retry-seconds`: a number of seconds > 0 (fractions allowed), as milliseconds. */
 function parseRetrySeconds(raw: string | undefined): number | undefined {
   if (raw === undefined || raw === '') return undefined;
@@ -105,6 +122,7 @@ async function main(): Promise<void> {
       'log-level': { type: 'string' },
       'trust-proxy': { type: 'boolean' },
       'db-retry-seconds': { type: 'string' },
+      'lease-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -118,6 +136,7 @@ async function main(): Promise<void> {
   const retryForMs = parseRetrySeconds(
     values['db-retry-seconds'] ?? process.env['TESSERA_DB_RETRY_SECONDS'],
   );
+  const leaseMs = parseLeaseMs(values['lease-ms'] ?? process.env['TESSERA_LEASE_MS']);
   const url = values['database-url'] ?? process.env['DATABASE_URL'];
   const db = await openDatabase(
     url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {},
@@ -135,10 +154,13 @@ async function main(): Promise<void> {
     host: values.host,
     trustProxy: values['trust-proxy'] ?? process.env['TESSERA_TRUST_PROXY'] === '1',
     ...(retryForMs === undefined ? {} : { databaseRetry: { retryForMs } }),
+    ...(leaseMs === undefined ? {} : { leaseMs }),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {
-    logger.info(`${signal}: shutting down; running runs resume at the next start`);
+    logger.info(
+      `${signal}: shutting down; running runs are released to another coordinator or the next start`,
+    );
     await coordinator.close();
     await db.close();
     process.exit(0);
