@@ -18,6 +18,8 @@ const usage = `tessera-coordinator [options]
                       (default $TESSERA_TRUST_PROXY=1)
   --db-retry-seconds S  how long a database outage may last: runs wait and retry, then are
                       marked failed (default $TESSERA_DB_RETRY_SECONDS, else 180)
+  --max-task-params N  the most parameters a task's model may have: larger ones are refused
+                      at creation (default $TESSERA_MAX_TASK_PARAMS, else 50000000)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -89,6 +91,20 @@ function parseRetrySeconds(raw: string | undefined): number | undefined {
   return Math.round(seconds * 1000);
 }
 
+/** `--max-task-params`: a whole number of parameters >= 1. */
+function parseMaxTaskParams(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const count = Number(raw.replaceAll('_', ''));
+  if (!Number.isSafeInteger(count) || count < 1) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--max-task-params must be a whole number >= 1 (got ${JSON.stringify(raw)})`,
+      { field: 'max-task-params' },
+    );
+  }
+  return count;
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'create-admin' || command === 'create-user') {
@@ -105,6 +121,7 @@ async function main(): Promise<void> {
       'log-level': { type: 'string' },
       'trust-proxy': { type: 'boolean' },
       'db-retry-seconds': { type: 'string' },
+      'max-task-params': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -114,6 +131,9 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(
     parseLogLevel(values['log-level'] ?? process.env['LOG_LEVEL'], 'info'),
+  );
+  const maxTaskParams = parseMaxTaskParams(
+    values['max-task-params'] ?? process.env['TESSERA_MAX_TASK_PARAMS'],
   );
   const retryForMs = parseRetrySeconds(
     values['db-retry-seconds'] ?? process.env['TESSERA_DB_RETRY_SECONDS'],
@@ -135,6 +155,7 @@ async function main(): Promise<void> {
     host: values.host,
     trustProxy: values['trust-proxy'] ?? process.env['TESSERA_TRUST_PROXY'] === '1',
     ...(retryForMs === undefined ? {} : { databaseRetry: { retryForMs } }),
+    ...(maxTaskParams === undefined ? {} : { maxTaskParams }),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {
