@@ -60,7 +60,8 @@ async function upload(
       'task.json',
     );
   }
-  if (parts.weights !== undefined) form.append('weights', new Blob([parts.weights]), 'weights.bin');
+  if (parts.weights !== undefined)
+    form.append('weights', new Blob([new Uint8Array(parts.weights)]), 'weights.bin');
   if (parts.extra !== undefined) form.append(parts.extra, 'x');
   const response = await fetch(`${fx.url}/api${path}`, {
     method: 'POST',
