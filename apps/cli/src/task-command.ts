@@ -43,7 +43,8 @@ function readFile(path: string, flag: string): Buffer {
 function withField(error: unknown): unknown {
   if (!(error instanceof TesseraError)) return error;
   const field = error.data?.['field'];
-  if (typeof field !== 'string' || error.message.includes(field)) return error;
+  // Field errors of the task schema read "task: input.columns.2.name: ...": named already.
+  if (typeof field !== 'string' || error.message.includes(`${field}:`)) return error;
   return new TesseraError(error.code, `${error.message} (field: ${field})`, error.data);
 }
 
