@@ -106,7 +106,9 @@ async function readMultipart(body: Buffer, contentType: string): Promise<Submiss
     throw invalid('(body)', 'the multipart body cannot be read (check its boundary)');
   }
   const names = new Set<string>();
-  form.forEach((_value, key) => names.add(key));
+  form.forEach((_value, key) => {
+    names.add(key);
+  });
   const unknown = [...names].filter((key) => !['definition', 'weights'].includes(key));
   if (unknown.length > 0) {
     throw invalid(
