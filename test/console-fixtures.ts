@@ -43,7 +43,7 @@ export interface Session {
 let userCount = 0;
 
 export async function startConsoleFixture(
-  options: { centralEvaluation?: boolean } = {},
+  options: { centralEvaluation?: boolean; maxTaskParams?: number } = {},
 ): Promise<ConsoleFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'tessera-console-'));
   const logs: string[] = [];
@@ -53,6 +53,7 @@ export async function startConsoleFixture(
     logger: createLogger('info', (line) => logs.push(line)),
     adminToken: SERVICE_TOKEN,
     centralEvaluation: options.centralEvaluation ?? false,
+    ...(options.maxTaskParams === undefined ? {} : { maxTaskParams: options.maxTaskParams }),
     port: 0,
   });
   const url = coordinator.url;

@@ -231,33 +231,51 @@ export class ApiRecords implements RunRecords {
     return { bytes: new Uint8Array(await response.arrayBuffer()), headers: response.headers };
   }
 
-  private async get(path: string): Promise<Response> {
-    let response: Response;
-    try {
-      response = await fetch(`${this.base}${path}`, {
-        headers: this.token === null ? {} : { authorization: `Bearer ${this.token}` },
-      });
-    } catch (cause) {
-      const reason =
-        (cause as { cause?: { code?: string } }).cause?.code ?? (cause as Error).message;
-      throw new TesseraError(
-        ErrorCode.UNAVAILABLE,
-        `cannot reach the coordinator at ${this.base} (${reason}); check --url`,
-        { field: 'url' },
-      );
-    }
-    if (response.ok) return response;
-    const answer = (await response.json().catch(() => null)) as {
-      error?: { code?: string; message?: string; data?: Record<string, unknown> };
-    } | null;
-    const code = (answer?.error?.code ?? ErrorCode.INTERNAL) as ErrorCode;
-    let message = answer?.error?.message ?? `GET ${path} answered HTTP ${response.status}`;
-    if (code === ErrorCode.UNAUTHORIZED) {
-      message +=
-        this.token === null
-          ? ' (no API token was given: pass --token-file FILE or set TESSERA_TOKEN)'
-          : ' (the API token was refused)';
-    }
-    throw new TesseraError(code, message, answer?.error?.data);
+  private get(path: string): Promise<Response> {
+    return callApi(this.base, this.token, path);
   }
+}
+
+/**
+ * One REST call: the answer when it is 2xx, else the API's error as a TesseraError (its code,
+ * message and data, the field included), with a hint where the token is missing or refused.
+ */
+export async function callApi(
+  base: string,
+  token: string | null,
+  path: string,
+  init: { method?: string; body?: string | FormData; contentType?: string } = {},
+): Promise<Response> {
+  const method = init.method ?? 'GET';
+  const headers: Record<string, string> = {};
+  if (token !== null) headers['authorization'] = `Bearer ${token}`;
+  if (init.contentType !== undefined) headers['content-type'] = init.contentType;
+  let response: Response;
+  try {
+    response = await fetch(`${base}${path}`, {
+      method,
+      headers,
+      ...(init.body === undefined ? {} : { body: init.body }),
+    });
+  } catch (cause) {
+    const reason = (cause as { cause?: { code?: string } }).cause?.code ?? (cause as Error).message;
+    throw new TesseraError(
+      ErrorCode.UNAVAILABLE,
+      `cannot reach the coordinator at ${base} (${reason}); check --url`,
+      { field: 'url' },
+    );
+  }
+  if (response.ok) return response;
+  const answer = (await response.json().catch(() => null)) as {
+    error?: { code?: string; message?: string; data?: Record<string, unknown> };
+  } | null;
+  const code = (answer?.error?.code ?? ErrorCode.INTERNAL) as ErrorCode;
+  let message = answer?.error?.message ?? `${method} ${path} answered HTTP ${response.status}`;
+  if (code === ErrorCode.UNAUTHORIZED) {
+    message +=
+      token === null
+        ? ' (no API token was given: pass --token-file FILE or set TESSERA_TOKEN)'
+        : ' (the API token was refused)';
+  }
+  throw new TesseraError(code, message, answer?.error?.data);
 }

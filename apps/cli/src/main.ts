@@ -10,6 +10,7 @@ import { DATABASE_USAGE, type DatabaseFlags, openFromFlags } from './database.js
 import { describeWritten, type ExportFormat, exportRun } from './export-command.js';
 import { counterfactualCommand, replayExitCode, verifyCommand } from './replay-command.js';
 import { simulate } from './simulate.js';
+import { TASK_USAGE, taskCreate, taskList } from './task-command.js';
 
 const usage = `tessera <command> [options]
 
@@ -46,6 +47,8 @@ Commands:
       --epochs E, --batch-size B, --lr LR, --seed S   local training (defaults 1, 10, 0.1, 0)
       --target A          stop, completed, at the first round with test accuracy >= A
       --no-keep-updates   do not keep client updates (they are kept by default here)
+
+${TASK_USAGE}
 
 export, verify and replay read the run from a coordinator (--url, as a researcher) or from its
 database (an admin's access; simulate always uses a database).
@@ -161,6 +164,8 @@ async function main(argv: string[]): Promise<number> {
       'token-file': { type: 'string' },
       'database-url': { type: 'string' },
       'data-dir': { type: 'string' },
+      weights: { type: 'string' },
+      'new-version': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -170,6 +175,7 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && !values.help ? 1 : 0;
   }
   if (command === 'simulate') return simulateCommand(values);
+  if (command === 'task') return taskCommand(positionals.slice(1), values);
   if (command !== 'export' && command !== 'replay' && command !== 'verify') {
     throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `unknown command "${command}"; see --help`);
   }
@@ -215,6 +221,51 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await db.close();
   }
+}
+
+/** `task create FILE` and `task list`: over the REST API only (tasks are checked by the coordinator). */
+async function taskCommand(
+  args: string[],
+  values: {
+    url?: string | undefined;
+    token?: string | undefined;
+    'token-file'?: string | undefined;
+    weights?: string | undefined;
+    'new-version'?: boolean | undefined;
+  },
+): Promise<number> {
+  const [action, file, ...extra] = args;
+  if (values.url === undefined) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      "task commands talk to a coordinator: give its --url (it checks the task's model)",
+      { field: 'url' },
+    );
+  }
+  const { token, warnings } = readApiToken(values);
+  for (const warning of warnings) process.stderr.write(`tessera: warning: ${warning}\n`);
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  if (action === 'list' && file === undefined) {
+    await taskList({ url: values.url, token }, print);
+    return 0;
+  }
+  if (action === 'create' && file !== undefined && extra.length === 0) {
+    await taskCreate(
+      {
+        url: values.url,
+        token,
+        file,
+        weights: values.weights,
+        newVersion: values['new-version'] ?? false,
+      },
+      print,
+    );
+    return 0;
+  }
+  throw new TesseraError(
+    ErrorCode.INVALID_ARGUMENT,
+    'use "tessera task create FILE.json [--weights weights.bin] [--new-version]" or "tessera task list"; see --help',
+  );
 }
 
 /** export, and verify (replay without --strategy): the same code on the database or the API. */

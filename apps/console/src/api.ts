@@ -1,4 +1,5 @@
 import type { FieldIssue, RunConfig, WireError } from '@tessera/protocol';
+import type { TaskDefinition } from '@tessera/tasks';
 
 /** An API refusal, with the field-level messages the server sent (for forms). */
 export class ApiError extends Error {
@@ -93,6 +94,32 @@ export interface User {
   role: Role;
   createdAt: string;
   disabledAt: string | null;
+}
+
+/** A task version (GET /api/tasks). */
+export interface Task {
+  id: string;
+  name: string;
+  version: number;
+  sha256: string;
+  definition: TaskDefinition;
+  paramCount: number;
+  hasWeights: boolean;
+  builtin: boolean;
+  createdAt: string;
+}
+
+/** One task with its model's layers (GET /api/tasks/{name}). */
+export interface TaskDetail extends Task {
+  model: {
+    inputShape: (number | null)[];
+    layers: {
+      name: string;
+      className: string;
+      outputShape: (number | null)[];
+      paramCount: number;
+    }[];
+  };
 }
 
 export interface Federation {

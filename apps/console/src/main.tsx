@@ -9,6 +9,7 @@ import { LoginPage } from './pages/login.js';
 import { RoundPage } from './pages/round.js';
 import { RunPage } from './pages/run.js';
 import { NewRunPage, RunsPage } from './pages/runs.js';
+import { TaskPage, TasksPage } from './pages/tasks.js';
 import { UsersPage } from './pages/users.js';
 import { SessionContext } from './session.js';
 import './styles.css';
@@ -25,6 +26,13 @@ function Page({ path, user }: { path: string; user: User }) {
   const federation = match('/federations/:id', path);
   if (federation) return <FederationPage id={federation['id'] ?? ''} />;
   if (path === '/clients') return <ClientsPage />;
+  if (path === '/tasks') return <TasksPage />;
+  const taskVersion = match('/tasks/:name/v/:version', path);
+  if (taskVersion) {
+    return <TaskPage name={taskVersion['name'] ?? ''} version={Number(taskVersion['version'])} />;
+  }
+  const task = match('/tasks/:name', path);
+  if (task) return <TaskPage name={task['name'] ?? ''} />;
   if (path === '/users' && user.role === 'admin') return <UsersPage />;
   return (
     <section>
@@ -75,6 +83,7 @@ function App() {
   const nav = [
     ['/runs', 'Runs'],
     ['/federations', 'Federations'],
+    ['/tasks', 'Tasks'],
     ['/clients', 'Clients'],
     ...(user.role === 'admin' ? [['/users', 'Users']] : []),
   ] as const;

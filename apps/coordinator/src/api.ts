@@ -40,6 +40,11 @@ import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
 import { RunControl } from './http/run-control.js';
+import {
+  DEFAULT_MAX_TASK_PARAMS,
+  registerTaskRoutes,
+  taskBodyParsers,
+} from './http/task-routes.js';
 import { registerTokenRoutes } from './http/token-routes.js';
 import { type CreateRunRequest, createRunSchema } from './run-config.js';
 import { mountWebClient } from './web-client-static.js';
@@ -113,6 +118,8 @@ export interface ApiOptions {
   loginLimits?: LoginLimits;
   /** Predictions per session: in flight and per minute (tests lower them). */
   predictLimits?: PredictLimits;
+  /** The most parameters a task's model may have; default DEFAULT_MAX_TASK_PARAMS. */
+  maxTaskParams?: number;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -129,6 +136,10 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   // One hop: the address the proxy saw, not whatever the client put first in X-Forwarded-For.
   if (options.trustProxy) app.set('trust proxy', 1);
   app.use(refuseUnsafePaths);
+  const maxTaskParams = options.maxTaskParams ?? DEFAULT_MAX_TASK_PARAMS;
+  // Task definitions outgrow 1 MB: their routes parse their bodies first (the parser below
+  // then leaves them be).
+  app.use('/api/tasks', taskBodyParsers(maxTaskParams));
   // Depth and key counts are checked on the raw bytes, before JSON.parse and any schema.
   app.use(express.json({ limit: '1mb', verify: (_req, _res, bytes) => checkJsonShape(bytes) }));
   mountWebClient(app);
@@ -662,6 +673,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
 
   registerResearchRoutes(route, db);
   registerTokenRoutes(route, db);
+  registerTaskRoutes(route, db, { maxParams: maxTaskParams });
 
   const openApi = buildOpenApi(specs);
   const api = express.Router();

@@ -16,6 +16,7 @@ import {
 import { initBackend } from '@tessera/ml';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
 import { createApi } from './api.js';
+import { storeBuiltinTasks } from './builtin-tasks.js';
 import { WorkerCentralEvaluator } from './central-eval.js';
 import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
@@ -58,6 +59,8 @@ export interface CoordinatorOptions {
    * before a run is marked failed (default 180 s). See @tessera/db's RetryPolicy.
    */
   databaseRetry?: Partial<RetryPolicy>;
+  /** The most parameters a task's model may have (`--max-task-params`). Default 50 M. */
+  maxTaskParams?: number;
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
   databaseProbeIntervalMs?: number;
 }
@@ -166,12 +169,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       ),
     );
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
+    await storeBuiltinTasks(options.db);
     http.on(
       'request',
       createApi(coordinator, {
         adminToken: options.adminToken ?? null,
         io,
         trustProxy: options.trustProxy ?? false,
+        ...(options.maxTaskParams === undefined ? {} : { maxTaskParams: options.maxTaskParams }),
       }),
     );
     await new Promise<void>((resolve, reject) => {

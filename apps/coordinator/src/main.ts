@@ -21,6 +21,8 @@ const usage = `tessera-coordinator [options]
   --lease-ms N        run lease: renewed every N/3 ms; a run whose coordinator died (or lost
                       the database) passes to another coordinator on the same database within
                       about N ms (default $TESSERA_LEASE_MS, else 15000; 1000..600000)
+  --max-task-params N  the most parameters a task's model may have: larger ones are refused
+                      at creation (default $TESSERA_MAX_TASK_PARAMS, else 50000000)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -106,6 +108,20 @@ function parseRetrySeconds(raw: string | undefined): number | undefined {
   return Math.round(seconds * 1000);
 }
 
+/** `--max-task-params`: a whole number of parameters >= 1. */
+function parseMaxTaskParams(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const count = Number(raw.replaceAll('_', ''));
+  if (!Number.isSafeInteger(count) || count < 1) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--max-task-params must be a whole number >= 1 (got ${JSON.stringify(raw)})`,
+      { field: 'max-task-params' },
+    );
+  }
+  return count;
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'create-admin' || command === 'create-user') {
@@ -123,6 +139,7 @@ async function main(): Promise<void> {
       'trust-proxy': { type: 'boolean' },
       'db-retry-seconds': { type: 'string' },
       'lease-ms': { type: 'string' },
+      'max-task-params': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -132,6 +149,9 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(
     parseLogLevel(values['log-level'] ?? process.env['LOG_LEVEL'], 'info'),
+  );
+  const maxTaskParams = parseMaxTaskParams(
+    values['max-task-params'] ?? process.env['TESSERA_MAX_TASK_PARAMS'],
   );
   const retryForMs = parseRetrySeconds(
     values['db-retry-seconds'] ?? process.env['TESSERA_DB_RETRY_SECONDS'],
@@ -155,6 +175,7 @@ async function main(): Promise<void> {
     trustProxy: values['trust-proxy'] ?? process.env['TESSERA_TRUST_PROXY'] === '1',
     ...(retryForMs === undefined ? {} : { databaseRetry: { retryForMs } }),
     ...(leaseMs === undefined ? {} : { leaseMs }),
+    ...(maxTaskParams === undefined ? {} : { maxTaskParams }),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {

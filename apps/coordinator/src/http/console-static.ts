@@ -15,7 +15,7 @@ export function serveConsole(dir: string): Router {
   router.use(express.static(dir, { index: false, maxAge: 0 }));
   // The console's own routes (src/main.tsx); anything else (the API, Socket.IO, other apps
   // mounted beside the console) is not the console's to answer.
-  router.get(/^\/(?:(?:runs|federations|clients|users)(?:\/.*)?)?$/, (req, res, next) => {
+  router.get(/^\/(?:(?:runs|federations|tasks|clients|users)(?:\/.*)?)?$/, (req, res, next) => {
     if (!req.accepts('html')) {
       next();
       return;

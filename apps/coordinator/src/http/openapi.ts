@@ -26,13 +26,15 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, u
 export function buildOpenApi(specs: readonly RouteSpec[]): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const spec of specs) {
-    const path = `/api${spec.path.replace(/:([A-Za-z]+)/g, '{$1}')}`;
-    const parameters: unknown[] = [...spec.path.matchAll(/:([A-Za-z]+)/g)].map((match) => ({
-      name: match[1],
-      in: 'path',
-      required: true,
-      schema: { type: 'string' },
-    }));
+    const path = `/api${spec.path.replace(/:([A-Za-z][A-Za-z0-9]*)/g, '{$1}')}`;
+    const parameters: unknown[] = [...spec.path.matchAll(/:([A-Za-z][A-Za-z0-9]*)/g)].map(
+      (match) => ({
+        name: match[1],
+        in: 'path',
+        required: true,
+        schema: { type: 'string' },
+      }),
+    );
     if (spec.query) {
       const query = jsonSchema(spec.query, 'input') as {
         properties?: Record<string, unknown>;
