@@ -22,6 +22,7 @@ import {
   type TrainReply,
   weightsToBytes,
 } from '@tessera/protocol';
+import { verifyRun } from '@tessera/research';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
@@ -946,6 +947,7 @@ describe('strategy state through the engine', () => {
     rounds: 5,
     strategy: 'fedadam',
     strategyOptions: { serverLearningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 },
+    keepUpdates: true,
   };
 
   async function checkpointsOf(runId: string) {
@@ -996,11 +998,68 @@ describe('strategy state through the engine', () => {
     const resumed = await checkpointsOf(first.run.id);
     expect(resumed.map((c) => c.sha256)).toEqual(reference.map((c) => c.sha256));
     expect(resumed.map((c) => c.stateSha256)).toEqual(reference.map((c) => c.stateSha256));
+
+    // A replay runs FedAdam from round 1 and recomputes the same weights and states.
+    for (const runId of [whole.run.id, first.run.id]) {
+      const report = await verifyRun(db, runId);
+      expect(report.identical).toBe(true);
+      expect(report.checks.map((c) => [c.round, c.match, c.stateMatch])).toEqual(
+        [1, 2, 3, 4, 5].map((round) => [round, true, true]),
+      );
+    }
   });
 
-  it("keeps a stateless strategy's checkpoints without a state", async () => {
-    const s = await start({ config: { rounds: 2 } });
+  it('replays a FedAvgM run bit-identically, velocity included; a stored state that differs fails the verify', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const s = await startWith(fed, {
+      config: {
+        rounds: 3,
+        strategy: 'fedavgm',
+        strategyOptions: { serverLearningRate: 1, momentum: 0.9 },
+        keepUpdates: true,
+      },
+      behaviours: { 0: drifting(1), 1: drifting(3) },
+    });
     await s.done;
+    const report = await verifyRun(db, s.run.id);
+    expect(report.identical).toBe(true);
+    expect(report.checks.map((c) => [c.match, c.stateMatch])).toEqual([
+      [true, true],
+      [true, true],
+      [true, true],
+    ]);
+    // One velocity value of round 2's stored state changed: that round's state no longer
+    // matches, while its weights (computed before the state was stored) still do.
+    const stored = decodeStrategyState(
+      (await db.rounds.checkpoint(s.run.id, 2)).strategyState as Uint8Array,
+    );
+    const [name] = Object.keys(stored.arrays) as [string];
+    const changed = Float64Array.from(stored.arrays[name] as Float64Array);
+    changed[7] = (changed[7] as number) + 1e-12;
+    await db.prisma.checkpoint.update({
+      where: { runId_round: { runId: s.run.id, round: 2 } },
+      data: {
+        strategyState: new Uint8Array(
+          encodeStrategyState({ ...stored, arrays: { ...stored.arrays, [name]: changed } }),
+        ),
+      },
+    });
+    const tampered = await verifyRun(db, s.run.id);
+    expect(tampered.identical).toBe(false);
+    expect(tampered.checks.map((c) => [c.match, c.stateMatch])).toEqual([
+      [true, true],
+      [true, false],
+      [true, true],
+    ]);
+  });
+
+  it("keeps a stateless strategy's checkpoints without a state; its replay has no state to compare", async () => {
+    const s = await start({ config: { rounds: 2, keepUpdates: true } });
+    await s.done;
+    const report = await verifyRun(db, s.run.id);
+    expect(report.identical).toBe(true);
+    expect(report.checks.map((c) => c.stateMatch)).toEqual([null, null]);
     expect((await checkpointsOf(s.run.id)).map((c) => c.stateSha256)).toEqual([null, null, null]);
   });
 
