@@ -49,11 +49,13 @@ export async function verifyCommand(
     );
     return report;
   }
-  print('round  updates  recorded sha256   replayed sha256   identical');
+  // `state`: the recomputed strategy state against the stored one ('-': none stored, or read
+  // over REST, which does not serve states).
+  print('round  updates  recorded sha256   replayed sha256   identical  state');
   const report = await verifyRun(db, runId, {
     onRound: (check) =>
       print(
-        `${String(check.round).padStart(5)}  ${String(check.updates).padStart(7)}  ${check.recordedSha256.slice(0, 16)}  ${check.replayedSha256.slice(0, 16)}  ${check.match ? 'yes' : 'NO'}`,
+        `${String(check.round).padStart(5)}  ${String(check.updates).padStart(7)}  ${check.recordedSha256.slice(0, 16)}  ${check.replayedSha256.slice(0, 16)}  ${(check.match ? 'yes' : 'NO').padEnd(9)}  ${check.stateMatch === null ? '-' : check.stateMatch ? 'yes' : 'NO'}`,
       ),
   });
   const matched = report.checks.filter((check) => check.match).length;

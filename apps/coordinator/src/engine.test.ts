@@ -1,7 +1,12 @@
+import { createHash } from 'node:crypto';
 import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { EvaluationResult } from '@tessera/aggregation';
+import {
+  decodeStrategyState,
+  type EvaluationResult,
+  encodeStrategyState,
+} from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
 import {
   type Database,
@@ -17,6 +22,7 @@ import {
   type TrainReply,
   weightsToBytes,
 } from '@tessera/protocol';
+import { verifyRun } from '@tessera/research';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
@@ -924,6 +930,196 @@ async function startWith(fed: Federation, options: StartWith): Promise<Started> 
   }
   return s;
 }
+
+describe('strategy state through the engine', () => {
+  /** Replies that change from round to round, so that FedAdam's moments shape every step. */
+  const drifting =
+    (scale: number): Behaviour =>
+    (message, ctx) => {
+      if (message.event === 'evaluate') ctx.evaluation({});
+      if (message.event !== 'train') return;
+      const { round } = message.payload;
+      const weights = new Float32Array(PARAMS);
+      for (let i = 0; i < PARAMS; i++) weights[i] = Math.sin(i * 0.001 + round) * scale;
+      ctx.update({ weights: new Uint8Array(weightsToBytes(weights)) });
+    };
+  const fedAdam: Partial<RunConfigInput> = {
+    rounds: 5,
+    strategy: 'fedadam',
+    strategyOptions: { serverLearningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 },
+    keepUpdates: true,
+  };
+
+  async function checkpointsOf(runId: string) {
+    const hashes = await db.rounds.checkpointHashes(runId);
+    const states = await Promise.all(
+      hashes.map(async ({ round }) => (await db.rounds.checkpoint(runId, round)).strategyState),
+    );
+    // States compared by digest: toEqual over megabytes of typed array takes minutes.
+    return hashes.map(({ round, sha256 }, i) => ({
+      round,
+      sha256,
+      state: states[i] ?? null,
+      stateSha256: states[i] ? createHash('sha256').update(states[i]).digest('hex') : null,
+    }));
+  }
+
+  it('commits the state with every round, and a FedAdam run resumed after round 2 commits rounds 3..5 bit-identical to an uninterrupted run', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const behaviours = { 0: drifting(1), 1: drifting(2) };
+    const whole = await startWith(fed, { config: fedAdam, behaviours });
+    await whole.done;
+    expect(whole.finished).toEqual([{ status: 'completed' }]);
+    const reference = await checkpointsOf(whole.run.id);
+    expect(reference.map((c) => c.round)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(reference[0]?.state).toBeNull();
+    for (const { round, state } of reference.slice(1)) {
+      const decoded = decodeStrategyState(state as Uint8Array);
+      expect(decoded).toMatchObject({ strategy: 'fedadam', version: 1, round });
+      expect(decoded.scalars).toEqual({ step: round });
+    }
+
+    // The process goes away right after round 2 commits; a new engine picks the run up.
+    const first = await startWith(fed, {
+      config: fedAdam,
+      behaviours,
+      onCommitted: (round, engine) => {
+        if (round === 2) engine.stop('shutdown');
+      },
+    });
+    await first.done;
+    expect((await db.runs.get(first.run.id)).status).toBe('running');
+    expect((await db.rounds.list(first.run.id)).map((r) => r.number)).toEqual([1, 2]);
+    const second = await startWith(fed, { runId: first.run.id, behaviours });
+    await second.done;
+    expect(second.finished).toEqual([{ status: 'completed' }]);
+    expect(second.started.map((e) => e.round)).toEqual([3, 4, 5]);
+    const resumed = await checkpointsOf(first.run.id);
+    expect(resumed.map((c) => c.sha256)).toEqual(reference.map((c) => c.sha256));
+    expect(resumed.map((c) => c.stateSha256)).toEqual(reference.map((c) => c.stateSha256));
+
+    // A replay runs FedAdam from round 1 and recomputes the same weights and states.
+    for (const runId of [whole.run.id, first.run.id]) {
+      const report = await verifyRun(db, runId);
+      expect(report.identical).toBe(true);
+      expect(report.checks.map((c) => [c.round, c.match, c.stateMatch])).toEqual(
+        [1, 2, 3, 4, 5].map((round) => [round, true, true]),
+      );
+    }
+  });
+
+  it('replays a FedAvgM run bit-identically, velocity included; a stored state that differs fails the verify', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id);
+    const s = await startWith(fed, {
+      config: {
+        rounds: 3,
+        strategy: 'fedavgm',
+        strategyOptions: { serverLearningRate: 1, momentum: 0.9 },
+        keepUpdates: true,
+      },
+      behaviours: { 0: drifting(1), 1: drifting(3) },
+    });
+    await s.done;
+    const report = await verifyRun(db, s.run.id);
+    expect(report.identical).toBe(true);
+    expect(report.checks.map((c) => [c.match, c.stateMatch])).toEqual([
+      [true, true],
+      [true, true],
+      [true, true],
+    ]);
+    // One velocity value of round 2's stored state changed: that round's state no longer
+    // matches, while its weights (computed before the state was stored) still do.
+    const stored = decodeStrategyState(
+      (await db.rounds.checkpoint(s.run.id, 2)).strategyState as Uint8Array,
+    );
+    const [name] = Object.keys(stored.arrays) as [string];
+    const changed = Float64Array.from(stored.arrays[name] as Float64Array);
+    changed[7] = (changed[7] as number) + 1e-12;
+    await db.prisma.checkpoint.update({
+      where: { runId_round: { runId: s.run.id, round: 2 } },
+      data: {
+        strategyState: new Uint8Array(
+          encodeStrategyState({ ...stored, arrays: { ...stored.arrays, [name]: changed } }),
+        ),
+      },
+    });
+    const tampered = await verifyRun(db, s.run.id);
+    expect(tampered.identical).toBe(false);
+    expect(tampered.checks.map((c) => [c.match, c.stateMatch])).toEqual([
+      [true, true],
+      [true, false],
+      [true, true],
+    ]);
+  });
+
+  it("keeps a stateless strategy's checkpoints without a state; its replay has no state to compare", async () => {
+    const s = await start({ config: { rounds: 2, keepUpdates: true } });
+    await s.done;
+    const report = await verifyRun(db, s.run.id);
+    expect(report.identical).toBe(true);
+    expect(report.checks.map((c) => c.stateMatch)).toEqual([null, null]);
+    expect((await checkpointsOf(s.run.id)).map((c) => c.stateSha256)).toEqual([null, null, null]);
+  });
+
+  for (const [what, corrupt, reason] of [
+    [
+      'does not decode',
+      () => new Uint8Array([1, 2, 3]),
+      /cannot be resumed from round 2: strategy state: not a Tessera strategy state/,
+    ],
+    [
+      'belongs to another round',
+      (bytes: Uint8Array) => encodeStrategyState({ ...decodeStrategyState(bytes), round: 1 }),
+      /cannot be resumed from round 2: strategy state: taken after round 1, stored with checkpoint 2/,
+    ],
+    [
+      'is for another model size',
+      (bytes: Uint8Array) => {
+        const state = decodeStrategyState(bytes);
+        return encodeStrategyState({
+          ...state,
+          arrays: { m: new Float64Array(3), v: new Float64Array(3) },
+        });
+      },
+      /cannot be resumed from round 2: strategy state: array m has 3 values; the model has 199210/,
+    ],
+    [
+      'belongs to another strategy',
+      (bytes: Uint8Array) =>
+        encodeStrategyState({ ...decodeStrategyState(bytes), strategy: 'fedyogi' }),
+      /cannot be resumed from round 2: strategy state: written by fedyogi, cannot restore into fedadam/,
+    ],
+  ] as const) {
+    it(`fails a run whose stored state ${what}, with the reason; nothing more is committed`, async () => {
+      const fed = await createFederation(2);
+      for (const id of fed.clientIds) connect(fed, id);
+      const first = await startWith(fed, {
+        config: fedAdam,
+        onCommitted: (round, engine) => {
+          if (round === 2) engine.stop('shutdown');
+        },
+      });
+      await first.done;
+      const stored = (await db.rounds.checkpoint(first.run.id, 2)).strategyState as Uint8Array;
+      await db.prisma.checkpoint.update({
+        where: { runId_round: { runId: first.run.id, round: 2 } },
+        data: { strategyState: new Uint8Array(corrupt(stored)) },
+      });
+      const second = await startWith(fed, { runId: first.run.id });
+      await second.done;
+      expect(second.finished).toHaveLength(1);
+      expect(second.finished[0]?.status).toBe('failed');
+      expect(second.finished[0]?.error).toMatch(reason);
+      const run = await db.runs.get(first.run.id);
+      expect(run.status).toBe('failed');
+      expect(run.error).toMatch(reason);
+      expect(second.started).toEqual([]);
+      expect((await db.rounds.list(first.run.id)).map((r) => r.number)).toEqual([1, 2]);
+    });
+  }
+});
 
 describe('the seed derivation recorded with each run', () => {
   const MIGRATION = '20261201110000_round_totals_bigint_seed_derivation';

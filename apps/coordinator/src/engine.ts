@@ -6,7 +6,7 @@ import type {
   RoundAggregator,
   Strategy,
 } from '@tessera/aggregation';
-import { createStrategy } from '@tessera/aggregation';
+import { createStrategy, decodeStrategyState, encodeStrategyState } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
 import {
   type ClientOutcome,
@@ -326,6 +326,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { db } = this.deps;
     const latest = await db.rounds.latestCheckpoint(this.runId);
     if (latest) {
+      this.restoreStrategy(latest.round, latest.strategyState);
       return {
         round: latest.round,
         weights: bytesToWeights(latest.weights, this.model.paramCount),
@@ -334,6 +335,44 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const weights = initialWeights(this.run.config.model, this.run.config.seed);
     await db.rounds.saveInitialCheckpoint(this.runId, weightsToBytes(weights));
     return { round: 0, weights };
+  }
+
+  /**
+   * Puts the strategy back where it was after checkpoint `round` (FedAvgM's velocity, FedAdam's
+   * moments), so the resumed run continues as the uninterrupted one would have. A state that
+   * does not decode, belongs to another strategy or version, another round, or another model
+   * size cannot be continued from: the run fails with the reason (execute records it) rather
+   * than silently restarting the strategy from zero. A checkpoint without a state (round 0, a
+   * stateless strategy) starts the strategy afresh.
+   */
+  private restoreStrategy(round: number, bytes: Uint8Array | null): void {
+    try {
+      const state = bytes === null ? null : decodeStrategyState(bytes);
+      if (state !== null && state.round !== round) {
+        throw new TesseraError(
+          ErrorCode.INVALID_ARGUMENT,
+          `strategy state: taken after round ${state.round}, stored with checkpoint ${round}`,
+          { field: 'strategyState', round: state.round },
+        );
+      }
+      for (const [name, values] of Object.entries(state?.arrays ?? {})) {
+        if (values.length !== this.model.paramCount) {
+          throw new TesseraError(
+            ErrorCode.INVALID_ARGUMENT,
+            `strategy state: array ${name} has ${values.length} values; the model has ${this.model.paramCount}`,
+            { field: 'strategyState', paramCount: values.length },
+          );
+        }
+      }
+      this.strategy.restore(state);
+    } catch (cause) {
+      const error = TesseraError.from(cause);
+      throw new TesseraError(
+        error.code,
+        `cannot be resumed from round ${round}: ${error.message}`,
+        { ...error.data, round },
+      );
+    }
   }
 
   /** Waits until the federation has enough idle clients for a round; false if stopped meanwhile. */
@@ -442,6 +481,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       },
       updates: open.updates,
       checkpoint: weightsToBytes(result.weights),
+      // In the same transaction as the checkpoint: a resume or a replay continues from both.
+      strategyState: encodedState(this.strategy),
       ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
     });
     this.emit('round-committed', { runId: this.runId, round, record });
@@ -541,6 +582,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     for (const session of this.deps.registry.list())
       this.deps.registry.release(session.clientId, this.runId);
   }
+}
+
+/** The strategy's state after the round just finished, as stored; null when it keeps none. */
+function encodedState(strategy: Strategy): Uint8Array | null {
+  const state = strategy.state();
+  return state === null ? null : encodeStrategyState(state);
 }
 
 /** Each selected client's outcome for the round record; still pending at commit = timed out. */

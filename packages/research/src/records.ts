@@ -17,10 +17,14 @@ export interface RunRecords {
     'list' | 'allUpdates' | 'checkpointHashes' | 'updatesWithWeights'
   > & {
     /**
-     * A checkpoint's weights. Its strategy state is not asked for: replay recomputes the
-     * strategy from round 1, state included, and checks the weights against the record.
+     * A checkpoint's weights, and its strategy state where the source has it (the database
+     * does; the REST client does not): replay recomputes the strategy from round 1, state
+     * included, checks the weights against the record and, where given, the state too.
      */
-    checkpoint(runId: string, round: number): Promise<Omit<CheckpointRecord, 'strategyState'>>;
+    checkpoint(
+      runId: string,
+      round: number,
+    ): Promise<Omit<CheckpointRecord, 'strategyState'> & { strategyState?: Uint8Array | null }>;
   };
   clients: Pick<ClientRepository, 'list'>;
 }

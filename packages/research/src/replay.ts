@@ -1,5 +1,10 @@
 import { createHash } from 'node:crypto';
-import { createStrategy, type EvaluationResult, type Strategy } from '@tessera/aggregation';
+import {
+  createStrategy,
+  type EvaluationResult,
+  encodeStrategyState,
+  type Strategy,
+} from '@tessera/aggregation';
 import type { Database, RoundRecord, RunRecord } from '@tessera/db';
 import { bytesToWeights, ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
 import type { RunRecords } from './records.js';
@@ -14,6 +19,12 @@ export interface RoundCheck {
   recordedSha256: string;
   replayedSha256: string;
   match: boolean;
+  /**
+   * The recomputed strategy state (encodeStrategyState's bytes) against the one stored with
+   * the checkpoint: null where none was stored (a stateless strategy, a run from before states
+   * were kept) or the records were read without states (over REST).
+   */
+  stateMatch: boolean | null;
 }
 
 /**
@@ -31,7 +42,7 @@ export interface VerifyReport {
   checks: RoundCheck[];
   /** Rounds committed but not checkable (no kept updates), with the reason; null if none. */
   unchecked: UncheckedRounds | null;
-  /** Every committed round was checked and matched. */
+  /** Every committed round was checked and matched, its strategy state too where stored. */
   identical: boolean;
 }
 
@@ -113,8 +124,10 @@ export async function verifyRun(
   const unchecked = unreplayableFrom(run);
   const lastCheckable = unchecked ? unchecked.fromRound - 1 : run.currentRound;
   const checks: RoundCheck[] = [];
+  // Each round starts from the recorded previous checkpoint, read once: as round r's record
+  // (its state) and as round r + 1's starting model.
+  let global = await checkpointWeights(db, runId, 0, initial.paramCount);
   for (let round = 1; round <= lastCheckable; round++) {
-    const global = await checkpointWeights(db, runId, round - 1, initial.paramCount);
     const { weights, numUpdates } = await aggregateRecorded(
       db,
       runId,
@@ -123,6 +136,8 @@ export async function verifyRun(
       global,
       null,
     );
+    const recorded = await db.rounds.checkpoint(runId, round);
+    global = bytesToWeights(recorded.weights, initial.paramCount);
     const recordedSha256 = hashes.get(round)?.sha256 ?? '';
     const replayedSha256 = sha256(weightsToBytes(weights));
     const check = {
@@ -131,6 +146,7 @@ export async function verifyRun(
       recordedSha256,
       replayedSha256,
       match: replayedSha256 === recordedSha256,
+      stateMatch: compareState(strategy, recorded.strategyState),
     };
     checks.push(check);
     options.onRound?.(check);
@@ -139,8 +155,21 @@ export async function verifyRun(
     run,
     checks,
     unchecked,
-    identical: unchecked === null && checks.every((check) => check.match),
+    identical:
+      unchecked === null && checks.every((check) => check.match && check.stateMatch !== false),
   };
+}
+
+function encodedState(strategy: Strategy): Uint8Array | null {
+  const state = strategy.state();
+  return state === null ? null : encodeStrategyState(state);
+}
+
+/** The strategy's recomputed state against the stored bytes; null when nothing was stored. */
+function compareState(strategy: Strategy, stored: Uint8Array | null | undefined): boolean | null {
+  if (stored === undefined || stored === null) return null;
+  const recomputed = encodedState(strategy);
+  return recomputed !== null && sha256(recomputed) === sha256(stored);
 }
 
 export interface CounterfactualOptions {
@@ -229,6 +258,7 @@ export async function counterfactualReplay(
         metrics: { sourceRound: round },
         updates: updates.map(({ id: _id, roundId: _r, round: _n, kept: _k, ...update }) => update),
         checkpoint: weightsToBytes(weights),
+        strategyState: encodedState(strategy),
       });
       counterfactual = weights;
       if (options.evaluate) {
