@@ -222,7 +222,12 @@ describe('the admin console in a browser', () => {
     }
     await page.mouse.up();
     await tryModel.getByText('Predict').click();
-    const predicted = await page.getByTestId('predicted-class').textContent({ timeout: 60_000 });
+    // The answer, or the page's error (then the test says which): a bare wait for the answer
+    // would only time out, as it once did on a loaded machine with nothing to say why.
+    const answer = page.getByTestId('predicted-class');
+    await answer.or(tryModel.getByRole('alert')).first().waitFor({ timeout: 90_000 });
+    expect(await tryModel.getByRole('alert').allTextContents()).toEqual([]);
+    const predicted = await answer.textContent();
     expect(Number(predicted)).toBeGreaterThanOrEqual(0);
     expect(Number(predicted)).toBeLessThanOrEqual(9);
     expect(predictRequests).toHaveLength(1);
@@ -293,7 +298,9 @@ describe('the admin console in a browser', () => {
     await page.goto(`${fx.url}/federations/${federation?.id}`);
     await page.getByTestId('credentials').waitFor();
     expect(await page.locator('form[aria-label="Issue a client token"]').count()).toBe(0);
-    // ...and the API refuses the researcher's session even with its own CSRF token.
+    // ...and the API refuses the researcher's session even with its own CSRF token. The run may
+    // still be running or have completed meanwhile; either way the refused stop changes nothing.
+    const statusBefore = (await fx.db.runs.get(run.id)).status;
     const attempts = await page.evaluate(
       async ({ runId, federationId }) => {
         const { csrfToken } = (await (await fetch('/api/auth/session')).json()) as {
@@ -318,7 +325,10 @@ describe('the admin console in a browser', () => {
       expect(attempt.status).toBe(403);
       expect(attempt.body.error.code).toBe('FORBIDDEN');
     }
-    expect((await fx.db.runs.get(run.id)).status).toBe('running');
+    const statusAfter = (await fx.db.runs.get(run.id)).status;
+    expect(statusAfter).not.toBe('stopped');
+    if (statusBefore === 'running') expect(['running', 'completed']).toContain(statusAfter);
+    else expect(statusAfter).toBe(statusBefore);
     await page.context().close();
   }, 600_000);
 });
