@@ -1007,7 +1007,9 @@ describe('strategy state through the engine', () => {
         [1, 2, 3, 4, 5].map((round) => [round, true, true]),
       );
     }
-  });
+    // Three runs and two replays of a 199,210-parameter FedAdam: over a minute on a loaded
+    // 2-core machine (a fresh-clone CI run timed out at 60 s).
+  }, 240_000);
 
   it('replays a FedAvgM run bit-identically, velocity included; a stored state that differs fails the verify', async () => {
     const fed = await createFederation(2);
