@@ -2,7 +2,7 @@
  * Small SVG charts, drawn by hand: a line chart of metrics per round and a bar chart of round
  * durations. Enough for a few thousand rounds, no charting dependency.
  */
-import { formatPercent, formatNumber } from './format.js';
+import { formatNumber, formatPercent } from './format.js';
 import { decimalsFor, niceAxis, roundTicks, shareAxis } from './scale.js';
 
 export interface Series {
