@@ -205,6 +205,8 @@ export interface RoundDetail {
 export interface Meta {
   models: Array<{ name: string; description: string; paramCount: number }>;
   strategies: string[];
+  /** Each strategy's options as JSON Schema (what a run's strategyOptions must meet). */
+  strategyOptions: Record<string, unknown>;
   roles: Role[];
   maxImageBytes: number;
 }

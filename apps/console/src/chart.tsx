@@ -2,6 +2,8 @@
  * Small SVG charts, drawn by hand: a line chart of metrics per round and a bar chart of round
  * durations. Enough for a few thousand rounds, no charting dependency.
  */
+import { formatNumber, formatPercent } from './format.js';
+import { decimalsFor, niceAxis, roundTicks, shareAxis } from './scale.js';
 
 export interface Series {
   name: string;
@@ -13,21 +15,15 @@ const WIDTH = 520;
 const HEIGHT = 220;
 const PAD = { left: 48, right: 12, top: 12, bottom: 28 };
 
-function ticks(min: number, max: number, count: number): number[] {
-  if (max === min) return [min];
-  const step = (max - min) / count;
-  return Array.from({ length: count + 1 }, (_, k) => min + k * step);
-}
-
-function label(value: number): string {
-  return Math.abs(value) >= 100 ? value.toFixed(0) : value.toPrecision(2);
-}
-
+/**
+ * Metrics per round. `shares` (accuracies): the axis fits the data inside 0–100% and is
+ * labelled in percent; otherwise it starts at `yMin` (or the data's lowest value).
+ */
 export function LineChart(props: {
   title: string;
   series: Series[];
+  shares?: boolean;
   yMin?: number;
-  yMax?: number;
   testId: string;
 }) {
   const all = props.series.flatMap((s) => s.points);
@@ -35,26 +31,32 @@ export function LineChart(props: {
   const ys = all.map(([, y]) => y);
   const xMin = Math.min(1, ...xs);
   const xMax = Math.max(xMin + 1, ...xs);
-  const yMin = props.yMin ?? (ys.length ? Math.min(...ys) : 0);
-  const yMax = props.yMax ?? (ys.length ? Math.max(...ys, yMin + 1e-6) : 1);
+  const axis = props.shares
+    ? shareAxis(ys)
+    : niceAxis(props.yMin ?? (ys.length ? Math.min(...ys) : 0), ys.length ? Math.max(...ys) : 1);
+  const { min: yMin, max: yMax } = axis;
+  const step = (axis.ticks[1] ?? yMax) - (axis.ticks[0] ?? yMin);
+  const yLabel = props.shares
+    ? (value: number) => `${(value * 100).toFixed(decimalsFor(step * 100))}%`
+    : (value: number) => value.toFixed(decimalsFor(step));
   const x = (value: number) =>
     PAD.left + ((value - xMin) / (xMax - xMin)) * (WIDTH - PAD.left - PAD.right);
   const y = (value: number) =>
     HEIGHT - PAD.bottom - ((value - yMin) / (yMax - yMin || 1)) * (HEIGHT - PAD.top - PAD.bottom);
-  const xTicks = ticks(xMin, xMax, Math.min(6, xMax - xMin)).map((t) => Math.round(t));
+  const xTicks = roundTicks(xMin, xMax);
   return (
     <figure className="chart" data-testid={props.testId} data-points={all.length}>
       <figcaption>{props.title}</figcaption>
       <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-label={props.title}>
-        {ticks(yMin, yMax, 4).map((t) => (
+        {axis.ticks.map((t) => (
           <g key={`y${t}`}>
             <line x1={PAD.left} x2={WIDTH - PAD.right} y1={y(t)} y2={y(t)} className="grid" />
-            <text x={PAD.left - 6} y={y(t) + 4} textAnchor="end">
-              {label(t)}
+            <text x={PAD.left - 6} y={y(t) + 4} textAnchor="end" className="y-tick">
+              {yLabel(t)}
             </text>
           </g>
         ))}
-        {[...new Set(xTicks)].map((t) => (
+        {xTicks.map((t) => (
           <text key={`x${t}`} x={x(t)} y={HEIGHT - 8} textAnchor="middle">
             {t}
           </text>
@@ -70,7 +72,7 @@ export function LineChart(props: {
             {s.points.map(([px, py]) => (
               <circle key={px} cx={x(px)} cy={y(py)} r={3} fill={s.color} className="point">
                 <title>
-                  {s.name} round {px}: {py.toFixed(4)}
+                  {s.name} round {px}: {props.shares ? formatPercent(py) : formatNumber(py)}
                 </title>
               </circle>
             ))}
@@ -95,14 +97,16 @@ export function BarChart(props: {
   unit: string;
   testId: string;
 }) {
-  const max = Math.max(1, ...props.bars.map(([, v]) => v));
+  const axis = niceAxis(0, Math.max(1, ...props.bars.map(([, v]) => v)), 4);
+  const { max } = axis;
+  const step = (axis.ticks[1] ?? max) - (axis.ticks[0] ?? 0);
   const width = (WIDTH - PAD.left - PAD.right) / Math.max(props.bars.length, 1);
   const y = (value: number) => (value / max) * (HEIGHT - PAD.top - PAD.bottom);
   return (
     <figure className="chart" data-testid={props.testId} data-points={props.bars.length}>
       <figcaption>{props.title}</figcaption>
       <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-label={props.title}>
-        {ticks(0, max, 4).map((t) => (
+        {axis.ticks.map((t) => (
           <g key={`y${t}`}>
             <line
               x1={PAD.left}
@@ -112,7 +116,7 @@ export function BarChart(props: {
               className="grid"
             />
             <text x={PAD.left - 6} y={HEIGHT - PAD.bottom - y(t) + 4} textAnchor="end">
-              {label(t)}
+              {t.toFixed(decimalsFor(step))}
             </text>
           </g>
         ))}

@@ -121,7 +121,16 @@ export function ErrorBanner({ message }: { message: string | null | undefined })
   ) : null;
 }
 
-// --- formatting
+// --- formatting (durations and numbers: format.ts, pure)
+
+export {
+  formatCountdown,
+  formatLoss,
+  formatMetric,
+  formatMs,
+  formatNumber,
+  formatPercent,
+} from './format.js';
 
 export function formatTime(iso: string | null | undefined): string {
   if (!iso) return '—';
@@ -131,20 +140,10 @@ export function formatTime(iso: string | null | undefined): string {
   });
 }
 
-export function formatMs(ms: number): string {
-  if (ms < 1000) return `${ms} ms`;
-  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
-  return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
-}
-
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
   return `${(bytes / 1024 / 1024).toFixed(2)} MiB`;
-}
-
-export function formatNumber(value: number | null | undefined, digits = 4): string {
-  return value === null || value === undefined ? '—' : value.toFixed(digits);
 }
 
 export function StatusBadge({ status }: { status: string }) {

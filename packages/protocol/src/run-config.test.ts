@@ -164,6 +164,43 @@ describe('the run config schema', () => {
     expect(Object.keys(schema.properties)).toContain('localEpochs');
   });
 
+  it('says what each field takes, in words, whatever the bad value is', () => {
+    const run = { model: 'net-a', rounds: 1 };
+    const messageFor = (field: string, value: unknown) => {
+      const issues = (refusal(() => parseRunConfig({ ...run, [field]: value })).data?.['issues'] ??
+        []) as Array<{ field: string; message: string }>;
+      return issues.find((issue) => issue.field === field)?.message;
+    };
+    for (const value of ['', '3', 0, 100_001, 2.5, null]) {
+      expect(messageFor('rounds', value), JSON.stringify(value)).toBe(
+        'a whole number from 1 to 100,000',
+      );
+    }
+    expect(messageFor('seed', 1.5)).toBe('a whole number from 0 to 2,147,483,647');
+    expect(messageFor('fractionFit', 0)).toMatch(/^a fraction above 0 and at most 1/);
+    expect(messageFor('learningRate', -1)).toBe('a number above 0 and at most 100');
+    expect(messageFor('keepUpdates', 'yes')).toBe('true or false');
+    // The deadline's floor is 1 s; a few milliseconds is refused, a second is not.
+    expect(messageFor('roundDeadlineMs', 5)).toBe(
+      'a whole number from 1,000 to 86,400,000 milliseconds (1 s to 24 h)',
+    );
+    expect(runConfigSchema.parse({ ...run, roundDeadlineMs: 1000 }).roundDeadlineMs).toBe(1000);
+  });
+
+  it('takes clients per round or a fraction, not both, and never fewer than the minimum', () => {
+    const run = { model: 'net-a', rounds: 1 };
+    const both = refusal(() => parseRunConfig({ ...run, clientsPerRound: 4, fractionFit: 0.5 }));
+    expect(both.data).toMatchObject({ field: 'fractionFit' });
+    expect(both.message).toBe('fractionFit: give clientsPerRound or fractionFit, not both');
+    const fewer = refusal(() => parseRunConfig({ ...run, clientsPerRound: 2, minClients: 3 }));
+    expect(fewer.data).toMatchObject({ field: 'clientsPerRound' });
+    expect(fewer.message).toMatch(/^clientsPerRound: must be at least minClients \(3\)/);
+    expect(runConfigSchema.parse({ ...run, clientsPerRound: 3, minClients: 3 })).toMatchObject({
+      clientsPerRound: 3,
+      fractionFit: null,
+    });
+  });
+
   it("gives a train instruction the run's own field names and the round seed", () => {
     const config = runConfigSchema.parse({
       model: 'net-a',

@@ -35,7 +35,45 @@ export interface RunConfigChoices {
   minUpdates?: (strategy: string, options: Record<string, unknown>) => number;
 }
 
-const positiveInt = z.number().int().positive();
+/** 100000 -> "100,000": bounds in messages as people write them (not locale-dependent). */
+function grouped(value: number): string {
+  return String(value).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
+/**
+ * A whole number in [min, max]. One message for every way to miss it (not a number, a
+ * fraction, out of range), said as the rule, so a form can show it next to its field as is
+ * ("Rounds: a whole number from 1 to 100,000") and REST callers read the same.
+ */
+function wholeNumber(min: number, max: number, unit = '') {
+  const message = `a whole number from ${grouped(min)} to ${grouped(max)}${unit}`;
+  return z
+    .number({ error: message })
+    .int({ error: message })
+    .min(min, { error: message })
+    .max(max, { error: message });
+}
+
+/** Every run-config field's bounds, for forms that show them before anything is sent. */
+export const RUN_CONFIG_LIMITS = {
+  rounds: { min: 1, max: 100_000 },
+  clients: { min: 1, max: 1_000_000 },
+  /**
+   * A round deadline. The schema's floor is 1 s (tests and simulations run short rounds); the
+   * console asks for at least `formMinMs`, as a deadline of a few seconds cannot fit a round
+   * of real clients (selection, download, local training, upload).
+   */
+  roundDeadlineMs: { min: 1000, max: 24 * 3600_000, formMinMs: 5000 },
+  localEpochs: { min: 1, max: 1000 },
+  batchSize: { min: 1, max: 65_536 },
+  learningRate: { max: 100 },
+  seed: { min: 0, max: 2 ** 31 - 1 },
+  updateStorageLimitMb: { min: 0, max: 1_048_576 },
+} as const;
+const L = RUN_CONFIG_LIMITS;
+
+const fractionMessage = 'a fraction above 0 and at most 1 (0.1 asks for 10% of the clients)';
+const learningRateMessage = `a number above 0 and at most ${L.learningRate.max}`;
 
 /**
  * A JSON object of free-form values. Callers may hand over any record (a strategy's own options
@@ -76,31 +114,38 @@ function runConfigShape(choices: RunConfigChoices) {
     ...trainedField(choices),
     strategy: nameFrom('strategy', choices.strategies).default('fedavg'),
     strategyOptions: jsonObjectField.default({}),
-    rounds: positiveInt.max(100_000),
-    clientsPerRound: positiveInt.nullable().default(null),
-    fractionFit: z.number().gt(0).max(1).nullable().default(null),
-    minClients: positiveInt.default(1),
-    roundDeadlineMs: positiveInt.max(24 * 3600_000).default(600_000),
-    localEpochs: positiveInt.max(1000).default(1),
-    batchSize: positiveInt.max(65_536).default(10),
-    learningRate: z.number().positive().max(100).default(0.05),
-    seed: z
-      .number()
-      .int()
-      .min(0)
-      .max(2 ** 31 - 1)
-      .default(0),
+    rounds: wholeNumber(L.rounds.min, L.rounds.max),
+    clientsPerRound: wholeNumber(L.clients.min, L.clients.max).nullable().default(null),
+    fractionFit: z
+      .number({ error: fractionMessage })
+      .gt(0, { error: fractionMessage })
+      .max(1, { error: fractionMessage })
+      .nullable()
+      .default(null),
+    minClients: wholeNumber(L.clients.min, L.clients.max).default(1),
+    roundDeadlineMs: wholeNumber(
+      L.roundDeadlineMs.min,
+      L.roundDeadlineMs.max,
+      ' milliseconds (1 s to 24 h)',
+    ).default(600_000),
+    localEpochs: wholeNumber(L.localEpochs.min, L.localEpochs.max).default(1),
+    batchSize: wholeNumber(L.batchSize.min, L.batchSize.max).default(10),
+    learningRate: z
+      .number({ error: learningRateMessage })
+      .positive({ error: learningRateMessage })
+      .max(L.learningRate.max, { error: learningRateMessage })
+      .default(0.05),
+    seed: wholeNumber(L.seed.min, L.seed.max).default(0),
     /** Dataset and partition description (loader, options, partitioner...). */
     data: jsonObjectField.default({ dataset: 'mnist' }),
     /** Keep each client update's bytes so the run can be replayed (docs/replay.md). */
-    keepUpdates: z.boolean().default(false),
+    keepUpdates: z.boolean({ error: 'true or false' }).default(false),
     /** Cap on a run's kept update bytes; past it, later rounds are committed without them. */
-    updateStorageLimitMb: z
-      .number()
-      .int()
-      .min(0)
-      .max(1_048_576)
-      .default(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
+    updateStorageLimitMb: wholeNumber(
+      L.updateStorageLimitMb.min,
+      L.updateStorageLimitMb.max,
+      ' MiB',
+    ).default(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
   };
 }
 
@@ -118,8 +163,14 @@ function resolveRunConfig(choices: RunConfigChoices) {
       valid = false;
       context.addIssue({ code: 'custom', message, path });
     };
-    if (run.clientsPerRound !== null && run.clientsPerRound < run.minClients) {
-      complain(['clientsPerRound'], 'clientsPerRound must be at least minClients');
+    // Field names in these messages are the API's; the console writes its labels over them.
+    if (run.clientsPerRound !== null && run.fractionFit !== null) {
+      complain(['fractionFit'], 'give clientsPerRound or fractionFit, not both');
+    } else if (run.clientsPerRound !== null && run.clientsPerRound < run.minClients) {
+      complain(
+        ['clientsPerRound'],
+        `must be at least minClients (${run.minClients}): a round of fewer clients could never commit`,
+      );
     }
     let { strategyOptions } = run;
     const schema = choices.strategyOptions?.[run.strategy];

@@ -178,14 +178,12 @@ export function FederationPage({ id }: { id: string }) {
       {issued ? (
         <div className="card token" data-testid="issued-token">
           <h3>Token for {issued.organisation}</h3>
-          <p>
-            Shown once: only its hash is stored. Give it to the organisation; they run{' '}
-            <code>tessera-client --coordinator {window.location.origin} --token …</code>
-          </p>
+          <p>Shown once: only its hash is stored. Give it to the organisation.</p>
           <code className="secret">{issued.token}</code>
           <button type="button" onClick={() => void navigator.clipboard?.writeText(issued.token)}>
             Copy
           </button>
+          <JoinInstructions token={issued.token} />
           <button type="button" onClick={() => setIssued(null)}>
             Done
           </button>
@@ -209,5 +207,41 @@ export function FederationPage({ id }: { id: string }) {
         </form>
       ) : null}
     </section>
+  );
+}
+
+/**
+ * How an organisation joins with a token: the Node client from a clone of this repository
+ * (after `npm install && npm run build`; its `tessera-client` bin is not on the PATH there,
+ * so the command names the script), with the token in a private file rather than on the
+ * command line (visible in `ps`); or the web client's join link, the token in the fragment
+ * (never sent to the server by the browser).
+ */
+function JoinInstructions({ token }: { token: string }) {
+  const origin = window.location.origin;
+  const command = [
+    `umask 077; printf '%s\\n' '${token}' > ~/.tessera-token`,
+    `node apps/node-client/dist/main.js --coordinator ${origin} --token-file ~/.tessera-token --csv ./our-data.csv`,
+  ].join('\n');
+  const joinLink = `${origin}/join/#token=${token}`;
+  return (
+    <>
+      <p>
+        With Node, in a clone of Tessera after <code>npm install &amp;&amp; npm run build</code>:
+      </p>
+      <pre data-testid="client-command">{command}</pre>
+      <button type="button" onClick={() => void navigator.clipboard?.writeText(command)}>
+        Copy command
+      </button>
+      <p>In a browser, open the join link:</p>
+      <p>
+        <a href={joinLink} data-testid="join-link" target="_blank" rel="noreferrer">
+          {joinLink}
+        </a>{' '}
+        <button type="button" onClick={() => void navigator.clipboard?.writeText(joinLink)}>
+          Copy link
+        </button>
+      </p>
+    </>
   );
 }

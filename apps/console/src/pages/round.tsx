@@ -1,5 +1,13 @@
 import { api, type ClientOutcome, type RoundDetail, type Run } from '../api.js';
-import { ErrorBanner, formatMs, formatNumber, formatTime, Link, useLoad } from '../ui.js';
+import {
+  ErrorBanner,
+  formatLoss,
+  formatMs,
+  formatPercent,
+  formatTime,
+  Link,
+  useLoad,
+} from '../ui.js';
 import { ExportLinks } from './export-links.js';
 import { UpdatesTable, useOrganisations } from './run.js';
 
@@ -33,16 +41,16 @@ export function RoundPage({ runId, round }: { runId: string; round: number }) {
             <dd>{value.round.numExamples.toLocaleString()}</dd>
             <dt>Train loss / accuracy</dt>
             <dd>
-              {formatNumber(value.round.trainLoss)} / {formatNumber(value.round.trainAccuracy)}
+              {formatLoss(value.round.trainLoss)} / {formatPercent(value.round.trainAccuracy)}
             </dd>
             <dt>Test loss / accuracy (federated)</dt>
             <dd>
-              {formatNumber(value.round.federatedLoss)} /{' '}
-              {formatNumber(value.round.federatedAccuracy)}
+              {formatLoss(value.round.federatedLoss)} /{' '}
+              {formatPercent(value.round.federatedAccuracy)}
             </dd>
             <dt>Test loss / accuracy (central)</dt>
             <dd>
-              {formatNumber(value.round.centralLoss)} / {formatNumber(value.round.centralAccuracy)}
+              {formatLoss(value.round.centralLoss)} / {formatPercent(value.round.centralAccuracy)}
             </dd>
             <dt>Selected</dt>
             <dd>{value.round.selectedClientIds.map(name).join(', ') || '—'}</dd>

@@ -6,8 +6,11 @@ import { useIsAdmin } from '../session.js';
 import {
   ErrorBanner,
   formatBytes,
+  formatCountdown,
+  formatLoss,
+  formatMetric,
   formatMs,
-  formatNumber,
+  formatPercent,
   formatTime,
   Link,
   StatusBadge,
@@ -103,6 +106,7 @@ export function RunPage({ id }: { id: string }) {
   if (!current) return <ErrorBanner message={run.error} />;
   const open = live.openRounds[id];
   const working = live.clients.filter((c) => c.task?.runId === id);
+  const connected = live.clients.filter((c) => c.federationId === current.federationId);
   const series = (pick: (r: Round) => number | null) =>
     list.flatMap((r) => {
       const value = pick(r);
@@ -118,8 +122,11 @@ export function RunPage({ id }: { id: string }) {
         {current.name} <StatusBadge status={current.status} />
       </h1>
       <p className="muted">
-        {current.config.model} · {current.config.strategy} · round {current.currentRound} of{' '}
-        {current.config.rounds} · E={current.config.localEpochs} B={current.config.batchSize} η=
+        {current.config.model} · {current.config.strategy} ·{' '}
+        <span data-testid="rounds-done">
+          {current.currentRound} of {current.config.rounds} rounds done
+        </span>{' '}
+        · E={current.config.localEpochs} B={current.config.batchSize} η=
         {current.config.learningRate} · started {formatTime(current.startedAt)}
       </p>
       {current.error ? <ErrorBanner message={`failed: ${current.error}`} /> : null}
@@ -168,11 +175,14 @@ export function RunPage({ id }: { id: string }) {
         {open ? (
           <>
             <p>
-              Round <strong>{open.round}</strong>
+              Round <strong data-testid="open-round">{open.round}</strong> of{' '}
+              {current.config.rounds}
               {open.attempt > 1 ? ` (attempt ${open.attempt})` : ''} · {open.selected.length}{' '}
               selected · <strong data-testid="replies">{open.replied}</strong> of{' '}
               {open.selected.length} replied · deadline in{' '}
-              <strong>{formatMs(Math.max(0, Date.parse(open.deadlineAt) - now))}</strong>
+              <strong data-testid="deadline">
+                {formatCountdown(Date.parse(open.deadlineAt) - now)}
+              </strong>
             </p>
             <progress max={open.selected.length} value={open.replied} />
             <table>
@@ -197,8 +207,10 @@ export function RunPage({ id }: { id: string }) {
             </table>
           </>
         ) : (
-          <p className="muted">
-            {current.status === 'running' ? 'waiting for clients…' : 'no round open'}
+          <p className="muted" data-testid="waiting">
+            {current.status === 'running'
+              ? waitingLine(current, connected.length)
+              : 'no round open'}
           </p>
         )}
       </div>
@@ -207,8 +219,7 @@ export function RunPage({ id }: { id: string }) {
         <LineChart
           title="Accuracy per round"
           testId="accuracy-chart"
-          yMin={0}
-          yMax={1}
+          shares
           series={[
             {
               name: 'test (federated)',
@@ -272,8 +283,8 @@ export function RunPage({ id }: { id: string }) {
               </td>
               <td>{r.numExamples.toLocaleString()}</td>
               <td>{formatMs(r.durationMs)}</td>
-              <td>{formatNumber(r.trainLoss)}</td>
-              <td>{formatNumber(r.federatedAccuracy ?? r.centralAccuracy)}</td>
+              <td>{formatLoss(r.trainLoss)}</td>
+              <td>{formatPercent(r.federatedAccuracy ?? r.centralAccuracy)}</td>
             </tr>
           ))}
         </tbody>
@@ -288,6 +299,19 @@ export function RunPage({ id }: { id: string }) {
       ) : null}
     </section>
   );
+}
+
+/**
+ * What a running run without an open round waits for: a round starts once `minClients` of the
+ * federation's clients are connected and idle (the engine's awaitClients).
+ */
+function waitingLine(run: Run, connected: number): string {
+  const { minClients } = run.config;
+  const next = run.currentRound + 1;
+  if (connected < minClients) {
+    return `waiting for clients: ${connected} of minimum ${minClients} connected`;
+  }
+  return `round ${next} starts when ${minClients === 1 ? 'a client is' : `${minClients} clients are`} free · ${connected} connected`;
 }
 
 export function UpdatesTable(props: { detail: RoundDetail; organisations: Map<string, string> }) {
@@ -316,7 +340,7 @@ export function UpdatesTable(props: { detail: RoundDetail; organisations: Map<st
             <td>{formatMs(update.durationMs)}</td>
             <td>{formatBytes(update.sizeBytes)}</td>
             {metricNames.map((name) => (
-              <td key={name}>{formatNumber(update.metrics[name])}</td>
+              <td key={name}>{formatMetric(name, update.metrics[name])}</td>
             ))}
             <td>
               <code title={update.sha256}>{update.sha256.slice(0, 12)}…</code>

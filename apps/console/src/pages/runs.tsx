@@ -1,7 +1,17 @@
-import { createRunSchemaFor } from '@tessera/protocol';
+import { createRunSchemaFor, DEFAULT_UPDATE_STORAGE_LIMIT_MB } from '@tessera/protocol';
 import { type FormEvent, useMemo, useState } from 'react';
 import { ApiError, api, type Federation, issuesByField, type Meta, type Run } from '../api.js';
 import { useLiveEvent } from '../live.js';
+import {
+  type DeadlineUnit,
+  deadlineMs,
+  describeBounds,
+  inPeoplesWords,
+  LABELS,
+  numberOrText,
+  optionFields,
+  optionValue,
+} from '../run-form.js';
 import { useIsAdmin } from '../session.js';
 import { ErrorBanner, Field, formatTime, Link, navigate, StatusBadge, useLoad } from '../ui.js';
 
@@ -61,37 +71,33 @@ export function RunsPage() {
 
 interface NumberField {
   name: string;
-  label: string;
   hint: string;
   optional?: boolean;
-  step?: string;
 }
 
 const NUMBER_FIELDS: NumberField[] = [
-  { name: 'rounds', label: 'Rounds', hint: 'how many rounds to train' },
+  { name: 'rounds', hint: 'how many rounds to train, 1 to 100,000' },
   {
     name: 'clientsPerRound',
-    label: 'Clients per round',
-    hint: 'optional: a fixed number per round',
+    hint: 'optional: a fixed number of clients per round (or give a fraction below)',
     optional: true,
   },
   {
     name: 'fractionFit',
-    label: 'Fraction of clients',
-    hint: 'optional: in (0, 1], the share of connected clients per round (FedAvg’s C)',
+    hint: 'optional: the share of connected clients per round, above 0 and at most 1 (FedAvg’s C)',
     optional: true,
-    step: 'any',
   },
   {
     name: 'minClients',
-    label: 'Minimum clients',
-    hint: 'a round needs at least this many updates',
+    hint: 'a round starts with and commits at least this many clients',
   },
-  { name: 'roundDeadlineMs', label: 'Round deadline (ms)', hint: 'a round closes after this' },
-  { name: 'localEpochs', label: 'Local epochs', hint: 'E in FedAvg' },
-  { name: 'batchSize', label: 'Batch size', hint: 'B in FedAvg' },
-  { name: 'learningRate', label: 'Learning rate', hint: 'client SGD learning rate', step: 'any' },
-  { name: 'seed', label: 'Seed', hint: 'sampling and initial weights' },
+];
+
+const TRAINING_FIELDS: NumberField[] = [
+  { name: 'localEpochs', hint: 'E in FedAvg: passes over each client’s data per round' },
+  { name: 'batchSize', hint: 'B in FedAvg' },
+  { name: 'learningRate', hint: 'client SGD learning rate, above 0' },
+  { name: 'seed', hint: 'sampling and initial weights: a whole number, 0 or more' },
 ];
 
 const DEFAULTS: Record<string, string> = {
@@ -99,14 +105,19 @@ const DEFAULTS: Record<string, string> = {
   clientsPerRound: '',
   fractionFit: '',
   minClients: '1',
-  roundDeadlineMs: '600000',
+  roundDeadline: '10',
   localEpochs: '1',
   batchSize: '10',
   learningRate: '0.05',
   seed: '0',
+  updateStorageLimitMb: String(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
 };
 
-/** The run form, validated with the API's own schema before it is sent (and by the API again). */
+/**
+ * The run form. Checked with the API's own schema before it is sent (and by the API again);
+ * every message, the form's, the schema's or the server's, is shown at its field in the form's
+ * words. The deadline is asked in seconds or minutes, the strategy's options from its schema.
+ */
 export function NewRunPage() {
   const meta = useLoad(() => api<Meta>('GET', '/meta'), []);
   const federations = useLoad(() => api<Federation[]>('GET', '/federations'), []);
@@ -117,6 +128,9 @@ export function NewRunPage() {
     strategy: 'fedavg',
     ...DEFAULTS,
   });
+  const [deadlineUnit, setDeadlineUnit] = useState<DeadlineUnit>('min');
+  const [keepUpdates, setKeepUpdates] = useState(false);
+  const [options, setOptions] = useState<Record<string, string>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [message, setMessage] = useState<string | null>(null);
   const schema = useMemo(
@@ -130,41 +144,89 @@ export function NewRunPage() {
     [meta.value],
   );
   const federationId = values['federationId'] || federations.value?.[0]?.id || '';
+  const strategy = values['strategy'] ?? 'fedavg';
+  const strategyFields = optionFields(meta.value?.strategyOptions?.[strategy]);
 
   const set = (name: string) => (event: { target: { value: string } }) =>
     setValues((current) => ({ ...current, [name]: event.target.value }));
 
+  /** Messages by API field, in the form's words; those of no field on the form go on top. */
+  const show = (found: Record<string, string>) => {
+    const shown = new Set([
+      ...Object.keys(LABELS),
+      ...strategyFields.map((f) => `strategyOptions.${f.name}`),
+    ]);
+    const atFields: Record<string, string> = {};
+    const elsewhere: string[] = [];
+    for (const [field, text] of Object.entries(found)) {
+      if (shown.has(field)) atFields[field] = inPeoplesWords(field, text);
+      else elsewhere.push(inPeoplesWords(field, text));
+    }
+    setErrors(atFields);
+    setMessage(elsewhere.length > 0 ? elsewhere.join('; ') : null);
+  };
+
   const submit = async (event: FormEvent) => {
     event.preventDefault();
     if (!schema) return;
-    const request: Record<string, unknown> = {
-      federationId,
-      model: values['model'],
-      strategy: values['strategy'],
-    };
+    const found: Record<string, string> = {};
+    const request: Record<string, unknown> = { federationId, model: values['model'], strategy };
     if (values['name']) request['name'] = values['name'];
-    for (const field of NUMBER_FIELDS) {
+    for (const field of [...NUMBER_FIELDS, ...TRAINING_FIELDS]) {
       const raw = (values[field.name] ?? '').trim();
       if (raw === '' && field.optional) continue;
       // An empty or non-numeric box is sent as is, so the schema names the field.
-      request[field.name] = raw === '' || Number.isNaN(Number(raw)) ? raw : Number(raw);
+      request[field.name] = numberOrText(raw);
     }
+    const deadline = deadlineMs(values['roundDeadline'] ?? '', deadlineUnit);
+    if (typeof deadline === 'number') request['roundDeadlineMs'] = deadline;
+    else found['roundDeadlineMs'] = deadline.error;
+    request['keepUpdates'] = keepUpdates;
+    if (keepUpdates)
+      request['updateStorageLimitMb'] = numberOrText(values['updateStorageLimitMb'] ?? '');
+    const strategyOptions: Record<string, number> = {};
+    for (const field of strategyFields) {
+      const value = optionValue(field, options[`${strategy}.${field.name}`] ?? '');
+      if (typeof value === 'number') strategyOptions[field.name] = value;
+      else if (value !== undefined) found[`strategyOptions.${field.name}`] = value.error;
+    }
+    request['strategyOptions'] = strategyOptions;
     const checked = schema.safeParse(request);
     if (!checked.success) {
-      const found: Record<string, string> = {};
       for (const issue of checked.error.issues) found[issue.path.join('.')] ??= issue.message;
-      setErrors(found);
+    }
+    if (!checked.success || Object.keys(found).length > 0) {
+      show(found);
       return;
     }
-    setErrors({});
+    show({});
     try {
       const run = await api<Run>('POST', '/runs', checked.data);
       navigate(`/runs/${run.id}`);
     } catch (error) {
-      setErrors(issuesByField(error));
-      setMessage(error instanceof ApiError ? error.message : String(error));
+      // The server knows more (Krum's minimum clients, a model gone): shown at the field too.
+      const byField = issuesByField(error);
+      if (Object.keys(byField).length > 0) show(byField);
+      else setMessage(error instanceof ApiError ? error.message : String(error));
     }
   };
+
+  const numberBox = (field: NumberField) => (
+    <Field
+      key={field.name}
+      label={LABELS[field.name] ?? field.name}
+      name={field.name}
+      error={errors[field.name]}
+      hint={field.hint}
+    >
+      <input
+        name={field.name}
+        inputMode="decimal"
+        value={values[field.name]}
+        onChange={set(field.name)}
+      />
+    </Field>
+  );
 
   return (
     <section>
@@ -195,8 +257,12 @@ export function NewRunPage() {
             ))}
           </select>
         </Field>
-        <Field label="Strategy" name="strategy" error={errors['strategy']}>
-          <select name="strategy" value={values['strategy']} onChange={set('strategy')}>
+        <Field
+          label="Strategy"
+          name="strategy"
+          error={errors['strategy'] ?? errors['strategyOptions']}
+        >
+          <select name="strategy" value={strategy} onChange={set('strategy')}>
             {(meta.value?.strategies ?? []).map((s) => (
               <option key={s} value={s}>
                 {s}
@@ -204,22 +270,83 @@ export function NewRunPage() {
             ))}
           </select>
         </Field>
-        {NUMBER_FIELDS.map((field) => (
+        {strategyFields.map((field) => {
+          const key = `${strategy}.${field.name}`;
+          const path = `strategyOptions.${field.name}`;
+          return (
+            <Field
+              key={key}
+              label={`${strategy}: ${field.name}`}
+              name={path}
+              error={errors[path]}
+              hint={`${field.description ? `${field.description}; ` : ''}${describeBounds(field)}${field.default === undefined ? '; optional' : `; default ${field.default}`}`}
+            >
+              <input
+                name={path}
+                inputMode="decimal"
+                placeholder={field.default === undefined ? '' : String(field.default)}
+                value={options[key] ?? ''}
+                onChange={(event) =>
+                  setOptions((current) => ({ ...current, [key]: event.target.value }))
+                }
+              />
+            </Field>
+          );
+        })}
+        {NUMBER_FIELDS.map(numberBox)}
+        <Field
+          label="Round deadline"
+          name="roundDeadlineMs"
+          error={errors['roundDeadlineMs']}
+          hint="a round closes after this; at least 5 seconds"
+        >
+          <span className="with-unit">
+            <input
+              name="roundDeadline"
+              inputMode="decimal"
+              value={values['roundDeadline']}
+              onChange={set('roundDeadline')}
+            />
+            <select
+              name="roundDeadlineUnit"
+              aria-label="Round deadline unit"
+              value={deadlineUnit}
+              onChange={(event) => setDeadlineUnit(event.target.value as DeadlineUnit)}
+            >
+              <option value="s">seconds</option>
+              <option value="min">minutes</option>
+            </select>
+          </span>
+        </Field>
+        {TRAINING_FIELDS.map(numberBox)}
+        <Field
+          label={LABELS['keepUpdates'] ?? 'keepUpdates'}
+          name="keepUpdates"
+          error={errors['keepUpdates']}
+          hint="keeps each client update, so the run can be replayed (tessera replay), not only verified"
+        >
+          <input
+            type="checkbox"
+            name="keepUpdates"
+            checked={keepUpdates}
+            onChange={(event) => setKeepUpdates(event.target.checked)}
+          />
+        </Field>
+        {keepUpdates ? (
           <Field
-            key={field.name}
-            label={field.label}
-            name={field.name}
-            error={errors[field.name]}
-            hint={field.hint}
+            label={`${LABELS['updateStorageLimitMb']} (MiB)`}
+            name="updateStorageLimitMb"
+            error={errors['updateStorageLimitMb']}
+            hint="past this, later rounds are committed without their update bytes"
           >
             <input
-              name={field.name}
-              inputMode="decimal"
-              value={values[field.name]}
-              onChange={set(field.name)}
+              name="updateStorageLimitMb"
+              inputMode="numeric"
+              value={values['updateStorageLimitMb']}
+              onChange={set('updateStorageLimitMb')}
             />
           </Field>
-        ))}
+        ) : null}
         <div className="actions">
           <button type="submit" disabled={!schema}>
             Create run
