@@ -1,4 +1,4 @@
-import { createStrategy, type Strategy } from '@tessera/aggregation';
+import { type ClientTrainSettings, createStrategy, type Strategy } from '@tessera/aggregation';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import { trainGroups } from './train-settings.js';
@@ -28,7 +28,7 @@ describe('trainGroups (the strategy field of an attempt’s train instructions)'
   it('per-client settings: clients with equal settings share an instruction; left out or empty gets none', () => {
     const strategy = configuring(
       () =>
-        new Map([
+        new Map<string, ClientTrainSettings>([
           ['a', { clip: 1 }],
           ['b', { clip: 2 }],
           ['c', { clip: 1 }],

@@ -1,6 +1,10 @@
 import type { ClientTrainSettings, Strategy } from '@tessera/aggregation';
-import { ErrorCode, type TrainStrategy, trainStrategySchema } from '@tessera/protocol';
-import { TesseraError } from '@tessera/protocol';
+import {
+  ErrorCode,
+  TesseraError,
+  type TrainStrategy,
+  trainStrategySchema,
+} from '@tessera/protocol';
 
 /** Clients that get the same train instruction, and the strategy field it carries (if any). */
 export interface TrainGroup {
