@@ -38,14 +38,17 @@ const label = 0;
  * proximal gradient mu (w - anchor).
  */
 function handStep(mu: number, lr: number): { weights: number[]; loss: number } {
-  const z = [0, 1].map((j) => (x[0] as number) * W[j]! + (x[1] as number) * W[2 + j]! + W[4 + j]!);
-  const e = z.map((v) => Math.exp(v));
-  const p = e.map((v) => v / (e[0]! + e[1]!));
-  const dz = p.map((v, j) => v - (j === label ? 1 : 0));
-  const g = [x[0]! * dz[0]!, x[0]! * dz[1]!, x[1]! * dz[0]!, x[1]! * dz[1]!, dz[0]!, dz[1]!];
+  const [k00, k01, k10, k11, b0, b1] = [...W] as [number, number, number, number, number, number];
+  const [x0, x1] = x as [number, number];
+  const z0 = x0 * k00 + x1 * k10 + b0;
+  const z1 = x0 * k01 + x1 * k11 + b1;
+  const p0 = Math.exp(z0) / (Math.exp(z0) + Math.exp(z1));
+  const p1 = 1 - p0;
+  const [d0, d1] = [p0 - (label === 0 ? 1 : 0), p1 - (label === 1 ? 1 : 0)];
+  const g = [x0 * d0, x0 * d1, x1 * d0, x1 * d1, d0, d1];
   return {
-    weights: [...W].map((w, i) => w - lr * (g[i]! + mu * (w - ANCHOR[i]!))),
-    loss: -Math.log(p[label]!),
+    weights: [...W].map((w, i) => w - lr * ((g[i] as number) + mu * (w - (ANCHOR[i] as number)))),
+    loss: -Math.log(label === 0 ? p0 : p1),
   };
 }
 
@@ -74,12 +77,12 @@ describe.each(loops)('the proximal term on %s, %s loop', (backend, loop) => {
     expect(result.loop).toBe(loop);
     const expected = handStep(0.5, 0.1);
     for (const [i, w] of weights.entries())
-      expect(w, `weight ${i}`).toBeCloseTo(expected.weights[i]!, 6);
+      expect(w, `weight ${i}`).toBeCloseTo(expected.weights[i] as number, 6);
     // Not FedAvg's step: the term moved every weight by lr mu (w - anchor), up to 0.02 here.
     const plain = handStep(0, 0.1);
-    expect(Math.max(...weights.map((w, i) => Math.abs(w - plain.weights[i]!)))).toBeGreaterThan(
-      0.01,
-    );
+    expect(
+      Math.max(...weights.map((w, i) => Math.abs(w - (plain.weights[i] as number)))),
+    ).toBeGreaterThan(0.01);
     expect(result.loss).toBeCloseTo(expected.loss, 6);
   });
 
