@@ -30,7 +30,7 @@ function tinyModel(): tfl.LayersModel {
 const W = Float32Array.of(0.1, -0.2, 0.3, 0.4, 0.05, -0.05);
 const ANCHOR = Float32Array.of(0.5, 0.1, -0.3, 0.2, 0, 0.25);
 const x = [1, 2];
-const label = 0;
+const label: number = 0;
 
 /**
  * One SGD step on the one example (x, label) by hand: z = x K + b, p = softmax(z), the
