@@ -262,6 +262,16 @@ describe('docs/protocol.md §12, the worked example', () => {
     }
   }, 180_000);
 
+  it('§5.2 states the bounds of train.strategy and the FedProx setting of limits.ts', () => {
+    const section = doc.slice(doc.indexOf('### 5.2 `train`'), doc.indexOf('### 5.3'));
+    expect(section.replace(/\s+/g, ' ')).toContain(
+      `≤ ${WIRE_LIMITS.maxStrategySettings} settings, names and text values ≤ ${WIRE_LIMITS.maxStrategyTextLength} chars`,
+    );
+    expect(section).toMatch(
+      new RegExp(`\\| \`proximalMu\` \\|.*\\| 0 … ${WIRE_LIMITS.maxProximalMu} *\\|`),
+    );
+  });
+
   it('§9 states the limits of packages/protocol/src/limits.ts', () => {
     const section = doc.slice(doc.indexOf('## 9. Limits and timing'), doc.indexOf('## 10.'));
     const n = (value: number) => value.toLocaleString('en-US');
@@ -277,6 +287,8 @@ describe('docs/protocol.md §12, the worked example', () => {
       `${AUTH_DEADLINE_MS / 1000} s from Engine.IO open`,
       `${HANDSHAKE_RATE_LIMITS.perAddress.capacity} attempts at once, then 1 per second`,
       `${HANDSHAKE_RATE_LIMITS.perToken.capacity} attempts at once, then 1 per ${HANDSHAKE_RATE_LIMITS.perToken.refillMs / 1000} s`,
+      `≤ ${WIRE_LIMITS.maxStrategySettings} settings; name, setting names and text values ≤ ${WIRE_LIMITS.maxStrategyTextLength} chars`,
+      `| \`train.strategy.settings.proximalMu\`     | 0 … ${WIRE_LIMITS.maxProximalMu} `,
     ];
     for (const text of stated) expect(section, text).toContain(text);
     expect(WIRE_LIMITS.maxMetricMagnitude).toBe(1e12);

@@ -36,6 +36,7 @@ import { RoundState } from './round-state.js';
 import { isLeaseLost } from './run-leases.js';
 import { sampleSize, selectClients } from './sampling.js';
 import { deriveSeed, requireSeedDerivation, type SeedDerivation } from './seeds.js';
+import { trainGroups } from './train-settings.js';
 import type { Transport } from './transport.js';
 import { Wakeup } from './wakeup.js';
 
@@ -429,6 +430,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const selected = selectClients(registry.eligible(this.run.federationId), config, () =>
       rng.next(),
     );
+    // Before any client is assigned: settings the wire cannot carry fail the run here.
+    const groups = trainGroups(this.strategy, round, selected);
     registry.assign(selected, { runId: this.runId, round, phase: 'train' });
     const state = new RoundState(this.runId, round, selected);
     this.training = {
@@ -441,15 +444,21 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     logger.info('round started', { runId: this.runId, round, attempt, clients: selected.length });
 
     const deadline = Date.now() + config.roundDeadlineMs;
-    transport.sendTrain(selected, {
-      runId: this.runId,
-      round,
-      model: this.model,
-      // The run's own fields; the seed is the same for every attempt (docs/protocol.md §7.2).
-      config: trainConfigFor(config, this.seed('shuffle', round, 0)),
-      deadline,
-      weights: weightsToBytes(global),
-    });
+    const weights = weightsToBytes(global);
+    // One instruction per set of strategy settings (one in all for every strategy so far).
+    for (const group of groups) {
+      transport.sendTrain(group.clientIds, {
+        runId: this.runId,
+        round,
+        model: this.model,
+        // The run's own fields; the seed is the same for every attempt (docs/protocol.md §7.2).
+        config: trainConfigFor(config, this.seed('shuffle', round, 0)),
+        // Absent, not undefined, without settings: the frame stays byte for byte the old one.
+        ...(group.strategy === undefined ? {} : { strategy: group.strategy }),
+        deadline,
+        weights,
+      });
+    }
     await this.waitForAnswers(state, deadline);
 
     const open = this.training;

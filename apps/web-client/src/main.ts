@@ -560,6 +560,10 @@ class ChoosingTrainer implements LocalTrainer {
     return this.inner.numHoldout;
   }
 
+  get supportedSettings() {
+    return this.inner.supportedSettings;
+  }
+
   async train(request: TrainRequest, onProgress: (progress: TrainerProgress) => void) {
     await this.choose(request.model.name, request.config.batchSize);
     return this.inner.train(request, onProgress);

@@ -1,10 +1,11 @@
-import type {
-  EvaluateOutcome,
-  EvaluateRequest,
-  LocalTrainer,
-  TrainerProgress,
-  TrainOutcome,
-  TrainRequest,
+import {
+  type EvaluateOutcome,
+  type EvaluateRequest,
+  type LocalTrainer,
+  TFJS_TRAINER_SETTINGS,
+  type TrainerProgress,
+  type TrainOutcome,
+  type TrainRequest,
 } from '@tessera/client/core';
 import type { PageToWorker, WorkerToPage } from './messages.js';
 import type { BrowserBackendName } from './probe.js';
@@ -24,6 +25,8 @@ type Pending = {
  * not copied.
  */
 export class WorkerTrainer implements LocalTrainer {
+  /** The worker trains with TfjsTrainer, so it applies what TfjsTrainer applies. */
+  readonly supportedSettings = TFJS_TRAINER_SETTINGS;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 

@@ -3,7 +3,7 @@
  * rely on of any strategy, whatever its rule. A strategy added to the registry without a row
  * in `TRAITS` fails the first test.
  */
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode, TesseraError, trainStrategySchema } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import {
   createStrategy,
@@ -41,6 +41,7 @@ interface Traits {
 const TRAITS: Record<string, Traits> = {
   fedavg: { weighted: true, stateful: false },
   fedavgm: { weighted: true, stateful: true, options: { momentum: 0.5 } },
+  fedprox: { weighted: true, stateful: false, options: { mu: 0.5 } },
   fedmedian: {
     weighted: false,
     stateful: false,
@@ -316,6 +317,21 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
       ErrorCode.INVALID_ARGUMENT,
       'strategyState',
     );
+  });
+
+  it('configures clients, if at all, with settings the wire carries, the same for every attempt', () => {
+    const strategy = build(name);
+    const clients = ['c0', 'c1', 'c2'];
+    const first = strategy.configureTrain?.(2, clients);
+    if (first === undefined) return;
+    const perClient = first instanceof Map ? first : new Map(clients.map((c) => [c, first]));
+    for (const settings of perClient.values()) {
+      expect(trainStrategySchema.safeParse({ name, settings }).success).toBe(true);
+    }
+    // A retried attempt (after a round ran in between) and a fresh instance send the same.
+    runRounds(strategy, 1, 2, initial);
+    expect(strategy.configureTrain?.(2, clients)).toEqual(first);
+    expect(build(name).configureTrain?.(2, clients)).toEqual(first);
   });
 
   it.runIf(traits.robust !== undefined)(

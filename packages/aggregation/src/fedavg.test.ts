@@ -71,8 +71,8 @@ describe('FedAvg', () => {
 describe('createStrategy', () => {
   it('builds fedavg and refuses unknown names and options', () => {
     expect(createStrategy('fedavg').name).toBe('fedavg');
-    expect(() => createStrategy('fedprox')).toThrow(
-      /unknown strategy "fedprox"; available: fedavg/,
+    expect(() => createStrategy('scaffold')).toThrow(
+      /unknown strategy "scaffold"; available: fedavg/,
     );
     try {
       createStrategy('fedavg', { mu: 1 });

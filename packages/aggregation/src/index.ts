@@ -2,6 +2,7 @@ export { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
 export { FedAvg, weightedEvaluation } from './fedavg.js';
 export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
+export { FedProx, type FedProxOptions } from './fedprox.js';
 export { Bulyan, Krum } from './krum.js';
 export {
   createStrategy,
@@ -19,6 +20,7 @@ export {
 } from './state.js';
 export type {
   AggregateResult,
+  ClientTrainSettings,
   EvaluationReply,
   EvaluationResult,
   RoundAggregator,

@@ -1,9 +1,10 @@
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
 import { z } from 'zod';
 import { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
 import { FedAvg } from './fedavg.js';
 import { FedAvgM } from './fedavgm.js';
 import { FedAdagrad, FedAdam, FedYogi } from './fedopt.js';
+import { FedProx } from './fedprox.js';
 import { Bulyan, Krum } from './krum.js';
 import { FedMedian, TrimmedMean } from './robust.js';
 import type { Strategy } from './strategy.js';
@@ -51,6 +52,11 @@ const definitions: Record<string, StrategyDefinition> = {
       momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
     }),
     (options) => new FedAvgM(options),
+  ),
+  // Li et al. 2020 tune mu over {0.001, 0.01, 0.1, 0.5, 1}; 0.01 is Flower's usual example value.
+  fedprox: define(
+    z.strictObject({ mu: z.number().min(0).max(WIRE_LIMITS.maxProximalMu).default(0.01) }),
+    (options) => new FedProx(options),
   ),
   fedmedian: define(z.strictObject({}), () => new FedMedian()),
   'trimmed-mean': define(

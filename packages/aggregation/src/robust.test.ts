@@ -116,6 +116,7 @@ describe('the strategy registry', () => {
     expect(STRATEGY_NAMES).toEqual([
       'fedavg',
       'fedavgm',
+      'fedprox',
       'fedmedian',
       'trimmed-mean',
       'fedadam',

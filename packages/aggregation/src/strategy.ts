@@ -13,6 +13,11 @@
  * resumed in a new process, or a replay, continues exactly. `finish()` of round r adopts the
  * state after r; beginning round r again (a retried attempt) starts from the state round r
  * started from the first time.
+ *
+ * Client side: a strategy whose rule needs something of the clients' local training (FedProx's
+ * proximal term) says so with `configureTrain`; the engine sends it in the train instruction as
+ * `strategy: {name, settings}` (docs/protocol.md §5.2), and a client that cannot honour a
+ * setting fails the round rather than train without it.
  */
 import type { StrategyState } from './state.js';
 
@@ -62,10 +67,27 @@ export interface EvaluationResult {
   numExamples: number;
 }
 
+/**
+ * Settings a client's local training must honour (FedProx: `{proximalMu: 0.01}`): flat, each
+ * a finite number, a boolean or a short text, within the wire's bounds (WIRE_LIMITS).
+ */
+export type ClientTrainSettings = Readonly<Record<string, number | boolean | string>>;
+
 export interface Strategy {
   readonly name: string;
   /** Options as given, normalised, for the run record. */
   readonly options: Readonly<Record<string, unknown>>;
+  /**
+   * What the selected clients' training must honour in `round`: one set of settings for all of
+   * them, or a map by client id (a client it leaves out, or an empty set, gets none). Absent
+   * for a strategy that asks nothing of the clients. Called once per attempt, before the train
+   * instructions go out; it must not depend on anything but its arguments and its options, so
+   * a retried attempt and a replay send the same.
+   */
+  configureTrain?(
+    round: number,
+    clientIds: readonly string[],
+  ): ClientTrainSettings | ReadonlyMap<string, ClientTrainSettings>;
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator;
   aggregateEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null;
   /** The state after the last finished round; null for a stateless strategy or before round 1. */

@@ -15,6 +15,7 @@ import {
   weightsToBytes,
 } from '@tessera/protocol';
 import { io, type Socket } from 'socket.io-client';
+import { failureCodeOf, readStrategySettings } from './strategy-settings.js';
 import type { LocalTrainer } from './trainer.js';
 
 export interface TrainingProgress {
@@ -259,11 +260,17 @@ export class TesseraClient {
     } | null = null;
     let failure: string | undefined;
     try {
+      // Before training: a setting this client cannot honour fails the round, not trains without it.
+      const settings = readStrategySettings(
+        instruction.strategy,
+        this.options.trainer.supportedSettings ?? [],
+      );
       const result = await this.options.trainer.train(
         {
           model: instruction.model,
           weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
           config,
+          settings,
         },
         (p) => this.reportProgress({ runId, round, ...p }),
       );
@@ -285,7 +292,13 @@ export class TesseraClient {
     } catch (error) {
       if (this.closing) return; // abandoned by close(): not a failure of the round
       failure = failureReason(error);
-      reply = { status: 'failed', runId, round, error: { message: failure } };
+      const code = failureCodeOf(error);
+      reply = {
+        status: 'failed',
+        runId,
+        round,
+        error: code === undefined ? { message: failure } : { message: failure, code },
+      };
     }
     if (this.closing || this.closedRounds.has(`${runId}/${round}`)) return;
     const ack = await this.send('update', reply);

@@ -9,6 +9,13 @@ export {
   TesseraClient,
   type TrainingProgress,
 } from './client.js';
+export {
+  type LocalTrainingSetting,
+  type LocalTrainingSettings,
+  readStrategySettings,
+  TFJS_TRAINER_SETTINGS,
+  UNSUPPORTED_STRATEGY_SETTING,
+} from './strategy-settings.js';
 export type {
   EvaluateOutcome,
   EvaluateRequest,

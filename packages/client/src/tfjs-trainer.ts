@@ -9,6 +9,7 @@ import {
   trainLocal,
 } from '@tessera/ml';
 import { ErrorCode, type ModelDescriptor, TesseraError } from '@tessera/protocol';
+import { TFJS_TRAINER_SETTINGS } from './strategy-settings.js';
 import type {
   EvaluateOutcome,
   EvaluateRequest,
@@ -25,6 +26,7 @@ type LayersModel = ReturnType<typeof createModel>;
  * once per name and reused across rounds (the global weights are loaded into them each time).
  */
 export class TfjsTrainer implements LocalTrainer {
+  readonly supportedSettings = TFJS_TRAINER_SETTINGS;
   private readonly models = new Map<string, LayersModel>();
 
   constructor(
@@ -48,12 +50,15 @@ export class TfjsTrainer implements LocalTrainer {
   ): Promise<TrainOutcome> {
     const model = this.modelFor(request.model, request.weights, this.trainExamples);
     const { config } = request;
+    const mu = request.settings?.proximalMu ?? 0;
     const result = await trainLocal(model, this.trainExamples, {
       epochs: config.localEpochs,
       batchSize: config.batchSize,
       learningRate: config.learningRate,
       seed: config.seed,
       onProgress,
+      // FedProx: pulled towards the global model the round started from.
+      ...(mu > 0 ? { proximal: { mu, anchor: request.weights } } : {}),
       ...(this.options.workers !== undefined ? { workers: this.options.workers } : {}),
     });
     // Read asynchronously: on WebGL/WebGPU a synchronous read blocks until the GPU is done.

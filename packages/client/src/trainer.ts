@@ -1,4 +1,5 @@
 import type { ModelDescriptor, TrainConfig } from '@tessera/protocol';
+import type { LocalTrainingSetting, LocalTrainingSettings } from './strategy-settings.js';
 
 /** What the client reports as it trains: one call per batch. */
 export interface TrainerProgress {
@@ -16,6 +17,11 @@ export interface TrainRequest {
   /** The global model, checked (length, finite) by the client. */
   weights: Float32Array;
   config: TrainConfig;
+  /**
+   * What the run's strategy asks of this round's training (FedProx's proximalMu), checked by
+   * the client against `supportedSettings`; absent or empty: plain SGD.
+   */
+  settings?: LocalTrainingSettings;
 }
 
 export interface TrainOutcome {
@@ -50,6 +56,11 @@ export interface LocalTrainer {
   readonly numExamples: number;
   /** Held-out examples for federated evaluation (0: it declines evaluation). */
   readonly numHoldout: number;
+  /**
+   * The strategy settings its training applies. The client fails a round that asks for one
+   * not listed (absent: none), so a trainer that ignores a setting never trains without it.
+   */
+  readonly supportedSettings?: readonly LocalTrainingSetting[];
   train(
     request: TrainRequest,
     onProgress: (progress: TrainerProgress) => void,

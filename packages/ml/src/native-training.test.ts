@@ -267,6 +267,47 @@ describe.skipIf(!native.ok)('native training loop', () => {
     model.dispose();
   });
 
+  // FedProx: the same epoch with the proximal term, from an anchor away from the start so
+  // that mu (w - anchor) is in every step, convolutions and dense layers alike.
+  it.each([
+    cases[0],
+    cases[2],
+    ...cases.filter(([name]) => name.startsWith('stride 2 same conv')),
+  ] as typeof cases)(
+    'one epoch with the proximal term equals the tfjs loop: %s',
+    async (_name, build, count, batchSize) => {
+      const model = build();
+      const data = randomData(count, inputSize(model), classes(model), count + batchSize);
+      const start = getFlatWeights(model);
+      const rng = createRng(count);
+      const anchor = Float32Array.from(start, (w) => w + (rng.next() - 0.5) * 0.2);
+      const options = {
+        epochs: 1,
+        batchSize,
+        learningRate: 0.1,
+        seed: 9,
+        proximal: { mu: 0.5, anchor },
+      };
+      const tfjsResult = await trainLocal(model, data, { ...options, loop: 'tfjs' });
+      const tfjsWeights = getFlatWeights(model);
+      setFlatWeights(model, start);
+      const plainResult = await trainLocal(model, data, { ...options, proximal: undefined });
+      const plainWeights = getFlatWeights(model);
+      setFlatWeights(model, start);
+      const nativeResult = await trainLocal(model, data, { ...options, loop: 'native' });
+      expect([tfjsResult.loop, plainResult.loop, nativeResult.loop]).toEqual([
+        'tfjs',
+        'native',
+        'native',
+      ]);
+      expectSameUpdate(model, start, getFlatWeights(model), tfjsWeights);
+      // The term matters here: without it the step is another one.
+      expect(() => expectSameUpdate(model, start, plainWeights, tfjsWeights)).toThrow();
+      expect(nativeResult.loss).toBeCloseTo(tfjsResult.loss, 4);
+      model.dispose();
+    },
+  );
+
   it('the OpenBLAS convolution (im2col) takes the same step as oneDNN', () => {
     const addon = installedOpenblasAddon() as NativeTrainingAddon;
     const model = createModel('fedavg-cnn', { seed: 6 });

@@ -374,8 +374,32 @@ function copyWeights([kernel, bias]: [LayerVariable, LayerVariable]): Weights {
 }
 
 /**
+ * FedProx's proximal term for the native loop: μ, and the anchor (the round's global model)
+ * of each trainable variable, as train.ts checked it.
+ */
+export interface NativeProximal {
+  mu: number;
+  anchors: ReadonlyMap<LayerVariable, Float32Array>;
+}
+
+/** A layer's part of the proximal term: its anchors and a buffer for μ (w - anchor). */
+interface LayerProximal {
+  kernel: Float32Array;
+  bias: Float32Array;
+  kernelTerm: Float32Array;
+  biasTerm: Float32Array;
+}
+
+/** term = μ (w - anchor), from the weights before the layer's step. */
+function proximalTerm(mu: number, w: Float32Array, anchor: Float32Array, term: Float32Array) {
+  for (let i = 0; i < w.length; i++) term[i] = mu * ((w[i] as number) - (anchor[i] as number));
+}
+
+/**
  * One round of native SGD on one model: copies the model's weights in on create, trains
  * with step(), and writes them back with finish(). Buffers are sized for maxBatch once.
+ * With `proximal` (FedProx) every step adds μ (w - anchor) to each weight's gradient, as the
+ * tfjs loop does.
  */
 export class NativeTrainer {
   private readonly layers: LayerState[];
@@ -383,13 +407,18 @@ export class NativeTrainer {
   private readonly logitGradient: Float32Array;
   private readonly denseSizes = new Int32Array(3);
   private readonly lossSizes = new Int32Array(2);
+  private readonly mu: number;
+  /** Per layer with weights, where the proximal term applies (empty without it). */
+  private readonly proximal = new Map<LayerState, LayerProximal>();
 
   constructor(
     private readonly addon: NativeTrainingAddon,
     private readonly plan: NativePlan,
     maxBatch: number,
     engine: 'auto' | 'im2col' = 'auto',
+    proximal?: NativeProximal,
   ) {
+    this.mu = proximal?.mu ?? 0;
     this.layers = plan.steps.map((step, index): LayerState => {
       const buffers: Buffers = {
         output: new Float32Array(maxBatch * step.outSize),
@@ -416,6 +445,25 @@ export class NativeTrainer {
       };
     });
     this.logitGradient = new Float32Array(maxBatch * plan.numClasses);
+    if (proximal !== undefined && proximal.mu > 0) {
+      for (const layer of this.layers) {
+        if (layer.kind === 'maxPool') continue;
+        const [kernelVariable, biasVariable] = layer.step.weights;
+        const kernel = proximal.anchors.get(kernelVariable);
+        const bias = proximal.anchors.get(biasVariable);
+        if (kernel?.length !== layer.kernel.length || bias?.length !== layer.bias.length) {
+          throw new Error(
+            `native loop: no proximal anchor of the size of layer '${layer.step.name}'`,
+          );
+        }
+        this.proximal.set(layer, {
+          kernel,
+          bias,
+          kernelTerm: new Float32Array(kernel.length),
+          biasTerm: new Float32Array(bias.length),
+        });
+      }
+    }
   }
 
   /**
@@ -520,6 +568,14 @@ export class NativeTrainer {
           layer.kernelGradient,
           layer.biasGradient,
         );
+        const proximal = this.proximal.get(layer);
+        if (proximal !== undefined) {
+          // The gradients are buffers here: add μ (w - anchor) before the step.
+          proximalTerm(this.mu, layer.kernel, proximal.kernel, proximal.kernelTerm);
+          proximalTerm(this.mu, layer.bias, proximal.bias, proximal.biasTerm);
+          addon.sgdUpdate(layer.kernelGradient, proximal.kernelTerm, -1);
+          addon.sgdUpdate(layer.biasGradient, proximal.biasTerm, -1);
+        }
         addon.sgdUpdate(layer.kernel, layer.kernelGradient, learningRate);
         addon.sgdUpdate(layer.bias, layer.biasGradient, learningRate);
         return;
@@ -536,6 +592,13 @@ export class NativeTrainer {
       case 'dense': {
         if (layer.step.activation === 'relu') addon.reluBackward(output, outputGradient);
         this.denseSizes.set([size, layer.step.inSize, layer.step.outSize]);
+        // The data gradient goes straight into the weights (below), so μ (w - anchor) is taken
+        // from the weights before it and stepped after: w - lr g - lr μ (w - anchor).
+        const proximal = this.proximal.get(layer);
+        if (proximal !== undefined) {
+          proximalTerm(this.mu, layer.kernel, proximal.kernel, proximal.kernelTerm);
+          proximalTerm(this.mu, layer.bias, proximal.bias, proximal.biasTerm);
+        }
         // The gradient is accumulated into the weights themselves: the SGD step.
         addon.denseBackward(
           input,
@@ -548,6 +611,10 @@ export class NativeTrainer {
           -learningRate,
           1,
         );
+        if (proximal !== undefined) {
+          addon.sgdUpdate(layer.kernel, proximal.kernelTerm, learningRate);
+          addon.sgdUpdate(layer.bias, proximal.biasTerm, learningRate);
+        }
         return;
       }
     }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { LayersModel } from '@tensorflow/tfjs-layers';
+import type { LayersModel, LayerVariable } from '@tensorflow/tfjs-layers';
 import { createRng } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import {
@@ -14,7 +14,7 @@ import {
   type TaskMetric,
 } from '@tessera/tasks';
 import { batchStatistics, lossFunction } from './losses.js';
-import { NativeTrainer, planNativeTraining } from './native-training.js';
+import { type NativeProximal, NativeTrainer, planNativeTraining } from './native-training.js';
 import { installedOpenblasAddon, openblasKernelsInstalled } from './openblas-kernels.js';
 
 /**
@@ -96,6 +96,19 @@ export interface TrainOptions {
   loop?: TrainingLoop | 'auto';
   /** The loss to minimise and the metrics to report; default MNIST_OBJECTIVE. */
   objective?: TrainingObjective;
+  /**
+   * FedProx's proximal term (Li et al. 2020): the loss gains μ/2 ||w - anchor||² over the
+   * trainable weights, so each step adds μ (w - anchor) to their gradients before the SGD
+   * step, in both loops. `anchor`: flat weights in getFlatWeights' layout, the global model
+   * the round started from. μ = 0 is plain SGD. The reported loss stays the data loss.
+   * Data-parallel workers do not add it: 'auto' trains in one thread, a count > 1 is refused.
+   */
+  proximal?: ProximalTerm;
+}
+
+export interface ProximalTerm {
+  mu: number;
+  anchor: Float32Array;
 }
 
 export type TrainingLoop = 'native' | 'tfjs';
@@ -384,11 +397,18 @@ async function chooseParticipants(
   requested: number | 'auto' | undefined,
   batchSize: number,
   loss: TaskLoss,
+  proximal: boolean,
   where: string,
 ): Promise<number> {
   if (requested === undefined) return 1;
   if (requested !== 'auto') {
     const workers = positiveInteger(requested, 'workers', where);
+    // The replicas take plain SGD steps; one without the proximal term would be FedAvg's.
+    if (workers > 1 && proximal) {
+      throw invalid(
+        `${where}: workers > 1 (data-parallel training) does not add the proximal term (FedProx)`,
+      );
+    }
     if (workers > 1 && !isNode) {
       throw invalid(`${where}: workers > 1 (data-parallel training) is available in Node only`);
     }
@@ -400,7 +420,7 @@ async function chooseParticipants(
     }
     return workers;
   }
-  if (loss !== 'softmax-cross-entropy') return 1;
+  if (loss !== 'softmax-cross-entropy' || proximal) return 1;
   // Not with 'openblas' either: its products use the cores already.
   if (!isNode || tf.getBackend() !== 'wasm' || openblasKernelsInstalled()) return 1;
   if (batchSize < AUTO_PARALLEL_MIN_BATCH) return 1;
@@ -421,6 +441,7 @@ function chooseNativeTrainer(
   participants: number,
   batchSize: number,
   geometry: ModelGeometry,
+  proximal: NativeProximal | undefined,
   where: string,
 ): NativeTrainer | undefined {
   const loop = requested ?? 'auto';
@@ -442,11 +463,55 @@ function chooseNativeTrainer(
     reason = 'data-parallel workers train in the tfjs loop';
   } else {
     const planned = planNativeTraining(model);
-    if (planned.ok) return new NativeTrainer(addon, planned.plan, batchSize);
+    if (planned.ok) return new NativeTrainer(addon, planned.plan, batchSize, 'auto', proximal);
     reason = planned.reason;
   }
   if (loop === 'native') throw invalid(`${where}: the native loop cannot train here: ${reason}`);
   return undefined;
+}
+
+/**
+ * The proximal term checked against the model: μ finite and >= 0, the anchor one value per
+ * parameter and finite; each trainable variable's part of the anchor (views, not copies).
+ * Undefined for μ = 0: the round is plain SGD, computed as without the option.
+ */
+function proximalAnchors(
+  model: LayersModel,
+  proximal: ProximalTerm | undefined,
+  where: string,
+): { mu: number; anchors: Map<LayerVariable, Float32Array> } | undefined {
+  if (proximal === undefined) return undefined;
+  const { mu, anchor } = proximal;
+  if (!(mu >= 0) || !Number.isFinite(mu)) {
+    throw invalid(`${where}: proximal.mu must be a finite number >= 0, got ${String(mu)}`);
+  }
+  if (mu === 0) return undefined;
+  let total = 0;
+  for (const variable of model.weights) total += variable.read().size;
+  if (!(anchor instanceof Float32Array) || anchor.length !== total) {
+    throw new TesseraError(
+      ErrorCode.WEIGHTS_LENGTH_MISMATCH,
+      `${where}: proximal.anchor has ${anchor?.length} values; '${model.name}' has ${total} parameters`,
+      { expected: total, got: anchor?.length },
+    );
+  }
+  const anchors = new Map<LayerVariable, Float32Array>();
+  let offset = 0;
+  for (const variable of model.weights) {
+    const size = variable.read().size;
+    const values = anchor.subarray(offset, offset + size);
+    const bad = values.findIndex((value) => !Number.isFinite(value));
+    if (bad >= 0) {
+      throw new TesseraError(
+        ErrorCode.NON_FINITE_WEIGHTS,
+        `${where}: proximal.anchor[${offset + bad}] is ${values[bad]}`,
+        { index: offset + bad },
+      );
+    }
+    if (variable.trainable) anchors.set(variable, values);
+    offset += size;
+  }
+  return { mu, anchors };
 }
 
 /**
@@ -482,11 +547,26 @@ export async function trainLocal(
     throw invalid(`${where}: seed must be a safe integer, got ${String(options.seed)}`);
   }
 
-  const participants = await chooseParticipants(options.workers, batchSize, objective.loss, where);
+  const proximal = proximalAnchors(model, options.proximal, where);
+  const participants = await chooseParticipants(
+    options.workers,
+    batchSize,
+    objective.loss,
+    proximal !== undefined,
+    where,
+  );
 
   const started = performance.now();
   // Inside the timing: the native loop copies the weights in here, tfjs builds its optimizer below.
-  const native = chooseNativeTrainer(model, options.loop, participants, batchSize, geometry, where);
+  const native = chooseNativeTrainer(
+    model,
+    options.loop,
+    participants,
+    batchSize,
+    geometry,
+    proximal,
+    where,
+  );
   const parallel =
     participants > 1
       ? await (await import('./data-parallel.js')).DataParallelTrainer.create(
@@ -499,6 +579,20 @@ export async function trainLocal(
   // Only this model's variables: by default tfjs differentiates every trainable variable
   // alive in the process, including other models'.
   const variables = model.trainableWeights.map((weight) => weight.read() as tf.Variable);
+  // The tfjs loop's copy of the anchor, one tensor per trainable variable (none in the native loop).
+  const proximalTensors =
+    proximal === undefined || native !== undefined
+      ? undefined
+      : {
+          mu: tf.scalar(proximal.mu),
+          anchors: model.trainableWeights.map((weight) =>
+            tf.tensor(
+              (proximal.anchors.get(weight) as Float32Array).slice(),
+              weight.shape as number[],
+              'float32',
+            ),
+          ),
+        };
   const batches = Math.ceil(data.count / batchSize);
   const batchBuilder = new BatchBuilder(data, geometry, batchSize);
   const order = new Uint32Array(data.count);
@@ -521,18 +615,34 @@ export async function trainLocal(
     }
     const { xs, ys, targets } = batchBuilder.build(order, start, size);
     const kept: { statistics?: tf.Tensor; outputs?: tf.Tensor; loss?: tf.Scalar | null } = {};
+    const dataLoss = () => {
+      const outputs = model.apply(xs, { training: true }) as tf.Tensor;
+      // Kept out of minimize's tidy so the metrics cost no second forward pass.
+      kept.statistics = tf.keep(batchStatistics(objective.loss, outputs, ys));
+      if (epochMetrics.needsScores) kept.outputs = tf.keep(outputs);
+      return computeLoss(outputs, ys) as tf.Scalar;
+    };
     try {
-      kept.loss = optimizer.minimize(
-        () => {
-          const outputs = model.apply(xs, { training: true }) as tf.Tensor;
-          // Kept out of minimize's tidy so the metrics cost no second forward pass.
-          kept.statistics = tf.keep(batchStatistics(objective.loss, outputs, ys));
-          if (epochMetrics.needsScores) kept.outputs = tf.keep(outputs);
-          return computeLoss(outputs, ys);
-        },
-        true,
-        variables,
-      );
+      if (proximalTensors === undefined) {
+        kept.loss = optimizer.minimize(dataLoss, true, variables);
+      } else {
+        // The data loss's gradients, plus μ (w - anchor): the gradient of μ/2 ||w - anchor||².
+        const { value, grads } = optimizer.computeGradients(dataLoss, variables);
+        kept.loss = value;
+        const { mu, anchors } = proximalTensors;
+        const adjusted = tf.tidy(() =>
+          variables.map((variable, i) => ({
+            name: variable.name,
+            tensor: tf.add(
+              grads[variable.name] as tf.Tensor,
+              tf.mul(tf.sub(variable, anchors[i] as tf.Tensor), mu),
+            ),
+          })),
+        );
+        tf.dispose(grads);
+        optimizer.applyGradients(adjusted);
+        tf.dispose(adjusted.map((named) => named.tensor));
+      }
       // Asynchronous reads: the WebGPU backend cannot read synchronously in Node (its
       // readSync draws through an OffscreenCanvas) and stalls the page in a browser.
       const [loss, statistics, probabilities] = await Promise.all([
@@ -584,6 +694,7 @@ export async function trainLocal(
   } finally {
     optimizer.dispose();
     parallel?.release();
+    if (proximalTensors !== undefined) tf.dispose([proximalTensors.mu, ...proximalTensors.anchors]);
   }
   const durationMs = performance.now() - started;
   return {

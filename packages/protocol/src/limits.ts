@@ -29,6 +29,20 @@ export const WIRE_LIMITS = {
   maxClientVersionLength: 32,
   maxBackendLength: 64,
   maxErrorMessageLength: 2000,
+  /**
+   * The train instruction's `strategy` (S→C, docs/protocol.md §5.2): a client checks it against
+   * these before it reads a setting, so a coordinator's strategy cannot make it hold an
+   * unbounded map. The engine checks what its strategy configures against the same bounds.
+   */
+  maxStrategySettings: 16,
+  /** Longest strategy name, setting name or text setting value. */
+  maxStrategyTextLength: 64,
+  /**
+   * FedProx's μ. With learning rate η each step scales w − w_global by (1 − ημ) besides the
+   * data gradient, so ημ ≥ 2 diverges; 100 keeps every μ of Li et al. 2020 (0.001 … 1) and
+   * still fails loudly on a typo like 1e6.
+   */
+  maxProximalMu: 100,
 } as const;
 
 /** Structural limits of one decoded MessagePack document (see scanMsgpack). */

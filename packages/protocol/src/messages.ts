@@ -98,12 +98,36 @@ export interface ModelDescriptor {
   paramCount: number;
 }
 
+/**
+ * What the run's strategy asks of a client's local training (docs/protocol.md §5.2): FedProx
+ * sends `{name: 'fedprox', settings: {proximalMu}}`. Coordinator to client, so the client checks
+ * it with this schema before it reads a setting; the engine checks its strategy's settings with
+ * it before sending them.
+ */
+export const trainStrategySchema = z.object({
+  name: text(WIRE_LIMITS.maxStrategyTextLength).min(1),
+  settings: z
+    .record(
+      text(WIRE_LIMITS.maxStrategyTextLength).min(1),
+      z.union([finite, z.boolean(), text(WIRE_LIMITS.maxStrategyTextLength)]),
+    )
+    .refine((s) => Object.keys(s).length <= WIRE_LIMITS.maxStrategySettings, {
+      message: `at most ${WIRE_LIMITS.maxStrategySettings} settings`,
+    }),
+});
+export type TrainStrategy = z.infer<typeof trainStrategySchema>;
+
 export interface TrainInstruction {
   runId: string;
   round: number;
   model: ModelDescriptor;
   /** The run's local-training settings under the run's names, and the round seed (run-config.ts). */
   config: TrainConfig;
+  /**
+   * Settings of the run's strategy that the client's training must honour; absent when the
+   * strategy has none. A client that cannot honour one fails the round (§5.2).
+   */
+  strategy?: TrainStrategy;
   /** Unix ms after which the coordinator stops waiting for this round's updates. */
   deadline: number;
   weights: Uint8Array;

@@ -1,0 +1,110 @@
+import {
+  ErrorCode,
+  TesseraError,
+  type TrainInstruction,
+  trainStrategySchema,
+  WIRE_LIMITS,
+} from '@tessera/protocol';
+
+/**
+ * The failure code of a round this client cannot train as its strategy asks (an unknown
+ * strategy or setting, a value out of range, a trainer that cannot apply it): the client
+ * replies `failed` with it rather than train plain SGD instead (docs/protocol.md §5.2).
+ */
+export const UNSUPPORTED_STRATEGY_SETTING = 'UNSUPPORTED_STRATEGY_SETTING';
+
+/** What a train instruction's strategy asks of local training, as the trainer applies it. */
+export interface LocalTrainingSettings {
+  /** FedProx's μ: the loss gains μ/2 ||w − w_global||² (0: none). */
+  proximalMu?: number;
+}
+
+export type LocalTrainingSetting = keyof LocalTrainingSettings;
+
+/**
+ * What @tessera/ml's trainLocal applies, so what TfjsTrainer supports, in this thread or in
+ * a web worker (the page's WorkerTrainer says so without loading tfjs).
+ */
+export const TFJS_TRAINER_SETTINGS: readonly LocalTrainingSetting[] = ['proximalMu'];
+
+/** The range a numeric setting must be within, inclusive. */
+interface NumberRule {
+  min: number;
+  max: number;
+}
+
+/**
+ * The strategies whose client side this client implements, and their settings: a setting not
+ * listed is refused. A setting name means the same in every strategy that uses it.
+ */
+const KNOWN_STRATEGIES: Readonly<
+  Record<string, Readonly<Record<LocalTrainingSetting, NumberRule>>>
+> = {
+  fedprox: { proximalMu: { min: 0, max: WIRE_LIMITS.maxProximalMu } },
+};
+
+function unsupported(message: string, field: string): TesseraError {
+  return new TesseraError(ErrorCode.INVALID_ARGUMENT, message, {
+    field,
+    failureCode: UNSUPPORTED_STRATEGY_SETTING,
+  });
+}
+
+/**
+ * The settings a train instruction's `strategy` asks for, if this client and its trainer can
+ * honour every one of them; otherwise a TesseraError (data.failureCode
+ * UNSUPPORTED_STRATEGY_SETTING, data.field the setting) that fails the round.
+ */
+export function readStrategySettings(
+  strategy: TrainInstruction['strategy'],
+  trainerSupports: readonly LocalTrainingSetting[],
+): LocalTrainingSettings {
+  if (strategy === undefined) return {};
+  const parsed = trainStrategySchema.safeParse(strategy);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = ['strategy', ...(issue?.path ?? []).map(String)].join('.');
+    throw unsupported(`malformed strategy: ${field}: ${issue?.message ?? 'invalid'}`, field);
+  }
+  const { name, settings } = parsed.data;
+  const schema = Object.hasOwn(KNOWN_STRATEGIES, name) ? KNOWN_STRATEGIES[name] : undefined;
+  if (schema === undefined) {
+    throw unsupported(
+      `this client does not implement the client side of strategy "${name}" (it knows ${Object.keys(KNOWN_STRATEGIES).join(', ')})`,
+      'strategy.name',
+    );
+  }
+  const read: LocalTrainingSettings = {};
+  for (const [key, value] of Object.entries(settings)) {
+    const field = `strategy.settings.${key}`;
+    const rule = Object.hasOwn(schema, key) ? schema[key as LocalTrainingSetting] : undefined;
+    if (rule === undefined) {
+      throw unsupported(`this client does not know setting ${key} of strategy "${name}"`, field);
+    }
+    if (typeof value !== 'number' || !(value >= rule.min && value <= rule.max)) {
+      throw unsupported(
+        `strategy "${name}": ${key} must be a number within [${rule.min}, ${rule.max}], got ${JSON.stringify(value)}`,
+        field,
+      );
+    }
+    if (!trainerSupports.includes(key as LocalTrainingSetting)) {
+      throw unsupported(`this client's trainer cannot apply ${key} (strategy "${name}")`, field);
+    }
+    read[key as LocalTrainingSetting] = value;
+  }
+  for (const key of Object.keys(schema)) {
+    if (read[key as LocalTrainingSetting] === undefined) {
+      throw unsupported(
+        `strategy "${name}" sent no ${key}, which its client side needs`,
+        `strategy.settings.${key}`,
+      );
+    }
+  }
+  return read;
+}
+
+/** The failure code a thrown error carries for the coordinator, if any (see readStrategySettings). */
+export function failureCodeOf(error: unknown): string | undefined {
+  const code = error instanceof TesseraError ? error.data?.['failureCode'] : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
