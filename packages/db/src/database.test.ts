@@ -19,7 +19,7 @@ import {
   type OpenDatabaseOptions,
   openDatabase,
   type RoundCommit,
-  type RunConfig,
+  type RunConfigInput,
   type RunRecord,
 } from './index.js';
 
@@ -94,8 +94,8 @@ if (testDatabaseUrl !== undefined && testDatabaseUrl !== '') {
 
 const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
 
-const config = (overrides: Partial<RunConfig> = {}): RunConfig => ({
-  model: 'mnist-mlp',
+const config = (overrides: Partial<RunConfigInput> = {}): RunConfigInput => ({
+  model: 'mlp',
   strategy: 'fedavg',
   strategyOptions: { serverLearningRate: 1, nested: { betas: [0.9, 0.99] } },
   rounds: 5,
@@ -277,7 +277,7 @@ describe.each(backends)('$name', (backend) => {
     });
 
     /** A federation with `clientCount` clients and a run. */
-    async function fixture(clientCount = 3, overrides: Partial<RunConfig> = {}) {
+    async function fixture(clientCount = 3, overrides: Partial<RunConfigInput> = {}) {
       const federation = await db.federations.create({ name: unique('federation') });
       const clients: ClientRecord[] = [];
       for (let i = 0; i < clientCount; i++) {
@@ -502,7 +502,7 @@ describe.each(backends)('$name', (backend) => {
         const error = await rejectsWith(
           db.runs.create({
             federationId: federation.id,
-            config: config(overrides as Partial<RunConfig>),
+            config: config(overrides as Partial<RunConfigInput>),
           }),
           ErrorCode.INVALID_ARGUMENT,
         );
