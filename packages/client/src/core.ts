@@ -17,3 +17,4 @@ export type {
   TrainOutcome,
   TrainRequest,
 } from './trainer.js';
+export { RoundFailure } from './trainer.js';
