@@ -2,7 +2,7 @@
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
  */
-import type { RunConfig, StoredRunConfig } from '@tessera/protocol';
+import type { StoredRunConfig } from '@tessera/protocol';
 import type { LeaseFence } from './leases.js';
 
 export const RUN_STATUSES = [
