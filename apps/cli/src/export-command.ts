@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { initBackend, modelWithWeights, toTfjsArtifacts } from '@tessera/ml';
-import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
+import { bytesToWeights, ErrorCode, TesseraError, zooModelOf } from '@tessera/protocol';
 import { type RunRecords, readRunExport, toCsv, toJsonLines } from '@tessera/research';
 
 export type ExportFormat = 'csv' | 'jsonl' | 'all';
@@ -75,7 +75,7 @@ export async function exportRun(
     const checkpoint = await db.rounds.checkpoint(runId, round);
     await initBackend();
     const model = modelWithWeights(
-      exported.run.config.model,
+      zooModelOf(exported.run.config, 'the model export'),
       bytesToWeights(checkpoint.weights, checkpoint.paramCount),
     );
     try {

@@ -4,7 +4,7 @@ import type { EvaluationResult } from '@tessera/aggregation';
 import { MnistCentralEvaluator } from '@tessera/coordinator';
 import type { Database, RunRecord } from '@tessera/db';
 import { initBackend } from '@tessera/ml';
-import { bytesToWeights } from '@tessera/protocol';
+import { bytesToWeights, zooModelOf } from '@tessera/protocol';
 import {
   comparisonChartSvg,
   comparisonTable,
@@ -123,7 +123,7 @@ export async function counterfactualCommand(
     if (sourceRounds.find((r) => r.number === point.round)?.centralAccuracy !== null) continue;
     const checkpoint = await db.rounds.checkpoint(runId, point.round);
     const result = await evaluate(
-      source.config.model,
+      zooModelOf(source.config, 'central evaluation'),
       bytesToWeights(checkpoint.weights, checkpoint.paramCount),
     );
     point.accuracy = result.accuracy;

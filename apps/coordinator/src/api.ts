@@ -47,6 +47,7 @@ import {
 } from './http/task-routes.js';
 import { registerTokenRoutes } from './http/token-routes.js';
 import { type CreateRunRequest, createRunSchema } from './run-config.js';
+import { refuseUntrainableTask } from './run-task.js';
 import { mountWebClient } from './web-client-static.js';
 
 // Response shapes, for the OpenAPI document (the repositories' records, as JSON).
@@ -456,7 +457,8 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     {
       method: 'post',
       path: '/runs',
-      summary: 'Create a run',
+      summary:
+        "Create a run. `task: {name, version?}` names what it trains (default: the latest version; stored resolved to {name, version, sha256}). `model` (fedavg-2nn, fedavg-cnn, mlp, cnn) still works as an alias of that model's built-in MNIST task. A task whose preprocessing needs a federated statistics round is refused (INVALID_ARGUMENT, field task) for now",
       access: 'admin',
       action: 'create runs',
       body: createRunSchema,
@@ -465,6 +467,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     async ({ body }, _req, res) => {
       const { federationId, name, ...config } = body as CreateRunRequest;
       await db.federations.get(federationId);
+      refuseUntrainableTask(await db.runs.resolveTask(config.task, ''));
       res
         .status(201)
         .json(await db.runs.create({ federationId, ...(name ? { name } : {}), config }));

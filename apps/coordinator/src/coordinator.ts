@@ -446,7 +446,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    * what this coordinator can run (the same schema as at creation), then strategy and model.
    */
   private createEngine(stored: RunRecord, fence: LeaseFence): RunEngine {
-    const run = { ...stored, config: checkRunConfig(stored.config) };
+    // The stored task reference stays as resolved at creation; the rest is checked again.
+    const run = {
+      ...stored,
+      config: { ...checkRunConfig(stored.config), task: stored.config.task },
+    };
     return new RunEngine(
       {
         db: this.resilientDb,

@@ -18,18 +18,21 @@ import {
   MAX_OUTCOME_REASON_LENGTH,
   type RoundRecord,
   type RunRecord,
+  type TaskRecord,
 } from '@tessera/db';
-import { initialWeights, modelSpec } from '@tessera/ml';
+import { buildTaskModel, getFlatWeights, initialWeights, modelSpec } from '@tessera/ml';
 import {
   bytesToWeights,
   ErrorCode,
   type EvaluateReply,
   type ModelDescriptor,
+  type TaskRef,
   TesseraError,
   type TrainReply,
   trainConfigFor,
   weightsToBytes,
 } from '@tessera/protocol';
+import { parseTaskDefinition } from '@tessera/tasks';
 import type { Logger } from './logger.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
 import { RoundState } from './round-state.js';
@@ -102,7 +105,9 @@ type StopReason = 'shutdown' | 'lease-lost' | 'stopped' | 'paused' | 'completed'
  */
 export class RunEngine extends EventEmitter<EngineEvents> {
   private readonly strategy: Strategy;
-  private readonly model: ModelDescriptor;
+  /** Set by prepareModel before the loop: a built-in task's from the zoo, others' from the task. */
+  private model: ModelDescriptor;
+  private readonly task: TaskRef;
   private readonly wakeup = new Wakeup();
   private training: OpenTraining | null = null;
   private evaluation: OpenEvaluation | null = null;
@@ -119,7 +124,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   ) {
     super();
     this.strategy = createStrategy(run.config.strategy, run.config.strategyOptions);
-    this.model = { name: run.config.model, paramCount: modelSpec(run.config.model).paramCount };
+    this.task = run.config.task;
+    const { model } = run.config;
+    this.model = {
+      name: model ?? this.task.name,
+      paramCount: model === null ? 0 : modelSpec(model).paramCount,
+    };
     this.maxRoundAttempts = deps.maxRoundAttempts ?? 5;
     this.seedDerivation = requireSeedDerivation(run.seedDerivation);
   }
@@ -325,6 +335,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
 
   private async loadOrCreateCheckpoint(): Promise<{ round: number; weights: Float32Array }> {
     const { db } = this.deps;
+    const task = await this.prepareModel();
     const latest = await db.rounds.latestCheckpoint(this.runId);
     if (latest) {
       this.restoreStrategy(latest.round, latest.strategyState);
@@ -333,9 +344,35 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         weights: bytesToWeights(latest.weights, this.model.paramCount),
       };
     }
-    const weights = initialWeights(this.run.config.model, this.run.config.seed);
+    const weights = await this.initialWeights(task);
     await db.rounds.saveInitialCheckpoint(this.runId, weightsToBytes(weights));
     return { round: 0, weights };
+  }
+
+  /**
+   * The model a task that is not a built-in trains: its parameter count from the task record
+   * (counted when the task was created). Built-in tasks keep the zoo model, built by name as
+   * before tasks existed, so their runs (and replays of old ones) stay bit-identical.
+   */
+  private async prepareModel(): Promise<TaskRecord | null> {
+    if (this.run.config.model !== null) return null;
+    const task = await this.deps.db.tasks.get(this.task.sha256);
+    this.model = { name: this.task.name, paramCount: task.paramCount };
+    return task;
+  }
+
+  /** Checkpoint 0: the task's uploaded weights where it has them, else its seeded model's. */
+  private async initialWeights(task: TaskRecord | null): Promise<Float32Array> {
+    const { model, seed } = this.run.config;
+    if (task === null) return initialWeights(model as string, seed);
+    const uploaded = await this.deps.db.tasks.weights(task.sha256);
+    if (uploaded !== null) return bytesToWeights(uploaded, task.paramCount);
+    const built = await buildTaskModel(parseTaskDefinition(task.definition), { seed });
+    try {
+      return getFlatWeights(built);
+    } finally {
+      built.dispose();
+    }
   }
 
   /**
@@ -451,6 +488,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         runId: this.runId,
         round,
         model: this.model,
+        task: this.task,
         // The run's own fields; the seed is the same for every attempt (docs/protocol.md §7.2).
         config: trainConfigFor(config, this.seed('shuffle', round, 0)),
         // Absent, not undefined, without settings: the frame stays byte for byte the old one.
@@ -508,7 +546,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   /** Federated evaluation on idle clients' held-out data, and central evaluation, side by side. */
   private async evaluateRound(round: number, weights: Float32Array): Promise<void> {
     const { registry, transport, db, centralEvaluator } = this.deps;
-    const central = centralEvaluator?.evaluate(this.model.name, weights) ?? Promise.resolve(null);
+    // Central evaluation is on MNIST's test set: for the built-in tasks only (other tasks get
+    // federated evaluation alone until a held-out set can be uploaded for them).
+    const { model } = this.run.config;
+    const central =
+      (model === null ? undefined : centralEvaluator?.evaluate(model, weights)) ??
+      Promise.resolve(null);
     let federated: EvaluationResult | null = null;
     // Clients that said they hold no evaluation data are not sent the model to evaluate.
     const clients = registry
@@ -523,6 +566,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         runId: this.runId,
         round,
         model: this.model,
+        task: this.task,
         batchSize: 1000,
         deadline,
         weights: weightsToBytes(weights),

@@ -20,8 +20,11 @@ import {
   REJECTED_FRAME_EVENT,
   type RejectedFrame,
   type ServerToClientEvents,
+  TASK_REQUEST_RATE_LIMIT,
+  type TaskAck,
   TesseraError,
   TRANSPORT_MARGIN_BYTES,
+  taskRequestSchema,
   trainReplySchema,
 } from '@tessera/protocol';
 import { Server, type Socket } from 'socket.io';
@@ -128,6 +131,7 @@ export function attachSocketServer(
   const limits = options.rateLimits ?? HANDSHAKE_RATE_LIMITS;
   const perAddress = new RateLimiter(limits.perAddress);
   const perToken = new RateLimiter(limits.perToken);
+  const taskRequests = new RateLimiter(TASK_REQUEST_RATE_LIMIT);
   const rateLimitLoopback = options.rateLimitLoopback ?? false;
 
   io.use(async (socket, next) => {
@@ -262,6 +266,36 @@ export function attachSocketServer(
         current.progress = { epoch, epochs, batch, batches, loss };
       }
       registry.touch(clientId);
+    });
+    // A task's definition, for a client that is to train or evaluate it. Only tasks that a run
+    // of the client's own federation trains: other federations' tasks are not its business.
+    socket.on('task', (frame, ack) => {
+      registry.touch(clientId);
+      const answer = async (): Promise<TaskAck> => {
+        const { sha256 } = parseFrame(taskRequestSchema, frame, 'task');
+        const wait = taskRequests.take(socket.id);
+        if (wait > 0) {
+          throw new TesseraError(
+            ErrorCode.RATE_LIMITED,
+            `too many task requests; a client keeps each task it fetched; retry after ${wait} s`,
+            { retryAfterSeconds: wait },
+          );
+        }
+        if (!(await db.runs.federationTrains(session.federationId, sha256))) {
+          throw new TesseraError(
+            ErrorCode.NOT_FOUND,
+            `no run of this federation trains a task with sha256 ${sha256}`,
+            { field: 'sha256' },
+          );
+        }
+        return { ok: true, task: (await db.tasks.get(sha256)).definition };
+      };
+      answer().then(
+        (reply) => {
+          if (typeof ack === 'function') ack(reply);
+        },
+        (error: unknown) => refuse('task', error, ack),
+      );
     });
     socket.on(REJECTED_FRAME_EVENT, (info, ack) => {
       const rejected = info as RejectedFrame;

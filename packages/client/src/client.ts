@@ -8,15 +8,18 @@ import {
   type Hello,
   PROTOCOL_VERSION,
   type ServerToClientEvents,
+  type TaskAck,
+  type TaskRef,
   TesseraError,
   type TrainInstruction,
   type Welcome,
   type WireError,
   weightsToBytes,
 } from '@tessera/protocol';
+import { type TaskDefinition, taskSha256 } from '@tessera/tasks';
 import { io, type Socket } from 'socket.io-client';
-import { failureCodeOf, readStrategySettings } from './strategy-settings.js';
-import type { LocalTrainer } from './trainer.js';
+import { readStrategySettings } from './strategy-settings.js';
+import { type LocalTrainer, RoundFailure } from './trainer.js';
 
 export interface TrainingProgress {
   runId: string;
@@ -85,6 +88,11 @@ export function failureReason(error: unknown): string {
     : firstLine;
 }
 
+/** The code a failed round reports: the RoundFailure's own, none for other errors. */
+function failureCode(error: unknown): { code?: string } {
+  return error instanceof RoundFailure ? { code: error.code } : {};
+}
+
 /** Thrown into a training loop (from its progress callback) to abandon it when the client closes. */
 class ClientClosed extends Error {
   constructor() {
@@ -141,6 +149,8 @@ export class TesseraClient {
   private queue: Promise<void> = Promise.resolve();
   private lastProgressSent = 0;
   private closedRounds = new Set<string>();
+  /** Task definitions by sha256, each fetched once (a task never changes under its hash). */
+  private readonly tasks = new Map<string, Promise<TaskDefinition>>();
   /** Set by close(): work in progress is abandoned and nothing more is sent. */
   private closing = false;
 
@@ -265,9 +275,11 @@ export class TesseraClient {
         instruction.strategy,
         this.options.trainer.supportedSettings ?? [],
       );
+      const task = await this.taskOf(instruction.task);
       const result = await this.options.trainer.train(
         {
           model: instruction.model,
+          task,
           weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
           config,
           settings,
@@ -292,12 +304,11 @@ export class TesseraClient {
     } catch (error) {
       if (this.closing) return; // abandoned by close(): not a failure of the round
       failure = failureReason(error);
-      const code = failureCodeOf(error);
       reply = {
         status: 'failed',
         runId,
         round,
-        error: code === undefined ? { message: failure } : { message: failure, code },
+        error: { message: failure, ...failureCode(error) },
       };
     }
     if (this.closing || this.closedRounds.has(`${runId}/${round}`)) return;
@@ -315,15 +326,22 @@ export class TesseraClient {
       if (this.options.trainer.numHoldout === 0) {
         throw new Error('this client keeps no held-out examples');
       }
+      const task = await this.taskOf(instruction.task);
       const result = await this.options.trainer.evaluate({
         model: instruction.model,
+        task,
         weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
         batchSize: instruction.batchSize,
       });
       reply = { status: 'ok', runId, round, ...result };
       this.options.observer?.evaluated?.({ runId, round, ...result });
     } catch (error) {
-      reply = { status: 'failed', runId, round, error: { message: failureReason(error) } };
+      reply = {
+        status: 'failed',
+        runId,
+        round,
+        error: { message: failureReason(error), ...failureCode(error) },
+      };
     }
     if (this.closing) return;
     const ack = await this.send('evaluation', reply);
@@ -331,6 +349,57 @@ export class TesseraClient {
       this.options.observer?.warning?.(
         `evaluation refused: ${ack.error.code}: ${ack.error.message}`,
       );
+  }
+
+  /**
+   * The definition of the task a train or evaluate names: asked for once per sha256 (`task`,
+   * docs/protocol.md §5.9) and kept; one whose canonical hash is not the sha256 it was asked
+   * for is refused (TASK_HASH_MISMATCH), so every client trains exactly the task of the run.
+   */
+  private taskOf(ref: TaskRef): Promise<TaskDefinition> {
+    let task = this.tasks.get(ref.sha256);
+    if (task === undefined) {
+      task = this.fetchTask(ref);
+      this.tasks.set(ref.sha256, task);
+      // A failed fetch is not kept: the next round asks again.
+      task.catch(() => this.tasks.delete(ref.sha256));
+    }
+    return task;
+  }
+
+  private async fetchTask(ref: TaskRef): Promise<TaskDefinition> {
+    const socket = this.socket;
+    if (!socket) throw new RoundFailure(ErrorCode.UNAVAILABLE, 'client closed');
+    let ack: TaskAck;
+    try {
+      ack = (await socket
+        .timeout(this.options.ackTimeoutMs ?? 120_000)
+        .emitWithAck('task', { sha256: ref.sha256 })) as TaskAck;
+    } catch {
+      throw new RoundFailure(
+        ErrorCode.UNAVAILABLE,
+        `task ${ref.name}: no answer from the coordinator`,
+      );
+    }
+    if (!ack.ok) {
+      throw new RoundFailure(ack.error.code, `task ${ref.name}: ${ack.error.message}`);
+    }
+    let computed: string;
+    try {
+      computed = taskSha256(ack.task);
+    } catch (error) {
+      throw new RoundFailure(
+        'TASK_HASH_MISMATCH',
+        `task ${ref.name}: the coordinator sent a definition that is not a valid task (${failureReason(error)})`,
+      );
+    }
+    if (computed !== ref.sha256) {
+      throw new RoundFailure(
+        'TASK_HASH_MISMATCH',
+        `task ${ref.name} version ${ref.version}: the definition received hashes to ${computed}, not ${ref.sha256}; refusing to train it`,
+      );
+    }
+    return ack.task as unknown as TaskDefinition;
   }
 
   private async send(event: 'update' | 'evaluation', reply: unknown): Promise<Ack> {

@@ -24,3 +24,4 @@ export type {
   TrainOutcome,
   TrainRequest,
 } from './trainer.js';
+export { RoundFailure } from './trainer.js';

@@ -1,10 +1,5 @@
-import {
-  ErrorCode,
-  TesseraError,
-  type TrainInstruction,
-  trainStrategySchema,
-  WIRE_LIMITS,
-} from '@tessera/protocol';
+import { type TrainInstruction, trainStrategySchema, WIRE_LIMITS } from '@tessera/protocol';
+import { RoundFailure } from './trainer.js';
 
 /**
  * The failure code of a round this client cannot train as its strategy asks (an unknown
@@ -43,17 +38,15 @@ const KNOWN_STRATEGIES: Readonly<
   fedprox: { proximalMu: { min: 0, max: WIRE_LIMITS.maxProximalMu } },
 };
 
-function unsupported(message: string, field: string): TesseraError {
-  return new TesseraError(ErrorCode.INVALID_ARGUMENT, message, {
-    field,
-    failureCode: UNSUPPORTED_STRATEGY_SETTING,
-  });
+/** `field` names the setting in the message: the round's outcome shows it to the admin. */
+function unsupported(message: string, _field: string): RoundFailure {
+  return new RoundFailure(UNSUPPORTED_STRATEGY_SETTING, message);
 }
 
 /**
  * The settings a train instruction's `strategy` asks for, if this client and its trainer can
- * honour every one of them; otherwise a TesseraError (data.failureCode
- * UNSUPPORTED_STRATEGY_SETTING, data.field the setting) that fails the round.
+ * honour every one of them; otherwise a RoundFailure (code UNSUPPORTED_STRATEGY_SETTING, the
+ * setting named in its message) that fails the round.
  */
 export function readStrategySettings(
   strategy: TrainInstruction['strategy'],
@@ -101,10 +94,4 @@ export function readStrategySettings(
     }
   }
   return read;
-}
-
-/** The failure code a thrown error carries for the coordinator, if any (see readStrategySettings). */
-export function failureCodeOf(error: unknown): string | undefined {
-  const code = error instanceof TesseraError ? error.data?.['failureCode'] : undefined;
-  return typeof code === 'string' ? code : undefined;
 }

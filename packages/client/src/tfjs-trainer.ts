@@ -2,6 +2,7 @@ import type { Examples } from '@tessera/data';
 import {
   createModel,
   evaluateModel,
+  MODEL_NAMES,
   type ModelName,
   modelSpec,
   readFlatWeights,
@@ -10,13 +11,14 @@ import {
 } from '@tessera/ml';
 import { ErrorCode, type ModelDescriptor, TesseraError } from '@tessera/protocol';
 import { TFJS_TRAINER_SETTINGS } from './strategy-settings.js';
-import type {
-  EvaluateOutcome,
-  EvaluateRequest,
-  LocalTrainer,
-  TrainerProgress,
-  TrainOutcome,
-  TrainRequest,
+import {
+  type EvaluateOutcome,
+  type EvaluateRequest,
+  type LocalTrainer,
+  RoundFailure,
+  type TrainerProgress,
+  type TrainOutcome,
+  type TrainRequest,
 } from './trainer.js';
 
 type LayersModel = ReturnType<typeof createModel>;
@@ -87,6 +89,12 @@ export class TfjsTrainer implements LocalTrainer {
     weights: Float32Array,
     examples: Examples,
   ): LayersModel {
+    if (!(MODEL_NAMES as readonly string[]).includes(descriptor.name)) {
+      throw new RoundFailure(
+        'TASK_NOT_SUPPORTED',
+        `task '${descriptor.name}': this client trains the built-in MNIST tasks only (${MODEL_NAMES.join(', ')}) so far`,
+      );
+    }
     const spec = modelSpec(descriptor.name as ModelName);
     if (spec.paramCount !== descriptor.paramCount) {
       throw new TesseraError(

@@ -1,5 +1,6 @@
 import type { ModelDescriptor, TrainConfig } from '@tessera/protocol';
 import type { LocalTrainingSetting, LocalTrainingSettings } from './strategy-settings.js';
+import type { TaskDefinition } from '@tessera/tasks';
 
 /** What the client reports as it trains: one call per batch. */
 export interface TrainerProgress {
@@ -14,6 +15,8 @@ export interface TrainerProgress {
 
 export interface TrainRequest {
   model: ModelDescriptor;
+  /** The task the run trains, fetched once per sha256 and checked against it by the client. */
+  task: TaskDefinition;
   /** The global model, checked (length, finite) by the client. */
   weights: Float32Array;
   config: TrainConfig;
@@ -35,6 +38,7 @@ export interface TrainOutcome {
 
 export interface EvaluateRequest {
   model: ModelDescriptor;
+  task: TaskDefinition;
   weights: Float32Array;
   batchSize: number;
 }
@@ -43,6 +47,21 @@ export interface EvaluateOutcome {
   loss: number;
   accuracy: number;
   numExamples: number;
+}
+
+/**
+ * A round this client cannot do, with a short code for the round's outcomes (what admins see):
+ * e.g. TASK_HASH_MISMATCH, DATA_SCHEMA_MISMATCH, TASK_NOT_SUPPORTED. The message says what to
+ * change.
+ */
+export class RoundFailure extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RoundFailure';
+  }
 }
 
 /**

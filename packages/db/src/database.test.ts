@@ -19,7 +19,7 @@ import {
   type OpenDatabaseOptions,
   openDatabase,
   type RoundCommit,
-  type RunConfig,
+  type RunConfigInput,
   type RunRecord,
 } from './index.js';
 
@@ -94,8 +94,8 @@ if (testDatabaseUrl !== undefined && testDatabaseUrl !== '') {
 
 const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
 
-const config = (overrides: Partial<RunConfig> = {}): RunConfig => ({
-  model: 'mnist-mlp',
+const config = (overrides: Partial<RunConfigInput> = {}): RunConfigInput => ({
+  model: 'mlp',
   strategy: 'fedavg',
   strategyOptions: { serverLearningRate: 1, nested: { betas: [0.9, 0.99] } },
   rounds: 5,
@@ -277,7 +277,7 @@ describe.each(backends)('$name', (backend) => {
     });
 
     /** A federation with `clientCount` clients and a run. */
-    async function fixture(clientCount = 3, overrides: Partial<RunConfig> = {}) {
+    async function fixture(clientCount = 3, overrides: Partial<RunConfigInput> = {}) {
       const federation = await db.federations.create({ name: unique('federation') });
       const clients: ClientRecord[] = [];
       for (let i = 0; i < clientCount; i++) {
@@ -457,7 +457,15 @@ describe.each(backends)('$name', (backend) => {
           federationId: federation.id,
           name: 'baseline',
           status: 'created',
-          config: runConfig,
+          // The model names its built-in task, stored (by the migration) and resolved here.
+          config: {
+            ...runConfig,
+            task: {
+              name: 'mnist-mlp',
+              version: 1,
+              sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
+            },
+          },
           currentRound: 0,
           origin: 'live',
           sourceRunId: null,
@@ -473,7 +481,7 @@ describe.each(backends)('$name', (backend) => {
         expect(await db.runs.list({ federationId: federation.id })).toEqual([run]);
         expect(await db.runs.list()).toContainEqual(run);
         const unnamed = await db.runs.create({ federationId: federation.id, config: config() });
-        expect(unnamed.name).toBe('mnist-mlp/fedavg');
+        expect(unnamed.name).toBe('mlp/fedavg');
       });
 
       it.each<[string, Record<string, unknown>]>([
@@ -502,7 +510,7 @@ describe.each(backends)('$name', (backend) => {
         const error = await rejectsWith(
           db.runs.create({
             federationId: federation.id,
-            config: config(overrides as Partial<RunConfig>),
+            config: config(overrides as Partial<RunConfigInput>),
           }),
           ErrorCode.INVALID_ARGUMENT,
         );
@@ -518,6 +526,7 @@ describe.each(backends)('$name', (backend) => {
           config: { model: 'fedavg-2nn', rounds: 3 },
         });
         expect(run.config).toEqual({
+          task: { name: 'mnist-2nn', version: 1, sha256: expect.any(String) },
           model: 'fedavg-2nn',
           strategy: 'fedavg',
           strategyOptions: {},
@@ -539,6 +548,31 @@ describe.each(backends)('$name', (backend) => {
           ErrorCode.INVALID_ARGUMENT,
         );
         expect(error).toMatchObject({ data: { field: 'config' } });
+        // A task that is not stored, or a version it does not have: refused, nothing stored.
+        const unknown = await rejectsWith(
+          db.runs.create({
+            federationId: federation.id,
+            config: { task: { name: 'nope' }, rounds: 1 },
+          }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(unknown).toMatchObject({ data: { field: 'config.task' } });
+        const version = await rejectsWith(
+          db.runs.create({
+            federationId: federation.id,
+            config: { task: { name: 'mnist-2nn', version: 99 }, rounds: 1 },
+          }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(version).toMatchObject({ data: { field: 'config.task.version' } });
+        const wrongHash = await rejectsWith(
+          db.runs.create({
+            federationId: federation.id,
+            config: { task: { name: 'mnist-2nn', sha256: '0'.repeat(64) }, rounds: 1 },
+          }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(wrongHash).toMatchObject({ data: { field: 'config.task.sha256' } });
         expect(await db.runs.list({ federationId: federation.id })).toEqual([run]);
       });
 

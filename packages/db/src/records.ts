@@ -2,7 +2,7 @@
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
  */
-import type { RunConfig } from '@tessera/protocol';
+import type { StoredRunConfig } from '@tessera/protocol';
 import type { LeaseFence } from './leases.js';
 
 export const RUN_STATUSES = [
@@ -46,6 +46,7 @@ export {
   DEFAULT_UPDATE_STORAGE_LIMIT_MB,
   type RunConfig,
   type RunConfigInput,
+  type StoredRunConfig,
 } from '@tessera/protocol';
 
 export interface RunRecord {
@@ -53,7 +54,7 @@ export interface RunRecord {
   federationId: string;
   name: string;
   status: RunStatus;
-  config: RunConfig;
+  config: StoredRunConfig;
   /** The last committed round; 0 before round 1 commits. */
   currentRound: number;
   origin: RunOrigin;

@@ -1,12 +1,15 @@
 import {
   ErrorCode,
   type JsonValue,
+  MODEL_TASK_ALIASES,
   parseRunConfig,
+  type RequestedTask,
   type RunConfigInput,
   runConfigSchema,
+  type TaskRef,
   TesseraError,
 } from '@tessera/protocol';
-import type { PrismaClient, Run } from './generated/client.js';
+import type { PrismaClient, Run, Task } from './generated/client.js';
 import { jsonObject, notFound, toJsonInput } from './internal.js';
 import {
   RUN_ORIGINS,
@@ -19,12 +22,13 @@ import { invalid, requireId, requireString } from './validate.js';
 
 export interface CreateRunInput {
   federationId: string;
-  /** Defaults to "<model>/<strategy>". */
+  /** Defaults to "<model>/<strategy>" (a built-in task's), else "<task>/<strategy>". */
   name?: string;
   /**
    * Parsed again here with @tessera/protocol's run config schema (without the model and
    * strategy lists, which the database does not know): a guard for callers that bypass the
-   * edges (tests, scripts); a bad field is INVALID_ARGUMENT naming `config.<field>`.
+   * edges (tests, scripts); a bad field is INVALID_ARGUMENT naming `config.<field>`. Its
+   * `task` (or a `model` alias) is resolved here to one stored version (resolveTask).
    */
   config: RunConfigInput;
   /** Default `live`. */
@@ -54,10 +58,13 @@ export class RunRepository {
 
   async create(input: CreateRunInput): Promise<RunRecord> {
     const federationId = requireId('federationId', input.federationId);
-    const config = parseRunConfig(input.config, runConfigSchema, 'config.');
+    const { task: requested, ...config } = parseRunConfig(input.config, runConfigSchema, 'config.');
+    const task = await this.resolveTask(requested);
+    // The stored model says which zoo model a built-in task is (old clients read it).
+    const model = task.builtin ? modelOfBuiltin(task.name) : null;
     const name =
       input.name === undefined
-        ? `${config.model}/${config.strategy}`
+        ? `${model ?? task.name}/${config.strategy}`
         : requireString('name', input.name, 200).trim();
     const origin = input.origin ?? 'live';
     if (!(RUN_ORIGINS as readonly unknown[]).includes(origin)) {
@@ -88,18 +95,68 @@ export class RunRepository {
         federationId,
         name,
         ...config,
+        model,
+        taskSha256: task.sha256,
         strategyOptions: toJsonInput(config.strategyOptions),
         data: toJsonInput(config.data),
         origin,
         sourceRunId,
       },
+      include: WITH_TASK,
     });
     return toRunRecord(row);
   }
 
+  /**
+   * The stored task version a config asks for: the name's latest version, or the one given;
+   * a sha256, when given, must be that version's. INVALID_ARGUMENT naming `<prefix>task`
+   * (or `<prefix>task.version`) otherwise: the run cannot be created.
+   */
+  async resolveTask(requested: RequestedTask, fieldPrefix = 'config.'): Promise<Task> {
+    const { name, version, sha256 } = requested;
+    const task =
+      version === undefined
+        ? await this.prisma.task.findFirst({ where: { name }, orderBy: { version: 'desc' } })
+        : await this.prisma.task.findUnique({ where: { name_version: { name, version } } });
+    if (task === null) {
+      const exists =
+        version !== undefined &&
+        (await this.prisma.task.findFirst({ where: { name }, select: { id: true } })) !== null;
+      throw exists
+        ? invalid(
+            `${fieldPrefix}task.version`,
+            `${version} does not exist for task '${name}'`,
+            version,
+          )
+        : invalid(
+            `${fieldPrefix}task`,
+            `names no stored task: '${name}' (create it first: POST /api/tasks)`,
+            name,
+          );
+    }
+    if (sha256 !== undefined && sha256 !== task.sha256) {
+      throw invalid(
+        `${fieldPrefix}task.sha256`,
+        `does not match task '${name}' version ${task.version} (sha256 ${task.sha256})`,
+        sha256,
+      );
+    }
+    return task;
+  }
+
+  /** Whether a run of the federation trains the task: a client may fetch only those. */
+  async federationTrains(federationId: string, sha256: string): Promise<boolean> {
+    requireId('federationId', federationId);
+    const run = await this.prisma.run.findFirst({
+      where: { federationId, taskSha256: sha256 },
+      select: { id: true },
+    });
+    return run !== null;
+  }
+
   async get(id: string): Promise<RunRecord> {
     requireId('runId', id);
-    const row = await this.prisma.run.findUnique({ where: { id } });
+    const row = await this.prisma.run.findUnique({ where: { id }, include: WITH_TASK });
     if (row === null) throw notFound('run', id);
     return toRunRecord(row);
   }
@@ -111,6 +168,7 @@ export class RunRepository {
     const rows = await this.prisma.run.findMany({
       where: federationId === undefined ? {} : { federationId },
       orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      include: WITH_TASK,
     });
     if (rows.length === 0 && federationId !== undefined) {
       const federation = await this.prisma.federation.findUnique({
@@ -128,6 +186,7 @@ export class RunRepository {
     const rows = await this.prisma.run.findMany({
       where: { status },
       orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      include: WITH_TASK,
     });
     return rows.map(toRunRecord);
   }
@@ -147,7 +206,7 @@ export class RunRepository {
     if (options.error !== undefined && typeof options.error !== 'string') {
       throw invalid('error', 'must be a string', options.error);
     }
-    const run = await this.prisma.run.findUnique({ where: { id } });
+    const run = await this.prisma.run.findUnique({ where: { id }, include: WITH_TASK });
     if (run === null) throw notFound('run', id);
     if (run.status === status) return toRunRecord(run);
     if (!TRANSITIONS[run.status].includes(status)) {
@@ -231,13 +290,23 @@ function requireStatus(status: unknown): asserts status is RunStatus {
   }
 }
 
-export function toRunRecord(row: Run): RunRecord {
+/** A run row is read with its task's name and version (the config's `task`). */
+const WITH_TASK = { task: { select: { name: true, version: true } } } as const;
+
+/** The zoo model whose built-in task this is (MODEL_TASK_ALIASES read backwards), or null. */
+function modelOfBuiltin(taskName: string): string | null {
+  const entry = Object.entries(MODEL_TASK_ALIASES).find(([, name]) => name === taskName);
+  return entry === undefined ? null : entry[0];
+}
+
+export function toRunRecord(row: Run & { task: Pick<TaskRef, 'name' | 'version'> }): RunRecord {
   return {
     id: row.id,
     federationId: row.federationId,
     name: row.name,
     status: row.status,
     config: {
+      task: { name: row.task.name, version: row.task.version, sha256: row.taskSha256 },
       model: row.model,
       strategy: row.strategy,
       // Stored by create, which parsed them: JSON objects.

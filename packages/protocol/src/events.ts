@@ -3,6 +3,7 @@ import type {
   Ack,
   EvaluateInstruction,
   RoundClosed,
+  TaskAck,
   TrainInstruction,
   Welcome,
 } from './messages.js';
@@ -25,12 +26,14 @@ export interface ClientToServerEvents {
   update: (reply: unknown, ack?: (ack: Ack) => void) => void;
   evaluation: (reply: unknown, ack?: (ack: Ack) => void) => void;
   progress: (progress: unknown) => void;
+  /** Asks for a task's definition by sha256 (docs/protocol.md §5.9). */
+  task: (request: unknown, ack?: (ack: TaskAck) => void) => void;
   /** Synthesised by the parser (see REJECTED_FRAME_EVENT); a peer sending it is ignored. */
   'tessera:rejected-frame': (info: unknown, ack?: (ack: Ack) => void) => void;
 }
 
 /** Event names the coordinator accepts from clients. */
-export const CLIENT_EVENTS = ['update', 'evaluation', 'progress'] as const;
+export const CLIENT_EVENTS = ['update', 'evaluation', 'progress', 'task'] as const;
 
 /**
  * Emitted by the parser, never by a peer, for a frame that could not be decoded or was too large.

@@ -104,6 +104,13 @@ export interface RateLimit {
   refillMs: number;
 }
 
+/**
+ * `task` requests per connection: a client needs one per task it trains (it keeps the
+ * definition), and each answer may be megabytes of topology, so a loop asking again and again
+ * is refused (RATE_LIMITED) rather than served.
+ */
+export const TASK_REQUEST_RATE_LIMIT: RateLimit = { capacity: 8, refillMs: 5000 };
+
 export const HANDSHAKE_RATE_LIMITS = {
   /** Per remote address (not for loopback: simulations and a local proxy share it). */
   perAddress: { capacity: 30, refillMs: 1000 },

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ErrorCode, TesseraError } from './errors.js';
 import { WIRE_LIMITS } from './limits.js';
-import type { TrainConfig } from './run-config.js';
+import type { TaskRef, TrainConfig } from './run-config.js';
 import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from './text.js';
 
 /**
@@ -121,6 +121,8 @@ export interface TrainInstruction {
   runId: string;
   round: number;
   model: ModelDescriptor;
+  /** What the run trains: fetch its definition once per sha256 with the `task` event. */
+  task: TaskRef;
   /** The run's local-training settings under the run's names, and the round seed (run-config.ts). */
   config: TrainConfig;
   /**
@@ -137,6 +139,7 @@ export interface EvaluateInstruction {
   runId: string;
   round: number;
   model: ModelDescriptor;
+  task: TaskRef;
   batchSize: number;
   deadline: number;
   weights: Uint8Array;
@@ -187,6 +190,20 @@ export const evaluateReplySchema = z.discriminatedUnion('status', [
   }),
 ]);
 export type EvaluateReply = z.infer<typeof evaluateReplySchema>;
+
+/** `task` (C→S, acked): the definition of a task a run of the client's federation trains. */
+export const taskRequestSchema = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
+});
+export type TaskRequest = z.infer<typeof taskRequestSchema>;
+
+/**
+ * The answer to `task`: the definition as stored (its canonical JSON hashes to the sha256
+ * asked for, which the client checks), or NOT_FOUND.
+ */
+export type TaskAck =
+  | { ok: true; task: Record<string, unknown> }
+  | { ok: false; error: z.infer<typeof wireErrorSchema> };
 
 /** Progress while training, so admins see a live client; best effort, never acknowledged. */
 export const progressSchema = z.object({

@@ -13,7 +13,7 @@ import {
 // Choices as a coordinator passes them; the strategy schemas are written here, not imported,
 // so this package's test does not depend on @tessera/aggregation.
 const choices = {
-  models: ['net-a', 'net-b'],
+  models: ['mlp', 'cnn'],
   strategies: ['plain', 'momentum'],
   strategyOptions: {
     plain: z.strictObject({}),
@@ -35,7 +35,9 @@ function refusal(run: () => unknown): TesseraError {
 describe('the run config schema', () => {
   it('fills in every default, the same with or without choices', () => {
     const expected = {
-      model: 'net-a',
+      // A zoo model's name stands for its built-in task.
+      task: { name: 'mnist-mlp' },
+      model: 'mlp',
       strategy: 'plain',
       strategyOptions: {},
       rounds: 2,
@@ -51,7 +53,7 @@ describe('the run config schema', () => {
       keepUpdates: false,
       updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
     };
-    const input = { model: 'net-a', strategy: 'plain', rounds: 2 };
+    const input = { model: 'mlp', strategy: 'plain', rounds: 2 };
     expect(checked.parse(input)).toEqual(expected);
     expect(runConfigSchema.parse(input)).toEqual(expected);
     // Parsing its own output changes nothing: the database may guard what the edge parsed.
@@ -64,22 +66,53 @@ describe('the run config schema', () => {
     );
     expect(unknownModel.code).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(unknownModel.data).toMatchObject({ field: 'model' });
-    expect(unknownModel.message).toBe('model: unknown model; available: net-a, net-b');
+    expect(unknownModel.message).toBe('model: unknown model; available: mlp, cnn');
     expect(
-      refusal(() => parseRunConfig({ model: 'net-a', strategy: 'median', rounds: 1 }, checked))
-        .data,
+      refusal(() => parseRunConfig({ model: 'mlp', strategy: 'median', rounds: 1 }, checked)).data,
     ).toMatchObject({ field: 'strategy' });
-    // The database knows no lists: any name passes, a blank one does not.
-    expect(runConfigSchema.parse({ model: 'net-z', strategy: 'median', rounds: 1 }).model).toBe(
-      'net-z',
+    // The database knows no lists: any strategy passes; a model must be a built-in task's.
+    expect(runConfigSchema.parse({ model: 'mlp', strategy: 'median', rounds: 1 }).strategy).toBe(
+      'median',
     );
+    expect(refusal(() => parseRunConfig({ model: 'net-z', rounds: 1 })).data).toMatchObject({
+      field: 'model',
+    });
     expect(refusal(() => parseRunConfig({ model: ' ', rounds: 1 })).data).toMatchObject({
       field: 'model',
     });
   });
 
+  it('takes a task by name (and version), or a model name as its built-in task, not neither', () => {
+    const byTask = runConfigSchema.parse({ task: { name: 'wards', version: 2 }, rounds: 1 });
+    expect(byTask.task).toEqual({ name: 'wards', version: 2 });
+    expect(byTask.model).toBeNull();
+    const none = refusal(() => parseRunConfig({ rounds: 1 }));
+    expect(none.data).toMatchObject({ field: 'task' });
+    expect(none.message).toBe('task: choose a task: {name, version?}');
+    // A model and a task that is not its built-in one contradict each other.
+    const both = refusal(() =>
+      parseRunConfig({ model: 'mlp', task: { name: 'mnist-cnn' }, rounds: 1 }),
+    );
+    expect(both.data).toMatchObject({ field: 'model' });
+    expect(both.message).toBe(
+      "model: model 'mlp' is the built-in task 'mnist-mlp', not 'mnist-cnn'",
+    );
+    // A stored config (both, consistent) parses again unchanged.
+    const stored = {
+      model: 'mlp',
+      task: { name: 'mnist-mlp', version: 1, sha256: 'a'.repeat(64) },
+    };
+    expect(runConfigSchema.parse({ ...stored, rounds: 1 })).toMatchObject(stored);
+    expect(
+      refusal(() => parseRunConfig({ task: { name: 'x', version: 0 }, rounds: 1 })).data,
+    ).toMatchObject({ field: 'task.version' });
+    expect(
+      refusal(() => parseRunConfig({ task: { name: 'x', sha256: 'ABC' }, rounds: 1 })).data,
+    ).toMatchObject({ field: 'task.sha256' });
+  });
+
   it("parses the chosen strategy's options with its schema, and stores its output", () => {
-    const run = { model: 'net-a', strategy: 'momentum', rounds: 1 };
+    const run = { model: 'mlp', strategy: 'momentum', rounds: 1 };
     expect(checked.parse(run).strategyOptions).toEqual({ momentum: 0.9 });
     expect(checked.parse({ ...run, strategyOptions: { momentum: 0.5 } }).strategyOptions).toEqual({
       momentum: 0.5,
@@ -108,7 +141,7 @@ describe('the run config schema', () => {
       minUpdates: (strategy, options) =>
         strategy === 'momentum' ? 2 + Number(options['momentum']) * 10 : 1,
     });
-    const run = { model: 'net-a', strategy: 'momentum', rounds: 1 };
+    const run = { model: 'mlp', strategy: 'momentum', rounds: 1 };
     // The options as the strategy's schema output them (the default 0.9): 11 updates.
     const error = refusal(() => parseRunConfig({ ...run, minClients: 10 }, withRoundSizes));
     expect(error.data).toMatchObject({ field: 'minClients' });
@@ -122,7 +155,7 @@ describe('the run config schema', () => {
   it('names the field under the prefix the caller gives, with every issue', () => {
     const error = refusal(() =>
       parseRunConfig(
-        { model: 'net-a', rounds: 0, minClients: 3, clientsPerRound: 2, batchSize: 0 },
+        { model: 'mlp', rounds: 0, minClients: 3, clientsPerRound: 2, batchSize: 0 },
         runConfigSchema,
         'config.',
       ),
@@ -132,9 +165,8 @@ describe('the run config schema', () => {
     expect(issues).toEqual(['config.rounds', 'config.batchSize']);
     // The cross-field rule is checked once every field is valid on its own.
     expect(
-      refusal(() =>
-        parseRunConfig({ model: 'net-a', rounds: 1, minClients: 3, clientsPerRound: 2 }),
-      ).data,
+      refusal(() => parseRunConfig({ model: 'mlp', rounds: 1, minClients: 3, clientsPerRound: 2 }))
+        .data,
     ).toMatchObject({ field: 'clientsPerRound' });
     expect(refusal(() => parseRunConfig(null, runConfigSchema, 'config.')).data).toMatchObject({
       field: 'config',
@@ -145,14 +177,14 @@ describe('the run config schema', () => {
     const body = createRunSchemaFor(choices).parse({
       federationId: 'f1',
       name: 'baseline',
-      model: 'net-b',
+      model: 'cnn',
       strategy: 'momentum',
       rounds: 3,
     });
     expect(body).toMatchObject({
       federationId: 'f1',
       name: 'baseline',
-      model: 'net-b',
+      model: 'cnn',
       strategyOptions: { momentum: 0.9 },
     });
     // Published as OpenAPI from its input side.
@@ -160,7 +192,8 @@ describe('the run config schema', () => {
       required: string[];
       properties: Record<string, unknown>;
     };
-    expect(schema.required.sort()).toEqual(['federationId', 'model', 'rounds']);
+    // `task` or `model`: neither is required on its own (the transform asks for one).
+    expect(schema.required.sort()).toEqual(['federationId', 'rounds']);
     expect(Object.keys(schema.properties)).toContain('localEpochs');
   });
 
@@ -203,7 +236,7 @@ describe('the run config schema', () => {
 
   it("gives a train instruction the run's own field names and the round seed", () => {
     const config = runConfigSchema.parse({
-      model: 'net-a',
+      model: 'mlp',
       rounds: 1,
       localEpochs: 3,
       batchSize: 20,

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { fieldIssues, type JsonValue, jsonObjectSchema, text } from './admin-api.js';
 import { ErrorCode, TesseraError } from './errors.js';
+import { PG_INT_MAX } from './limits.js';
 
 /** Default per-run cap on kept client-update bytes, in MiB (RunConfig.updateStorageLimitMb). */
 export const DEFAULT_UPDATE_STORAGE_LIMIT_MB = 1024;
@@ -101,11 +102,56 @@ function nameFrom(what: string, names: readonly string[] | undefined) {
 }
 
 /**
- * What a run trains. The one place of the schema that names it, so that a reference to a task
- * can replace the model name here alone.
+ * The zoo models runs named before tasks existed, and the built-in task each one trains: a run
+ * given `model: 'fedavg-2nn'` trains the task `mnist-2nn` (@tessera/tasks builds those tasks
+ * and keys them by this table).
+ */
+export const MODEL_TASK_ALIASES: Readonly<Record<string, string>> = {
+  'fedavg-2nn': 'mnist-2nn',
+  'fedavg-cnn': 'mnist-cnn',
+  mlp: 'mnist-mlp',
+  cnn: 'mnist-small-cnn',
+};
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * A stored task as a run names it: resolved at creation to one immutable version, whose sha256
+ * (taskSha256 of the definition) every client checks the definition it fetches against.
+ */
+export interface TaskRef {
+  name: string;
+  version: number;
+  sha256: string;
+}
+
+/**
+ * `task` as given: a name, and optionally a version (default: the latest at creation) and the
+ * sha256 the caller expects. A stored config gives all three.
+ */
+const taskRefSchema = z.strictObject({
+  name: text()
+    .max(64)
+    .refine((name) => name.trim() !== '', 'choose a task'),
+  version: z.number().int().min(1).max(PG_INT_MAX).optional(),
+  sha256: z.string().regex(SHA256_HEX, 'must be 64 lowercase hex digits').optional(),
+});
+
+/**
+ * What a run trains. The one place of the schema that names it: a task, or, as before tasks
+ * existed, a zoo model's name, which stands for its built-in task (MODEL_TASK_ALIASES). A stored
+ * config has both: `model` is the zoo model of a built-in task and null for every other task.
  */
 function trainedField(choices: RunConfigChoices) {
-  return { model: nameFrom('model', choices.models) };
+  return {
+    task: taskRefSchema
+      .optional()
+      .describe('The task the run trains: {name, version?}; stored as {name, version, sha256}'),
+    model: nameFrom('model', choices.models)
+      .nullable()
+      .optional()
+      .describe("Alias of a zoo model's built-in MNIST task (fedavg-2nn: mnist-2nn, ...)"),
+  };
 }
 
 /** The fields of a run config; defaults are the FedAvg paper's MNIST settings where it has them. */
@@ -150,6 +196,12 @@ function runConfigShape(choices: RunConfigChoices) {
 }
 
 type RunConfigFields = z.output<z.ZodObject<ReturnType<typeof runConfigShape>>>;
+/** The task as the config asks for it: a name, perhaps a version and the expected sha256. */
+export type RequestedTask = z.output<typeof taskRefSchema>;
+type ResolvedFields<T extends RunConfigFields> = Omit<T, 'task' | 'model'> & {
+  task: RequestedTask;
+  model: string | null;
+};
 
 /**
  * The rules across fields, and the chosen strategy's own options schema: a run that could not
@@ -157,12 +209,23 @@ type RunConfigFields = z.output<z.ZodObject<ReturnType<typeof runConfigShape>>>;
  * schema outputs them.
  */
 function resolveRunConfig(choices: RunConfigChoices) {
-  return <T extends RunConfigFields>(run: T, context: z.RefinementCtx<T>): T => {
+  return <T extends RunConfigFields>(run: T, context: z.RefinementCtx<T>): ResolvedFields<T> => {
     let valid = true;
     const complain = (path: PropertyKey[], message: string) => {
       valid = false;
       context.addIssue({ code: 'custom', message, path });
     };
+    const model = run.model ?? null;
+    const alias = model === null ? undefined : MODEL_TASK_ALIASES[model];
+    if (model !== null && alias === undefined) {
+      complain(['model'], `model '${model}' is no built-in task's; name the task as task: {name}`);
+    }
+    const task = run.task ?? (alias === undefined ? undefined : { name: alias });
+    if (task === undefined) {
+      if (model === null) complain(['task'], 'choose a task: {name, version?}');
+    } else if (alias !== undefined && task.name !== alias) {
+      complain(['model'], `model '${model}' is the built-in task '${alias}', not '${task.name}'`);
+    }
     // Field names in these messages are the API's; the console writes its labels over them.
     if (run.clientsPerRound !== null && run.fractionFit !== null) {
       complain(['fractionFit'], 'give clientsPerRound or fractionFit, not both');
@@ -201,7 +264,7 @@ function resolveRunConfig(choices: RunConfigChoices) {
         );
       }
     }
-    return valid ? { ...run, strategyOptions } : z.NEVER;
+    return valid && task !== undefined ? { ...run, task, model, strategyOptions } : z.NEVER;
   };
 }
 
@@ -213,13 +276,38 @@ export function runConfigSchemaFor(choices: RunConfigChoices = {}) {
 /** The config schema without model and strategy lists: the database's guard. */
 export const runConfigSchema = runConfigSchemaFor();
 
-/** A run's configuration as stored, run, and returned by the API: every default filled in. */
+/**
+ * A run's configuration as parsed: every default filled in, the task as asked for (a `model`
+ * alias made its built-in task). Stored, it names one task version (StoredRunConfig).
+ */
 export type RunConfig = z.output<typeof runConfigSchema>;
+/** A run's configuration as stored, run, and returned by the API: the task resolved. */
+export type StoredRunConfig = Omit<RunConfig, 'task'> & { task: TaskRef };
 /** A run's configuration as a caller gives it: fields with defaults may be left out. */
 export type RunConfigInput = z.input<typeof runConfigSchema>;
 
 /** A stored run's config as data (every field present), for the OpenAPI response schemas. */
-export const storedRunConfigSchema = z.object(runConfigShape({}));
+export const storedRunConfigSchema = z.object({
+  ...runConfigShape({}),
+  task: z.object({ name: z.string(), version: z.number().int(), sha256: z.string() }),
+  model: z
+    .string()
+    .nullable()
+    .describe("The built-in task's zoo model (fedavg-2nn, ...); null for every other task"),
+});
+
+/** The stored config's task, or INVALID_ARGUMENT when it was never resolved to a version. */
+export function resolvedTask(config: RunConfig): TaskRef {
+  const { name, version, sha256 } = config.task;
+  if (version === undefined || sha256 === undefined) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `task: '${name}' is not resolved to a stored version`,
+      { field: 'task' },
+    );
+  }
+  return { name, version, sha256 };
+}
 
 /**
  * `POST /api/runs`: the run config's fields, flat, beside the federation and an optional name.
@@ -269,4 +357,18 @@ export type TrainConfig = Pick<RunConfig, 'localEpochs' | 'batchSize' | 'learnin
 export function trainConfigFor(config: RunConfig, seed: number): TrainConfig {
   const { localEpochs, batchSize, learningRate } = config;
   return { localEpochs, batchSize, learningRate, seed };
+}
+
+/**
+ * The zoo model a run trains, for the tools that build MNIST models by name (central
+ * evaluation, replay, export): the config's `model`, which only a built-in task has. Other
+ * tasks: INVALID_ARGUMENT, field `task`, saying what is missing.
+ */
+export function zooModelOf(config: Pick<RunConfig, 'model' | 'task'>, what: string): string {
+  if (config.model !== null) return config.model;
+  throw new TesseraError(
+    ErrorCode.INVALID_ARGUMENT,
+    `task: ${what} is available for the built-in MNIST tasks only, not yet for '${config.task.name}'`,
+    { field: 'task' },
+  );
 }

@@ -6,7 +6,13 @@ import {
   type Strategy,
 } from '@tessera/aggregation';
 import type { Database, RoundRecord, RunRecord } from '@tessera/db';
-import { bytesToWeights, ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
+import {
+  bytesToWeights,
+  ErrorCode,
+  TesseraError,
+  weightsToBytes,
+  zooModelOf,
+} from '@tessera/protocol';
 import type { RunRecords } from './records.js';
 
 function sha256(bytes: Uint8Array): string {
@@ -262,7 +268,10 @@ export async function counterfactualReplay(
       });
       counterfactual = weights;
       if (options.evaluate) {
-        const central = await options.evaluate(source.config.model, weights);
+        const central = await options.evaluate(
+          zooModelOf(source.config, 'central evaluation'),
+          weights,
+        );
         record = await db.rounds.recordEvaluation(replay.id, round, { central });
       }
       options.onRound?.(record);

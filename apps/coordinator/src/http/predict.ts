@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { drawingToMnist, rgbaToGrayscale } from '@tessera/data/browser';
 import type { Database } from '@tessera/db';
 import { modelWithWeights, type TfjsArtifacts, toTfjsArtifacts } from '@tessera/ml';
-import { bytesToWeights, ErrorCode, TesseraError } from '@tessera/protocol';
+import { bytesToWeights, ErrorCode, TesseraError, zooModelOf } from '@tessera/protocol';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import { builtWorkerExecArgv } from '../worker-argv.js';
@@ -162,7 +162,10 @@ export class ModelServer {
     if (cached === undefined || cached.sha256 !== checkpoint.sha256) {
       if (cached) cached.model.dispose();
       const weights = bytesToWeights(checkpoint.weights, checkpoint.paramCount);
-      cached = { model: modelWithWeights(run.config.model, weights), sha256: checkpoint.sha256 };
+      cached = {
+        model: modelWithWeights(zooModelOf(run.config, 'the model download'), weights),
+        sha256: checkpoint.sha256,
+      };
     }
     // Most recently used last; evict from the front.
     this.cache.delete(key);
@@ -187,7 +190,7 @@ export class ModelServer {
     const { run, checkpoint } = await this.resolve(runId, round);
     const probabilities = await this.worker.predict({
       modelKey: `${runId}:${checkpoint.round}:${checkpoint.sha256}`,
-      model: run.config.model,
+      model: zooModelOf(run.config, 'predict'),
       weights: () => bytesToWeights(checkpoint.weights, checkpoint.paramCount),
       input,
     });
