@@ -11,6 +11,7 @@ import {
   type TrainReply,
   weightsToBytes,
 } from '@tessera/protocol';
+import { builtinTask, taskSha256 } from '@tessera/tasks';
 import { Server } from 'socket.io';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
@@ -115,6 +116,7 @@ describe('a client asked for a strategy setting it cannot honour', () => {
   it('fails the round with UNSUPPORTED_STRATEGY_SETTING naming it, and trains nothing; a setting it knows trains', async () => {
     // A coordinator of the test's own on the real wire (Socket.IO, MessagePack), so that it can
     // send what Tessera's coordinator never would.
+    const mnist2nn = builtinTask('mnist-2nn');
     const http = createServer();
     const io = new Server(http, { parser: createMsgpackParser(), transports: ['websocket'] });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
@@ -125,6 +127,10 @@ describe('a client asked for a strategy setting it cannot honour', () => {
         socket.on('update', (reply: TrainReply, ack: (answer: unknown) => void) => {
           replies.push(reply);
           ack({ ok: true });
+        });
+        // The run's task, asked for once (docs/protocol.md §5.9).
+        socket.on('task', (_request: unknown, ack: (answer: unknown) => void) => {
+          ack({ ok: true, task: mnist2nn });
         });
         socket.emit('welcome', {
           clientId: 'c1',
@@ -172,6 +178,7 @@ describe('a client asked for a strategy setting it cannot honour', () => {
           runId: 'r1',
           round,
           model: { name: 'fedavg-2nn', paramCount: weights.length },
+          task: { name: mnist2nn.name, version: 1, sha256: taskSha256(mnist2nn) },
           config: { localEpochs: 1, batchSize: 20, learningRate: 0.05, seed: 3 },
           strategy,
           deadline: Date.now() + 60_000,

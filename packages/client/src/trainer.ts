@@ -1,6 +1,6 @@
 import type { ModelDescriptor, TrainConfig } from '@tessera/protocol';
-import type { LocalTrainingSetting, LocalTrainingSettings } from './strategy-settings.js';
 import type { TaskDefinition } from '@tessera/tasks';
+import type { LocalTrainingSetting, LocalTrainingSettings } from './strategy-settings.js';
 
 /** What the client reports as it trains: one call per batch. */
 export interface TrainerProgress {

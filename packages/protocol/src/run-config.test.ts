@@ -198,7 +198,7 @@ describe('the run config schema', () => {
   });
 
   it('says what each field takes, in words, whatever the bad value is', () => {
-    const run = { model: 'net-a', rounds: 1 };
+    const run = { model: 'fedavg-2nn', rounds: 1 };
     const messageFor = (field: string, value: unknown) => {
       const issues = (refusal(() => parseRunConfig({ ...run, [field]: value })).data?.['issues'] ??
         []) as Array<{ field: string; message: string }>;
@@ -221,7 +221,7 @@ describe('the run config schema', () => {
   });
 
   it('takes clients per round or a fraction, not both, and never fewer than the minimum', () => {
-    const run = { model: 'net-a', rounds: 1 };
+    const run = { model: 'fedavg-2nn', rounds: 1 };
     const both = refusal(() => parseRunConfig({ ...run, clientsPerRound: 4, fractionFit: 0.5 }));
     expect(both.data).toMatchObject({ field: 'fractionFit' });
     expect(both.message).toBe('fractionFit: give clientsPerRound or fractionFit, not both');
