@@ -221,8 +221,8 @@ describe('tessera verify --url', () => {
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const lines = result.stdout.trim().split('\n');
-    expect(lines[1]).toMatch(/^ {4}1 {8}2 {2}[0-9a-f]{16} {2}[0-9a-f]{16} {2}yes$/);
-    expect(lines[2]).toMatch(/^ {4}2 {8}2 {2}[0-9a-f]{16} {2}[0-9a-f]{16} {2}yes$/);
+    expect(lines[1]).toMatch(/^ {4}1 {8}2 {2}[0-9a-f]{16} {2}[0-9a-f]{16} {2}yes {2,}-$/);
+    expect(lines[2]).toMatch(/^ {4}2 {8}2 {2}[0-9a-f]{16} {2}[0-9a-f]{16} {2}yes {2,}-$/);
     expect(result.stdout).toContain(
       `replay of run ${runs.faithful} (fedavg) is bit-identical: 2/2 checkpoints reproduced`,
     );

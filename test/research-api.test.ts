@@ -65,6 +65,7 @@ async function everyRoute(tokenId: string) {
   const federation = runs.federationId;
   const clientId = (await fx.db.clients.list(federation))[0]?.id ?? '';
   const userId = (await fx.db.accounts.listUsers())[0]?.id ?? '';
+  const task = (await fx.db.tasks.list())[0];
   const routes: Array<{ method: string; path: string; access: string }> = [];
   for (const [path, methods] of Object.entries(doc.body.paths)) {
     for (const [method, operation] of Object.entries(methods)) {
@@ -77,6 +78,8 @@ async function everyRoute(tokenId: string) {
           .replace('/users/{id}', `/users/${userId}`)
           .replace('/runs/{id}', `/runs/${runs.faithful}`)
           .replace('{tokenId}', tokenId)
+          .replace('{sha256}', task?.sha256 ?? '')
+          .replace('/tasks/{name}', `/tasks/${task?.name ?? ''}`)
           .replace('{round}', '1'),
         access: operation['x-tessera-access'],
       });

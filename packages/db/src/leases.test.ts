@@ -95,6 +95,15 @@ for (const backend of testBackends('leases')) {
       expect(await db.leases.acquire(runId, 'b', 60_000)).toMatchObject({ token: 3 });
     });
 
+    it('never offers a running replay for takeover: the CLI computes it, not a coordinator', async () => {
+      const sourceRunId = await runningRun();
+      const replay = await db.runs.create({ federationId, config, origin: 'replay', sourceRunId });
+      await db.runs.setStatus(replay.id, 'running');
+      const orphans = await db.leases.orphanedRunningRuns();
+      expect(orphans).toContain(sourceRunId);
+      expect(orphans).not.toContain(replay.id);
+    });
+
     it('lets exactly one of 6 processes racing for an expired lease win', async () => {
       const runId = await runningRun();
       await db.leases.acquire(runId, 'dead', 1);

@@ -95,11 +95,16 @@ export class LeaseRepository {
     return row === null ? null : toRecord(row);
   }
 
-  /** Ids of runs with status `running` whose lease is missing or expired: ones to take over. */
+  /**
+   * Ids of runs with status `running` whose lease is missing or expired: ones to take over.
+   * Replays are not among them: they are computed by whoever runs `tessera replay` from kept
+   * updates, never by a coordinator with clients (one that took a replay over would train it).
+   */
   async orphanedRunningRuns(): Promise<string[]> {
     const rows = await this.prisma.$queryRaw<Array<{ id: string }>>`
       SELECT r."id" FROM "Run" r LEFT JOIN "RunLease" l ON l."runId" = r."id"
-      WHERE r."status" = 'running' AND (l."runId" IS NULL OR l."expiresAt" <= now())
+      WHERE r."status" = 'running' AND r."origin" <> 'replay'
+        AND (l."runId" IS NULL OR l."expiresAt" <= now())
       ORDER BY r."createdAt", r."id"`;
     return rows.map((row) => row.id);
   }
