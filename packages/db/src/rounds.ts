@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { ErrorCode, isStorableText, TesseraError } from '@tessera/protocol';
+import type { ByteParameters } from './byte-parameters.js';
 import type { ClientUpdate, Prisma, PrismaClient, Round } from './generated/client.js';
 import {
   isForeignKeyViolation,
@@ -53,7 +54,11 @@ function sha256(bytes: Uint8Array): string {
 }
 
 export class RoundRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    /** Where commit registers the bytes its raw INSERTs name (see byte-parameters.ts). */
+    private readonly bytes: ByteParameters,
+  ) {}
 
   /** Stores the run's initial global model as checkpoint 0. */
   async saveInitialCheckpoint(runId: string, weights: Uint8Array): Promise<CheckpointRecord> {
@@ -183,35 +188,21 @@ export class RoundRepository {
               outcomes: (commit.outcomes ?? []).map((outcome) => toJsonInput({ ...outcome })),
             },
           });
-          if (commit.updates.length > 0) {
-            await tx.clientUpdate.createMany({
-              data: commit.updates.map((update) => ({
-                roundId: row.id,
-                clientId: update.clientId,
-                arrivalIndex: update.arrivalIndex,
-                numExamples: update.numExamples,
-                durationMs: update.durationMs,
-                sizeBytes: update.sizeBytes,
-                sha256: update.sha256,
-                metrics: toJsonInput(update.metrics),
-                runtime: update.runtime ?? null,
-                backend: update.backend ?? null,
-                weights: keep.store && update.weights ? toPrismaBytes(update.weights) : null,
-              })),
-            });
-          }
-          await tx.checkpoint.create({
-            data: {
+          // The update and checkpoint bytes go as raw INSERTs whose bytea parameters reach the
+          // driver as bytes (byte-parameters.ts), in this transaction: no base64, no RETURNING.
+          await this.bytes.with(async (bytes) => {
+            await insertUpdates(tx, bytes, row.id, commit.updates, keep.store);
+            await tx.$executeRawUnsafe(
+              `INSERT INTO "Checkpoint" ("id", "runId", "round", "weights", "sha256", "paramCount", "strategyState")
+               VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+              randomUUID(),
               runId,
               round,
-              weights: toPrismaBytes(commit.checkpoint),
-              sha256: checkpointSha,
+              bytes(commit.checkpoint),
+              checkpointSha,
               paramCount,
-              strategyState:
-                commit.strategyState === undefined || commit.strategyState === null
-                  ? null
-                  : toPrismaBytes(commit.strategyState),
-            },
+              commit.strategyState ? bytes(commit.strategyState) : null,
+            );
           });
           return toRoundRecord(row);
         },
@@ -483,6 +474,81 @@ export class RoundRepository {
       );
     }
   }
+}
+
+/**
+ * Rows of one INSERT: at most this many update bytes, so that the driver's bind message (one
+ * buffer) stays small next to the updates themselves and far below PostgreSQL's 1 GB message
+ * limit, and at most this many rows (12 parameters each, under the protocol's 65,535).
+ */
+const MAX_INSERT_BYTES = 16 * 1024 * 1024;
+const MAX_INSERT_ROWS = 1000;
+
+const UPDATE_COLUMNS = [
+  'id',
+  'roundId',
+  'clientId',
+  'arrivalIndex',
+  'numExamples',
+  'durationMs',
+  'sizeBytes',
+  'sha256',
+  'metrics',
+  'runtime',
+  'backend',
+  'weights',
+] as const;
+
+/** The round's update rows, in as few INSERTs as the bounds above allow. */
+async function insertUpdates(
+  tx: Tx,
+  bytes: (value: Uint8Array) => string,
+  roundId: string,
+  updates: RoundCommit['updates'],
+  store: boolean,
+): Promise<void> {
+  const columns = UPDATE_COLUMNS.map((column) => `"${column}"`).join(', ');
+  let rows: string[] = [];
+  let values: unknown[] = [];
+  let batchBytes = 0;
+  const flush = async () => {
+    if (rows.length === 0) return;
+    await tx.$executeRawUnsafe(
+      `INSERT INTO "ClientUpdate" (${columns}) VALUES ${rows.join(', ')}`,
+      ...values,
+    );
+    rows = [];
+    values = [];
+    batchBytes = 0;
+  };
+  for (const update of updates) {
+    const weights = store ? (update.weights ?? null) : null;
+    const size = weights?.byteLength ?? 0;
+    if (
+      rows.length >= MAX_INSERT_ROWS ||
+      (rows.length > 0 && batchBytes + size > MAX_INSERT_BYTES)
+    ) {
+      await flush();
+    }
+    const first = values.length + 1;
+    rows.push(`(${UPDATE_COLUMNS.map((_, index) => `$${first + index}`).join(', ')})`);
+    values.push(
+      randomUUID(),
+      roundId,
+      update.clientId,
+      update.arrivalIndex,
+      update.numExamples,
+      update.durationMs,
+      update.sizeBytes,
+      update.sha256,
+      JSON.stringify(update.metrics),
+      update.runtime ?? null,
+      update.backend ?? null,
+      weights === null ? null : bytes(weights),
+    );
+    batchBytes += size;
+  }
+  await flush();
 }
 
 interface KeepState {
