@@ -676,13 +676,23 @@ function validateCommit(input: RoundCommit): RoundCommit {
       throw invalid(field('arrivalIndex'), `${arrivalIndex} is used twice`);
     }
     arrivalIndexes.add(arrivalIndex);
-    const updateSha = requireSha256(field('sha256'), update.sha256);
+    // The one hash of a kept update is this one, of the bytes about to be stored: the record
+    // then cannot describe other bytes than it holds, whatever the caller says (a replay checks
+    // the bytes against it again on the way out). The coordinator leaves sha256 out for the
+    // updates it keeps, and hashes on arrival only those whose bytes are not kept.
     let weights: Uint8Array | null = null;
+    let updateSha: string;
     if (update.weights !== undefined && update.weights !== null) {
       weights = requireWeights(field('weights'), update.weights);
-      if (sha256(weights) !== updateSha) {
+      updateSha = sha256(weights);
+      if (
+        update.sha256 !== undefined &&
+        requireSha256(field('sha256'), update.sha256) !== updateSha
+      ) {
         throw invalid(field('weights'), "do not match the update's sha256");
       }
+    } else {
+      updateSha = requireSha256(field('sha256'), update.sha256);
     }
     return {
       clientId,
