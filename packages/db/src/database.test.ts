@@ -1009,7 +1009,7 @@ describe.each(backends)('$name', (backend) => {
       });
 
       it('stores large kept updates over several INSERTs in one transaction, hashing bytes sent without a sha256', async () => {
-        // 9 MB updates: more than one INSERT carries (16 MB), so the round takes two of them.
+        // 9 MB updates, each in an INSERT of its own: the round takes several statements.
         const params = 9 * 1024 * 256;
         const bytesOf = (seed: number) => {
           const values = new Float32Array(params);

@@ -477,11 +477,11 @@ export class RoundRepository {
 }
 
 /**
- * Rows of one INSERT: at most this many update bytes, so that the driver's bind message (one
- * buffer) stays small next to the updates themselves and far below PostgreSQL's 1 GB message
- * limit, and at most this many rows (12 parameters each, under the protocol's 65,535).
+ * Rows of one INSERT without bytes: at most this many (12 parameters each, under the
+ * protocol's 65,535). A row with bytes goes in an INSERT of its own: node-postgres builds a
+ * bind message in one buffer that grows by doubling, so several updates in one statement pay
+ * copies that one each does not (10 CNN updates: 2.2x plain node-postgres batched, 1.2x alone).
  */
-const MAX_INSERT_BYTES = 16 * 1024 * 1024;
 const MAX_INSERT_ROWS = 1000;
 
 const UPDATE_COLUMNS = [
@@ -499,7 +499,7 @@ const UPDATE_COLUMNS = [
   'weights',
 ] as const;
 
-/** The round's update rows, in as few INSERTs as the bounds above allow. */
+/** The round's update rows: those with bytes one per INSERT, the others in batches. */
 async function insertUpdates(
   tx: Tx,
   bytes: (value: Uint8Array) => string,
@@ -524,10 +524,7 @@ async function insertUpdates(
   for (const update of updates) {
     const weights = store ? (update.weights ?? null) : null;
     const size = weights?.byteLength ?? 0;
-    if (
-      rows.length >= MAX_INSERT_ROWS ||
-      (rows.length > 0 && batchBytes + size > MAX_INSERT_BYTES)
-    ) {
+    if (rows.length >= MAX_INSERT_ROWS || (rows.length > 0 && (size > 0 || batchBytes > 0))) {
       await flush();
     }
     const first = values.length + 1;
