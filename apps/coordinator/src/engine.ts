@@ -290,7 +290,11 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         numExamples: reply.numExamples,
         durationMs: reply.durationMs,
         sizeBytes: reply.weights.byteLength,
-        sha256: createHash('sha256').update(reply.weights).digest('hex'),
+        // Kept bytes are hashed by the commit that stores them (once, and it cannot be told a
+        // wrong hash); only updates whose bytes are not kept are hashed here.
+        sha256: this.run.config.keepUpdates
+          ? undefined
+          : createHash('sha256').update(reply.weights).digest('hex'),
         metrics: reply.metrics,
         // A copy: the decoded frame's bytes may be a view into a larger receive buffer.
         weights: this.run.config.keepUpdates ? reply.weights.slice() : null,

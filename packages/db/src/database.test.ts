@@ -1042,6 +1042,56 @@ describe.each(backends)('$name', (backend) => {
         expect((await db.rounds.allUpdates(run.id)).map((u) => u.round)).toEqual([1, 1]);
       });
 
+      it('stores large kept updates over several INSERTs in one transaction, hashing bytes sent without a sha256', async () => {
+        // 9 MB updates, each in an INSERT of its own: the round takes several statements.
+        const params = 9 * 1024 * 256;
+        const bytesOf = (seed: number) => {
+          const values = new Float32Array(params);
+          for (let i = 0; i < params; i += 997) values[i] = seed + i;
+          return new Uint8Array(values.buffer);
+        };
+        const { run, clients } = await fixture(3, { keepUpdates: true });
+        await db.rounds.saveInitialCheckpoint(run.id, bytesOf(0));
+        const base = roundCommit(run, clients, 1, bytesOf(10));
+        const withBytes = (commit: RoundCommit): RoundCommit => ({
+          ...commit,
+          updates: commit.updates.map(({ sha256: _left, ...update }, index) => ({
+            ...update,
+            sizeBytes: params * 4,
+            weights: bytesOf(index + 1),
+          })),
+          strategyState: bytesOf(20),
+        });
+
+        // The second INSERT fails (no such client): the first one's row goes with the round.
+        const ghost = withBytes(base);
+        ghost.selectedClientIds = [...ghost.selectedClientIds, 'ghost'];
+        ghost.participantClientIds = [...ghost.participantClientIds, 'ghost'];
+        ghost.updates = [
+          ...ghost.updates,
+          { ...at(ghost.updates, 0), clientId: 'ghost', arrivalIndex: 2 },
+        ];
+        await rejectsWith(db.rounds.commit(ghost), ErrorCode.INVALID_ARGUMENT);
+        expect(await db.prisma.clientUpdate.count({ where: { round: { runId: run.id } } })).toBe(0);
+        expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(0);
+
+        const commit = withBytes(base);
+        await db.rounds.commit(commit);
+        const kept = await db.rounds.updatesWithWeights(run.id, 1);
+        expect(kept.map((update) => update.sha256)).toEqual(
+          commit.updates.map((update) => sha256(update.weights ?? new Uint8Array())),
+        );
+        for (const [index, update] of kept.entries()) {
+          expect(Buffer.from(update.weights).equals(Buffer.from(bytesOf(index + 1)))).toBe(true);
+        }
+        const checkpoint = await db.rounds.checkpoint(run.id, 1);
+        expect(checkpoint.sha256).toBe(sha256(bytesOf(10)));
+        expect(Buffer.from(checkpoint.strategyState ?? []).equals(Buffer.from(bytesOf(20)))).toBe(
+          true,
+        );
+        expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(2 * params * 4);
+      });
+
       it('records runtime and backend but no bytes for a run without keepUpdates', async () => {
         const { run, clients } = await fixture();
         await db.rounds.commit(keptCommit(run, clients, 1));

@@ -7,6 +7,7 @@ import pg from 'pg';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { AccountRepository } from './accounts.js';
 import { ApiTokenRepository } from './api-tokens.js';
+import { ByteParameters, withByteParameters } from './byte-parameters.js';
 import { ClientRepository } from './clients.js';
 import { FederationRepository } from './federations.js';
 import { PrismaClient } from './generated/client.js';
@@ -56,6 +57,9 @@ export interface Database {
   /** Disconnects (and, for PGlite, flushes and closes the data folder). Idempotent. */
   close(): Promise<void>;
 }
+
+/** PostgreSQL's type oid of bytea. */
+const BYTEA_OID = 17;
 
 /** PGlite's data folder when none is given, relative to the current directory. */
 export const DEFAULT_PGLITE_DIR = '.tessera/pglite';
@@ -147,20 +151,31 @@ async function openPostgres(
     // 'error'); the pool replaces it and the next query reconnects.
     onPoolError: () => {},
   });
-  const prisma = new PrismaClient({ adapter });
-  return assemble('postgres', prisma, migrations, async () => {
+  const bytes = new ByteParameters();
+  const prisma = new PrismaClient({ adapter: withByteParameters(adapter, bytes) });
+  return assemble('postgres', prisma, bytes, migrations, async () => {
     await prisma.$disconnect();
   });
 }
 
+/**
+ * PGlite's own bytea serializer writes a parameter as `\x` hex text built one byte at a time
+ * (seconds for a model's weights). Its protocol writer binds any ArrayBuffer view it is given
+ * in binary format, so this one hands the bytes through untouched (a string, e.g. hex text,
+ * still goes as text). Its type says string: that is all PGlite's typings allow for.
+ */
+const PGLITE_OPTIONS = {
+  serializers: { [BYTEA_OID]: (value: unknown) => value as string },
+};
+
 async function openPglite(dataDir: string | undefined, migrationsDir: string): Promise<Database> {
   let pglite: PGlite;
   if (dataDir === undefined) {
-    pglite = await PGlite.create();
+    pglite = await PGlite.create(PGLITE_OPTIONS);
   } else {
     const dir = resolve(process.cwd(), dataDir);
     await mkdir(dir, { recursive: true });
-    pglite = await PGlite.create(dir);
+    pglite = await PGlite.create(dir, PGLITE_OPTIONS);
   }
   let migrations: MigrationReport;
   try {
@@ -176,8 +191,9 @@ async function openPglite(dataDir: string | undefined, migrationsDir: string): P
     await pglite.close();
     throw error;
   }
-  const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
-  return assemble('pglite', prisma, migrations, async () => {
+  const bytes = new ByteParameters();
+  const prisma = new PrismaClient({ adapter: withByteParameters(new PrismaPGlite(pglite), bytes) });
+  return assemble('pglite', prisma, bytes, migrations, async () => {
     await prisma.$disconnect();
     await pglite.close();
   });
@@ -186,6 +202,7 @@ async function openPglite(dataDir: string | undefined, migrationsDir: string): P
 function assemble(
   kind: Database['kind'],
   prisma: PrismaClient,
+  bytes: ByteParameters,
   migrations: MigrationReport,
   shutdown: () => Promise<void>,
 ): Database {
@@ -198,7 +215,7 @@ function assemble(
     accounts: new AccountRepository(prisma),
     apiTokens: new ApiTokenRepository(prisma),
     runs: new RunRepository(prisma),
-    rounds: new RoundRepository(prisma),
+    rounds: new RoundRepository(prisma, bytes),
     tasks: new TaskRepository(prisma),
     leases: new LeaseRepository(prisma),
     migrations,

@@ -15,12 +15,30 @@ export function prismaCode(error: unknown): string | undefined {
   return error instanceof Prisma.PrismaClientKnownRequestError ? error.code : undefined;
 }
 
+/**
+ * What the driver adapter said went wrong in a raw query. Prisma reports every failed raw
+ * query as P2010 and leaves the kind of failure (the one its model queries turn into P2002,
+ * P2003...) in meta.driverAdapterError.cause.kind.
+ */
+function rawQueryFailure(error: unknown): string | undefined {
+  if (prismaCode(error) !== 'P2010') return undefined;
+  const meta = (error as Prisma.PrismaClientKnownRequestError).meta;
+  const adapterError = meta?.['driverAdapterError'];
+  if (typeof adapterError !== 'object' || adapterError === null) return undefined;
+  const cause = (adapterError as { cause?: unknown }).cause;
+  if (typeof cause !== 'object' || cause === null) return undefined;
+  const kind = (cause as { kind?: unknown }).kind;
+  return typeof kind === 'string' ? kind : undefined;
+}
+
 export function isUniqueViolation(error: unknown): boolean {
-  return prismaCode(error) === 'P2002';
+  return prismaCode(error) === 'P2002' || rawQueryFailure(error) === 'UniqueConstraintViolation';
 }
 
 export function isForeignKeyViolation(error: unknown): boolean {
-  return prismaCode(error) === 'P2003';
+  return (
+    prismaCode(error) === 'P2003' || rawQueryFailure(error) === 'ForeignKeyConstraintViolation'
+  );
 }
 
 export function isRecordNotFound(error: unknown): boolean {

@@ -131,8 +131,12 @@ export interface ClientUpdateInput {
   numExamples: number;
   durationMs: number;
   sizeBytes: number;
-  /** sha256 (lowercase hex) of the update's bytes as received. */
-  sha256: string;
+  /**
+   * sha256 (lowercase hex) of the update's bytes as received. Required without `weights`;
+   * with them it may be left out: commit then hashes the bytes it stores (and checks a given
+   * one against them), so that each update is hashed once.
+   */
+  sha256?: string;
   metrics: Record<string, number>;
   /** The update's bytes, kept when the run keeps updates (checked against sha256). */
   weights?: Uint8Array | null;
@@ -141,8 +145,9 @@ export interface ClientUpdateInput {
   backend?: string | null;
 }
 
-export interface ClientUpdateRecord extends Omit<ClientUpdateInput, 'weights'> {
+export interface ClientUpdateRecord extends Omit<ClientUpdateInput, 'weights' | 'sha256'> {
   id: string;
+  sha256: string;
   roundId: string;
   /** The round's number within its run. */
   round: number;
