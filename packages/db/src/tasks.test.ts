@@ -76,7 +76,7 @@ for (const backend of testBackends('tasks')) {
     });
 
     it('stores a built-in once, even when ensured concurrently; a changed one is a new version', async () => {
-      const builtin = { name: 'mnist-2nn', sha256: sha('v1'), definition: { v: 1 }, paramCount: 3 };
+      const builtin = { name: 'a-builtin', sha256: sha('v1'), definition: { v: 1 }, paramCount: 3 };
       const results = await Promise.all([1, 2, 3].map(() => db.tasks.ensureBuiltin(builtin)));
       expect(new Set(results.map((r) => r.id)).size).toBe(1);
       expect(results[0]).toMatchObject({ builtin: true, version: 1 });
