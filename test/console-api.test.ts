@@ -129,8 +129,11 @@ describe('who may call what', () => {
     expect(doc.body.openapi).toBe('3.1.0');
     const createRun =
       doc.body.paths['/api/runs']?.['post']?.requestBody?.content['application/json']?.schema;
-    expect(createRun?.required).toEqual(
-      expect.arrayContaining(['federationId', 'model', 'rounds']),
+    // A run names a task, or a zoo model as the alias of its built-in task: neither is required
+    // on its own.
+    expect(createRun?.required).toEqual(expect.arrayContaining(['federationId', 'rounds']));
+    expect(Object.keys(createRun?.properties ?? {})).toEqual(
+      expect.arrayContaining(['task', 'model']),
     );
     expect(createRun?.properties['rounds']).toMatchObject({ type: 'integer', maximum: 100000 });
     expect(createRun?.properties['learningRate']).toMatchObject({ default: 0.05 });

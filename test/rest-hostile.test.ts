@@ -254,11 +254,14 @@ async function storeRunRow(
   columns: Record<string, unknown>,
   status: 'created' | 'running' = 'created',
 ): Promise<string> {
+  // Every run row names the task it trains (a foreign key): the 2NN's built-in task here.
+  const { sha256: taskSha256 } = await db.tasks.byName('mnist-2nn');
   const row = await db.prisma.run.create({
     data: {
       federationId,
       name: 'stored by an older version',
       model: 'fedavg-2nn',
+      taskSha256,
       strategy: 'fedavg',
       strategyOptions: {},
       rounds: 2,
