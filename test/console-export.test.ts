@@ -96,4 +96,30 @@ describe('export from the console', () => {
     expect(updateRows.map((row) => row[1])).toEqual(['2', '2']);
     await context.close();
   }, 300_000);
+
+  it('lets a researcher verify a run from its page: bit-identical, differing, or nothing kept', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(60_000);
+    await page.goto(fx.url);
+    await page.fill('input[name=email]', 'export-researcher@example.org');
+    await page.fill('input[name=password]', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.getByTestId('who').waitFor();
+    const verify = async (runId: string) => {
+      await page.goto(`${fx.url}/runs/${runId}`);
+      await page.getByTestId('verify').getByRole('button', { name: 'Verify' }).click();
+      return page.getByTestId('verify-result').textContent();
+    };
+    expect(await verify(runs.faithful)).toBe(
+      'Bit-identical: 2 of 2 checkpoints reproduced bit-identically.',
+    );
+    expect(await verify(runs.tampered)).toBe(
+      'NOT identical: 0 of 1 checkpoints reproduced bit-identically; round 1 differs.',
+    );
+    expect(await verify(runs.plain)).toMatch(
+      /^Nothing to replay: the run kept no update bytes \(keepUpdates was off\)\. It can be verified only against its records, not replayed\.$/,
+    );
+    await context.close();
+  }, 300_000);
 });

@@ -20,6 +20,7 @@ import {
 import { describeState } from './clients.js';
 import { ExportLinks } from './export-links.js';
 import { TryModel } from './try-model.js';
+import { VerifyCard } from './verify-card.js';
 
 /** Client id -> organisation, from the federation's credentials. */
 export function useOrganisations(federationId: string | undefined) {
@@ -291,7 +292,10 @@ export function RunPage({ id }: { id: string }) {
       </table>
 
       {current.currentRound > 0 ? (
-        <ExportLinks runId={id} modelRound={current.currentRound} />
+        <>
+          <ExportLinks runId={id} modelRound={current.currentRound} />
+          <VerifyCard runId={id} />
+        </>
       ) : null}
 
       {current.status !== 'created' ? (
