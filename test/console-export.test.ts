@@ -97,6 +97,44 @@ describe('export from the console', () => {
     await context.close();
   }, 300_000);
 
+  it('lets a researcher create an API token in the console, use it, and revoke it', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(60_000);
+    page.on('dialog', (dialog) => dialog.accept());
+    await page.goto(fx.url);
+    await page.fill('input[name=email]', 'export-researcher@example.org');
+    await page.fill('input[name=password]', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.getByTestId('who').waitFor();
+    await page.getByRole('link', { name: 'API tokens' }).click();
+    const form = page.getByRole('form', { name: 'Create an API token' });
+    // A bad value is refused at its field, and nothing is stored.
+    const before = await fx.db.prisma.apiToken.count();
+    await form.locator('input[name=name]').fill('laptop');
+    await form.locator('input[name=expiresInDays]').fill('1000');
+    await form.getByRole('button', { name: 'Create' }).click();
+    await form.locator('[data-error-for=expiresInDays]').waitFor();
+    expect(await fx.db.prisma.apiToken.count()).toBe(before);
+
+    await form.locator('input[name=expiresInDays]').fill('30');
+    await form.getByRole('button', { name: 'Create' }).click();
+    const token = (await page.getByTestId('new-token-value').textContent()) ?? '';
+    expect(token).toMatch(/^tsa_/);
+    const read = (bearer: string) =>
+      fetch(`${fx.url}/api/runs/${runs.faithful}`, {
+        headers: { authorization: `Bearer ${bearer}` },
+      });
+    expect((await read(token)).status).toBe(200);
+    await page.getByTestId('tokens').getByRole('button', { name: 'Revoke' }).click();
+    await page
+      .getByTestId('tokens')
+      .getByText(/^revoked /)
+      .waitFor();
+    expect((await read(token)).status).toBe(401);
+    await context.close();
+  }, 300_000);
+
   it('lets a researcher verify a run from its page: bit-identical, differing, or nothing kept', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();

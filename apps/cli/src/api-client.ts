@@ -13,8 +13,8 @@ import type { RunRecords } from '@tessera/research';
 
 export const API_USAGE = `  --url URL           a coordinator's address (http://host:port): read the run over its REST
                       API as a researcher, instead of from the database
-  --token-file FILE   a file whose first line is your API token (made with your console
-                      session: POST /api/me/tokens); or set TESSERA_TOKEN
+  --token-file FILE   a file whose first line is your API token (made on the console's
+                      API tokens page, or POST /api/me/tokens); or set TESSERA_TOKEN
   --token TOKEN       the token on the command line: other users of this machine can read it
                       (ps, /proc); prefer --token-file or TESSERA_TOKEN`;
 

@@ -10,6 +10,7 @@ import { RoundPage } from './pages/round.js';
 import { RunPage } from './pages/run.js';
 import { NewRunPage, RunsPage } from './pages/runs.js';
 import { TaskPage, TasksPage } from './pages/tasks.js';
+import { TokensPage } from './pages/tokens.js';
 import { UsersPage } from './pages/users.js';
 import { SessionContext } from './session.js';
 import './styles.css';
@@ -33,6 +34,7 @@ function Page({ path, user }: { path: string; user: User }) {
   }
   const task = match('/tasks/:name', path);
   if (task) return <TaskPage name={task['name'] ?? ''} />;
+  if (path === '/tokens') return <TokensPage />;
   if (path === '/users' && user.role === 'admin') return <UsersPage />;
   return (
     <section>
@@ -85,6 +87,7 @@ function App() {
     ['/federations', 'Federations'],
     ['/tasks', 'Tasks'],
     ['/clients', 'Clients'],
+    ['/tokens', 'API tokens'],
     ...(user.role === 'admin' ? [['/users', 'Users']] : []),
   ] as const;
   return (

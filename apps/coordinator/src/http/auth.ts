@@ -86,7 +86,7 @@ export async function resolvePrincipal(
       if (found === null) {
         throw new TesseraError(
           ErrorCode.UNAUTHORIZED,
-          'API token unknown, revoked or expired, or its account is disabled: create a new one with your console session (POST /api/me/tokens)',
+          "API token unknown, revoked or expired, or its account is disabled: create a new one on the console's API tokens page (or POST /api/me/tokens)",
           { reason: 'api-token' },
         );
       }

@@ -15,18 +15,21 @@ export function serveConsole(dir: string): Router {
   router.use(express.static(dir, { index: false, maxAge: 0 }));
   // The console's own routes (src/main.tsx); anything else (the API, Socket.IO, other apps
   // mounted beside the console) is not the console's to answer.
-  router.get(/^\/(?:(?:runs|federations|tasks|clients|users)(?:\/.*)?)?$/, (req, res, next) => {
-    if (!req.accepts('html')) {
-      next();
-      return;
-    }
-    res.setHeader('cache-control', 'no-store');
-    // The console loads only its own scripts and talks only to this origin.
-    res.setHeader(
-      'content-security-policy',
-      "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
-    );
-    res.sendFile(join(dir, 'index.html'));
-  });
+  router.get(
+    /^\/(?:(?:runs|federations|tasks|clients|tokens|users)(?:\/.*)?)?$/,
+    (req, res, next) => {
+      if (!req.accepts('html')) {
+        next();
+        return;
+      }
+      res.setHeader('cache-control', 'no-store');
+      // The console loads only its own scripts and talks only to this origin.
+      res.setHeader(
+        'content-security-policy',
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+      );
+      res.sendFile(join(dir, 'index.html'));
+    },
+  );
   return router;
 }
