@@ -3,24 +3,10 @@
 // nothing. Also the strategy state kept with each checkpoint.
 import { ErrorCode } from '@tessera/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database, RoundCommit, RunConfigInput } from './index.js';
-import { testBackends } from './test-backends.js';
+import type { Database, RoundCommit } from './index.js';
+import { testBackends, testRunConfig } from './test-backends.js';
 
-const config: RunConfigInput = {
-  model: 'fedavg-2nn',
-  strategy: 'fedavg',
-  strategyOptions: {},
-  rounds: 5,
-  clientsPerRound: null,
-  fractionFit: null,
-  minClients: 1,
-  roundDeadlineMs: 1000,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.1,
-  seed: 0,
-  data: {},
-};
+const config = testRunConfig({ rounds: 5 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const bytes = (values: number[]) => new Uint8Array(new Float32Array(values).buffer);

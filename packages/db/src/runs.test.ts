@@ -3,26 +3,12 @@
 // what keeps two coordinators on one database from both starting a run.
 import { ErrorCode } from '@tessera/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database, RunConfigInput } from './index.js';
-import { testBackends } from './test-backends.js';
+import type { Database } from './index.js';
+import { testBackends, testRunConfig } from './test-backends.js';
 
 const backends = testBackends('runs');
 
-const config: RunConfigInput = {
-  model: 'fedavg-2nn',
-  strategy: 'fedavg',
-  strategyOptions: {},
-  rounds: 1,
-  clientsPerRound: null,
-  fractionFit: null,
-  minClients: 1,
-  roundDeadlineMs: 1000,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.1,
-  seed: 0,
-  data: {},
-};
+const config = testRunConfig();
 
 for (const backend of backends) {
   describe(`run transitions on ${backend.name}`, () => {

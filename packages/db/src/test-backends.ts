@@ -3,7 +3,7 @@
 // fresh schema that dispose() drops.
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { type Database, openDatabase } from './index.js';
+import { type Database, openDatabase, type RunConfigInput } from './index.js';
 
 export interface TestBackend {
   name: string;
@@ -42,4 +42,24 @@ export function testBackends(prefix: string): TestBackend[] {
     },
   });
   return backends;
+}
+
+/** A small valid run config for repository suites (the 2NN, FedAvg, one client a round). */
+export function testRunConfig(overrides: Partial<RunConfigInput> = {}): RunConfigInput {
+  return {
+    model: 'fedavg-2nn',
+    strategy: 'fedavg',
+    strategyOptions: {},
+    rounds: 1,
+    clientsPerRound: null,
+    fractionFit: null,
+    minClients: 1,
+    roundDeadlineMs: 1000,
+    localEpochs: 1,
+    batchSize: 10,
+    learningRate: 0.1,
+    seed: 0,
+    data: {},
+    ...overrides,
+  };
 }
