@@ -1,3 +1,4 @@
+import type { TabularStatistics } from '@tessera/data';
 import type { ModelDescriptor, TrainConfig } from '@tessera/protocol';
 import type { TaskDefinition } from '@tessera/tasks';
 import type { LocalTrainingSetting, LocalTrainingSettings } from './strategy-settings.js';
@@ -85,5 +86,12 @@ export interface LocalTrainer {
     onProgress: (progress: TrainerProgress) => void,
   ): Promise<TrainOutcome>;
   evaluate(request: EvaluateRequest): Promise<EvaluateOutcome>;
+  /**
+   * The federated statistics round (docs/protocol.md): this client's summary of its own rows
+   * for the columns whose constants `task` leaves to statistics (counts, means, sums of
+   * squared deviations, category counts; never a row). Absent: the client declines the round.
+   * A RoundFailure says why its data cannot be summarised (e.g. DATA_SCHEMA_MISMATCH).
+   */
+  statistics?(task: TaskDefinition): Promise<TabularStatistics>;
   dispose(): void;
 }
