@@ -10,7 +10,8 @@ import {
   ErrorCode,
   issueTokenSchema,
   loginSchema,
-  predictTensorSchema,
+  MAX_PREDICT_EXAMPLES,
+  predictRequestSchema,
   roundQuerySchema,
   storedRunConfigSchema,
   TesseraError,
@@ -19,6 +20,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Server } from 'socket.io';
 import { z } from 'zod';
 import type { Coordinator } from './coordinator.js';
+import { DEFAULT_MAX_HOLDOUT_BYTES } from './holdout.js';
 import { AdminFeed } from './http/admin-namespace.js';
 import {
   type AuthOptions,
@@ -32,16 +34,21 @@ import { serveConsole } from './http/console-static.js';
 import { HTTP_STATUS, toApiError } from './http/errors.js';
 import { checkJsonShape } from './http/json-shape.js';
 import { buildOpenApi } from './http/openapi.js';
-
-import { type ImageKind, MAX_IMAGE_BYTES, ModelServer, sniffImage } from './http/predict.js';
+import {
+  type ImageKind,
+  MAX_IMAGE_BYTES,
+  ModelServer,
+  type PredictBody,
+  sniffImage,
+} from './http/predict.js';
 import { PredictLimiter, type PredictLimits } from './http/predict-limits.js';
-import type { PredictInput } from './http/predict-worker.js';
 import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
 import { RunControl } from './http/run-control.js';
 import {
   DEFAULT_MAX_TASK_PARAMS,
+  holdoutBodyParser,
   registerTaskRoutes,
   taskBodyParsers,
 } from './http/task-routes.js';
@@ -88,11 +95,35 @@ const runOut = z.object({
   finishedAt: z.string().nullable(),
 });
 const roundOut = z.record(z.string(), z.unknown()).describe('A RoundRecord (see packages/db)');
+const taskPredictionOut = z.union([
+  z.object({
+    class: z.string().describe('The most probable class'),
+    probabilities: z
+      .record(z.string(), z.number())
+      .describe("Each class's probability by name (binary tasks: both classes)"),
+    tokens: z.number().int().optional().describe("Text tasks: the text's token count"),
+    truncated: z
+      .boolean()
+      .optional()
+      .describe('Text tasks: the text had more tokens than maxLength, and only those were read'),
+  }),
+  z.object({
+    value: z.number().describe('Regression tasks: the predicted value'),
+    tokens: z.number().int().optional(),
+    truncated: z.boolean().optional(),
+  }),
+]);
 const predictionOut = z.object({
   runId: z.string(),
   round: z.number().describe('The checkpoint used: 0 is the initial model'),
-  class: z.number().int(),
-  probabilities: z.array(z.number()).length(10),
+  task: z.object({ name: z.string(), version: z.number().int(), sha256: z.string() }),
+  predictions: z.array(taskPredictionOut).describe('One per example sent, in order'),
+  class: z.number().int().optional().describe('Built-in MNIST tasks: the digit'),
+  probabilities: z
+    .array(z.number())
+    .length(10)
+    .optional()
+    .describe('Built-in MNIST tasks: the 10 digits probabilities, in order'),
 });
 
 function publicUser(user: UserRecord) {
@@ -121,6 +152,8 @@ export interface ApiOptions {
   predictLimits?: PredictLimits;
   /** The most parameters a task's model may have; default DEFAULT_MAX_TASK_PARAMS. */
   maxTaskParams?: number;
+  /** The largest held-out set upload, in bytes; default DEFAULT_MAX_HOLDOUT_BYTES. */
+  maxHoldoutBytes?: number;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -138,6 +171,9 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
   if (options.trustProxy) app.set('trust proxy', 1);
   app.use(refuseUnsafePaths);
   const maxTaskParams = options.maxTaskParams ?? DEFAULT_MAX_TASK_PARAMS;
+  const maxHoldoutBytes = options.maxHoldoutBytes ?? DEFAULT_MAX_HOLDOUT_BYTES;
+  // A held-out set has its own size limit (413 above it), parsed before the task parsers.
+  app.use('/api/tasks/:name/versions/:version/holdout', holdoutBodyParser(maxHoldoutBytes));
   // Task definitions outgrow 1 MB: their routes parse their bodies first (the parser below
   // then leaves them be).
   app.use('/api/tasks', taskBodyParsers(maxTaskParams));
@@ -592,13 +628,12 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
     {
       method: 'post',
       path: '/runs/:id/predict',
-      summary:
-        "Classify a digit with the run's global model (latest, or ?round=N): a PNG/JPEG body (any size up to the limit; made 28x28 grayscale, white on black) or JSON {pixels: 784 numbers in [0,1]}. Per session: 2 in flight, 120 a minute (429 RATE_LIMITED)",
+      summary: `Predict with the run's global model (latest, or ?round=N), in its task's terms: multiclass and binary tasks answer class names and probabilities, regression tasks a value. JSON: tabular tasks {features: {column: value}} or {rows: [...]} (at most ${MAX_PREDICT_EXAMPLES}); text tasks {text} or {texts: [...]}; image tasks {pixels: height x width x channels values in the task's valueRange} (MNIST: 784 in [0,1]). Image tasks also take a PNG/JPEG body (any size up to the limit; resized to the task's shape, channels converted; MNIST: made 28x28 grayscale, white on black, centred by mass). Per session: 2 in flight, 120 a minute (429 RATE_LIMITED)`,
       access: 'read',
       query: roundQuerySchema,
-      body: predictTensorSchema,
+      body: predictRequestSchema,
       rawBodyTypes: ['image/png', 'image/jpeg'],
-      response: { status: 200, description: 'Prediction', schema: predictionOut },
+      response: { status: 200, description: 'Predictions', schema: predictionOut },
     },
     async ({ principal, query, body }, req, res) => {
       const { round } = query as z.infer<typeof roundQuerySchema>;
@@ -606,7 +641,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
         principal.kind === 'user' ? `session:${principal.session.id}` : principal.kind,
       );
       try {
-        let input: PredictInput;
+        let request: PredictBody;
         if (Buffer.isBuffer(req.body)) {
           const claimed: ImageKind = req.is('image/png') ? 'png' : 'jpeg';
           const actual = sniffImage(req.body);
@@ -617,18 +652,17 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
               { claimed, actual },
             );
           }
-          input = { kind: 'image', bytes: new Uint8Array(req.body), imageKind: actual };
+          request = { kind: 'image', bytes: new Uint8Array(req.body), imageKind: actual };
         } else if (req.is('application/json')) {
-          const { pixels } = body as z.infer<typeof predictTensorSchema>;
-          input = { kind: 'pixels', pixels: Float32Array.from(pixels) };
+          request = { kind: 'json', body: body as z.infer<typeof predictRequestSchema> };
         } else {
           throw new TesseraError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            'send image/png, image/jpeg or application/json {pixels: [784 numbers]}',
+            "send application/json (the task's input), or image/png or image/jpeg for an image task",
             { contentType: req.get('content-type') ?? null },
           );
         }
-        res.json(await models.predict(String(req.params['id']), round, input));
+        res.json(await models.predict(String(req.params['id']), round, request));
       } finally {
         release();
       }
@@ -676,7 +710,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
 
   registerResearchRoutes(route, db);
   registerTokenRoutes(route, db);
-  registerTaskRoutes(route, db, { maxParams: maxTaskParams });
+  registerTaskRoutes(route, db, { maxParams: maxTaskParams, maxHoldoutBytes });
 
   const openApi = buildOpenApi(specs);
   const api = express.Router();

@@ -1,35 +1,59 @@
 /**
- * The worker thread behind WorkerCentralEvaluator: evaluates global models on the MNIST test
- * set off the coordinator's event loop. One request at a time, in arrival order (the models
- * are reused across requests).
+ * The worker thread behind WorkerCentralEvaluator: evaluates global models off the
+ * coordinator's event loop, on the MNIST test set (built-in MNIST tasks) or on a task's
+ * held-out set. One request at a time, in arrival order (models and data are reused across
+ * requests). A held-out set it lacks is answered `missing`; the caller sends it again with it.
  */
 import { parentPort } from 'node:worker_threads';
-import { MnistCentralEvaluator } from './central-eval.js';
+import {
+  type CentralResult,
+  HoldoutEvaluator,
+  type HoldoutSource,
+  MnistCentralEvaluator,
+} from './central-eval.js';
 
-export interface EvaluateRequest {
-  id: number;
-  model: string;
-  weights: Float32Array;
-}
+export type EvaluateRequest =
+  | { id: number; kind: 'mnist'; model: string; weights: Float32Array }
+  | {
+      id: number;
+      kind: 'holdout';
+      /** `<task sha256>:<held-out set sha256>`. */
+      key: string;
+      /** The set and its task, or null when the worker should have them already. */
+      source: HoldoutSource | null;
+      weights: Float32Array;
+    };
 
 export type EvaluateResponse =
-  | { id: number; ok: true; loss: number; accuracy: number; numExamples: number }
-  | { id: number; ok: false; message: string };
+  | ({ id: number; ok: true } & CentralResult)
+  | { id: number; ok: false; missing: true }
+  | { id: number; ok: false; missing: false; message: string };
 
 const port = parentPort;
 if (port === null) throw new Error('central-eval-worker must run as a worker thread');
 
-const evaluator = new MnistCentralEvaluator();
+const mnist = new MnistCentralEvaluator();
+const holdouts = new HoldoutEvaluator();
 let queue: Promise<void> = Promise.resolve();
+
+async function answer(request: EvaluateRequest): Promise<EvaluateResponse> {
+  if (request.kind === 'mnist') {
+    return { id: request.id, ok: true, ...(await mnist.evaluate(request.model, request.weights)) };
+  }
+  if (request.source === null && !holdouts.has(request.key)) {
+    return { id: request.id, ok: false, missing: true };
+  }
+  const result = await holdouts.evaluate(request.key, request.source, request.weights);
+  return { id: request.id, ok: true, ...result };
+}
 
 port.on('message', (request: EvaluateRequest) => {
   queue = queue.then(async () => {
     let response: EvaluateResponse;
     try {
-      const result = await evaluator.evaluate(request.model, request.weights);
-      response = { id: request.id, ok: true, ...result };
+      response = await answer(request);
     } catch (error) {
-      response = { id: request.id, ok: false, message: (error as Error).message };
+      response = { id: request.id, ok: false, missing: false, message: (error as Error).message };
     }
     port.postMessage(response);
   });

@@ -1,10 +1,21 @@
 import { Worker } from 'node:worker_threads';
 import type { EvaluationResult } from '@tessera/aggregation';
-import { type Examples, loadMnist, toExamples } from '@tessera/data';
-import { createModel, evaluateModel, initBackend, setFlatWeights } from '@tessera/ml';
+import { type Examples, loadMnist, type TaskExamples, toExamples } from '@tessera/data';
+import type { Database, HoldoutFormat, RunRecord } from '@tessera/db';
+import {
+  buildTaskModel,
+  createModel,
+  evaluateModel,
+  initBackend,
+  setFlatWeights,
+  taskObjective,
+} from '@tessera/ml';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import type { TaskDefinition } from '@tessera/tasks';
 import type { EvaluateRequest, EvaluateResponse } from './central-eval-worker.js';
 import type { CentralEvaluator } from './engine.js';
+import { holdoutExamples, readHoldout } from './holdout.js';
+import { runTaskDefinition } from './run-task.js';
 import { builtWorkerExecArgv } from './worker-argv.js';
 
 type LayersModel = ReturnType<typeof createModel>;
@@ -13,7 +24,7 @@ type LayersModel = ReturnType<typeof createModel>;
  * Central evaluation on the MNIST test set (10,000 images), which every model of the zoo takes.
  * The test set and one model per architecture are loaded once and reused across rounds.
  */
-export class MnistCentralEvaluator implements CentralEvaluator {
+export class MnistCentralEvaluator {
   private examples: Examples | null = null;
   private readonly models = new Map<string, LayersModel>();
 
@@ -31,34 +42,154 @@ export class MnistCentralEvaluator implements CentralEvaluator {
   }
 }
 
+/** Central results with the task's own metrics (accuracy, auc, mae, rmse: what it asks for). */
+export type CentralResult = EvaluationResult & { metrics?: Record<string, number> };
+
+/** A held-out set and the task it is read and encoded with, as the worker receives them. */
+export interface HoldoutSource {
+  task: TaskDefinition;
+  format: HoldoutFormat;
+  bytes: Uint8Array;
+}
+
+interface LoadedHoldout {
+  model: LayersModel;
+  examples: TaskExamples;
+  task: TaskDefinition;
+}
+
 /**
- * Central evaluation on a worker thread, so that evaluating a large model on 10,000 images
- * does not stall the coordinator's sockets and REST API. Same results as
- * MnistCentralEvaluator (it runs one). The worker starts on first use; close() ends it.
+ * Central evaluation on tasks' held-out sets: each set read and encoded once (as the clients
+ * encode their data), one model per task built once, the round's weights loaded into it.
+ * Keeps the few most recently used; evicted models are disposed.
+ */
+export class HoldoutEvaluator {
+  private readonly loaded = new Map<string, LoadedHoldout>();
+
+  constructor(private readonly capacity = 4) {}
+
+  /** Whether the set keyed `key` is loaded (else evaluate needs its source). */
+  has(key: string): boolean {
+    return this.loaded.has(key);
+  }
+
+  async evaluate(
+    key: string,
+    source: HoldoutSource | null,
+    weights: Float32Array,
+  ): Promise<CentralResult> {
+    await initBackend();
+    let entry = this.loaded.get(key);
+    if (entry === undefined) {
+      if (source === null) {
+        throw new TesseraError(ErrorCode.INTERNAL, `held-out set ${key} is not loaded`);
+      }
+      const examples = holdoutExamples(
+        readHoldout(source.bytes, source.format, source.task),
+        source.task,
+      );
+      const model = await buildTaskModel(source.task, { seed: 0 });
+      entry = { model, examples, task: source.task };
+    }
+    this.loaded.delete(key);
+    this.loaded.set(key, entry);
+    while (this.loaded.size > this.capacity) {
+      const [oldestKey, oldest] = this.loaded.entries().next().value as [string, LoadedHoldout];
+      this.loaded.delete(oldestKey);
+      oldest.model.dispose();
+    }
+    setFlatWeights(entry.model, weights);
+    const { x, y, count } = entry.examples;
+    const result = await evaluateModel(
+      entry.model,
+      { x, y, count },
+      1000,
+      taskObjective(entry.task),
+    );
+    const metrics: Record<string, number> = {};
+    for (const [name, value] of Object.entries(result.metrics)) {
+      if (typeof value === 'number') metrics[name] = value;
+    }
+    return {
+      loss: result.loss,
+      accuracy: result.accuracy,
+      numExamples: result.numExamples,
+      metrics,
+    };
+  }
+}
+
+/**
+ * Central evaluation of a run's global models on a worker thread, so that evaluating a large
+ * model does not stall the coordinator's sockets and REST API: the built-in MNIST tasks on
+ * the MNIST test set (as MnistCentralEvaluator), other tasks on the held-out set an admin
+ * uploaded for the task (PUT /api/tasks/:name/versions/:v/holdout), and none without one.
+ * The worker starts on first use; close() ends it.
  */
 export class WorkerCentralEvaluator implements CentralEvaluator {
   private worker: Worker | null = null;
   private nextId = 0;
   private readonly pending = new Map<
     number,
-    { resolve: (result: EvaluationResult) => void; reject: (error: Error) => void }
+    { resolve: (response: EvaluateResponse) => void; reject: (error: Error) => void }
   >();
 
-  evaluate(model: string, weights: Float32Array): Promise<EvaluationResult> {
-    const worker = this.start();
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      // A copy is transferred: the engine keeps using its weights.
-      const copy = weights.slice();
-      worker.postMessage({ id, model, weights: copy } satisfies EvaluateRequest, [copy.buffer]);
-    });
+  constructor(private readonly db: Database) {}
+
+  async evaluate(
+    run: Pick<RunRecord, 'config'>,
+    weights: Float32Array,
+  ): Promise<CentralResult | null> {
+    const { model } = run.config;
+    if (model !== null) return this.answer(await this.send({ kind: 'mnist', model }, weights));
+    // The held-out set belongs to the task version the run names; it is read and encoded with
+    // the definition the run trains (runTaskDefinition), which may have constants filled in.
+    const taskSha256 = run.config.task.sha256;
+    const summary = (await this.db.tasks.holdouts([taskSha256])).get(taskSha256);
+    if (summary === undefined) return null;
+    const task = await runTaskDefinition(this.db, run);
+    const key = `${task.sha256}:${summary.sha256}`;
+    let response = await this.send({ kind: 'holdout', key, source: null }, weights);
+    if (!response.ok && response.missing) {
+      const holdout = await this.db.tasks.holdout(taskSha256);
+      if (holdout === null) return null;
+      const source = { task: task.definition, format: holdout.format, bytes: holdout.data };
+      // The key names the bytes: a set replaced since the summary was read gets its own key.
+      const sourceKey = `${task.sha256}:${holdout.sha256}`;
+      response = await this.send({ kind: 'holdout', key: sourceKey, source }, weights);
+    }
+    return this.answer(response);
   }
 
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = null;
     if (worker) await worker.terminate();
+  }
+
+  private answer(response: EvaluateResponse): CentralResult {
+    if (response.ok) {
+      const { loss, accuracy, numExamples, metrics } = response;
+      return { loss, accuracy, numExamples, ...(metrics === undefined ? {} : { metrics }) };
+    }
+    if (response.missing) {
+      throw new TesseraError(ErrorCode.INTERNAL, 'central evaluation worker lost the held-out set');
+    }
+    throw new TesseraError(ErrorCode.INTERNAL, `central evaluation failed: ${response.message}`);
+  }
+
+  private send(
+    what: DistributiveOmit<EvaluateRequest, 'id' | 'weights'>,
+    weights: Float32Array,
+  ): Promise<EvaluateResponse> {
+    const worker = this.start();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      // A copy is transferred: the engine keeps using its weights.
+      const copy = weights.slice();
+      worker.postMessage({ id, ...what, weights: copy } as EvaluateRequest, [copy.buffer]);
+    });
   }
 
   private start(): Worker {
@@ -77,14 +208,7 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
       const waiter = this.pending.get(response.id);
       if (!waiter) return;
       this.pending.delete(response.id);
-      if (response.ok) {
-        const { loss, accuracy, numExamples } = response;
-        waiter.resolve({ loss, accuracy, numExamples });
-      } else {
-        waiter.reject(
-          new TesseraError(ErrorCode.INTERNAL, `central evaluation failed: ${response.message}`),
-        );
-      }
+      waiter.resolve(response);
     });
     const failAll = (error: Error) => {
       for (const waiter of this.pending.values()) waiter.reject(error);
@@ -101,3 +225,5 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
     return worker;
   }
 }
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

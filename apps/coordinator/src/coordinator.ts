@@ -34,7 +34,10 @@ export interface CoordinatorOptions {
   /** When set, the REST API requires `Authorization: Bearer <adminToken>`. */
   adminToken?: string | null;
   maxFrameBytes?: number;
-  /** Evaluate each new global model on the MNIST test set (for runs on MNIST). Default true. */
+  /**
+   * Evaluate each new global model centrally: the built-in MNIST tasks on the MNIST test set,
+   * other tasks on the held-out set uploaded for them (none: no central evaluation). Default true.
+   */
   centralEvaluation?: boolean;
   /**
    * Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers, so console
@@ -61,6 +64,8 @@ export interface CoordinatorOptions {
   databaseRetry?: Partial<RetryPolicy>;
   /** The most parameters a task's model may have (`--max-task-params`). Default 50 M. */
   maxTaskParams?: number;
+  /** The largest held-out set upload in bytes (`--max-holdout-mb`). Default 64 MiB. */
+  maxHoldoutBytes?: number;
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
   databaseProbeIntervalMs?: number;
 }
@@ -116,7 +121,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     super();
     this.resilientDb = resilientDb;
     this.transport = transport;
-    this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator() : null;
+    // Central evaluation reads held-out sets through the retrying database, as the engine does.
+    this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator(resilientDb) : null;
     // Each engine listens to the registry itself: a client that disconnects, is replaced or
     // is revoked drops out of its open round.
   }
@@ -177,6 +183,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         io,
         trustProxy: options.trustProxy ?? false,
         ...(options.maxTaskParams === undefined ? {} : { maxTaskParams: options.maxTaskParams }),
+        ...(options.maxHoldoutBytes === undefined
+          ? {}
+          : { maxHoldoutBytes: options.maxHoldoutBytes }),
       }),
     );
     await new Promise<void>((resolve, reject) => {

@@ -43,9 +43,16 @@ import { trainGroups } from './train-settings.js';
 import type { Transport } from './transport.js';
 import { Wakeup } from './wakeup.js';
 
-/** Evaluates a global model on data the coordinator holds (MNIST's test set in the demo). */
+/**
+ * Evaluates a run's global model on data the coordinator holds (MNIST's test set for the
+ * built-in tasks, a task's uploaded held-out set): null where it holds none for the run.
+ * `metrics`: the task's own metrics, recorded with the round.
+ */
 export interface CentralEvaluator {
-  evaluate(model: string, weights: Float32Array): Promise<EvaluationResult>;
+  evaluate(
+    run: Pick<RunRecord, 'config'>,
+    weights: Float32Array,
+  ): Promise<(EvaluationResult & { metrics?: Record<string, number> }) | null>;
 }
 
 export interface EngineDeps {
@@ -550,12 +557,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   /** Federated evaluation on idle clients' held-out data, and central evaluation, side by side. */
   private async evaluateRound(round: number, weights: Float32Array): Promise<void> {
     const { registry, transport, db, centralEvaluator } = this.deps;
-    // Central evaluation is on MNIST's test set: for the built-in tasks only (other tasks get
-    // federated evaluation alone until a held-out set can be uploaded for them).
-    const { model } = this.run.config;
-    const central =
-      (model === null ? undefined : centralEvaluator?.evaluate(model, weights)) ??
-      Promise.resolve(null);
+    // Central evaluation where the coordinator holds data for the run's task (else null).
+    const central = centralEvaluator?.evaluate(this.run, weights) ?? Promise.resolve(null);
     let federated: EvaluationResult | null = null;
     // Clients that said they hold no evaluation data are not sent the model to evaluate.
     const clients = registry

@@ -23,6 +23,8 @@ const usage = `tessera-coordinator [options]
                       about N ms (default $TESSERA_LEASE_MS, else 15000; 1000..600000)
   --max-task-params N  the most parameters a task's model may have: larger ones are refused
                       at creation (default $TESSERA_MAX_TASK_PARAMS, else 50000000)
+  --max-holdout-mb M  the largest held-out set an admin may upload for a task's central
+                      evaluation, in MiB (default $TESSERA_MAX_HOLDOUT_MB, else 64)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -122,6 +124,20 @@ function parseMaxTaskParams(raw: string | undefined): number | undefined {
   return count;
 }
 
+/** `--max-holdout-mb`: a whole number of MiB >= 1, as bytes. */
+function parseMaxHoldoutMb(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const mib = Number(raw);
+  if (!Number.isSafeInteger(mib) || mib < 1 || mib > 4096) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--max-holdout-mb must be a whole number of MiB in 1..4096 (got ${JSON.stringify(raw)})`,
+      { field: 'max-holdout-mb' },
+    );
+  }
+  return mib * 1024 * 1024;
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'create-admin' || command === 'create-user') {
@@ -140,6 +156,7 @@ async function main(): Promise<void> {
       'db-retry-seconds': { type: 'string' },
       'lease-ms': { type: 'string' },
       'max-task-params': { type: 'string' },
+      'max-holdout-mb': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -152,6 +169,9 @@ async function main(): Promise<void> {
   );
   const maxTaskParams = parseMaxTaskParams(
     values['max-task-params'] ?? process.env['TESSERA_MAX_TASK_PARAMS'],
+  );
+  const maxHoldoutBytes = parseMaxHoldoutMb(
+    values['max-holdout-mb'] ?? process.env['TESSERA_MAX_HOLDOUT_MB'],
   );
   const retryForMs = parseRetrySeconds(
     values['db-retry-seconds'] ?? process.env['TESSERA_DB_RETRY_SECONDS'],
@@ -176,6 +196,7 @@ async function main(): Promise<void> {
     ...(retryForMs === undefined ? {} : { databaseRetry: { retryForMs } }),
     ...(leaseMs === undefined ? {} : { leaseMs }),
     ...(maxTaskParams === undefined ? {} : { maxTaskParams }),
+    ...(maxHoldoutBytes === undefined ? {} : { maxHoldoutBytes }),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {

@@ -10,6 +10,7 @@ export {
   parseDelimited,
 } from './delimited.js';
 export { type Examples, toExamples } from './examples.js';
+export { type ImageShape, type RgbaImage, rgbaToTaskPixels } from './image-resize.js';
 export {
   centreOfMass,
   DIGIT_BOX,
@@ -33,6 +34,12 @@ export {
   type ShardsOptions,
   splitHoldout,
 } from './partition.js';
+export {
+  jsonRowsExamples,
+  pixelsExamples,
+  textPredictExamples,
+  type UnlabelledExamples,
+} from './predict-input.js';
 export { createRng, type Rng } from './rng.js';
 export { type DataProblem, formatProblem } from './row-problems.js';
 export { type InputSchema, MNIST_INPUT } from './schema.js';

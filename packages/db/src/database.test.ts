@@ -656,6 +656,7 @@ describe.each(backends)('$name', (backend) => {
           centralLoss: null,
           centralAccuracy: null,
           centralNumExamples: null,
+          centralMetrics: null,
           metrics: { aggregationMs: 12.5 },
           outcomes: [],
         });

@@ -60,6 +60,8 @@ export {
   DEFAULT_UPDATE_STORAGE_LIMIT_MB,
   type EvaluationResult,
   type FederationRecord,
+  HOLDOUT_FORMATS,
+  type HoldoutFormat,
   type KeptUpdate,
   MAX_OUTCOME_CODE_LENGTH,
   MAX_OUTCOME_REASON_LENGTH,
@@ -75,6 +77,7 @@ export {
   type RunOrigin,
   type RunRecord,
   type RunStatus,
+  type TaskHoldoutRecord,
   type TaskRecord,
 } from './records.js';
 export {
@@ -89,4 +92,9 @@ export {
 } from './retry.js';
 export type { RoundRepository } from './rounds.js';
 export type { CreateRunInput, RunRepository } from './runs.js';
-export { type CreateTaskInput, TASK_NAME_PATTERN, type TaskRepository } from './tasks.js';
+export {
+  type CreateTaskInput,
+  type PutHoldoutInput,
+  TASK_NAME_PATTERN,
+  type TaskRepository,
+} from './tasks.js';

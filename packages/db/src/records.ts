@@ -119,6 +119,8 @@ export interface RoundRecord {
   centralLoss: number | null;
   centralAccuracy: number | null;
   centralNumExamples: number | null;
+  /** The task's metrics from central evaluation on its held-out set (mae, rmse, auc...); null otherwise. */
+  centralMetrics: Record<string, number> | null;
   metrics: Record<string, number>;
   /** Each selected client's outcome, in selection order (empty for rounds recorded before). */
   outcomes: ClientOutcome[];
@@ -200,7 +202,8 @@ export interface EvaluationResult {
 
 export interface RoundEvaluation {
   federated?: EvaluationResult;
-  central?: EvaluationResult;
+  /** `metrics`: the task's loss and metrics on the held-out set (RoundRecord.centralMetrics). */
+  central?: EvaluationResult & { metrics?: Record<string, number> };
 }
 
 export interface CheckpointRecord {
@@ -228,4 +231,20 @@ export interface TaskRecord {
   hasWeights: boolean;
   builtin: boolean;
   createdAt: Date;
+}
+
+/** The formats a held-out set is uploaded in. */
+export const HOLDOUT_FORMATS = ['csv', 'tsv', 'jsonl'] as const;
+export type HoldoutFormat = (typeof HOLDOUT_FORMATS)[number];
+
+/** A task's held-out set, without its bytes (TaskRepository.holdout has them). */
+export interface TaskHoldoutRecord {
+  taskSha256: string;
+  format: HoldoutFormat;
+  /** sha256 of the file as uploaded, and its size. */
+  sha256: string;
+  byteLength: number;
+  /** Examples in it. */
+  rows: number;
+  uploadedAt: Date;
 }

@@ -251,6 +251,9 @@ export class RoundRepository {
     // Written only where none of the given parts is recorded yet, so that two writers (or a
     // retry racing its own first attempt) cannot both record one part.
     const unrecorded: Prisma.RoundWhereInput = {};
+    if (central?.metrics !== undefined) {
+      data.centralMetrics = toJsonInput(requireMetrics('central.metrics', central.metrics));
+    }
     for (const { kind, result } of parts) {
       data[`${kind}Loss`] = result.loss;
       data[`${kind}Accuracy`] = result.accuracy;
@@ -830,6 +833,7 @@ function toRoundRecord(row: Round): RoundRecord {
     centralLoss: row.centralLoss,
     centralAccuracy: row.centralAccuracy,
     centralNumExamples: nullableNumber(row.centralNumExamples),
+    centralMetrics: row.centralMetrics === null ? null : numberRecord(row.centralMetrics),
     metrics: numberRecord(row.metrics),
     outcomes: outcomeList(row.outcomes),
   };

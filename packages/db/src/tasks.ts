@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
-import type { PrismaClient, Task } from './generated/client.js';
+import type { PrismaClient, Task, TaskHoldout } from './generated/client.js';
 import {
+  isForeignKeyViolation,
   isUniqueViolation,
   jsonObject,
   notFound,
@@ -8,10 +10,16 @@ import {
   toPrismaBytes,
   toUint8Array,
 } from './internal.js';
-import type { TaskRecord } from './records.js';
+import {
+  HOLDOUT_FORMATS,
+  type HoldoutFormat,
+  type TaskHoldoutRecord,
+  type TaskRecord,
+} from './records.js';
 import {
   INT32_MAX,
   invalid,
+  requireBytes,
   requireInt,
   requireJsonObject,
   requireSha256,
@@ -39,6 +47,16 @@ export interface CreateTaskInput {
  * checking it is @tessera/tasks' job at the edge; this repository keeps names, versions and
  * hashes consistent.
  */
+export interface PutHoldoutInput {
+  /** The task version the held-out set is for. */
+  taskSha256: string;
+  format: HoldoutFormat;
+  /** The file's bytes, as uploaded. */
+  data: Uint8Array;
+  /** Examples in it, as the caller's reader counted them. */
+  rows: number;
+}
+
 export class TaskRepository {
   constructor(private readonly prisma: PrismaClient) {}
 
@@ -132,6 +150,63 @@ export class TaskRepository {
     return row.weights === null ? null : toUint8Array(row.weights);
   }
 
+  /**
+   * Stores a task's held-out set, replacing the one it had: the file as uploaded, which the
+   * caller checked against the task's input (@tessera/data) and counted. NOT_FOUND for an
+   * unknown task.
+   */
+  async putHoldout(input: PutHoldoutInput): Promise<TaskHoldoutRecord> {
+    const taskSha256 = requireSha256('task', input.taskSha256);
+    if (!(HOLDOUT_FORMATS as readonly string[]).includes(input.format)) {
+      throw invalid('format', `must be one of ${HOLDOUT_FORMATS.join(', ')}`, input.format);
+    }
+    const data = requireBytes('data', input.data);
+    const rows = requireInt('rows', input.rows, 1, INT32_MAX);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const task = await this.prisma.task.findUnique({
+      where: { sha256: taskSha256 },
+      select: { id: true },
+    });
+    if (task === null) throw notFound('task', taskSha256, { field: 'task' });
+    const values = {
+      format: input.format,
+      data: toPrismaBytes(data),
+      sha256,
+      byteLength: data.byteLength,
+      rows,
+      uploadedAt: new Date(),
+    };
+    try {
+      const row = await this.prisma.taskHoldout.upsert({
+        where: { taskSha256 },
+        create: { taskSha256, ...values },
+        update: values,
+        omit: { data: true },
+      });
+      return toHoldoutRecord(row);
+    } catch (error) {
+      if (isForeignKeyViolation(error)) throw notFound('task', taskSha256, { field: 'task' });
+      throw error;
+    }
+  }
+
+  /** A task's held-out set with its bytes, or null when none was uploaded. */
+  async holdout(taskSha256: string): Promise<(TaskHoldoutRecord & { data: Uint8Array }) | null> {
+    requireSha256('task', taskSha256);
+    const row = await this.prisma.taskHoldout.findUnique({ where: { taskSha256 } });
+    if (row === null) return null;
+    return { ...toHoldoutRecord(row), data: toUint8Array(row.data) };
+  }
+
+  /** The held-out sets' summaries (no bytes) of these tasks, or of every task. */
+  async holdouts(taskSha256s?: readonly string[]): Promise<Map<string, TaskHoldoutRecord>> {
+    const rows = await this.prisma.taskHoldout.findMany({
+      ...(taskSha256s === undefined ? {} : { where: { taskSha256: { in: [...taskSha256s] } } }),
+      omit: { data: true },
+    });
+    return new Map(rows.map((row) => [row.taskSha256, toHoldoutRecord(row)]));
+  }
+
   private conflict(error: unknown, name: string, sha256: string): unknown {
     if (!isUniqueViolation(error)) return error;
     return new TesseraError(
@@ -182,5 +257,16 @@ function toRecord(row: Task): TaskRecord {
     hasWeights: row.weights !== null,
     builtin: row.builtin,
     createdAt: row.createdAt,
+  };
+}
+
+function toHoldoutRecord(row: Omit<TaskHoldout, 'data'>): TaskHoldoutRecord {
+  return {
+    taskSha256: row.taskSha256,
+    format: row.format as HoldoutFormat,
+    sha256: row.sha256,
+    byteLength: row.byteLength,
+    rows: row.rows,
+    uploadedAt: row.uploadedAt,
   };
 }

@@ -133,3 +133,10 @@ export function requireWeights(field: string, value: unknown): Uint8Array {
   }
   return value;
 }
+
+/** A non-empty byte string (an uploaded file). */
+export function requireBytes(field: string, value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw invalid(field, 'must be a Uint8Array', value);
+  if (value.byteLength === 0) throw invalid(field, 'must not be empty');
+  return value;
+}

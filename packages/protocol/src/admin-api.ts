@@ -66,6 +66,41 @@ export const predictTensorSchema = z.object({
   pixels: z.array(z.number().min(0).max(1)).length(784, 'must hold exactly 784 values (28 x 28)'),
 });
 
+/** The most examples one predict request may carry (`rows` or `texts`). */
+export const MAX_PREDICT_EXAMPLES = 100;
+/** The longest text predict takes, in characters (the model reads its first maxLength tokens). */
+export const MAX_PREDICT_TEXT_CHARS = 100_000;
+/** The most pixel values a JSON predict request may carry (a 512 x 512 RGB image). */
+export const MAX_PREDICT_PIXELS = 512 * 512 * 3;
+
+const predictValue = z.union([z.number(), text()]);
+/** One tabular row for predict: column name -> a number (numeric column) or a category name. */
+const predictRow = z.record(text(), predictValue);
+const PREDICT_INPUTS = ['pixels', 'features', 'rows', 'text', 'texts'] as const;
+
+/**
+ * A predict request's JSON body: exactly one of the task's inputs. `pixels` (image tasks:
+ * height x width x channels raw values in the task's valueRange, row by row, channels last;
+ * MNIST: 784 values in [0, 1]), `features` (tabular: one row) or `rows` (several), `text` or
+ * `texts` (text tasks). Which one fits, and the values, are checked against the run's task.
+ */
+export const predictRequestSchema = z
+  .strictObject({
+    pixels: z.array(z.number()).min(1).max(MAX_PREDICT_PIXELS).optional(),
+    features: predictRow.optional(),
+    rows: z.array(predictRow).min(1).max(MAX_PREDICT_EXAMPLES).optional(),
+    text: text().max(MAX_PREDICT_TEXT_CHARS, 'text too long').optional(),
+    texts: z
+      .array(text().max(MAX_PREDICT_TEXT_CHARS, 'text too long'))
+      .min(1)
+      .max(MAX_PREDICT_EXAMPLES)
+      .optional(),
+  })
+  .refine((body) => PREDICT_INPUTS.filter((key) => body[key] !== undefined).length === 1, {
+    message: `send exactly one of ${PREDICT_INPUTS.join(', ')}`,
+  });
+export type PredictRequestBody = z.infer<typeof predictRequestSchema>;
+
 /** `?round=N` of the predict and model routes: a committed round, 0 for the initial model. */
 export const roundQuerySchema = z.object({
   round: z.coerce.number().int().min(0).optional(),

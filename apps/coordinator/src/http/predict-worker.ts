@@ -1,62 +1,111 @@
 /**
  * The worker thread behind PredictWorker: decodes uploaded images and runs the model off the
  * coordinator's event loop, one request at a time. It keeps the few most recently used models,
- * keyed by run, round and checkpoint hash; a request for a model it lacks and without weights
- * is answered `missing`, and the caller sends it again with the weights.
+ * keyed by run, round and checkpoint hash; a request for a model it lacks and without the
+ * model and its weights is answered `missing`, and the caller sends it again with them.
  */
 import { parentPort } from 'node:worker_threads';
-import { initBackend, modelWithWeights, predictProbabilities } from '@tessera/ml';
+import * as tf from '@tensorflow/tfjs-core';
+import { type ImageShape, rgbaToTaskPixels } from '@tessera/data/browser';
+import {
+  buildTaskModel,
+  initBackend,
+  modelWithWeights,
+  predictProbabilities,
+  setFlatWeights,
+} from '@tessera/ml';
 import { TesseraError, type WireError } from '@tessera/protocol';
-import { type ImageKind, imageToMnist } from './predict.js';
+import type { TaskDefinition } from '@tessera/tasks';
+import { decodeImage, type ImageKind, imageToMnist } from './predict.js';
 
 export type PredictInput =
-  | { kind: 'image'; bytes: Uint8Array; imageKind: ImageKind }
-  | { kind: 'pixels'; pixels: Float32Array };
+  /** A picture of a digit, prepared as MNIST's digits were (the built-in MNIST tasks). */
+  | { kind: 'mnist-image'; bytes: Uint8Array; imageKind: ImageKind }
+  /** A picture for an image task: resized to its shape, channels converted. */
+  | { kind: 'image'; bytes: Uint8Array; imageKind: ImageKind; shape: ImageShape }
+  /** Encoded examples (count x the model's input size), as the clients encode their data. */
+  | { kind: 'features'; x: Float32Array; count: number };
+
+/** How the worker builds a model: a zoo model by name, or a task's topology. */
+export type ServedModel = { kind: 'zoo'; name: string } | { kind: 'task'; task: TaskDefinition };
 
 export interface PredictRequest {
   id: number;
-  /** `<runId>:<round>:<sha256>` of the checkpoint. */
+  /** `<runId>:<round>:<checkpoint sha256>:<task sha256>`. */
   modelKey: string;
-  model: string;
-  /** The checkpoint's weights, or null when the worker should have them already. */
-  weights: Float32Array | null;
+  /** The model and the checkpoint's weights, or null when the worker should have them already. */
+  model: { served: ServedModel; weights: Float32Array } | null;
   input: PredictInput;
 }
 
+/** `outputs`: the model's output units of each example, one example after another. */
 export type PredictResponse =
-  | { id: number; ok: true; probabilities: number[] }
+  | { id: number; ok: true; outputs: number[]; count: number }
   | { id: number; ok: false; missing: true }
   | { id: number; ok: false; missing: false; error: WireError };
 
 const port = parentPort;
 if (port === null) throw new Error('predict-worker must run as a worker thread');
 
+interface LoadedModel {
+  model: Awaited<ReturnType<typeof buildTaskModel>>;
+  served: ServedModel;
+}
+
 const CAPACITY = 4;
-const models = new Map<string, ReturnType<typeof modelWithWeights>>();
+const models = new Map<string, LoadedModel>();
 let queue: Promise<void> = Promise.resolve();
+
+async function load(served: ServedModel, weights: Float32Array): Promise<LoadedModel> {
+  if (served.kind === 'zoo') return { model: modelWithWeights(served.name, weights), served };
+  // The topology's own initialisers run first (seed 0), then the checkpoint replaces them.
+  const model = await buildTaskModel(served.task, { seed: 0 });
+  try {
+    setFlatWeights(model, weights);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return { model, served };
+}
+
+/** The model's outputs for `count` examples of flat features, reshaped to its input. */
+function run(loaded: LoadedModel, x: Float32Array, count: number): number[] {
+  const { model, served } = loaded;
+  if (served.kind === 'zoo') return predictProbabilities(model, served.name, x);
+  const inputShape = (model.inputs[0]?.shape ?? []).slice(1) as number[];
+  return tf.tidy(() => {
+    const output = model.predict(tf.tensor(x, [count, ...inputShape], 'float32')) as tf.Tensor;
+    return Array.from(output.dataSync());
+  });
+}
 
 async function answer(request: PredictRequest): Promise<PredictResponse> {
   await initBackend();
-  let model = models.get(request.modelKey);
-  if (model === undefined) {
-    if (request.weights === null) return { id: request.id, ok: false, missing: true };
-    model = modelWithWeights(request.model, request.weights);
+  let loaded = models.get(request.modelKey);
+  if (loaded === undefined) {
+    if (request.model === null) return { id: request.id, ok: false, missing: true };
+    loaded = await load(request.model.served, request.model.weights);
   }
   // Most recently used last; evict (and dispose) from the front.
   models.delete(request.modelKey);
-  models.set(request.modelKey, model);
+  models.set(request.modelKey, loaded);
   while (models.size > CAPACITY) {
-    const [oldestKey, oldest] = models.entries().next().value as [string, typeof model];
+    const [oldestKey, oldest] = models.entries().next().value as [string, LoadedModel];
     models.delete(oldestKey);
-    oldest.dispose();
+    oldest.model.dispose();
   }
   const { input } = request;
-  const pixels = input.kind === 'image' ? imageToMnist(input.bytes, input.imageKind) : input.pixels;
-  return {
-    id: request.id,
-    ok: true,
-    probabilities: predictProbabilities(model, request.model, pixels),
-  };
+  let x: Float32Array;
+  let count = 1;
+  if (input.kind === 'mnist-image') x = imageToMnist(input.bytes, input.imageKind);
+  else if (input.kind === 'image') {
+    x = rgbaToTaskPixels(decodeImage(input.bytes, input.imageKind), input.shape);
+  } else {
+    x = input.x;
+    count = input.count;
+  }
+  return { id: request.id, ok: true, outputs: run(loaded, x, count), count };
 }
 
 port.on('message', (request: PredictRequest) => {

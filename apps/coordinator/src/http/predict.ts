@@ -1,12 +1,37 @@
 import { Worker } from 'node:worker_threads';
-import { drawingToMnist, rgbaToGrayscale } from '@tessera/data/browser';
+import {
+  drawingToMnist,
+  jsonRowsExamples,
+  pixelsExamples,
+  rgbaToGrayscale,
+  textPredictExamples,
+  type UnlabelledExamples,
+} from '@tessera/data/browser';
 import type { Database } from '@tessera/db';
-import { modelWithWeights, type TfjsArtifacts, toTfjsArtifacts } from '@tessera/ml';
-import { bytesToWeights, ErrorCode, TesseraError, zooModelOf } from '@tessera/protocol';
+import {
+  buildTaskModel,
+  modelWithWeights,
+  setFlatWeights,
+  type TfjsArtifacts,
+  toTfjsArtifacts,
+} from '@tessera/ml';
+import {
+  bytesToWeights,
+  ErrorCode,
+  type PredictRequestBody,
+  TesseraError,
+} from '@tessera/protocol';
+import { outputUnits, type TaskDefinition } from '@tessera/tasks';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
+import { runTaskDefinition } from '../run-task.js';
 import { builtWorkerExecArgv } from '../worker-argv.js';
-import type { PredictInput, PredictRequest, PredictResponse } from './predict-worker.js';
+import type {
+  PredictInput,
+  PredictRequest,
+  PredictResponse,
+  ServedModel,
+} from './predict-worker.js';
 
 /** Largest predict upload, in bytes. A 28x28 digit is a few hundred bytes; photos are bigger. */
 export const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
@@ -35,7 +60,8 @@ interface Rgba {
   data: Uint8Array;
 }
 
-function decode(bytes: Uint8Array, kind: ImageKind): Rgba {
+/** A PNG or JPEG as RGBA, refusing huge ones before decoding them (PAYLOAD_TOO_LARGE). */
+export function decodeImage(bytes: Uint8Array, kind: ImageKind): Rgba {
   try {
     if (kind === 'png') {
       // The IHDR chunk sits at a fixed place: refuse huge images before inflating them.
@@ -83,7 +109,7 @@ function checkSize(width: number, height: number): void {
  * ink is refused: a model asked anyway answers with confidence about nothing.
  */
 export function imageToMnist(bytes: Uint8Array, kind: ImageKind): Float32Array {
-  const { width, height, data } = decode(bytes, kind);
+  const { width, height, data } = decodeImage(bytes, kind);
   const gray = rgbaToGrayscale(
     new Uint8ClampedArray(data.buffer, data.byteOffset, data.byteLength),
     width,
@@ -112,23 +138,150 @@ export function imageToMnist(bytes: Uint8Array, kind: ImageKind): Float32Array {
   return digit;
 }
 
+/** One example's answer, in the task's terms. */
+export type TaskPrediction =
+  | {
+      /** The most probable class's name. */
+      class: string;
+      /** Every class's probability by name (binary: both classes). */
+      probabilities: Record<string, number>;
+      /** Text tasks: the text's tokens, and whether the model read only its first maxLength. */
+      tokens?: number;
+      truncated?: boolean;
+    }
+  | { value: number; tokens?: number; truncated?: boolean };
+
 export interface Prediction {
   runId: string;
   round: number;
-  class: number;
-  probabilities: number[];
+  /** The task whose terms the answer is in. */
+  task: { name: string; version: number; sha256: string };
+  /** One per example sent, in order. */
+  predictions: TaskPrediction[];
+  /** The built-in MNIST tasks also answer as before tasks existed: the digit and its 10 probabilities. */
+  class?: number;
+  probabilities?: number[];
+}
+
+/** What a predict request carries: its parsed JSON body, or an uploaded image. */
+export type PredictBody =
+  | { kind: 'json'; body: PredictRequestBody }
+  | { kind: 'image'; bytes: Uint8Array; imageKind: ImageKind };
+
+/** The inputs each kind of task takes, for the refusal of any other. */
+const TAKES: Record<TaskDefinition['input']['kind'], string> = {
+  tabular: 'features (one row: column name -> value) or rows (a few)',
+  text: 'text (one string) or texts (a few)',
+  image: 'pixels (height x width x channels values) or a PNG/JPEG upload',
+};
+
+/**
+ * A predict request as the model's input, encoded as the clients encode their data for the
+ * task: refused with INVALID_ARGUMENT and the field when it is not the task's kind of input or
+ * does not fit it (the image upload of a non-image task: UNSUPPORTED_MEDIA_TYPE).
+ */
+export function encodePredictInput(
+  task: TaskDefinition,
+  zooModel: string | null,
+  request: PredictBody,
+): { input: PredictInput; tokenCounts?: number[] } {
+  const { input } = task;
+  if (request.kind === 'image') {
+    if (input.kind !== 'image') {
+      throw new TesseraError(
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        `task '${task.name}' takes ${TAKES[input.kind]}, as application/json, not an image`,
+        { field: '(body)' },
+      );
+    }
+    const { bytes, imageKind } = request;
+    // The built-in MNIST tasks prepare a picture as MNIST's digits were (centred by mass).
+    if (zooModel !== null) return { input: { kind: 'mnist-image', bytes, imageKind } };
+    const { height, width, channels } = input;
+    return { input: { kind: 'image', bytes, imageKind, shape: { height, width, channels } } };
+  }
+  const { body } = request;
+  const given = (Object.keys(body) as (keyof PredictRequestBody)[]).find(
+    (key) => body[key] !== undefined,
+  ) as keyof PredictRequestBody;
+  const wrongInput = () =>
+    new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${String(given)}: task '${task.name}' is a ${input.kind} task: send ${TAKES[input.kind]}`,
+      { field: given },
+    );
+  const features = (examples: UnlabelledExamples) => ({
+    kind: 'features' as const,
+    x: examples.x,
+    count: examples.count,
+  });
+  switch (input.kind) {
+    case 'tabular':
+      if (body.features !== undefined) {
+        return { input: features(jsonRowsExamples([body.features], input, () => 'features')) };
+      }
+      if (body.rows !== undefined) {
+        return { input: features(jsonRowsExamples(body.rows, input, (row) => `rows.${row}`)) };
+      }
+      throw wrongInput();
+    case 'text': {
+      const texts = body.text !== undefined ? [body.text] : body.texts;
+      if (texts === undefined) throw wrongInput();
+      const examples = textPredictExamples(texts, input);
+      return { input: features(examples), tokenCounts: examples.tokenCounts };
+    }
+    case 'image':
+      if (body.pixels === undefined) throw wrongInput();
+      return { input: features(pixelsExamples(body.pixels, input)) };
+  }
+}
+
+/** The model's outputs (units per example, one example after another) in the task's terms. */
+export function taskPredictions(
+  output: TaskDefinition['output'],
+  outputs: readonly number[],
+  count: number,
+): TaskPrediction[] {
+  const units = outputUnits(output);
+  if (outputs.length !== units * count) {
+    throw new TesseraError(
+      ErrorCode.INTERNAL,
+      `the model gave ${outputs.length} outputs for ${count} examples of ${units} units`,
+    );
+  }
+  return Array.from({ length: count }, (_, example) => {
+    const at = example * units;
+    if (output.kind === 'regression') return { value: outputs[at] as number };
+    if (output.kind === 'binary') {
+      // The one output is the probability of the second (positive) class.
+      const positive = outputs[at] as number;
+      const [negativeName, positiveName] = output.classes;
+      return {
+        class: positive >= 0.5 ? positiveName : negativeName,
+        probabilities: { [negativeName]: 1 - positive, [positiveName]: positive },
+      };
+    }
+    let best = 0;
+    const probabilities: Record<string, number> = {};
+    output.classes.forEach((name, k) => {
+      probabilities[name] = outputs[at + k] as number;
+      if ((outputs[at + k] as number) > (outputs[at + best] as number)) best = k;
+    });
+    return { class: output.classes[best] as string, probabilities };
+  });
 }
 
 interface CachedModel {
-  model: ReturnType<typeof modelWithWeights>;
+  model: Awaited<ReturnType<typeof buildTaskModel>>;
   sha256: string;
   artifacts?: Promise<TfjsArtifacts>;
 }
 
 /**
- * Serves a run's global models: predictions and tfjs downloads. Models are built from the
- * stored checkpoints and kept for the few most recently used (run, round) pairs; evicted ones
- * are disposed, so the tensor count stays bounded however many rounds are asked for.
+ * Serves a run's global models: predictions and tfjs downloads, for any task (the model
+ * built from the task's topology, the weights a round's checkpoint). Models are built from
+ * the stored checkpoints and kept for the few most recently used (run, round) pairs; evicted
+ * ones are disposed, so the tensor count stays bounded however many rounds are asked for.
  */
 export class ModelServer {
   private readonly cache = new Map<string, CachedModel>();
@@ -139,7 +292,7 @@ export class ModelServer {
     private readonly capacity = 4,
   ) {}
 
-  /** The round a request means: the one asked for, else the latest checkpoint. */
+  /** The round a request means (the one asked for, else the latest checkpoint), and its task. */
   private async resolve(runId: string, round: number | undefined) {
     const run = await this.db.runs.get(runId);
     const checkpoint =
@@ -152,18 +305,19 @@ export class ModelServer {
         `run ${runId} has no model yet: start it first (the initial model is saved at the start)`,
       );
     }
-    return { run, checkpoint };
+    const task = await runTaskDefinition(this.db, run);
+    return { run, checkpoint, task };
   }
 
   private async entry(runId: string, round: number | undefined) {
-    const { run, checkpoint } = await this.resolve(runId, round);
+    const { run, checkpoint, task } = await this.resolve(runId, round);
     const key = `${runId}:${checkpoint.round}`;
     let cached = this.cache.get(key);
     if (cached === undefined || cached.sha256 !== checkpoint.sha256) {
       if (cached) cached.model.dispose();
       const weights = bytesToWeights(checkpoint.weights, checkpoint.paramCount);
       cached = {
-        model: modelWithWeights(zooModelOf(run.config, 'the model download'), weights),
+        model: await builtModel(run.config.model, task.definition, weights),
         sha256: checkpoint.sha256,
       };
     }
@@ -179,26 +333,49 @@ export class ModelServer {
   }
 
   /**
-   * Classifies one input with a round's model. The image decode and the inference run on the
-   * predict worker thread, so a burst of large uploads does not stall the sockets and the API.
+   * Answers a predict request with a round's model, in the task's terms. The input is checked
+   * and encoded here (cheap, and its refusals name the field); image decoding and inference
+   * run on the predict worker thread, so a burst of large uploads does not stall the sockets.
    */
   async predict(
     runId: string,
     round: number | undefined,
-    input: PredictInput,
+    request: PredictBody,
   ): Promise<Prediction> {
-    const { run, checkpoint } = await this.resolve(runId, round);
-    const probabilities = await this.worker.predict({
-      modelKey: `${runId}:${checkpoint.round}:${checkpoint.sha256}`,
-      model: zooModelOf(run.config, 'predict'),
-      weights: () => bytesToWeights(checkpoint.weights, checkpoint.paramCount),
+    const { run, checkpoint, task } = await this.resolve(runId, round);
+    const zooModel = run.config.model;
+    const { input, tokenCounts } = encodePredictInput(task.definition, zooModel, request);
+    const { outputs, count } = await this.worker.predict({
+      modelKey: `${runId}:${checkpoint.round}:${checkpoint.sha256}:${task.sha256}`,
+      model: () => ({
+        served:
+          zooModel === null
+            ? { kind: 'task', task: task.definition }
+            : { kind: 'zoo', name: zooModel },
+        weights: bytesToWeights(checkpoint.weights, checkpoint.paramCount),
+      }),
       input,
     });
-    let best = 0;
-    for (let k = 1; k < probabilities.length; k++) {
-      if ((probabilities[k] ?? 0) > (probabilities[best] ?? 0)) best = k;
+    const predictions = taskPredictions(task.definition.output, outputs, count);
+    if (tokenCounts !== undefined && task.definition.input.kind === 'text') {
+      const { maxLength } = task.definition.input;
+      predictions.forEach((prediction, k) => {
+        const tokens = tokenCounts[k] as number;
+        Object.assign(prediction, { tokens, truncated: tokens > maxLength });
+      });
     }
-    return { runId, round: checkpoint.round, class: best, probabilities };
+    const answer: Prediction = {
+      runId,
+      round: checkpoint.round,
+      task: run.config.task,
+      predictions,
+    };
+    if (zooModel !== null && predictions.length === 1) {
+      // The answer of the MNIST predict before tasks: class index and probabilities in order.
+      answer.probabilities = outputs;
+      answer.class = outputs.indexOf(Math.max(...outputs));
+    }
+    return answer;
   }
 
   /** model.json (whose weights path pins the round) and weights.bin of a round's model. */
@@ -219,6 +396,26 @@ export class ModelServer {
 }
 
 /**
+ * A round's model: a built-in MNIST task's zoo model by name (as before tasks, so downloads
+ * stay what they were), any other task's from its topology, the checkpoint's weights loaded.
+ */
+async function builtModel(
+  zooModel: string | null,
+  task: TaskDefinition,
+  weights: Float32Array,
+): Promise<Awaited<ReturnType<typeof buildTaskModel>>> {
+  if (zooModel !== null) return modelWithWeights(zooModel, weights);
+  const model = await buildTaskModel(task, { seed: 0 });
+  try {
+    setFlatWeights(model, weights);
+    return model;
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}
+
+/**
  * The predict worker thread (predict-worker.ts): started on first use, one request at a time.
  * It caches models by checkpoint; weights are sent only when it says it lacks them.
  */
@@ -230,20 +427,15 @@ export class PredictWorker {
 
   async predict(request: {
     modelKey: string;
-    model: string;
-    weights: () => Float32Array;
+    /** The model and weights, made only when the worker says it lacks them. */
+    model: () => { served: ServedModel; weights: Float32Array };
     input: PredictInput;
-  }): Promise<number[]> {
-    const send = (weights: Float32Array | null) =>
-      this.send({
-        modelKey: request.modelKey,
-        model: request.model,
-        weights,
-        input: request.input,
-      });
+  }): Promise<{ outputs: number[]; count: number }> {
+    const send = (model: PredictRequest['model']) =>
+      this.send({ modelKey: request.modelKey, model, input: request.input });
     let response = await send(null);
-    if (!response.ok && response.missing) response = await send(request.weights());
-    if (response.ok) return response.probabilities;
+    if (!response.ok && response.missing) response = await send(request.model());
+    if (response.ok) return { outputs: response.outputs, count: response.count };
     if (response.missing)
       throw new TesseraError(ErrorCode.INTERNAL, 'predict worker lost the model');
     const { code, message, data } = response.error;

@@ -18,7 +18,7 @@ export type Access = 'public' | 'read' | 'admin';
 
 /** One REST route, described once: registered on the router and published in OpenAPI. */
 export interface RouteSpec {
-  method: 'get' | 'post';
+  method: 'get' | 'post' | 'put';
   /** Express path under /api, e.g. `/runs/:id`. */
   path: string;
   summary: string;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Database, TaskRecord } from '@tessera/db';
+import type { Database, HoldoutFormat, TaskHoldoutRecord, TaskRecord } from '@tessera/db';
 import { buildTaskModel, checkTaskModel } from '@tessera/ml';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import {
@@ -12,8 +12,9 @@ import {
 } from '@tessera/tasks';
 import express, { type RequestHandler } from 'express';
 import { z } from 'zod';
+import { formatOfFileName, holdoutFormats, readHoldout } from '../holdout.js';
 import { checkJsonShape } from './json-shape.js';
-import type { defineRoutes } from './routes.js';
+import { type defineRoutes, parseWith } from './routes.js';
 
 type Route = ReturnType<typeof defineRoutes>['route'];
 
@@ -45,6 +46,16 @@ export function taskBodyParsers(maxParams: number): RequestHandler[] {
   ];
 }
 
+const holdoutOut = z
+  .object({
+    format: z.enum(['csv', 'tsv', 'jsonl']),
+    sha256: z.string().describe('sha256 of the file as uploaded'),
+    byteLength: z.number().int(),
+    rows: z.number().int().describe('Examples in it'),
+    uploadedAt: z.string(),
+  })
+  .describe("The held-out set central evaluation of the task's runs uses");
+
 const taskOut = z.object({
   id: z.string(),
   name: z.string(),
@@ -55,6 +66,7 @@ const taskOut = z.object({
   hasWeights: z.boolean().describe('Initial weights were uploaded with it'),
   builtin: z.boolean(),
   createdAt: z.string(),
+  holdout: holdoutOut.nullable().describe('null: none uploaded (no central evaluation)'),
 });
 
 const layerOut = z.object({
@@ -203,6 +215,74 @@ function pendingNotes(task: TaskDefinition): string[] {
 export interface TaskRoutesOptions {
   /** The most parameters a task's model may have (`--max-task-params`). */
   maxParams: number;
+  /** The largest held-out set, in bytes (`--max-holdout-mb`). */
+  maxHoldoutBytes: number;
+}
+
+/** The held-out set upload's body: the file and a little room for the multipart framing. */
+export function holdoutBodyParser(maxHoldoutBytes: number): RequestHandler {
+  return express.raw({ type: 'multipart/form-data', limit: maxHoldoutBytes + 64 * 1024 });
+}
+
+/** What a task's GET shows of its held-out set. */
+function holdoutSummary(holdout: TaskHoldoutRecord | undefined) {
+  if (holdout === undefined) return null;
+  const { taskSha256: _task, ...summary } = holdout;
+  return summary;
+}
+
+/** A held-out set upload: part `holdout` (the file), and `format` where its name does not say. */
+async function readHoldoutUpload(
+  body: unknown,
+  contentType: string,
+  maxBytes: number,
+): Promise<{ bytes: Uint8Array; fileName: string; format: HoldoutFormat | null }> {
+  if (!Buffer.isBuffer(body)) {
+    throw new TesseraError(
+      ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+      'send the held-out set as multipart/form-data: part holdout (the file), optionally part format (csv, tsv or jsonl)',
+      { contentType: contentType || null },
+    );
+  }
+  let form: FormData;
+  try {
+    form = await new Response(new Blob([new Uint8Array(body)]), {
+      headers: { 'content-type': contentType },
+    }).formData();
+  } catch {
+    throw invalid('(body)', 'the multipart body cannot be read (check its boundary)');
+  }
+  for (const key of new Set(form.keys())) {
+    if (key !== 'holdout' && key !== 'format') {
+      throw invalid(key, `unknown part "${key}": send holdout and optionally format`);
+    }
+  }
+  const parts = form.getAll('holdout');
+  if (parts.length !== 1) throw invalid('holdout', 'send one holdout part (the file)');
+  const part = parts[0] as string | File;
+  const bytes =
+    typeof part === 'string' ? Buffer.from(part) : new Uint8Array(await part.arrayBuffer());
+  if (bytes.byteLength > maxBytes) {
+    throw new TesseraError(
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      `the held-out set is larger than ${maxBytes} bytes (--max-holdout-mb)`,
+      { field: 'holdout', limit: maxBytes },
+    );
+  }
+  if (bytes.byteLength === 0) throw invalid('holdout', 'the file is empty');
+  const fileName = typeof part === 'string' ? 'holdout' : part.name || 'holdout';
+  const given = form.get('format');
+  if (given !== null && typeof given !== 'string') {
+    throw invalid('format', 'must be a plain field: csv, tsv or jsonl');
+  }
+  let format: HoldoutFormat | null = null;
+  if (given !== null) {
+    if (given !== 'csv' && given !== 'tsv' && given !== 'jsonl') {
+      throw invalid('format', `must be csv, tsv or jsonl, not ${JSON.stringify(given)}`);
+    }
+    format = given;
+  }
+  return { bytes, fileName, format: format ?? formatOfFileName(fileName) };
 }
 
 /**
@@ -235,7 +315,7 @@ export function registerTaskRoutes(route: Route, db: Database, options: TaskRout
       paramCount: summary.paramCount,
       weights: submission.weights,
     });
-    return { ...record, notes: pendingNotes(task) };
+    return { ...record, holdout: null, notes: pendingNotes(task) };
   };
 
   const submission = async (
@@ -297,7 +377,10 @@ export function registerTaskRoutes(route: Route, db: Database, options: TaskRout
       response: { status: 200, description: 'Tasks', schema: z.array(taskOut) },
     },
     async (_context, _req, res) => {
-      res.json(await db.tasks.list());
+      const [tasks, holdouts] = await Promise.all([db.tasks.list(), db.tasks.holdouts()]);
+      res.json(
+        tasks.map((task) => ({ ...task, holdout: holdoutSummary(holdouts.get(task.sha256)) })),
+      );
     },
   );
 
@@ -310,7 +393,12 @@ export function registerTaskRoutes(route: Route, db: Database, options: TaskRout
       summaries.set(record.sha256, summary);
       summary.catch(() => summaries.delete(record.sha256));
     }
-    return { ...record, model: await summary };
+    const holdouts = await db.tasks.holdouts([record.sha256]);
+    return {
+      ...record,
+      holdout: holdoutSummary(holdouts.get(record.sha256)),
+      model: await summary,
+    };
   };
   route(
     {
@@ -340,6 +428,48 @@ export function registerTaskRoutes(route: Route, db: Database, options: TaskRout
     async ({ query }, req, res) => {
       const { version } = query as z.infer<typeof versionQuery>;
       res.json(await detail(await db.tasks.byName(String(req.params['name']), version)));
+    },
+  );
+
+  const versionParams = z.object({
+    name: z.string(),
+    version: z.coerce.number().int().min(1).max(2_147_483_647),
+  });
+  route(
+    {
+      method: 'put',
+      path: '/tasks/:name/versions/:version/holdout',
+      summary:
+        "Upload (or replace) a task version's held-out set for central evaluation of its runs: multipart/form-data with part `holdout` (the file) and optionally `format` (csv, tsv or jsonl; default from the file name). Tabular tasks: CSV/TSV with a header, by column name (the feature columns and the label). Text tasks: CSV/TSV with columns text and label, or JSON Lines {text, label}. Checked as the clients check their files (problems with file, line and column) before it is stored; at most --max-holdout-mb (413)",
+      access: 'admin',
+      action: 'upload held-out sets',
+      rawBodyTypes: ['multipart/form-data'],
+      response: { status: 200, description: 'Stored', schema: holdoutOut },
+    },
+    async (_context, req, res) => {
+      const { name, version } = parseWith(versionParams, req.params, 'path');
+      const upload = await readHoldoutUpload(
+        req.body,
+        req.get('content-type') ?? '',
+        options.maxHoldoutBytes,
+      );
+      const record = await db.tasks.byName(name, version);
+      const task = parseTaskDefinition(record.definition);
+      const format = upload.format;
+      if (format === null) {
+        throw invalid(
+          'format',
+          `say the file's format: part format (${holdoutFormats(task).join(', ') || 'none for this task'}), or a file name ending in .csv, .tsv or .jsonl`,
+        );
+      }
+      const holdout = readHoldout(upload.bytes, format, task, upload.fileName);
+      const stored = await db.tasks.putHoldout({
+        taskSha256: record.sha256,
+        format,
+        data: upload.bytes,
+        rows: holdout.data.count,
+      });
+      res.json(holdoutSummary(stored));
     },
   );
 }
