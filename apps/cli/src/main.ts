@@ -10,7 +10,7 @@ import { DATABASE_USAGE, type DatabaseFlags, openFromFlags } from './database.js
 import { describeWritten, type ExportFormat, exportRun } from './export-command.js';
 import { counterfactualCommand, replayExitCode, verifyCommand } from './replay-command.js';
 import { simulate } from './simulate.js';
-import { TASK_USAGE, taskCreate, taskList } from './task-command.js';
+import { TASK_USAGE, taskCreate, taskHoldout, taskList } from './task-command.js';
 
 const usage = `tessera <command> [options]
 
@@ -223,7 +223,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** `task create FILE` and `task list`: over the REST API only (tasks are checked by the coordinator). */
+/** `task create FILE`, `task list`, `task holdout`: over the REST API only (the coordinator checks). */
 async function taskCommand(
   args: string[],
   values: {
@@ -262,9 +262,13 @@ async function taskCommand(
     );
     return 0;
   }
+  if (action === 'holdout' && file !== undefined && extra.length === 1) {
+    await taskHoldout({ url: values.url, token, task: file, file: extra[0] as string }, print);
+    return 0;
+  }
   throw new TesseraError(
     ErrorCode.INVALID_ARGUMENT,
-    'use "tessera task create FILE.json [--weights weights.bin] [--new-version]" or "tessera task list"; see --help',
+    'use "tessera task create FILE.json [--weights weights.bin] [--new-version]", "tessera task list" or "tessera task holdout NAME[@VERSION] FILE"; see --help',
   );
 }
 

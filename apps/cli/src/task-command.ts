@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { apiBase, callApi } from './api-client.js';
 
@@ -9,7 +10,12 @@ export const TASK_USAGE = `  task create FILE.json   store a task (its definitio
                           model.weights {sha256, byteLength} is added to the definition where
                           it has none, else it must match the file
       --new-version       store it as the next version of its name (else a taken name is refused)
-  task list               every task on the coordinator: name@version, input, output, parameters`;
+  task list               every task on the coordinator: name@version, input, output, parameters
+  task holdout NAME[@V] FILE  upload (or replace) a task version's held-out set (default the
+                          latest version): the coordinator evaluates every round of the task's
+                          runs on it. CSV/TSV with a header (tabular: the feature and label
+                          columns; text: text and label) or JSON Lines {text, label} (text
+                          tasks); the format comes from the name (.csv, .tsv, .jsonl)`;
 
 /** What the API answers for a task (a record, plus notes on create). */
 interface TaskAnswer {
@@ -154,5 +160,53 @@ export async function taskList(
         .join('  ')
         .trimEnd(),
     );
+  }
+}
+
+/** What the API answers for a stored held-out set. */
+interface HoldoutAnswer {
+  format: string;
+  sha256: string;
+  byteLength: number;
+  rows: number;
+}
+
+/**
+ * `tessera task holdout NAME[@VERSION] FILE`: the file sent to PUT
+ * /api/tasks/{name}/versions/{version}/holdout as multipart (part `holdout`, under the file's
+ * own name, which tells its format). Without @VERSION the task's latest version is asked first.
+ */
+export async function taskHoldout(
+  options: { url: string; token: string | null; task: string; file: string },
+  print: (line: string) => void,
+): Promise<void> {
+  const base = apiBase(options.url);
+  const match = /^([a-z0-9][a-z0-9-]{0,63})(?:@([1-9][0-9]{0,9}))?$/.exec(options.task);
+  if (match === null) {
+    throw invalid('task', `"${options.task}" is not NAME or NAME@VERSION (e.g. ward-risk@2)`);
+  }
+  const name = match[1] as string;
+  const bytes = readFile(options.file, 'file');
+  try {
+    let version = match[2];
+    if (version === undefined) {
+      const latest = await callApi(base, options.token, `/tasks/${encodeURIComponent(name)}`);
+      version = String(((await latest.json()) as TaskAnswer).version);
+    }
+    const form = new FormData();
+    form.append('holdout', new Blob([new Uint8Array(bytes)]), basename(options.file));
+    const response = await callApi(
+      base,
+      options.token,
+      `/tasks/${encodeURIComponent(name)}/versions/${version}/holdout`,
+      { method: 'PUT', body: form },
+    );
+    const stored = (await response.json()) as HoldoutAnswer;
+    print(`stored the held-out set of ${name}@${version}`);
+    print(`  rows        ${stored.rows}`);
+    print(`  format      ${stored.format}`);
+    print(`  sha256      ${stored.sha256}`);
+  } catch (error) {
+    throw withField(error);
   }
 }
