@@ -153,7 +153,7 @@ async function call<T>(
 function uploadHoldout(
   task: string,
   version: number,
-  content: string | Uint8Array,
+  content: string | Uint8Array<ArrayBuffer>,
   fileName: string,
   fields: Record<string, string> = {},
 ) {

@@ -5,6 +5,7 @@ import type { Database, HoldoutFormat, RunRecord } from '@tessera/db';
 import {
   buildTaskModel,
   createModel,
+  type EvaluationResult as ModelEvaluation,
   evaluateModel,
   initBackend,
   setFlatWeights,
@@ -28,7 +29,7 @@ export class MnistCentralEvaluator {
   private examples: Examples | null = null;
   private readonly models = new Map<string, LayersModel>();
 
-  async evaluate(model: string, weights: Float32Array): Promise<EvaluationResult> {
+  async evaluate(model: string, weights: Float32Array): Promise<ModelEvaluation> {
     // The fastest backend present (WASM here); without this tfjs would run on its slow CPU backend.
     await initBackend();
     this.examples ??= toExamples(loadMnist('test'));

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { rgbaToTaskPixels } from './image-resize.js';
 import { jsonRowsExamples, pixelsExamples, textPredictExamples } from './predict-input.js';
 import { readTabular, tabularExamples } from './tabular.js';
-import type { ImageSchema, TabularSchema, TextSchema } from './task-schema.js';
+import type { ImageSchema, TabularSchema, TaskOutput, TextSchema } from './task-schema.js';
 
 const schema: TabularSchema = {
   kind: 'tabular',
@@ -14,7 +14,7 @@ const schema: TabularSchema = {
     { name: 'pulse', type: 'numeric' },
   ],
 };
-const output = { kind: 'multiclass', classes: ['low', 'high'] } as const;
+const output: TaskOutput = { kind: 'multiclass', classes: ['low', 'high'] };
 
 const refusedAt = (field: string) =>
   expect.objectContaining({
@@ -73,7 +73,7 @@ describe('pixels and images', () => {
     valueRange: { min: 0, max: 255 },
   };
   it('scales pixels from the value range to [0, 1] and refuses a wrong count or range', () => {
-    expect(Array.from(pixelsExamples([0, 51, 255, 102], image).x)).toEqual([0, 0.2, 1, 0.4]);
+    expect(pixelsExamples([0, 51, 255, 102], image).x).toEqual(Float32Array.from([0, 0.2, 1, 0.4]));
     expect(() => pixelsExamples([0, 1, 2], image)).toThrow(refusedAt('pixels'));
     expect(() => pixelsExamples([0, 1, 2, 256], image)).toThrow(refusedAt('pixels.3'));
     expect(() => pixelsExamples([0, -1, 2, 3], image)).toThrow(refusedAt('pixels.1'));

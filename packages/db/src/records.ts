@@ -119,7 +119,10 @@ export interface RoundRecord {
   centralLoss: number | null;
   centralAccuracy: number | null;
   centralNumExamples: number | null;
-  /** The task's metrics from central evaluation on its held-out set (mae, rmse, auc...); null otherwise. */
+  /**
+   * The task's loss and metrics from central evaluation (accuracy, auc, mae, rmse: those the
+   * task asks for), on MNIST's test set or the task's held-out set; null where none ran.
+   */
   centralMetrics: Record<string, number> | null;
   metrics: Record<string, number>;
   /** Each selected client's outcome, in selection order (empty for rounds recorded before). */

@@ -252,7 +252,11 @@ async function readHoldoutUpload(
   } catch {
     throw invalid('(body)', 'the multipart body cannot be read (check its boundary)');
   }
-  for (const key of new Set(form.keys())) {
+  const keys = new Set<string>();
+  form.forEach((_value, key) => {
+    keys.add(key);
+  });
+  for (const key of keys) {
     if (key !== 'holdout' && key !== 'format') {
       throw invalid(key, `unknown part "${key}": send holdout and optionally format`);
     }
