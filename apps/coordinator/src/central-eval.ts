@@ -5,9 +5,9 @@ import type { Database, HoldoutFormat, RunRecord } from '@tessera/db';
 import {
   buildTaskModel,
   createModel,
-  type EvaluationResult as ModelEvaluation,
   evaluateModel,
   initBackend,
+  type EvaluationResult as ModelEvaluation,
   setFlatWeights,
   taskObjective,
 } from '@tessera/ml';
