@@ -92,8 +92,6 @@ export class Accountant {
       );
     }
     if (count === 0) return this;
-    const rdp = this.stepRdp(step);
-    const total = Float64Array.from(this.total, (value, i) => value + count * (rdp[i] as number));
     const entries = new Map(this.entries);
     const key = stepKey(step);
     const previous = entries.get(key)?.count ?? 0;
@@ -102,6 +100,14 @@ export class Accountant {
       noiseMultiplier: step.noiseMultiplier,
       count: previous + count,
     });
+    // The total is summed afresh in entry order, so the same steps give the same bits however
+    // they were added (and an accountant rebuilt from JSON equals the one that wrote it).
+    const total = new Float64Array(this.orders.length);
+    for (const entry of entries.values()) {
+      const rdp = this.stepRdp(entry);
+      for (let i = 0; i < total.length; i++)
+        total[i] = (total[i] as number) + entry.count * (rdp[i] as number);
+    }
     return new Accountant(this.orders, entries, total, this.cache);
   }
 

@@ -191,7 +191,8 @@ export interface EpsilonAtOrder {
 
 /**
  * (epsilon, delta)-DP from RDP values at `orders`, by the conversion of Balle et al. 2020
- * (Thm. 21), the smallest over the orders; never below 0. Infinite RDP gives infinite epsilon.
+ * (Thm. 21), the smallest over the orders; never below 0, and 0 where the RDP is so small that
+ * the distributions are within delta in total variation. Infinite RDP gives infinite epsilon.
  */
 export function epsilonFromRdp(
   rdp: ArrayLike<number>,
@@ -209,7 +210,13 @@ export function epsilonFromRdp(
     const alpha = orders[i] as number;
     const value = rdp[i] as number;
     if (!(value >= 0)) throw invalid('rdp', `rdp[${i}] is ${value}; RDP is never negative`);
-    const epsilon = value + Math.log1p(-1 / alpha) - (logDelta + Math.log(alpha)) / (alpha - 1);
+    // RDP at any order > 1 bounds the KL divergence (D_alpha grows with alpha), and the
+    // Bretagnolle–Huber inequality gives total variation <= sqrt(1 - e^-KL): when that is
+    // within delta the pair is (0, delta)-DP outright (what a run of zero steps must give).
+    const epsilon =
+      delta * delta + Math.expm1(-value) >= 0
+        ? 0
+        : value + Math.log1p(-1 / alpha) - (logDelta + Math.log(alpha)) / (alpha - 1);
     if (epsilon < best.epsilon) best = { epsilon, order: alpha };
   }
   return { epsilon: Math.max(0, best.epsilon), order: best.order };
