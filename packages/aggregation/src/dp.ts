@@ -11,7 +11,6 @@ import { weightedEvaluation } from './fedavg.js';
 import { checkState, StateSlot, type StrategyState } from './state.js';
 import type {
   AggregateResult,
-  ClientTrainSettings,
   EvaluationReply,
   EvaluationResult,
   RoundAggregator,
@@ -163,7 +162,7 @@ const OWN_SCALARS = ['clipNorm', 'steps', 'paramCount'] as const;
  * exceed C). Noise is drawn from the injected `GaussianNoise` (CryptoGaussianNoise in a run;
  * SeededGaussianNoise only in tests), so this module stays pure.
  *
- * The inner rule (FedAvg, FedProx's server side, FedAvgM, FedAdam, FedYogi, FedAdagrad) gets
+ * The inner rule (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad) gets
  * one pseudo-update, g + Delta rounded to float32, and does what it does with a mean: its
  * momentum or moments then work on the noised mean only (post-processing, no privacy cost).
  *
@@ -201,6 +200,14 @@ export class DpFedAvg implements Strategy {
         },
       );
     }
+    if (inner.configureTrain !== undefined) {
+      // Clients take settings by strategy name; none knows an inner rule's under dp-fedavg.
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `dp-fedavg: ${inner.name} asks settings of the clients, which dp-fedavg does not pass on`,
+        { field: 'strategyOptions.innerStrategy' },
+      );
+    }
     if (inner.name !== options.innerStrategy) {
       throw new TesseraError(
         ErrorCode.INVALID_ARGUMENT,
@@ -215,13 +222,6 @@ export class DpFedAvg implements Strategy {
         ? options.noiseMultiplier
         : vectorNoiseMultiplier(options.noiseMultiplier, this.countNoiseStd);
     this.accountantDelta = options.delta ?? options.budget?.delta ?? null;
-  }
-
-  configureTrain(
-    round: number,
-    clientIds: readonly string[],
-  ): ClientTrainSettings | ReadonlyMap<string, ClientTrainSettings> {
-    return this.inner.configureTrain?.(round, clientIds) ?? {};
   }
 
   private clipNormAt(start: StrategyState | null): number {

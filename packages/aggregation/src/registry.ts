@@ -59,7 +59,7 @@ const byzantineCount = z.int().min(0).max(10_000).default(1);
  * Server rules DP-FedAvg can wrap: each takes the noised mean change as its pseudo-gradient.
  * The others are refused, with the reason: under DP the aggregator holds only a noised sum.
  */
-const DP_INNER_STRATEGIES = ['fedavg', 'fedprox', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
+const DP_INNER_STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
 const needsIndividualUpdates =
   'needs the individual updates, and DP-FedAvg has only their clipped, noised sum';
 const DP_REFUSED_INNER: Readonly<Record<string, string>> = {
@@ -72,6 +72,10 @@ const DP_REFUSED_INNER: Readonly<Record<string, string>> = {
   'norm-bounded-fedavg':
     'norm-bounded FedAvg clips each update and weights it by examples; DP-FedAvg already clips (clipNorm) and must not weight',
   'dp-fedavg': 'dp-fedavg cannot wrap itself',
+  // Its server side is FedAvg; what it adds is the clients' proximal term, and the clients
+  // take settings by strategy name: they do not know dp-fedavg's yet (packages/client).
+  fedprox:
+    'fedprox needs its proximalMu honoured by the clients, which do not take it under dp-fedavg yet; wrap fedavg',
 };
 
 const dpFedAvgOptions = z
