@@ -249,7 +249,8 @@ export class DpFedAvg implements Strategy {
     // Begun now, so that a retried round rolls the inner state back together with this one.
     const innerRound = this.inner.beginRound(round, globalWeights);
     return new DpRound(
-      this,
+      this.name,
+      (done) => this.noisedStep(done),
       round,
       globalWeights.slice(),
       this.clipNormAt(start),
@@ -258,8 +259,8 @@ export class DpFedAvg implements Strategy {
     );
   }
 
-  /** Called by the round when it finishes with updates: the noised step and the new state. */
-  finishRound(round: DpRound): { weights: Float32Array | null; privacy: RoundPrivacy } {
+  /** A round that finished with updates: the noised step, and the state after it. */
+  private noisedStep(round: DpRound): { weights: Float32Array | null; privacy: RoundPrivacy } {
     const { options } = this;
     const m = options.expectedClientsPerRound;
     const stream = this.noise.forRound(round.round);
@@ -451,7 +452,11 @@ class DpRound implements RoundAggregator {
   private finished = false;
 
   constructor(
-    private readonly strategy: DpFedAvg,
+    private readonly strategy: string,
+    private readonly step: (round: DpRound) => {
+      weights: Float32Array | null;
+      privacy: RoundPrivacy;
+    },
     readonly round: number,
     readonly global: Float32Array,
     readonly clipNorm: number,
@@ -467,7 +472,7 @@ class DpRound implements RoundAggregator {
   }
 
   add(update: TrainUpdate): void {
-    if (this.finished) throw roundFinished(this.strategy.name);
+    if (this.finished) throw roundFinished(this.strategy);
     checkUpdate(update, this.global.length);
     const change = this.scratch;
     for (let i = 0; i < change.length; i++) {
@@ -484,7 +489,7 @@ class DpRound implements RoundAggregator {
   }
 
   finish(): AggregateResult {
-    if (this.finished) throw roundFinished(this.strategy.name);
+    if (this.finished) throw roundFinished(this.strategy);
     this.finished = true;
     const base = {
       metrics: this.metrics.means(),
@@ -495,7 +500,7 @@ class DpRound implements RoundAggregator {
       this.inner.finish();
       return { ...base, weights: null };
     }
-    const { weights, privacy } = this.strategy.finishRound(this);
+    const { weights, privacy } = this.step(this);
     return { ...base, weights, privacy };
   }
 }
