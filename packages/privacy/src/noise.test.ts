@@ -66,6 +66,19 @@ describe('noise sources', () => {
     expect([...a]).not.toEqual([...b]);
   });
 
+  it('without a cryptographic generator there is no crypto noise (never a fallback to Math.random)', () => {
+    const original = Object.getOwnPropertyDescriptor(globalThis, 'crypto');
+    Object.defineProperty(globalThis, 'crypto', { value: undefined, configurable: true });
+    try {
+      expect(() => new CryptoGaussianNoise()).toThrow(
+        expect.objectContaining({ code: 'UNAVAILABLE' }),
+      );
+    } finally {
+      if (original) Object.defineProperty(globalThis, 'crypto', original);
+    }
+    expect(new CryptoGaussianNoise().cryptographic).toBe(true);
+  });
+
   it('seeded noise is a function of (seed, round) only, and says it is not cryptographic', () => {
     const draw = (seed: number, round: number) => {
       const out = new Float64Array(32);
@@ -78,6 +91,8 @@ describe('noise sources', () => {
     expect(draw(7, 5)).not.toEqual(draw(8, 5));
     // Seeds that differ only above 2^32 differ too.
     expect(draw(2 ** 40, 1)).not.toEqual(draw(0, 1));
-    expect(() => new SeededGaussianNoise(0.5)).toThrow(/safe integer/);
+    expect(() => new SeededGaussianNoise(0.5)).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', data: { field: 'seed' } }),
+    );
   });
 });

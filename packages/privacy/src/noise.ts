@@ -19,6 +19,8 @@
  *    Steinke 2020) would be the fix, at a cost per coordinate this package does not pay yet.
  */
 
+import { ErrorCode, TesseraError } from '@tessera/protocol';
+
 /** Standard normal draws for one round. */
 export interface NormalStream {
   /** Fills `out` with independent N(0, 1) draws. */
@@ -85,7 +87,10 @@ export class CryptoGaussianNoise implements GaussianNoise {
   constructor() {
     if (typeof globalThis.crypto?.getRandomValues !== 'function') {
       // A missing CSPRNG must stop a private run, never fall back to Math.random.
-      throw new Error('CryptoGaussianNoise: globalThis.crypto.getRandomValues is not available');
+      throw new TesseraError(
+        ErrorCode.UNAVAILABLE,
+        'CryptoGaussianNoise: globalThis.crypto.getRandomValues is not available',
+      );
     }
   }
 
@@ -116,8 +121,13 @@ export class SeededGaussianNoise implements GaussianNoise {
   readonly cryptographic = false;
 
   constructor(readonly seed: number) {
-    if (!Number.isSafeInteger(seed))
-      throw new Error(`SeededGaussianNoise: seed ${seed} is not a safe integer`);
+    if (!Number.isSafeInteger(seed)) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `SeededGaussianNoise: seed ${seed} is not a safe integer`,
+        { field: 'seed' },
+      );
+    }
   }
 
   forRound(round: number): NormalStream {
