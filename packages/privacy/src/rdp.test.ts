@@ -68,6 +68,49 @@ describe('rdpSampledGaussian', () => {
     }
   });
 
+  it('equals the defining integral, computed by quadrature, at integer and fractional orders', () => {
+    // A_alpha = integral of N(z; 0, sigma^2) ((1 - q) + q e^((2z - 1) / (2 sigma^2)))^alpha dz
+    // (Mironov et al. 2019, §3), by the trapezoid rule in log space over a range holding all
+    // of its mass: a computation sharing nothing with the series but the definition.
+    const logIntegral = (q: number, sigma: number, alpha: number) => {
+      const low = -40 * sigma - 1;
+      const high = alpha + 40 * sigma + 1;
+      const n = 400_000;
+      const h = (high - low) / n;
+      const logs = new Float64Array(n + 1);
+      for (let k = 0; k <= n; k++) {
+        const z = low + k * h;
+        const logMu0 = -(z * z) / (2 * sigma * sigma) - Math.log(sigma * Math.sqrt(2 * Math.PI));
+        const x = (2 * z - 1) / (2 * sigma * sigma);
+        const logRatio =
+          x > 0
+            ? x + Math.log1p(((1 - q) * Math.exp(-x)) / q) + Math.log(q)
+            : Math.log1p(q * Math.expm1(x));
+        logs[k] = logMu0 + alpha * logRatio + (k === 0 || k === n ? Math.log(0.5) : 0);
+      }
+      const peak = logs.reduce((a, b) => Math.max(a, b), Number.NEGATIVE_INFINITY);
+      let sum = 0;
+      for (const v of logs) sum += Math.exp(v - peak);
+      return peak + Math.log(sum * h);
+    };
+    for (const [q, sigma, alpha] of [
+      [1e-4, 1, 1.5],
+      [1e-3, 1, 2],
+      [0.01, 10, 20],
+      [0.1, 100, 20.5],
+      [0.01, 2.5, 5.5],
+      [0.2, 0.8, 3.7],
+      [0.05, 1.1, 8],
+      [0.5, 2, 12.25],
+    ] as const) {
+      const series = (rdpSampledGaussian(q, sigma, [alpha])[0] as number) * (alpha - 1);
+      const quadrature = logIntegral(q, sigma, alpha);
+      expect(Math.abs(series - quadrature)).toBeLessThanOrEqual(
+        1e-9 * Math.max(1e-6, Math.abs(quadrature)) + 1e-13,
+      );
+    }
+  });
+
   it('is alpha / (2 sigma^2) without sampling and 0 without records', () => {
     const orders = [1.5, 2, 7.25, 64];
     expect([...rdpSampledGaussian(1, 3, orders)]).toEqual(orders.map((a) => a / 18));
