@@ -25,6 +25,7 @@ import { AdminFeed } from './http/admin-namespace.js';
 import {
   type AuthOptions,
   clearedSessionCookie,
+  constantTimeEquals,
   type LoginLimits,
   LoginRateLimiter,
   SESSION_TTL_MS,
@@ -154,6 +155,8 @@ export interface ApiOptions {
   maxTaskParams?: number;
   /** The largest held-out set upload, in bytes; default DEFAULT_MAX_HOLDOUT_BYTES. */
   maxHoldoutBytes?: number;
+  /** A bearer token that reads /metrics and nothing else (besides the admin token). */
+  metricsToken?: string | null;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -214,6 +217,28 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       database: db.kind,
       ...(ready ? {} : { since: database.since?.toISOString() ?? null, error: database.lastError }),
     });
+  });
+
+  // Prometheus scrapes: the admin token, or a metrics-only token so that the scraper holds no
+  // admin rights; open only where the REST API is open (no admin token).
+  app.get('/metrics', async (req, res) => {
+    const bearer = req.headers.authorization?.startsWith('Bearer ')
+      ? req.headers.authorization.slice(7)
+      : null;
+    const allowed = [options.adminToken, options.metricsToken ?? null].filter(
+      (token): token is string => token !== null,
+    );
+    const open = options.adminToken === null;
+    if (!open && !(bearer !== null && allowed.some((token) => constantTimeEquals(bearer, token)))) {
+      const error = new TesseraError(
+        ErrorCode.UNAUTHORIZED,
+        '/metrics needs the metrics token or the admin token (Authorization: Bearer)',
+      );
+      res.status(401).json({ error: error.toWire() });
+      return;
+    }
+    const { contentType, body } = await coordinator.metrics.scrape();
+    res.type(contentType).send(body);
   });
 
   const auth: AuthOptions = { db, adminToken: options.adminToken };

@@ -25,6 +25,8 @@ const usage = `tessera-coordinator [options]
                       at creation (default $TESSERA_MAX_TASK_PARAMS, else 50000000)
   --max-holdout-mb M  the largest held-out set an admin may upload for a task's central
                       evaluation, in MiB (default $TESSERA_MAX_HOLDOUT_MB, else 64)
+  --metrics-token T   a bearer token that reads GET /metrics (Prometheus) and nothing else
+                      (default $TESSERA_METRICS_TOKEN; the admin token reads it too)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -157,6 +159,7 @@ async function main(): Promise<void> {
       'lease-ms': { type: 'string' },
       'max-task-params': { type: 'string' },
       'max-holdout-mb': { type: 'string' },
+      'metrics-token': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -181,6 +184,7 @@ async function main(): Promise<void> {
   const db = await openDatabase(
     url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {},
   );
+  const metricsToken = values['metrics-token'] ?? process.env['TESSERA_METRICS_TOKEN'];
   let adminToken = values['admin-token'] ?? process.env['TESSERA_ADMIN_TOKEN'];
   if (!adminToken) {
     adminToken = randomBytes(24).toString('base64url');
@@ -197,6 +201,7 @@ async function main(): Promise<void> {
     ...(leaseMs === undefined ? {} : { leaseMs }),
     ...(maxTaskParams === undefined ? {} : { maxTaskParams }),
     ...(maxHoldoutBytes === undefined ? {} : { maxHoldoutBytes }),
+    ...(metricsToken ? { metricsToken } : {}),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {
