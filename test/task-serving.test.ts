@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { readTabular, tabularExamples } from '@tessera/data';
+import type { RoundRecord } from '@tessera/db';
 import { buildTaskModel, evaluateModel, setFlatWeights, taskObjective } from '@tessera/ml';
 import { bytesToWeights, PROTOCOL_VERSION, type TrainInstruction } from '@tessera/protocol';
 import { parseTaskDefinition, type TaskDefinition, taskSha256 } from '@tessera/tasks';
@@ -322,7 +323,8 @@ describe('held-out sets', () => {
 
 describe('a tabular task, end to end', () => {
   let runId: string;
-  const weightsByRound = new Map<number, Float32Array>();
+  /** What the raw client sent, by `<runId>:<round>` (it trains the other tests' runs too). */
+  const sentWeights = new Map<string, Float32Array>();
 
   /** The task's features of one row, encoded here by hand: standardised, then one-hot. */
   const encodeWard = (row: { age: number; pulse: number; temperature: number; ward: string }) => [
@@ -369,7 +371,7 @@ describe('a tabular task, end to end', () => {
       );
       for (let k = 0; k < weights.length; k++)
         weights[k] = (weights[k] as number) + 0.05 * Math.sin(k);
-      weightsByRound.set(instruction.round, weights);
+      sentWeights.set(`${instruction.runId}:${instruction.round}`, weights);
       void sendWithAck(raw, 'update', {
         status: 'ok',
         runId: instruction.runId,
@@ -496,7 +498,7 @@ describe('a tabular task, end to end', () => {
     const bytes = new Uint8Array(await response.arrayBuffer());
     // The round's checkpoint, as stored: the client's round-1 update (the only one).
     expect(Array.from(new Float32Array(bytes.buffer))).toEqual(
-      Array.from(weightsByRound.get(1) ?? []),
+      Array.from(sentWeights.get(`${runId}:1`) ?? []),
     );
     const model = await tfl.loadLayersModel(
       tf.io.fromMemory({
@@ -518,8 +520,14 @@ describe('a tabular task, end to end', () => {
   });
 });
 
-/** A run of `task` started with no client: its round-0 model is there to serve. */
-async function startedRun(task: string): Promise<string> {
+/**
+ * A run of `task` (one round), started: its round-0 model is there to serve at once, and the
+ * federation's raw client trains its round 1. `evaluated`: that round's record once its
+ * evaluation step is over (with or without results).
+ */
+async function startedRun(
+  task: string,
+): Promise<{ runId: string; evaluated: Promise<RoundRecord> }> {
   const run = await h.api<{ id: string }>('POST', '/runs', {
     federationId,
     task: { name: task },
@@ -528,9 +536,18 @@ async function startedRun(task: string): Promise<string> {
     roundDeadlineMs: 60_000,
     seed: 5,
   });
-  expect((await h.api('POST', `/runs/${run.body.id}/start`)).status).toBe(202);
-  await waitFor(() => h.db.rounds.latestCheckpoint(run.body.id), 'the initial checkpoint');
-  return run.body.id;
+  const runId = run.body.id;
+  const evaluated = new Promise<RoundRecord>((resolve) => {
+    const listener = (summary: { runId: string; record: RoundRecord }) => {
+      if (summary.runId !== runId) return;
+      h.coordinator.off('round-evaluated', listener);
+      resolve(summary.record);
+    };
+    h.coordinator.on('round-evaluated', listener);
+  });
+  expect((await h.api('POST', `/runs/${runId}/start`)).status).toBe(202);
+  await waitFor(() => h.db.rounds.latestCheckpoint(runId), 'the initial checkpoint');
+  return { runId, evaluated };
 }
 
 async function roundZeroModel(runId: string, task: TaskDefinition) {
@@ -542,7 +559,7 @@ async function roundZeroModel(runId: string, task: TaskDefinition) {
 
 describe('a text task', () => {
   it('predicts both classes of a binary task from a string, with its token count', async () => {
-    const runId = await startedRun('spam-serving');
+    const { runId, evaluated } = await startedRun('spam-serving');
     const model = await roundZeroModel(runId, parseTaskDefinition(spam));
     // Ids: 0 pad, 1 unknown, 2 + the word's place in the vocabulary.
     const local = tf.tidy(() =>
@@ -594,12 +611,18 @@ describe('a text task', () => {
       'INVALID_ARGUMENT',
       'features',
     );
+
+    // Its round 1 is evaluated on the JSON Lines held-out set: 2 texts, the task's metrics.
+    const round = await evaluated;
+    expect(round.centralNumExamples).toBe(2);
+    expect(Object.keys(round.centralMetrics ?? {}).sort()).toEqual(['accuracy', 'auc', 'loss']);
+    expect(round.centralMetrics?.['loss']).toBe(round.centralLoss);
   });
 });
 
 describe('an image task', () => {
   it('predicts from pixels in the value range, and from a PNG resized to the task shape', async () => {
-    const runId = await startedRun('tiles-serving');
+    const { runId, evaluated } = await startedRun('tiles-serving');
     const model = await roundZeroModel(runId, parseTaskDefinition(tiles));
     // An 8x8 PNG: the left half red, the right half blue; 4x4 after area-averaging 2x2 blocks.
     const png = new PNG({ width: 8, height: 8 });
@@ -662,5 +685,10 @@ describe('an image task', () => {
       'INVALID_ARGUMENT',
       'rows',
     );
+
+    // No held-out set for this task (and no client evaluates): no central evaluation.
+    const round = await evaluated;
+    expect(round.number).toBe(1);
+    expect(round).toMatchObject({ centralLoss: null, centralAccuracy: null, centralMetrics: null });
   });
 });
