@@ -43,7 +43,7 @@ function tabularTask(
   output: TaskDefinition['output'],
   loss: TaskDefinition['loss'],
   metrics: TaskDefinition['metrics'],
-  activation: string,
+  activation: 'sigmoid' | 'linear',
   overrides: { standardizeA?: 'federated' } = {},
 ): TaskDefinition {
   return parseTaskDefinition({
