@@ -1,7 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRng } from '@tessera/data';
 import { PROTOCOL_VERSION, type TaskAck, type TrainInstruction } from '@tessera/protocol';
 import { taskSha256 } from '@tessera/tasks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +12,7 @@ import {
   rawClientInfo,
   sendWithAck,
 } from './raw-client.js';
-import { flowersTask, tabularParams, tabularTopology } from './task-fixtures.js';
+import { flowersTask, tabularParams, wardRiskTask, writeWardCsv } from './task-fixtures.js';
 
 /**
  * A run that trains a task (issue 17): the run config names the task, the coordinator resolves
@@ -22,26 +21,7 @@ import { flowersTask, tabularParams, tabularTopology } from './task-fixtures.js'
  * files with named columns (--data); one started on MNIST data says it cannot, with a code.
  */
 
-/** Ward risk: 3 numeric columns with constants, 1 categorical of 3 categories, 3 classes. */
-const wardRisk = {
-  schemaVersion: 1,
-  name: 'ward-risk',
-  input: {
-    kind: 'tabular',
-    label: 'risk',
-    columns: [
-      { name: 'age', type: 'numeric', standardize: { mean: 50, std: 15 } },
-      { name: 'pulse', type: 'numeric', standardize: { mean: 80, std: 12 } },
-      { name: 'temperature', type: 'numeric', standardize: { mean: 37, std: 0.8 } },
-      { name: 'ward', type: 'categorical', categories: ['a', 'b', 'c'] },
-    ],
-  },
-  output: { kind: 'multiclass', classes: ['low', 'mid', 'high'] },
-  loss: 'softmax-cross-entropy',
-  metrics: ['accuracy'],
-  // Dense(16, relu) -> Dense(3, softmax) on 3 + 3 features, written by tfjs here.
-  model: { topology: tabularTopology(6, 3, 16) },
-};
+const wardRisk = wardRiskTask();
 
 interface ErrorBody {
   error: { code: string; message: string; data?: { field?: string } };
@@ -221,37 +201,8 @@ describe("a task's run on the wire", () => {
   });
 });
 
-/**
- * A hospital's ward-risk rows as a CSV: the task's columns in another order than the task's,
- * an extra column the task does not name (ignored), risk from a rule the model can learn.
- */
-function wardCsv(
-  name: string,
-  rows: number,
-  seed: number,
-  columns = ['ward', 'note', 'risk', 'temperature', 'age', 'pulse'],
-): string {
-  const rng = createRng(seed);
-  const lines = [columns.join(',')];
-  for (let row = 0; row < rows; row++) {
-    const age = 20 + Math.floor(rng.next() * 70);
-    const pulse = 55 + Math.floor(rng.next() * 60);
-    const temperature = (36 + rng.next() * 3).toFixed(1);
-    const score = (age - 50) / 15 + (pulse - 80) / 12;
-    const values: Record<string, string> = {
-      ward: ['a', 'b', 'c'][row % 3] as string,
-      note: `visit ${row}`,
-      risk: score < -0.5 ? 'low' : score < 0.8 ? 'mid' : 'high',
-      temperature,
-      age: String(age),
-      pulse: String(pulse),
-    };
-    lines.push(columns.map((column) => values[column]).join(','));
-  }
-  const path = join(dataDir, name);
-  writeFileSync(path, `${lines.join('\n')}\n`);
-  return path;
-}
+const wardCsv = (name: string, rows: number, seed: number, columns?: string[]) =>
+  writeWardCsv(dataDir, name, rows, seed, columns);
 
 describe('Node clients train a task from their own CSV files', () => {
   it('two clients train ward-risk for 2 rounds; a third, missing a column, fails each round with DATA_SCHEMA_MISMATCH and the rounds commit without it', async () => {
