@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 
 // `tessera-client --check`, run as users run it: the built CLI in its own process.
@@ -88,6 +89,34 @@ describe('tessera-client --check', () => {
     const absent = check('--task-file', taskFile, '--data', join(folder, 'absent.csv'));
     expect(absent.status).toBe(2);
     expect(absent.stderr).toContain('absent.csv cannot be read');
+  });
+
+  it('checks a folder of class sub-folders against an image task: images decoded, labels counted', () => {
+    const images = join(folder, 'images');
+    for (const name of ['yes', 'no', 'maybe']) mkdirSync(join(images, name), { recursive: true });
+    const png = PNG.sync.write(new PNG({ width: 3, height: 3 }));
+    for (let i = 0; i < 3; i++) writeFileSync(join(images, 'yes', `${i}.png`), png);
+    writeFileSync(join(images, 'no', 'a.png'), png);
+    const imageTask = {
+      ...task,
+      name: 'scans',
+      input: { kind: 'image', height: 2, width: 2, channels: 1, valueRange: { min: 0, max: 255 } },
+      output: { kind: 'binary', classes: ['no', 'yes'] },
+      loss: 'sigmoid-binary-cross-entropy',
+    };
+    const imageTaskFile = file('scans.json', JSON.stringify(imageTask));
+    // 'maybe' holds no image: no class of its own, nothing to refuse.
+    const fits = check('--task-file', imageTaskFile, '--data', images, '--holdout', '0.25');
+    expect(fits.stdout).toContain(
+      `tessera-client: ${images}: 3 training, 1 held-out images; 2 classes seen of 2 (no 1, yes 3)`,
+    );
+    expect(fits.status).toBe(0);
+    writeFileSync(join(images, 'maybe', 'm.png'), png);
+    const misfit = check('--task-file', imageTaskFile, '--data', images);
+    expect(misfit.status).toBe(2);
+    expect(misfit.stderr).toContain(
+      `${images}: folder 'maybe' is not a class of task 'scans' ('no', 'yes')`,
+    );
   });
 
   it('needs both --task-file and --data, and --task-file only goes with --check', () => {

@@ -67,7 +67,7 @@ async function main(): Promise<void> {
     return;
   }
   if ('check' in settings) {
-    const { ok, lines } = runCheck(settings.check);
+    const { ok, lines } = await runCheck(settings.check);
     // A fit is a result (stdout); a misfit is an error to fix (stderr, exit status 2).
     for (const line of lines) ok ? say(`tessera-client: ${line}`) : warn(line);
     process.exit(ok ? 0 : 2);

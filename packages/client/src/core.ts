@@ -9,6 +9,7 @@ export {
   TesseraClient,
   type TrainingProgress,
 } from './client.js';
+export { ImageSetTaskData, type ImageSource, type LabelledImage } from './image-data.js';
 export {
   type LocalTrainingSetting,
   type LocalTrainingSettings,
