@@ -8,7 +8,7 @@ import type { DataOptions } from './data-source.js';
 // any connection is made, and every refusal names the option.
 
 export const USAGE = `tessera-client --coordinator URL (--token-file FILE | TESSERA_TOKEN=...) (--mnist K/N | --csv FILE | --data FILE) [options]
-tessera-client --check --task-file TASK.json --data FILE [--holdout F] [--partition-seed N]
+tessera-client --check --task-file TASK.json --data FILE|DIR [--holdout F] [--partition-seed N]
 
   --coordinator URL     the coordinator, e.g. http://coordinator.example.org:4000
                         (or TESSERA_COORDINATOR)
@@ -27,6 +27,8 @@ tessera-client --check --task-file TASK.json --data FILE [--holdout F] [--partit
                         tabular tasks (columns by name, extra ones ignored), CSV/TSV with
                         'text' and 'label' columns or .jsonl/.ndjson lines {"text", "label"}
                         for text tasks; read per task when a round starts
+  --data DIR            images for an image task: one sub-folder per class (named as the
+                        task's classes), PNG or JPEG files of any size in them
   --check               check --data against --task-file (a task's JSON definition) and say
                         what does not fit; connects to nothing. Exit status 0 fits, 2 not
   --task-file FILE      the task to check against (with --check)

@@ -127,7 +127,7 @@ async function asRoundFailure<T>(work: () => T | Promise<T>): Promise<T> {
  * Reads a file's text per the task's input: tabular by column name (CSV/TSV), text from JSON
  * Lines (fields `text` and `label`) or from CSV/TSV (columns `text` and `label`). Throws
  * packages/data's refusals (INVALID_ARGUMENT with DataProblem data); RoundFailure
- * TASK_NOT_SUPPORTED for an image task, whose examples are a folder of images, not one file.
+ * TASK_NOT_SUPPORTED for an image task, whose examples are a folder of images (ImageSetTaskData).
  */
 export function readTaskRows(task: TaskDefinition, file: { name: string; text: string }): TaskRows {
   const { input, output } = task;
@@ -153,7 +153,7 @@ export function readTaskRows(task: TaskDefinition, file: { name: string; text: s
     case 'image':
       throw new RoundFailure(
         'TASK_NOT_SUPPORTED',
-        `task '${task.name}' has image input: this client reads tabular and text tasks from a file (${file.name}), not images`,
+        `task '${task.name}' has image input: images come from a folder of class sub-folders (--data DIR), not from a file (${file.name})`,
       );
   }
 }
@@ -325,7 +325,7 @@ export function checkTaskData(
   const lines = [describeTask(task)];
   if (task.input.kind === 'image') {
     lines.push(
-      `${file.name}: image tasks read a folder of images, not a file; this client cannot train this task yet`,
+      `${file.name}: image tasks read a folder of class sub-folders of images (--data DIR), not a file`,
     );
     return { ok: false, lines };
   }
