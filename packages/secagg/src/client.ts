@@ -1,0 +1,383 @@
+/**
+ * A client's side of a SecAgg round as a state machine: each method takes the server's
+ * message, checks all of it, and only then changes state and returns the client's reply.
+ * A refused message (a TesseraError with its code) leaves the client as it was, so the
+ * right message can still follow.
+ */
+import { ErrorCode } from '@tessera/protocol';
+import { bytesEqual, randomBytes, wordsToBytes } from './bytes.js';
+import {
+  CIPHERTEXT_BYTES,
+  channelKey,
+  decryptSharePair,
+  encryptSharePair,
+  type SharePair,
+  selfMaskCommitment,
+} from './channel.js';
+import { refuse } from './errors.js';
+import {
+  agree,
+  exportPrivateScalar,
+  generateKeyPair,
+  importPublicKey,
+  type KeyPair,
+} from './keys.js';
+import { addInto, applyPairwiseMask } from './masking.js';
+import {
+  type AdvertisedKeys,
+  type AdvertiseKeys,
+  expectArray,
+  expectBytes,
+  expectLength,
+  expectRecord,
+  expectRound,
+  expectString,
+  type MaskedInput,
+  type ShareKeys,
+  type ShareOf,
+  type SharesBundle,
+  type UnmaskRequest,
+  type UnmaskResponse,
+} from './messages.js';
+import { expandSeed, SEED_BYTES } from './prg.js';
+import { quantiseInput, type SecAggInput } from './quantise.js';
+import { checkSetup, MAX_CLIENTS, type Quantisation, type SecAggSetup } from './setup.js';
+import { splitSecret } from './shamir.js';
+
+export type ClientStage = 'advertise' | 'share' | 'mask' | 'unmask' | 'done';
+
+interface Peer {
+  encryptionPublicKey: CryptoKey;
+  maskingPublicKey: CryptoKey;
+}
+
+function wrongStage(stage: ClientStage, expected: ClientStage): never {
+  return refuse(ErrorCode.CONFLICT, `this client is at step '${stage}', not '${expected}'`, {
+    stage,
+    expected,
+  });
+}
+
+function thresholdNotMet(step: string, count: number, threshold: number): never {
+  return refuse(
+    ErrorCode.SECAGG_THRESHOLD_NOT_MET,
+    `${count} clients at ${step}, fewer than the threshold ${threshold}`,
+    { step, count, threshold },
+  );
+}
+
+export class SecAggClient {
+  readonly setup: SecAggSetup;
+  readonly clientId: string;
+  private readonly quantisation: Quantisation;
+  private readonly encryptionKeys: KeyPair;
+  private readonly maskingKeys: KeyPair;
+  private stageNow: ClientStage = 'advertise';
+  /** U1 without this client, after the keys are advertised. */
+  private peers = new Map<string, Peer>();
+  private selfMaskSeed: Uint8Array | undefined;
+  /** This client's own shares of its own secrets (the holder of share number "self"). */
+  private ownShares: SharePair | undefined;
+  /** U2: the clients whose shares this client holds, itself included. */
+  private sharers: string[] = [];
+  private heldShares = new Map<string, SharePair>();
+
+  private constructor(
+    setup: SecAggSetup,
+    clientId: string,
+    quantisation: Quantisation,
+    encryptionKeys: KeyPair,
+    maskingKeys: KeyPair,
+  ) {
+    this.setup = setup;
+    this.clientId = clientId;
+    this.quantisation = quantisation;
+    this.encryptionKeys = encryptionKeys;
+    this.maskingKeys = maskingKeys;
+  }
+
+  /** Checks the announced setup and makes this round's two key pairs (fresh for every round). */
+  static async create(setup: SecAggSetup, clientId: string): Promise<SecAggClient> {
+    const quantisation = checkSetup(setup);
+    if (!setup.clientIds.includes(clientId)) {
+      refuse(ErrorCode.NOT_SELECTED, 'this client is not in the round', { field: 'clientIds' });
+    }
+    const frozen: SecAggSetup = { ...setup, clientIds: [...setup.clientIds] };
+    return new SecAggClient(
+      frozen,
+      clientId,
+      quantisation,
+      await generateKeyPair(setup.curve, false),
+      // The masking key's scalar is Shamir-shared, so it must be exportable once.
+      await generateKeyPair(setup.curve, true),
+    );
+  }
+
+  get stage(): ClientStage {
+    return this.stageNow;
+  }
+
+  /** Round 0: the public keys. */
+  advertise(): AdvertiseKeys {
+    if (this.stageNow !== 'advertise') wrongStage(this.stageNow, 'advertise');
+    this.stageNow = 'share';
+    return {
+      roundId: this.setup.roundId,
+      encryptionPublicKey: this.encryptionKeys.publicKey.slice(),
+      maskingPublicKey: this.maskingKeys.publicKey.slice(),
+    };
+  }
+
+  /** Round 1: U1's keys in; this client's secrets, Shamir-shared and encrypted per peer, out. */
+  async shareKeys(message: AdvertisedKeys): Promise<ShareKeys> {
+    if (this.stageNow !== 'share') wrongStage(this.stageNow, 'share');
+    const record = expectRecord(message, 'message');
+    expectRound(record, this.setup.roundId);
+    const list = expectArray(record['participants'], 'participants', MAX_CLIENTS);
+    const { curve, roundId, threshold } = this.setup;
+    const peers = new Map<string, Peer>();
+    const seenKeys: Uint8Array[] = [];
+    let includesSelf = false;
+    for (const [index, item] of list.entries()) {
+      const field = `participants[${index}]`;
+      const entry = expectRecord(item, field);
+      const clientId = expectString(entry['clientId'], `${field}.clientId`);
+      const encryption = expectBytes(entry['encryptionPublicKey'], `${field}.encryptionPublicKey`);
+      const masking = expectBytes(entry['maskingPublicKey'], `${field}.maskingPublicKey`);
+      if (!this.setup.clientIds.includes(clientId)) {
+        refuse(ErrorCode.NOT_SELECTED, `${clientId} is not in the round`, {
+          field: `${field}.clientId`,
+        });
+      }
+      if (peers.has(clientId) || (includesSelf && clientId === this.clientId)) {
+        refuse(ErrorCode.DUPLICATE_UPDATE, `${clientId} is listed twice`, {
+          field: `${field}.clientId`,
+        });
+      }
+      // Every key of the round is distinct (Bonawitz et al.: abort otherwise): a repeated key
+      // would be a client replaying another's, and would make pairwise masks cancel wrongly.
+      for (const key of [encryption, masking]) {
+        if (seenKeys.some((seen) => bytesEqual(seen, key))) {
+          refuse(ErrorCode.SECAGG_KEY_INVALID, 'a public key appears twice in the round', {
+            field,
+          });
+        }
+        seenKeys.push(key);
+      }
+      if (clientId === this.clientId) {
+        if (
+          !bytesEqual(encryption, this.encryptionKeys.publicKey) ||
+          !bytesEqual(masking, this.maskingKeys.publicKey)
+        ) {
+          refuse(ErrorCode.SECAGG_KEY_INVALID, 'the server lists other keys for this client', {
+            field,
+          });
+        }
+        includesSelf = true;
+        continue;
+      }
+      peers.set(clientId, {
+        encryptionPublicKey: await importPublicKey(
+          curve,
+          encryption,
+          `${field}.encryptionPublicKey`,
+        ),
+        maskingPublicKey: await importPublicKey(curve, masking, `${field}.maskingPublicKey`),
+      });
+    }
+    if (!includesSelf) {
+      refuse(ErrorCode.NOT_SELECTED, 'the server did not list this client', {
+        field: 'participants',
+      });
+    }
+    const holders = peers.size + 1;
+    if (holders < threshold) thresholdNotMet('shareKeys', holders, threshold);
+
+    const selfMaskSeed = randomBytes(SEED_BYTES);
+    const scalar = await exportPrivateScalar(this.maskingKeys.privateKey);
+    const keyShares = await splitSecret(scalar, holders, threshold);
+    const selfMaskShares = await splitSecret(selfMaskSeed, holders, threshold);
+    scalar.fill(0);
+    const encryptedShares: ShareKeys['encryptedShares'] = [];
+    let holder = 0;
+    for (const [peerId, peer] of peers) {
+      const key = await channelKey(
+        await agree(
+          curve,
+          this.encryptionKeys.privateKey,
+          peer.encryptionPublicKey,
+          'share-encryption',
+          roundId,
+          this.clientId,
+          peerId,
+        ),
+      );
+      const pair = {
+        keyShare: keyShares[holder] as Uint8Array,
+        selfMaskShare: selfMaskShares[holder] as Uint8Array,
+      };
+      holder++;
+      encryptedShares.push({
+        to: peerId,
+        ciphertext: await encryptSharePair(key, roundId, this.clientId, peerId, pair),
+      });
+    }
+    const commitment = await selfMaskCommitment(roundId, this.clientId, selfMaskSeed);
+    // All checks passed and all work done: commit the new state at once.
+    this.peers = peers;
+    this.selfMaskSeed = selfMaskSeed;
+    this.ownShares = {
+      keyShare: keyShares[holder] as Uint8Array,
+      selfMaskShare: selfMaskShares[holder] as Uint8Array,
+    };
+    this.stageNow = 'mask';
+    return { roundId, selfMaskCommitment: commitment, encryptedShares };
+  }
+
+  /**
+   * Round 2: the shares of U2 in (decrypted and kept for unmasking); the masked input out.
+   * `input` is this round's update (FedAvg weight = its numExamples).
+   */
+  async maskInput(message: SharesBundle, input: SecAggInput): Promise<MaskedInput> {
+    if (this.stageNow !== 'mask') wrongStage(this.stageNow, 'mask');
+    const record = expectRecord(message, 'message');
+    const { curve, roundId, threshold } = this.setup;
+    expectRound(record, roundId);
+    const list = expectArray(record['encryptedShares'], 'encryptedShares', MAX_CLIENTS);
+    const words = quantiseInput(this.setup, this.quantisation, input);
+    const held = new Map<string, SharePair>();
+    for (const [index, item] of list.entries()) {
+      const field = `encryptedShares[${index}]`;
+      const entry = expectRecord(item, field);
+      const from = expectString(entry['from'], `${field}.from`);
+      const ciphertext = expectBytes(entry['ciphertext'], `${field}.ciphertext`);
+      const peer = this.peers.get(from);
+      if (peer === undefined) {
+        refuse(ErrorCode.NOT_SELECTED, `${from} did not advertise keys in this round`, {
+          field: `${field}.from`,
+        });
+      }
+      if (held.has(from)) {
+        refuse(ErrorCode.DUPLICATE_UPDATE, `two share messages from ${from}`, {
+          field: `${field}.from`,
+        });
+      }
+      expectLength(ciphertext, CIPHERTEXT_BYTES, `${field}.ciphertext`);
+      const key = await channelKey(
+        await agree(
+          curve,
+          this.encryptionKeys.privateKey,
+          peer.encryptionPublicKey,
+          'share-encryption',
+          roundId,
+          this.clientId,
+          from,
+        ),
+      );
+      held.set(
+        from,
+        await decryptSharePair(
+          key,
+          roundId,
+          from,
+          this.clientId,
+          ciphertext,
+          `${field}.ciphertext`,
+        ),
+      );
+    }
+    const sharers = [this.clientId, ...held.keys()];
+    if (sharers.length < threshold) thresholdNotMet('maskInput', sharers.length, threshold);
+
+    // y = x + PRG(b) + Σ_{v in U2, v ≠ self} ±PRG(s_{self,v})  (mod 2^32)
+    addInto(words, await expandSeed(this.selfMaskSeed as Uint8Array, words.length));
+    for (const other of held.keys()) {
+      const peer = this.peers.get(other) as Peer;
+      const seed = await agree(
+        curve,
+        this.maskingKeys.privateKey,
+        peer.maskingPublicKey,
+        'pairwise-mask',
+        roundId,
+        this.clientId,
+        other,
+      );
+      await applyPairwiseMask(words, seed, this.clientId, other);
+    }
+    this.heldShares = held;
+    this.sharers = sharers;
+    this.stageNow = 'unmask';
+    return { roundId, maskedVector: wordsToBytes(words) };
+  }
+
+  /**
+   * Round 3: for each survivor a share of its self-mask seed, for each dropped client a share
+   * of its masking key; never both for one client, and only once per round.
+   */
+  unmask(message: UnmaskRequest): UnmaskResponse {
+    if (this.stageNow !== 'unmask') wrongStage(this.stageNow, 'unmask');
+    const record = expectRecord(message, 'message');
+    const { roundId, threshold } = this.setup;
+    expectRound(record, roundId);
+    const survivors = this.expectSharers(record['survivors'], 'survivors');
+    const dropped = this.expectSharers(record['dropped'], 'dropped');
+    for (const [index, id] of dropped.entries()) {
+      if (survivors.includes(id)) {
+        // Both shares of one client would let the server unmask that client's input alone.
+        refuse(ErrorCode.CONFLICT, `${id} is listed as both surviving and dropped`, {
+          field: `dropped[${index}]`,
+        });
+      }
+    }
+    if (!survivors.includes(this.clientId)) {
+      refuse(ErrorCode.NOT_SELECTED, 'this client is not listed among the survivors', {
+        field: 'survivors',
+      });
+    }
+    const unlisted = this.sharers.filter((id) => !survivors.includes(id) && !dropped.includes(id));
+    if (unlisted.length > 0) {
+      refuse(
+        ErrorCode.MALFORMED_FRAME,
+        'every client of U2 must be listed as surviving or dropped',
+        {
+          field: 'dropped',
+          unlisted,
+        },
+      );
+    }
+    if (survivors.length < threshold) thresholdNotMet('unmask', survivors.length, threshold);
+    const shareOf = (id: string) =>
+      id === this.clientId ? (this.ownShares as SharePair) : (this.heldShares.get(id) as SharePair);
+    const selfMaskShares: ShareOf[] = survivors.map((id) => ({
+      of: id,
+      share: shareOf(id).selfMaskShare.slice(),
+    }));
+    const keyShares: ShareOf[] = dropped.map((id) => ({
+      of: id,
+      share: shareOf(id).keyShare.slice(),
+    }));
+    this.stageNow = 'done';
+    this.heldShares = new Map();
+    return { roundId, selfMaskShares, keyShares };
+  }
+
+  private expectSharers(value: unknown, field: string): string[] {
+    const list = expectArray(value, field, MAX_CLIENTS);
+    const ids: string[] = [];
+    for (const [index, item] of list.entries()) {
+      const id = expectString(item, `${field}[${index}]`);
+      if (!this.sharers.includes(id)) {
+        refuse(ErrorCode.NOT_SELECTED, `${id} did not share keys with this client`, {
+          field: `${field}[${index}]`,
+        });
+      }
+      if (ids.includes(id)) {
+        refuse(ErrorCode.DUPLICATE_UPDATE, `${id} is listed twice`, {
+          field: `${field}[${index}]`,
+        });
+      }
+      ids.push(id);
+    }
+    return ids;
+  }
+}

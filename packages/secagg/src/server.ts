@@ -1,0 +1,417 @@
+/**
+ * The server's side of a SecAgg round as a state machine, transport-free: `receive*` take one
+ * client's message (the sender as the transport authenticated it) and either accept it or
+ * refuse it with a coded TesseraError, changing nothing; `close*` end a step (at the engine's
+ * deadline, or when everyone has answered) and return the messages to send out.
+ *
+ * The server keeps the masked inputs only as their running sum (O(parameters) memory), and
+ * learns only that sum, less the masks it removes: never one client's input.
+ */
+import { ErrorCode } from '@tessera/protocol';
+import { bytesEqual, bytesToWords } from './bytes.js';
+import { CIPHERTEXT_BYTES, selfMaskCommitment } from './channel.js';
+import { refuse } from './errors.js';
+import { agree, importPublicKey, importVerifiedPrivateKey } from './keys.js';
+import { addInto, applyPairwiseMask, subtractInto } from './masking.js';
+import {
+  type AdvertisedKeys,
+  expectArray,
+  expectBytes,
+  expectLength,
+  expectRecord,
+  expectRound,
+  expectString,
+  type ParticipantKeys,
+  type SharesBundle,
+  type UnmaskRequest,
+} from './messages.js';
+import { expandSeed } from './prg.js';
+import { dequantiseSum } from './quantise.js';
+import { checkSetup, MAX_CLIENTS, type Quantisation, type SecAggSetup } from './setup.js';
+import { combineShares, SHARE_BYTES, shareX } from './shamir.js';
+
+export type ServerStage = 'advertise' | 'share' | 'mask' | 'unmask' | 'done';
+
+export interface SecAggResult {
+  roundId: string;
+  /** FedAvg of the survivors: Σ n_k·w_k / Σ n_k, within maxAbsError (then float32). */
+  weights: Float32Array;
+  totalExamples: number;
+  maxAbsError: number;
+  /** U3: whose inputs are in the sum. */
+  survivors: string[];
+  /** Selected, never advertised keys. */
+  neverAdvertised: string[];
+  /** In U1, not U2. */
+  droppedAfterAdvertising: string[];
+  /** In U2, not U3: their masks were removed with their reconstructed keys. */
+  droppedAfterSharing: string[];
+  /** In U3 (their input counts), sent no unmasking shares. */
+  droppedAfterMasking: string[];
+}
+
+interface Advertised {
+  raw: ParticipantKeys;
+  maskingPublicKey: CryptoKey;
+}
+
+interface SharedKeys {
+  commitment: Uint8Array;
+  ciphertexts: Map<string, Uint8Array>;
+}
+
+function thresholdNotMet(step: string, count: number, threshold: number): never {
+  return refuse(
+    ErrorCode.SECAGG_THRESHOLD_NOT_MET,
+    `${count} clients at ${step}, fewer than the threshold ${threshold}: the round cannot go on`,
+    { step, count, threshold },
+  );
+}
+
+export class SecAggServer {
+  readonly setup: SecAggSetup;
+  private readonly quantisation: Quantisation;
+  private stageNow: ServerStage = 'advertise';
+  private readonly advertised = new Map<string, Advertised>();
+  /** Sender ids whose advertisement is being checked (key import is asynchronous). */
+  private readonly pendingAdvertisements = new Set<string>();
+  private participants: string[] = [];
+  private readonly shared = new Map<string, SharedKeys>();
+  private sharers: string[] = [];
+  private readonly maskedSum: Uint32Array;
+  private readonly masked = new Set<string>();
+  private survivors: string[] = [];
+  private dropped: string[] = [];
+  /** Shares for unmasking, per client whose secret they reconstruct. */
+  private readonly selfMaskShares = new Map<string, Uint8Array[]>();
+  private readonly keyShares = new Map<string, Uint8Array[]>();
+  private readonly unmasked = new Set<string>();
+
+  constructor(setup: SecAggSetup) {
+    this.quantisation = checkSetup(setup);
+    this.setup = { ...setup, clientIds: [...setup.clientIds] };
+    this.maskedSum = new Uint32Array(this.quantisation.vectorWords);
+  }
+
+  get stage(): ServerStage {
+    return this.stageNow;
+  }
+
+  /** Checks common to every client message: the round, the sender, a repeat, the step. */
+  private admit(
+    sender: string,
+    message: unknown,
+    stage: ServerStage,
+    members: readonly string[],
+    answered: (id: string) => boolean,
+  ): Record<string, unknown> {
+    const record = expectRecord(message, 'message');
+    expectRound(record, this.setup.roundId);
+    if (!this.setup.clientIds.includes(sender)) {
+      refuse(ErrorCode.NOT_SELECTED, `${sender} is not in this round`);
+    }
+    if (answered(sender)) {
+      refuse(ErrorCode.DUPLICATE_UPDATE, `${sender} already sent this step's message`, { stage });
+    }
+    if (this.stageNow !== stage) {
+      refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}', not '${stage}'`, {
+        stage: this.stageNow,
+        expected: stage,
+      });
+    }
+    if (!members.includes(sender)) {
+      refuse(ErrorCode.NOT_SELECTED, `${sender} is out of the round (it missed an earlier step)`);
+    }
+    return record;
+  }
+
+  /** Round 0: a client's public keys (checked: lengths, points on the curve, all distinct). */
+  async receiveAdvertise(sender: string, message: unknown): Promise<void> {
+    const answered = (id: string) => this.advertised.has(id) || this.pendingAdvertisements.has(id);
+    const record = this.admit(sender, message, 'advertise', this.setup.clientIds, answered);
+    const encryption = expectBytes(record['encryptionPublicKey'], 'encryptionPublicKey');
+    const masking = expectBytes(record['maskingPublicKey'], 'maskingPublicKey');
+    this.pendingAdvertisements.add(sender);
+    try {
+      await importPublicKey(this.setup.curve, encryption, 'encryptionPublicKey');
+      const maskingPublicKey = await importPublicKey(this.setup.curve, masking, 'maskingPublicKey');
+      if (this.stageNow !== 'advertise') {
+        refuse(ErrorCode.CONFLICT, 'the advertising step closed while the keys were checked');
+      }
+      const keys = [encryption, masking];
+      if (bytesEqual(encryption, masking)) {
+        refuse(ErrorCode.SECAGG_KEY_INVALID, 'the two public keys are the same', {
+          field: 'maskingPublicKey',
+        });
+      }
+      for (const other of this.advertised.values()) {
+        for (const [index, key] of keys.entries()) {
+          if (
+            bytesEqual(key, other.raw.encryptionPublicKey) ||
+            bytesEqual(key, other.raw.maskingPublicKey)
+          ) {
+            refuse(
+              ErrorCode.SECAGG_KEY_INVALID,
+              'a public key already advertised by another client',
+              {
+                field: index === 0 ? 'encryptionPublicKey' : 'maskingPublicKey',
+              },
+            );
+          }
+        }
+      }
+      this.advertised.set(sender, {
+        raw: {
+          clientId: sender,
+          encryptionPublicKey: encryption.slice(),
+          maskingPublicKey: masking.slice(),
+        },
+        maskingPublicKey,
+      });
+    } finally {
+      this.pendingAdvertisements.delete(sender);
+    }
+  }
+
+  /** Ends round 0: U1 = the clients whose keys were accepted; at least t of them. */
+  closeAdvertising(): AdvertisedKeys {
+    if (this.stageNow !== 'advertise') {
+      refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    }
+    const participants = this.setup.clientIds.filter((id) => this.advertised.has(id));
+    if (participants.length < this.setup.threshold) {
+      thresholdNotMet('advertise', participants.length, this.setup.threshold);
+    }
+    this.participants = participants;
+    this.stageNow = 'share';
+    return {
+      roundId: this.setup.roundId,
+      participants: participants.map((id) => {
+        const raw = (this.advertised.get(id) as Advertised).raw;
+        return {
+          clientId: id,
+          encryptionPublicKey: raw.encryptionPublicKey.slice(),
+          maskingPublicKey: raw.maskingPublicKey.slice(),
+        };
+      }),
+    };
+  }
+
+  /** Round 1: a client's encrypted shares, exactly one of the right size for each other client of U1. */
+  receiveShareKeys(sender: string, message: unknown): void {
+    const record = this.admit(sender, message, 'share', this.participants, (id) =>
+      this.shared.has(id),
+    );
+    const commitment = expectBytes(record['selfMaskCommitment'], 'selfMaskCommitment');
+    expectLength(commitment, 32, 'selfMaskCommitment');
+    const list = expectArray(record['encryptedShares'], 'encryptedShares', MAX_CLIENTS);
+    const ciphertexts = new Map<string, Uint8Array>();
+    for (const [index, item] of list.entries()) {
+      const field = `encryptedShares[${index}]`;
+      const entry = expectRecord(item, field);
+      const to = expectString(entry['to'], `${field}.to`);
+      const ciphertext = expectBytes(entry['ciphertext'], `${field}.ciphertext`);
+      if (!this.participants.includes(to) || to === sender) {
+        refuse(ErrorCode.NOT_SELECTED, `a share for ${to}, who is not another client of U1`, {
+          field: `${field}.to`,
+        });
+      }
+      if (ciphertexts.has(to)) {
+        refuse(ErrorCode.DUPLICATE_UPDATE, `two shares for ${to}`, { field: `${field}.to` });
+      }
+      expectLength(ciphertext, CIPHERTEXT_BYTES, `${field}.ciphertext`);
+      ciphertexts.set(to, ciphertext.slice());
+    }
+    const missing = this.participants.filter((id) => id !== sender && !ciphertexts.has(id));
+    if (missing.length > 0) {
+      refuse(ErrorCode.MALFORMED_FRAME, 'shares are missing for some clients of U1', {
+        field: 'encryptedShares',
+        missing,
+      });
+    }
+    this.shared.set(sender, { commitment: commitment.slice(), ciphertexts });
+  }
+
+  /** Ends round 1: U2 = the clients whose shares were accepted; each gets the shares meant for it. */
+  closeSharing(): Map<string, SharesBundle> {
+    if (this.stageNow !== 'share')
+      refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    const sharers = this.participants.filter((id) => this.shared.has(id));
+    if (sharers.length < this.setup.threshold) {
+      thresholdNotMet('share', sharers.length, this.setup.threshold);
+    }
+    this.sharers = sharers;
+    this.stageNow = 'mask';
+    const bundles = new Map<string, SharesBundle>();
+    for (const recipient of sharers) {
+      bundles.set(recipient, {
+        roundId: this.setup.roundId,
+        encryptedShares: sharers
+          .filter((from) => from !== recipient)
+          .map((from) => ({
+            from,
+            ciphertext: (this.shared.get(from) as SharedKeys).ciphertexts.get(
+              recipient,
+            ) as Uint8Array,
+          })),
+      });
+    }
+    return bundles;
+  }
+
+  /** Round 2: a client's masked input, (parameterCount + 1) words, added into the running sum. */
+  receiveMaskedInput(sender: string, message: unknown): void {
+    const record = this.admit(sender, message, 'mask', this.sharers, (id) => this.masked.has(id));
+    const vector = expectBytes(record['maskedVector'], 'maskedVector');
+    const expectedBytes = this.quantisation.vectorWords * 4;
+    if (vector.length !== expectedBytes) {
+      refuse(ErrorCode.WEIGHTS_LENGTH_MISMATCH, 'the masked vector has the wrong length', {
+        field: 'maskedVector',
+        expectedBytes,
+        receivedBytes: vector.length,
+      });
+    }
+    addInto(this.maskedSum, bytesToWords(vector));
+    this.masked.add(sender);
+  }
+
+  /**
+   * Ends round 2: U3 = the clients whose masked input is in the sum. Refused, and nothing
+   * asked of anyone, when fewer than t: no share is revealed for a sum of too few clients.
+   */
+  closeMasking(): UnmaskRequest {
+    if (this.stageNow !== 'mask')
+      refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    const survivors = this.sharers.filter((id) => this.masked.has(id));
+    if (survivors.length < this.setup.threshold) {
+      thresholdNotMet('mask', survivors.length, this.setup.threshold);
+    }
+    this.survivors = survivors;
+    this.dropped = this.sharers.filter((id) => !this.masked.has(id));
+    this.stageNow = 'unmask';
+    return { roundId: this.setup.roundId, survivors: [...survivors], dropped: [...this.dropped] };
+  }
+
+  /** Round 3: a survivor's shares: of b_u for every u in U3, of s_u^SK for every u in U2 \ U3. */
+  receiveUnmaskResponse(sender: string, message: unknown): void {
+    const record = this.admit(sender, message, 'unmask', this.survivors, (id) =>
+      this.unmasked.has(id),
+    );
+    const selfMask = this.expectShares(
+      record['selfMaskShares'],
+      'selfMaskShares',
+      this.survivors,
+      this.selfMaskShares,
+    );
+    const key = this.expectShares(record['keyShares'], 'keyShares', this.dropped, this.keyShares);
+    for (const [of, share] of selfMask) this.pushShare(this.selfMaskShares, of, share);
+    for (const [of, share] of key) this.pushShare(this.keyShares, of, share);
+    this.unmasked.add(sender);
+  }
+
+  private pushShare(store: Map<string, Uint8Array[]>, of: string, share: Uint8Array) {
+    const list = store.get(of);
+    if (list === undefined) store.set(of, [share]);
+    else list.push(share);
+  }
+
+  /** One share of the right size for exactly each client of `expected`, none repeating an x. */
+  private expectShares(
+    value: unknown,
+    field: string,
+    expected: readonly string[],
+    store: ReadonlyMap<string, readonly Uint8Array[]>,
+  ): Map<string, Uint8Array> {
+    const list = expectArray(value, field, MAX_CLIENTS);
+    const shares = new Map<string, Uint8Array>();
+    for (const [index, item] of list.entries()) {
+      const entryField = `${field}[${index}]`;
+      const entry = expectRecord(item, entryField);
+      const of = expectString(entry['of'], `${entryField}.of`);
+      const share = expectBytes(entry['share'], `${entryField}.share`);
+      if (!expected.includes(of)) {
+        refuse(ErrorCode.NOT_SELECTED, `a share of ${of}, for whom none is asked in ${field}`, {
+          field: `${entryField}.of`,
+        });
+      }
+      if (shares.has(of)) {
+        refuse(ErrorCode.DUPLICATE_UPDATE, `two shares of ${of}`, { field: `${entryField}.of` });
+      }
+      expectLength(share, SHARE_BYTES, `${entryField}.share`);
+      const x = shareX(share);
+      if (x === 0 || (store.get(of) ?? []).some((held) => shareX(held) === x)) {
+        // x = 0 would be the secret itself; a repeated x is a share already given (a replay).
+        refuse(ErrorCode.DUPLICATE_UPDATE, `a share of ${of} repeats one already received`, {
+          field: `${entryField}.share`,
+        });
+      }
+      shares.set(of, share.slice());
+    }
+    const missing = expected.filter((id) => !shares.has(id));
+    if (missing.length > 0) {
+      refuse(ErrorCode.MALFORMED_FRAME, `${field} lacks shares`, { field, missing });
+    }
+    return shares;
+  }
+
+  /**
+   * Ends the round once at least t survivors answered: reconstructs each survivor's self-mask
+   * seed (checked against its commitment) and each dropped client's masking key (checked
+   * against its advertised public key), removes their masks from the sum, and dequantises.
+   */
+  async finish(): Promise<SecAggResult> {
+    if (this.stageNow !== 'unmask')
+      refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    const { threshold, roundId, curve } = this.setup;
+    if (this.unmasked.size < threshold) thresholdNotMet('unmask', this.unmasked.size, threshold);
+    const sum = this.maskedSum.slice();
+    for (const id of this.survivors) {
+      const seed = await combineShares(this.selfMaskShares.get(id) ?? [], threshold);
+      const commitment = (this.shared.get(id) as SharedKeys).commitment;
+      if (!bytesEqual(await selfMaskCommitment(roundId, id, seed), commitment)) {
+        refuse(ErrorCode.SECAGG_KEY_INVALID, `the self-mask seed of ${id} does not verify`, {
+          clientId: id,
+        });
+      }
+      subtractInto(sum, await expandSeed(seed, sum.length));
+    }
+    for (const id of this.dropped) {
+      const scalar = await combineShares(this.keyShares.get(id) ?? [], threshold);
+      const advertised = this.advertised.get(id) as Advertised;
+      const privateKey = await importVerifiedPrivateKey(
+        curve,
+        scalar,
+        advertised.raw.maskingPublicKey,
+        id,
+      );
+      // Each survivor v added ±PRG(s_{v,id}) for the dropped client id; take it back out.
+      for (const survivor of this.survivors) {
+        const peer = this.advertised.get(survivor) as Advertised;
+        const seed = await agree(
+          curve,
+          privateKey,
+          peer.maskingPublicKey,
+          'pairwise-mask',
+          roundId,
+          id,
+          survivor,
+        );
+        // Survivor's sign towards id is + when survivor < id: applying id's own sign cancels it.
+        await applyPairwiseMask(sum, seed, id, survivor);
+      }
+    }
+    const decoded = dequantiseSum(this.setup, this.quantisation, sum, this.survivors.length);
+    this.stageNow = 'done';
+    return {
+      roundId,
+      weights: decoded.weights,
+      totalExamples: decoded.totalExamples,
+      maxAbsError: decoded.maxAbsError,
+      survivors: [...this.survivors],
+      neverAdvertised: this.setup.clientIds.filter((id) => !this.advertised.has(id)),
+      droppedAfterAdvertising: this.participants.filter((id) => !this.shared.has(id)),
+      droppedAfterSharing: [...this.dropped],
+      droppedAfterMasking: this.survivors.filter((id) => !this.unmasked.has(id)),
+    };
+  }
+}
