@@ -61,7 +61,7 @@ export function quantiseInput(
         index: i,
       });
     }
-    const clipped = value > range ? range : value < -range ? -range : value;
+    const clipped = Math.min(range, Math.max(-range, value));
     let level = Math.round((numExamples * clipped) / step);
     // Floating-point rounding could step one past L at the clip edge; the bound is what matters.
     if (level > levelBound) level = levelBound;
