@@ -48,11 +48,18 @@ export interface SecAggResult {
   droppedAfterSharing: string[];
   /** In U3 (their input counts), sent no unmasking shares. */
   droppedAfterMasking: string[];
+  /** Clients whose unmasking share did not verify and was passed over. */
+  faultyShareHolders: string[];
 }
 
 interface Advertised {
   raw: ParticipantKeys;
   maskingPublicKey: CryptoKey;
+}
+
+interface HeldShare {
+  holder: string;
+  share: Uint8Array;
 }
 
 interface SharedKeys {
@@ -83,8 +90,8 @@ export class SecAggServer {
   private survivors: string[] = [];
   private dropped: string[] = [];
   /** Shares for unmasking, per client whose secret they reconstruct. */
-  private readonly selfMaskShares = new Map<string, Uint8Array[]>();
-  private readonly keyShares = new Map<string, Uint8Array[]>();
+  private readonly selfMaskShares = new Map<string, HeldShare[]>();
+  private readonly keyShares = new Map<string, HeldShare[]>();
   private readonly unmasked = new Set<string>();
 
   constructor(setup: SecAggSetup) {
@@ -304,15 +311,20 @@ export class SecAggServer {
       this.selfMaskShares,
     );
     const key = this.expectShares(record['keyShares'], 'keyShares', this.dropped, this.keyShares);
-    for (const [of, share] of selfMask) this.pushShare(this.selfMaskShares, of, share);
-    for (const [of, share] of key) this.pushShare(this.keyShares, of, share);
+    for (const [of, share] of selfMask) this.holdShare(this.selfMaskShares, of, sender, share);
+    for (const [of, share] of key) this.holdShare(this.keyShares, of, sender, share);
     this.unmasked.add(sender);
   }
 
-  private pushShare(store: Map<string, Uint8Array[]>, of: string, share: Uint8Array) {
+  private holdShare(
+    store: Map<string, HeldShare[]>,
+    of: string,
+    holder: string,
+    share: Uint8Array,
+  ) {
     const list = store.get(of);
-    if (list === undefined) store.set(of, [share]);
-    else list.push(share);
+    if (list === undefined) store.set(of, [{ holder, share }]);
+    else list.push({ holder, share });
   }
 
   /** One share of the right size for exactly each client of `expected`, none repeating an x. */
@@ -320,7 +332,7 @@ export class SecAggServer {
     value: unknown,
     field: string,
     expected: readonly string[],
-    store: ReadonlyMap<string, readonly Uint8Array[]>,
+    store: ReadonlyMap<string, readonly HeldShare[]>,
   ): Map<string, Uint8Array> {
     const list = expectArray(value, field, MAX_CLIENTS);
     const shares = new Map<string, Uint8Array>();
@@ -339,7 +351,7 @@ export class SecAggServer {
       }
       expectLength(share, SHARE_BYTES, `${entryField}.share`);
       const x = shareX(share);
-      if (x === 0 || (store.get(of) ?? []).some((held) => shareX(held) === x)) {
+      if (x === 0 || (store.get(of) ?? []).some((held) => shareX(held.share) === x)) {
         // x = 0 would be the secret itself; a repeated x is a share already given (a replay).
         refuse(ErrorCode.DUPLICATE_UPDATE, `a share of ${of} repeats one already received`, {
           field: `${entryField}.share`,
@@ -355,34 +367,79 @@ export class SecAggServer {
   }
 
   /**
+   * The secret of `of` from t of its shares, checked by `verify`. Shamir shares cannot be
+   * checked one by one, but the secret can: when the first t do not verify and more shares
+   * are held, each holder is left out in turn, so one wrong share (a faulty or lying client)
+   * is found and passed over instead of stopping the round or corrupting its sum.
+   */
+  private async reconstruct<T>(
+    of: string,
+    shares: readonly HeldShare[],
+    open: (secret: Uint8Array) => Promise<T | undefined>,
+    faulty: Set<string>,
+  ): Promise<T> {
+    const { threshold } = this.setup;
+    const attempt = async (subset: readonly HeldShare[]) =>
+      open(
+        await combineShares(
+          subset.map((held) => held.share),
+          threshold,
+        ),
+      );
+    const opened = await attempt(shares);
+    if (opened !== undefined) return opened;
+    if (shares.length > threshold) {
+      for (const suspect of shares) {
+        const retried = await attempt(shares.filter((held) => held !== suspect));
+        if (retried !== undefined) {
+          faulty.add(suspect.holder);
+          return retried;
+        }
+      }
+    }
+    return refuse(
+      ErrorCode.SECAGG_KEY_INVALID,
+      `the secret of ${of} does not verify from its shares`,
+      {
+        clientId: of,
+      },
+    );
+  }
+
+  /**
    * Ends the round once at least t survivors answered: reconstructs each survivor's self-mask
    * seed (checked against its commitment) and each dropped client's masking key (checked
    * against its advertised public key), removes their masks from the sum, and dequantises.
+   * A refusal leaves the round as it was.
    */
   async finish(): Promise<SecAggResult> {
-    if (this.stageNow !== 'unmask')
+    if (this.stageNow !== 'unmask') {
       refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    }
     const { threshold, roundId, curve } = this.setup;
     if (this.unmasked.size < threshold) thresholdNotMet('unmask', this.unmasked.size, threshold);
     const sum = this.maskedSum.slice();
+    const faulty = new Set<string>();
     for (const id of this.survivors) {
-      const seed = await combineShares(this.selfMaskShares.get(id) ?? [], threshold);
       const commitment = (this.shared.get(id) as SharedKeys).commitment;
-      if (!bytesEqual(await selfMaskCommitment(roundId, id, seed), commitment)) {
-        refuse(ErrorCode.SECAGG_KEY_INVALID, `the self-mask seed of ${id} does not verify`, {
-          clientId: id,
-        });
-      }
+      const seed = await this.reconstruct(
+        id,
+        this.selfMaskShares.get(id) ?? [],
+        async (secret) =>
+          bytesEqual(await selfMaskCommitment(roundId, id, secret), commitment)
+            ? secret
+            : undefined,
+        faulty,
+      );
       subtractInto(sum, await expandSeed(seed, sum.length));
     }
     for (const id of this.dropped) {
-      const scalar = await combineShares(this.keyShares.get(id) ?? [], threshold);
-      const advertised = this.advertised.get(id) as Advertised;
-      const privateKey = await importVerifiedPrivateKey(
-        curve,
-        scalar,
-        advertised.raw.maskingPublicKey,
+      const advertised = (this.advertised.get(id) as Advertised).raw.maskingPublicKey;
+      const privateKey = await this.reconstruct(
         id,
+        this.keyShares.get(id) ?? [],
+        (scalar) => importVerifiedPrivateKey(curve, scalar, advertised, id).catch(() => undefined),
+        faulty,
       );
       // Each survivor v added ±PRG(s_{v,id}) for the dropped client id; take it back out.
       for (const survivor of this.survivors) {
@@ -396,7 +453,7 @@ export class SecAggServer {
           id,
           survivor,
         );
-        // Survivor's sign towards id is + when survivor < id: applying id's own sign cancels it.
+        // The survivor's sign towards id is + when survivor < id; id's own sign is the opposite.
         await applyPairwiseMask(sum, seed, id, survivor);
       }
     }
@@ -412,6 +469,7 @@ export class SecAggServer {
       droppedAfterAdvertising: this.participants.filter((id) => !this.shared.has(id)),
       droppedAfterSharing: [...this.dropped],
       droppedAfterMasking: this.survivors.filter((id) => !this.unmasked.has(id)),
+      faultyShareHolders: this.setup.clientIds.filter((id) => faulty.has(id)),
     };
   }
 }
