@@ -47,7 +47,8 @@ import { splitSecret } from './shamir.js';
 export type ClientStage = 'advertise' | 'share' | 'mask' | 'unmask' | 'done';
 
 interface Peer {
-  encryptionPublicKey: CryptoKey;
+  /** AES-GCM key of the channel with this peer (both directions; the AAD tells them apart). */
+  channelKey: CryptoKey;
   maskingPublicKey: CryptoKey;
 }
 
@@ -135,9 +136,14 @@ export class SecAggClient {
     expectRound(record, this.setup.roundId);
     const list = expectArray(record['participants'], 'participants', MAX_CLIENTS);
     const { curve, roundId, threshold } = this.setup;
-    const peers = new Map<string, Peer>();
+    const listed = new Set<string>();
     const seenKeys: Uint8Array[] = [];
-    let includesSelf = false;
+    const others: {
+      clientId: string;
+      field: string;
+      encryption: Uint8Array;
+      masking: Uint8Array;
+    }[] = [];
     for (const [index, item] of list.entries()) {
       const field = `participants[${index}]`;
       const entry = expectRecord(item, field);
@@ -149,11 +155,12 @@ export class SecAggClient {
           field: `${field}.clientId`,
         });
       }
-      if (peers.has(clientId) || (includesSelf && clientId === this.clientId)) {
+      if (listed.has(clientId)) {
         refuse(ErrorCode.DUPLICATE_UPDATE, `${clientId} is listed twice`, {
           field: `${field}.clientId`,
         });
       }
+      listed.add(clientId);
       // Every key of the round is distinct (Bonawitz et al.: abort otherwise): a repeated key
       // would be a client replaying another's, and would make pairwise masks cancel wrongly.
       for (const key of [encryption, masking]) {
@@ -173,62 +180,64 @@ export class SecAggClient {
             field,
           });
         }
-        includesSelf = true;
-        continue;
+      } else {
+        others.push({ clientId, field, encryption, masking });
       }
-      peers.set(clientId, {
-        encryptionPublicKey: await importPublicKey(
-          curve,
-          encryption,
-          `${field}.encryptionPublicKey`,
-        ),
-        maskingPublicKey: await importPublicKey(curve, masking, `${field}.maskingPublicKey`),
-      });
     }
-    if (!includesSelf) {
+    if (!listed.has(this.clientId)) {
       refuse(ErrorCode.NOT_SELECTED, 'the server did not list this client', {
         field: 'participants',
       });
     }
-    const holders = peers.size + 1;
+    const holders = others.length + 1;
     if (holders < threshold) thresholdNotMet('shareKeys', holders, threshold);
+
+    // The per-peer public-key work is independent: WebCrypto runs it side by side.
+    const peerList = await Promise.all(
+      others.map(async ({ clientId, field, encryption, masking }) => {
+        const encryptionPublicKey = await importPublicKey(
+          curve,
+          encryption,
+          `${field}.encryptionPublicKey`,
+        );
+        const maskingPublicKey = await importPublicKey(curve, masking, `${field}.maskingPublicKey`);
+        const shared = await agree(
+          curve,
+          this.encryptionKeys.privateKey,
+          encryptionPublicKey,
+          'share-encryption',
+          roundId,
+          this.clientId,
+          clientId,
+        );
+        const peer: Peer = { channelKey: await channelKey(shared), maskingPublicKey };
+        return [clientId, peer] as const;
+      }),
+    );
+    const peers = new Map<string, Peer>(peerList);
 
     const selfMaskSeed = randomBytes(SEED_BYTES);
     const scalar = await exportPrivateScalar(this.maskingKeys.privateKey);
     const keyShares = await splitSecret(scalar, holders, threshold);
     const selfMaskShares = await splitSecret(selfMaskSeed, holders, threshold);
     scalar.fill(0);
-    const encryptedShares: ShareKeys['encryptedShares'] = [];
-    let holder = 0;
-    for (const [peerId, peer] of peers) {
-      const key = await channelKey(
-        await agree(
-          curve,
-          this.encryptionKeys.privateKey,
-          peer.encryptionPublicKey,
-          'share-encryption',
-          roundId,
-          this.clientId,
-          peerId,
-        ),
-      );
-      const pair = {
-        keyShare: keyShares[holder] as Uint8Array,
-        selfMaskShare: selfMaskShares[holder] as Uint8Array,
-      };
-      holder++;
-      encryptedShares.push({
+    // Share number i goes to the i-th peer; the last one is this client's own.
+    const encryptedShares: ShareKeys['encryptedShares'] = await Promise.all(
+      peerList.map(async ([peerId, peer], holder) => ({
         to: peerId,
-        ciphertext: await encryptSharePair(key, roundId, this.clientId, peerId, pair),
-      });
-    }
+        ciphertext: await encryptSharePair(peer.channelKey, roundId, this.clientId, peerId, {
+          keyShare: keyShares[holder] as Uint8Array,
+          selfMaskShare: selfMaskShares[holder] as Uint8Array,
+        }),
+      })),
+    );
     const commitment = await selfMaskCommitment(roundId, this.clientId, selfMaskSeed);
     // All checks passed and all work done: commit the new state at once.
     this.peers = peers;
     this.selfMaskSeed = selfMaskSeed;
     this.ownShares = {
-      keyShare: keyShares[holder] as Uint8Array,
-      selfMaskShare: selfMaskShares[holder] as Uint8Array,
+      keyShare: keyShares[holders - 1] as Uint8Array,
+      selfMaskShare: selfMaskShares[holders - 1] as Uint8Array,
     };
     this.stageNow = 'mask';
     return { roundId, selfMaskCommitment: commitment, encryptedShares };
@@ -245,66 +254,58 @@ export class SecAggClient {
     expectRound(record, roundId);
     const list = expectArray(record['encryptedShares'], 'encryptedShares', MAX_CLIENTS);
     const words = quantiseInput(this.setup, this.quantisation, input);
-    const held = new Map<string, SharePair>();
+    const received: { from: string; field: string; ciphertext: Uint8Array }[] = [];
     for (const [index, item] of list.entries()) {
       const field = `encryptedShares[${index}]`;
       const entry = expectRecord(item, field);
       const from = expectString(entry['from'], `${field}.from`);
       const ciphertext = expectBytes(entry['ciphertext'], `${field}.ciphertext`);
-      const peer = this.peers.get(from);
-      if (peer === undefined) {
+      if (!this.peers.has(from)) {
         refuse(ErrorCode.NOT_SELECTED, `${from} did not advertise keys in this round`, {
           field: `${field}.from`,
         });
       }
-      if (held.has(from)) {
+      if (received.some((other) => other.from === from)) {
         refuse(ErrorCode.DUPLICATE_UPDATE, `two share messages from ${from}`, {
           field: `${field}.from`,
         });
       }
       expectLength(ciphertext, CIPHERTEXT_BYTES, `${field}.ciphertext`);
-      const key = await channelKey(
-        await agree(
-          curve,
-          this.encryptionKeys.privateKey,
-          peer.encryptionPublicKey,
-          'share-encryption',
-          roundId,
-          this.clientId,
-          from,
-        ),
-      );
-      held.set(
-        from,
-        await decryptSharePair(
-          key,
+      received.push({ from, field: `${field}.ciphertext`, ciphertext });
+    }
+    const sharers = [this.clientId, ...received.map((entry) => entry.from)];
+    if (sharers.length < threshold) thresholdNotMet('maskInput', sharers.length, threshold);
+    const opened = await Promise.all(
+      received.map(async ({ from, field, ciphertext }) => {
+        const peer = this.peers.get(from) as Peer;
+        const pair = await decryptSharePair(
+          peer.channelKey,
           roundId,
           from,
           this.clientId,
           ciphertext,
-          `${field}.ciphertext`,
-        ),
-      );
-    }
-    const sharers = [this.clientId, ...held.keys()];
-    if (sharers.length < threshold) thresholdNotMet('maskInput', sharers.length, threshold);
+          field,
+        );
+        const maskSeed = await agree(
+          curve,
+          this.maskingKeys.privateKey,
+          peer.maskingPublicKey,
+          'pairwise-mask',
+          roundId,
+          this.clientId,
+          from,
+        );
+        return { from, pair, maskSeed };
+      }),
+    );
 
-    // y = x + PRG(b) + Σ_{v in U2, v ≠ self} ±PRG(s_{self,v})  (mod 2^32)
+    // y = x + PRG(b) + Σ_{v in U2, v ≠ self} ±PRG(s_{self,v})  (mod 2^32). The masks are
+    // expanded one at a time, so memory stays at two vectors whatever the number of peers.
     addInto(words, await expandSeed(this.selfMaskSeed as Uint8Array, words.length));
-    for (const other of held.keys()) {
-      const peer = this.peers.get(other) as Peer;
-      const seed = await agree(
-        curve,
-        this.maskingKeys.privateKey,
-        peer.maskingPublicKey,
-        'pairwise-mask',
-        roundId,
-        this.clientId,
-        other,
-      );
-      await applyPairwiseMask(words, seed, this.clientId, other);
+    for (const { from, maskSeed } of opened) {
+      await applyPairwiseMask(words, maskSeed, this.clientId, from);
     }
-    this.heldShares = held;
+    this.heldShares = new Map(opened.map(({ from, pair }) => [from, pair]));
     this.sharers = sharers;
     this.stageNow = 'unmask';
     return { roundId, maskedVector: wordsToBytes(words) };

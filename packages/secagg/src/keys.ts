@@ -169,8 +169,8 @@ export async function importPublicKey(
   }
   try {
     const key = await subtle().importKey('raw', ownBytes(bytes), algorithm(curve), true, []);
-    const probe = await generateKeyPair(curve, false);
-    const secret = new Uint8Array(await agreeBits(curve, probe.privateKey, key));
+    const probe = await probeKey(curve);
+    const secret = new Uint8Array(await agreeBits(curve, probe, key));
     if (secret.every((byte) => byte === 0)) throw new Error('small-order point');
     return key;
   } catch (cause) {
@@ -179,6 +179,18 @@ export async function importPublicKey(
       reason: cause instanceof Error ? cause.message : String(cause),
     });
   }
+}
+
+const probeKeys = new Map<Curve, Promise<CryptoKey>>();
+
+/** One throw-away private key per curve, only ever used to probe advertised public keys. */
+function probeKey(curve: Curve): Promise<CryptoKey> {
+  let key = probeKeys.get(curve);
+  if (key === undefined) {
+    key = generateKeyPair(curve, false).then((pair) => pair.privateKey);
+    probeKeys.set(curve, key);
+  }
+  return key;
 }
 
 function agreeBits(curve: Curve, privateKey: CryptoKey, publicKey: CryptoKey) {
