@@ -23,7 +23,10 @@ describe('fixed point modulo 2^32', () => {
         fc.integer({ min: 1, max: 100_000 }),
         fc.integer({ min: 1, max: 12 }),
         fc.array(
-          fc.tuple(fc.double({ min: -2, max: 2, noNaN: true }), fc.double({ min: 0, max: 1 })),
+          fc.tuple(
+            fc.double({ min: -2, max: 2, noNaN: true }),
+            fc.double({ min: 0, max: 1, noNaN: true }),
+          ),
           {
             minLength: 2,
             maxLength: 12,
