@@ -42,6 +42,7 @@ export { SHARE_BYTES } from './shamir.js';
 export {
   type DropoutSchedule,
   type ServerView,
+  type SimulationContext,
   type SimulationOptions,
   type SimulationResult,
   type SimulationStep,

@@ -374,11 +374,15 @@ export class SecAggServer {
    */
   private async reconstruct<T>(
     of: string,
-    shares: readonly HeldShare[],
+    held: readonly HeldShare[],
     open: (secret: Uint8Array) => Promise<T | undefined>,
     faulty: Set<string>,
   ): Promise<T> {
-    const { threshold } = this.setup;
+    const { threshold, clientIds } = this.setup;
+    // Holders in the setup's order, not arrival order: which t shares are tried first is then
+    // the same whatever the network did.
+    const rank = (share: HeldShare) => clientIds.indexOf(share.holder);
+    const shares = [...held].sort((a, b) => rank(a) - rank(b));
     const attempt = async (subset: readonly HeldShare[]) =>
       open(
         await combineShares(
@@ -390,7 +394,7 @@ export class SecAggServer {
     if (opened !== undefined) return opened;
     if (shares.length > threshold) {
       for (const suspect of shares) {
-        const retried = await attempt(shares.filter((held) => held !== suspect));
+        const retried = await attempt(shares.filter((share) => share !== suspect));
         if (retried !== undefined) {
           faulty.add(suspect.holder);
           return retried;

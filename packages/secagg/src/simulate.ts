@@ -4,7 +4,7 @@
  * how the engine drives the two state machines.
  */
 import { SecAggClient } from './client.js';
-import type { MaskedInput, ShareKeys, UnmaskResponse } from './messages.js';
+import type { AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse } from './messages.js';
 import type { SecAggInput } from './quantise.js';
 import { type SecAggResult, SecAggServer } from './server.js';
 import type { SecAggSetup } from './setup.js';
@@ -23,6 +23,7 @@ export interface DropoutSchedule {
 
 /** Every message the server received, by step: its whole view of the round. */
 export interface ServerView {
+  advertisements: Map<string, AdvertiseKeys>;
   shareKeys: Map<string, ShareKeys>;
   maskedInputs: Map<string, MaskedInput>;
   unmaskResponses: Map<string, UnmaskResponse>;
@@ -44,11 +45,18 @@ export interface SimulationResult {
   steps: Record<'advertise' | 'share' | 'mask' | 'unmask', SimulationStep>;
 }
 
+/** What a hook sees between steps: the server, every client, and the messages so far. */
+export interface SimulationContext {
+  server: SecAggServer;
+  clients: ReadonlyMap<string, SecAggClient>;
+  view: ServerView;
+}
+
 export interface SimulationOptions {
-  /** Runs between steps, before the server closes one: the place to inject bad messages. */
+  /** Runs before the server closes each step: the place to inject bad messages. */
   beforeClose?: (
     step: 'advertise' | 'share' | 'mask' | 'unmask',
-    server: SecAggServer,
+    context: SimulationContext,
   ) => Promise<void>;
 }
 
@@ -80,6 +88,7 @@ export async function simulateRound(
     unmask: emptyStep(),
   };
   const view: ServerView = {
+    advertisements: new Map(),
     shareKeys: new Map(),
     maskedInputs: new Map(),
     unmaskResponses: new Map(),
@@ -90,6 +99,7 @@ export async function simulateRound(
 
   const gone = new Set(dropouts.beforeAdvertising ?? []);
   const clients = new Map<string, SecAggClient>();
+  const context: SimulationContext = { server, clients, view };
   for (const id of setup.clientIds) {
     if (gone.has(id)) continue;
     started = now();
@@ -97,12 +107,13 @@ export async function simulateRound(
     const message = client.advertise();
     steps.advertise.clientMs += now() - started;
     steps.advertise.upBytes += binaryBytes(message);
+    view.advertisements.set(id, message);
     started = now();
     await server.receiveAdvertise(id, message);
     steps.advertise.serverMs += now() - started;
     clients.set(id, client);
   }
-  await options.beforeClose?.('advertise', server);
+  await options.beforeClose?.('advertise', context);
   started = now();
   const advertised = server.closeAdvertising();
   steps.advertise.serverMs += now() - started;
@@ -120,7 +131,7 @@ export async function simulateRound(
     server.receiveShareKeys(id, message);
     steps.share.serverMs += now() - started;
   }
-  await options.beforeClose?.('share', server);
+  await options.beforeClose?.('share', context);
   started = now();
   const bundles = server.closeSharing();
   steps.share.serverMs += now() - started;
@@ -141,7 +152,7 @@ export async function simulateRound(
     server.receiveMaskedInput(id, message);
     steps.mask.serverMs += now() - started;
   }
-  await options.beforeClose?.('mask', server);
+  await options.beforeClose?.('mask', context);
   started = now();
   const request = server.closeMasking();
   steps.mask.serverMs += now() - started;
@@ -160,7 +171,7 @@ export async function simulateRound(
     server.receiveUnmaskResponse(id, message);
     steps.unmask.serverMs += now() - started;
   }
-  await options.beforeClose?.('unmask', server);
+  await options.beforeClose?.('unmask', context);
   started = now();
   const result = await server.finish();
   steps.unmask.serverMs += now() - started;
