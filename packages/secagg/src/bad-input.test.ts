@@ -514,10 +514,18 @@ describe('a client refuses bad server messages and can still go on', () => {
 
   it('shares: a tampered tag, a relabelled or replayed ciphertext, a wrong size, outsiders, repeats; then the round completes', async () => {
     const { setup, inputs, server, clients, advertised } = await manualRound();
-    for (const client of clients)
-      server.receiveShareKeys(client.clientId, await client.shareKeys(advertised));
+    const sent = new Map<string, ShareKeys>();
+    for (const client of clients) {
+      const message = await client.shareKeys(advertised);
+      sent.set(client.clientId, message);
+      server.receiveShareKeys(client.clientId, message);
+    }
     const bundles = server.closeSharing();
     const victim = clients[0] as SecAggClient;
+    // What the victim itself sent to client-001, under the key the pair shares both ways.
+    const reflected = sent
+      .get(victim.clientId)
+      ?.encryptedShares.find((share) => share.to === 'client-001')?.ciphertext as Uint8Array;
     const bundle = bundles.get(victim.clientId) as SharesBundle;
     const input = inputs.get(victim.clientId);
     if (input === undefined) throw new Error('no input');
@@ -555,7 +563,14 @@ describe('a client refuses bad server messages and can still go on', () => {
         ErrorCode.SECAGG_DECRYPTION_FAILED,
         'encryptedShares[2].ciphertext',
       ],
-      // client-002's ciphertext presented as client-001's: the additional data names the sender.
+      // Its own ciphertext to client-001 reflected back as from client-001: the additional
+      // data names sender and recipient, so one direction is not the other.
+      [
+        at(0, () => ({ ciphertext: reflected })),
+        ErrorCode.SECAGG_DECRYPTION_FAILED,
+        'encryptedShares[0].ciphertext',
+      ],
+      // client-002's ciphertext presented as client-001's: another pair's key.
       [
         at(0, () => ({ ciphertext: shares[1]?.ciphertext })),
         ErrorCode.SECAGG_DECRYPTION_FAILED,
