@@ -120,15 +120,17 @@ async function openPage(): Promise<{ page: Page; problems: string[] }> {
 type Api = SecAggPageApi;
 type Call = { [K in keyof Api]: [K, ...Parameters<Api[K]>] }[keyof Api];
 
+/** Runs one of the page's functions; a refusal in the page is thrown here as a PageRefusal. */
 async function callPage(page: Page, call: Call): Promise<unknown> {
-  const result = (await page.evaluate(
-    ([name, ...args]) =>
-      (
-        (globalThis as unknown as { tesseraSecAgg: Record<string, (...a: unknown[]) => unknown> })
-          .tesseraSecAgg[name] as (...a: unknown[]) => unknown
-      )(...args),
-    call,
-  )) as PageAnswer;
+  // Playwright's argument types recurse through the call's types; the page sees plain JSON.
+  const evaluate = page.evaluate.bind(page) as (
+    run: (call: unknown[]) => Promise<PageAnswer>,
+    argument: unknown[],
+  ) => Promise<PageAnswer>;
+  const result = await evaluate(([name, ...args]) => {
+    const api = (globalThis as unknown as { tesseraSecAgg: Record<string, unknown> }).tesseraSecAgg;
+    return (api[name as string] as (...a: unknown[]) => Promise<PageAnswer>)(...args);
+  }, call);
   if (!result.ok) throw new PageRefusal(result.code, result.field);
   return decodeRelay(result.message);
 }
