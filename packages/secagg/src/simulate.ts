@@ -53,6 +53,10 @@ export interface SimulationContext {
 }
 
 export interface SimulationOptions {
+  /** Bytes of one message on the wire (default: the sum of its binary fields). */
+  measure?: (message: unknown) => number;
+  /** Keep every message in `view` (default true; a bench at model size turns it off). */
+  recordView?: boolean;
   /** Runs before the server closes each step: the place to inject bad messages. */
   beforeClose?: (
     step: 'advertise' | 'share' | 'mask' | 'unmask',
@@ -81,6 +85,8 @@ export async function simulateRound(
   options: SimulationOptions = {},
 ): Promise<SimulationResult> {
   const now = () => performance.now();
+  const size = options.measure ?? binaryBytes;
+  const record = options.recordView ?? true;
   const steps = {
     advertise: emptyStep(),
     share: emptyStep(),
@@ -106,8 +112,8 @@ export async function simulateRound(
     const client = await SecAggClient.create(setup, id);
     const message = client.advertise();
     steps.advertise.clientMs += now() - started;
-    steps.advertise.upBytes += binaryBytes(message);
-    view.advertisements.set(id, message);
+    steps.advertise.upBytes += size(message);
+    if (record) view.advertisements.set(id, message);
     started = now();
     await server.receiveAdvertise(id, message);
     steps.advertise.serverMs += now() - started;
@@ -121,12 +127,12 @@ export async function simulateRound(
 
   for (const [id, client] of clients) {
     if (gone.has(id)) continue;
-    steps.advertise.downBytes += binaryBytes(advertised);
+    steps.advertise.downBytes += size(advertised);
     started = now();
     const message = await client.shareKeys(advertised);
     steps.share.clientMs += now() - started;
-    steps.share.upBytes += binaryBytes(message);
-    view.shareKeys.set(id, message);
+    steps.share.upBytes += size(message);
+    if (record) view.shareKeys.set(id, message);
     started = now();
     server.receiveShareKeys(id, message);
     steps.share.serverMs += now() - started;
@@ -142,12 +148,12 @@ export async function simulateRound(
     const client = clients.get(id) as SecAggClient;
     const input = inputs.get(id);
     if (input === undefined) throw new Error(`no input for ${id}`);
-    steps.share.downBytes += binaryBytes(bundle);
+    steps.share.downBytes += size(bundle);
     started = now();
     const message = await client.maskInput(bundle, input);
     steps.mask.clientMs += now() - started;
-    steps.mask.upBytes += binaryBytes(message);
-    view.maskedInputs.set(id, message);
+    steps.mask.upBytes += size(message);
+    if (record) view.maskedInputs.set(id, message);
     started = now();
     server.receiveMaskedInput(id, message);
     steps.mask.serverMs += now() - started;
@@ -161,12 +167,12 @@ export async function simulateRound(
   for (const id of request.survivors) {
     if (gone.has(id)) continue;
     const client = clients.get(id) as SecAggClient;
-    steps.mask.downBytes += binaryBytes(request);
+    steps.mask.downBytes += size(request);
     started = now();
     const message = client.unmask(request);
     steps.unmask.clientMs += now() - started;
-    steps.unmask.upBytes += binaryBytes(message);
-    view.unmaskResponses.set(id, message);
+    steps.unmask.upBytes += size(message);
+    if (record) view.unmaskResponses.set(id, message);
     started = now();
     server.receiveUnmaskResponse(id, message);
     steps.unmask.serverMs += now() - started;
