@@ -189,20 +189,21 @@ async function relayRound(
   const advertised = server.closeAdvertising();
   let active = parties.filter((party) => !(dropAfter.advertise ?? []).includes(party.id));
   for (const party of active) {
-    server.receiveShareKeys(party.id, await party.shareKeys(advertised));
+    await server.receiveShareKeys(party.id, await party.shareKeys(advertised));
   }
   const bundles = server.closeSharing();
   active = active.filter((party) => !(dropAfter.share ?? []).includes(party.id));
   for (const party of active) {
     const bundle = bundles.get(party.id) as SharesBundle;
-    server.receiveMaskedInput(
+    await server.receiveMaskedInput(
       party.id,
       await party.maskInput(bundle, inputs.get(party.id) as SecAggInput),
     );
   }
   const request = server.closeMasking();
   active = active.filter((party) => !(dropAfter.mask ?? []).includes(party.id));
-  for (const party of active) server.receiveUnmaskResponse(party.id, await party.unmask(request));
+  for (const party of active)
+    await server.receiveUnmaskResponse(party.id, await party.unmask(request));
   return { result: await server.finish(), bundles };
 }
 
@@ -299,7 +300,7 @@ describe('SecAgg with Node and Chromium clients in one round', () => {
     for (const party of parties) await server.receiveAdvertise(party.id, await party.advertise());
     const advertised = server.closeAdvertising();
     for (const party of parties)
-      server.receiveShareKeys(party.id, await party.shareKeys(advertised));
+      await server.receiveShareKeys(party.id, await party.shareKeys(advertised));
     const bundles = server.closeSharing();
     const bundle = bundles.get('web-a') as SharesBundle;
     const tampered = structuredClone(bundle);
@@ -314,14 +315,14 @@ describe('SecAgg with Node and Chromium clients in one round', () => {
     });
     for (const party of parties) {
       const own = bundles.get(party.id) as SharesBundle;
-      server.receiveMaskedInput(
+      await server.receiveMaskedInput(
         party.id,
         await party.maskInput(own, inputs.get(party.id) as SecAggInput),
       );
     }
     const request = server.closeMasking();
     for (const party of parties)
-      server.receiveUnmaskResponse(party.id, await party.unmask(request));
+      await server.receiveUnmaskResponse(party.id, await party.unmask(request));
     expectFedAvg(await server.finish(), inputs, ids, setup.clipRange);
     await page.close();
   }, 120_000);

@@ -403,7 +403,7 @@ describe('the server refuses bad client messages and the sum stays right', () =>
         const share = target.share.slice();
         share[5] = (share[5] as number) ^ 0x40;
         target.share = share;
-        server.receiveUnmaskResponse('client-000', response);
+        await server.receiveUnmaskResponse('client-000', response);
       },
     );
   }
@@ -508,7 +508,7 @@ describe('a client refuses bad server messages and can still go on', () => {
     }
     // The genuine message still works, and the round completes.
     for (const each of clients)
-      server.receiveShareKeys(each.clientId, await each.shareKeys(advertised));
+      await server.receiveShareKeys(each.clientId, await each.shareKeys(advertised));
     expect(server.closeSharing().size).toBe(4);
   });
 
@@ -518,7 +518,7 @@ describe('a client refuses bad server messages and can still go on', () => {
     for (const client of clients) {
       const message = await client.shareKeys(advertised);
       sent.set(client.clientId, message);
-      server.receiveShareKeys(client.clientId, message);
+      await server.receiveShareKeys(client.clientId, message);
     }
     const bundles = server.closeSharing();
     const victim = clients[0] as SecAggClient;
@@ -538,7 +538,10 @@ describe('a client refuses bad server messages and can still go on', () => {
     // Shares from an earlier round of the same clients (other keys, other round id).
     const earlier = await manualRound();
     for (const client of earlier.clients) {
-      earlier.server.receiveShareKeys(client.clientId, await client.shareKeys(earlier.advertised));
+      await earlier.server.receiveShareKeys(
+        client.clientId,
+        await client.shareKeys(earlier.advertised),
+      );
     }
     const replayed = earlier.server.closeSharing().get(victim.clientId) as SharesBundle;
     const edit = (list: SharesBundle['encryptedShares']) => ({
@@ -606,7 +609,7 @@ describe('a client refuses bad server messages and can still go on', () => {
     for (const client of clients) {
       const mine = inputs.get(client.clientId);
       if (mine === undefined) throw new Error('no input');
-      server.receiveMaskedInput(
+      await server.receiveMaskedInput(
         client.clientId,
         await client.maskInput(bundles.get(client.clientId) as SharesBundle, mine),
       );
@@ -641,7 +644,7 @@ describe('a client refuses bad server messages and can still go on', () => {
     );
     expect(victim.stage).toBe('unmask');
     for (const client of clients)
-      server.receiveUnmaskResponse(client.clientId, client.unmask(request));
+      await server.receiveUnmaskResponse(client.clientId, client.unmask(request));
     await expectRefusal(() => victim.unmask(request), ErrorCode.CONFLICT);
     const result = await server.finish();
     expectFedAvgOf(setup, 21, result, setup.clientIds);

@@ -48,3 +48,9 @@ export {
   type SimulationStep,
   simulateRound,
 } from './simulate.js';
+export {
+  type TranscriptEntry,
+  type TranscriptStep,
+  transcriptEntry,
+  transcriptHash,
+} from './transcript.js';

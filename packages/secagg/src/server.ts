@@ -8,7 +8,7 @@
  * learns only that sum, less the masks it removes: never one client's input.
  */
 import { ErrorCode } from '@tessera/protocol';
-import { bytesEqual, bytesToWords } from './bytes.js';
+import { bytesEqual, bytesToWords, wordsToBytes } from './bytes.js';
 import { CIPHERTEXT_BYTES, selfMaskCommitment } from './channel.js';
 import { refuse } from './errors.js';
 import { agree, importPublicKey, importVerifiedPrivateKey } from './keys.js';
@@ -21,14 +21,23 @@ import {
   expectRecord,
   expectRound,
   expectString,
+  type MaskedInput,
   type ParticipantKeys,
+  type ShareKeys,
   type SharesBundle,
   type UnmaskRequest,
+  type UnmaskResponse,
 } from './messages.js';
 import { expandSeed } from './prg.js';
 import { dequantiseSum } from './quantise.js';
 import { checkSetup, MAX_CLIENTS, type Quantisation, type SecAggSetup } from './setup.js';
 import { combineShares, SHARE_BYTES, shareX } from './shamir.js';
+import {
+  type TranscriptEntry,
+  type TranscriptStep,
+  transcriptEntry,
+  transcriptHash,
+} from './transcript.js';
 
 export type ServerStage = 'advertise' | 'share' | 'mask' | 'unmask' | 'done';
 
@@ -50,12 +59,31 @@ export interface SecAggResult {
   droppedAfterMasking: string[];
   /** Clients whose unmasking share did not verify and was passed over. */
   faultyShareHolders: string[];
+  /** A digest of every message accepted or sent, by step, then sender, then recipient. */
+  transcript: TranscriptEntry[];
+  /** SHA-256 of the transcript: one hash to record for the round. */
+  transcriptHash: string;
 }
 
 interface Advertised {
   raw: ParticipantKeys;
   maskingPublicKey: CryptoKey;
 }
+
+type SentMessage =
+  | { step: 'advertised'; to: '*'; message: AdvertisedKeys }
+  | { step: 'sharesBundle'; to: string; message: SharesBundle }
+  | { step: 'unmaskRequest'; to: '*'; message: UnmaskRequest };
+
+const TRANSCRIPT_ORDER: readonly TranscriptStep[] = [
+  'advertise',
+  'advertised',
+  'shareKeys',
+  'sharesBundle',
+  'maskedInput',
+  'unmaskRequest',
+  'unmaskResponse',
+];
 
 interface HeldShare {
   holder: string;
@@ -80,8 +108,12 @@ export class SecAggServer {
   private readonly quantisation: Quantisation;
   private stageNow: ServerStage = 'advertise';
   private readonly advertised = new Map<string, Advertised>();
-  /** Sender ids whose advertisement is being checked (key import is asynchronous). */
-  private readonly pendingAdvertisements = new Set<string>();
+  /** `step/sender` of messages being checked (key imports and digests are asynchronous). */
+  private readonly pending = new Set<string>();
+  /** Digests of the client messages accepted, in order of acceptance. */
+  private readonly transcript: TranscriptEntry[] = [];
+  /** What the server sent, hashed into the transcript when the round ends. */
+  private readonly sent: SentMessage[] = [];
   private participants: string[] = [];
   private readonly shared = new Map<string, SharedKeys>();
   private sharers: string[] = [];
@@ -132,52 +164,88 @@ export class SecAggServer {
     return record;
   }
 
+  /**
+   * Accepts a checked message once its transcript digest is computed (asynchronous): the
+   * sender is marked pending meanwhile, so a repeat is refused, and the checks run again
+   * after the wait, since the step may have closed or another message arrived.
+   */
+  private async accept(
+    step: TranscriptStep,
+    sender: string,
+    normalised: ShareKeys | MaskedInput | UnmaskResponse,
+    recheck: () => void,
+    commit: () => void,
+  ): Promise<void> {
+    const key = `${step}/${sender}`;
+    this.pending.add(key);
+    let entry: TranscriptEntry;
+    try {
+      entry = await transcriptEntry(step, sender, 'server', normalised as never);
+    } finally {
+      this.pending.delete(key);
+    }
+    recheck();
+    commit();
+    this.transcript.push(entry);
+  }
+
+  private isPending(step: TranscriptStep, sender: string): boolean {
+    return this.pending.has(`${step}/${sender}`);
+  }
+
   /** Round 0: a client's public keys (checked: lengths, points on the curve, all distinct). */
   async receiveAdvertise(sender: string, message: unknown): Promise<void> {
-    const answered = (id: string) => this.advertised.has(id) || this.pendingAdvertisements.has(id);
-    const record = this.admit(sender, message, 'advertise', this.setup.clientIds, answered);
-    const encryption = expectBytes(record['encryptionPublicKey'], 'encryptionPublicKey');
-    const masking = expectBytes(record['maskingPublicKey'], 'maskingPublicKey');
-    this.pendingAdvertisements.add(sender);
+    const answered = (id: string) => this.advertised.has(id) || this.isPending('advertise', id);
+    const admit = () => this.admit(sender, message, 'advertise', this.setup.clientIds, answered);
+    const record = admit();
+    const encryption = expectBytes(record['encryptionPublicKey'], 'encryptionPublicKey').slice();
+    const masking = expectBytes(record['maskingPublicKey'], 'maskingPublicKey').slice();
+    if (bytesEqual(encryption, masking)) {
+      refuse(ErrorCode.SECAGG_KEY_INVALID, 'the two public keys are the same', {
+        field: 'maskingPublicKey',
+      });
+    }
+    const key = `advertise/${sender}`;
+    this.pending.add(key);
+    let maskingPublicKey: CryptoKey;
+    let entry: TranscriptEntry;
     try {
       await importPublicKey(this.setup.curve, encryption, 'encryptionPublicKey');
-      const maskingPublicKey = await importPublicKey(this.setup.curve, masking, 'maskingPublicKey');
-      if (this.stageNow !== 'advertise') {
-        refuse(ErrorCode.CONFLICT, 'the advertising step closed while the keys were checked');
-      }
-      const keys = [encryption, masking];
-      if (bytesEqual(encryption, masking)) {
-        refuse(ErrorCode.SECAGG_KEY_INVALID, 'the two public keys are the same', {
-          field: 'maskingPublicKey',
-        });
-      }
-      for (const other of this.advertised.values()) {
-        for (const [index, key] of keys.entries()) {
-          if (
-            bytesEqual(key, other.raw.encryptionPublicKey) ||
-            bytesEqual(key, other.raw.maskingPublicKey)
-          ) {
-            refuse(
-              ErrorCode.SECAGG_KEY_INVALID,
-              'a public key already advertised by another client',
-              {
-                field: index === 0 ? 'encryptionPublicKey' : 'maskingPublicKey',
-              },
-            );
-          }
-        }
-      }
-      this.advertised.set(sender, {
-        raw: {
-          clientId: sender,
-          encryptionPublicKey: encryption.slice(),
-          maskingPublicKey: masking.slice(),
-        },
-        maskingPublicKey,
+      maskingPublicKey = await importPublicKey(this.setup.curve, masking, 'maskingPublicKey');
+      entry = await transcriptEntry('advertise', sender, 'server', {
+        roundId: this.setup.roundId,
+        encryptionPublicKey: encryption,
+        maskingPublicKey: masking,
       });
     } finally {
-      this.pendingAdvertisements.delete(sender);
+      this.pending.delete(key);
     }
+    admit();
+    // Distinct from every key accepted so far, those accepted while this one was checked included.
+    for (const other of this.advertised.values()) {
+      for (const [field, candidate] of [
+        ['encryptionPublicKey', encryption],
+        ['maskingPublicKey', masking],
+      ] as const) {
+        if (
+          bytesEqual(candidate, other.raw.encryptionPublicKey) ||
+          bytesEqual(candidate, other.raw.maskingPublicKey)
+        ) {
+          refuse(
+            ErrorCode.SECAGG_KEY_INVALID,
+            'a public key already advertised by another client',
+            {
+              field,
+            },
+          );
+        }
+      }
+    }
+    this.advertised.set(sender, {
+      raw: { clientId: sender, encryptionPublicKey: encryption, maskingPublicKey: masking },
+      maskingPublicKey,
+    });
+    this.transcript.push(entry);
   }
 
   /** Ends round 0: U1 = the clients whose keys were accepted; at least t of them. */
@@ -191,25 +259,27 @@ export class SecAggServer {
     }
     this.participants = participants;
     this.stageNow = 'share';
-    return {
+    const advertised: AdvertisedKeys = {
       roundId: this.setup.roundId,
-      participants: participants.map((id) => {
-        const raw = (this.advertised.get(id) as Advertised).raw;
-        return {
-          clientId: id,
-          encryptionPublicKey: raw.encryptionPublicKey.slice(),
-          maskingPublicKey: raw.maskingPublicKey.slice(),
-        };
-      }),
+      participants: participants.map((id) => ({ ...(this.advertised.get(id) as Advertised).raw })),
+    };
+    this.sent.push({ step: 'advertised', to: '*', message: advertised });
+    return {
+      roundId: advertised.roundId,
+      participants: advertised.participants.map((p) => ({
+        clientId: p.clientId,
+        encryptionPublicKey: p.encryptionPublicKey.slice(),
+        maskingPublicKey: p.maskingPublicKey.slice(),
+      })),
     };
   }
 
   /** Round 1: a client's encrypted shares, exactly one of the right size for each other client of U1. */
-  receiveShareKeys(sender: string, message: unknown): void {
-    const record = this.admit(sender, message, 'share', this.participants, (id) =>
-      this.shared.has(id),
-    );
-    const commitment = expectBytes(record['selfMaskCommitment'], 'selfMaskCommitment');
+  async receiveShareKeys(sender: string, message: unknown): Promise<void> {
+    const answered = (id: string) => this.shared.has(id) || this.isPending('shareKeys', id);
+    const admit = () => this.admit(sender, message, 'share', this.participants, answered);
+    const record = admit();
+    const commitment = expectBytes(record['selfMaskCommitment'], 'selfMaskCommitment').slice();
     expectLength(commitment, 32, 'selfMaskCommitment');
     const list = expectArray(record['encryptedShares'], 'encryptedShares', MAX_CLIENTS);
     const ciphertexts = new Map<string, Uint8Array>();
@@ -236,13 +306,21 @@ export class SecAggServer {
         missing,
       });
     }
-    this.shared.set(sender, { commitment: commitment.slice(), ciphertexts });
+    const normalised: ShareKeys = {
+      roundId: this.setup.roundId,
+      selfMaskCommitment: commitment,
+      encryptedShares: [...ciphertexts].map(([to, ciphertext]) => ({ to, ciphertext })),
+    };
+    await this.accept('shareKeys', sender, normalised, admit, () => {
+      this.shared.set(sender, { commitment, ciphertexts });
+    });
   }
 
   /** Ends round 1: U2 = the clients whose shares were accepted; each gets the shares meant for it. */
   closeSharing(): Map<string, SharesBundle> {
-    if (this.stageNow !== 'share')
+    if (this.stageNow !== 'share') {
       refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    }
     const sharers = this.participants.filter((id) => this.shared.has(id));
     if (sharers.length < this.setup.threshold) {
       thresholdNotMet('share', sharers.length, this.setup.threshold);
@@ -251,7 +329,7 @@ export class SecAggServer {
     this.stageNow = 'mask';
     const bundles = new Map<string, SharesBundle>();
     for (const recipient of sharers) {
-      bundles.set(recipient, {
+      const bundle: SharesBundle = {
         roundId: this.setup.roundId,
         encryptedShares: sharers
           .filter((from) => from !== recipient)
@@ -261,14 +339,24 @@ export class SecAggServer {
               recipient,
             ) as Uint8Array,
           })),
+      };
+      this.sent.push({ step: 'sharesBundle', to: recipient, message: bundle });
+      bundles.set(recipient, {
+        roundId: bundle.roundId,
+        encryptedShares: bundle.encryptedShares.map((share) => ({
+          from: share.from,
+          ciphertext: share.ciphertext.slice(),
+        })),
       });
     }
     return bundles;
   }
 
   /** Round 2: a client's masked input, (parameterCount + 1) words, added into the running sum. */
-  receiveMaskedInput(sender: string, message: unknown): void {
-    const record = this.admit(sender, message, 'mask', this.sharers, (id) => this.masked.has(id));
+  async receiveMaskedInput(sender: string, message: unknown): Promise<void> {
+    const answered = (id: string) => this.masked.has(id) || this.isPending('maskedInput', id);
+    const admit = () => this.admit(sender, message, 'mask', this.sharers, answered);
+    const record = admit();
     const vector = expectBytes(record['maskedVector'], 'maskedVector');
     const expectedBytes = this.quantisation.vectorWords * 4;
     if (vector.length !== expectedBytes) {
@@ -278,8 +366,15 @@ export class SecAggServer {
         receivedBytes: vector.length,
       });
     }
-    addInto(this.maskedSum, bytesToWords(vector));
-    this.masked.add(sender);
+    const words = bytesToWords(vector);
+    const normalised: MaskedInput = {
+      roundId: this.setup.roundId,
+      maskedVector: wordsToBytes(words),
+    };
+    await this.accept('maskedInput', sender, normalised, admit, () => {
+      addInto(this.maskedSum, words);
+      this.masked.add(sender);
+    });
   }
 
   /**
@@ -287,8 +382,9 @@ export class SecAggServer {
    * asked of anyone, when fewer than t: no share is revealed for a sum of too few clients.
    */
   closeMasking(): UnmaskRequest {
-    if (this.stageNow !== 'mask')
+    if (this.stageNow !== 'mask') {
       refuse(ErrorCode.CONFLICT, `the round is at step '${this.stageNow}'`);
+    }
     const survivors = this.sharers.filter((id) => this.masked.has(id));
     if (survivors.length < this.setup.threshold) {
       thresholdNotMet('mask', survivors.length, this.setup.threshold);
@@ -296,24 +392,56 @@ export class SecAggServer {
     this.survivors = survivors;
     this.dropped = this.sharers.filter((id) => !this.masked.has(id));
     this.stageNow = 'unmask';
-    return { roundId: this.setup.roundId, survivors: [...survivors], dropped: [...this.dropped] };
+    const request: UnmaskRequest = {
+      roundId: this.setup.roundId,
+      survivors: [...survivors],
+      dropped: [...this.dropped],
+    };
+    this.sent.push({ step: 'unmaskRequest', to: '*', message: request });
+    return { roundId: request.roundId, survivors: [...survivors], dropped: [...this.dropped] };
   }
 
   /** Round 3: a survivor's shares: of b_u for every u in U3, of s_u^SK for every u in U2 \ U3. */
-  receiveUnmaskResponse(sender: string, message: unknown): void {
-    const record = this.admit(sender, message, 'unmask', this.survivors, (id) =>
-      this.unmasked.has(id),
-    );
-    const selfMask = this.expectShares(
-      record['selfMaskShares'],
-      'selfMaskShares',
-      this.survivors,
-      this.selfMaskShares,
-    );
-    const key = this.expectShares(record['keyShares'], 'keyShares', this.dropped, this.keyShares);
-    for (const [of, share] of selfMask) this.holdShare(this.selfMaskShares, of, sender, share);
-    for (const [of, share] of key) this.holdShare(this.keyShares, of, sender, share);
-    this.unmasked.add(sender);
+  async receiveUnmaskResponse(sender: string, message: unknown): Promise<void> {
+    const answered = (id: string) => this.unmasked.has(id) || this.isPending('unmaskResponse', id);
+    const admit = () => this.admit(sender, message, 'unmask', this.survivors, answered);
+    const record = admit();
+    const parse = () => ({
+      selfMask: this.expectShares(
+        record['selfMaskShares'],
+        'selfMaskShares',
+        this.survivors,
+        this.selfMaskShares,
+      ),
+      key: this.expectShares(record['keyShares'], 'keyShares', this.dropped, this.keyShares),
+    });
+    const { selfMask, key } = parse();
+    const normalised: UnmaskResponse = {
+      roundId: this.setup.roundId,
+      selfMaskShares: [...selfMask].map(([of, share]) => ({ of, share })),
+      keyShares: [...key].map(([of, share]) => ({ of, share })),
+    };
+    const recheck = () => {
+      admit();
+      // Shares that arrived meanwhile may repeat an x of these: check against them too.
+      for (const [field, shares, store] of [
+        ['selfMaskShares', selfMask, this.selfMaskShares],
+        ['keyShares', key, this.keyShares],
+      ] as const) {
+        for (const [of, share] of shares) {
+          if ((store.get(of) ?? []).some((held) => shareX(held.share) === shareX(share))) {
+            refuse(ErrorCode.DUPLICATE_UPDATE, `a share of ${of} repeats one already received`, {
+              field,
+            });
+          }
+        }
+      }
+    };
+    await this.accept('unmaskResponse', sender, normalised, recheck, () => {
+      for (const [of, share] of selfMask) this.holdShare(this.selfMaskShares, of, sender, share);
+      for (const [of, share] of key) this.holdShare(this.keyShares, of, sender, share);
+      this.unmasked.add(sender);
+    });
   }
 
   private holdShare(
@@ -462,6 +590,7 @@ export class SecAggServer {
       }
     }
     const decoded = dequantiseSum(this.setup, this.quantisation, sum, this.survivors.length);
+    const transcript = await this.orderedTranscript();
     this.stageNow = 'done';
     return {
       roundId,
@@ -474,6 +603,23 @@ export class SecAggServer {
       droppedAfterSharing: [...this.dropped],
       droppedAfterMasking: this.survivors.filter((id) => !this.unmasked.has(id)),
       faultyShareHolders: this.setup.clientIds.filter((id) => faulty.has(id)),
+      transcript,
+      transcriptHash: await transcriptHash(transcript),
     };
+  }
+
+  /** Every entry, the server's own messages included, in an order the network cannot change. */
+  private async orderedTranscript(): Promise<TranscriptEntry[]> {
+    const sent = await Promise.all(
+      this.sent.map((item) => transcriptEntry(item.step, 'server', item.to, item.message as never)),
+    );
+    const rank = (party: string) =>
+      party === '*' ? -2 : party === 'server' ? -1 : this.setup.clientIds.indexOf(party);
+    return [...this.transcript, ...sent].sort(
+      (a, b) =>
+        TRANSCRIPT_ORDER.indexOf(a.step) - TRANSCRIPT_ORDER.indexOf(b.step) ||
+        rank(a.from) - rank(b.from) ||
+        rank(a.to) - rank(b.to),
+    );
   }
 }

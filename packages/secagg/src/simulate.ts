@@ -134,7 +134,7 @@ export async function simulateRound(
     steps.share.upBytes += size(message);
     if (record) view.shareKeys.set(id, message);
     started = now();
-    server.receiveShareKeys(id, message);
+    await server.receiveShareKeys(id, message);
     steps.share.serverMs += now() - started;
   }
   await options.beforeClose?.('share', context);
@@ -155,7 +155,7 @@ export async function simulateRound(
     steps.mask.upBytes += size(message);
     if (record) view.maskedInputs.set(id, message);
     started = now();
-    server.receiveMaskedInput(id, message);
+    await server.receiveMaskedInput(id, message);
     steps.mask.serverMs += now() - started;
   }
   await options.beforeClose?.('mask', context);
@@ -174,7 +174,7 @@ export async function simulateRound(
     steps.unmask.upBytes += size(message);
     if (record) view.unmaskResponses.set(id, message);
     started = now();
-    server.receiveUnmaskResponse(id, message);
+    await server.receiveUnmaskResponse(id, message);
     steps.unmask.serverMs += now() - started;
   }
   await options.beforeClose?.('unmask', context);
