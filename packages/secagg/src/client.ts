@@ -358,7 +358,11 @@ export class SecAggClient {
       share: shareOf(id).keyShare.slice(),
     }));
     this.stageNow = 'done';
+    // Nothing of this round's secrets is needed any more: drop it rather than keep it around.
     this.heldShares = new Map();
+    this.ownShares = undefined;
+    this.selfMaskSeed?.fill(0);
+    this.selfMaskSeed = undefined;
     return { roundId, selfMaskShares, keyShares };
   }
 

@@ -48,33 +48,52 @@ describe('a SecAgg round equals plain FedAvg over the survivors', () => {
     // The last ones drop, so the order of ids (and so the mask signs) is exercised both ways.
     const lastOnes = (count: number) => ids.slice(n - count);
 
-    it(`n = ${n}, t = ${t}: no drop-outs`, async () => {
-      await expectFedAvg(setup, {}, n);
-    });
+    // A round of 50 clients is thousands of WebCrypto calls: allow for a loaded machine.
+    const timeout = n >= 50 ? 180_000 : 60_000;
+
+    it(
+      `n = ${n}, t = ${t}: no drop-outs`,
+      async () => {
+        await expectFedAvg(setup, {}, n);
+      },
+      timeout,
+    );
 
     for (const stage of STAGES) {
-      it(`n = ${n}: one client drops ${stage}`, async () => {
-        await expectFedAvg(setup, { [stage]: [ids[1] as string] }, n + 1);
-      });
-      it(`n = ${n}: n − t = ${n - t} clients drop ${stage}`, async () => {
-        await expectFedAvg(setup, { [stage]: lastOnes(n - t) }, n + 2);
-      });
+      it(
+        `n = ${n}: one client drops ${stage}`,
+        async () => {
+          await expectFedAvg(setup, { [stage]: [ids[1] as string] }, n + 1);
+        },
+        timeout,
+      );
+      it(
+        `n = ${n}: n − t = ${n - t} clients drop ${stage}`,
+        async () => {
+          await expectFedAvg(setup, { [stage]: lastOnes(n - t) }, n + 2);
+        },
+        timeout,
+      );
     }
 
     if (n >= 10) {
-      it(`n = ${n}: drop-outs at every step, n − t in all`, async () => {
-        const gone = ids.filter((_, i) => i % 2 === 0).slice(0, n - t);
-        const third = Math.ceil(gone.length / 3);
-        await expectFedAvg(
-          setup,
-          {
-            afterAdvertising: gone.slice(0, third),
-            afterSharing: gone.slice(third, 2 * third),
-            afterMasking: gone.slice(2 * third),
-          },
-          n + 3,
-        );
-      });
+      it(
+        `n = ${n}: drop-outs at every step, n − t in all`,
+        async () => {
+          const gone = ids.filter((_, i) => i % 2 === 0).slice(0, n - t);
+          const third = Math.ceil(gone.length / 3);
+          await expectFedAvg(
+            setup,
+            {
+              afterAdvertising: gone.slice(0, third),
+              afterSharing: gone.slice(third, 2 * third),
+              afterMasking: gone.slice(2 * third),
+            },
+            n + 3,
+          );
+        },
+        timeout,
+      );
     }
   }
 
