@@ -506,9 +506,21 @@ describe('a client refuses bad server messages and can still go on', () => {
       await expectRefusal(() => client.shareKeys(message as AdvertisedKeys), code, field);
       expect(client.stage).toBe('share');
     }
-    // The genuine message still works, and the round completes.
-    for (const each of clients)
+    // The same message twice at once: one set of secrets, the other call refused.
+    const twice = await Promise.allSettled([
+      client.shareKeys(advertised),
+      client.shareKeys(advertised),
+    ]);
+    expect(twice.map((outcome) => outcome.status)).toEqual(['fulfilled', 'rejected']);
+    expect((twice[1] as PromiseRejectedResult).reason).toMatchObject({ code: ErrorCode.CONFLICT });
+    await server.receiveShareKeys(
+      client.clientId,
+      (twice[0] as PromiseFulfilledResult<ShareKeys>).value,
+    );
+    // The genuine message still works for the others, and the round completes.
+    for (const each of clients.slice(1)) {
       await server.receiveShareKeys(each.clientId, await each.shareKeys(advertised));
+    }
     expect(server.closeSharing().size).toBe(4);
   });
 

@@ -74,6 +74,7 @@ export class SecAggClient {
   private readonly encryptionKeys: KeyPair;
   private readonly maskingKeys: KeyPair;
   private stageNow: ClientStage = 'advertise';
+  private busy = false;
   /** U1 without this client, after the keys are advertised. */
   private peers = new Map<string, Peer>();
   private selfMaskSeed: Uint8Array | undefined;
@@ -120,6 +121,8 @@ export class SecAggClient {
 
   /** Round 0: the public keys. */
   advertise(): AdvertiseKeys {
+    if (this.busy)
+      refuse(ErrorCode.CONFLICT, 'this client is still working on the previous message');
     if (this.stageNow !== 'advertise') wrongStage(this.stageNow, 'advertise');
     this.stageNow = 'share';
     return {
@@ -129,9 +132,31 @@ export class SecAggClient {
     };
   }
 
+  /**
+   * Runs one asynchronous step at a time: a second message while one is being worked on (a
+   * server repeating itself) is refused, so one step can never produce two sets of secrets.
+   */
+  private async exclusive<T>(expected: ClientStage, work: () => Promise<T>): Promise<T> {
+    if (this.busy) {
+      refuse(ErrorCode.CONFLICT, 'this client is still working on the previous message', {
+        stage: this.stageNow,
+      });
+    }
+    if (this.stageNow !== expected) wrongStage(this.stageNow, expected);
+    this.busy = true;
+    try {
+      return await work();
+    } finally {
+      this.busy = false;
+    }
+  }
+
   /** Round 1: U1's keys in; this client's secrets, Shamir-shared and encrypted per peer, out. */
-  async shareKeys(message: AdvertisedKeys): Promise<ShareKeys> {
-    if (this.stageNow !== 'share') wrongStage(this.stageNow, 'share');
+  shareKeys(message: AdvertisedKeys): Promise<ShareKeys> {
+    return this.exclusive('share', () => this.shareKeysNow(message));
+  }
+
+  private async shareKeysNow(message: AdvertisedKeys): Promise<ShareKeys> {
     const record = expectRecord(message, 'message');
     expectRound(record, this.setup.roundId);
     const list = expectArray(record['participants'], 'participants', MAX_CLIENTS);
@@ -247,8 +272,11 @@ export class SecAggClient {
    * Round 2: the shares of U2 in (decrypted and kept for unmasking); the masked input out.
    * `input` is this round's update (FedAvg weight = its numExamples).
    */
-  async maskInput(message: SharesBundle, input: SecAggInput): Promise<MaskedInput> {
-    if (this.stageNow !== 'mask') wrongStage(this.stageNow, 'mask');
+  maskInput(message: SharesBundle, input: SecAggInput): Promise<MaskedInput> {
+    return this.exclusive('mask', () => this.maskInputNow(message, input));
+  }
+
+  private async maskInputNow(message: SharesBundle, input: SecAggInput): Promise<MaskedInput> {
     const record = expectRecord(message, 'message');
     const { curve, roundId, threshold } = this.setup;
     expectRound(record, roundId);
@@ -316,6 +344,8 @@ export class SecAggClient {
    * of its masking key; never both for one client, and only once per round.
    */
   unmask(message: UnmaskRequest): UnmaskResponse {
+    if (this.busy)
+      refuse(ErrorCode.CONFLICT, 'this client is still working on the previous message');
     if (this.stageNow !== 'unmask') wrongStage(this.stageNow, 'unmask');
     const record = expectRecord(message, 'message');
     const { roundId, threshold } = this.setup;

@@ -43,7 +43,7 @@ export type ServerStage = 'advertise' | 'share' | 'mask' | 'unmask' | 'done';
 
 export interface SecAggResult {
   roundId: string;
-  /** FedAvg of the survivors: Σ n_k·w_k / Σ n_k, within maxAbsError (then float32). */
+  /** FedAvg of the survivors, Σ n_k·w_k / Σ n_k of the clipped updates, to within maxAbsError. */
   weights: Float32Array;
   totalExamples: number;
   maxAbsError: number;
