@@ -105,14 +105,20 @@ export class SecAggClient {
       refuse(ErrorCode.NOT_SELECTED, 'this client is not in the round', { field: 'clientIds' });
     }
     const frozen: SecAggSetup = { ...setup, clientIds: [...setup.clientIds] };
-    return new SecAggClient(
-      frozen,
-      clientId,
-      quantisation,
-      await generateKeyPair(setup.curve, false),
+    let encryptionKeys: KeyPair;
+    let maskingKeys: KeyPair;
+    try {
+      encryptionKeys = await generateKeyPair(setup.curve, false);
       // The masking key's scalar is Shamir-shared, so it must be exportable once.
-      await generateKeyPair(setup.curve, true),
-    );
+      maskingKeys = await generateKeyPair(setup.curve, true);
+    } catch (cause) {
+      // The server chose a curve this runtime lacks: it should have asked (supportedCurves).
+      return refuse(ErrorCode.UNAVAILABLE, `this runtime cannot use ${setup.curve}`, {
+        field: 'curve',
+        reason: cause instanceof Error ? cause.message : String(cause),
+      });
+    }
+    return new SecAggClient(frozen, clientId, quantisation, encryptionKeys, maskingKeys);
   }
 
   get stage(): ClientStage {

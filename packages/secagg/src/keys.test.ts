@@ -1,5 +1,6 @@
 import { ErrorCode } from '@tessera/protocol';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { SecAggClient } from './client.js';
 import {
   agree,
   CURVES,
@@ -11,7 +12,7 @@ import {
   PUBLIC_KEY_BYTES,
   supportedCurves,
 } from './keys.js';
-import { expectRefusal } from './round.fixtures.js';
+import { expectRefusal, makeSetup } from './round.fixtures.js';
 
 describe('key agreement through WebCrypto', () => {
   it('Node has both curves, X25519 first', async () => {
@@ -96,5 +97,34 @@ describe('key agreement through WebCrypto', () => {
       ErrorCode.SECAGG_KEY_INVALID,
       'encryptionPublicKey',
     );
+  });
+});
+
+describe('a runtime without X25519 (older browsers)', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('is found by supportedCurves, and a client refuses an X25519 round with UNAVAILABLE', async () => {
+    const subtle = globalThis.crypto.subtle;
+    const generateKey = subtle.generateKey.bind(subtle);
+    // What such a runtime's WebCrypto does: NotSupportedError for the algorithm name.
+    vi.spyOn(subtle, 'generateKey').mockImplementation(((algorithm, extractable, usages) => {
+      const name = typeof algorithm === 'string' ? algorithm : algorithm.name;
+      if (name === 'X25519') {
+        return Promise.reject(new DOMException('Unrecognized name.', 'NotSupportedError'));
+      }
+      return generateKey(algorithm as EcKeyGenParams, extractable, usages as KeyUsage[]);
+    }) as typeof subtle.generateKey);
+    expect(await supportedCurves()).toEqual(['P-256']);
+    const setup = makeSetup(3);
+    await expectRefusal(
+      () => SecAggClient.create(setup, 'client-000'),
+      ErrorCode.UNAVAILABLE,
+      'curve',
+    );
+    // The same client joins a P-256 round.
+    const client = await SecAggClient.create({ ...setup, curve: 'P-256' }, 'client-000');
+    expect(client.advertise().maskingPublicKey).toHaveLength(65);
   });
 });
