@@ -10,7 +10,7 @@ export {
   parseDelimited,
 } from './delimited.js';
 export { type Examples, toExamples } from './examples.js';
-export { type ImageShape, type RgbaImage, rgbaToTaskPixels } from './image-resize.js';
+export { convertChannels, type DecodedImage, imageFeatures, resizeBilinear } from './image.js';
 export {
   centreOfMass,
   DIGIT_BOX,

@@ -1,6 +1,5 @@
 import { ErrorCode } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
-import { rgbaToTaskPixels } from './image-resize.js';
 import { jsonRowsExamples, pixelsExamples, textPredictExamples } from './predict-input.js';
 import { readTabular, tabularExamples } from './tabular.js';
 import type { ImageSchema, TabularSchema, TaskOutput, TextSchema } from './task-schema.js';
@@ -64,7 +63,7 @@ describe('textPredictExamples', () => {
   });
 });
 
-describe('pixels and images', () => {
+describe('pixelsExamples', () => {
   const image: ImageSchema = {
     kind: 'image',
     height: 2,
@@ -77,42 +76,5 @@ describe('pixels and images', () => {
     expect(() => pixelsExamples([0, 1, 2], image)).toThrow(refusedAt('pixels'));
     expect(() => pixelsExamples([0, 1, 2, 256], image)).toThrow(refusedAt('pixels.3'));
     expect(() => pixelsExamples([0, -1, 2, 3], image)).toThrow(refusedAt('pixels.1'));
-  });
-
-  it('area-averages a picture to the task shape, composites alpha on black, converts channels', () => {
-    // 4x2: left half white, right half pure red; the top right pixel half transparent.
-    const data = new Uint8Array(4 * 2 * 4);
-    for (let y = 0; y < 2; y++) {
-      for (let x = 0; x < 4; x++) {
-        const at = 4 * (y * 4 + x);
-        const white = x < 2;
-        data.set([255, white ? 255 : 0, white ? 255 : 0, x === 3 && y === 0 ? 128 : 255], at);
-      }
-    }
-    const rgb = rgbaToTaskPixels(
-      { width: 4, height: 2, data },
-      { height: 1, width: 2, channels: 3 },
-    );
-    // Right: red averaged over 4 pixels, one of them at half alpha (128/255).
-    const red = (3 + 128 / 255) / 4;
-    expect(Array.from(rgb).map((v) => Number(v.toFixed(6)))).toEqual(
-      [1, 1, 1, red, 0, 0].map((v) => Number(v.toFixed(6))),
-    );
-    const gray = rgbaToTaskPixels(
-      { width: 4, height: 2, data },
-      { height: 1, width: 2, channels: 1 },
-    );
-    expect(gray[0]).toBeCloseTo(1, 6);
-    expect(gray[1]).toBeCloseTo(0.299 * red, 6);
-    // Enlarging repeats pixels (each output pixel inside one source pixel).
-    const up = rgbaToTaskPixels(
-      { width: 4, height: 2, data },
-      { height: 4, width: 8, channels: 1 },
-    );
-    expect(up[0]).toBeCloseTo(1, 6);
-    expect(up[8 * 3 + 5]).toBeCloseTo(0.299, 6);
-    expect(() =>
-      rgbaToTaskPixels({ width: 3, height: 2, data }, { height: 1, width: 1, channels: 1 }),
-    ).toThrow(refusedAt('(body)'));
   });
 });

@@ -38,6 +38,12 @@ export const ErrorCode = {
   RATE_LIMITED: 'RATE_LIMITED',
   /** REST: an upload of a type the route does not take (predict takes PNG, JPEG or JSON). */
   UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  /** Secure aggregation: fewer than the threshold t of clients are left at a step of the round. */
+  SECAGG_THRESHOLD_NOT_MET: 'SECAGG_THRESHOLD_NOT_MET',
+  /** Secure aggregation: an encrypted share fails AES-GCM authentication (tampered or misrouted). */
+  SECAGG_DECRYPTION_FAILED: 'SECAGG_DECRYPTION_FAILED',
+  /** Secure aggregation: a public key, or a reconstructed key or seed, that does not verify. */
+  SECAGG_KEY_INVALID: 'SECAGG_KEY_INVALID',
   /** Anything unexpected. */
   INTERNAL: 'INTERNAL',
 } as const;

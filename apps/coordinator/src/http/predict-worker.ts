@@ -6,7 +6,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
-import { type ImageShape, rgbaToTaskPixels } from '@tessera/data/browser';
+import { type ImageSchema, imageFeatures } from '@tessera/data/browser';
 import {
   buildTaskModel,
   initBackend,
@@ -21,8 +21,8 @@ import { decodeImage, type ImageKind, imageToMnist } from './predict.js';
 export type PredictInput =
   /** A picture of a digit, prepared as MNIST's digits were (the built-in MNIST tasks). */
   | { kind: 'mnist-image'; bytes: Uint8Array; imageKind: ImageKind }
-  /** A picture for an image task: resized to its shape, channels converted. */
-  | { kind: 'image'; bytes: Uint8Array; imageKind: ImageKind; shape: ImageShape }
+  /** A picture for an image task, made its example as the clients make theirs (imageFeatures). */
+  | { kind: 'image'; bytes: Uint8Array; imageKind: ImageKind; schema: ImageSchema }
   /** Encoded examples (count x the model's input size), as the clients encode their data. */
   | { kind: 'features'; x: Float32Array; count: number };
 
@@ -100,7 +100,8 @@ async function answer(request: PredictRequest): Promise<PredictResponse> {
   let count = 1;
   if (input.kind === 'mnist-image') x = imageToMnist(input.bytes, input.imageKind);
   else if (input.kind === 'image') {
-    x = rgbaToTaskPixels(decodeImage(input.bytes, input.imageKind), input.shape);
+    const { width, height, data } = decodeImage(input.bytes, input.imageKind);
+    x = imageFeatures({ width, height, channels: 4, data }, input.schema);
   } else {
     x = input.x;
     count = input.count;

@@ -197,8 +197,7 @@ export function encodePredictInput(
     const { bytes, imageKind } = request;
     // The built-in MNIST tasks prepare a picture as MNIST's digits were (centred by mass).
     if (zooModel !== null) return { input: { kind: 'mnist-image', bytes, imageKind } };
-    const { height, width, channels } = input;
-    return { input: { kind: 'image', bytes, imageKind, shape: { height, width, channels } } };
+    return { input: { kind: 'image', bytes, imageKind, schema: input } };
   }
   const { body } = request;
   const given = (Object.keys(body) as (keyof PredictRequestBody)[]).find(
