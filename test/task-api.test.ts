@@ -100,6 +100,8 @@ describe('built-in tasks', () => {
       'mnist-cnn@1',
       'mnist-mlp@1',
       'mnist-small-cnn@1',
+      'penguins@1',
+      'spam@1',
     ]);
     for (const task of builtins) expect(task.sha256).toBe(taskSha256(task.definition));
 

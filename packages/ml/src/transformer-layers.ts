@@ -164,7 +164,11 @@ export interface TransformerBlockArgs extends LayerArgs {
   feedForwardDim: number;
   /** Dropout after the attention and after the feed-forward, when training. Default 0. */
   dropoutRate?: number;
-  /** LayerNormalization's epsilon. Default 1e-6. */
+  /**
+   * LayerNormalization's epsilon. Default 1e-3, tfjs-layers' and Keras' LayerNormalization
+   * default (and a number JSON writes as 0.001 in every language, so a task's hash can be
+   * recomputed with Python's json.dumps as well as with JCS).
+   */
   layerNormEpsilon?: number;
   queryInitializer?: InitializerConfig | Initializer;
   keyInitializer?: InitializerConfig | Initializer;
@@ -214,7 +218,7 @@ export class TransformerBlock extends tfl.layers.Layer {
     }
     this.feedForwardDim = positiveInteger(where, 'feedForwardDim', args.feedForwardDim);
     this.dropoutRate = rate(where, 'dropoutRate', args.dropoutRate);
-    const epsilon = args.layerNormEpsilon ?? 1e-6;
+    const epsilon = args.layerNormEpsilon ?? 1e-3;
     if (!(epsilon > 0 && Number.isFinite(epsilon))) {
       throw layerError(where, `layerNormEpsilon must be positive, got ${String(epsilon)}`);
     }
