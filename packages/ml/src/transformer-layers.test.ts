@@ -84,10 +84,14 @@ describe('TokenAndPositionEmbedding and TransformerBlock', () => {
       const blocked = block.apply(embedded) as tf.Tensor;
       expect(embedded.shape).toEqual([2, LENGTH, 8]);
       expect(blocked.shape).toEqual([2, LENGTH, 8]);
-      // Post-norm block: every token's output row has mean 0 and variance 1 (gamma 1, beta 0).
+      // Post-norm block: every token's output row has mean 0 and variance v / (v + epsilon),
+      // just under 1 (gamma 1, beta 0, epsilon 1e-3).
       const { mean, variance } = tf.moments(blocked, -1);
       for (const value of mean.dataSync()) expect(Math.abs(value)).toBeLessThan(1e-5);
-      for (const value of variance.dataSync()) expect(value).toBeCloseTo(1, 3);
+      for (const value of variance.dataSync()) {
+        expect(value).toBeLessThan(1);
+        expect(value).toBeGreaterThan(0.99);
+      }
       // 8 ids x 8 + 5 positions x 8; 4 (8x8 + 8) attention + 2 x (8 + 8) norms + 8x12 + 12 + 12x8 + 8.
       expect(embedding.countParams()).toBe(8 * 8 + 5 * 8);
       expect(block.countParams()).toBe(4 * (64 + 8) + 2 * 16 + 96 + 12 + 96 + 8);
@@ -147,7 +151,20 @@ describe('TokenAndPositionEmbedding and TransformerBlock', () => {
   });
 
   it("has the gradients of finite differences (the block's weights and its input)", () => {
-    const block = new TransformerBlock({ embedDim: 4, numHeads: 2, feedForwardDim: 6 });
+    // Seeded, so the check is the same every run (a step across a ReLU's kink would spoil
+    // the finite difference of that entry).
+    const seeded = (seed: number) => tfl.initializers.glorotUniform({ seed });
+    const block = new TransformerBlock({
+      embedDim: 4,
+      numHeads: 2,
+      feedForwardDim: 6,
+      queryInitializer: seeded(1),
+      keyInitializer: seeded(2),
+      valueInitializer: seeded(3),
+      attentionOutputInitializer: seeded(4),
+      feedForwardInitializer: seeded(5),
+      feedForwardOutputInitializer: seeded(6),
+    });
     const x = tf.randomNormal([2, 3, 4], 0, 1, 'float32', 11);
     block.apply(x);
     // A fixed random projection of the output, so every output element counts differently.
@@ -156,7 +173,7 @@ describe('TokenAndPositionEmbedding and TransformerBlock', () => {
       tf.sum(tf.mul(block.apply(input) as tf.Tensor, projection)) as tf.Scalar;
     const { grads } = tf.variableGrads(() => lossOf(x));
     const inputGradient = tf.grad((input: tf.Tensor) => lossOf(input))(x);
-    const h = 1e-2;
+    const h = 1e-3;
     const numeric = (perturb: (delta: number) => void): number => {
       perturb(h);
       const up = lossOf(x).dataSync()[0] as number;
