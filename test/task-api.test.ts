@@ -100,6 +100,8 @@ describe('built-in tasks', () => {
       'mnist-cnn@1',
       'mnist-mlp@1',
       'mnist-small-cnn@1',
+      'penguins@1',
+      'spam@1',
     ]);
     for (const task of builtins) expect(task.sha256).toBe(taskSha256(task.definition));
 
@@ -112,7 +114,7 @@ describe('built-in tasks', () => {
     );
     await Promise.all(both.map((coordinator) => coordinator.close()));
     const after = (await fx.db.tasks.list()).filter((task) => task.builtin);
-    expect(after).toHaveLength(4);
+    expect(after).toHaveLength(6);
   });
 
   it("a built-in's parameter count is what its layers add up to", async () => {
@@ -121,6 +123,11 @@ describe('built-in tasks', () => {
     expect(detail.body.paramCount).toBe(1_663_370);
     const layers = detail.body.model?.layers ?? [];
     expect(layers.reduce((sum, layer) => sum + layer.paramCount, 0)).toBe(1_663_370);
+    // The spam task's Transformer layers are @tessera/ml's own classes: built all the same.
+    const spam = await fx.call<TaskBody>('GET', '/tasks/spam', { as: researcher });
+    expect(spam.body.paramCount).toBe(139_713);
+    const spamLayers = spam.body.model?.layers ?? [];
+    expect(spamLayers.reduce((sum, layer) => sum + layer.paramCount, 0)).toBe(139_713);
     expect(detail.body.model?.inputShape).toEqual([28, 28, 1]);
     expect(layers.at(-1)).toMatchObject({ className: 'Dense', outputShape: [10] });
   });

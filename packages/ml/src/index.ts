@@ -54,6 +54,14 @@ export {
   taskObjective,
   trainLocal,
 } from './train.js';
+// Side effect too: registers the Transformer layer classes, so task topologies can name them.
+export {
+  TokenAndPositionEmbedding,
+  type TokenAndPositionEmbeddingArgs,
+  TRANSFORMER_LAYER_CLASSES,
+  TransformerBlock,
+  type TransformerBlockArgs,
+} from './transformer-layers.js';
 export {
   registerWasmTrainingKernels,
   WASM_EXTRA_KERNEL_NAMES,

@@ -14,6 +14,8 @@ import {
   sha256Hex,
   type TaskDefinition,
 } from '@tessera/tasks';
+// Registers TokenAndPositionEmbedding and TransformerBlock: topologies may name them.
+import './transformer-layers.js';
 import { setFlatWeights } from './weights.js';
 
 type JsonObject = { [key: string]: JsonValue };

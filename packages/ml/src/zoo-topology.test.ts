@@ -1,4 +1,4 @@
-import { BUILTIN_TASK_FOR_MODEL, BUILTIN_TASKS, builtinTask } from '@tessera/tasks';
+import { BUILTIN_MNIST_TASKS, BUILTIN_TASK_FOR_MODEL, builtinTask } from '@tessera/tasks';
 import { describe, expect, it } from 'vitest';
 import { createModel, MODEL_NAMES } from './models.js';
 import { buildTaskModel } from './task-model.js';
@@ -17,7 +17,7 @@ function firstDifference(a: Float32Array, b: Float32Array): number {
 // of recorded runs rebuilds the initial model from the run's seed.
 describe('built-in tasks are the zoo', () => {
   it('stores exactly the topology createModel writes (regenerate: packages/ml/scripts)', () => {
-    expect(BUILTIN_TASKS.map((task) => task.model.topology)).toEqual(
+    expect(BUILTIN_MNIST_TASKS.map((task) => task.model.topology)).toEqual(
       MODEL_NAMES.map((name) => zooTopology(name)),
     );
   });

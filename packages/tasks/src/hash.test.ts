@@ -99,6 +99,8 @@ describe('taskSha256', () => {
       'mnist-cnn': 'a2152f06beeac49d928485fd264e62c4452d72fc2851538fe3408a54978c6416',
       'mnist-mlp': '81bf5549ffcc2d8d6d9d55658b6abc09081d1cd0a09fb966de6ab227607ded28',
       'mnist-small-cnn': 'b1c702a78c8d3288dd67cc0eebbfd5bca2b674627f040b8511afdda1c78f4d30',
+      penguins: '360c20a14fa3b303ea8fa192c76ba958789f9ea323374fd08cd60f4192f736b7',
+      spam: '962a1c464f4a928e21ab94b5b78a1ead5ca0a2b5e42cdfd0f33bc136deb6f70d',
     });
   });
 

@@ -1,4 +1,10 @@
-export { BUILTIN_TASK_FOR_MODEL, BUILTIN_TASKS, builtinTask } from './builtin.js';
+export {
+  BUILTIN_DATASET_TASK_PARAM_COUNTS,
+  BUILTIN_MNIST_TASKS,
+  BUILTIN_TASK_FOR_MODEL,
+  BUILTIN_TASKS,
+  builtinTask,
+} from './builtin.js';
 export { canonicalJson } from './canonical-json.js';
 export {
   featureWidth,

@@ -1,6 +1,11 @@
 import { ErrorCode, type JsonValue } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
-import { BUILTIN_TASK_FOR_MODEL, BUILTIN_TASKS, builtinTask } from './builtin.js';
+import {
+  BUILTIN_MNIST_TASKS,
+  BUILTIN_TASK_FOR_MODEL,
+  BUILTIN_TASKS,
+  builtinTask,
+} from './builtin.js';
 import { featureWidth, minimumFeatureWidth, outputUnits, taskNeedsStatistics } from './geometry.js';
 import { parseTaskDefinition, type TaskDefinition } from './schema.js';
 
@@ -347,14 +352,20 @@ describe('task geometry', () => {
 });
 
 describe('built-in tasks', () => {
-  it('has one MNIST task per zoo model, found by name', () => {
+  it('has one MNIST task per zoo model, then penguins and spam, found by name', () => {
     expect(BUILTIN_TASKS.map((task) => task.name)).toEqual([
       'mnist-2nn',
       'mnist-cnn',
       'mnist-mlp',
       'mnist-small-cnn',
+      'penguins',
+      'spam',
     ]);
-    expect(Object.values(BUILTIN_TASK_FOR_MODEL)).toEqual(BUILTIN_TASKS.map((task) => task.name));
+    expect(Object.values(BUILTIN_TASK_FOR_MODEL)).toEqual(
+      BUILTIN_MNIST_TASKS.map((task) => task.name),
+    );
+    expect(builtinTask('penguins').input.kind).toBe('tabular');
+    expect(builtinTask('spam').output).toEqual({ kind: 'binary', classes: ['ham', 'spam'] });
     expect(builtinTask('mnist-cnn').output).toEqual({
       kind: 'multiclass',
       classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
