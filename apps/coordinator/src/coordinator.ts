@@ -100,6 +100,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private probeTimer: NodeJS.Timeout | null = null;
   private takeoverTimer: NodeJS.Timeout | null = null;
   private scanning = false;
+  /** The task-size limit, also for the tasks statistics rounds resolve (EngineDeps). */
+  private maxTaskParams: number | undefined;
 
   private constructor(
     readonly db: Database,
@@ -168,6 +170,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         logger,
       ),
     );
+    coordinator.maxTaskParams = options.maxTaskParams;
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
     await storeBuiltinTasks(options.db);
     http.on(
@@ -459,6 +462,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         logger: this.logger,
         centralEvaluator: this.centralEvaluator,
         fence,
+        ...(this.maxTaskParams === undefined ? {} : { maxTaskParams: this.maxTaskParams }),
       },
       run,
     );
