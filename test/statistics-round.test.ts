@@ -1,3 +1,4 @@
+import { type LocalTrainer, RoundFailure, TesseraClient } from '@tessera/client/core';
 import {
   combineStatistics,
   readTabular,
@@ -334,5 +335,70 @@ describe('the federated statistics round, end to end', () => {
     }
     expect(run.statistics).toEqual(recorded.statistics);
     expect(run.resolvedTask).toEqual(recorded.resolvedTask);
+  });
+
+  it("the client core answers with its trainer's statistics, or declines with a code", async () => {
+    const task = await createTask();
+    const { federationId, tokens } = await createFederation(h, 3);
+    /**
+     * A trainer over CSV rows: its statistics are the real summary of its rows; its training
+     * keeps the global weights (this test is about the statistics round, not about learning).
+     */
+    const csvTrainer = (
+      statistics: ((t: TaskDefinition) => Promise<TabularStatistics>) | undefined,
+    ): LocalTrainer => ({
+      numExamples: 3,
+      numHoldout: 0,
+      train: async ({ weights }) => ({
+        weights,
+        loss: 1,
+        accuracy: 0.5,
+        numExamples: 3,
+        durationMs: 1,
+        samplesPerSecond: 3,
+      }),
+      evaluate: async () => ({ loss: 1, accuracy: 0.5, numExamples: 1 }),
+      ...(statistics === undefined ? {} : { statistics }),
+      dispose: () => {},
+    });
+    const clients = [
+      csvTrainer(async (t) => statisticsOf(t, ROWS[0] as string[])),
+      csvTrainer(undefined),
+      csvTrainer(async () => {
+        throw new RoundFailure('DATA_SCHEMA_MISMATCH', "column 'clinic' is not in visits.csv");
+      }),
+    ].map(
+      (trainer, k) =>
+        new TesseraClient({
+          coordinatorUrl: h.coordinator.url,
+          token: tokens[k]?.token as string,
+          identity: { name: 'statistics-test', version: '0', runtime: 'node' },
+          trainer,
+          backend: 'none',
+        }),
+    );
+    try {
+      await Promise.all(clients.map((client) => client.connect()));
+      const runId = await createRun(federationId, task, { minClients: 1 });
+      expect((await h.api('POST', `/runs/${runId}/start`)).status).toBe(202);
+      const run = await waitFor(async () => {
+        const r = await getRun(runId);
+        return r.status === 'completed' && r;
+      }, 'the run to complete');
+      // Only the first client's rows: the others declined, each with its code.
+      expect(run.statistics).toEqual(statisticsOf(task, ROWS[0] as string[]));
+      const declines = h.logs.filter((line) =>
+        line.includes('could not take part in the statistics round'),
+      );
+      const codeOf = (k: number) =>
+        declines.some(
+          (line) =>
+            line.includes(tokens[k]?.client.id as string) &&
+            line.includes(k === 1 ? 'STATISTICS_NOT_SUPPORTED' : 'DATA_SCHEMA_MISMATCH'),
+        );
+      expect([codeOf(1), codeOf(2)]).toEqual([true, true]);
+    } finally {
+      await Promise.all(clients.map((client) => client.close()));
+    }
   });
 });
