@@ -17,6 +17,7 @@ import {
   type TrainInstruction,
   weightsToBytes,
 } from '@tessera/protocol';
+import { counterfactualReplay } from '@tessera/research';
 import { parseTaskDefinition, type TaskDefinition, taskSha256 } from '@tessera/tasks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunEngine } from './engine.js';
@@ -127,7 +128,7 @@ const baseConfig: Omit<RunConfigInput, 'task'> = {
 /** What a fake client does with the statistics instruction: answer (now or later) or not. */
 type StatisticsBehaviour =
   | { kind: 'honest'; delayMs?: number }
-  | { kind: 'reply'; statistics: unknown }
+  | { kind: 'reply'; statistics: unknown; delayMs?: number }
   | { kind: 'failed'; code: string }
   | { kind: 'silent' };
 
@@ -217,7 +218,10 @@ async function startEngine(
             behaviour.delayMs ?? 0,
           );
         } else if (behaviour.kind === 'reply') {
-          answer(clientId, { status: 'ok', runId, statistics: behaviour.statistics });
+          const { statistics, delayMs } = behaviour;
+          const send = () => answer(clientId, { status: 'ok', runId, statistics });
+          if (delayMs === undefined) send();
+          else setTimeout(send, delayMs);
         } else if (behaviour.kind === 'failed') {
           answer(clientId, {
             status: 'failed',
@@ -337,35 +341,30 @@ describe('the federated statistics round', () => {
   });
 
   it('combines in clientId order: the stored statistics do not depend on arrival order', async () => {
-    const first = await startEngine(await createRun(3), {
-      0: { kind: 'honest', delayMs: 0 },
-      1: { kind: 'honest', delayMs: 20 },
-      2: { kind: 'honest', delayMs: 40 },
+    // Three summaries whose float64 combination differs by order (m2's last bits).
+    const part = (count: number, mean: number, m2: number): TabularStatistics => ({
+      rows: count,
+      columns: [
+        { name: 'age', type: 'numeric', count, mean, m2 },
+        { name: 'ward', type: 'categorical', counts: [{ category: 'north', count }] },
+      ],
     });
-    await first.done;
-    const second = await startEngine(await createRun(3), {
-      0: { kind: 'honest', delayMs: 40 },
-      1: { kind: 'honest', delayMs: 20 },
-      2: { kind: 'honest', delayMs: 0 },
-    });
-    await second.done;
-    // Different runs, different client ids: compare what each combined against its own order.
-    const statistics = async (f: Fixture) => (await db.runs.get(f.run.id)).statistics;
-    const a = await statistics(first);
-    const b = await statistics(second);
-    // Client k holds the same rows in both; ids sort the same way only by chance, so compare
-    // each with combining its clients' rows in its sorted-id order.
-    for (const [f, stored] of [
-      [first, a],
-      [second, b],
-    ] as const) {
-      const order = [...f.clientIds]
-        .map((id, k) => ({ id, k }))
-        .sort((x, y) => (x.id < y.id ? -1 : 1))
-        .map(({ k }) => statisticsOf(f.task, CLIENT_ROWS[k] as string[]));
-      if (f.task.input.kind !== 'tabular') throw new Error('tabular');
-      expect(stored).toEqual(combineStatistics(order, f.task.input));
+    const parts = [part(3, 0.1, 0.02), part(7, 0.7, 0.3), part(5, 0.3, 0.11)];
+    const created = await createRun(3);
+    if (created.task.input.kind !== 'tabular') throw new Error('tabular');
+    const inIdOrder = combineStatistics(parts, created.task.input);
+    const reversed = combineStatistics([...parts].reverse(), created.task.input);
+    expect(reversed).not.toEqual(inIdOrder);
+    // The client with the k-th smallest id sends parts[k], and the largest id answers first.
+    const ranked = [...created.clientIds].sort();
+    const behaviours: Record<number, StatisticsBehaviour> = {};
+    for (const [index, clientId] of created.clientIds.entries()) {
+      const rank = ranked.indexOf(clientId);
+      behaviours[index] = { kind: 'reply', statistics: parts[rank], delayMs: (2 - rank) * 50 };
     }
+    const f = await startEngine(created, behaviours);
+    await f.done;
+    expect((await db.runs.get(f.run.id)).statistics).toEqual(inIdOrder);
   });
 
   it.each([
@@ -498,6 +497,23 @@ describe('the federated statistics round', () => {
     const after = await db.runs.get(created.run.id);
     expect(after.status).toBe('completed');
     expect(after.statistics).toEqual(recorded.statistics);
+  });
+
+  it('a counterfactual replay records the source statistics and resolved task', async () => {
+    const created = await createRun(2, { keepUpdates: true });
+    const f = await startEngine(created);
+    await f.done;
+    const source = await db.runs.get(f.run.id);
+    expect(source.resolvedTask).not.toBeNull();
+    const replay = await counterfactualReplay(db, source.id, { strategy: 'fedmedian' });
+    expect(replay).toMatchObject({
+      origin: 'replay',
+      status: 'completed',
+      statistics: source.statistics,
+      resolvedTask: source.resolvedTask,
+    });
+    // Its checkpoints have the resolved model's size: 3 wards on these 2 clients, width 5.
+    expect((await db.rounds.checkpoint(replay.id, 1)).paramCount).toBe(binaryParams(5));
   });
 
   it('refuses a statistics reply when no statistics round is open (WRONG_ROUND)', async () => {
