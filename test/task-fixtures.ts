@@ -1,4 +1,7 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { createRng } from '@tessera/data';
 import type { JsonValue } from '@tessera/protocol';
 
 type JsonObject = { [key: string]: JsonValue };
@@ -75,4 +78,60 @@ export function weightsBin(params: number): Uint8Array {
   const values = new Float32Array(params);
   for (let i = 0; i < params; i++) values[i] = ((i % 17) - 8) / 100;
   return new Uint8Array(values.buffer);
+}
+
+/** Ward risk: 3 numeric columns with constants, 1 categorical of 3 categories, 3 classes. */
+export function wardRiskTask() {
+  return {
+    schemaVersion: 1,
+    name: 'ward-risk',
+    input: {
+      kind: 'tabular',
+      label: 'risk',
+      columns: [
+        { name: 'age', type: 'numeric', standardize: { mean: 50, std: 15 } },
+        { name: 'pulse', type: 'numeric', standardize: { mean: 80, std: 12 } },
+        { name: 'temperature', type: 'numeric', standardize: { mean: 37, std: 0.8 } },
+        { name: 'ward', type: 'categorical', categories: ['a', 'b', 'c'] },
+      ],
+    },
+    output: { kind: 'multiclass', classes: ['low', 'mid', 'high'] },
+    loss: 'softmax-cross-entropy',
+    metrics: ['accuracy'],
+    // Dense(16, relu) -> Dense(3, softmax) on 3 + 3 features, written by tfjs here.
+    model: { topology: tabularTopology(6, 3, 16) },
+  };
+}
+
+/**
+ * A hospital's ward-risk rows as a CSV file in `folder`: by default the task's columns in
+ * another order than the task's and an extra column the task does not name (ignored); risk
+ * from a rule the model can learn. Returns the file's path.
+ */
+export function writeWardCsv(
+  folder: string,
+  name: string,
+  rows: number,
+  seed: number,
+  columns = ['ward', 'note', 'risk', 'temperature', 'age', 'pulse'],
+): string {
+  const rng = createRng(seed);
+  const lines = [columns.join(',')];
+  for (let row = 0; row < rows; row++) {
+    const age = 20 + Math.floor(rng.next() * 70);
+    const pulse = 55 + Math.floor(rng.next() * 60);
+    const score = (age - 50) / 15 + (pulse - 80) / 12;
+    const values: Record<string, string> = {
+      ward: ['a', 'b', 'c'][row % 3] as string,
+      note: `visit ${row}`,
+      risk: score < -0.5 ? 'low' : score < 0.8 ? 'mid' : 'high',
+      temperature: (36 + rng.next() * 3).toFixed(1),
+      age: String(age),
+      pulse: String(pulse),
+    };
+    lines.push(columns.map((column) => values[column]).join(','));
+  }
+  const path = join(folder, name);
+  writeFileSync(path, `${lines.join('\n')}\n`);
+  return path;
 }

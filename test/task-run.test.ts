@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   PROTOCOL_VERSION,
   type TaskAck,
@@ -14,35 +17,22 @@ import {
   rawClientInfo,
   sendWithAck,
 } from './raw-client.js';
-import { flowersTask, tabularParams, tabularTopology } from './task-fixtures.js';
+import {
+  flowersTask,
+  tabularParams,
+  tabularTopology,
+  wardRiskTask,
+  writeWardCsv,
+} from './task-fixtures.js';
 
 /**
  * A run that trains a task (issue 17): the run config names the task, the coordinator resolves
  * it to one stored version and builds that task's model, train carries the reference, and
- * clients fetch the definition with the `task` event. Training a tabular task in the Node
- * client is not there yet: the test shows the real client refusing it with a coded reason.
+ * clients fetch the definition with the `task` event. Real Node clients train it from CSV
+ * files with named columns (--data); one started on MNIST data says it cannot, with a code.
  */
 
-/** Ward risk: 3 numeric columns with constants, 1 categorical of 3 categories, 3 classes. */
-const wardRisk = {
-  schemaVersion: 1,
-  name: 'ward-risk',
-  input: {
-    kind: 'tabular',
-    label: 'risk',
-    columns: [
-      { name: 'age', type: 'numeric', standardize: { mean: 50, std: 15 } },
-      { name: 'pulse', type: 'numeric', standardize: { mean: 80, std: 12 } },
-      { name: 'temperature', type: 'numeric', standardize: { mean: 37, std: 0.8 } },
-      { name: 'ward', type: 'categorical', categories: ['a', 'b', 'c'] },
-    ],
-  },
-  output: { kind: 'multiclass', classes: ['low', 'mid', 'high'] },
-  loss: 'softmax-cross-entropy',
-  metrics: ['accuracy'],
-  // Dense(16, relu) -> Dense(3, softmax) on 3 + 3 features, written by tfjs here.
-  model: { topology: tabularTopology(6, 3, 16) },
-};
+const wardRisk = wardRiskTask();
 
 interface ErrorBody {
   error: { code: string; message: string; data?: { field?: string } };
@@ -56,6 +46,7 @@ interface RunBody {
 let h: Harness;
 let federationId: string;
 let tokens: { token: string; client: { id: string } }[];
+const dataDir = mkdtempSync(join(tmpdir(), 'tessera-task-run-'));
 
 beforeAll(async () => {
   h = await startHarness();
@@ -66,6 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   closeRawSockets();
   await h?.dispose();
+  rmSync(dataDir, { recursive: true, force: true });
 });
 
 const runCount = async () => (await h.db.runs.list()).length;
@@ -220,7 +212,9 @@ describe("a task's run on the wire", () => {
     );
     const nodeOutcome = round.outcomes.find((o) => o.clientId === tokens[1]?.client.id);
     expect(nodeOutcome).toMatchObject({ outcome: 'failed', code: 'TASK_NOT_SUPPORTED' });
-    expect(nodeOutcome?.reason).toContain("task 'ward-risk'");
+    expect(nodeOutcome?.reason).toBe(
+      "task 'ward-risk': this client holds MNIST examples only (start it with --data FILE for this task)",
+    );
     // No MNIST test set for this task: no central evaluation.
     expect(round.centralAccuracy).toBeNull();
     node.kill();
@@ -238,5 +232,94 @@ describe("a task's run on the wire", () => {
       .timeout(10_000)
       .emitWithAck('task', { sha256: taskSha256(wardRisk) } as never)) as TaskAck;
     expect(ackCode(ack as never)).toBe('NOT_FOUND');
+  });
+});
+
+const wardCsv = (name: string, rows: number, seed: number, columns?: string[]) =>
+  writeWardCsv(dataDir, name, rows, seed, columns);
+
+describe('Node clients train a task from their own CSV files', () => {
+  it('two clients train ward-risk for 2 rounds; a third, missing a column, fails each round with DATA_SCHEMA_MISMATCH and the rounds commit without it', async () => {
+    const federation = await createFederation(h, 3);
+    const [first, second, third] = federation.tokens.map((t) => t.token as string);
+    const ids = federation.tokens.map((t) => t.client.id);
+    const run = await h.api<RunBody>('POST', '/runs', {
+      federationId: federation.federationId,
+      task: { name: 'ward-risk' },
+      rounds: 2,
+      minClients: 2,
+      roundDeadlineMs: 60_000,
+      localEpochs: 2,
+      batchSize: 8,
+      learningRate: 0.1,
+      seed: 11,
+    });
+    expect(run.status).toBe(201);
+    const noPulse = wardCsv('no-pulse.csv', 30, 3, ['risk', 'age', 'ward', 'temperature']);
+    const clients = [
+      h.spawnClient(first as string, ['--data', wardCsv('north.csv', 60, 1), '--holdout', '0.1']),
+      h.spawnClient(second as string, ['--data', wardCsv('south.csv', 40, 2), '--holdout', '0.1']),
+      h.spawnClient(third as string, ['--data', noPulse]),
+    ];
+    let thirdStderr = '';
+    clients[2]?.stderr?.on('data', (chunk: Buffer) => {
+      thirdStderr += chunk.toString();
+    });
+    await waitFor(
+      () => h.coordinator.registry.list().filter((c) => ids.includes(c.clientId)).length === 3,
+      'three clients',
+    );
+    // The hello's hint: rows counted before any task, split by --holdout.
+    const hinted = Object.fromEntries(
+      h.coordinator.registry
+        .list()
+        .map((c) => [c.clientId, [c.info.numExamples, c.info.numHoldout]]),
+    );
+    expect([hinted[ids[0] as string], hinted[ids[1] as string], hinted[ids[2] as string]]).toEqual([
+      [54, 6],
+      [36, 4],
+      [27, 3],
+    ]);
+
+    expect((await h.api('POST', `/runs/${run.body.id}/start`)).status).toBe(202);
+    const rounds = await waitFor(
+      async () => {
+        const list = await h.db.rounds.list(run.body.id);
+        return list.length === 2 ? list : undefined;
+      },
+      'two committed rounds',
+      120_000,
+    );
+    const missing = `${noPulse}:1: column 'pulse': column 'pulse' missing (the header has 4 columns: risk, age, ward, temperature)`;
+    for (const round of rounds) {
+      expect(new Set(round.participantClientIds)).toEqual(new Set(ids.slice(0, 2)));
+      expect(round.numExamples).toBe(54 + 36);
+      expect(round.trainLoss).toBeGreaterThan(0);
+      expect(round.trainAccuracy).toBeGreaterThanOrEqual(0);
+      expect(round.trainAccuracy).toBeLessThanOrEqual(1);
+      expect(round.metrics).toMatchObject({ failed: 1 });
+      expect(round.metrics['samplesPerSecond']).toBeGreaterThan(0);
+      const outcome = round.outcomes.find((o) => o.clientId === ids[2]);
+      expect(outcome).toMatchObject({
+        outcome: 'failed',
+        code: 'DATA_SCHEMA_MISMATCH',
+        reason: missing,
+      });
+    }
+    // The person at the third client reads the same problem, once per round it failed.
+    await waitFor(() => thirdStderr.split(missing).length - 1 >= 2, 'the problem on stderr');
+    expect(thirdStderr.split(missing).length - 1).toBe(2);
+
+    // Federated evaluation on the held-out rows of the two clients that fit the task.
+    const evaluated = await waitFor(
+      async () =>
+        (await h.db.rounds.list(run.body.id)).find(
+          (r) => r.number === 2 && r.federatedNumExamples !== null,
+        ),
+      'federated evaluation of round 2',
+    );
+    expect(evaluated.federatedNumExamples).toBe(6 + 4);
+    expect(evaluated.federatedAccuracy).toBeGreaterThanOrEqual(0);
+    for (const client of clients) client.kill();
   });
 });

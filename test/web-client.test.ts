@@ -21,6 +21,7 @@ import { PNG } from 'pngjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Backend, CHROMIUM, launchChromium } from './chromium.js';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
+import { wardRiskTask, writeWardCsv } from './task-fixtures.js';
 
 /**
  * The browser client end to end: a real coordinator (serving the built page at /join/), real Node
@@ -628,4 +629,85 @@ describe('the browser client chooses its backend by measurement', () => {
     expect(await page.textContent('#banner')).toBe('');
     expect(await roundsShown(page)).toHaveLength(1);
   }, 360_000);
+});
+
+describe('the browser client trains any task', () => {
+  it("trains ward-risk from a picked CSV beside a Node client, checking the file against the task; a file that does not fit fails the round with the Node client's code", async () => {
+    harness = await startHarness();
+    const h = harness;
+    expect((await h.api('POST', '/tasks', wardRiskTask())).status).toBe(201);
+    const { federationId, tokens } = await createFederation(h, 3);
+    const folder = mkdtempSync(join(tmpdir(), 'tessera-task-csv-'));
+    try {
+      h.spawnClient(tokens[0]?.token as string, [
+        '--data',
+        writeWardCsv(folder, 'node.csv', 50, 1),
+      ]);
+      const browserCsv = writeWardCsv(folder, 'ward-b.csv', 40, 2);
+      // The task's columns only, without 'pulse': read, then refused at each round.
+      const noPulse = writeWardCsv(folder, 'no-pulse.csv', 20, 3, [
+        'risk',
+        'age',
+        'ward',
+        'temperature',
+      ]);
+      const browser = await launch('wasm');
+      const join = (token: string, file: string) =>
+        joinFromBrowser(browser, h, {
+          backend: 'wasm',
+          token,
+          prepare: async (page) => {
+            await page.check('input[name="data"][value="task-file"]');
+            await page.setInputFiles('#task-file', file);
+          },
+        });
+      const { page } = await join(tokens[1]?.token as string, browserCsv);
+      await join(tokens[2]?.token as string, noPulse);
+      expect(await page.textContent('#data-description')).toContain(
+        'ward-b.csv: 40 rows, read per task',
+      );
+      await waitFor(() => h.coordinator.registry.list().length === 3, 'three clients');
+      const browserId = tokens[1]?.client.id as string;
+      expect(h.coordinator.registry.get(browserId)?.info).toMatchObject({
+        runtime: 'browser',
+        numExamples: 36,
+        numHoldout: 4,
+      });
+
+      const { runId, rounds } = await finishedRun(h, federationId, {
+        model: undefined,
+        task: { name: 'ward-risk' },
+        rounds: 2,
+        minClients: 2,
+        batchSize: 8,
+      });
+      expect(rounds.map((r) => r.number)).toEqual([1, 2]);
+      for (const round of rounds) {
+        expect(new Set(round.participantClientIds)).toEqual(
+          new Set([tokens[0]?.client.id, browserId]),
+        );
+        const updates = await h.db.rounds.updates(runId, round.number);
+        const fromBrowser = updates.find((u) => u.clientId === browserId);
+        expect(fromBrowser).toMatchObject({ runtime: 'browser', backend: 'wasm', numExamples: 36 });
+        expect(Object.keys(fromBrowser?.metrics ?? {}).sort()).toEqual([
+          'accuracy',
+          'loss',
+          'samplesPerSecond',
+        ]);
+        const refused = round.outcomes.find((o) => o.clientId === tokens[2]?.client.id);
+        expect(refused).toMatchObject({
+          outcome: 'failed',
+          code: 'DATA_SCHEMA_MISMATCH',
+          reason:
+            "no-pulse.csv:1: column 'pulse': column 'pulse' missing (the header has 4 columns: risk, age, ward, temperature)",
+        });
+      }
+      await waitFor(async () => {
+        const rows = await roundsShown(page);
+        return rows.length === 2 && rows.every((r) => r.outcome === 'sent') && rows;
+      }, 'the page to show two sent updates');
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  }, 240_000);
 });

@@ -23,6 +23,7 @@ import { AdminFeed } from './http/admin-namespace.js';
 import {
   type AuthOptions,
   clearedSessionCookie,
+  constantTimeEquals,
   type LoginLimits,
   LoginRateLimiter,
   SESSION_TTL_MS,
@@ -133,6 +134,8 @@ export interface ApiOptions {
   predictLimits?: PredictLimits;
   /** The most parameters a task's model may have; default DEFAULT_MAX_TASK_PARAMS. */
   maxTaskParams?: number;
+  /** A bearer token that reads /metrics and nothing else (besides the admin token). */
+  metricsToken?: string | null;
 }
 
 const defaultConsoleDir = fileURLToPath(new URL('../../console/dist', import.meta.url));
@@ -190,6 +193,28 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       database: db.kind,
       ...(ready ? {} : { since: database.since?.toISOString() ?? null, error: database.lastError }),
     });
+  });
+
+  // Prometheus scrapes: the admin token, or a metrics-only token so that the scraper holds no
+  // admin rights; open only where the REST API is open (no admin token).
+  app.get('/metrics', async (req, res) => {
+    const bearer = req.headers.authorization?.startsWith('Bearer ')
+      ? req.headers.authorization.slice(7)
+      : null;
+    const allowed = [options.adminToken, options.metricsToken ?? null].filter(
+      (token): token is string => token !== null,
+    );
+    const open = options.adminToken === null;
+    if (!open && !(bearer !== null && allowed.some((token) => constantTimeEquals(bearer, token)))) {
+      const error = new TesseraError(
+        ErrorCode.UNAUTHORIZED,
+        '/metrics needs the metrics token or the admin token (Authorization: Bearer)',
+      );
+      res.status(401).json({ error: error.toWire() });
+      return;
+    }
+    const { contentType, body } = await coordinator.metrics.scrape();
+    res.type(contentType).send(body);
   });
 
   const auth: AuthOptions = { db, adminToken: options.adminToken };

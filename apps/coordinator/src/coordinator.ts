@@ -20,6 +20,7 @@ import { storeBuiltinTasks } from './builtin-tasks.js';
 import { WorkerCentralEvaluator } from './central-eval.js';
 import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
+import { CoordinatorMetrics, packetBytes } from './metrics.js';
 import { ClientRegistry } from './registry.js';
 import { checkRunConfig } from './run-config.js';
 import { DEFAULT_LEASE_MS, processOwnerId, RunLeases } from './run-leases.js';
@@ -61,6 +62,8 @@ export interface CoordinatorOptions {
   databaseRetry?: Partial<RetryPolicy>;
   /** The most parameters a task's model may have (`--max-task-params`). Default 50 M. */
   maxTaskParams?: number;
+  /** A bearer token that may read /metrics (Prometheus) and nothing else. */
+  metricsToken?: string;
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
   databaseProbeIntervalMs?: number;
 }
@@ -114,6 +117,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     resilientDb: RetryingDatabase,
     /** The leases on the runs this process drives: one owner per run among the processes. */
     readonly leases: RunLeases,
+    /** This process's Prometheus metrics (`GET /metrics`). */
+    readonly metrics: CoordinatorMetrics,
   ) {
     super();
     this.resilientDb = resilientDb;
@@ -131,9 +136,17 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     const http = createServer();
     const registry = new ClientRegistry();
+    const leases = new RunLeases(
+      options.db.leases,
+      options.leaseOwner ?? processOwnerId(),
+      options.leaseMs ?? DEFAULT_LEASE_MS,
+      logger,
+    );
+    const metrics = new CoordinatorMetrics({ registry, leases });
     const health = new DatabaseHealth();
     const resilientDb = withRetries(options.db, {
       health,
+      observe: (call, seconds, ok) => metrics.recordDatabaseCall(call, seconds, ok),
       ...(options.databaseRetry ? { policy: options.databaseRetry } : {}),
     });
     health.on('unavailable', (snapshot) =>
@@ -153,6 +166,19 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       logger,
       engineFor: (runId) => coordinator?.engines.get(runId)?.engine,
       maxFrameBytes,
+      observer: {
+        reply: (event, code) => metrics.recordReply(event, code),
+        connectionRefused: (code) => metrics.recordConnectionRefused(code),
+      },
+    });
+    // Bytes on the wire, counted where Engine.IO reads and writes packets (every namespace).
+    io.engine.on('connection', (socket: import('node:events').EventEmitter) => {
+      socket.on('packet', (packet: { data?: unknown }) =>
+        metrics.recordSocketBytes('in', packetBytes(packet.data)),
+      );
+      socket.on('packetCreate', (packet: { data?: unknown }) =>
+        metrics.recordSocketBytes('out', packetBytes(packet.data)),
+      );
     });
     coordinator = new Coordinator(
       options.db,
@@ -163,12 +189,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       transport,
       options.centralEvaluation ?? true,
       resilientDb,
-      new RunLeases(
-        options.db.leases,
-        options.leaseOwner ?? processOwnerId(),
-        options.leaseMs ?? DEFAULT_LEASE_MS,
-        logger,
-      ),
+      leases,
+      metrics,
     );
     coordinator.maxTaskParams = options.maxTaskParams;
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
@@ -180,6 +202,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         io,
         trustProxy: options.trustProxy ?? false,
         ...(options.maxTaskParams === undefined ? {} : { maxTaskParams: options.maxTaskParams }),
+        metricsToken: options.metricsToken ?? null,
       }),
     );
     await new Promise<void>((resolve, reject) => {
@@ -471,7 +494,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private launch(engine: RunEngine, fence: LeaseFence): void {
     const { runId } = engine;
     // Lost to another process (a renewal saw it taken over): stop at once, leave the status.
-    this.leases.hold(runId, fence, () => engine.stop('lease-lost'));
+    this.leases.hold(runId, fence, () => {
+      this.metrics.recordLeaseLost();
+      engine.stop('lease-lost');
+    });
+    this.metrics.observeEngine(engine);
     engine.on('round-started', (e) => this.emit('round-started', e));
     engine.on('round-committed', (e) => this.emit('round-committed', e));
     engine.on('round-evaluated', (e) => this.emit('round-evaluated', e));

@@ -23,6 +23,8 @@ const usage = `tessera-coordinator [options]
                       about N ms (default $TESSERA_LEASE_MS, else 15000; 1000..600000)
   --max-task-params N  the most parameters a task's model may have: larger ones are refused
                       at creation (default $TESSERA_MAX_TASK_PARAMS, else 50000000)
+  --metrics-token T   a bearer token that reads GET /metrics (Prometheus) and nothing else
+                      (default $TESSERA_METRICS_TOKEN; the admin token reads it too)
 
 tessera-coordinator create-admin --email E --password-stdin [--name N] [--database-url URL | --data-dir DIR]
 tessera-coordinator create-user --role admin|researcher --email E --password-stdin [--name N] [...]
@@ -140,6 +142,7 @@ async function main(): Promise<void> {
       'db-retry-seconds': { type: 'string' },
       'lease-ms': { type: 'string' },
       'max-task-params': { type: 'string' },
+      'metrics-token': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -161,6 +164,7 @@ async function main(): Promise<void> {
   const db = await openDatabase(
     url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {},
   );
+  const metricsToken = values['metrics-token'] ?? process.env['TESSERA_METRICS_TOKEN'];
   let adminToken = values['admin-token'] ?? process.env['TESSERA_ADMIN_TOKEN'];
   if (!adminToken) {
     adminToken = randomBytes(24).toString('base64url');
@@ -176,6 +180,7 @@ async function main(): Promise<void> {
     ...(retryForMs === undefined ? {} : { databaseRetry: { retryForMs } }),
     ...(leaseMs === undefined ? {} : { leaseMs }),
     ...(maxTaskParams === undefined ? {} : { maxTaskParams }),
+    ...(metricsToken ? { metricsToken } : {}),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {

@@ -63,6 +63,11 @@ export class RunLeases {
     this.held.set(runId, { fence, timer, onLost });
   }
 
+  /** Runs whose lease this process holds now. */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
   fenceOf(runId: string): LeaseFence | undefined {
     return this.held.get(runId)?.fence;
   }

@@ -68,6 +68,13 @@ export interface SocketServerOptions {
   rateLimitLoopback?: boolean;
   /** Time to complete the handshake (default AUTH_DEADLINE_MS). */
   authDeadlineMs?: number;
+  /** Told of every client frame handled (`code`: the refusal sent back, or null) and every refused handshake (metrics). */
+  observer?: SocketObserver;
+}
+
+export interface SocketObserver {
+  reply(event: string, code: string | null): void;
+  connectionRefused(code: string): void;
 }
 
 /**
@@ -162,6 +169,7 @@ export function attachSocketServer(
       next();
     } catch (cause) {
       const error = TesseraError.from(cause);
+      options.observer?.connectionRefused(error.code);
       logger.warn('connection refused', {
         address: socket.handshake.address,
         code: error.code,
@@ -222,6 +230,7 @@ export function attachSocketServer(
 
     const refuse = (event: string, cause: unknown, ack: unknown) => {
       const error = TesseraError.from(cause);
+      options.observer?.reply(event, error.code);
       logger.warn('frame refused', { clientId, event, code: error.code, message: error.message });
       if (typeof ack === 'function')
         (ack as (a: Ack) => void)({ ok: false, error: error.toWire() });
@@ -231,6 +240,7 @@ export function attachSocketServer(
       registry.touch(clientId);
       try {
         work();
+        options.observer?.reply(event, null);
         if (typeof ack === 'function') (ack as (a: Ack) => void)({ ok: true });
       } catch (error) {
         refuse(event, error, ack);

@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs';
+import { FileTaskData, type SplitOptions, type TaskData } from '@tessera/client';
 import {
   type Examples,
   loadCsvExamples,
@@ -5,16 +7,20 @@ import {
   MNIST_INPUT,
   parsePartitionScheme,
   partition,
+  readTextFile,
   splitHoldout,
   toExamples,
 } from '@tessera/data';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { openImageFolder } from './image-folder.js';
 
-export interface LocalData {
-  train: Examples;
-  holdout: Examples | null;
-  description: string;
-}
+/**
+ * The client's examples: MNIST's (--mnist, --csv), loaded before joining, or a file read per
+ * task when a round names one (--data); then train and holdout are null and taskData reads it.
+ */
+export type LocalData =
+  | { train: Examples; holdout: Examples | null; taskData?: undefined; description: string }
+  | { train: null; holdout: null; taskData: TaskData; description: string };
 
 export interface DataOptions {
   /** `K/N`: this client is partition K (0-based) of N over the MNIST training set. */
@@ -25,6 +31,11 @@ export interface DataOptions {
   partitionSeed: number;
   /** A local CSV file (label first, then the features). */
   csv?: string;
+  /**
+   * Data for any task, read per task: a file (CSV/TSV by column name, or JSON Lines), or a
+   * folder of class sub-folders of images.
+   */
+  data?: string;
   /** Every CSV feature is divided by this first (255 for 0..255 pixels). Default 1. */
   featureScale?: number;
   /** Fraction of the local examples kept out of training for federated evaluation. */
@@ -46,19 +57,62 @@ function parseShare(share: string): { index: number; of: number } {
   return { index, of };
 }
 
+/** Whether --data names a folder (images, one sub-folder per class) rather than a file. */
+export function isFolder(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false; // reading it as a file says what is wrong
+  }
+}
+
+/**
+ * A --data file: read once here to count its rows (the hello's hint, and a file that cannot be
+ * read or parsed at all is refused before joining), then once per task a round names.
+ */
+export async function openTaskDataFile(
+  options: DataOptions & { data: string },
+): Promise<FileTaskData> {
+  const path = options.data;
+  return FileTaskData.open({ name: path, read: () => readTextFile(path) }, splitOptions(options));
+}
+
+/** How every task's rows are split: --holdout, --partition-seed, --max-examples. */
+export function splitOptions(options: DataOptions): SplitOptions {
+  return {
+    holdoutFraction: options.holdoutFraction,
+    partitionSeed: options.partitionSeed,
+    ...(options.maxExamples === undefined ? {} : { maxExamples: options.maxExamples }),
+  };
+}
+
 /** Loads the client's own examples. Only this process ever reads them. */
-export function loadLocalData(options: DataOptions): LocalData {
+export async function loadLocalData(options: DataOptions): Promise<LocalData> {
   if (options.holdoutFraction < 0 || options.holdoutFraction >= 1) {
     throw new TesseraError(
       ErrorCode.INVALID_ARGUMENT,
       `--holdout must be in [0, 1), got ${options.holdoutFraction}`,
     );
   }
-  if ((options.mnist === undefined) === (options.csv === undefined)) {
+  const sources = [options.mnist, options.csv, options.data].filter((s) => s !== undefined);
+  if (sources.length !== 1) {
     throw new TesseraError(
       ErrorCode.INVALID_ARGUMENT,
-      'give exactly one data source: --mnist K/N or --csv FILE',
+      'give exactly one data source: --mnist K/N, --csv FILE or --data FILE',
     );
+  }
+  if (options.data !== undefined) {
+    const folder = isFolder(options.data);
+    const taskData = folder
+      ? await openImageFolder(options.data, splitOptions(options))
+      : await openTaskDataFile({ ...options, data: options.data });
+    const what = folder ? 'images' : 'rows';
+    return {
+      train: null,
+      holdout: null,
+      taskData,
+      description: `data ${options.data} (read per task; ${taskData.numExamples} training and ${taskData.numHoldout ?? 0} held-out ${what} if it fits)`,
+    };
   }
   const split = (
     all: Examples | Uint32Array,

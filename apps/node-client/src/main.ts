@@ -2,6 +2,7 @@
 import { initBackend } from '@tessera/ml';
 import { TesseraError } from '@tessera/protocol';
 import { SingleBar } from 'cli-progress';
+import { runCheck } from './check.js';
 import { type ClientObserver, NODE_CLIENT_IDENTITY, TesseraClient, TfjsTrainer } from './client.js';
 import { loadLocalData } from './data-source.js';
 import { type ProgressMode, parseCommandLine, readToken, USAGE } from './options.js';
@@ -65,15 +66,23 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  if ('check' in settings) {
+    const { ok, lines } = await runCheck(settings.check);
+    // A fit is a result (stdout); a misfit is an error to fix (stderr, exit status 2).
+    for (const line of lines) ok ? say(`tessera-client: ${line}`) : warn(line);
+    process.exit(ok ? 0 : 2);
+  }
   const { token, warning } = readToken(settings.tokenSource);
   if (warning) warn(warning);
-  const data = loadLocalData(settings.data);
+  const data = await loadLocalData(settings.data);
   const backend = await initBackend(
     settings.backend,
     settings.threads === undefined ? {} : { threads: settings.threads },
   );
   say(
-    `tessera-client: ${data.description}: ${data.train.count} training and ${data.holdout?.count ?? 0} held-out examples`,
+    data.train === null
+      ? `tessera-client: ${data.description}`
+      : `tessera-client: ${data.description}: ${data.train.count} training and ${data.holdout?.count ?? 0} held-out examples`,
   );
   say(`tessera-client: training on the ${backend.name} backend (${backend.detail})`);
   if (leaving) return;
@@ -82,7 +91,10 @@ async function main(): Promise<void> {
     coordinatorUrl: settings.coordinatorUrl,
     token,
     identity: NODE_CLIENT_IDENTITY,
-    trainer: new TfjsTrainer(data.train, data.holdout, { workers: settings.workers }),
+    trainer: new TfjsTrainer(data.train, data.holdout, {
+      workers: settings.workers,
+      ...(data.taskData === undefined ? {} : { taskData: data.taskData }),
+    }),
     backend: backend.name,
     observer: createObserver(settings.progress),
   });

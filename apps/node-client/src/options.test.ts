@@ -126,6 +126,35 @@ describe('parseCommandLine', () => {
     expect(() => parseCommandLine([...base, ...extra], {}, false)).toThrow(refusal(field, message));
   });
 
+  it('reads --data, and --check with --task-file (which needs neither coordinator nor token)', () => {
+    expect(
+      parseCommandLine([...base, '--data', 'ward.csv', '--holdout', '0.2'], {}, false),
+    ).toMatchObject({
+      data: { data: 'ward.csv', holdoutFraction: 0.2, partitionSeed: 42 },
+    });
+    expect(
+      parseCommandLine(['--check', '--task-file', 't.json', '--data', 'w.tsv'], {}, false),
+    ).toEqual({
+      check: {
+        taskFile: 't.json',
+        data: { data: 'w.tsv', partition: 'iid', partitionSeed: 42, holdoutFraction: 0.1 },
+      },
+    });
+  });
+
+  it.each([
+    [
+      ['--mnist', '0/2', '--data', 'w.csv'],
+      '--data',
+      'give one data source, not --mnist and --data',
+    ],
+    [['--csv', 'd.csv', '--data', 'w.csv'], '--data', 'give one data source, not --csv and --data'],
+    [['--data', 'w.csv', '--scale', '255'], '--scale', /--scale applies to --csv data only/],
+    [['--data', 'w.csv', '--task-file', 't.json'], '--task-file', /--task-file goes with --check/],
+  ])('refuses %j with --data, naming the option', (extra, field, message) => {
+    expect(() => parseCommandLine([...base, ...extra], {}, false)).toThrow(refusal(field, message));
+  });
+
   it('needs a coordinator address it can use', () => {
     expect(() => parseCommandLine(['--token', 't', '--csv', 'd'], {}, false)).toThrow(
       refusal('--coordinator', /^--coordinator URL is required/),

@@ -7,7 +7,8 @@ import type { DataOptions } from './data-source.js';
 // The command line, read into settings. Everything here is checked before any data is loaded or
 // any connection is made, and every refusal names the option.
 
-export const USAGE = `tessera-client --coordinator URL (--token-file FILE | TESSERA_TOKEN=...) (--mnist K/N | --csv FILE) [options]
+export const USAGE = `tessera-client --coordinator URL (--token-file FILE | TESSERA_TOKEN=...) (--mnist K/N | --csv FILE | --data FILE) [options]
+tessera-client --check --task-file TASK.json --data FILE|DIR [--holdout F] [--partition-seed N]
 
   --coordinator URL     the coordinator, e.g. http://coordinator.example.org:4000
                         (or TESSERA_COORDINATOR)
@@ -22,6 +23,15 @@ export const USAGE = `tessera-client --coordinator URL (--token-file FILE | TESS
   --csv FILE            your own data: label,feature1,...,feature784 per line, features in
                         [0, 1] (see README); checked before connecting
   --scale N             divide every CSV feature by N first: --scale 255 for 0..255 pixels
+  --data FILE           your own data for any task a run trains: CSV/TSV with a header for
+                        tabular tasks (columns by name, extra ones ignored), CSV/TSV with
+                        'text' and 'label' columns or .jsonl/.ndjson lines {"text", "label"}
+                        for text tasks; read per task when a round starts
+  --data DIR            images for an image task: one sub-folder per class (named as the
+                        task's classes), PNG or JPEG files of any size in them
+  --check               check --data against --task-file (a task's JSON definition) and say
+                        what does not fit; connects to nothing. Exit status 0 fits, 2 not
+  --task-file FILE      the task to check against (with --check)
   --holdout F           fraction kept for federated evaluation (default 0.1)
   --max-examples N      use at most N local examples (quick trials)
   --backend NAME        auto | tensorflow-gpu | tensorflow | openblas | wasm | cpu (default auto)
@@ -43,6 +53,11 @@ export type TokenSource =
   | { kind: '--token'; token: string }
   | { kind: 'TESSERA_TOKEN'; token: string }
   | { kind: '--token-file'; path: string };
+
+/** `--check`: read a task and the data, say whether they fit, connect to nothing. */
+export interface CheckSettings {
+  check: { taskFile: string; data: DataOptions & { data: string } };
+}
 
 export interface ClientSettings {
   coordinatorUrl: string;
@@ -145,7 +160,7 @@ export function parseCommandLine(
   args: string[],
   env: Record<string, string | undefined>,
   isTerminal: boolean,
-): ClientSettings | 'help' {
+): ClientSettings | CheckSettings | 'help' {
   let values: ReturnType<typeof readArgs>;
   try {
     values = readArgs(args);
@@ -154,6 +169,10 @@ export function parseCommandLine(
     throw invalid('arguments', `${(error as Error).message}\n\n${USAGE}`);
   }
   if (values.help) return 'help';
+  if (values.check) return checkSettings(values);
+  if (values['task-file'] !== undefined) {
+    throw invalid('--task-file', '--task-file goes with --check (a run sends its own task)');
+  }
   const coordinatorUrl = values.coordinator ?? env['TESSERA_COORDINATOR'];
   if (!coordinatorUrl) {
     throw invalid('--coordinator', `--coordinator URL is required\n\n${USAGE}`);
@@ -166,10 +185,7 @@ export function parseCommandLine(
   }
   const tokenSource = chooseTokenSource(values.token, values['token-file'], env['TESSERA_TOKEN']);
 
-  const holdoutFraction = Number(values.holdout);
-  if (!(holdoutFraction >= 0 && holdoutFraction < 1)) {
-    throw invalid('--holdout', `--holdout must be a fraction in [0, 1), got "${values.holdout}"`);
-  }
+  const data = dataOptions(values);
   let featureScale: number | undefined;
   if (values.scale !== undefined) {
     featureScale = Number(values.scale);
@@ -180,17 +196,6 @@ export function parseCommandLine(
       throw invalid('--scale', '--scale applies to --csv data only (MNIST is scaled already)');
     }
   }
-  const data: DataOptions = {
-    ...(values.mnist !== undefined ? { mnist: values.mnist } : {}),
-    ...(values.csv !== undefined ? { csv: values.csv } : {}),
-    ...(featureScale !== undefined ? { featureScale } : {}),
-    partition: values.partition,
-    partitionSeed: integer(values['partition-seed'], '--partition-seed', Number.MIN_SAFE_INTEGER),
-    holdoutFraction,
-    ...(values['max-examples'] !== undefined
-      ? { maxExamples: integer(values['max-examples'], '--max-examples', 1) }
-      : {}),
-  };
 
   const backend = values.backend as BackendPreference;
   if (!BACKEND_PREFERENCES.includes(backend)) {
@@ -210,12 +215,56 @@ export function parseCommandLine(
   return {
     coordinatorUrl,
     tokenSource,
-    data,
+    data: { ...data, ...(featureScale !== undefined ? { featureScale } : {}) },
     backend,
     threads: values.threads === undefined ? undefined : integer(values.threads, '--threads', 1),
     workers,
     progress,
   };
+}
+
+type Values = ReturnType<typeof readArgs>;
+
+/** Where the examples come from and how they are split: the options every mode shares. */
+function dataOptions(values: Values): DataOptions {
+  const holdoutFraction = Number(values.holdout);
+  if (!(holdoutFraction >= 0 && holdoutFraction < 1)) {
+    throw invalid('--holdout', `--holdout must be a fraction in [0, 1), got "${values.holdout}"`);
+  }
+  const sources = (['mnist', 'csv', 'data'] as const).filter((name) => values[name] !== undefined);
+  if (sources.length > 1) {
+    throw invalid(
+      `--${sources[1]}`,
+      `give one data source, not ${sources.map((name) => `--${name}`).join(' and ')}`,
+    );
+  }
+  if (values.data === '') throw invalid('--data', '--data needs a file name');
+  return {
+    ...(values.mnist !== undefined ? { mnist: values.mnist } : {}),
+    ...(values.csv !== undefined ? { csv: values.csv } : {}),
+    ...(values.data !== undefined ? { data: values.data } : {}),
+    partition: values.partition,
+    partitionSeed: integer(values['partition-seed'], '--partition-seed', Number.MIN_SAFE_INTEGER),
+    holdoutFraction,
+    ...(values['max-examples'] !== undefined
+      ? { maxExamples: integer(values['max-examples'], '--max-examples', 1) }
+      : {}),
+  };
+}
+
+function checkSettings(values: Values): CheckSettings {
+  const taskFile = values['task-file'];
+  if (taskFile === undefined || taskFile === '') {
+    throw invalid(
+      '--task-file',
+      '--check needs --task-file TASK.json: the task to check the data against',
+    );
+  }
+  const data = dataOptions(values);
+  if (data.data === undefined) {
+    throw invalid('--data', '--check needs --data FILE: the data to check');
+  }
+  return { check: { taskFile, data: { ...data, data: data.data } } };
 }
 
 function readArgs(args: string[]) {
@@ -229,6 +278,9 @@ function readArgs(args: string[]) {
       partition: { type: 'string', default: 'iid' },
       'partition-seed': { type: 'string', default: '42' },
       csv: { type: 'string' },
+      data: { type: 'string' },
+      check: { type: 'boolean' },
+      'task-file': { type: 'string' },
       scale: { type: 'string' },
       holdout: { type: 'string', default: '0.1' },
       'max-examples': { type: 'string' },

@@ -156,5 +156,8 @@ export function loadLocalExamples(choice: DataChoice, assetBase: string): Promis
       return loadImages(choice.files);
     case 'csv':
       return loadCsv(choice.file, choice.featureScale);
+    case 'task-file':
+      // The worker reads these per task (FileTaskData), not as MNIST examples.
+      throw invalid(`${choice.file.name}: a task's data file is read per task, not as MNIST`);
   }
 }

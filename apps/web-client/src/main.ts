@@ -7,6 +7,7 @@ import {
   type TrainerProgress,
   type TrainRequest,
 } from '@tessera/client/core';
+import { BUILTIN_TASK_FOR_MODEL } from '@tessera/tasks';
 import { describeAdapter } from './adapter.js';
 import {
   BACKEND_PREFERENCES,
@@ -28,6 +29,9 @@ import {
 } from './probe.js';
 import { WorkerTrainer } from './worker-trainer.js';
 
+/** The zoo models the probe worker can time (the built-in MNIST tasks' models). */
+const ZOO_MODELS: ReadonlySet<string> = new Set(Object.keys(BUILTIN_TASK_FOR_MODEL));
+
 // The page: a form, then a view of the session. It holds the connection to the coordinator (the
 // shared client core, @tessera/client) and never reads the data itself: the picked File objects
 // go to the training worker, which decodes them, trains, and hands back weights and metrics.
@@ -47,6 +51,7 @@ const imagesSummary = element<HTMLSpanElement>('images-summary');
 const dropZone = element<HTMLDivElement>('drop-zone');
 const csvInput = element<HTMLInputElement>('csv');
 const csv255Input = element<HTMLInputElement>('csv-255');
+const taskFileInput = element<HTMLInputElement>('task-file');
 const backendSelect = element<HTMLSelectElement>('backend');
 const formError = element<HTMLParagraphElement>('form-error');
 const session = element<HTMLElement>('session');
@@ -186,6 +191,11 @@ function dataChoice(): DataChoice {
       );
     }
     return { kind: 'images', files: pickedImages };
+  }
+  if (kind === 'task-file') {
+    const file = taskFileInput.files?.[0];
+    if (!file) throw new Error("pick the data file for the run's task first");
+    return { kind: 'task-file', file };
   }
   if (kind === 'csv') {
     const file = csvInput.files?.[0];
@@ -556,7 +566,7 @@ class ChoosingTrainer implements LocalTrainer {
     return this.inner.numExamples;
   }
 
-  get numHoldout(): number {
+  get numHoldout(): number | undefined {
     return this.inner.numHoldout;
   }
 
@@ -593,7 +603,9 @@ class ChoosingTrainer implements LocalTrainer {
   }
 
   private choose(model: string, batchSize: number): Promise<void> {
-    this.chosen ??= this.probe(model, batchSize);
+    this.chosen ??= ZOO_MODELS.has(model)
+      ? this.probe(model, batchSize)
+      : this.startWithoutProbe(model);
     // A failed choice is retried at the next round rather than remembered.
     return this.chosen.catch((error: unknown) => {
       this.chosen = null;
@@ -623,6 +635,19 @@ class ChoosingTrainer implements LocalTrainer {
     }
     const started = await this.inner.useBackend(pick);
     this.report({ ...started, why: `fastest measured on ${model}: ${explainPick(results)}` });
+  }
+
+  /**
+   * A task's own model: the probe worker times zoo models only, so WebAssembly, which trains
+   * every layer tfjs has on the CPU in every browser, is started without a measurement (the
+   * user can switch after). The tabular and text models of tasks are small enough for it.
+   */
+  private async startWithoutProbe(model: string): Promise<void> {
+    const started = await this.inner.useBackend('wasm');
+    this.report({
+      ...started,
+      why: `${model} is a task's own model, not measured: WebAssembly trains it anywhere`,
+    });
   }
 
   private report(chosen: { name: string; detail: string; why: string }): void {

@@ -28,7 +28,9 @@ export interface LabelledFile {
 export type DataChoice =
   | { kind: 'sample'; count: number }
   | { kind: 'images'; files: LabelledFile[] }
-  | { kind: 'csv'; file: File; featureScale: number };
+  | { kind: 'csv'; file: File; featureScale: number }
+  /** Any task's data (not MNIST's): read per task the coordinator sends, in the worker. */
+  | { kind: 'task-file'; file: File };
 
 export type PageToWorker =
   | {
@@ -59,7 +61,8 @@ export type WorkerToPage =
   | { type: 'progress'; id: number; progress: TrainerProgress }
   | { type: 'trained'; id: number; outcome: TrainOutcome }
   | { type: 'evaluated'; id: number; outcome: EvaluateOutcome }
-  | { type: 'failed'; id: number; message: string };
+  /** `code`: a RoundFailure's (DATA_SCHEMA_MISMATCH...), passed on to the coordinator. */
+  | { type: 'failed'; id: number; message: string; code?: string };
 
 export interface RoundOutcome {
   round: number;

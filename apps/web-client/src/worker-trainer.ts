@@ -2,6 +2,7 @@ import {
   type EvaluateOutcome,
   type EvaluateRequest,
   type LocalTrainer,
+  RoundFailure,
   TFJS_TRAINER_SETTINGS,
   type TrainerProgress,
   type TrainOutcome,
@@ -33,7 +34,7 @@ export class WorkerTrainer implements LocalTrainer {
   constructor(
     private readonly worker: Worker,
     readonly numExamples: number,
-    readonly numHoldout: number,
+    readonly numHoldout: number | undefined,
   ) {
     worker.addEventListener('message', (event: MessageEvent<WorkerToPage>) => {
       const message = event.data;
@@ -51,8 +52,14 @@ export class WorkerTrainer implements LocalTrainer {
         return;
       }
       this.pending.delete(message.id);
-      if (message.type === 'failed') pending.reject(new Error(message.message));
-      else if (message.type === 'backend-set')
+      if (message.type === 'failed') {
+        // A RoundFailure's code crosses the worker boundary, so the update says it too.
+        pending.reject(
+          message.code === undefined
+            ? new Error(message.message)
+            : new RoundFailure(message.code, message.message),
+        );
+      } else if (message.type === 'backend-set')
         pending.resolve({ name: message.name, detail: message.detail });
       else pending.resolve(message.outcome);
     });

@@ -1,5 +1,5 @@
 /// <reference lib="dom" />
-import { TfjsTrainer } from '@tessera/client';
+import { FileTaskData, RoundFailure, TfjsTrainer } from '@tessera/client';
 import { type Examples, splitHoldout } from '@tessera/data';
 import { createModel, modelSpec, readFlatWeights, trainLocal } from '@tessera/ml';
 import { TesseraError } from '@tessera/protocol';
@@ -46,6 +46,23 @@ async function load(request: Extract<PageToWorker, { type: 'load' }>): Promise<T
     const backend = await initBrowserBackend(request.backend);
     backendReady = true;
     post({ type: 'backend', ...backend });
+  }
+  if (request.data.kind === 'task-file') {
+    // The same pure reader as the Node client's --data: the file's text, read per task (and
+    // checked against it) when a round names one.
+    const { file } = request.data;
+    const taskData = await FileTaskData.open(
+      { name: file.name, read: () => file.text() },
+      { holdoutFraction: request.holdoutFraction, partitionSeed: HOLDOUT_SEED },
+    );
+    post({
+      type: 'loaded',
+      description: `${file.name}: ${taskData.numExamples + (taskData.numHoldout ?? 0)} rows, read per task`,
+      train: taskData.numExamples,
+      holdout: taskData.numHoldout ?? 0,
+      classes: [],
+    });
+    return new TfjsTrainer(null, null, { taskData });
   }
   const local = await loadLocalExamples(request.data, request.assetBase);
   const all = Uint32Array.from({ length: local.examples.count }, (_, i) => i);
@@ -152,7 +169,12 @@ async function handle(message: PageToWorker): Promise<void> {
       post({ type: 'evaluated', id, outcome: await ready.evaluate(message.request) });
     }
   } catch (error) {
-    post({ type: 'failed', id, message: failure(error).message });
+    post({
+      type: 'failed',
+      id,
+      message: failure(error).message,
+      ...(error instanceof RoundFailure ? { code: error.code } : {}),
+    });
   }
 }
 

@@ -1,4 +1,13 @@
 export { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
+export {
+  type AdaptiveClipping,
+  DpFedAvg,
+  type DpFedAvgOptions,
+  type GaussianNoise,
+  type PrivacyStatus,
+  type RoundPrivacy,
+  vectorNoiseMultiplier,
+} from './dp.js';
 export { FedAvg, weightedEvaluation } from './fedavg.js';
 export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
@@ -10,6 +19,7 @@ export {
   parseStrategyOptions,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
+  type StrategyDependencies,
 } from './registry.js';
 export { FedMedian, TrimmedMean } from './robust.js';
 export {

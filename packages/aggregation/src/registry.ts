@@ -1,6 +1,8 @@
+import { CryptoGaussianNoise, type GaussianNoise } from '@tessera/privacy';
 import { ErrorCode, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
 import { z } from 'zod';
 import { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
+import { DpFedAvg, vectorNoiseMultiplier } from './dp.js';
 import { FedAvg } from './fedavg.js';
 import { FedAvgM } from './fedavgm.js';
 import { FedAdagrad, FedAdam, FedYogi } from './fedopt.js';
@@ -16,19 +18,28 @@ import type { Strategy } from './strategy.js';
  */
 interface StrategyDefinition {
   options: z.ZodObject;
-  build(options: Record<string, unknown>): Strategy;
+  build(options: Record<string, unknown>, dependencies: StrategyDependencies): Strategy;
   /** The fewest updates a round must bring for the rule to run (Krum: 2f + 3). */
   minUpdates(options: Record<string, unknown>): number;
 }
 
+/**
+ * What a strategy may need from outside that is not an option: the source of a DP rule's
+ * noise (default: CryptoGaussianNoise; a SeededGaussianNoise only in tests, where bit-identical
+ * results are wanted and privacy is not).
+ */
+export interface StrategyDependencies {
+  noise?: GaussianNoise;
+}
+
 function define<S extends z.ZodObject>(
   options: S,
-  build: (options: z.output<S>) => Strategy,
+  build: (options: z.output<S>, dependencies: StrategyDependencies) => Strategy,
   minUpdates: (options: z.output<S>) => number = () => 1,
 ): StrategyDefinition {
   return {
     options,
-    build: (parsed) => build(parsed as z.output<S>),
+    build: (parsed, dependencies) => build(parsed as z.output<S>, dependencies),
     minUpdates: (parsed) => minUpdates(parsed as z.output<S>),
   };
 }
@@ -43,6 +54,162 @@ const fedOptOptions = (eta: number, tau: number) => ({
 
 /** Byzantine clients tolerated per round (Krum, Bulyan). */
 const byzantineCount = z.int().min(0).max(10_000).default(1);
+
+/**
+ * Server rules DP-FedAvg can wrap: each takes the noised mean change as its pseudo-gradient.
+ * The others are refused, with the reason: under DP the aggregator holds only a noised sum.
+ */
+const DP_INNER_STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
+const needsIndividualUpdates =
+  'needs the individual updates, and DP-FedAvg has only their clipped, noised sum';
+const DP_REFUSED_INNER: Readonly<Record<string, string>> = {
+  fedmedian: `the coordinate-wise median ${needsIndividualUpdates}`,
+  'trimmed-mean': `the trimmed mean ${needsIndividualUpdates}`,
+  krum: `Krum picks one update by distances between updates: it ${needsIndividualUpdates}`,
+  'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needsIndividualUpdates}`,
+  bulyan: `Bulyan selects and trims individual updates: it ${needsIndividualUpdates}`,
+  'centered-clipping': `centered clipping clips each update around a centre: it ${needsIndividualUpdates}`,
+  'norm-bounded-fedavg':
+    'norm-bounded FedAvg clips each update and weights it by examples; DP-FedAvg already clips (clipNorm) and must not weight',
+  'dp-fedavg': 'dp-fedavg cannot wrap itself',
+  // Its server side is FedAvg; what it adds is the clients' proximal term, and the clients
+  // take settings by strategy name: they do not know dp-fedavg's yet (packages/client).
+  fedprox:
+    'fedprox needs its proximalMu honoured by the clients, which do not take it under dp-fedavg yet; wrap fedavg',
+};
+
+const dpFedAvgOptions = z
+  .strictObject({
+    noiseMultiplier: z
+      .number()
+      .positive()
+      .max(1000)
+      .describe('z: Gaussian noise std over the clip norm, the multiplier the accountant counts'),
+    clipNorm: z
+      .number()
+      .positive()
+      .max(1e6)
+      .optional()
+      .describe('fixed clipping: the L2 bound C of every client change (or give adaptive)'),
+    adaptive: z
+      .strictObject({
+        targetQuantile: z
+          .number()
+          .gt(0)
+          .lt(1)
+          .default(0.5)
+          .describe('gamma: share of updates that should be unclipped (Andrew et al. 2021)'),
+        learningRate: z
+          .number()
+          .positive()
+          .max(10)
+          .default(0.2)
+          .describe('eta_C of the geometric update C <- C exp(-eta_C (b - gamma))'),
+        initialClipNorm: z.number().positive().max(1e6).default(0.1).describe('C in round 1'),
+        countNoiseMultiplier: z
+          .number()
+          .positive()
+          .max(1e6)
+          .optional()
+          .describe(
+            'sigma_b: noise std on the count of unclipped updates; default expectedClientsPerRound / 20',
+          ),
+      })
+      .optional()
+      .describe('adaptive clipping by the quantile method (or give clipNorm)'),
+    expectedClientsPerRound: z
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .describe(
+        'm = qN: the fixed denominator of the noised sum (clients a round samples in expectation)',
+      ),
+    samplingRate: z
+      .number()
+      .gt(0)
+      .max(1)
+      .optional()
+      .describe(
+        'q: each client’s chance of being in a round (Poisson sampling), for the accountant',
+      ),
+    delta: z.number().gt(0).lt(1).optional().describe('delta at which epsilon is reported'),
+    budget: z
+      .strictObject({
+        epsilon: z.number().positive().max(1e6),
+        delta: z.number().gt(0).lt(1),
+      })
+      .optional()
+      .describe('(epsilon, delta): the run stops before a round would exceed it'),
+    innerStrategy: z
+      .string()
+      .default('fedavg')
+      .describe(`server rule stepping by the noised mean: ${DP_INNER_STRATEGIES.join(', ')}`),
+    innerOptions: z
+      .record(z.string(), z.unknown())
+      .default({})
+      .describe('the inner rule’s options'),
+  })
+  .superRefine((options, context) => {
+    if ((options.clipNorm === undefined) === (options.adaptive === undefined)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['clipNorm'],
+        message: 'give exactly one of clipNorm (fixed clipping) and adaptive',
+      });
+    }
+    const inner = options.innerStrategy;
+    const refusal = DP_REFUSED_INNER[inner];
+    if (refusal !== undefined || !DP_INNER_STRATEGIES.includes(inner)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['innerStrategy'],
+        message:
+          refusal ??
+          `unknown inner strategy "${inner}"; dp-fedavg wraps ${DP_INNER_STRATEGIES.join(', ')}`,
+      });
+    } else {
+      try {
+        parseStrategyOptions(inner, options.innerOptions);
+      } catch (error) {
+        const field = String((error as TesseraError).data?.['field'] ?? 'strategyOptions');
+        context.addIssue({
+          code: 'custom',
+          path: ['innerOptions', ...field.split('.').slice(1)],
+          message: (error as Error).message,
+        });
+      }
+    }
+    if (options.budget !== undefined && options.samplingRate === undefined) {
+      context.addIssue({
+        code: 'custom',
+        path: ['samplingRate'],
+        message: 'a budget needs the sampling rate, or the accountant cannot count',
+      });
+    }
+    if (
+      options.budget !== undefined &&
+      options.delta !== undefined &&
+      options.delta !== options.budget.delta
+    ) {
+      context.addIssue({
+        code: 'custom',
+        path: ['delta'],
+        message: `delta ${options.delta} differs from the budget's ${options.budget.delta}`,
+      });
+    }
+    if (options.adaptive !== undefined) {
+      const sigmaB = options.adaptive.countNoiseMultiplier ?? options.expectedClientsPerRound / 20;
+      try {
+        vectorNoiseMultiplier(options.noiseMultiplier, sigmaB);
+      } catch (error) {
+        context.addIssue({
+          code: 'custom',
+          path: ['adaptive', 'countNoiseMultiplier'],
+          message: (error as Error).message,
+        });
+      }
+    }
+  });
 
 const definitions: Record<string, StrategyDefinition> = {
   fedavg: define(z.strictObject({}), () => new FedAvg()),
@@ -100,6 +267,25 @@ const definitions: Record<string, StrategyDefinition> = {
     z.strictObject({ normBound: z.number().positive().max(1e6).default(5) }),
     ({ normBound }) => new NormBoundedFedAvg(normBound),
   ),
+  'dp-fedavg': define(dpFedAvgOptions, (options, dependencies) => {
+    const { adaptive, ...rest } = options;
+    return new DpFedAvg(
+      {
+        ...rest,
+        ...(adaptive === undefined
+          ? {}
+          : {
+              adaptive: {
+                ...adaptive,
+                countNoiseMultiplier:
+                  adaptive.countNoiseMultiplier ?? options.expectedClientsPerRound / 20,
+              },
+            }),
+      },
+      createStrategy(options.innerStrategy, options.innerOptions),
+      dependencies.noise ?? new CryptoGaussianNoise(),
+    );
+  }),
 };
 
 export const STRATEGY_NAMES = Object.keys(definitions);
@@ -160,6 +346,10 @@ export function minUpdatesFor(name: string, options: Record<string, unknown> = {
 }
 
 /** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */
-export function createStrategy(name: string, options: Record<string, unknown> = {}): Strategy {
-  return definitionOf(name).build(parseStrategyOptions(name, options));
+export function createStrategy(
+  name: string,
+  options: Record<string, unknown> = {},
+  dependencies: StrategyDependencies = {},
+): Strategy {
+  return definitionOf(name).build(parseStrategyOptions(name, options), dependencies);
 }

@@ -127,8 +127,18 @@ describe('the strategy registry', () => {
       'bulyan',
       'centered-clipping',
       'norm-bounded-fedavg',
+      'dp-fedavg',
     ]);
-    for (const name of STRATEGY_NAMES) expect(createStrategy(name).name).toBe(name);
+    // dp-fedavg has no default noise or clipping: a privacy parameter is chosen, never implied.
+    for (const name of STRATEGY_NAMES.filter((n) => n !== 'dp-fedavg')) {
+      expect(createStrategy(name).name).toBe(name);
+    }
+    expect(() => createStrategy('dp-fedavg')).toThrow(
+      expect.objectContaining({
+        code: ErrorCode.INVALID_ARGUMENT,
+        data: { field: 'strategyOptions.noiseMultiplier' },
+      }),
+    );
     expect(createStrategy('fedavgm', { momentum: 0 }).options).toEqual({
       serverLearningRate: 1,
       momentum: 0,
@@ -175,8 +185,13 @@ describe('strategy option schemas', () => {
       // The published schema (the one runs are created with) refuses it too.
       expect(STRATEGY_OPTIONS[name]?.safeParse(options).success).toBe(false);
     }
+    // What a run stores (the parsed options) builds the strategy again, unchanged.
+    const given = (name: string) =>
+      name === 'dp-fedavg' ? { noiseMultiplier: 1, clipNorm: 1, expectedClientsPerRound: 10 } : {};
     for (const name of STRATEGY_NAMES) {
-      expect(createStrategy(name, parseStrategyOptions(name, {})).name).toBe(name);
+      const parsed = parseStrategyOptions(name, given(name));
+      expect(parseStrategyOptions(name, parsed)).toEqual(parsed);
+      expect(createStrategy(name, parsed).name).toBe(name);
     }
   });
 });

@@ -19,6 +19,7 @@
  * `strategy: {name, settings}` (docs/protocol.md §5.2), and a client that cannot honour a
  * setting fails the round rather than train without it.
  */
+import type { PrivacyStatus, RoundPrivacy } from './dp.js';
 import type { StrategyState } from './state.js';
 
 export interface TrainUpdate {
@@ -38,6 +39,11 @@ export interface AggregateResult {
   metrics: Record<string, number>;
   numExamples: number;
   numUpdates: number;
+  /**
+   * What a differentially private rule did (dp-fedavg): clip norm, noise, clipped count,
+   * epsilon so far. The engine records it with the round; absent for the other rules.
+   */
+  privacy?: RoundPrivacy;
 }
 
 export interface RoundAggregator {
@@ -98,4 +104,10 @@ export interface Strategy {
    * accepts only null.
    */
   restore(state: StrategyState | null): void;
+  /**
+   * Differentially private rules only: the privacy spent after the last finished round and
+   * whether the next round stays within the run's budget. The engine asks before it begins
+   * each round and stops the run, saying why, when `nextRoundAllowed` is false.
+   */
+  privacyStatus?(): PrivacyStatus;
 }

@@ -170,7 +170,9 @@ export class TesseraClient {
         ...options.identity,
         backend: options.backend,
         numExamples: options.trainer.numExamples,
-        numHoldout: options.trainer.numHoldout,
+        ...(options.trainer.numHoldout === undefined
+          ? {}
+          : { numHoldout: options.trainer.numHoldout }),
       },
     };
     const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(options.coordinatorUrl, {
@@ -288,18 +290,22 @@ export class TesseraClient {
         },
         (p) => this.reportProgress({ runId, round, ...p }),
       );
-      const { weights, ...metrics } = result;
-      summary = metrics;
+      summary = {
+        loss: result.loss,
+        accuracy: result.accuracy,
+        numExamples: result.numExamples,
+        durationMs: result.durationMs,
+        samplesPerSecond: result.samplesPerSecond,
+      };
       reply = {
         status: 'ok',
         runId,
         round,
-        weights: weightsToBytes(weights),
+        weights: weightsToBytes(result.weights),
         numExamples: result.numExamples,
         durationMs: Math.round(result.durationMs),
         metrics: {
-          loss: result.loss,
-          accuracy: result.accuracy,
+          ...(result.metrics ?? { loss: result.loss, accuracy: result.accuracy }),
           samplesPerSecond: result.samplesPerSecond,
         },
       };

@@ -9,6 +9,7 @@ export {
   TesseraClient,
   type TrainingProgress,
 } from './client.js';
+export { ImageSetTaskData, type ImageSource, type LabelledImage } from './image-data.js';
 export {
   type LocalTrainingSetting,
   type LocalTrainingSettings,
@@ -16,6 +17,23 @@ export {
   TFJS_TRAINER_SETTINGS,
   UNSUPPORTED_STRATEGY_SETTING,
 } from './strategy-settings.js';
+export {
+  assertResolved,
+  checkTaskData,
+  countDataRows,
+  type DataFile,
+  encodeRows,
+  FileTaskData,
+  isJsonLinesFile,
+  readTaskRows,
+  type SplitOptions,
+  selectExamples,
+  splitRows,
+  type TaskData,
+  type TaskDataCheck,
+  type TaskDataSplit,
+  type TaskRows,
+} from './task-data.js';
 export type {
   EvaluateOutcome,
   EvaluateRequest,

@@ -3,7 +3,7 @@ import { TesseraClient as CoreClient, type CoreClientOptions } from './client.js
 import { TfjsTrainer } from './tfjs-trainer.js';
 
 export * from './core.js';
-export { TfjsTrainer } from './tfjs-trainer.js';
+export { TfjsTrainer, type TfjsTrainerOptions } from './tfjs-trainer.js';
 
 /** Either a trainer, or the examples to train on in this thread with tfjs. */
 export type ClientOptions =

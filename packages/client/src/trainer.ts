@@ -35,6 +35,12 @@ export interface TrainOutcome {
   numExamples: number;
   durationMs: number;
   samplesPerSecond: number;
+  /**
+   * The update's training metrics as sent (docs/protocol.md §5.6): `loss`, `accuracy` for
+   * classification tasks only, and the task's other metrics (auc, mae, rmse). Absent: `loss`
+   * and `accuracy` of the fields above. The client adds `samplesPerSecond`.
+   */
+  metrics?: Readonly<Record<string, number>>;
 }
 
 export interface EvaluateRequest {
@@ -74,8 +80,11 @@ export class RoundFailure extends Error {
 export interface LocalTrainer {
   /** Examples it trains on. */
   readonly numExamples: number;
-  /** Held-out examples for federated evaluation (0: it declines evaluation). */
-  readonly numHoldout: number;
+  /**
+   * Held-out examples for federated evaluation (0: it declines evaluation; undefined: not
+   * known before a task says how to read the data, so the hello omits it, §4.1).
+   */
+  readonly numHoldout: number | undefined;
   /**
    * The strategy settings its training applies. The client fails a round that asks for one
    * not listed (absent: none), so a trainer that ignores a setting never trains without it.

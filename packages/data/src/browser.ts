@@ -10,6 +10,7 @@ export {
   parseDelimited,
 } from './delimited.js';
 export { type Examples, toExamples } from './examples.js';
+export { convertChannels, type DecodedImage, imageFeatures, resizeBilinear } from './image.js';
 export {
   centreOfMass,
   DIGIT_BOX,

@@ -228,6 +228,8 @@ export interface RetryOptions {
   health?: DatabaseHealth;
   /** For tests: the jitter source. */
   random?: () => number;
+  /** Told of every call when it settles: its name (`rounds.commit`), seconds (retries included), success. */
+  observe?: (call: string, seconds: number, ok: boolean) => void;
 }
 
 /** The repositories of `Database` whose calls are retried (the raw `prisma` client is not). */
@@ -250,6 +252,19 @@ export function withRetries(db: Database, options: RetryOptions = {}): RetryingD
   const cancel = new AbortController();
 
   const call = async <T>(name: string, attempt: () => Promise<T>): Promise<T> => {
+    if (options.observe === undefined) return retried(name, attempt);
+    const started = performance.now();
+    let ok = false;
+    try {
+      const result = await retried(name, attempt);
+      ok = true;
+      return result;
+    } finally {
+      options.observe(name, (performance.now() - started) / 1000, ok);
+    }
+  };
+
+  const retried = async <T>(name: string, attempt: () => Promise<T>): Promise<T> => {
     const startedAt = Date.now();
     let backoffCap = policy.initialDelayMs;
     let waiting = false;
