@@ -1,3 +1,6 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type LocalTrainer, RoundFailure, TesseraClient } from '@tessera/client/core';
 import {
   combineStatistics,
@@ -25,7 +28,7 @@ import {
   rawClientInfo,
   sendWithAck,
 } from './raw-client.js';
-import { tabularParams, tabularTopology } from './task-fixtures.js';
+import { tabularParams, tabularTopology, wardRiskTask, writeWardCsv } from './task-fixtures.js';
 
 /**
  * The federated statistics round end to end (issue 17, item 3): a real coordinator over
@@ -401,4 +404,85 @@ describe('the federated statistics round, end to end', () => {
       await Promise.all(clients.map((client) => client.close()));
     }
   });
+
+  it('real Node clients (--data CSV) answer the round and train the resolved task', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'tessera-statistics-'));
+    try {
+      // ward-risk with `age` standardised by the round and `ward`'s categories collected by it;
+      // the topology takes the least width (3 numeric + 1), the round makes it 3 + 3.
+      const base = wardRiskTask();
+      const definition = {
+        ...base,
+        name: `ward-federated-${++taskCount}`,
+        input: {
+          ...base.input,
+          columns: [
+            { name: 'age', type: 'numeric', standardize: 'federated' },
+            { name: 'pulse', type: 'numeric', standardize: { mean: 80, std: 12 } },
+            { name: 'temperature', type: 'numeric', standardize: { mean: 37, std: 0.8 } },
+            { name: 'ward', type: 'categorical' },
+          ],
+        },
+        model: { topology: tabularTopology(4, 3, 16) },
+      };
+      expect((await h.api('POST', '/tasks', definition)).status).toBe(201);
+      const task = parseTaskDefinition(definition);
+      const files = [
+        writeWardCsv(folder, 'north.csv', 50, 1),
+        writeWardCsv(folder, 'south.csv', 30, 2),
+      ];
+      const { federationId, tokens } = await createFederation(h, 2);
+      const runId = await createRun(federationId, task, {
+        localEpochs: 1,
+        batchSize: 8,
+        learningRate: 0.1,
+      });
+      const ids = tokens.map((t) => t.client.id);
+      const children = files.map((file, k) =>
+        h.spawnClient(tokens[k]?.token as string, ['--data', file, '--holdout', '0']),
+      );
+      try {
+        await waitFor(
+          () => h.coordinator.registry.list().filter((c) => ids.includes(c.clientId)).length === 2,
+          'both clients',
+        );
+        expect((await h.api('POST', `/runs/${runId}/start`)).status).toBe(202);
+        const run = await waitFor(
+          async () => {
+            const r = await getRun(runId);
+            return (r.status === 'completed' || r.status === 'failed') && r;
+          },
+          'the run to end',
+          120_000,
+        );
+        expect(run).toMatchObject({ status: 'completed', error: null });
+        // What the clients summarised is their whole files (no hold-out), pooled.
+        if (task.input.kind !== 'tabular') throw new Error('tabular');
+        const rows = files.map((file) => readFileSync(file, 'utf8').trim().split('\n'));
+        const pooledText = [rows[0]?.[0], ...rows.flatMap((lines) => lines.slice(1))].join('\n');
+        const pooled = tabularStatistics(
+          readTabular(pooledText, task.input, task.output),
+          task.input,
+        );
+        expect(run.statistics?.rows).toBe(80);
+        expect(run.statistics?.columns[1]).toEqual(pooled.columns[1]);
+        const [storedAge, pooledAge] = [run.statistics?.columns[0], pooled.columns[0]] as {
+          mean: number;
+          m2: number;
+        }[];
+        expect(storedAge?.mean).toBeCloseTo(pooledAge?.mean as number, 9);
+        expect(storedAge?.m2).toBeCloseTo(pooledAge?.m2 as number, 6);
+        // Both trained the resolved task's model (3 numeric + 3 wards): round 1 took both.
+        const [round] = await h.db.rounds.list(runId);
+        expect(new Set(round?.participantClientIds)).toEqual(new Set(ids));
+        expect((await h.db.tasks.resolved(run.resolvedTask?.sha256 as string)).paramCount).toBe(
+          tabularParams(6, 3, 16),
+        );
+      } finally {
+        for (const child of children) child.kill();
+      }
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
