@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { MAX_CATEGORIES, MAX_CATEGORY_LENGTH } from '@tessera/data';
 import {
   type Ack,
   AUTH_DEADLINE_MS,
@@ -272,6 +273,18 @@ describe('docs/protocol.md §12, the worked example', () => {
     );
   });
 
+  it('§3.5 and §5.10 state the bounds of a statistics reply', () => {
+    const n = (value: number) => value.toLocaleString('en-US');
+    const prescan = doc.slice(doc.indexOf('### 3.5'), doc.indexOf('### 3.4'));
+    expect(prescan).toContain(`| ${n(CLIENT_FRAME_LIMITS.maxElements)} per frame`);
+    const section = doc.slice(doc.indexOf('### 5.10 `statistics`'), doc.indexOf('## 6.'));
+    const flat = section.replace(/\s+/g, ' ');
+    expect(flat).toContain(
+      `At most ${n(MAX_CATEGORIES)} categories per column and ${n(WIRE_LIMITS.maxStatisticsCategories)} over the whole reply`,
+    );
+    expect(flat).toContain(`1–${MAX_CATEGORY_LENGTH} UTF-16 code units`);
+  });
+
   it('§9 states the limits of packages/protocol/src/limits.ts', () => {
     const section = doc.slice(doc.indexOf('## 9. Limits and timing'), doc.indexOf('## 10.'));
     const n = (value: number) => value.toLocaleString('en-US');
@@ -289,6 +302,7 @@ describe('docs/protocol.md §12, the worked example', () => {
       `${HANDSHAKE_RATE_LIMITS.perToken.capacity} attempts at once, then 1 per ${HANDSHAKE_RATE_LIMITS.perToken.refillMs / 1000} s`,
       `≤ ${WIRE_LIMITS.maxStrategySettings} settings; name, setting names and text values ≤ ${WIRE_LIMITS.maxStrategyTextLength} chars`,
       `| \`train.strategy.settings.proximalMu\`     | 0 … ${WIRE_LIMITS.maxProximalMu} `,
+      `≤ ${n(WIRE_LIMITS.maxStatisticsColumns)} columns; ≤ ${n(MAX_CATEGORIES)} categories per column, ≤ ${n(WIRE_LIMITS.maxStatisticsCategories)} in all; category 1–${MAX_CATEGORY_LENGTH} chars`,
     ];
     for (const text of stated) expect(section, text).toContain(text);
     expect(WIRE_LIMITS.maxMetricMagnitude).toBe(1e12);

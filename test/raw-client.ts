@@ -61,7 +61,7 @@ export function rawClientInfo(overrides: Record<string, unknown> = {}) {
 /** Sends a reply event and waits for its ack (a timeout rejects: the coordinator never hangs). */
 export function sendWithAck(
   socket: ClientSocket,
-  event: 'update' | 'evaluation',
+  event: 'update' | 'evaluation' | 'statistics',
   frame: unknown,
   timeoutMs = 10_000,
 ): Promise<Ack> {

@@ -1,7 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PROTOCOL_VERSION, type TaskAck, type TrainInstruction } from '@tessera/protocol';
+import {
+  PROTOCOL_VERSION,
+  type TaskAck,
+  type TrainInstruction,
+  WIRE_LIMITS,
+} from '@tessera/protocol';
 import { taskSha256 } from '@tessera/tasks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, startHarness, waitFor } from './harness.js';
@@ -12,7 +17,13 @@ import {
   rawClientInfo,
   sendWithAck,
 } from './raw-client.js';
-import { flowersTask, tabularParams, wardRiskTask, writeWardCsv } from './task-fixtures.js';
+import {
+  flowersTask,
+  tabularParams,
+  tabularTopology,
+  wardRiskTask,
+  writeWardCsv,
+} from './task-fixtures.js';
 
 /**
  * A run that trains a task (issue 17): the run config names the task, the coordinator resolves
@@ -110,14 +121,37 @@ describe('a run names the task it trains', () => {
     await refusedRun({ model: 'mlp', task: { name: 'ward-risk' } }, 'model');
   });
 
-  it('refuses a task whose preprocessing needs a federated statistics round', async () => {
+  it('creates a run of a task that needs a federated statistics round (the round runs before round 1)', async () => {
     const needsStatistics = flowersTask({ name: 'flowers-federated' });
     expect((await h.api('POST', '/tasks', needsStatistics)).status).toBe(201);
-    const message = await refusedRun({ task: { name: 'flowers-federated' } }, 'task');
-    expect(message).toContain(
-      'needs a federated statistics round, not available yet: give the constants in the task',
+    const run = await h.api<RunBody & { statistics: unknown; resolvedTask: unknown }>(
+      'POST',
+      '/runs',
+      { federationId, task: { name: 'flowers-federated' }, rounds: 1 },
     );
-    expect(message).toContain('length');
+    expect(run.status).toBe(201);
+    expect(run.body.config.task.sha256).toBe(taskSha256(needsStatistics));
+    // Nothing collected yet: the statistics round runs when the run starts.
+    expect(run.body).toMatchObject({ statistics: null, resolvedTask: null });
+  });
+
+  it('refuses a task that leaves more columns to statistics than one reply may carry', async () => {
+    const columns = WIRE_LIMITS.maxStatisticsColumns + 1;
+    const wide = {
+      ...flowersTask({ name: 'too-wide', topology: tabularTopology(columns, 3, 2) }),
+      input: {
+        kind: 'tabular',
+        label: 'species',
+        columns: Array.from({ length: columns }, (_, i) => ({
+          name: `c${i}`,
+          type: 'numeric',
+          standardize: 'federated',
+        })),
+      },
+    };
+    expect((await h.api('POST', '/tasks', wide)).status).toBe(201);
+    const message = await refusedRun({ task: { name: 'too-wide' } }, 'task');
+    expect(message).toContain(`${columns} columns are left to the federated statistics round`);
   });
 });
 

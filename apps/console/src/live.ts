@@ -12,7 +12,7 @@ export interface LiveClient {
   info: { name: string; version: string; runtime: string; backend: string; numExamples: number };
   connectedAt: string;
   lastSeenAt: string;
-  task: { runId: string; round: number; phase: 'train' | 'evaluate' } | null;
+  task: { runId: string; round: number; phase: 'train' | 'evaluate' | 'statistics' } | null;
   progress: {
     epoch: number;
     epochs: number;

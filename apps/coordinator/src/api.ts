@@ -90,6 +90,18 @@ const runOut = z.object({
   status: z.string(),
   config: storedRunConfigSchema,
   currentRound: z.number(),
+  statistics: z
+    .record(z.string(), z.unknown())
+    .nullable()
+    .describe(
+      "The federated statistics round's combined statistics ({rows, columns}, docs/protocol.md §5.10; never one client's), or null until it ran (or when the task needs none)",
+    ),
+  resolvedTask: z
+    .object({ name: z.string(), version: z.number(), sha256: z.string() })
+    .nullable()
+    .describe(
+      "The task with the statistics round's constants filled in, which train and evaluate name from then on; null until then",
+    ),
   error: z.string().nullable(),
   createdAt: z.string(),
   startedAt: z.string().nullable(),
@@ -519,7 +531,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       method: 'post',
       path: '/runs',
       summary:
-        "Create a run. `task: {name, version?}` names what it trains (default: the latest version; stored resolved to {name, version, sha256}). `model` (fedavg-2nn, fedavg-cnn, mlp, cnn) still works as an alias of that model's built-in MNIST task. A task whose preprocessing needs a federated statistics round is refused (INVALID_ARGUMENT, field task) for now",
+        "Create a run. `task: {name, version?}` names what it trains (default: the latest version; stored resolved to {name, version, sha256}). `model` (fedavg-2nn, fedavg-cnn, mlp, cnn) still works as an alias of that model's built-in MNIST task. A task whose preprocessing leaves constants to statistics gets a federated statistics round before round 1 (docs/protocol.md §7.6); one that leaves more than 1000 columns to it is refused (INVALID_ARGUMENT, field task)",
       access: 'admin',
       action: 'create runs',
       body: createRunSchema,

@@ -138,7 +138,7 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
   constructor(private readonly db: Database) {}
 
   async evaluate(
-    run: Pick<RunRecord, 'config'>,
+    run: Pick<RunRecord, 'config' | 'resolvedTask'>,
     weights: Float32Array,
   ): Promise<CentralResult | null> {
     const { model } = run.config;

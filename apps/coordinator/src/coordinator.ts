@@ -108,6 +108,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private probeTimer: NodeJS.Timeout | null = null;
   private takeoverTimer: NodeJS.Timeout | null = null;
   private scanning = false;
+  /** The task-size limit, also for the tasks statistics rounds resolve (EngineDeps). */
+  private maxTaskParams: number | undefined;
 
   private constructor(
     readonly db: Database,
@@ -196,6 +198,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       leases,
       metrics,
     );
+    coordinator.maxTaskParams = options.maxTaskParams;
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
     await storeBuiltinTasks(options.db);
     http.on(
@@ -491,6 +494,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         logger: this.logger,
         centralEvaluator: this.centralEvaluator,
         fence,
+        ...(this.maxTaskParams === undefined ? {} : { maxTaskParams: this.maxTaskParams }),
       },
       run,
     );

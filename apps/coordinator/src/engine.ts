@@ -7,7 +7,12 @@ import type {
   Strategy,
 } from '@tessera/aggregation';
 import { createStrategy, decodeStrategyState, encodeStrategyState } from '@tessera/aggregation';
-import { createRng } from '@tessera/data';
+import {
+  combineStatistics,
+  createRng,
+  parseTabularStatistics,
+  type TabularStatistics,
+} from '@tessera/data';
 import {
   type ClientOutcome,
   type ClientUpdateInput,
@@ -18,23 +23,36 @@ import {
   MAX_OUTCOME_REASON_LENGTH,
   type RoundRecord,
   type RunRecord,
-  type TaskRecord,
 } from '@tessera/db';
-import { buildTaskModel, getFlatWeights, initialWeights, modelSpec } from '@tessera/ml';
+import {
+  buildTaskModel,
+  checkTaskModel,
+  getFlatWeights,
+  initialWeights,
+  modelSpec,
+} from '@tessera/ml';
 import {
   bytesToWeights,
   ErrorCode,
   type EvaluateReply,
   type ModelDescriptor,
+  type StatisticsReply,
   type TaskRef,
   TesseraError,
   type TrainReply,
   trainConfigFor,
+  WIRE_LIMITS,
   weightsToBytes,
 } from '@tessera/protocol';
-import { parseTaskDefinition } from '@tessera/tasks';
+import {
+  parseTaskDefinition,
+  type TaskDefinition,
+  taskNeedsStatistics,
+  taskSha256,
+} from '@tessera/tasks';
 import type { Logger } from './logger.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
+import { resolveTaskDefinition } from './resolved-task.js';
 import { RoundState } from './round-state.js';
 import { isLeaseLost } from './run-leases.js';
 import { sampleSize, selectClients } from './sampling.js';
@@ -50,7 +68,7 @@ import { Wakeup } from './wakeup.js';
  */
 export interface CentralEvaluator {
   evaluate(
-    run: Pick<RunRecord, 'config'>,
+    run: Pick<RunRecord, 'config' | 'resolvedTask'>,
     weights: Float32Array,
   ): Promise<(EvaluationResult & { metrics?: Record<string, number> }) | null>;
 }
@@ -68,7 +86,15 @@ export interface EngineDeps {
    * this engine's commits are refused and write nothing. Absent: unfenced (one process only).
    */
   fence?: LeaseFence;
+  /**
+   * The most parameters the model of a task resolved by a statistics round may have (its
+   * input grows with the categories collected): the limit tasks are created under.
+   */
+  maxTaskParams?: number;
 }
+
+/** Default of EngineDeps.maxTaskParams: the task routes' DEFAULT_MAX_TASK_PARAMS. */
+const DEFAULT_MAX_TASK_PARAMS = 50_000_000;
 
 export interface RoundSummary {
   runId: string;
@@ -78,6 +104,8 @@ export interface RoundSummary {
 
 interface EngineEvents {
   'round-started': [{ runId: string; round: number; attempt: number; selected: string[] }];
+  /** The statistics round was recorded: train and evaluate name `resolvedTask` from now on. */
+  'statistics-recorded': [{ runId: string; resolvedTask: TaskRef; clients: number }];
   'round-committed': [RoundSummary];
   'round-evaluated': [RoundSummary];
   'run-finished': [{ runId: string; status: RunRecord['status']; error?: string }];
@@ -89,6 +117,15 @@ interface OpenTraining {
   updates: ClientUpdateInput[];
   /** Why a client failed or was rejected, as it goes into the round record. */
   reasons: Map<string, { code: string | null; reason: string }>;
+}
+
+/** The federated statistics round while it is open (round 0 of RoundState). */
+interface OpenStatistics {
+  state: RoundState;
+  /** The task as created, whose columns the replies summarise. */
+  task: TaskDefinition & { input: { kind: 'tabular' } };
+  /** Each accepted reply, checked; only their combination is ever stored. */
+  parts: Map<string, TabularStatistics>;
 }
 
 interface OpenEvaluation {
@@ -114,8 +151,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private readonly strategy: Strategy;
   /** Set by prepareModel before the loop: a built-in task's from the zoo, others' from the task. */
   private model: ModelDescriptor;
-  private readonly task: TaskRef;
+  /** What train and evaluate name: the run's task, or the one its statistics round resolved. */
+  private task: TaskRef;
   private readonly wakeup = new Wakeup();
+  private statistics: OpenStatistics | null = null;
   private training: OpenTraining | null = null;
   private evaluation: OpenEvaluation | null = null;
   private stopReason: StopReason | null = null;
@@ -152,7 +191,16 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     // A client that disconnects, is replaced or is revoked drops out of any open round.
     this.deps.registry.on('disconnected', this.onClientGone);
     try {
-      let { round, weights } = await this.loadOrCreateCheckpoint();
+      const checkpoint = await this.loadOrCreateCheckpoint();
+      if (checkpoint === null) {
+        // Stopped while the statistics round was waiting: nothing was stored.
+        if (this.handsRunOver) return;
+        const status = this.stopReason === 'paused' ? 'paused' : 'stopped';
+        await db.runs.setStatus(this.runId, status);
+        this.emit('run-finished', { runId: this.runId, status });
+        return;
+      }
+      let { round, weights } = checkpoint;
       if (round > 0) {
         logger.info('resuming run from its last committed round', { runId: this.runId, round });
         // A previous process may have died between the commit and the evaluation record.
@@ -334,8 +382,62 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.wakeup.notify();
   }
 
+  /**
+   * A client's answer to the statistics round. An ok reply is checked against the task
+   * (parseTabularStatistics: the columns asked for, in order; counts within rows; finite
+   * numbers; categories sorted, unique, bounded) before it is kept; a refused one takes the
+   * client out of the round, leaves nothing behind, and the sender gets the coded error.
+   */
+  handleStatistics(clientId: string, reply: StatisticsReply): void {
+    const open = this.statistics;
+    if (!open) {
+      throw new TesseraError(
+        ErrorCode.WRONG_ROUND,
+        `run ${this.runId} has no statistics round open`,
+      );
+    }
+    open.state.checkReply(clientId, reply.runId, 0);
+    const { registry, logger } = this.deps;
+    if (reply.status === 'failed') {
+      open.state.record(clientId, 'failed');
+      logger.warn('client could not take part in the statistics round', {
+        runId: this.runId,
+        clientId,
+        code: reply.error.code ?? null,
+        error: reply.error.message,
+      });
+    } else {
+      try {
+        const checked = parseTabularStatistics(reply.statistics, open.task.input, 'statistics');
+        const categories = checked.columns.reduce(
+          (sum, column) => sum + (column.type === 'categorical' ? column.counts.length : 0),
+          0,
+        );
+        if (categories > WIRE_LIMITS.maxStatisticsCategories) {
+          throw new TesseraError(
+            ErrorCode.INVALID_ARGUMENT,
+            `statistics.columns: ${categories} categories in all, more than ${WIRE_LIMITS.maxStatisticsCategories}`,
+            { field: 'statistics.columns' },
+          );
+        }
+        open.parts.set(clientId, checked);
+        open.state.record(clientId, 'updated');
+      } catch (cause) {
+        open.state.record(clientId, 'rejected');
+        registry.release(clientId, this.runId);
+        this.wakeup.notify();
+        throw TesseraError.from(cause);
+      }
+    }
+    registry.release(clientId, this.runId);
+    this.wakeup.notify();
+  }
+
   handleDisconnect(clientId: string): void {
-    const dropped = this.training?.state.drop(clientId) || this.evaluation?.state.drop(clientId);
+    const dropped =
+      this.statistics?.state.drop(clientId) ||
+      this.training?.state.drop(clientId) ||
+      this.evaluation?.state.drop(clientId);
     if (dropped) {
       this.deps.logger.warn('client dropped out of a round', { runId: this.runId, clientId });
       this.wakeup.notify();
@@ -344,9 +446,14 @@ export class RunEngine extends EventEmitter<EngineEvents> {
 
   // ---- the loop -------------------------------------------------------------------------
 
-  private async loadOrCreateCheckpoint(): Promise<{ round: number; weights: Float32Array }> {
+  /** Null when the run was stopped during its statistics round. */
+  private async loadOrCreateCheckpoint(): Promise<{
+    round: number;
+    weights: Float32Array;
+  } | null> {
     const { db } = this.deps;
     const task = await this.prepareModel();
+    if (task === 'stopped') return null;
     const latest = await db.rounds.latestCheckpoint(this.runId);
     if (latest) {
       this.restoreStrategy(latest.round, latest.strategyState);
@@ -363,22 +470,146 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   /**
    * The model a task that is not a built-in trains: its parameter count from the task record
    * (counted when the task was created). Built-in tasks keep the zoo model, built by name as
-   * before tasks existed, so their runs (and replays of old ones) stay bit-identical.
+   * before tasks existed, so their runs (and replays of old ones) stay bit-identical. A task
+   * that leaves preprocessing constants to statistics trains the task its statistics round
+   * resolved: recorded already (a resumed run never reruns the round), or collected now.
    */
-  private async prepareModel(): Promise<TaskRecord | null> {
+  private async prepareModel(): Promise<PreparedTask | null | 'stopped'> {
     if (this.run.config.model !== null) return null;
-    const task = await this.deps.db.tasks.get(this.task.sha256);
-    this.model = { name: this.task.name, paramCount: task.paramCount };
-    return task;
+    const { db } = this.deps;
+    const task = await db.tasks.get(this.run.config.task.sha256);
+    let prepared: PreparedTask = {
+      definition: parseTaskDefinition(task.definition),
+      paramCount: task.paramCount,
+      weightsOf: task.hasWeights ? task.sha256 : null,
+    };
+    if (taskNeedsStatistics(prepared.definition) !== null) {
+      const recorded = this.run.resolvedTask ?? (await db.runs.get(this.runId)).resolvedTask;
+      if (recorded !== null) {
+        const resolved = await db.tasks.resolved(recorded.sha256);
+        this.task = recorded;
+        prepared = {
+          definition: parseTaskDefinition(resolved.definition),
+          paramCount: resolved.paramCount,
+          weightsOf: prepared.weightsOf,
+        };
+      } else {
+        const collected = await this.statisticsRound(prepared);
+        if (collected === null) return 'stopped';
+        prepared = collected;
+      }
+    }
+    this.model = { name: this.task.name, paramCount: prepared.paramCount };
+    return prepared;
+  }
+
+  /**
+   * The federated statistics round (docs/protocol.md §7.6): every idle eligible client of
+   * the federation (no sampling: more rows make better constants, and the round is cheap) is
+   * asked for its statistics; with at least minClients ok replies before the deadline they are
+   * combined, the task resolved and both recorded with the run; with fewer, retried with the
+   * clients idle then, up to maxRoundAttempts, then the run fails. Null if stopped meanwhile.
+   */
+  private async statisticsRound(source: PreparedTask): Promise<PreparedTask | null> {
+    const { config } = this.run;
+    const definition = source.definition;
+    if (definition.input.kind !== 'tabular') throw new Error('unreachable: not tabular');
+    const task = definition as OpenStatistics['task'];
+    for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {
+      if (!(await this.awaitClients(0))) return null;
+      const parts = await this.attemptStatistics(task, attempt);
+      if (parts === 'stopped') return null;
+      if (parts.length >= config.minClients) return this.resolveAndRecord(source, task, parts);
+      this.deps.logger.warn('statistics round had too few replies; retrying', {
+        runId: this.runId,
+        attempt,
+        replies: parts.length,
+        minClients: config.minClients,
+      });
+    }
+    throw new TesseraError(
+      ErrorCode.CONFLICT,
+      `statistics round got fewer than ${config.minClients} valid replies in ${this.maxRoundAttempts} attempts`,
+    );
+  }
+
+  /** One attempt: the checked replies, in clientId order (so arrival order changes nothing). */
+  private async attemptStatistics(
+    task: OpenStatistics['task'],
+    attempt: number,
+  ): Promise<TabularStatistics[] | 'stopped'> {
+    const { registry, transport, logger } = this.deps;
+    const selected = [...registry.eligible(this.run.federationId)].sort();
+    registry.assign(selected, { runId: this.runId, round: 0, phase: 'statistics' });
+    const state = new RoundState(this.runId, 0, selected);
+    this.statistics = { state, task, parts: new Map() };
+    logger.info('statistics round started', {
+      runId: this.runId,
+      attempt,
+      clients: selected.length,
+    });
+    const deadline = Date.now() + this.run.config.roundDeadlineMs;
+    transport.sendStatistics(selected, { runId: this.runId, task: this.task, deadline });
+    await this.waitForAnswers(state, deadline);
+    const { parts } = this.statistics;
+    this.statistics = null;
+    state.close();
+    this.closeRound(state, 'statistics');
+    if (this.stopReason !== null) return 'stopped';
+    return [...parts.keys()].sort().map((clientId) => parts.get(clientId) as TabularStatistics);
+  }
+
+  /**
+   * Combines the replies, fills their constants into the task, checks its model (whose input
+   * follows the collected categories) and records the combined statistics and the resolved
+   * task with the run, in one transaction. What no retry can mend (too many categories in
+   * all, a column nobody has values for, a model that does not fit) fails the run.
+   */
+  private async resolveAndRecord(
+    source: PreparedTask,
+    task: OpenStatistics['task'],
+    parts: readonly TabularStatistics[],
+  ): Promise<PreparedTask> {
+    const combined = combineStatistics(parts, task.input);
+    const resolved = resolveTaskDefinition(task, combined);
+    const { paramCount } = await checkTaskModel(resolved, {
+      maxParams: this.deps.maxTaskParams ?? DEFAULT_MAX_TASK_PARAMS,
+    });
+    const sha256 = taskSha256(resolved);
+    const run = await this.deps.db.runs.recordStatistics(this.runId, {
+      statistics: combined as unknown as Record<string, unknown>,
+      resolved: {
+        sha256,
+        definition: resolved as unknown as Record<string, unknown>,
+        paramCount,
+      },
+      ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
+    });
+    this.task = run.resolvedTask as TaskRef;
+    this.emit('statistics-recorded', {
+      runId: this.runId,
+      resolvedTask: this.task,
+      clients: parts.length,
+    });
+    this.deps.logger.info('statistics round recorded', {
+      runId: this.runId,
+      clients: parts.length,
+      rows: combined.rows,
+      resolvedTask: sha256,
+      paramCount,
+    });
+    return { definition: resolved, paramCount, weightsOf: source.weightsOf };
   }
 
   /** Checkpoint 0: the task's uploaded weights where it has them, else its seeded model's. */
-  private async initialWeights(task: TaskRecord | null): Promise<Float32Array> {
+  private async initialWeights(task: PreparedTask | null): Promise<Float32Array> {
     const { model, seed } = this.run.config;
     if (task === null) return initialWeights(model as string, seed);
-    const uploaded = await this.deps.db.tasks.weights(task.sha256);
-    if (uploaded !== null) return bytesToWeights(uploaded, task.paramCount);
-    const built = await buildTaskModel(parseTaskDefinition(task.definition), { seed });
+    if (task.weightsOf !== null) {
+      const uploaded = await this.deps.db.tasks.weights(task.weightsOf);
+      if (uploaded !== null) return bytesToWeights(uploaded, task.paramCount);
+    }
+    const built = await buildTaskModel(task.definition, { seed });
     try {
       return getFlatWeights(built);
     } finally {
@@ -558,7 +789,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private async evaluateRound(round: number, weights: Float32Array): Promise<void> {
     const { registry, transport, db, centralEvaluator } = this.deps;
     // Central evaluation where the coordinator holds data for the run's task (else null).
-    const central = centralEvaluator?.evaluate(this.run, weights) ?? Promise.resolve(null);
+    // The task this run trains now: after a statistics round, the resolved one.
+    const trains = {
+      config: this.run.config,
+      resolvedTask: this.task.sha256 === this.run.config.task.sha256 ? null : this.task,
+    };
+    const central = centralEvaluator?.evaluate(trains, weights) ?? Promise.resolve(null);
     let federated: EvaluationResult | null = null;
     // Clients that said they hold no evaluation data are not sent the model to evaluate.
     const clients = registry
@@ -617,7 +853,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
    * let the deadline pass without a word back off (the registry's TimeoutBackoff), so the
    * next rounds and evaluations do not wait for them again.
    */
-  private closeRound(state: RoundState, phase: 'training' | 'evaluation'): void {
+  private closeRound(state: RoundState, phase: 'statistics' | 'training' | 'evaluation'): void {
     const late = state.clientsWith('pending');
     if (this.stopReason === null)
       for (const clientId of late) this.deps.registry.timedOut(clientId);
@@ -642,6 +878,14 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     for (const session of this.deps.registry.list())
       this.deps.registry.release(session.clientId, this.runId);
   }
+}
+
+/** The task a run's model is built from: its definition, its size, whose initial weights. */
+interface PreparedTask {
+  definition: TaskDefinition;
+  paramCount: number;
+  /** The stored task whose uploaded weights are checkpoint 0; null: seeded from the run. */
+  weightsOf: string | null;
 }
 
 /** The strategy's state after the round just finished, as stored; null when it keeps none. */

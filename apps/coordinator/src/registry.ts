@@ -5,7 +5,8 @@ import type { Hello } from '@tessera/protocol';
 export interface ClientTask {
   runId: string;
   round: number;
-  phase: 'train' | 'evaluate';
+  /** `statistics`: the run's federated statistics round, before round 1 (round 0). */
+  phase: 'train' | 'evaluate' | 'statistics';
 }
 
 export interface ClientSession {

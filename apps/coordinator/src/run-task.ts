@@ -1,19 +1,22 @@
 import type { Database, RunRecord } from '@tessera/db';
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
 import { parseTaskDefinition, type TaskDefinition, taskNeedsStatistics } from '@tessera/tasks';
 
 /**
- * Refuses, at run creation, a task this coordinator cannot train yet: one whose preprocessing
- * waits for constants that only a federated statistics round would compute. Nothing is stored.
+ * Refuses, at run creation, a task this coordinator cannot train: one that leaves more
+ * columns to the federated statistics round than one `statistics` reply may summarise
+ * (WIRE_LIMITS.maxStatisticsColumns), since no client could answer it. Nothing is stored.
+ * Any other task that needs statistics gets its statistics round before round 1.
  */
 export function refuseUntrainableTask(task: { definition: unknown }): void {
   const needs = taskNeedsStatistics(parseTaskDefinition(task.definition));
   if (needs === null) return;
-  const columns = [...needs.standardize, ...needs.categories].join(', ');
+  const columns = needs.standardize.length + needs.categories.length;
+  if (columns <= WIRE_LIMITS.maxStatisticsColumns) return;
   throw new TesseraError(
     ErrorCode.INVALID_ARGUMENT,
-    `task: needs a federated statistics round, not available yet: give the constants in the task (columns ${columns})`,
-    { field: 'task', columns: [...needs.standardize, ...needs.categories] },
+    `task: ${columns} columns are left to the federated statistics round, more than the ${WIRE_LIMITS.maxStatisticsColumns} one statistics reply may carry: give the constants of some in the task`,
+    { field: 'task', columns },
   );
 }
 
@@ -30,18 +33,18 @@ const PARSED_TASKS_KEPT = 32;
 
 /**
  * The task definition this run trains: what predict, the model download and central
- * evaluation build the model from and encode inputs with. Today the stored version the run's
- * config names (by sha256); the one place to change when a run trains a resolved task (its
- * preprocessing constants filled in by a federated statistics round).
+ * evaluation build the model from and encode inputs with. The resolved task (its
+ * preprocessing constants filled in by the run's federated statistics round) where the run
+ * has one, else the stored version the run's config names.
  */
 export async function runTaskDefinition(
   db: Database,
-  run: Pick<RunRecord, 'config'>,
+  run: Pick<RunRecord, 'config' | 'resolvedTask'>,
 ): Promise<RunTask> {
-  const { sha256 } = run.config.task;
+  const sha256 = run.resolvedTask?.sha256 ?? run.config.task.sha256;
   let definition = parsedTasks.get(sha256);
   if (definition === undefined) {
-    definition = parseTaskDefinition((await db.tasks.get(sha256)).definition);
+    definition = parseTaskDefinition(await db.tasks.definition(sha256));
     if (parsedTasks.size >= PARSED_TASKS_KEPT) {
       parsedTasks.delete(parsedTasks.keys().next().value as string);
     }

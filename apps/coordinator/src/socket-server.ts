@@ -20,6 +20,7 @@ import {
   REJECTED_FRAME_EVENT,
   type RejectedFrame,
   type ServerToClientEvents,
+  statisticsReplySchema,
   TASK_REQUEST_RATE_LIMIT,
   type TaskAck,
   TesseraError,
@@ -267,6 +268,12 @@ export function attachSocketServer(
         engineOf(reply.runId).handleEvaluation(clientId, reply);
       }),
     );
+    socket.on('statistics', (frame, ack) =>
+      handle('statistics', ack, () => {
+        const reply = parseFrame(statisticsReplySchema, frame, 'statistics');
+        engineOf(reply.runId).handleStatistics(clientId, reply);
+      }),
+    );
     socket.on('progress', (frame) => {
       const parsed = progressSchema.safeParse(frame);
       const current = registry.get(clientId);
@@ -298,7 +305,8 @@ export function attachSocketServer(
             { field: 'sha256' },
           );
         }
-        return { ok: true, task: (await db.tasks.get(sha256)).definition };
+        // A run's task as created, or as its statistics round resolved it.
+        return { ok: true, task: await db.tasks.definition(sha256) };
       };
       answer().then(
         (reply) => {
@@ -336,6 +344,7 @@ export function attachSocketServer(
   const transport: Transport = {
     sendTrain: (clientIds, instruction) => to(clientIds)?.emit('train', instruction),
     sendEvaluate: (clientIds, instruction) => to(clientIds)?.emit('evaluate', instruction),
+    sendStatistics: (clientIds, instruction) => to(clientIds)?.emit('statistics', instruction),
     sendRoundClosed: (clientIds, notice) => to(clientIds)?.emit('round-closed', notice),
   };
   return { io, transport };

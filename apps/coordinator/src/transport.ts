@@ -1,4 +1,9 @@
-import type { EvaluateInstruction, RoundClosed, TrainInstruction } from '@tessera/protocol';
+import type {
+  EvaluateInstruction,
+  RoundClosed,
+  StatisticsInstruction,
+  TrainInstruction,
+} from '@tessera/protocol';
 
 /**
  * What the round engine needs from the network, and nothing more: Socket.IO in production,
@@ -8,5 +13,6 @@ import type { EvaluateInstruction, RoundClosed, TrainInstruction } from '@tesser
 export interface Transport {
   sendTrain(clientIds: readonly string[], instruction: TrainInstruction): void;
   sendEvaluate(clientIds: readonly string[], instruction: EvaluateInstruction): void;
+  sendStatistics(clientIds: readonly string[], instruction: StatisticsInstruction): void;
   sendRoundClosed(clientIds: readonly string[], notice: RoundClosed): void;
 }

@@ -8,6 +8,7 @@ import {
   type Hello,
   PROTOCOL_VERSION,
   type ServerToClientEvents,
+  type StatisticsInstruction,
   type TaskAck,
   type TaskRef,
   TesseraError,
@@ -185,6 +186,7 @@ export class TesseraClient {
     this.socket = socket;
     socket.on('train', (instruction) => this.enqueue(() => this.train(instruction)));
     socket.on('evaluate', (instruction) => this.enqueue(() => this.evaluate(instruction)));
+    socket.on('statistics', (instruction) => this.enqueue(() => this.statistics(instruction)));
     socket.on('round-closed', (notice) => {
       this.closedRounds.add(`${notice.runId}/${notice.round}`);
       options.observer?.warning?.(
@@ -358,6 +360,46 @@ export class TesseraClient {
   }
 
   /**
+   * The federated statistics round (docs/protocol.md §5.10): the trainer's summary of its own
+   * rows for the task (counts, means, sums of squared deviations, category counts; never a
+   * row). A trainer without `statistics` declines (STATISTICS_NOT_SUPPORTED); a RoundFailure
+   * (its data does not fit the task) is reported with its code, like a failed round.
+   */
+  private async statistics(instruction: StatisticsInstruction): Promise<void> {
+    if (this.closing) return;
+    const { runId } = instruction;
+    // The statistics round is round 0 of `round-closed`; a retried attempt opens it again.
+    const closedKey = `${runId}/0`;
+    this.closedRounds.delete(closedKey);
+    let reply: Parameters<ClientToServerEvents['statistics']>[0];
+    try {
+      const { trainer } = this.options;
+      if (trainer.statistics === undefined) {
+        throw new RoundFailure(
+          'STATISTICS_NOT_SUPPORTED',
+          'this client cannot summarise its data for a statistics round',
+        );
+      }
+      const task = await this.taskOf(instruction.task);
+      reply = { status: 'ok', runId, statistics: await trainer.statistics(task) };
+    } catch (error) {
+      if (this.closing) return;
+      reply = {
+        status: 'failed',
+        runId,
+        error: { message: failureReason(error), ...failureCode(error) },
+      };
+    }
+    if (this.closing || this.closedRounds.has(closedKey)) return;
+    const ack = await this.send('statistics', reply);
+    if (!ack.ok) {
+      this.options.observer?.warning?.(
+        `statistics refused: ${ack.error.code}: ${ack.error.message}`,
+      );
+    }
+  }
+
+  /**
    * The definition of the task a train or evaluate names: asked for once per sha256 (`task`,
    * docs/protocol.md §5.9) and kept; one whose canonical hash is not the sha256 it was asked
    * for is refused (TASK_HASH_MISMATCH), so every client trains exactly the task of the run.
@@ -408,7 +450,7 @@ export class TesseraClient {
     return ack.task as unknown as TaskDefinition;
   }
 
-  private async send(event: 'update' | 'evaluation', reply: unknown): Promise<Ack> {
+  private async send(event: 'update' | 'evaluation' | 'statistics', reply: unknown): Promise<Ack> {
     const socket = this.socket;
     if (!socket)
       return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };

@@ -472,6 +472,8 @@ describe.each(backends)('$name', (backend) => {
           keptUpdateBytes: 0,
           updatesTruncatedAtRound: null,
           seedDerivation: 2,
+          statistics: null,
+          resolvedTask: null,
           error: null,
           createdAt: expect.any(Date),
           startedAt: null,

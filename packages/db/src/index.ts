@@ -65,6 +65,7 @@ export {
   type KeptUpdate,
   MAX_OUTCOME_CODE_LENGTH,
   MAX_OUTCOME_REASON_LENGTH,
+  type ResolvedTaskRecord,
   ROUND_STATUSES,
   type RoundCommit,
   type RoundEvaluation,
@@ -91,7 +92,7 @@ export {
   withRetries,
 } from './retry.js';
 export type { RoundRepository } from './rounds.js';
-export type { CreateRunInput, RunRepository } from './runs.js';
+export type { CreateRunInput, RecordStatisticsInput, RunRepository } from './runs.js';
 export {
   type CreateTaskInput,
   type PutHoldoutInput,

@@ -2,7 +2,7 @@
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
  */
-import type { StoredRunConfig } from '@tessera/protocol';
+import type { StoredRunConfig, TaskRef } from '@tessera/protocol';
 import type { LeaseFence } from './leases.js';
 
 export const RUN_STATUSES = [
@@ -69,6 +69,13 @@ export interface RunRecord {
    * runs created before version 2, 2 since. Set by the database, never by the caller.
    */
   seedDerivation: number;
+  /**
+   * The federated statistics round's result, where the task needs one: the combined
+   * statistics (@tessera/data's TabularStatistics; never a client's own) and the task with
+   * their constants filled in, which the run trains from then on. Null until the round ran.
+   */
+  statistics: Record<string, unknown> | null;
+  resolvedTask: TaskRef | null;
   error: string | null;
   createdAt: Date;
   startedAt: Date | null;
@@ -219,6 +226,18 @@ export interface CheckpointRecord {
   paramCount: number;
   /** The strategy's state after this round, or null (stateless strategy, round 0). */
   strategyState: Uint8Array | null;
+}
+
+/**
+ * A task with the constants of a run's statistics round filled in (derived from the stored
+ * task `sourceSha256`, content-addressed by its own sha256).
+ */
+export interface ResolvedTaskRecord {
+  sha256: string;
+  sourceSha256: string;
+  definition: Record<string, unknown>;
+  paramCount: number;
+  createdAt: Date;
 }
 
 export interface TaskRecord {

@@ -11,6 +11,7 @@ import {
 } from '@tessera/protocol';
 import type { PrismaClient, Run, Task } from './generated/client.js';
 import { jsonObject, notFound, toJsonInput } from './internal.js';
+import { checkFence, type LeaseFence } from './leases.js';
 import {
   RUN_ORIGINS,
   RUN_STATUSES,
@@ -18,7 +19,24 @@ import {
   type RunRecord,
   type RunStatus,
 } from './records.js';
-import { invalid, requireId, requireString } from './validate.js';
+import {
+  INT32_MAX,
+  invalid,
+  requireId,
+  requireInt,
+  requireJsonObject,
+  requireSha256,
+  requireString,
+} from './validate.js';
+
+/** What a run's statistics round decided (RunRepository.recordStatistics). */
+export interface RecordStatisticsInput {
+  /** The combined statistics, as JSON (@tessera/data's TabularStatistics). */
+  statistics: Record<string, unknown>;
+  /** The task with the statistics' constants filled in: its sha256, definition, model size. */
+  resolved: { sha256: string; definition: Record<string, unknown>; paramCount: number };
+  fence?: LeaseFence;
+}
 
 export interface CreateRunInput {
   federationId: string;
@@ -144,14 +162,60 @@ export class RunRepository {
     return task;
   }
 
-  /** Whether a run of the federation trains the task: a client may fetch only those. */
+  /**
+   * Whether a run of the federation trains the task, as created or as resolved by its
+   * statistics round: a client may fetch only those.
+   */
   async federationTrains(federationId: string, sha256: string): Promise<boolean> {
     requireId('federationId', federationId);
     const run = await this.prisma.run.findFirst({
-      where: { federationId, taskSha256: sha256 },
+      where: { federationId, OR: [{ taskSha256: sha256 }, { resolvedTaskSha256: sha256 }] },
       select: { id: true },
     });
     return run !== null;
+  }
+
+  /**
+   * Records a run's statistics round, once, in one transaction: the resolved task (stored
+   * unless a run resolved the task to the same content before) and, on the run, the combined
+   * statistics and the resolved task's sha256. With a fence, a coordinator that lost the run's
+   * lease writes nothing. CONFLICT if the run has its statistics already (they never change:
+   * every round of the run was or will be trained with them).
+   */
+  async recordStatistics(id: string, input: RecordStatisticsInput): Promise<RunRecord> {
+    requireId('runId', id);
+    const statistics = toJsonInput(requireJsonObject('statistics', input.statistics));
+    const sha256 = requireSha256('resolved.sha256', input.resolved.sha256);
+    const definition = toJsonInput(
+      requireJsonObject('resolved.definition', input.resolved.definition),
+    );
+    const paramCount = requireInt('resolved.paramCount', input.resolved.paramCount, 1, INT32_MAX);
+    await this.prisma.$transaction(async (tx) => {
+      if (input.fence !== undefined) await checkFence(tx, id, input.fence);
+      const run = await tx.run.findUnique({
+        where: { id },
+        select: { taskSha256: true, resolvedTaskSha256: true },
+      });
+      if (run === null) throw notFound('run', id);
+      const stored = await tx.resolvedTask.findUnique({ where: { sha256 } });
+      if (stored === null) {
+        await tx.resolvedTask.create({
+          data: { sha256, sourceSha256: run.taskSha256, definition, paramCount },
+        });
+      } else if (stored.sourceSha256 !== run.taskSha256) {
+        throw invalid('resolved.sha256', 'is a resolution of another task', sha256);
+      }
+      const { count } = await tx.run.updateMany({
+        where: { id, resolvedTaskSha256: null },
+        data: { statistics, resolvedTaskSha256: sha256 },
+      });
+      if (count === 0) {
+        throw new TesseraError(ErrorCode.CONFLICT, `run ${id} has its statistics already`, {
+          runId: id,
+        });
+      }
+    });
+    return this.get(id);
   }
 
   async get(id: string): Promise<RunRecord> {
@@ -330,6 +394,12 @@ export function toRunRecord(row: Run & { task: Pick<TaskRef, 'name' | 'version'>
     keptUpdateBytes: Number(row.keptUpdateBytes),
     updatesTruncatedAtRound: row.updatesTruncatedAtRound,
     seedDerivation: row.seedDerivation,
+    statistics: row.statistics === null ? null : jsonObject(row.statistics),
+    // The resolved task keeps its source's name and version: it is that version, resolved.
+    resolvedTask:
+      row.resolvedTaskSha256 === null
+        ? null
+        : { name: row.task.name, version: row.task.version, sha256: row.resolvedTaskSha256 },
     error: row.error,
     createdAt: row.createdAt,
     startedAt: row.startedAt,

@@ -13,6 +13,7 @@ import {
 import {
   HOLDOUT_FORMATS,
   type HoldoutFormat,
+  type ResolvedTaskRecord,
   type TaskHoldoutRecord,
   type TaskRecord,
 } from './records.js';
@@ -137,6 +138,34 @@ export class TaskRepository {
       omit: { weights: true },
     });
     return rows.map((row) => toRecord({ ...row, weights: null }));
+  }
+
+  /** A task resolved by a run's statistics round (RunRepository.recordStatistics stores it). */
+  async resolved(sha256: string): Promise<ResolvedTaskRecord> {
+    requireSha256('task', sha256);
+    const row = await this.prisma.resolvedTask.findUnique({ where: { sha256 } });
+    if (row === null) throw notFound('resolved task', sha256, { field: 'task' });
+    return {
+      sha256: row.sha256,
+      sourceSha256: row.sourceSha256,
+      definition: jsonObject(row.definition),
+      paramCount: row.paramCount,
+      createdAt: row.createdAt,
+    };
+  }
+
+  /**
+   * The definition stored under a sha256, a task's or a resolved task's: what a client that
+   * was told to train it fetches.
+   */
+  async definition(sha256: string): Promise<Record<string, unknown>> {
+    requireSha256('task', sha256);
+    const task = await this.prisma.task.findUnique({
+      where: { sha256 },
+      select: { definition: true },
+    });
+    if (task !== null) return jsonObject(task.definition);
+    return (await this.resolved(sha256)).definition;
   }
 
   /** The task's initial weights, or null when it has none (they are seeded from the run). */

@@ -3,6 +3,7 @@ import type {
   Ack,
   EvaluateInstruction,
   RoundClosed,
+  StatisticsInstruction,
   TaskAck,
   TrainInstruction,
   Welcome,
@@ -17,6 +18,8 @@ export interface ServerToClientEvents {
   welcome: (welcome: Welcome) => void;
   train: (instruction: TrainInstruction) => void;
   evaluate: (instruction: EvaluateInstruction) => void;
+  /** The federated statistics round of a run (docs/protocol.md §5.10). */
+  statistics: (instruction: StatisticsInstruction) => void;
   'round-closed': (notice: RoundClosed) => void;
   /** A frame of this client was refused and could not be answered through an ack. */
   rejected: (error: WireError) => void;
@@ -26,6 +29,8 @@ export interface ClientToServerEvents {
   update: (reply: unknown, ack?: (ack: Ack) => void) => void;
   evaluation: (reply: unknown, ack?: (ack: Ack) => void) => void;
   progress: (progress: unknown) => void;
+  /** The answer to a `statistics` instruction (docs/protocol.md §5.10). */
+  statistics: (reply: unknown, ack?: (ack: Ack) => void) => void;
   /** Asks for a task's definition by sha256 (docs/protocol.md §5.9). */
   task: (request: unknown, ack?: (ack: TaskAck) => void) => void;
   /** Synthesised by the parser (see REJECTED_FRAME_EVENT); a peer sending it is ignored. */
@@ -33,7 +38,7 @@ export interface ClientToServerEvents {
 }
 
 /** Event names the coordinator accepts from clients. */
-export const CLIENT_EVENTS = ['update', 'evaluation', 'progress', 'task'] as const;
+export const CLIENT_EVENTS = ['update', 'evaluation', 'progress', 'task', 'statistics'] as const;
 
 /**
  * Emitted by the parser, never by a peer, for a frame that could not be decoded or was too large.

@@ -43,6 +43,16 @@ export const WIRE_LIMITS = {
    * still fails loudly on a typo like 1e6.
    */
   maxProximalMu: 100,
+  /**
+   * Columns one `statistics` reply may summarise (docs/protocol.md §5.10): a run whose task
+   * leaves more columns to statistics is refused at creation, since no reply could carry them.
+   */
+  maxStatisticsColumns: 1000,
+  /**
+   * Categories one `statistics` reply may list over all its columns (each column at most
+   * @tessera/data's MAX_CATEGORIES, 1,000): what makes the frame's element count below.
+   */
+  maxStatisticsCategories: 10_000,
 } as const;
 
 /** Structural limits of one decoded MessagePack document (see scanMsgpack). */
@@ -56,12 +66,21 @@ export interface ScanLimits {
 }
 
 /**
- * What the coordinator accepts from a client. The largest legitimate frame (an update with 64
- * metrics) has about 90 elements at depth 4, and its longest string is an error message of
- * 2,000 characters (at most 8,000 UTF-8 bytes).
+ * Elements of the largest legitimate `statistics` reply: each numeric column is 8 (its map of
+ * at most 7 entries, and its place in `columns`), each categorical one 4 plus 3 per category
+ * (its place in `counts` and the 2 entries of `{category, count}`); 1,024 for the envelope.
+ */
+const STATISTICS_FRAME_ELEMENTS =
+  1024 + 8 * WIRE_LIMITS.maxStatisticsColumns + 3 * WIRE_LIMITS.maxStatisticsCategories;
+
+/**
+ * What the coordinator accepts from a client. An update with 64 metrics has about 90 elements
+ * at depth 4; the largest frame by elements is a `statistics` reply (STATISTICS_FRAME_ELEMENTS,
+ * 39,024), whose `{category, count}` maps sit at depth 8. The longest string is an error
+ * message of 2,000 characters (at most 8,000 UTF-8 bytes).
  */
 export const CLIENT_FRAME_LIMITS: ScanLimits = {
-  maxElements: 1024,
+  maxElements: STATISTICS_FRAME_ELEMENTS,
   maxDepth: 8,
   maxStringBytes: 8192,
 };

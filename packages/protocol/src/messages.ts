@@ -145,6 +145,18 @@ export interface EvaluateInstruction {
   weights: Uint8Array;
 }
 
+/**
+ * The federated statistics round (docs/protocol.md §5.10), before round 1 of a run whose task
+ * leaves preprocessing constants to statistics: summarise your rows for `task`, reply with
+ * `statistics`. `task` is the task as the run names it (its constants still open).
+ */
+export interface StatisticsInstruction {
+  runId: string;
+  task: TaskRef;
+  /** Unix ms after which the coordinator stops waiting for this round's replies. */
+  deadline: number;
+}
+
 /** The coordinator closed a round the client was part of (deadline, run stopped). */
 export interface RoundClosed {
   runId: string;
@@ -190,6 +202,19 @@ export const evaluateReplySchema = z.discriminatedUnion('status', [
   }),
 ]);
 export type EvaluateReply = z.infer<typeof evaluateReplySchema>;
+
+/**
+ * `statistics` (C→S, acked): the answer to a StatisticsInstruction. `statistics` is the
+ * client's summary of its own rows (@tessera/data's TabularStatistics: rows, then per column
+ * {name, type: 'numeric', count, mean, m2} or {name, type: 'categorical', counts}); its
+ * content is checked by the coordinator against the run's task (parseTabularStatistics), so
+ * this schema checks only the envelope. The pre-scan bounds its size (CLIENT_FRAME_LIMITS).
+ */
+export const statisticsReplySchema = z.discriminatedUnion('status', [
+  z.object({ status: z.literal('ok'), runId: id, statistics: z.unknown() }),
+  z.object({ status: z.literal('failed'), runId: id, error: failure }),
+]);
+export type StatisticsReply = z.infer<typeof statisticsReplySchema>;
 
 /** `task` (C→S, acked): the definition of a task a run of the client's federation trains. */
 export const taskRequestSchema = z.object({

@@ -3,6 +3,10 @@ import type { RunRecords } from './records.js';
 import { roundsTable, type Table, updatesTable } from './tables.js';
 
 export interface RunExport {
+  /**
+   * The run's record: config, status, and for a task with a statistics round its combined
+   * statistics and the resolved task's reference (`statistics`, `resolvedTask`).
+   */
   run: RunRecord;
   /** One row per committed round (ROUND_COLUMNS). */
   rounds: Table;

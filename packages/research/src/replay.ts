@@ -231,6 +231,19 @@ export async function counterfactualReplay(
   });
   await db.runs.setStatus(replay.id, 'running');
   try {
+    // The source's statistics round decided the constants its clients trained with: the
+    // replay trains (and records) the same resolved task, never a round of its own.
+    if (source.resolvedTask !== null && source.statistics !== null) {
+      const resolved = await db.tasks.resolved(source.resolvedTask.sha256);
+      await db.runs.recordStatistics(replay.id, {
+        statistics: source.statistics,
+        resolved: {
+          sha256: resolved.sha256,
+          definition: resolved.definition,
+          paramCount: resolved.paramCount,
+        },
+      });
+    }
     await db.rounds.saveInitialCheckpoint(replay.id, initial.weights);
     let counterfactual = bytesToWeights(initial.weights, paramCount);
     for (let round = 1; round <= rounds; round++) {

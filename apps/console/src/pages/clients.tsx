@@ -16,6 +16,7 @@ function describeBackend(client: LiveClient): string {
 export function describeState(client: LiveClient): string {
   if (!client.task) return 'idle';
   const { phase, round } = client.task;
+  if (phase === 'statistics') return 'summarising its data (statistics round)';
   const doing = phase === 'train' ? 'training' : 'evaluating';
   const progress = client.progress;
   if (!progress) return `${doing} round ${round}`;

@@ -208,7 +208,7 @@ function pendingNotes(task: TaskDefinition): string[] {
     .filter((column) => column.type === 'categorical' && column.categories === undefined)
     .map((column) => column.name);
   return [
-    `categorical columns without categories (${open.join(', ')}): the federated statistics round collects them, so the model's input width was checked only against the least it can be (${minimumFeatureWidth(input)}); the collected categories must then make the model's width`,
+    `categorical columns without categories (${open.join(', ')}): the federated statistics round collects them, so the model's input width was checked only against the least it can be (${minimumFeatureWidth(input)}); a run's statistics round then sets the model's input width to the width the collected categories make (where the topology states it and the task has no initial weights, which fix it; docs/protocol.md §7.6)`,
   ];
 }
 

@@ -1,10 +1,16 @@
-import type { EvaluateInstruction, RoundClosed, TrainInstruction } from '@tessera/protocol';
+import type {
+  EvaluateInstruction,
+  RoundClosed,
+  StatisticsInstruction,
+  TrainInstruction,
+} from '@tessera/protocol';
 import type { Transport } from '../transport.js';
 
 /** One message the engine sent to one client, in sending order. */
 export type SentMessage =
   | { event: 'train'; clientId: string; payload: TrainInstruction }
   | { event: 'evaluate'; clientId: string; payload: EvaluateInstruction }
+  | { event: 'statistics'; clientId: string; payload: StatisticsInstruction }
   | { event: 'round-closed'; clientId: string; payload: RoundClosed };
 
 export type MessageHandler = (message: SentMessage) => void;
@@ -45,6 +51,10 @@ export class InMemoryTransport implements Transport {
 
   sendEvaluate(clientIds: readonly string[], payload: EvaluateInstruction): void {
     for (const clientId of clientIds) this.deliver({ event: 'evaluate', clientId, payload });
+  }
+
+  sendStatistics(clientIds: readonly string[], payload: StatisticsInstruction): void {
+    for (const clientId of clientIds) this.deliver({ event: 'statistics', clientId, payload });
   }
 
   sendRoundClosed(clientIds: readonly string[], payload: RoundClosed): void {
