@@ -12,16 +12,18 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadMnist } from '@tessera/data';
+import { splitRows } from '@tessera/client/core';
+import { loadMnist, readTabular, tabularStatistics } from '@tessera/data';
 import type { RoundRecord } from '@tessera/db';
 import { modelSpec } from '@tessera/ml';
+import { parseTaskDefinition } from '@tessera/tasks';
 import express from 'express';
 import type { Browser, Page } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Backend, CHROMIUM, launchChromium } from './chromium.js';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { wardRiskTask, writeWardCsv } from './task-fixtures.js';
+import { tabularTopology, wardRiskTask, writeWardCsv } from './task-fixtures.js';
 
 /**
  * The browser client end to end: a real coordinator (serving the built page at /join/), real Node
@@ -710,4 +712,114 @@ describe('the browser client trains any task', () => {
       rmSync(folder, { recursive: true, force: true });
     }
   }, 240_000);
+});
+
+describe('bring your own task, end to end (issue 17)', () => {
+  it('a task written here, its federated statistics round and training rounds with two Node clients and a browser on CSV files with named columns, then predictions in class names', async () => {
+    harness = await startHarness();
+    const h = harness;
+    // Age and pulse standardised with federated constants, the wards collected by the round.
+    const task = {
+      ...wardRiskTask(),
+      name: 'ward-federated',
+      input: {
+        kind: 'tabular',
+        label: 'risk',
+        columns: [
+          { name: 'age', type: 'numeric', standardize: 'federated' },
+          { name: 'pulse', type: 'numeric', standardize: 'federated' },
+          { name: 'temperature', type: 'numeric', standardize: { mean: 37, std: 0.8 } },
+          { name: 'ward', type: 'categorical' },
+        ],
+      },
+      model: { topology: tabularTopology(6, 3, 16) },
+    };
+    expect((await h.api('POST', '/tasks', task)).status).toBe(201);
+    const { federationId, tokens } = await createFederation(h, 3);
+    const folder = mkdtempSync(join(tmpdir(), 'tessera-byo-task-'));
+    try {
+      const files = [
+        writeWardCsv(folder, 'hospital-a.csv', 60, 11),
+        writeWardCsv(folder, 'hospital-b.csv', 45, 12),
+        writeWardCsv(folder, 'hospital-c.csv', 50, 13),
+      ];
+      h.spawnClient(tokens[0]?.token as string, ['--data', files[0] as string]);
+      h.spawnClient(tokens[1]?.token as string, ['--data', files[1] as string]);
+      const browser = await launch('wasm');
+      await joinFromBrowser(browser, h, {
+        backend: 'wasm',
+        token: tokens[2]?.token as string,
+        prepare: async (page) => {
+          await page.check('input[name="data"][value="task-file"]');
+          await page.setInputFiles('#task-file', files[2] as string);
+        },
+      });
+      await waitFor(() => h.coordinator.registry.list().length === 3, 'three clients');
+
+      const { runId, rounds } = await finishedRun(h, federationId, {
+        model: undefined,
+        task: { name: 'ward-federated' },
+        rounds: 2,
+        minClients: 3,
+        batchSize: 8,
+      });
+      const everyone = new Set(tokens.map((t) => t.client.id));
+      expect(rounds.map((r) => r.number)).toEqual([1, 2]);
+      for (const round of rounds) expect(new Set(round.participantClientIds)).toEqual(everyone);
+
+      // The recorded statistics are those of the three clients' training rows pooled (each
+      // client keeps 10 % out with seed 42, as the Node client and the page both do).
+      const trainLines: string[] = [];
+      let header = '';
+      for (const file of files) {
+        const [first, ...rows] = readFileSync(file, 'utf8').trimEnd().split('\n');
+        header = first as string;
+        const { train } = splitRows(rows.length, { holdoutFraction: 0.1, partitionSeed: 42 });
+        for (const index of train) trainLines.push(rows[index] as string);
+      }
+      const definition = parseTaskDefinition(task);
+      if (definition.input.kind !== 'tabular') throw new Error('tabular task expected');
+      const pooled = tabularStatistics(
+        readTabular([header, ...trainLines].join('\n'), definition.input, definition.output),
+        definition.input,
+      );
+      const run = await h.api<{
+        statistics: typeof pooled;
+        resolvedTask: { sha256: string } | null;
+        config: { task: { sha256: string } };
+      }>('GET', `/runs/${runId}`);
+      const recorded = run.body.statistics;
+      expect(recorded.rows).toBe(pooled.rows);
+      expect(recorded.columns.map((c) => c.name)).toEqual(['age', 'pulse', 'ward']);
+      pooled.columns.forEach((column, i) => {
+        const got = recorded.columns[i];
+        if (column.type === 'numeric' && got?.type === 'numeric') {
+          expect(got.count).toBe(column.count);
+          expect(got.mean).toBeCloseTo(column.mean, 9);
+          expect(got.m2 / column.m2).toBeCloseTo(1, 9);
+        } else {
+          expect(got).toEqual(column);
+        }
+      });
+      // Every round trained the resolved task: its constants filled in, a sha256 of its own.
+      expect(run.body.resolvedTask?.sha256).not.toBe(run.body.config.task.sha256);
+      const updates = await h.db.rounds.updates(runId, 2);
+      expect(updates.find((u) => u.runtime === 'browser')).toBeDefined();
+
+      // Predictions in the task's terms: class names and their probabilities.
+      const answer = await h.api<{
+        predictions: Array<{ class: string; probabilities: Record<string, number> }>;
+      }>('POST', `/runs/${runId}/predict`, {
+        features: { age: 71, pulse: 104, temperature: 37.9, ward: 'b' },
+      });
+      expect(answer.status).toBe(200);
+      const [prediction] = answer.body.predictions;
+      expect(['low', 'mid', 'high']).toContain(prediction?.class);
+      expect(Object.keys(prediction?.probabilities ?? {})).toEqual(['low', 'mid', 'high']);
+      const total = Object.values(prediction?.probabilities ?? {}).reduce((a, b) => a + b, 0);
+      expect(total).toBeCloseTo(1, 5);
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

@@ -7,7 +7,7 @@ import {
   type TrainerProgress,
   type TrainRequest,
 } from '@tessera/client/core';
-import { BUILTIN_TASK_FOR_MODEL } from '@tessera/tasks';
+import { BUILTIN_TASK_FOR_MODEL, type TaskDefinition } from '@tessera/tasks';
 import { describeAdapter } from './adapter.js';
 import {
   BACKEND_PREFERENCES,
@@ -582,6 +582,11 @@ class ChoosingTrainer implements LocalTrainer {
   async evaluate(request: EvaluateRequest) {
     await this.choose(request.model.name, request.batchSize);
     return this.inner.evaluate(request);
+  }
+
+  /** The statistics round counts and sums rows: no model, so no backend to choose first. */
+  statistics(task: TaskDefinition) {
+    return this.inner.statistics(task);
   }
 
   dispose(): void {

@@ -9,6 +9,8 @@ import type {
   TrainOutcome,
   TrainRequest,
 } from '@tessera/client/core';
+import type { TabularStatistics } from '@tessera/data';
+import type { TaskDefinition } from '@tessera/tasks';
 import type { BrowserBackendName, ProbeResult } from './probe.js';
 
 export type BackendPreference = 'auto' | 'webgpu' | 'webgl' | 'wasm';
@@ -50,7 +52,9 @@ export type PageToWorker =
   /** Train on this backend from the next computation on (after a probe, or the user's switch). */
   | { type: 'use-backend'; id: number; backend: BrowserBackendName }
   | { type: 'train'; id: number; request: TrainRequest }
-  | { type: 'evaluate'; id: number; request: EvaluateRequest };
+  | { type: 'evaluate'; id: number; request: EvaluateRequest }
+  /** The federated statistics round: the worker summarises its rows for the task (no row leaves). */
+  | { type: 'statistics'; id: number; task: TaskDefinition };
 
 export type WorkerToPage =
   | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
@@ -61,6 +65,7 @@ export type WorkerToPage =
   | { type: 'progress'; id: number; progress: TrainerProgress }
   | { type: 'trained'; id: number; outcome: TrainOutcome }
   | { type: 'evaluated'; id: number; outcome: EvaluateOutcome }
+  | { type: 'summarised'; id: number; statistics: TabularStatistics }
   /** `code`: a RoundFailure's (DATA_SCHEMA_MISMATCH...), passed on to the coordinator. */
   | { type: 'failed'; id: number; message: string; code?: string };
 

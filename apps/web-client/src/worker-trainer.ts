@@ -8,11 +8,13 @@ import {
   type TrainOutcome,
   type TrainRequest,
 } from '@tessera/client/core';
+import type { TabularStatistics } from '@tessera/data';
+import type { TaskDefinition } from '@tessera/tasks';
 import type { PageToWorker, WorkerToPage } from './messages.js';
 import type { BrowserBackendName } from './probe.js';
 
 type BackendSet = { name: BrowserBackendName; detail: string };
-type Answer = TrainOutcome | EvaluateOutcome | BackendSet;
+type Answer = TrainOutcome | EvaluateOutcome | BackendSet | TabularStatistics;
 
 type Pending = {
   resolve(outcome: Answer): void;
@@ -61,6 +63,7 @@ export class WorkerTrainer implements LocalTrainer {
         );
       } else if (message.type === 'backend-set')
         pending.resolve({ name: message.name, detail: message.detail });
+      else if (message.type === 'summarised') pending.resolve(message.statistics);
       else pending.resolve(message.outcome);
     });
   }
@@ -77,6 +80,14 @@ export class WorkerTrainer implements LocalTrainer {
     return this.call({ type: 'evaluate', id: this.nextId++, request }, [
       request.weights.buffer,
     ]) as Promise<EvaluateOutcome>;
+  }
+
+  /** The statistics round's summary of the worker's rows (TfjsTrainer.statistics there). */
+  statistics(task: TaskDefinition) {
+    return this.call(
+      { type: 'statistics', id: this.nextId++, task },
+      [],
+    ) as Promise<TabularStatistics>;
   }
 
   /** Starts `backend` in the worker; computations sent after this one run on it. */

@@ -158,6 +158,11 @@ async function handle(message: PageToWorker): Promise<void> {
     }
     if (!trainer) throw new Error('the worker was asked to compute before it loaded data');
     const ready = await trainer;
+    // Statistics are counts and sums of the rows, computed without tfjs.
+    if (message.type === 'statistics') {
+      post({ type: 'summarised', id, statistics: await ready.statistics(message.task) });
+      return;
+    }
     if (!backendReady)
       throw new Error('the worker was asked to compute before a backend was chosen');
     if (message.type === 'train') {
