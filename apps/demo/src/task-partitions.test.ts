@@ -12,7 +12,12 @@ import {
 import { ErrorCode } from '@tessera/protocol';
 import { builtinTask } from '@tessera/tasks';
 import { describe, expect, it } from 'vitest';
-import { penguinsPartitions, spamPartitions, writeTaskPartitions } from './task-partitions.js';
+import {
+  penguinsPartitions,
+  spamPartitions,
+  testSplitFile,
+  writeTaskPartitions,
+} from './task-partitions.js';
 
 const penguinsInput = () => {
   const { input } = builtinTask('penguins');
@@ -82,4 +87,30 @@ describe('the demo writes each client its share of the training split', () => {
       }
     },
   );
+});
+
+describe("the demo's held-out set is the test split, which no client holds", () => {
+  it('penguins: the test split as a CSV the task reads', () => {
+    const { test } = loadPenguins();
+    const read = readTabular(testSplitFile('penguins'), penguinsInput(), PENGUINS_OUTPUT);
+    expect(read.count).toBe(test.count);
+    expect(Array.from(read.labels)).toEqual(Array.from(test.labels));
+    expect(Array.from(read.numeric.get('Body Mass (g)') ?? [])).toEqual(
+      Array.from(test.numeric.get('Body Mass (g)') ?? []),
+    );
+  });
+
+  it("spam: the test split as JSON Lines; with the clients' files, every e-mail once", () => {
+    const { train, test } = loadSpamAssassin();
+    const read = parseJsonLines(testSplitFile('spam'), SPAM_ASSASSIN_OUTPUT);
+    expect(read.texts).toEqual(test.texts);
+    // The clients' files hold the training split, so the test split is the rest (the corpus
+    // has some e-mails twice, which is why this counts rather than compares texts).
+    const dealt = spamPartitions(3, 42).reduce(
+      (sum, part) => sum + parseJsonLines(part, SPAM_ASSASSIN_OUTPUT).count,
+      0,
+    );
+    expect(dealt).toBe(train.count);
+    expect(dealt + read.count).toBe(train.count + test.count);
+  });
 });

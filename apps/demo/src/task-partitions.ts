@@ -37,10 +37,33 @@ function checkClients(numClients: number, rows: number): void {
   }
 }
 
-/** The indices of the training split of `count` rows, as datasets.ts splits them. */
-function trainingRows(count: number): Uint32Array {
+/** The training and test splits of `count` rows, as datasets.ts splits them. */
+function splitOf(count: number): { train: Uint32Array; holdout: Uint32Array } {
   const all = Uint32Array.from({ length: count }, (_, i) => i);
-  return splitHoldout(all, 0.2, 0).train;
+  return splitHoldout(all, 0.2, 0);
+}
+
+function trainingRows(count: number): Uint32Array {
+  return splitOf(count).train;
+}
+
+/**
+ * The task's test split as a file (penguins CSV, spam JSON Lines): what the demo's admin
+ * uploads as the task's held-out set, so that each round is also evaluated centrally.
+ */
+export function testSplitFile(task: FileTaskName): string {
+  if (task === 'penguins') {
+    const [header, ...rows] = penguinsCsv().trimEnd().split('\n');
+    const test = Array.from(splitOf(rows.length).holdout, (row) => rows[row] as string);
+    return `${[header, ...test].join('\n')}\n`;
+  }
+  const { test } = loadSpamAssassin();
+  const { classes } = SPAM_ASSASSIN_OUTPUT as { classes: readonly string[] };
+  return Array.from(
+    { length: test.count },
+    (_, row) =>
+      `${JSON.stringify({ text: test.texts[row], label: classes[test.labels[row] as number] })}\n`,
+  ).join('');
 }
 
 /**
