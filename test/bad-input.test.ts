@@ -229,5 +229,5 @@ describe('bad input from clients', () => {
       ).toBe(true);
     }
     expect((await fetch(`${h.coordinator.url}/healthz`)).status).toBe(200);
-  });
+  }, 240_000); // the honest client trains on the plain JavaScript backend: slow on a loaded machine
 });

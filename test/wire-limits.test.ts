@@ -313,7 +313,15 @@ describe('limits before trust (issue 12: one unauthenticated frame can hang the 
   it.skipIf(external === undefined)(
     'limits handshakes per remote address (a non-loopback one)',
     async () => {
-      harness = await startHarness({ host: '0.0.0.0' });
+      // The default capacity, refilled too slowly to matter: on a loaded machine 30 refused
+      // handshakes can take longer than the default refill gives back.
+      harness = await startHarness({
+        host: '0.0.0.0',
+        handshakeRateLimits: {
+          ...HANDSHAKE_RATE_LIMITS,
+          perAddress: { ...HANDSHAKE_RATE_LIMITS.perAddress, refillMs: 3_600_000 },
+        },
+      });
       const url = `http://${external}:${harness.coordinator.port}`;
       const { capacity } = HANDSHAKE_RATE_LIMITS.perAddress;
       const outcomes = [];
@@ -332,6 +340,8 @@ describe('limits before trust (issue 12: one unauthenticated frame can hang the 
       expect(outcomes.slice(0, capacity).every((c) => c === ErrorCode.UNAUTHORIZED)).toBe(true);
       expect(outcomes[capacity]).toBe(ErrorCode.RATE_LIMITED);
     },
+    // 31 handshakes one after another, each a database lookup: seconds each on a loaded machine.
+    240_000,
   );
 });
 

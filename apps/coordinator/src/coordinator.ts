@@ -14,7 +14,12 @@ import {
   withRetries,
 } from '@tessera/db';
 import { initBackend } from '@tessera/ml';
-import { DEFAULT_MAX_FRAME_BYTES, ErrorCode, TesseraError } from '@tessera/protocol';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  ErrorCode,
+  type RateLimit,
+  TesseraError,
+} from '@tessera/protocol';
 import { createApi } from './api.js';
 import { storeBuiltinTasks } from './builtin-tasks.js';
 import { WorkerCentralEvaluator } from './central-eval.js';
@@ -69,6 +74,8 @@ export interface CoordinatorOptions {
   maxHoldoutBytes?: number;
   /** A bearer token that may read /metrics (Prometheus) and nothing else. */
   metricsToken?: string;
+  /** Handshake rate limits per remote address and per token (default HANDSHAKE_RATE_LIMITS). */
+  handshakeRateLimits?: { perAddress: RateLimit; perToken: RateLimit };
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
   databaseProbeIntervalMs?: number;
 }
@@ -172,6 +179,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       logger,
       engineFor: (runId) => coordinator?.engines.get(runId)?.engine,
       maxFrameBytes,
+      ...(options.handshakeRateLimits ? { rateLimits: options.handshakeRateLimits } : {}),
       observer: {
         reply: (event, code) => metrics.recordReply(event, code),
         connectionRefused: (code) => metrics.recordConnectionRefused(code),
