@@ -172,6 +172,9 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     // Trains nothing: prints and writes the tables of what the results file holds.
     report: { type: 'boolean', default: false },
+    // Skips the runs the results file already holds (at these settings): several invocations
+    // can then share one grid, each taking the cells the others have not reached.
+    'skip-done': { type: 'boolean', default: false },
   },
 });
 
@@ -371,6 +374,13 @@ for (const modelName of models) {
 
     for (const attack of attacks) {
       for (const rule of rules) {
+        const key = keyOf({ model: modelName, partition: partitionName, attack, rule: rule.label });
+        if (args['skip-done'] && existsSync(resultsPath)) {
+          const done = JSON.parse(readFileSync(resultsPath, 'utf8')).results[key] as
+            | RunResult
+            | undefined;
+          if (done?.rounds === settings.rounds) continue;
+        }
         const options = rule.options(settings);
         const strategy = createStrategy(rule.strategy, options);
         const runStarted = performance.now();
@@ -498,7 +508,12 @@ function tables(): string {
   return out.join('\n');
 }
 
-save();
+// --report measured nothing: it leaves the file, and the machine line of the runs, as they are.
+if (measured.size > 0) save();
+const machineLine =
+  measured.size > 0 || !existsSync(resultsPath)
+    ? machine()
+    : String(JSON.parse(readFileSync(resultsPath, 'utf8')).machine);
 const table = tables();
-writeFileSync(tablePath, `${table}\nMachine: ${machine()}\n`);
-console.log(`\n${table}\nMachine: ${machine()}\nstarted ${started}; wrote ${resultsPath}`);
+writeFileSync(tablePath, `${table}\nMachine: ${machineLine}\n`);
+console.log(`\n${table}\nMachine: ${machineLine}\nstarted ${started}; wrote ${tablePath}`);
