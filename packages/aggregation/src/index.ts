@@ -16,6 +16,7 @@ export { Bulyan, Krum } from './krum.js';
 export {
   createStrategy,
   minUpdatesFor,
+  runRulesFor,
   parseStrategyOptions,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
