@@ -16,8 +16,8 @@ export { Bulyan, Krum } from './krum.js';
 export {
   createStrategy,
   minUpdatesFor,
-  runRulesFor,
   parseStrategyOptions,
+  runRulesFor,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
   type StrategyDependencies,
