@@ -28,6 +28,7 @@ export const REPLAY_EXIT = { identical: 0, differs: 2, notReplayable: 3 } as con
 /** The exit status a verify report earns (REPLAY_EXIT). */
 export function replayExitCode(report: VerifyReport): number {
   if (report.checks.some((check) => !check.match)) return REPLAY_EXIT.differs;
+  if ((report.integrity?.mismatched.length ?? 0) > 0) return REPLAY_EXIT.differs;
   return report.unchecked === null ? REPLAY_EXIT.identical : REPLAY_EXIT.notReplayable;
 }
 
@@ -42,6 +43,17 @@ export async function verifyCommand(
 ): Promise<VerifyReport> {
   const run = await db.runs.get(runId);
   // Nothing to recompute: say why at once rather than print an empty table and "0/N".
+  if (run.config.strategy === 'dp-fedavg') {
+    const report = await verifyRun(db, runId);
+    const integrity = report.integrity ?? { checked: 0, mismatched: [] };
+    print(`run ${runId} cannot be replayed: ${report.unchecked?.reason ?? 'dp-fedavg'}`);
+    print(
+      integrity.mismatched.length === 0
+        ? `${integrity.checked} recorded checkpoints match their sha256; that is integrity, not a recomputation`
+        : `checkpoints of rounds ${integrity.mismatched.join(', ')} do NOT match their recorded sha256`,
+    );
+    return report;
+  }
   if (!run.config.keepUpdates) {
     const report = await verifyRun(db, runId);
     print(

@@ -148,6 +148,8 @@ export interface Run {
   config: RunConfig;
   currentRound: number;
   error: string | null;
+  /** Why the run ended on its own before its last round (a dp-fedavg privacy budget). */
+  endReason: string | null;
   createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;
@@ -176,6 +178,8 @@ export interface Round {
   metrics: Record<string, number>;
   /** Each selected client's outcome with its reason (empty for rounds recorded before). */
   outcomes: ClientOutcome[];
+  /** dp-fedavg's accounting of the round (packages/db's RoundPrivacyRecord); null without DP. */
+  privacy: Record<string, number | string | boolean | null> | null;
 }
 
 /** packages/db's ClientOutcome, as JSON. */

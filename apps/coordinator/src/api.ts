@@ -103,11 +103,21 @@ const runOut = z.object({
       "The task with the statistics round's constants filled in, which train and evaluate name from then on; null until then",
     ),
   error: z.string().nullable(),
+  endReason: z
+    .string()
+    .nullable()
+    .describe(
+      'Why the run ended on its own before its last round ("privacy budget: epsilon would be X > budget Y ..." for dp-fedavg); null otherwise',
+    ),
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
 });
-const roundOut = z.record(z.string(), z.unknown()).describe('A RoundRecord (see packages/db)');
+const roundOut = z
+  .record(z.string(), z.unknown())
+  .describe(
+    "A RoundRecord (see packages/db); `privacy`: dp-fedavg's accounting of the round (epsilon, delta, steps, clipNorm, noiseStd, clippedCount, ...), null without DP",
+  );
 const taskPredictionOut = z.union([
   z.object({
     class: z.string().describe('The most probable class'),

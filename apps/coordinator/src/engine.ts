@@ -55,7 +55,7 @@ import type { ClientRegistry, ClientSession } from './registry.js';
 import { resolveTaskDefinition } from './resolved-task.js';
 import { RoundState } from './round-state.js';
 import { isLeaseLost } from './run-leases.js';
-import { sampleSize, selectClients } from './sampling.js';
+import { cryptoUniform, sampleSize, selectClients, selectPoisson } from './sampling.js';
 import { deriveSeed, requireSeedDerivation, type SeedDerivation } from './seeds.js';
 import { trainGroups } from './train-settings.js';
 import type { Transport } from './transport.js';
@@ -212,7 +212,11 @@ export class RunEngine extends EventEmitter<EngineEvents> {
           await this.evaluateRound(round, weights);
         }
       }
+      let endReason: string | undefined;
       while (round < this.run.config.rounds && this.stopReason === null) {
+        // Before anyone is sampled: a round the budget cannot pay for never begins.
+        endReason = this.privacyBudgetExhausted(round + 1);
+        if (endReason !== undefined) break;
         const next = await this.trainRound(round + 1, weights);
         if (next === null) break;
         round += 1;
@@ -224,7 +228,11 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         this.stopReason === 'stopped' || this.stopReason === 'paused'
           ? this.stopReason
           : 'completed';
-      await db.runs.setStatus(this.runId, status);
+      await db.runs.setStatus(
+        this.runId,
+        status,
+        status === 'completed' && endReason !== undefined ? { endReason } : {},
+      );
       this.emit('run-finished', { runId: this.runId, status });
     } catch (cause) {
       if (isLeaseLost(cause)) {
@@ -655,6 +663,32 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
   }
 
+  /**
+   * A differentially private run's budget check before round `round`: the reason the run
+   * ends here when one more round would take epsilon past the budget, else undefined (and
+   * always undefined for a strategy without privacy accounting).
+   */
+  private privacyBudgetExhausted(round: number): string | undefined {
+    const status = this.strategy.privacyStatus?.();
+    if (status === undefined || status.nextRoundAllowed) return undefined;
+    const budget = status.budget;
+    const after = status.epsilonAfterNextRound;
+    const reason =
+      budget === null || after === null
+        ? 'privacy budget: epsilon cannot be accounted for the next round'
+        : `privacy budget: epsilon would be ${after} > budget ${budget.epsilon} (delta ${budget.delta}) after round ${round}`;
+    this.deps.logger.info('run ends: the next round would exceed its privacy budget', {
+      runId: this.runId,
+      round,
+      steps: status.steps,
+      epsilon: status.epsilon,
+      epsilonAfterNextRound: after,
+      budget: budget?.epsilon ?? null,
+      delta: budget?.delta ?? null,
+    });
+    return reason;
+  }
+
   /** Waits until the federation has enough idle clients for a round; false if stopped meanwhile. */
   private async awaitClients(round: number): Promise<boolean> {
     const { registry, logger } = this.deps;
@@ -705,10 +739,17 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const { registry, transport, db, logger } = this.deps;
     const { config } = this.run;
     const startedAt = new Date();
-    const rng = createRng(this.seed('sample', round, attempt));
-    const selected = selectClients(registry.eligible(this.run.federationId), config, () =>
-      rng.next(),
-    );
+    const eligible = registry.eligible(this.run.federationId);
+    const poissonRate = this.strategy.poissonSamplingRate;
+    let selected: string[];
+    if (poissonRate === undefined) {
+      const rng = createRng(this.seed('sample', round, attempt));
+      selected = selectClients(eligible, config, () => rng.next());
+    } else {
+      // Not the run's seeded rng: under DP the sample must be unpredictable, even to whoever
+      // knows the seed, or the accountant's amplification by sampling does not hold.
+      selected = selectPoisson(eligible, poissonRate, cryptoUniform);
+    }
     // Before any client is assigned: settings the wire cannot carry fail the run here.
     const groups = trainGroups(this.strategy, round, selected);
     registry.assign(selected, { runId: this.runId, round, phase: 'train' });
@@ -747,7 +788,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.closeRound(state, 'training');
     if (this.stopReason !== null) return 'stopped';
     const result = open.aggregator.finish();
-    if (result.weights === null || result.numUpdates < config.minClients) return 'too-few';
+    // Under Poisson sampling (DP) a round commits with whatever arrived: the noised sum is
+    // divided by the fixed expected count, and retrying a round that released a noised
+    // aggregate would spend budget the accountant does not count. Only a round to which no
+    // update came (nothing was noised or released) is tried again with a fresh sample.
+    const enough = poissonRate !== undefined || result.numUpdates >= config.minClients;
+    if (result.weights === null || !enough) return 'too-few';
 
     const finishedAt = new Date();
     const record = await db.rounds.commit({
@@ -772,6 +818,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       checkpoint: weightsToBytes(result.weights),
       // In the same transaction as the checkpoint: a resume or a replay continues from both.
       strategyState: encodedState(this.strategy),
+      privacy: result.privacy === undefined ? null : { ...result.privacy },
       ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
     });
     this.emit('round-committed', { runId: this.runId, round, record });
@@ -780,6 +827,9 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       round,
       updates: result.numUpdates,
       trainLoss: record.trainLoss,
+      ...(result.privacy === undefined
+        ? {}
+        : { epsilon: result.privacy.epsilon, steps: result.privacy.steps }),
       ms: finishedAt.getTime() - startedAt.getTime(),
     });
     return result.weights;

@@ -1,4 +1,4 @@
-import { minUpdatesFor, STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
+import { minUpdatesFor, runRulesFor, STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
 import { MODEL_NAMES } from '@tessera/ml';
 import {
   createRunSchemaFor,
@@ -15,6 +15,7 @@ export const RUN_CONFIG_CHOICES: RunConfigChoices = {
   strategies: STRATEGY_NAMES,
   strategyOptions: STRATEGY_OPTIONS,
   minUpdates: minUpdatesFor,
+  runRules: runRulesFor,
 };
 
 /** A run as an admin creates it (`POST /api/runs`), with this coordinator's choices. */

@@ -41,3 +41,29 @@ export function selectClients(
   }
   return pool.slice(0, size).sort();
 }
+
+/**
+ * Poisson sampling, as DP-FedAvg's accountant assumes it: each candidate is in the round
+ * independently with probability `rate`, so the sample's size varies (and may be 0). `random`
+ * must be unpredictable (cryptoUniform in a run): the privacy amplification by sampling rests
+ * on nobody knowing who was sampled. The result is sorted, independent of connection order.
+ */
+export function selectPoisson(
+  available: readonly string[],
+  rate: number,
+  random: () => number,
+): string[] {
+  if (!(rate > 0 && rate <= 1)) {
+    throw new TesseraError(ErrorCode.INVALID_ARGUMENT, `samplingRate ${rate} is not in (0, 1]`, {
+      field: 'strategyOptions.samplingRate',
+    });
+  }
+  return [...available].sort().filter(() => random() < rate);
+}
+
+/** A uniform draw in [0, 1) with 53 random bits from the operating system's CSPRNG. */
+export function cryptoUniform(): number {
+  const words = new Uint32Array(2);
+  crypto.getRandomValues(words);
+  return ((words[0] as number) * 2 ** 21 + ((words[1] as number) >>> 11)) / 2 ** 53;
+}

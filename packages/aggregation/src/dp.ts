@@ -238,6 +238,11 @@ export class DpFedAvg implements Strategy {
     return this.noSteps.withSteps({ samplingRate, noiseMultiplier }, steps);
   }
 
+  /** q: the engine samples each client independently with it (Strategy.poissonSamplingRate). */
+  get poissonSamplingRate(): number | undefined {
+    return this.options.samplingRate;
+  }
+
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator {
     const start = this.slot.startOf(round, globalWeights.length);
     const paramCount = start?.scalars['paramCount'];

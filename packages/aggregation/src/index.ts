@@ -17,6 +17,7 @@ export {
   createStrategy,
   minUpdatesFor,
   parseStrategyOptions,
+  runRulesFor,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
   type StrategyDependencies,

@@ -353,3 +353,42 @@ export function createStrategy(
 ): Strategy {
   return definitionOf(name).build(parseStrategyOptions(name, options), dependencies);
 }
+
+/**
+ * What a strategy asks of the run's other fields, as issues at their paths (empty: none).
+ * dp-fedavg: its accountant assumes each client is sampled independently with probability
+ * q = samplingRate (the engine's Poisson sampling), so q is required, and clientsPerRound and
+ * fractionFit, which would fix the sample's size instead, are refused; an individual update is
+ * exactly what DP protects, so keepUpdates (which stores every one for replay) is refused.
+ */
+export function runRulesFor(
+  name: string,
+  options: Record<string, unknown>,
+  run: { keepUpdates: boolean; clientsPerRound: number | null; fractionFit: number | null },
+): { path: string[]; message: string }[] {
+  if (name !== 'dp-fedavg') return [];
+  const issues: { path: string[]; message: string }[] = [];
+  if (options['samplingRate'] === undefined) {
+    issues.push({
+      path: ['strategyOptions', 'samplingRate'],
+      message:
+        'dp-fedavg samples each client with probability samplingRate (q), which the accountant counts; give it',
+    });
+  }
+  if (run.keepUpdates) {
+    issues.push({
+      path: ['keepUpdates'],
+      message:
+        'dp-fedavg protects the individual updates; keeping them for replay would store exactly what it hides',
+    });
+  }
+  for (const field of ['clientsPerRound', 'fractionFit'] as const) {
+    if (run[field] !== null) {
+      issues.push({
+        path: [field],
+        message: `dp-fedavg samples each client with probability strategyOptions.samplingRate, not a fixed ${field}`,
+      });
+    }
+  }
+  return issues;
+}

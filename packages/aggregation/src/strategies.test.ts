@@ -15,6 +15,7 @@ import {
   minUpdatesFor,
   NormBoundedFedAvg,
   parseStrategyOptions,
+  runRulesFor,
   type Strategy,
 } from './index.js';
 
@@ -365,5 +366,32 @@ describe('option schemas of the added strategies', () => {
     ] as const) {
       refused(() => parseStrategyOptions(name, options), field);
     }
+  });
+});
+
+describe('runRulesFor', () => {
+  const plain = { keepUpdates: false, clientsPerRound: null, fractionFit: null };
+  it('asks nothing of a run for a strategy without privacy accounting', () => {
+    expect(
+      runRulesFor('fedavg', {}, { keepUpdates: true, clientsPerRound: 3, fractionFit: null }),
+    ).toEqual([]);
+  });
+  it('dp-fedavg: needs samplingRate, refuses keepUpdates and fixed sample sizes, each at its field', () => {
+    expect(runRulesFor('dp-fedavg', { samplingRate: 0.1 }, plain)).toEqual([]);
+    const issues = runRulesFor(
+      'dp-fedavg',
+      {},
+      {
+        keepUpdates: true,
+        clientsPerRound: 5,
+        fractionFit: 0.2,
+      },
+    );
+    expect(issues.map((issue) => issue.path.join('.'))).toEqual([
+      'strategyOptions.samplingRate',
+      'keepUpdates',
+      'clientsPerRound',
+      'fractionFit',
+    ]);
   });
 });

@@ -110,4 +110,11 @@ export interface Strategy {
    * each round and stops the run, saying why, when `nextRoundAllowed` is false.
    */
   privacyStatus?(): PrivacyStatus;
+  /**
+   * Differentially private rules only: q, when the accounting assumes Poisson sampling (each
+   * idle eligible client in a round independently with probability q, from an unpredictable
+   * source). The engine then samples that way instead of a fixed-size sample, and commits a
+   * round with whatever updates arrived rather than retrying it for minClients.
+   */
+  readonly poissonSamplingRate?: number;
 }

@@ -475,6 +475,7 @@ describe.each(backends)('$name', (backend) => {
           statistics: null,
           resolvedTask: null,
           error: null,
+          endReason: null,
           createdAt: expect.any(Date),
           startedAt: null,
           finishedAt: null,
@@ -661,6 +662,7 @@ describe.each(backends)('$name', (backend) => {
           centralMetrics: null,
           metrics: { aggregationMs: 12.5 },
           outcomes: [],
+          privacy: null,
         });
         expect(await db.rounds.list(run.id)).toEqual([record]);
         expect(await db.rounds.get(run.id, 1)).toEqual(record);
@@ -690,6 +692,47 @@ describe.each(backends)('$name', (backend) => {
         });
         expect(await db.rounds.latestCheckpoint(run.id)).toEqual(checkpoint);
         expect((await db.rounds.checkpoint(run.id, 0)).weights).toEqual(initial);
+      });
+
+      it("stores a DP round's privacy record, refuses a malformed one writing nothing, and keeps a run's endReason", async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0]));
+        for (const [privacy, field] of [
+          [{ epsilon: Number.NaN }, 'privacy.epsilon'],
+          [{ nested: { epsilon: 1 } }, 'privacy.nested'],
+          [[1, 2], 'privacy'],
+        ] as const) {
+          const refused = await rejectsWith(
+            db.rounds.commit({
+              ...roundCommit(run, clients, 1, float32Bytes([1])),
+              privacy: privacy as never,
+            }),
+            ErrorCode.INVALID_ARGUMENT,
+          );
+          expect(refused).toMatchObject({ data: { field } });
+        }
+        expect(await db.rounds.list(run.id)).toEqual([]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(0);
+        const privacy = {
+          mechanism: 'sampled-gaussian',
+          epsilon: 1.5,
+          delta: 1e-5,
+          steps: 1,
+          countNoiseStd: null,
+          adaptiveClipping: false,
+        };
+        const record = await db.rounds.commit({
+          ...roundCommit(run, clients, 1, float32Bytes([1])),
+          privacy,
+        });
+        expect(record.privacy).toEqual(privacy);
+        expect((await db.rounds.get(run.id, 1)).privacy).toEqual(privacy);
+        await db.runs.setStatus(run.id, 'running');
+        const ended = await db.runs.setStatus(run.id, 'completed', {
+          endReason: 'privacy budget: x',
+        });
+        expect(ended.endReason).toBe('privacy budget: x');
+        expect((await db.runs.get(run.id)).endReason).toBe('privacy budget: x');
       });
 
       it('refuses a round that is not currentRound + 1, writing nothing', async () => {

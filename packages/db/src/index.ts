@@ -69,6 +69,7 @@ export {
   ROUND_STATUSES,
   type RoundCommit,
   type RoundEvaluation,
+  type RoundPrivacyRecord,
   type RoundRecord,
   type RoundStatus,
   RUN_ORIGINS,

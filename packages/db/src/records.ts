@@ -77,6 +77,11 @@ export interface RunRecord {
   statistics: Record<string, unknown> | null;
   resolvedTask: TaskRef | null;
   error: string | null;
+  /**
+   * Why the run ended on its own before its last round, e.g. "privacy budget: epsilon would
+   * be 2.1 > budget 2" for a dp-fedavg run stopped by its budget; null otherwise.
+   */
+  endReason: string | null;
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
@@ -134,7 +139,16 @@ export interface RoundRecord {
   metrics: Record<string, number>;
   /** Each selected client's outcome, in selection order (empty for rounds recorded before). */
   outcomes: ClientOutcome[];
+  /** DP-FedAvg's accounting of the round (RoundPrivacyRecord); null without DP. */
+  privacy: RoundPrivacyRecord | null;
 }
+
+/**
+ * What a dp-fedavg round releases about its privacy, as @tessera/aggregation's RoundPrivacy
+ * gives it (flat: numbers, strings, booleans, nulls). The fields researchers read:
+ * epsilon (at delta, after this round), delta, clipNorm, noiseStd, steps, clippedCount.
+ */
+export type RoundPrivacyRecord = Readonly<Record<string, number | string | boolean | null>>;
 
 export interface ClientUpdateInput {
   clientId: string;
@@ -197,6 +211,8 @@ export interface RoundCommit {
   checkpoint: Uint8Array;
   /** The strategy's state after this round (its own byte format), stored with the checkpoint. */
   strategyState?: Uint8Array | null;
+  /** DP-FedAvg's accounting of the round (AggregateResult.privacy); null or absent without DP. */
+  privacy?: RoundPrivacyRecord | null;
   /**
    * The writer's run lease (LeaseRepository): when given, the commit is refused with CONFLICT
    * (`data.lease: 'lost'`) unless it is the run's current lease, checked in the transaction.

@@ -25,6 +25,7 @@ import {
   MAX_OUTCOME_REASON_LENGTH,
   type RoundCommit,
   type RoundEvaluation,
+  type RoundPrivacyRecord,
   type RoundRecord,
 } from './records.js';
 import {
@@ -186,6 +187,7 @@ export class RoundRepository {
               trainAccuracy: commit.trainAccuracy,
               metrics: toJsonInput(commit.metrics),
               outcomes: (commit.outcomes ?? []).map((outcome) => toJsonInput({ ...outcome })),
+              ...(commit.privacy ? { privacy: toJsonInput({ ...commit.privacy }) } : {}),
             },
           });
           // The update and checkpoint bytes go as raw INSERTs whose bytea parameters reach the
@@ -727,8 +729,34 @@ function validateCommit(input: RoundCommit): RoundCommit {
     updates,
     checkpoint: requireWeights('checkpoint', input.checkpoint),
     strategyState: requireOptionalBytes('strategyState', input.strategyState),
+    privacy: requirePrivacy(input.privacy),
     fence: input.fence === undefined ? undefined : requireFence(input.fence),
   };
+}
+
+/** A flat record of finite numbers, short strings, booleans and nulls (RoundPrivacyRecord). */
+function requirePrivacy(value: unknown): RoundPrivacyRecord | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw invalid('privacy', 'must be an object or null', value);
+  }
+  const out: Record<string, number | string | boolean | null> = {};
+  for (const [key, entry] of Object.entries(value)) {
+    const ok =
+      entry === null ||
+      typeof entry === 'boolean' ||
+      (typeof entry === 'number' && Number.isFinite(entry)) ||
+      (typeof entry === 'string' && entry.length <= 200);
+    if (!ok || key.length > 64) {
+      throw invalid(
+        `privacy.${key.slice(0, 64)}`,
+        'must be a finite number, a string of at most 200 characters, a boolean or null',
+        entry,
+      );
+    }
+    out[key] = entry;
+  }
+  return out;
 }
 
 function requireOptionalBytes(field: string, value: unknown): Uint8Array | null {
@@ -836,7 +864,19 @@ function toRoundRecord(row: Round): RoundRecord {
     centralMetrics: row.centralMetrics === null ? null : numberRecord(row.centralMetrics),
     metrics: numberRecord(row.metrics),
     outcomes: outcomeList(row.outcomes),
+    privacy: row.privacy === null ? null : privacyRecord(row.privacy),
   };
+}
+
+/** The privacy column as written by commit: its flat entries (anything nested is skipped). */
+function privacyRecord(value: Prisma.JsonValue): RoundPrivacyRecord {
+  const out: Record<string, number | string | boolean | null> = {};
+  for (const [key, entry] of Object.entries(jsonObject(value))) {
+    if (entry === null || ['number', 'string', 'boolean'].includes(typeof entry)) {
+      out[key] = entry as number | string | boolean | null;
+    }
+  }
+  return out;
 }
 
 /** The outcomes column as written by commit; entries of any other shape are skipped. */

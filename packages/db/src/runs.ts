@@ -263,10 +263,13 @@ export class RunRepository {
   async setStatus(
     id: string,
     status: RunStatus,
-    options: { error?: string } = {},
+    options: { error?: string; endReason?: string } = {},
   ): Promise<RunRecord> {
     requireId('runId', id);
     requireStatus(status);
+    if (options.endReason !== undefined && typeof options.endReason !== 'string') {
+      throw invalid('endReason', 'must be a string', options.endReason);
+    }
     if (options.error !== undefined && typeof options.error !== 'string') {
       throw invalid('error', 'must be a string', options.error);
     }
@@ -284,10 +287,21 @@ export class RunRepository {
     // Every target but `running` and `paused` ends the run.
     const data =
       status === 'running'
-        ? { status, startedAt: run.startedAt ?? now, finishedAt: null, error: null }
+        ? {
+            status,
+            startedAt: run.startedAt ?? now,
+            finishedAt: null,
+            error: null,
+            endReason: null,
+          }
         : status === 'paused'
           ? { status }
-          : { status, finishedAt: now, error: options.error ?? null };
+          : {
+              status,
+              finishedAt: now,
+              error: options.error ?? null,
+              endReason: options.endReason ?? null,
+            };
     // Conditional on the status we checked, so two concurrent changes cannot both win.
     const { count } = await this.prisma.run.updateMany({
       where: { id, status: run.status },
@@ -321,7 +335,7 @@ export class RunRepository {
     const now = new Date();
     const data =
       to === 'running'
-        ? { status: to, finishedAt: null, error: null }
+        ? { status: to, finishedAt: null, error: null, endReason: null }
         : to === 'paused'
           ? { status: to }
           : { status: to, finishedAt: now, error: options.error ?? null };
@@ -401,6 +415,7 @@ export function toRunRecord(row: Run & { task: Pick<TaskRef, 'name' | 'version'>
         ? null
         : { name: row.task.name, version: row.task.version, sha256: row.resolvedTaskSha256 },
     error: row.error,
+    endReason: row.endReason,
     createdAt: row.createdAt,
     startedAt: row.startedAt,
     finishedAt: row.finishedAt,

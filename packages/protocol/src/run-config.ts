@@ -34,6 +34,16 @@ export interface RunConfigChoices {
    * reach it, or the first round that got fewer updates would fail the run.
    */
   minUpdates?: (strategy: string, options: Record<string, unknown>) => number;
+  /**
+   * Rules a strategy sets on the run's other fields (@tessera/aggregation's runRulesFor:
+   * dp-fedavg needs its samplingRate and refuses keepUpdates): each broken one is an issue at
+   * `path`, so a run that would break them is never stored.
+   */
+  runRules?: (
+    strategy: string,
+    options: Record<string, unknown>,
+    run: { keepUpdates: boolean; clientsPerRound: number | null; fractionFit: number | null },
+  ) => readonly { path: readonly PropertyKey[]; message: string }[];
 }
 
 /** 100000 -> "100,000": bounds in messages as people write them (not locale-dependent). */
@@ -262,6 +272,11 @@ function resolveRunConfig(choices: RunConfigChoices) {
           ['minClients'],
           `${run.strategy} aggregates rounds of at least ${needed} updates; minClients must be at least ${needed}`,
         );
+      }
+    }
+    if (valid && choices.runRules !== undefined) {
+      for (const rule of choices.runRules(run.strategy, strategyOptions, run)) {
+        complain([...rule.path], rule.message);
       }
     }
     return valid && task !== undefined ? { ...run, task, model, strategyOptions } : z.NEVER;

@@ -39,8 +39,19 @@ export interface RoundCheck {
  */
 export interface UncheckedRounds {
   fromRound: number;
-  cause: 'keep-updates-off' | 'storage-limit';
+  cause: 'keep-updates-off' | 'storage-limit' | 'differential-privacy';
   reason: string;
+}
+
+/**
+ * The rounds that could not be recomputed, checked for integrity instead: each stored
+ * checkpoint's bytes hashed again against the sha256 recorded with it.
+ */
+export interface IntegrityCheck {
+  /** Checkpoints hashed (the unchecked rounds'). */
+  checked: number;
+  /** Rounds whose stored bytes do not hash to their recorded sha256. */
+  mismatched: number[];
 }
 
 export interface VerifyReport {
@@ -50,10 +61,21 @@ export interface VerifyReport {
   unchecked: UncheckedRounds | null;
   /** Every committed round was checked and matched, its strategy state too where stored. */
   identical: boolean;
+  /** The unchecked rounds' checkpoints against their recorded hashes; null when none. */
+  integrity: IntegrityCheck | null;
 }
 
 /** Why a run's rounds from `round` on cannot be replayed, or null if they can. */
 function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
+  // First: even with every update kept, the noise could not be drawn again.
+  if (run.config.strategy === 'dp-fedavg') {
+    return {
+      fromRound: 1,
+      cause: 'differential-privacy',
+      reason:
+        'dp-fedavg added fresh Gaussian noise to each round from a cryptographic source, which is not recorded (and its individual updates are never kept), so no round can be recomputed or claimed bit-identical; the recorded checkpoints are checked against their hashes instead',
+    };
+  }
   if (!run.config.keepUpdates) {
     return {
       fromRound: 1,
@@ -161,9 +183,28 @@ export async function verifyRun(
     run,
     checks,
     unchecked,
+    integrity: unchecked === null ? null : await checkIntegrity(db, runId, unchecked, run, hashes),
     identical:
       unchecked === null && checks.every((check) => check.match && check.stateMatch !== false),
   };
+}
+
+/** Hashes the stored checkpoints of the unchecked rounds again, against the recorded sha256. */
+async function checkIntegrity(
+  db: RunRecords,
+  runId: string,
+  unchecked: UncheckedRounds,
+  run: RunRecord,
+  hashes: ReadonlyMap<number, { sha256: string }>,
+): Promise<IntegrityCheck> {
+  const mismatched: number[] = [];
+  let checked = 0;
+  for (let round = unchecked.fromRound; round <= run.currentRound; round++) {
+    const stored = await db.rounds.checkpoint(runId, round);
+    checked++;
+    if (sha256(stored.weights) !== hashes.get(round)?.sha256) mismatched.push(round);
+  }
+  return { checked, mismatched };
 }
 
 function encodedState(strategy: Strategy): Uint8Array | null {

@@ -37,6 +37,12 @@ export const ROUND_COLUMNS = [
   'selected_client_ids',
   'participant_client_ids',
   'dropped_client_ids',
+  'dp_epsilon',
+  'dp_delta',
+  'dp_steps',
+  'dp_clip_norm',
+  'dp_noise_std',
+  'dp_clipped_count',
   'client_outcomes',
 ] as const;
 
@@ -89,8 +95,20 @@ export function roundsTable(
       dropped_client_ids: round.droppedClientIds,
       // JSON text in both formats, so `json.loads` (or pandas' `.apply(json.loads)`) reads it.
       client_outcomes: JSON.stringify(round.outcomes),
+      // dp-fedavg's accounting after the round (null for runs without DP).
+      dp_epsilon: privacyNumber(round, 'epsilon'),
+      dp_delta: privacyNumber(round, 'delta'),
+      dp_steps: privacyNumber(round, 'steps'),
+      dp_clip_norm: privacyNumber(round, 'clipNorm'),
+      dp_noise_std: privacyNumber(round, 'noiseStd'),
+      dp_clipped_count: privacyNumber(round, 'clippedCount'),
     })),
   };
+}
+
+function privacyNumber(round: RoundRecord, key: string): number | null {
+  const value = round.privacy?.[key];
+  return typeof value === 'number' ? value : null;
 }
 
 export function updatesTable(

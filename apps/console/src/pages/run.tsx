@@ -114,6 +114,13 @@ export function RunPage({ id }: { id: string }) {
       return value === null ? [] : [[r.number, value] as [number, number]];
     });
 
+  // dp-fedavg: epsilon after each round, and the budget the run stops before exceeding.
+  const epsilons = series((r) => {
+    const value = r.privacy?.['epsilon'];
+    return typeof value === 'number' ? value : null;
+  });
+  const budget = privacyBudgetOf(current);
+
   return (
     <section>
       <p>
@@ -131,6 +138,11 @@ export function RunPage({ id }: { id: string }) {
         {current.config.learningRate} · started {formatTime(current.startedAt)}
       </p>
       {current.error ? <ErrorBanner message={`failed: ${current.error}`} /> : null}
+      {current.endReason ? (
+        <p className="card" data-testid="end-reason">
+          Ended after round {current.currentRound}: {current.endReason}
+        </p>
+      ) : null}
       {isAdmin ? (
         <div className="actions" data-testid="run-controls">
           {current.status === 'created' ? (
@@ -241,6 +253,29 @@ export function RunPage({ id }: { id: string }) {
             { name: 'train', color: '#9ca3af', points: series((r) => r.trainLoss) },
           ]}
         />
+        {budget !== null || epsilons.length > 0 ? (
+          <LineChart
+            title={
+              budget === null
+                ? 'Privacy spent (ε) per round'
+                : `Privacy spent (ε at δ = ${budget.delta}) per round, budget ${budget.epsilon}`
+            }
+            testId="epsilon-chart"
+            yMin={0}
+            series={[
+              { name: 'ε after the round', color: '#7c3aed', points: epsilons },
+              ...(budget === null
+                ? []
+                : [
+                    {
+                      name: 'budget',
+                      color: '#dc2626',
+                      points: list.map((r) => [r.number, budget.epsilon] as [number, number]),
+                    },
+                  ]),
+            ]}
+          />
+        ) : null}
         <BarChart
           title="Round durations"
           testId="duration-chart"
@@ -354,4 +389,13 @@ export function UpdatesTable(props: { detail: RoundDetail; organisations: Map<st
       </tbody>
     </table>
   );
+}
+
+/** A dp-fedavg run's (epsilon, delta) budget from its stored options; null otherwise. */
+function privacyBudgetOf(run: Run): { epsilon: number; delta: number } | null {
+  if (run.config.strategy !== 'dp-fedavg') return null;
+  const budget = run.config.strategyOptions['budget'];
+  if (typeof budget !== 'object' || budget === null || Array.isArray(budget)) return null;
+  const { epsilon, delta } = budget as Record<string, unknown>;
+  return typeof epsilon === 'number' && typeof delta === 'number' ? { epsilon, delta } : null;
 }

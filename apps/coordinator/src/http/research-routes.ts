@@ -212,6 +212,7 @@ export function registerResearchRoutes(route: Route, db: Database): void {
         strategy: report.run.config.strategy,
         identical: report.identical,
         unchecked: report.unchecked,
+        integrity: report.integrity,
         checks: report.checks,
       });
     },
