@@ -324,5 +324,6 @@ describe('the tessera CLI', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
-  });
+    // Seven CLI processes one after another, each loading tfjs and opening PGlite.
+  }, 240_000);
 });
