@@ -1,0 +1,692 @@
+#!/usr/bin/env node
+/**
+ * Mutation check of the round rules (issue 13, item 4): each mutant removes or inverts one rule
+ * of the round engine (engine.ts, round-state.ts, sampling.ts, registry.ts) by a textual patch,
+ * the engine's unit tests run against it, and the mutant is "killed" when a test fails (or the
+ * run hangs past its limit) and "survived" when every test still passes.
+ *
+ *   node bench/mutate-round-rules.mjs                 every mutant, one at a time
+ *   node bench/mutate-round-rules.mjs --only M03,M17  just those
+ *   node bench/mutate-round-rules.mjs --list          the mutants, without running anything
+ *
+ * The source file is patched in place and written back byte for byte after each run (also on
+ * Ctrl-C), so run it in a clean checkout: it refuses to start when a mutated file has
+ * uncommitted changes. Runs are sequential and stop at the first failing test (--bail=1): the
+ * machine is shared, and one failure is all a verdict needs. Results go to stdout as a table
+ * and to bench/results/mutate-round-rules.json.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const src = 'apps/coordinator/src';
+/**
+ * The three files, in two stages: the quick ones first, and the engine's own (about 90 s) only
+ * for a mutant they did not kill. A verdict is the same as one run of all three would give.
+ */
+const STAGES = [
+  [`${src}/round-rules.test.ts`, `${src}/round-state.test.ts`],
+  [`${src}/engine.test.ts`],
+];
+const TEST_FILES = STAGES.flat();
+/** A mutant whose tests neither pass nor fail by then hangs the engine: counted as killed. */
+const RUN_LIMIT_MS = 420_000;
+
+const ENGINE = `${src}/engine.ts`;
+const STATE = `${src}/round-state.ts`;
+const SAMPLING = `${src}/sampling.ts`;
+const REGISTRY = `${src}/registry.ts`;
+
+/**
+ * id, the rule it breaks, and the patch: `find` must occur exactly once in `file` (so a mutant
+ * never silently turns into a no-op when the code moves on), and is replaced by `replace`.
+ */
+const MUTANTS = [
+  // ---- who is sampled ------------------------------------------------------------------
+  {
+    id: 'M01',
+    rule: "sampling: only the run's federation (idle() ignores the federation)",
+    file: REGISTRY,
+    find: '.filter((s) => s.federationId === federationId && s.task === null)',
+    replace: '.filter((s) => s.task === null)',
+  },
+  {
+    id: 'M02',
+    rule: 'sampling: only idle clients (idle() includes clients busy in a round)',
+    file: REGISTRY,
+    find: '.filter((s) => s.federationId === federationId && s.task === null)',
+    replace: '.filter((s) => s.federationId === federationId)',
+  },
+  {
+    id: 'M03',
+    rule: 'sampling: clients backing off are not eligible (eligible() = idle())',
+    file: REGISTRY,
+    find: 'return this.idle(federationId).filter((id) => (this.backoffs.get(id)?.until ?? 0) <= now);',
+    replace: 'return this.idle(federationId);',
+  },
+  {
+    id: 'M04',
+    rule: 'sampling: a back-off ends when its time has come (<= inverted to <)',
+    file: REGISTRY,
+    find: '(this.backoffs.get(id)?.until ?? 0) <= now',
+    replace: '(this.backoffs.get(id)?.until ?? 0) < now',
+  },
+  {
+    id: 'M05',
+    rule: 'sampling: a round samples from the eligible, not merely idle, clients',
+    file: ENGINE,
+    find: 'const selected = selectClients(registry.eligible(this.run.federationId), config',
+    replace: 'const selected = selectClients(registry.idle(this.run.federationId), config',
+  },
+  {
+    id: 'M06',
+    rule: 'sampling: selected clients are marked busy (assign) for the round',
+    file: ENGINE,
+    find: "registry.assign(selected, { runId: this.runId, round, phase: 'train' });",
+    replace: '',
+  },
+  {
+    id: 'M07',
+    rule: 'clientsPerRound: a fixed number per round (ignored)',
+    file: SAMPLING,
+    find: 'policy.clientsPerRound ??\n',
+    replace: '',
+  },
+  {
+    id: 'M08',
+    rule: 'fractionFit: ceil(C x available) (ceil inverted to floor)',
+    file: SAMPLING,
+    find: 'Math.ceil(policy.fractionFit * available)',
+    replace: 'Math.floor(policy.fractionFit * available)',
+  },
+  {
+    id: 'M09',
+    rule: 'minClients: the sample is raised to at least minClients',
+    file: SAMPLING,
+    find: 'Math.max(wanted, policy.minClients)',
+    replace: 'wanted',
+  },
+  {
+    id: 'M10',
+    rule: 'sampling: never more than available',
+    file: SAMPLING,
+    find: 'Math.min(available, Math.max(wanted, policy.minClients))',
+    replace: 'Math.max(wanted, policy.minClients)',
+  },
+  {
+    id: 'M11',
+    rule: 'minClients to start: no round with fewer than minClients available',
+    file: SAMPLING,
+    find: 'return size >= policy.minClients ? size : 0;',
+    replace: 'return size;',
+  },
+  {
+    id: 'M12',
+    rule: 'minClients must be at least 1 (INVALID_ARGUMENT, field minClients)',
+    file: SAMPLING,
+    find: 'if (policy.minClients < 1) {',
+    replace: 'if (false) {',
+  },
+  {
+    id: 'M13',
+    rule: 'sampling is independent of connection order (candidates sorted first)',
+    file: SAMPLING,
+    find: 'const pool = [...available].sort();',
+    replace: 'const pool = [...available];',
+  },
+  {
+    id: 'M14',
+    rule: 'awaitClients waits for eligible (not merely idle) clients',
+    file: ENGINE,
+    find: 'const idle = registry.eligible(this.run.federationId).length;',
+    replace: 'const idle = registry.idle(this.run.federationId).length;',
+  },
+  // ---- seeds ---------------------------------------------------------------------------
+  {
+    id: 'M15',
+    rule: 'seeds: a fresh sample per attempt (sample seed ignores the attempt)',
+    file: ENGINE,
+    find: "const rng = createRng(this.seed('sample', round, attempt));",
+    replace: "const rng = createRng(this.seed('sample', round, 1));",
+  },
+  {
+    id: 'M16',
+    rule: 'seeds: a sample seed per round (always round 1)',
+    file: ENGINE,
+    find: "const rng = createRng(this.seed('sample', round, attempt));",
+    replace: "const rng = createRng(this.seed('sample', 1, attempt));",
+  },
+  {
+    id: 'M17',
+    rule: 'seeds: the shuffle seed is the same for every attempt of a round',
+    file: ENGINE,
+    find: "config: trainConfigFor(config, this.seed('shuffle', round, 0)),",
+    replace: "config: trainConfigFor(config, this.seed('shuffle', round, attempt)),",
+  },
+  {
+    id: 'M18',
+    rule: 'seeds: a shuffle seed per round (always round 1)',
+    file: ENGINE,
+    find: "config: trainConfigFor(config, this.seed('shuffle', round, 0)),",
+    replace: "config: trainConfigFor(config, this.seed('shuffle', 1, 0)),",
+  },
+  // ---- closing and committing ----------------------------------------------------------
+  {
+    id: 'M19',
+    rule: 'minClients to commit: fewer accepted updates is too few',
+    file: ENGINE,
+    find: 'if (result.weights === null || result.numUpdates < config.minClients) return',
+    replace: 'if (result.weights === null) return',
+  },
+  {
+    id: 'M20',
+    rule: 'a round with no aggregate (weights null) is too few',
+    file: ENGINE,
+    find: 'if (result.weights === null || result.numUpdates < config.minClients) return',
+    replace: 'if (result.numUpdates < config.minClients) return',
+  },
+  {
+    id: 'M21',
+    rule: 'deadline: the round closes when its deadline passes',
+    file: ENGINE,
+    find: 'while (!state.allAnswered && this.stopReason === null && Date.now() < deadline) {',
+    replace: 'while (!state.allAnswered && this.stopReason === null) {',
+  },
+  {
+    id: 'M22',
+    rule: 'the round closes as soon as every selected client answered (not at the deadline)',
+    file: ENGINE,
+    find: 'while (!state.allAnswered && this.stopReason === null && Date.now() < deadline) {',
+    replace: 'while (this.stopReason === null && Date.now() < deadline) {',
+  },
+  {
+    id: 'M23',
+    rule: 'deadline: the evaluation closes at its own deadline (none)',
+    file: ENGINE,
+    find: 'const deadline = Date.now() + this.run.config.roundDeadlineMs;',
+    replace: 'const deadline = Number.POSITIVE_INFINITY;',
+  },
+  {
+    id: 'M24',
+    rule: 'retry: too few updates retries the round with a new sample (no retry)',
+    file: ENGINE,
+    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {',
+    replace: 'for (let attempt = 1; attempt <= 1; attempt++) {',
+  },
+  {
+    id: 'M25',
+    rule: 'maxRoundAttempts: exactly that many attempts (one fewer)',
+    file: ENGINE,
+    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {',
+    replace: 'for (let attempt = 1; attempt < this.maxRoundAttempts; attempt++) {',
+  },
+  {
+    id: 'M26',
+    rule: 'maxRoundAttempts: 5 by default (docs/protocol.md)',
+    file: ENGINE,
+    find: 'this.maxRoundAttempts = deps.maxRoundAttempts ?? 5;',
+    replace: 'this.maxRoundAttempts = deps.maxRoundAttempts ?? 6;',
+  },
+  {
+    id: 'M27',
+    rule: 'retry: too few updates is retried, not committed (too-few treated as done)',
+    file: ENGINE,
+    find: "if (outcome !== 'too-few') return outcome;",
+    replace: 'return outcome;',
+  },
+  // ---- replies -------------------------------------------------------------------------
+  {
+    id: 'M28',
+    rule: 'duplicate update -> DUPLICATE_UPDATE',
+    file: STATE,
+    find: "if (outcome !== 'pending') {",
+    replace: 'if (false) {',
+  },
+  {
+    id: 'M29',
+    rule: 'reply from a client not selected -> NOT_SELECTED',
+    file: STATE,
+    find: "if (outcome === undefined || outcome === 'dropped') {",
+    replace: "if (outcome === 'dropped') {",
+  },
+  {
+    id: 'M30',
+    rule: 'reply from a client that dropped -> NOT_SELECTED',
+    file: STATE,
+    find: "if (outcome === undefined || outcome === 'dropped') {",
+    replace: 'if (outcome === undefined) {',
+  },
+  {
+    id: 'M31',
+    rule: 'late reply (round closed) -> WRONG_ROUND',
+    file: STATE,
+    find: 'if (round !== this.round || this.closed) {',
+    replace: 'if (round !== this.round) {',
+  },
+  {
+    id: 'M32',
+    rule: 'reply for another round -> WRONG_ROUND',
+    file: STATE,
+    find: 'if (round !== this.round || this.closed) {',
+    replace: 'if (this.closed) {',
+  },
+  {
+    id: 'M33',
+    rule: 'reply for another run -> WRONG_RUN',
+    file: STATE,
+    find: 'if (runId !== this.runId) {',
+    replace: 'if (false) {',
+  },
+  {
+    id: 'M34',
+    rule: 'late update (no training open) -> WRONG_ROUND, not ignored',
+    file: ENGINE,
+    find: 'const open = this.training;\n    if (!open)\n      throw',
+    replace: 'const open = this.training;\n    if (!open) return;\n    if (false)\n      throw',
+  },
+  {
+    id: 'M35',
+    rule: 'late evaluation reply (no evaluation open) -> WRONG_ROUND, not ignored',
+    file: ENGINE,
+    find: 'const open = this.evaluation;\n    if (!open)\n      throw',
+    replace: 'const open = this.evaluation;\n    if (!open) return;\n    if (false)\n      throw',
+  },
+  {
+    id: 'M36',
+    rule: 'a failed reply takes the client out of the round',
+    file: ENGINE,
+    find: "      open.state.record(clientId, 'failed');\n      open.reasons.set(",
+    replace: '      open.reasons.set(',
+  },
+  {
+    id: 'M37',
+    rule: 'a refused (bad) update takes the client out of the round',
+    file: ENGINE,
+    find: "open.state.record(clientId, 'rejected');",
+    replace: '',
+  },
+  {
+    id: 'M38',
+    rule: 'a refused update frees the client at once',
+    file: ENGINE,
+    find: '        registry.release(clientId, this.runId);\n        this.wakeup.notify();\n        throw error;',
+    replace: '        this.wakeup.notify();\n        throw error;',
+  },
+  {
+    id: 'M39',
+    rule: 'an answered client is free again while the round is open',
+    file: ENGINE,
+    find: "      open.state.record(clientId, 'updated');\n    }\n    registry.release(clientId, this.runId);",
+    replace: "      open.state.record(clientId, 'updated');\n    }",
+  },
+  {
+    id: 'M40',
+    rule: 'the round record keeps a drop after an accepted update as an update (drop guard)',
+    file: STATE,
+    find: "    if (this.outcomes.get(clientId) !== 'pending') return false;\n    this.outcomes.set(clientId, 'dropped');",
+    replace: "    this.outcomes.set(clientId, 'dropped');",
+  },
+  // ---- drop-outs and time-outs ---------------------------------------------------------
+  {
+    id: 'M41',
+    rule: 'a disconnect drops the client from the open training round',
+    file: ENGINE,
+    find: 'const dropped = this.training?.state.drop(clientId) || this.evaluation?.state.drop(clientId);',
+    replace: 'const dropped = this.evaluation?.state.drop(clientId);',
+  },
+  {
+    id: 'M42',
+    rule: 'a disconnect drops the client from the open evaluation',
+    file: ENGINE,
+    find: 'const dropped = this.training?.state.drop(clientId) || this.evaluation?.state.drop(clientId);',
+    replace: 'const dropped = this.training?.state.drop(clientId);',
+  },
+  {
+    id: 'M43',
+    rule: 'timeout back-off: a client silent past the deadline backs off',
+    file: ENGINE,
+    find: 'for (const clientId of late) this.deps.registry.timedOut(clientId);',
+    // Not empty: the statement is the body of an if without braces.
+    replace: 'for (const clientId of late) void clientId;',
+  },
+  {
+    id: 'M44',
+    rule: 'timeout back-off: not after a stop (not the client fault)',
+    file: ENGINE,
+    find: '    if (this.stopReason === null)\n      for (const clientId of late)',
+    replace: '    for (const clientId of late)',
+  },
+  {
+    id: 'M45',
+    rule: 'timeout back-off doubles with each timeout in a row',
+    file: REGISTRY,
+    find: 'baseMs * 2 ** Math.min(timeouts - 1, 52)',
+    replace: 'baseMs',
+  },
+  {
+    id: 'M46',
+    rule: 'timeout back-off is capped at maxMs',
+    file: REGISTRY,
+    find: 'Math.min(maxMs, baseMs * 2 ** Math.min(timeouts - 1, 52))',
+    replace: 'baseMs * 2 ** Math.min(timeouts - 1, 52)',
+  },
+  {
+    id: 'M47',
+    rule: 'any frame ends a back-off (touch)',
+    file: REGISTRY,
+    find: "if (this.backoffs.delete(clientId)) this.emit('change');",
+    replace: '',
+  },
+  {
+    id: 'M48',
+    rule: 'clients still pending are told round-closed',
+    file: ENGINE,
+    find: 'this.deps.transport.sendRoundClosed(late, { runId: this.runId, round: state.round, reason });',
+    replace: '',
+  },
+  {
+    id: 'M49',
+    rule: 'closing a round frees every selected client',
+    file: ENGINE,
+    find: 'for (const clientId of state.selected) this.deps.registry.release(clientId, this.runId);',
+    replace: '',
+  },
+  {
+    id: 'M50',
+    rule: "release frees a client only from this run's work",
+    file: REGISTRY,
+    find: 'if (session?.task?.runId !== runId) return;',
+    replace: 'if (!session?.task) return;',
+  },
+  // ---- stop and pause ------------------------------------------------------------------
+  {
+    id: 'M51',
+    rule: 'stop: an open round is closed without a commit',
+    file: ENGINE,
+    find: "if (this.stopReason !== null) return 'stopped';",
+    replace: '',
+  },
+  {
+    id: 'M52',
+    rule: 'stop: the loop ends (a stopped attempt is not a round)',
+    file: ENGINE,
+    find: "if (outcome === 'stopped') return null;",
+    replace: '',
+  },
+  {
+    id: 'M53',
+    rule: 'pause ends the run as paused, not completed',
+    file: ENGINE,
+    find: "this.stopReason === 'stopped' || this.stopReason === 'paused'",
+    replace: "this.stopReason === 'stopped'",
+  },
+  {
+    id: 'M54',
+    rule: 'stop between rounds: no new round once stopped (loop condition)',
+    file: ENGINE,
+    find: 'while (round < this.run.config.rounds && this.stopReason === null) {',
+    replace: 'while (round < this.run.config.rounds) {',
+  },
+  {
+    id: 'M55',
+    rule: 'stop between rounds: awaitClients gives up once stopped',
+    file: ENGINE,
+    find: '    while (this.stopReason === null) {\n      const idle',
+    replace: '    for (;;) {\n      const idle',
+  },
+  {
+    id: 'M56',
+    rule: 'the first stop reason wins (??=)',
+    file: ENGINE,
+    find: 'this.stopReason ??= reason;',
+    replace: 'this.stopReason = reason;',
+  },
+  {
+    id: 'M57',
+    rule: 'stopped before the evaluation: no evaluation is started',
+    file: ENGINE,
+    find: 'if (clients.length > 0 && this.stopReason === null) {',
+    replace: 'if (clients.length > 0) {',
+  },
+  // ---- evaluation ----------------------------------------------------------------------
+  {
+    id: 'M58',
+    rule: 'evaluation: only eligible clients (not those backing off)',
+    file: ENGINE,
+    find: '    const clients = registry\n      .eligible(this.run.federationId)',
+    replace: '    const clients = registry\n      .idle(this.run.federationId)',
+  },
+  {
+    id: 'M59',
+    rule: 'evaluation: clients without held-out data are not asked',
+    file: ENGINE,
+    find: '.filter((id) => registry.get(id)?.info.numHoldout !== 0);',
+    replace: ';',
+  },
+  {
+    id: 'M60',
+    rule: 'evaluation: clients asked to evaluate are marked busy',
+    file: ENGINE,
+    find: "registry.assign(clients, { runId: this.runId, round, phase: 'evaluate' });",
+    replace: '',
+  },
+  {
+    id: 'M61',
+    rule: 'evaluation: a failed evaluation reply takes the client out',
+    file: ENGINE,
+    find: "    } else {\n      open.state.record(clientId, 'failed');\n    }",
+    replace: '    }',
+  },
+  {
+    id: 'M62',
+    rule: 'evaluation: a reply frees the client at once',
+    file: ENGINE,
+    find: "      open.state.record(clientId, 'failed');\n    }\n    this.deps.registry.release(clientId, this.runId);",
+    replace: "      open.state.record(clientId, 'failed');\n    }",
+  },
+  {
+    id: 'M63',
+    rule: 'evaluation: replies are checked (run, round, selected, duplicate)',
+    file: ENGINE,
+    find: "    open.state.checkReply(clientId, reply.runId, reply.round);\n    if (reply.status === 'ok') {",
+    replace: "    if (reply.status === 'ok') {",
+  },
+  {
+    id: 'M64',
+    rule: 'evaluation: a reply counts once (the ok reply is recorded as an answer)',
+    file: ENGINE,
+    find: "        accuracy: reply.accuracy,\n      });\n      open.state.record(clientId, 'updated');",
+    replace: '        accuracy: reply.accuracy,\n      });',
+  },
+  // ---- strategy state and resume -------------------------------------------------------
+  {
+    id: 'M65',
+    rule: 'strategy state committed with each round',
+    file: ENGINE,
+    find: 'strategyState: encodedState(this.strategy),',
+    replace: 'strategyState: null,',
+  },
+  {
+    id: 'M66',
+    rule: 'resume restores the strategy state of the last checkpoint',
+    file: ENGINE,
+    find: '      this.restoreStrategy(latest.round, latest.strategyState);\n',
+    replace: '',
+  },
+  {
+    id: 'M67',
+    rule: 'resume evaluates a round committed without its evaluation',
+    file: ENGINE,
+    find: "if ((await db.rounds.get(this.runId, round)).status === 'committed') {",
+    replace: 'if (false) {',
+  },
+  {
+    id: 'M68',
+    rule: 'the round record lists clients still pending at the deadline as dropped',
+    file: ENGINE,
+    find: "droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],",
+    replace: "droppedClientIds: [...state.clientsWith('dropped')],",
+  },
+];
+
+function git(...args) {
+  return spawnSync('git', args, { cwd: root, encoding: 'utf8' });
+}
+
+function parseArgs(argv) {
+  const options = { only: null, list: false };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--list') options.list = true;
+    else if (argv[i] === '--only') options.only = new Set((argv[++i] ?? '').split(','));
+    else throw new Error(`unknown argument ${argv[i]} (use --only M01,M02 or --list)`);
+  }
+  return options;
+}
+
+function checkPatches(mutants) {
+  for (const mutant of mutants) {
+    const text = readFileSync(join(root, mutant.file), 'utf8');
+    const count = text.split(mutant.find).length - 1;
+    if (count !== 1) {
+      throw new Error(
+        `${mutant.id}: its patch text occurs ${count} times in ${mutant.file}; update the mutant`,
+      );
+    }
+  }
+}
+
+/** Runs the tests once; resolves with the verdict and the first failing tests' names. */
+function runTests(testFiles, reportFile) {
+  return new Promise((resolvePromise) => {
+    const started = Date.now();
+    const child = spawn(
+      'npx',
+      ['vitest', 'run', ...testFiles, '--bail=1', '--reporter=json', `--outputFile=${reportFile}`],
+      { cwd: root, stdio: ['ignore', 'ignore', 'ignore'], detached: true },
+    );
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      // The whole group: vitest's forks as well.
+      process.kill(-child.pid, 'SIGKILL');
+    }, RUN_LIMIT_MS);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const seconds = Math.round((Date.now() - started) / 1000);
+      if (timedOut) {
+        resolvePromise({
+          verdict: 'killed',
+          by: [`(no verdict in ${RUN_LIMIT_MS / 1000} s)`],
+          seconds,
+        });
+        return;
+      }
+      let failed = [];
+      let passed = 0;
+      try {
+        const report = JSON.parse(readFileSync(reportFile, 'utf8'));
+        for (const file of report.testResults ?? []) {
+          for (const test of file.assertionResults ?? []) {
+            if (test.status === 'failed') failed.push(test.fullName ?? test.title);
+            if (test.status === 'passed') passed++;
+          }
+          // A file that failed to load (a mutant that breaks the module) has no tests.
+          if ((file.assertionResults ?? []).length === 0 && file.status === 'failed')
+            failed.push(`${file.name}: ${String(file.message ?? 'failed to run').slice(0, 120)}`);
+        }
+      } catch {
+        failed = [`(vitest exited ${code} without a readable report)`];
+      }
+      if (code === 0 && failed.length === 0)
+        resolvePromise({ verdict: 'survived', by: [], seconds, passed });
+      else
+        resolvePromise({
+          verdict: 'killed',
+          by: failed.length > 0 ? failed : [`(exit ${code})`],
+          seconds,
+        });
+    });
+  });
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  const mutants = options.only ? MUTANTS.filter((m) => options.only.has(m.id)) : MUTANTS;
+  if (options.only && mutants.length !== options.only.size) {
+    throw new Error(`unknown mutant in --only: ${[...options.only].join(',')}`);
+  }
+  if (options.list) {
+    checkPatches(mutants);
+    for (const m of mutants) console.log(`${m.id}  ${m.file.replace(`${src}/`, '')}  ${m.rule}`);
+    return;
+  }
+  const files = [...new Set(mutants.map((m) => m.file))];
+  const dirty = git('status', '--porcelain', '--', ...files).stdout.trim();
+  if (dirty) throw new Error(`commit or restore these first, they are mutated in place:\n${dirty}`);
+  checkPatches(mutants);
+
+  const originals = new Map(files.map((f) => [f, readFileSync(join(root, f), 'utf8')]));
+  const restoreAll = () => {
+    for (const [file, text] of originals) writeFileSync(join(root, file), text);
+  };
+  const onSignal = () => {
+    restoreAll();
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const work = mkdtempSync(join(tmpdir(), 'tessera-mutants-'));
+  const results = [];
+  try {
+    for (const mutant of mutants) {
+      const original = originals.get(mutant.file);
+      writeFileSync(join(root, mutant.file), original.replace(mutant.find, mutant.replace));
+      try {
+        let result;
+        let seconds = 0;
+        for (const [stage, testFiles] of STAGES.entries()) {
+          result = await runTests(testFiles, join(work, `${mutant.id}-${stage}.json`));
+          seconds += result.seconds;
+          result = { ...result, seconds, stage: stage + 1 };
+          if (result.verdict === 'killed') break;
+        }
+        results.push({ id: mutant.id, file: mutant.file, rule: mutant.rule, ...result });
+        console.log(
+          `${mutant.id} ${result.verdict.padEnd(8)} ${String(result.seconds).padStart(4)} s  ${mutant.rule}` +
+            (result.by.length > 0 ? `\n       by: ${result.by.slice(0, 2).join(' | ')}` : ''),
+        );
+      } finally {
+        writeFileSync(join(root, mutant.file), original);
+      }
+    }
+  } finally {
+    restoreAll();
+    rmSync(work, { recursive: true, force: true });
+  }
+  const stillDirty = git('status', '--porcelain', '--', ...files).stdout.trim();
+  if (stillDirty) throw new Error(`files not restored:\n${stillDirty}`);
+
+  const survived = results.filter((r) => r.verdict === 'survived');
+  console.log(`\n${results.length - survived.length} killed, ${survived.length} survived`);
+  for (const r of survived) console.log(`  survived: ${r.id} ${r.rule}`);
+  const out = join(root, 'bench/results/mutate-round-rules.json');
+  mkdirSync(dirname(out), { recursive: true });
+  // A partial run (--only) merges into the previous results rather than replacing them.
+  let previous = [];
+  try {
+    previous = JSON.parse(readFileSync(out, 'utf8')).results ?? [];
+  } catch {}
+  const byId = new Map(previous.map((r) => [r.id, r]));
+  for (const r of results) byId.set(r.id, { ...r, at: new Date().toISOString() });
+  const merged = MUTANTS.map((m) => byId.get(m.id)).filter(Boolean);
+  writeFileSync(out, `${JSON.stringify({ testFiles: TEST_FILES, results: merged }, null, 2)}\n`);
+}
+
+main().catch((error) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});
