@@ -224,7 +224,9 @@ function contextFor(
   index: number,
   message: SentMessage,
 ): ClientContext {
-  const { runId, round } = message.payload;
+  const { runId } = message.payload;
+  // The statistics round has no round number (it comes before round 1).
+  const round = 'round' in message.payload ? message.payload.round : 0;
   const answer = (event: 'update' | 'evaluation', work: () => void): string => {
     fed.registry.touch(clientId);
     let code = 'ok';
