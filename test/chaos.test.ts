@@ -18,6 +18,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { quickRun, waitFor } from './harness.js';
 import { createTestSchema } from './tcp-proxy.js';
 
+/** The message of one of the coordinator's JSON log lines ('' for any other line). */
+function logMessage(line: string): string {
+  try {
+    const parsed = JSON.parse(line) as { msg?: unknown };
+    return typeof parsed.msg === 'string' ? parsed.msg : '';
+  } catch {
+    return '';
+  }
+}
+
 const coordinatorCli = fileURLToPath(new URL('../apps/coordinator/dist/main.js', import.meta.url));
 const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const ADMIN_TOKEN = 'chaos-admin-token';
@@ -172,7 +182,7 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
           const { lines } = coordinator;
           for (let index = from; index < lines.length; index++) {
             const line = lines[index] ?? '';
-            if (line.includes(` ${message} `) && line.includes(run.id)) {
+            if (logMessage(line).includes(message) && line.includes(run.id)) {
               const round = Number(/"round":(\d+)/.exec(line)?.[1] ?? 0);
               found = { round, at: index + 1 };
               return true;

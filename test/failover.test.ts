@@ -225,7 +225,7 @@ describe.skipIf(!databaseUrl)(
       /** Round numbers of this run's `message` lines in a coordinator's log. */
       const roundsLogged = (c: CoordinatorProcess, message: string) =>
         c.lines
-          .filter((line) => line.includes(` ${message} `) && line.includes(run.id))
+          .filter((line) => line.includes(`"msg":"${message}"`) && line.includes(run.id))
           .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
 
       // --- SIGKILL A mid-round: in round 2 or 3, a drawn delay after that round started
@@ -248,7 +248,8 @@ describe.skipIf(!databaseUrl)(
 
       // --- B takes the run over within about the lease time (+ one scan interval, lease/2)
       await waitFor(
-        () => b.lines.some((line) => line.includes(' resuming run ') && line.includes(run.id)),
+        () =>
+          b.lines.some((line) => line.includes('"msg":"resuming run"') && line.includes(run.id)),
         `B to take the run over (log: ${b.lines.slice(-5).join(' | ')})`,
         30_000,
       );
@@ -256,7 +257,7 @@ describe.skipIf(!databaseUrl)(
       console.log(`B took the run over ${takeoverMs} ms after the kill (lease ${LEASE_MS} ms)`);
       expect(takeoverMs).toBeLessThan(LEASE_MS * 1.5 + 3_000);
       const resumed = b.lines.find(
-        (line) => line.includes(' resuming run ') && line.includes(run.id),
+        (line) => line.includes('"msg":"resuming run"') && line.includes(run.id),
       );
       const resumedFrom = Number(/"committedRounds":(\d+)/.exec(resumed ?? '')?.[1]);
       // Mid-round, the round open at the kill was not committed and B does it again; a round that

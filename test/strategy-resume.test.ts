@@ -155,7 +155,7 @@ describe('FedAdam across a coordinator SIGKILL', () => {
       () =>
         coordinator.lines.some(
           (line) =>
-            line.includes(' round committed ') &&
+            line.includes('"msg":"round committed"') &&
             line.includes(crashed.id) &&
             line.includes('"round":2'),
         ),
