@@ -73,7 +73,7 @@ async function prepare(database: Database, count: number, params: number): Promi
   const run = await database.runs.create({
     federationId: federation.id,
     config: {
-      model: 'mnist-cnn',
+      model: 'fedavg-cnn',
       strategy: 'fedavg',
       strategyOptions: {},
       rounds: 1,
