@@ -141,7 +141,42 @@ export interface RoundRecord {
   outcomes: ClientOutcome[];
   /** DP-FedAvg's accounting of the round (RoundPrivacyRecord); null without DP. */
   privacy: RoundPrivacyRecord | null;
+  /** Where the round's time went (RoundPhases); null for rounds recorded before phases were. */
+  phases: RoundPhases | null;
 }
+
+/**
+ * Where a round's time went, in milliseconds, as the engine measured it: back to back, so
+ * their sum is the round's wall time from the moment the engine began it to its evaluation
+ * (durationMs only covers one attempt's distribution, training and aggregation). A phase
+ * that a round went through more than once (a retried attempt) is the sum of its turns.
+ */
+export interface RoundPhases {
+  /** Waiting for enough idle clients before an attempt could sample them. */
+  waitingMs: number;
+  /** Sampling, encoding the global model and handing it to the transport for the clients. */
+  distributionMs: number;
+  /** From the model sent until every selected client answered or the deadline passed. */
+  trainingMs: number;
+  /** The strategy's final step and encoding the new checkpoint and strategy state. */
+  aggregationMs: number;
+  /** The commit transaction; null until recorded after it (a round being evaluated). */
+  commitMs: number | null;
+  /**
+   * Federated and central evaluation and recording their results; null until recorded
+   * (and for a round that a resumed run evaluated: its other phases were another process's).
+   */
+  evaluationMs: number | null;
+}
+
+/** The phases a commit writes: those that end before it. */
+export type PhasesBeforeCommit = Pick<
+  RoundPhases,
+  'waitingMs' | 'distributionMs' | 'trainingMs' | 'aggregationMs'
+>;
+
+/** The phases recorded after the commit (rounds.recordPhases). */
+export type PhasesAfterCommit = { commitMs: number; evaluationMs: number };
 
 /**
  * What a dp-fedavg round releases about its privacy, as @tessera/aggregation's RoundPrivacy
@@ -213,6 +248,8 @@ export interface RoundCommit {
   strategyState?: Uint8Array | null;
   /** DP-FedAvg's accounting of the round (AggregateResult.privacy); null or absent without DP. */
   privacy?: RoundPrivacyRecord | null;
+  /** The round's phases so far; absent: none recorded (RoundRecord.phases stays null). */
+  phases?: PhasesBeforeCommit;
   /**
    * The writer's run lease (LeaseRepository): when given, the commit is refused with CONFLICT
    * (`data.lease: 'lost'`) unless it is the run's current lease, checked in the transaction.
