@@ -358,6 +358,74 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.federatedNumExamples).toBe(20);
   });
 
+  it("records each round's phases where the time went: they add up to the round's wall time", async () => {
+    const TRAIN_MS = 300;
+    const EVALUATE_MS = 200;
+    const CENTRAL_MS = 120;
+    const LATE_MS = 250;
+    const slow: Behaviour = (message, ctx) => {
+      if (message.event === 'train') setTimeout(() => ctx.update({}), TRAIN_MS);
+      if (message.event === 'evaluate') setTimeout(() => ctx.evaluation({}), EVALUATE_MS);
+    };
+    const central: CentralEvaluator = {
+      evaluate: () =>
+        new Promise((resolve) =>
+          setTimeout(() => resolve({ loss: 0.25, accuracy: 0.5, numExamples: 100 }), CENTRAL_MS),
+        ),
+    };
+    // The second client connects a while after round 1 began to wait for it (clientsPerRound 2).
+    const fed = await createFederation(2);
+    const [early, late] = fed.clientIds as [string, string];
+    connect(fed, early);
+    const began = performance.now();
+    const s = await startWith(fed, {
+      config: { rounds: 2, clientsPerRound: 2, minClients: 2 },
+      behaviours: { 0: slow, 1: slow },
+      centralEvaluator: central,
+    });
+    await waitFor(() => fed.logs.some((line) => line.includes('waiting for clients')), 'a wait');
+    setTimeout(() => connect(fed, late), LATE_MS);
+    const evaluatedAt: number[] = [];
+    s.engine.on('round-evaluated', () => evaluatedAt.push(performance.now()));
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+
+    const rounds = await db.rounds.list(s.run.id);
+    const [wall1, wall2] = [
+      (evaluatedAt[0] as number) - began,
+      (evaluatedAt[1] as number) - (evaluatedAt[0] as number),
+    ];
+    for (const [index, record] of rounds.entries()) {
+      const phases = record.phases;
+      if (phases === null) throw new Error(`round ${record.number} has no phases`);
+      // The announced record is the stored one, phases included.
+      expect(s.evaluated[index]?.record).toEqual(record);
+      // The commit's own record was written before the commit and evaluation were timed.
+      expect(s.committed[index]?.record.phases).toEqual({
+        ...phases,
+        commitMs: null,
+        evaluationMs: null,
+      });
+      // Less a millisecond per phase: setTimeout may fire up to 1 ms early, and each is rounded.
+      expect(phases.trainingMs).toBeGreaterThanOrEqual(TRAIN_MS - 2);
+      expect(phases.evaluationMs).toBeGreaterThanOrEqual(EVALUATE_MS - 2);
+      expect(phases.commitMs).toBeGreaterThan(0);
+      const sum =
+        phases.waitingMs +
+        phases.distributionMs +
+        phases.trainingMs +
+        phases.aggregationMs +
+        (phases.commitMs ?? 0) +
+        (phases.evaluationMs ?? 0);
+      // Back to back: the sum is the round's time less what the engine did outside it (writing
+      // the phases themselves; before round 1, the run's start too), never more than it.
+      expect(sum).toBeLessThanOrEqual((index === 0 ? wall1 : wall2) + 6);
+      // From round 1's announcement to round 2's, nothing but that write is outside a phase.
+      if (index === 1) expect(sum).toBeGreaterThan(wall2 / 2);
+    }
+    expect(rounds[0]?.phases?.waitingMs).toBeGreaterThanOrEqual(LATE_MS - 2);
+  });
+
   it('commits a round only with minClients updates, and retries it with a new sample', async () => {
     let attempts = 0;
     const flaky: Behaviour = (message, ctx) => {
@@ -839,6 +907,9 @@ describe('RunEngine over an in-memory transport', () => {
       centralNumExamples: 10_000,
     });
     expect(second.evaluated.map((e) => e.round)).toEqual([1, 2]);
+    // Round 1's commit was the first process's: the second one timed only its evaluation.
+    expect(round1.phases).toMatchObject({ commitMs: null, evaluationMs: null });
+    expect((await db.rounds.get(first.run.id, 2)).phases?.evaluationMs).toEqual(expect.any(Number));
   });
 
   it('derives round seeds by the run recorded derivation: version 2 for new runs, version 1 kept for old ones', async () => {

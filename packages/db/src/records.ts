@@ -2,7 +2,7 @@
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
  */
-import type { StoredRunConfig, TaskRef } from '@tessera/protocol';
+import type { RoundPhases, StoredRunConfig, TaskRef } from '@tessera/protocol';
 import type { LeaseFence } from './leases.js';
 
 export const RUN_STATUSES = [
@@ -145,29 +145,8 @@ export interface RoundRecord {
   phases: RoundPhases | null;
 }
 
-/**
- * Where a round's time went, in milliseconds, as the engine measured it: back to back, so
- * their sum is the round's wall time from the moment the engine began it to its evaluation
- * (durationMs only covers one attempt's distribution, training and aggregation). A phase
- * that a round went through more than once (a retried attempt) is the sum of its turns.
- */
-export interface RoundPhases {
-  /** Waiting for enough idle clients before an attempt could sample them. */
-  waitingMs: number;
-  /** Sampling, encoding the global model and handing it to the transport for the clients. */
-  distributionMs: number;
-  /** From the model sent until every selected client answered or the deadline passed. */
-  trainingMs: number;
-  /** The strategy's final step and encoding the new checkpoint and strategy state. */
-  aggregationMs: number;
-  /** The commit transaction; null until recorded after it (a round being evaluated). */
-  commitMs: number | null;
-  /**
-   * Federated and central evaluation and recording their results; null until recorded
-   * (and for a round that a resumed run evaluated: its other phases were another process's).
-   */
-  evaluationMs: number | null;
-}
+/** Where a round's time went (@tessera/protocol's RoundPhases, defined there for the console). */
+export type { RoundPhases };
 
 /** The phases a commit writes: those that end before it. */
 export type PhasesBeforeCommit = Pick<
