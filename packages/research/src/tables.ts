@@ -44,7 +44,6 @@ export const ROUND_COLUMNS = [
   'dp_clip_norm',
   'dp_noise_std',
   'dp_clipped_count',
-  'client_outcomes',
   'waiting_ms',
   'distribution_ms',
   'training_ms',
@@ -52,6 +51,8 @@ export const ROUND_COLUMNS = [
   'commit_ms',
   'evaluation_ms',
   'round_ms',
+  // Kept last, where readers found it before the phase columns came.
+  'client_outcomes',
 ] as const;
 
 export const UPDATE_COLUMNS = [
