@@ -326,17 +326,11 @@ export class RoundRepository {
     const count = await this.prisma.$executeRaw`
       UPDATE "Round" SET "phases" = "phases" || ${JSON.stringify(later)}::jsonb
       WHERE "runId" = ${runId} AND "number" = ${round} AND "phases" IS NOT NULL`;
-    const row = await this.prisma.round.findUnique({
-      where: { runId_number: { runId, number: round } },
-    });
-    if (row === null) {
-      await this.requireRun(runId);
-      throw notFound('round', round, { runId });
-    }
+    const record = await this.get(runId, round); // NOT_FOUND for an unknown run or round
     if (count === 0) {
       throw invalid('phases', `round ${round} of run ${runId} was committed without phases`);
     }
-    return toRoundRecord(row);
+    return record;
   }
 
   /** One committed round. */
