@@ -27,6 +27,7 @@ import {
 import {
   buildTaskModel,
   checkTaskModel,
+  DEFAULT_MAX_TASK_PARAMS,
   getFlatWeights,
   initialWeights,
   modelSpec,
@@ -92,9 +93,6 @@ export interface EngineDeps {
    */
   maxTaskParams?: number;
 }
-
-/** Default of EngineDeps.maxTaskParams: the task routes' DEFAULT_MAX_TASK_PARAMS. */
-const DEFAULT_MAX_TASK_PARAMS = 50_000_000;
 
 export interface RoundSummary {
   runId: string;

@@ -37,7 +37,9 @@ export {
   buildTaskModel,
   type CheckTaskModelOptions,
   checkTaskModel,
+  DEFAULT_MAX_TASK_PARAMS,
   type TaskModelSummary,
+  taskModelWithWeights,
 } from './task-model.js';
 export {
   AUTO_PARALLEL_MIN_BATCH,
