@@ -337,7 +337,7 @@ struct LossResult {
 
 // Softmax of each row of logits, cross-entropy against the labels, and the gradient of the
 // batch's mean loss with respect to the logits, written over dlogits.
-LossResult softmaxCrossEntropy(const float* logits, const uint8_t* labels, float* dlogits, int batch, int classes) {
+LossResult softmaxCrossEntropy(const float* logits, const int32_t* labels, float* dlogits, int batch, int classes) {
   LossResult result;
   const float inverseBatch = 1.0f / static_cast<float>(batch);
   for (int i = 0; i < batch; i++) {
@@ -683,7 +683,7 @@ napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// softmaxCrossEntropy(logits, labels: Uint8Array, dlogits, sizes = [batch, classes],
+// softmaxCrossEntropy(logits, labels: Int32Array, dlogits, sizes = [batch, classes],
 // out: Float64Array(2)): out = [mean loss, correct predictions]; dlogits = the gradient of
 // the mean loss with respect to the logits.
 napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
@@ -691,12 +691,12 @@ napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
   if (!getArgs(env, info, 5, args)) return nullptr;
   std::vector<int> s;
   FloatView logits, dlogits;
-  uint8_t* labels = nullptr;
+  int32_t* labels = nullptr;
   size_t labelsLength = 0;
   double* out = nullptr;
   size_t outLength = 0;
   if (!floatView(env, args[0], &logits, "logits must be a Float32Array") ||
-      !typedView(env, args[1], napi_uint8_array, &labels, &labelsLength, "labels must be a Uint8Array") ||
+      !typedView(env, args[1], napi_int32_array, &labels, &labelsLength, "labels must be an Int32Array") ||
       !floatView(env, args[2], &dlogits, "dlogits must be a Float32Array") || !intList(env, args[3], &s, 2) ||
       !typedView(env, args[4], napi_float64_array, &out, &outLength, "out must be a Float64Array")) {
     return nullptr;
@@ -711,7 +711,7 @@ napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   for (int i = 0; i < batch; i++) {
-    if (labels[i] >= classes) {
+    if (labels[i] < 0 || labels[i] >= classes) {
       throwError(env, "a label is outside 0..classes-1");
       return nullptr;
     }
