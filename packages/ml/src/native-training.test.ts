@@ -8,6 +8,7 @@ import { initBackend } from './backend.js';
 import { createModel, MODEL_NAMES } from './models.js';
 import { NativeTrainer, type NativeTrainingAddon, planNativeTraining } from './native-training.js';
 import { installedOpenblasAddon } from './openblas-kernels.js';
+import { expectSameUpdate } from './testing/same-update.js';
 import { type TrainingData, trainLocal } from './train.js';
 import { getFlatWeights, setFlatWeights } from './weights.js';
 
@@ -103,36 +104,6 @@ function inputSize(model: tfl.LayersModel): number {
 function classes(model: tfl.LayersModel): number {
   const shape = model.outputs[0]?.shape ?? [];
   return shape[shape.length - 1] ?? 0;
-}
-
-/**
- * Expects `actual` weights to have moved from `start` as `expected` did: in each weight
- * tensor of `model` (flat, in model.weights order), every update within 1e-4 of that
- * tensor's largest update (updates, not weights: a weight that barely moved would hide an
- * error in a relative comparison, and a bias's updates are far smaller than a kernel's).
- */
-function expectSameUpdate(
-  model: tfl.LayersModel,
-  start: Float32Array,
-  actual: Float32Array,
-  expected: Float32Array,
-): void {
-  let offset = 0;
-  for (const variable of model.weights) {
-    const size = variable.shape.reduce<number>((a, b) => a * (b ?? 0), 1);
-    let largest = 0;
-    let worst = 0;
-    for (let i = offset; i < offset + size; i++) {
-      const want = (expected[i] ?? 0) - (start[i] ?? 0);
-      const got = (actual[i] ?? 0) - (start[i] ?? 0);
-      largest = Math.max(largest, Math.abs(want));
-      worst = Math.max(worst, Math.abs(got - want));
-    }
-    offset += size;
-    // A bias can stay put (a ReLU that never fired): then it must not move either.
-    expect(worst, variable.name).toBeLessThanOrEqual(1e-4 * largest + 1e-9);
-  }
-  expect(offset).toBe(start.length);
 }
 
 describe.skipIf(!native.ok)('native training loop', () => {
