@@ -6,6 +6,8 @@
 
 #include "layers.h"
 
+#include <cblas.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -596,6 +598,167 @@ napi_value EmbeddingBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// addInto(a, b, out): out = a + b (a residual connection); out may be a or b.
+napi_value AddInto(napi_env env, napi_callback_info info) {
+  ArgReader a(env, info, 3);
+  int64_t n = 0;
+  const float* x = a.floatsOfAnyLength(0, &n, "a must be a Float32Array");
+  const float* y = a.floats(1, n, "b must be a Float32Array of a's size");
+  float* out = a.floats(2, n, "out must be a Float32Array of a's size");
+  if (a.failed()) return nullptr;
+  for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
+  return nullptr;
+}
+
+// tokenPositionEmbeddingForward(ids, tokens, positions, y, sizes = [batch, length,
+// vocabulary, dim]): y[b, t] = tokens[ids[b, t]] + positions[t].
+napi_value TokenPositionEmbeddingForward(napi_env env, napi_callback_info info) {
+  ArgReader a(env, info, 5);
+  const std::vector<int> s = a.sizes(4, 4);
+  const int64_t batch = s[0], length = s[1], dim = s[3];
+  const int vocabulary = s[2];
+  const float* ids = a.floats(0, batch * length, "ids has the wrong size");
+  const float* tokens = a.floats(1, int64_t{vocabulary} * dim, "tokens has the wrong size");
+  const float* positions = a.floats(2, length * dim, "positions has the wrong size");
+  float* y = a.floats(3, batch * length * dim, "y has the wrong size");
+  if (a.failed()) return nullptr;
+  if (!validIds(ids, batch * length, vocabulary)) {
+    a.reject("a token id is not an integer in 0..vocabulary-1");
+    return nullptr;
+  }
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t t = 0; t < length; t++) {
+      const float* token = tokens + static_cast<int64_t>(ids[b * length + t]) * dim;
+      const float* position = positions + t * dim;
+      float* out = y + (b * length + t) * dim;
+      for (int64_t d = 0; d < dim; d++) out[d] = token[d] + position[d];
+    }
+  }
+  return nullptr;
+}
+
+// tokenPositionEmbeddingBackward(ids, dy, dtokens, dpositions, sizes): dtokens[id] = the
+// sum of dy where that id stands, dpositions[t] = the sum over the batch of dy[b, t].
+napi_value TokenPositionEmbeddingBackward(napi_env env, napi_callback_info info) {
+  ArgReader a(env, info, 5);
+  const std::vector<int> s = a.sizes(4, 4);
+  const int64_t batch = s[0], length = s[1], dim = s[3];
+  const int vocabulary = s[2];
+  const float* ids = a.floats(0, batch * length, "ids has the wrong size");
+  const float* dy = a.floats(1, batch * length * dim, "dy has the wrong size");
+  float* dtokens = a.floats(2, int64_t{vocabulary} * dim, "dtokens has the wrong size");
+  float* dpositions = a.floats(3, length * dim, "dpositions has the wrong size");
+  if (a.failed()) return nullptr;
+  if (!validIds(ids, batch * length, vocabulary)) {
+    a.reject("a token id is not an integer in 0..vocabulary-1");
+    return nullptr;
+  }
+  std::memset(dtokens, 0, sizeof(float) * static_cast<size_t>(int64_t{vocabulary} * dim));
+  std::memset(dpositions, 0, sizeof(float) * static_cast<size_t>(length * dim));
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t t = 0; t < length; t++) {
+      const float* gradient = dy + (b * length + t) * dim;
+      float* token = dtokens + static_cast<int64_t>(ids[b * length + t]) * dim;
+      float* position = dpositions + t * dim;
+      for (int64_t d = 0; d < dim; d++) {
+        token[d] += gradient[d];
+        position[d] += gradient[d];
+      }
+    }
+  }
+  return nullptr;
+}
+
+// Multi-head scaled dot-product self-attention on projections laid out [batch * length,
+// heads * headDim] (each head a column block, as the Dense projections write them): per
+// example and head, P = softmax(Q K^T / sqrt(headDim)) row-wise, out = P V, in the same
+// layout. The products are OpenBLAS SGEMMs on strided views: no transposes are copied.
+struct AttentionShape {
+  int64_t batch, length, heads, headDim;
+  int64_t width() const { return heads * headDim; }
+  int64_t rows() const { return batch * length; }
+  int64_t probabilities() const { return batch * heads * length * length; }
+};
+
+AttentionShape attentionShape(ArgReader& a, size_t index) {
+  const std::vector<int> s = a.sizes(index, 4);
+  return AttentionShape{s[0], s[1], s[2], s[3]};
+}
+
+// attentionForward(q, k, v, probabilities, out, sizes = [batch, length, heads, headDim], scale).
+napi_value AttentionForward(napi_env env, napi_callback_info info) {
+  ArgReader a(env, info, 7);
+  const AttentionShape g = attentionShape(a, 5);
+  const int64_t size = g.rows() * g.width();
+  const float* q = a.floats(0, size, "q has the wrong size");
+  const float* k = a.floats(1, size, "k has the wrong size");
+  const float* v = a.floats(2, size, "v has the wrong size");
+  float* probabilities = a.floats(3, g.probabilities(), "probabilities has the wrong size");
+  float* out = a.floats(4, size, "out has the wrong size");
+  const float scale = static_cast<float>(a.number(6));
+  if (a.failed()) return nullptr;
+  const int L = static_cast<int>(g.length), hd = static_cast<int>(g.headDim), d = static_cast<int>(g.width());
+  for (int64_t b = 0; b < g.batch; b++) {
+    for (int64_t h = 0; h < g.heads; h++) {
+      const int64_t at = b * g.length * g.width() + h * g.headDim;
+      float* p = probabilities + (b * g.heads + h) * g.length * g.length;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, scale, q + at, d, k + at, d, 0.0f, p, L);
+      for (int i = 0; i < L; i++) {
+        float* row = p + int64_t{i} * L;
+        float max = row[0];
+        for (int j = 1; j < L; j++) max = std::max(max, row[j]);
+        float sum = 0;
+        for (int j = 0; j < L; j++) {
+          row[j] = std::exp(row[j] - max);
+          sum += row[j];
+        }
+        for (int j = 0; j < L; j++) row[j] /= sum;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, p, L, v + at, d, 0.0f, out + at, d);
+    }
+  }
+  return nullptr;
+}
+
+// attentionBackward(q, k, v, probabilities, dout, dq, dk, dv, sizes, scale): dV = P^T dOut,
+// dS = P (dOut V^T - rowsum(P dOut V^T)) scale, dQ = dS K, dK = dS^T Q.
+napi_value AttentionBackward(napi_env env, napi_callback_info info) {
+  ArgReader a(env, info, 10);
+  const AttentionShape g = attentionShape(a, 8);
+  const int64_t size = g.rows() * g.width();
+  const float* q = a.floats(0, size, "q has the wrong size");
+  const float* k = a.floats(1, size, "k has the wrong size");
+  const float* v = a.floats(2, size, "v has the wrong size");
+  const float* probabilities = a.floats(3, g.probabilities(), "probabilities has the wrong size");
+  const float* dout = a.floats(4, size, "dout has the wrong size");
+  float* dq = a.floats(5, size, "dq has the wrong size");
+  float* dk = a.floats(6, size, "dk has the wrong size");
+  float* dv = a.floats(7, size, "dv has the wrong size");
+  const float scale = static_cast<float>(a.number(9));
+  if (a.failed()) return nullptr;
+  const int L = static_cast<int>(g.length), hd = static_cast<int>(g.headDim), d = static_cast<int>(g.width());
+  std::vector<float> scores(static_cast<size_t>(L) * L);
+  float* ds = scores.data();
+  for (int64_t b = 0; b < g.batch; b++) {
+    for (int64_t h = 0; h < g.heads; h++) {
+      const int64_t at = b * g.length * g.width() + h * g.headDim;
+      const float* p = probabilities + (b * g.heads + h) * g.length * g.length;
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hd, L, 1.0f, p, L, dout + at, d, 0.0f, dv + at, d);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, 1.0f, dout + at, d, v + at, d, 0.0f, ds, L);
+      for (int i = 0; i < L; i++) {
+        float* row = ds + int64_t{i} * L;
+        const float* pRow = p + int64_t{i} * L;
+        float dot = 0;
+        for (int j = 0; j < L; j++) dot += row[j] * pRow[j];
+        for (int j = 0; j < L; j++) row[j] = pRow[j] * (row[j] - dot) * scale;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, ds, L, k + at, d, 0.0f, dq + at, d);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hd, L, 1.0f, ds, L, q + at, d, 0.0f, dk + at, d);
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 void defineLayerFunctions(napi_env env, napi_value exports) {
@@ -617,6 +780,13 @@ void defineLayerFunctions(napi_env env, napi_value exports) {
       {"batchNormBackward", nullptr, BatchNormBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"embeddingForward", nullptr, EmbeddingForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"embeddingBackward", nullptr, EmbeddingBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tokenPositionEmbeddingForward", nullptr, TokenPositionEmbeddingForward, nullptr, nullptr, nullptr,
+       napi_default, nullptr},
+      {"tokenPositionEmbeddingBackward", nullptr, TokenPositionEmbeddingBackward, nullptr, nullptr, nullptr,
+       napi_default, nullptr},
+      {"attentionForward", nullptr, AttentionForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionBackward", nullptr, AttentionBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
 }

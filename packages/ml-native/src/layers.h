@@ -7,7 +7,8 @@ namespace tessera {
 
 // Adds sgdStep, sigmoidCrossEntropy, meanSquaredError, dropoutForward, dropoutBackward,
 // globalAveragePoolForward/Backward, averagePoolForward/Backward, layerNormForward/Backward,
-// batchNormForward/Backward and embeddingForward/Backward to the addon's exports.
+// batchNormForward/Backward, embeddingForward/Backward, addInto, tokenPositionEmbedding-
+// Forward/Backward and attentionForward/Backward to the addon's exports.
 void defineLayerFunctions(napi_env env, napi_value exports);
 
 }  // namespace tessera

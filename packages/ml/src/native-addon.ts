@@ -177,6 +177,48 @@ export interface NativeTrainingAddon {
     dtable: Float32Array,
     sizes: Int32Array,
   ): void;
+  /** out = a + b (a residual connection); out may be a or b. */
+  addInto(a: Float32Array, b: Float32Array, out: Float32Array): void;
+  /** sizes = [batch, length, vocabulary, dim]: y[b, t] = tokens[ids[b, t]] + positions[t]. */
+  tokenPositionEmbeddingForward(
+    ids: Float32Array,
+    tokens: Float32Array,
+    positions: Float32Array,
+    y: Float32Array,
+    sizes: Int32Array,
+  ): void;
+  tokenPositionEmbeddingBackward(
+    ids: Float32Array,
+    dy: Float32Array,
+    dtokens: Float32Array,
+    dpositions: Float32Array,
+    sizes: Int32Array,
+  ): void;
+  /**
+   * Multi-head self-attention on [batch * length, heads * headDim] projections; sizes =
+   * [batch, length, heads, headDim]; probabilities [batch, heads, length, length] kept.
+   */
+  attentionForward(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    probabilities: Float32Array,
+    out: Float32Array,
+    sizes: Int32Array,
+    scale: number,
+  ): void;
+  attentionBackward(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    probabilities: Float32Array,
+    dout: Float32Array,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+    sizes: Int32Array,
+    scale: number,
+  ): void;
   /** The library convolutions run on, e.g. 'oneDNN 2.6.3' or 'im2col + OpenBLAS'. */
   convEngine(): string;
 }

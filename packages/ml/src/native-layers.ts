@@ -65,7 +65,7 @@ export interface PlanStep {
   create(runtime: LayerRuntime): NativeLayer;
 }
 
-type Layer = LayersModel['layers'][number];
+export type Layer = LayersModel['layers'][number];
 
 /** The keys of tfjs layer configs read here (getConfig() returns them loosely typed). */
 export interface LayerConfig {
@@ -98,7 +98,7 @@ export interface PlanInput {
 /** A step, or the reason the layer cannot run natively; null: the layer needs no step (Flatten). */
 export type Planned = PlanStep | string | null;
 
-function pair(value: unknown): [number, number] | undefined {
+export function pair(value: unknown): [number, number] | undefined {
   if (typeof value === 'number') return [value, value];
   if (Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === 'number')) {
     return [value[0] as number, value[1] as number];
@@ -106,17 +106,25 @@ function pair(value: unknown): [number, number] | undefined {
   return undefined;
 }
 
+/**
+ * The `layer` a dropout mask is drawn for: plan step `index`'s dropout number `sub` (a
+ * Dropout layer has one, sub 0; a TransformerBlock two, 1 and 2), distinct across a plan.
+ */
+export function dropoutStream(index: number, sub: number): number {
+  return index * 4 + sub;
+}
+
 /** A copy the loop owns of a variable (dataSync may hand out the backend's own array). */
-function copyOf(variable: LayerVariable): Float32Array {
+export function copyOf(variable: LayerVariable): Float32Array {
   return (variable.read().dataSync() as Float32Array).slice();
 }
 
-function trainable(variable: LayerVariable): NativeWeight {
+export function trainable(variable: LayerVariable): NativeWeight {
   const values = copyOf(variable);
   return { variable, values, gradient: new Float32Array(values.length) };
 }
 
-function writeVariable(variable: LayerVariable, values: Float32Array): void {
+export function writeVariable(variable: LayerVariable, values: Float32Array): void {
   const tensor = tf.tensor(values, variable.shape as number[], 'float32');
   variable.write(tensor);
   tensor.dispose();
@@ -126,7 +134,7 @@ function writeVariable(variable: LayerVariable, values: Float32Array): void {
  * The layer's weights by name, in the order given, or why not: frozen, or other weights
  * than those (a trainable variable's name ends in '/<name>', as tfjs-layers names them).
  */
-function namedWeights(
+export function namedWeights(
   layer: Layer,
   trainableNames: readonly string[],
   nonTrainableNames: readonly string[] = [],
@@ -400,7 +408,15 @@ function planDropout(input: PlanInput): Planned {
       return {
         weights: [],
         forward(size, x, y, { seed, step }) {
-          addon.dropoutForward(x, y, mask.subarray(0, size * inSize), rate, seed, index, step);
+          addon.dropoutForward(
+            x,
+            y,
+            mask.subarray(0, size * inSize),
+            rate,
+            seed,
+            dropoutStream(index, 0),
+            step,
+          );
         },
         backward(size, _x, _y, dy, dx) {
           if (dx !== null) addon.dropoutBackward(dy, mask.subarray(0, size * inSize), dx, rate);
@@ -582,8 +598,8 @@ function planEmbedding(input: PlanInput): Planned {
 
 const noStep = (): Planned => null;
 
-/** The planners, by the class name a layer's getClassName() returns. */
-export const LAYER_PLANNERS: Readonly<Record<string, (input: PlanInput) => Planned>> = {
+/** The planners of tfjs-layers' classes, by the class name getClassName() returns. */
+export const BASE_PLANNERS: Readonly<Record<string, (input: PlanInput) => Planned>> = {
   InputLayer: noStep,
   // NHWC activations are row-major: flattening moves nothing.
   Flatten: noStep,

@@ -2,8 +2,8 @@ import type { LayersModel, LayerVariable } from '@tensorflow/tfjs-layers';
 import type { TaskLoss } from '@tessera/tasks';
 import type { NativeTrainingAddon } from './native-addon.js';
 import {
+  BASE_PLANNERS,
   type ForwardContext,
-  LAYER_PLANNERS,
   type LayerConfig,
   type NativeLayer,
   type NativeWeight,
@@ -11,6 +11,10 @@ import {
   UNSUPPORTED_OPTIONS,
   writeWeights,
 } from './native-layers.js';
+import { TRANSFORMER_PLANNERS } from './native-transformer.js';
+
+/** Every layer the loop plans, by the class name getClassName() returns. */
+const LAYER_PLANNERS = { ...BASE_PLANNERS, ...TRANSFORMER_PLANNERS };
 
 export type { NativeConvLayer, NativeTrainingAddon } from './native-addon.js';
 

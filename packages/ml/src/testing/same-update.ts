@@ -12,6 +12,12 @@ export function expectSameUpdate(
   start: Float32Array,
   actual: Float32Array,
   expected: Float32Array,
+  /**
+   * Tensors whose gradient is 0 in exact arithmetic (an attention's key bias: a row's
+   * softmax ignores a constant added to all its scores): both loops' updates are rounding
+   * noise around 0 there, so each must be below 1e-7 instead of matching the other's.
+   */
+  exactlyZero?: RegExp,
 ): void {
   let offset = 0;
   for (const variable of model.weights) {
@@ -25,6 +31,11 @@ export function expectSameUpdate(
       worst = Math.max(worst, Math.abs(got - want));
     }
     offset += size;
+    if (exactlyZero?.test(variable.name) === true) {
+      expect(largest, variable.name).toBeLessThan(1e-7);
+      expect(worst, variable.name).toBeLessThan(2e-7);
+      continue;
+    }
     // A bias can stay put (a ReLU that never fired): then it must not move either.
     expect(worst, variable.name).toBeLessThanOrEqual(1e-4 * largest + 1e-9);
   }
