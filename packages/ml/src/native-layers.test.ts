@@ -12,7 +12,7 @@ import { loadNativeKernels } from '@tessera/ml-native';
 import { builtinTask, type TaskDefinition, type TaskLoss, type TaskMetric } from '@tessera/tasks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
-import { crossEntropy } from './losses.js';
+import { binaryCrossEntropy, crossEntropy } from './losses.js';
 import { dropoutStream } from './native-layers.js';
 import { NativeTrainer, type NativeTrainingAddon, planNativeTraining } from './native-training.js';
 import { installedOpenblasAddon } from './openblas-kernels.js';
@@ -521,6 +521,78 @@ describe.skipIf(!native.ok)('the native loop on every layer and loss it plans', 
     });
     optimizer.dispose();
     expectSameUpdate(model, start, nativeWeights, getFlatWeights(model));
+    model.dispose();
+  });
+
+  it("transformer block dropout: given the same masks, the step equals tfjs's", () => {
+    const addon = installedOpenblasAddon() as NativeTrainingAddon;
+    const rate = 0.3;
+    const [batch, length, dim] = [3, 5, 8];
+    const block = new TransformerBlock({
+      embedDim: dim,
+      numHeads: 2,
+      feedForwardDim: 6,
+      dropoutRate: rate,
+    });
+    const model = tfl.sequential({
+      layers: [
+        new TokenAndPositionEmbedding({
+          batchInputShape: [null, length],
+          vocabularySize: 10,
+          sequenceLength: length,
+          embedDim: dim,
+        }),
+        block,
+        tfl.layers.globalAveragePooling1d({}),
+        tfl.layers.dense({ units: 1, activation: 'sigmoid' }),
+      ],
+    });
+    const planned = planNativeTraining(model, 'sigmoid-binary-cross-entropy');
+    if (!planned.ok) throw new Error(planned.reason);
+    const rng = createRng(6);
+    const ids = Float32Array.from({ length: batch * length }, () => Math.floor(rng.next() * 10));
+    const targets = Float32Array.of(1, 0, 1);
+    const seed = 21;
+    const start = getFlatWeights(model);
+    const trainer = new NativeTrainer(addon, planned.plan, batch, { seed });
+    trainer.step(ids, targets, batch, 0.1);
+    trainer.finish();
+    const nativeWeights = getFlatWeights(model);
+
+    // The block (plan step 1) draws its attention mask as dropout 1, its feed-forward mask
+    // as dropout 2, at step 0: drawn again, and put where the tfjs block calls tf.dropout.
+    const masks = [1, 2].map((sub) => {
+      const multiplier = new Float32Array(batch * length * dim);
+      addon.dropoutForward(
+        new Float32Array(multiplier.length).fill(1),
+        multiplier,
+        new Uint8Array(multiplier.length),
+        rate,
+        seed,
+        dropoutStream(1, sub),
+        0,
+      );
+      expect(multiplier.some((v) => v === 0)).toBe(true);
+      return multiplier;
+    });
+    let calls = 0;
+    const withMask = block as unknown as { dropout: (x: tf.Tensor) => tf.Tensor };
+    withMask.dropout = (x: tf.Tensor) =>
+      tf.mul(x, tf.tensor(masks[calls++ % 2] as Float32Array, x.shape));
+    setFlatWeights(model, start);
+    const optimizer = tf.train.sgd(0.1);
+    tf.tidy(() => {
+      const xs = tf.tensor2d(ids, [batch, length]);
+      const ys = tf.tensor2d(targets, [batch, 1]);
+      optimizer.minimize(
+        () => binaryCrossEntropy(model.apply(xs, { training: true }) as tf.Tensor, ys),
+        false,
+        model.trainableWeights.map((w) => w.read() as tf.Variable),
+      );
+    });
+    optimizer.dispose();
+    expect(calls).toBe(2);
+    expectSameUpdate(model, start, nativeWeights, getFlatWeights(model), KEY_BIAS);
     model.dispose();
   });
 
