@@ -1,6 +1,7 @@
 import type { LayerVariable } from '@tensorflow/tfjs-layers';
 import {
   dropoutStream,
+  type ForwardContext,
   type NativeWeight,
   namedWeights,
   type PlanInput,
@@ -166,9 +167,28 @@ function planTransformerBlock(input: PlanInput): Planned {
         );
       };
 
+      /** x after dropout number `sub` of the block (x itself at rate 0). */
+      const dropout = (
+        sub: 1 | 2,
+        x: Float32Array,
+        out: Float32Array,
+        mask: Uint8Array,
+        { seed, step }: ForwardContext,
+      ): Float32Array => {
+        if (rate === 0) return x;
+        const stream = dropoutStream(index, sub);
+        addon.dropoutForward(x, view(out, d), view(mask, d), rate, seed, stream, step);
+        return view(out, d);
+      };
+      const dropoutBack = (dy: Float32Array, mask: Uint8Array, out: Float32Array) => {
+        if (rate === 0) return dy;
+        addon.dropoutBackward(dy, view(mask, d), view(out, d), rate);
+        return view(out, d);
+      };
+
       return {
         weights: BLOCK_WEIGHTS.map((name) => w[name]),
-        forward(size, x, y, { seed, step }) {
+        forward(size, x, y, context) {
           rows = size * length;
           normSizes.set([rows, d]);
           attentionSizes.set([size, length, heads, headDim]);
@@ -190,19 +210,13 @@ function planTransformerBlock(input: PlanInput): Planned {
             w.attention_output_bias,
             view(attentionProjected, d),
           );
-          let attention = view(attentionProjected, d);
-          if (rate > 0) {
-            addon.dropoutForward(
-              attention,
-              view(attentionDropped, d),
-              view(attentionMask, d),
-              rate,
-              seed,
-              dropoutStream(index, 1),
-              step,
-            );
-            attention = view(attentionDropped, d);
-          }
+          const attention = dropout(
+            1,
+            view(attentionProjected, d),
+            attentionDropped,
+            attentionMask,
+            context,
+          );
           addon.addInto(x, attention, view(sum1, d));
           addon.layerNormForward(
             view(sum1, d),
@@ -227,19 +241,13 @@ function planTransformerBlock(input: PlanInput): Planned {
             w.feed_forward_output_bias,
             view(feedForwardOut, d),
           );
-          let feedForward = view(feedForwardOut, d);
-          if (rate > 0) {
-            addon.dropoutForward(
-              feedForward,
-              view(feedForwardDropped, d),
-              view(feedForwardMask, d),
-              rate,
-              seed,
-              dropoutStream(index, 2),
-              step,
-            );
-            feedForward = view(feedForwardDropped, d);
-          }
+          const feedForward = dropout(
+            2,
+            view(feedForwardOut, d),
+            feedForwardDropped,
+            feedForwardMask,
+            context,
+          );
           addon.addInto(view(afterAttention, d), feedForward, view(sum2, d));
           addon.layerNormForward(
             view(sum2, d),
@@ -267,11 +275,7 @@ function planTransformerBlock(input: PlanInput): Planned {
             normSizes,
           );
           // sum2 = afterAttention + dropout(feedForward): both receive dSum2.
-          let dFf = view(dSum2, d);
-          if (rate > 0) {
-            addon.dropoutBackward(dFf, view(feedForwardMask, d), view(dFeedForward, d), rate);
-            dFf = view(dFeedForward, d);
-          }
+          const dFf = dropoutBack(view(dSum2, d), feedForwardMask, dFeedForward);
           denseBack(
             view(hidden, ff),
             dFf,
@@ -299,11 +303,7 @@ function planTransformerBlock(input: PlanInput): Planned {
             normSizes,
           );
           // sum1 = x + dropout(attention): both receive dSum1.
-          let dAttn = view(dSum1, d);
-          if (rate > 0) {
-            addon.dropoutBackward(dAttn, view(attentionMask, d), view(dAttention, d), rate);
-            dAttn = view(dAttention, d);
-          }
+          const dAttn = dropoutBack(view(dSum1, d), attentionMask, dAttention);
           denseBack(
             view(merged, d),
             dAttn,
