@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "blas-threads.h"
 #include "napi-args.h"
 
 namespace tessera {
@@ -426,23 +427,43 @@ napi_value LayerNormForward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The arguments of layerNormBackward and batchNormBackward (dy, normalized, inverseStd,
+// gamma, dx | null, dgamma, dbeta, sizes = [rows, cols]); inverseStd has one value per row
+// (layer norm) or per column (batch norm). dgamma and dbeta are zeroed for the sums.
+struct NormGradients {
+  int64_t rows = 0, cols = 0;
+  const float *dy = nullptr, *normalized = nullptr, *inverseStd = nullptr, *gamma = nullptr;
+  float *dx = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+};
+
+bool readNormGradients(ArgReader& a, bool statisticsPerRow, NormGradients* g) {
+  const std::vector<int> s = a.sizes(7, 2);
+  g->rows = s[0];
+  g->cols = s[1];
+  const int64_t size = g->rows * g->cols;
+  g->dy = a.floats(0, size, "dy has the wrong size");
+  g->normalized = a.floats(1, size, "normalized has the wrong size");
+  g->inverseStd = a.floats(2, statisticsPerRow ? g->rows : g->cols, "inverseStd has the wrong size");
+  g->gamma = a.floats(3, g->cols, "gamma has the wrong size");
+  g->dx = a.optionalFloats(4, size, "dx has the wrong size");
+  g->dgamma = a.floats(5, g->cols, "dgamma has the wrong size");
+  g->dbeta = a.floats(6, g->cols, "dbeta has the wrong size");
+  if (a.failed()) return false;
+  std::fill(g->dgamma, g->dgamma + g->cols, 0.0f);
+  std::fill(g->dbeta, g->dbeta + g->cols, 0.0f);
+  return true;
+}
+
 // layerNormBackward(dy, normalized, inverseStd, gamma, dx | null, dgamma, dbeta, sizes):
 // dgamma = sum_rows dy x̂, dbeta = sum_rows dy, and per row with g = dy gamma:
 // dx = inverseStd (g - mean(g) - x̂ mean(g x̂)).
 napi_value LayerNormBackward(napi_env env, napi_callback_info info) {
   ArgReader a(env, info, 8);
-  const std::vector<int> s = a.sizes(7, 2);
-  const int64_t rows = s[0], cols = s[1];
-  const float* dy = a.floats(0, rows * cols, "dy has the wrong size");
-  const float* normalized = a.floats(1, rows * cols, "normalized has the wrong size");
-  const float* inverseStd = a.floats(2, rows, "inverseStd has the wrong size");
-  const float* gamma = a.floats(3, cols, "gamma has the wrong size");
-  float* dx = a.optionalFloats(4, rows * cols, "dx has the wrong size");
-  float* dgamma = a.floats(5, cols, "dgamma has the wrong size");
-  float* dbeta = a.floats(6, cols, "dbeta has the wrong size");
-  if (a.failed()) return nullptr;
-  std::fill(dgamma, dgamma + cols, 0.0f);
-  std::fill(dbeta, dbeta + cols, 0.0f);
+  NormGradients g;
+  if (!readNormGradients(a, true, &g)) return nullptr;
+  const int64_t rows = g.rows, cols = g.cols;
+  const float *dy = g.dy, *normalized = g.normalized, *inverseStd = g.inverseStd, *gamma = g.gamma;
+  float *dx = g.dx, *dgamma = g.dgamma, *dbeta = g.dbeta;
   for (int64_t r = 0; r < rows; r++) {
     const float* gradient = dy + r * cols;
     const float* xhat = normalized + r * cols;
@@ -514,18 +535,11 @@ napi_value BatchNormForward(napi_env env, napi_callback_info info) {
 // layerNormBackward's formula with the sums per channel over the rows.
 napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
   ArgReader a(env, info, 8);
-  const std::vector<int> s = a.sizes(7, 2);
-  const int64_t rows = s[0], channels = s[1];
-  const float* dy = a.floats(0, rows * channels, "dy has the wrong size");
-  const float* normalized = a.floats(1, rows * channels, "normalized has the wrong size");
-  const float* inverseStd = a.floats(2, channels, "inverseStd has the wrong size");
-  const float* gamma = a.floats(3, channels, "gamma has the wrong size");
-  float* dx = a.optionalFloats(4, rows * channels, "dx has the wrong size");
-  float* dgamma = a.floats(5, channels, "dgamma has the wrong size");
-  float* dbeta = a.floats(6, channels, "dbeta has the wrong size");
-  if (a.failed()) return nullptr;
-  std::fill(dgamma, dgamma + channels, 0.0f);
-  std::fill(dbeta, dbeta + channels, 0.0f);
+  NormGradients g;
+  if (!readNormGradients(a, false, &g)) return nullptr;
+  const int64_t rows = g.rows, channels = g.cols;
+  const float *dy = g.dy, *normalized = g.normalized, *inverseStd = g.inverseStd, *gamma = g.gamma;
+  float *dx = g.dx, *dgamma = g.dgamma, *dbeta = g.dbeta;
   for (int64_t r = 0; r < rows; r++) {
     for (int64_t c = 0; c < channels; c++) {
       const int64_t i = r * channels + c;
@@ -698,6 +712,7 @@ napi_value AttentionForward(napi_env env, napi_callback_info info) {
   const float scale = static_cast<float>(a.number(6));
   if (a.failed()) return nullptr;
   const int L = static_cast<int>(g.length), hd = static_cast<int>(g.headDim), d = static_cast<int>(g.width());
+  const SingleThreadedBlas oneThread;
   for (int64_t b = 0; b < g.batch; b++) {
     for (int64_t h = 0; h < g.heads; h++) {
       const int64_t at = b * g.length * g.width() + h * g.headDim;
@@ -737,6 +752,7 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
   const float scale = static_cast<float>(a.number(9));
   if (a.failed()) return nullptr;
   const int L = static_cast<int>(g.length), hd = static_cast<int>(g.headDim), d = static_cast<int>(g.width());
+  const SingleThreadedBlas oneThread;
   std::vector<float> scores(static_cast<size_t>(L) * L);
   float* ds = scores.data();
   for (int64_t b = 0; b < g.batch; b++) {

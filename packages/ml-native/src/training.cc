@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 
+#include "blas-threads.h"
 #include "napi-args.h"
 #include "shapes.h"
 
@@ -36,10 +37,6 @@
 extern "C" void omp_set_num_threads(int threads);
 #endif
 
-extern "C" {
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
-}
 
 namespace tessera {
 namespace {
@@ -57,25 +54,6 @@ struct ConvLayerShape {
   int64_t inputSize(int batch) const { return int64_t{batch} * inHeight * inWidth * inChannels; }
   int64_t outputSize(int batch) const { return int64_t{batch} * outHeight * outWidth * outChannels; }
   int64_t filterSize() const { return int64_t{filterHeight} * filterWidth * inChannels * outChannels; }
-};
-
-// OpenBLAS on one thread for the scope: the dense products of a training step are small
-// (batch-sized rows), and waking OpenBLAS's other threads for them cost more than it gave
-// on every model measured (fedavg-cnn at batch 10: 1,356 samples/s with 2 OpenBLAS
-// threads, 1,921 with 1). The threads stay with oneDNN's convolutions.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : threads_(openblas_get_num_threads()) {
-    if (threads_ != 1) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (threads_ != 1) openblas_set_num_threads(threads_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int threads_;
 };
 
 TESSERA_CLONES
