@@ -146,6 +146,15 @@ class ArgReader {
 constexpr float kProbabilityEpsilon = 1e-7f;
 constexpr float kProbabilityCeiling = 1.0f - 1e-7f;
 
+TESSERA_CLONES
+void sgdStep(float* w, float* g, const float* anchor, int64_t n, float learningRate, float mu) {
+  if (anchor != nullptr) {
+    for (int64_t i = 0; i < n; i++) g[i] += (w[i] - anchor[i]) * mu;
+  }
+  const float step = -learningRate;
+  for (int64_t i = 0; i < n; i++) w[i] += step * g[i];
+}
+
 // sgdStep(w, g, anchor | null, learningRate, mu): the loop's one SGD step on a weight.
 // With an anchor (FedProx), g += mu (w - anchor) first, from the weights before the step;
 // then w += (-learningRate) g, as tfjs's SGD optimizer computes it.
@@ -158,11 +167,7 @@ napi_value SgdStep(napi_env env, napi_callback_info info) {
   const float learningRate = static_cast<float>(a.number(3));
   const float mu = static_cast<float>(a.number(4));
   if (a.failed()) return nullptr;
-  if (anchor != nullptr) {
-    for (int64_t i = 0; i < n; i++) g[i] += (w[i] - anchor[i]) * mu;
-  }
-  const float step = -learningRate;
-  for (int64_t i = 0; i < n; i++) w[i] += step * g[i];
+  sgdStep(w, g, anchor, n, learningRate, mu);
   return nullptr;
 }
 
