@@ -374,9 +374,27 @@ describe.skipIf(!native.ok)('the native loop on every layer and loss it plans', 
       objective: taskObjective(task),
     });
     model.dispose();
-    // The task as built in, dropout and all, plans natively too.
+    // The task as built in, dropout and all, trains natively too, and a round repeats
+    // exactly for its seed: the masks are drawn from it.
     const builtIn = await buildTaskModel(task, { seed: 2 });
     expect(planNativeTraining(builtIn, task.loss)).toMatchObject({ ok: true });
+    const builtInStart = getFlatWeights(builtIn);
+    const rounds: Float32Array[] = [];
+    for (const seed of [5, 5, 6]) {
+      setFlatWeights(builtIn, builtInStart);
+      const result = await trainLocal(builtIn, data, {
+        epochs: 1,
+        batchSize: 8,
+        learningRate: 0.05,
+        seed,
+        objective: taskObjective(task),
+      });
+      expect(result.loop).toBe('native');
+      expect(Number.isFinite(result.loss)).toBe(true);
+      rounds.push(getFlatWeights(builtIn));
+    }
+    expect(rounds[1]).toEqual(rounds[0]);
+    expect(rounds[2]).not.toEqual(rounds[0]);
     builtIn.dispose();
   }, 120_000);
 
