@@ -28,7 +28,9 @@ export {
 export {
   type NativePlan,
   type NativePlanResult,
+  type NativeStepResult,
   NativeTrainer,
+  type NativeTrainerOptions,
   type NativeTrainingAddon,
   planNativeTraining,
 } from './native-training.js';
