@@ -9,7 +9,12 @@ export {
   TesseraClient,
   type TrainingProgress,
 } from './client.js';
-export { ImageSetTaskData, type ImageSource, type LabelledImage } from './image-data.js';
+export {
+  checkImageTaskData,
+  ImageSetTaskData,
+  type ImageSource,
+  type LabelledImage,
+} from './image-data.js';
 export {
   type LocalTrainingSetting,
   type LocalTrainingSettings,
@@ -22,6 +27,7 @@ export {
   checkTaskData,
   countDataRows,
   type DataFile,
+  describeTask,
   encodeRows,
   FileTaskData,
   isJsonLinesFile,
