@@ -5,7 +5,7 @@ import { parseCsv, ROUND_COLUMNS } from '@tessera/research';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, launchChromium } from './chromium.js';
-import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
+import { type ConsoleFixture, startConsoleFixture } from './console-fixtures.js';
 
 /**
  * A round's phases (issue 15 item 6) on their way out: the REST API's round records, the
@@ -22,12 +22,9 @@ let fx: ConsoleFixture;
 let browser: Browser;
 
 beforeAll(async () => {
-  for (const [what, path] of [
-    ['console', consoleIndex],
-    ['Chromium', CHROMIUM],
-  ] as const) {
-    if (!existsSync(path))
-      throw new Error(`no ${what} at ${path}: run npm run build (and apt-get install -y chromium)`);
+  const missing = [consoleIndex, CHROMIUM].filter((path) => !existsSync(path));
+  if (missing.length > 0) {
+    throw new Error(`missing ${missing.join(', ')}: npm run build, apt-get install -y chromium`);
   }
   fx = await startConsoleFixture();
   browser = await launchChromium('no-gpu');
@@ -151,19 +148,16 @@ describe("a round's phases", () => {
     expect(lines[1]).toMatchObject({ commit_ms: null, round_ms: null });
     expect(lines[2]).toMatchObject({ waiting_ms: null, round_ms: null });
 
-    await fx.db.accounts.createUser({
-      email: 'phases-admin@example.org',
-      role: 'admin',
-      password: PASSWORD,
-    });
+    // A researcher's session (logged in over REST), carried by the browser as its cookie.
+    const { cookie } = await fx.login('researcher');
+    const [name, value] = [
+      cookie.slice(0, cookie.indexOf('=')),
+      cookie.slice(cookie.indexOf('=') + 1),
+    ];
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await context.addCookies([{ name, value, url: fx.url }]);
     const page = await context.newPage();
     page.setDefaultTimeout(60_000);
-    await page.goto(fx.url);
-    await page.fill('input[name=email]', 'phases-admin@example.org');
-    await page.fill('input[name=password]', PASSWORD);
-    await page.click('button[type=submit]');
-    await page.getByTestId('who').waitFor();
     await page.goto(`${fx.url}/runs/${runId}`);
     const table = page.getByTestId('round-phases');
     await table.waitFor();
