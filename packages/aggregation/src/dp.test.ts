@@ -342,6 +342,7 @@ describe('dp-fedavg: options', () => {
     'centered-clipping',
     'norm-bounded-fedavg',
     'fedprox',
+    'scaffold',
     'dp-fedavg',
   ];
 

@@ -23,6 +23,7 @@ export {
   type StrategyDependencies,
 } from './registry.js';
 export { FedMedian, TrimmedMean } from './robust.js';
+export { SCAFFOLD_OPTION, Scaffold, type ScaffoldOptions } from './scaffold.js';
 export {
   decodeStrategyState,
   encodeStrategyState,
