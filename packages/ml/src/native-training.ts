@@ -417,6 +417,8 @@ export class NativeTrainer {
     maxBatch: number,
     engine: 'auto' | 'im2col' = 'auto',
     proximal?: NativeProximal,
+    /** SCAFFOLD's c − c_i per trainable variable, as train.ts checked it (see correctStep). */
+    private readonly correction?: ReadonlyMap<LayerVariable, Float32Array>,
   ) {
     this.mu = proximal?.mu ?? 0;
     this.layers = plan.steps.map((step, index): LayerState => {
@@ -578,6 +580,7 @@ export class NativeTrainer {
         }
         addon.sgdUpdate(layer.kernel, layer.kernelGradient, learningRate);
         addon.sgdUpdate(layer.bias, layer.biasGradient, learningRate);
+        this.correctStep(layer, learningRate);
         return;
       }
       case 'maxPool': {
@@ -615,9 +618,24 @@ export class NativeTrainer {
           addon.sgdUpdate(layer.kernel, proximal.kernelTerm, learningRate);
           addon.sgdUpdate(layer.bias, proximal.biasTerm, learningRate);
         }
+        this.correctStep(layer, learningRate);
         return;
       }
     }
+  }
+
+  /**
+   * SCAFFOLD: w ← w − lr (c − c_i) after the layer's data step, so the step is
+   * w − lr (g − c_i + c). The correction does not depend on w, so taking it after the data
+   * step is the same step (up to float rounding) as adding it to the gradient first.
+   */
+  private correctStep(layer: ConvState | DenseState, learningRate: number): void {
+    if (this.correction === undefined) return;
+    const [kernelVariable, biasVariable] = layer.step.weights;
+    const kernel = this.correction.get(kernelVariable);
+    const bias = this.correction.get(biasVariable);
+    if (kernel !== undefined) this.addon.sgdUpdate(layer.kernel, kernel, learningRate);
+    if (bias !== undefined) this.addon.sgdUpdate(layer.bias, bias, learningRate);
   }
 
   /** Writes the trained weights into the model's variables. */
