@@ -23,7 +23,12 @@ export {
   type StrategyDependencies,
 } from './registry.js';
 export { FedMedian, TrimmedMean } from './robust.js';
-export { SCAFFOLD_OPTION, Scaffold, type ScaffoldOptions } from './scaffold.js';
+export {
+  SCAFFOLD_MAX_PARAMETERS,
+  SCAFFOLD_OPTION,
+  Scaffold,
+  type ScaffoldOptions,
+} from './scaffold.js';
 export {
   decodeStrategyState,
   encodeStrategyState,

@@ -1,6 +1,11 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
-import { createStrategy, parseStrategyOptions, type TrainUpdate } from './index.js';
+import {
+  createStrategy,
+  parseStrategyOptions,
+  SCAFFOLD_MAX_PARAMETERS,
+  type TrainUpdate,
+} from './index.js';
 
 function update(
   clientId: string,
@@ -91,6 +96,19 @@ describe('scaffold', () => {
     round.add(update('b', 1, [1], [1]));
     expectCode(() => round.finish(), ErrorCode.INVALID_ARGUMENT, 'strategyOptions.clientCount');
     expect(strategy.state()).toBeNull();
+  });
+
+  it('refuses a model whose x and c do not fit one frame, before the round begins', () => {
+    expect(SCAFFOLD_MAX_PARAMETERS).toBe(1_040_384);
+    const strategy = createStrategy('scaffold');
+    expectCode(
+      () => strategy.beginRound(1, new Float32Array(SCAFFOLD_MAX_PARAMETERS + 1)),
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      'strategy',
+    );
+    expect(
+      strategy.beginRound(1, new Float32Array(SCAFFOLD_MAX_PARAMETERS)).controlVariate,
+    ).toHaveLength(SCAFFOLD_MAX_PARAMETERS);
   });
 
   it('asks every client for option II, and checks its options', () => {

@@ -1,4 +1,9 @@
-import { ErrorCode, firstNonFinite, TesseraError } from '@tessera/protocol';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  ErrorCode,
+  firstNonFinite,
+  TesseraError,
+} from '@tessera/protocol';
 import { checkUpdate, roundFinished } from './checks.js';
 import { weightedEvaluation } from './fedavg.js';
 import { StateSlot, type StrategyState } from './state.js';
@@ -28,6 +33,14 @@ export interface ScaffoldOptions {
  * option II of the paper, c_i⁺ = c_i − c + (x − y_i) / (K η).
  */
 export const SCAFFOLD_OPTION = 2;
+
+/**
+ * The largest model SCAFFOLD can train: its train instruction carries x and c, its update y and
+ * Δc_i, 8 bytes per parameter in one frame, and the clients' parsers (like the coordinator's
+ * by default) take frames up to DEFAULT_MAX_FRAME_BYTES. 64 KiB are left for the envelope.
+ * 1,040,384 parameters: the 2NN (199,210) fits, the CNN (1,663,370) does not.
+ */
+export const SCAFFOLD_MAX_PARAMETERS = Math.floor((DEFAULT_MAX_FRAME_BYTES - 65_536) / 8);
 
 /**
  * SCAFFOLD (Karimireddy, Kale, Mohri, Reddi, Stich, Suresh, "SCAFFOLD: Stochastic Controlled
@@ -61,6 +74,13 @@ export class Scaffold implements Strategy {
   }
 
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator {
+    if (globalWeights.length > SCAFFOLD_MAX_PARAMETERS) {
+      throw new TesseraError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        `scaffold: a model of ${globalWeights.length} parameters needs frames of ${8 * globalWeights.length} bytes (model and control variate), over the ${DEFAULT_MAX_FRAME_BYTES}-byte frame limit; it trains models of up to ${SCAFFOLD_MAX_PARAMETERS} parameters`,
+        { field: 'strategy', maxParameters: SCAFFOLD_MAX_PARAMETERS },
+      );
+    }
     const start = this.slot.startOf(round, globalWeights.length);
     const c = start?.arrays['c'] ?? new Float64Array(globalWeights.length);
     return new ScaffoldAggregator(globalWeights.slice(), c, this.options, (next) =>

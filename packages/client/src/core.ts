@@ -9,6 +9,13 @@ export {
   TesseraClient,
   type TrainingProgress,
 } from './client.js';
+export {
+  type ControlVariateStep,
+  type ControlVariateStore,
+  controlCorrection,
+  MemoryControlVariates,
+  scaffoldControlStep,
+} from './control-variates.js';
 export { ImageSetTaskData, type ImageSource, type LabelledImage } from './image-data.js';
 export {
   type LocalTrainingSetting,
