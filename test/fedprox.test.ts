@@ -164,7 +164,7 @@ describe('a client asked for a strategy setting it cannot honour', () => {
       const { initialWeights } = await import('@tessera/ml');
       const weights = initialWeights('fedavg-2nn', 1);
       const cases: [unknown, string][] = [
-        [{ name: 'scaffold', settings: { controlVariate: 'x' } }, 'strategy.name'],
+        [{ name: 'fednova', settings: { tau: 1 } }, 'strategy.name'],
         [{ name: 'fedprox', settings: { proximalMu: 0.1, clip: 1 } }, 'strategy.settings.clip'],
         [{ name: 'fedprox', settings: { proximalMu: -0.5 } }, 'strategy.settings.proximalMu'],
         [{ name: 'fedprox', settings: { proximalMu: 1e6 } }, 'strategy.settings.proximalMu'],
