@@ -387,6 +387,7 @@ describe('RunEngine over an in-memory transport', () => {
   it('gives the run up as failed after maxRoundAttempts attempts with too few updates; nothing is committed', async () => {
     const failing: Behaviour = (message, ctx) => {
       if (message.event === 'train') ctx.update('failed');
+      if (message.event === 'evaluate') ctx.evaluation({});
     };
     const s = await start({
       clients: 2,
@@ -1163,4 +1164,78 @@ describe('the seed derivation recorded with each run', () => {
       rmSync(folder, { recursive: true, force: true });
     }
   });
+});
+
+describe('RunEngine under dp-fedavg: Poisson sampling, as the accountant assumes it', () => {
+  const dpConfig: Partial<RunConfigInput> = {
+    strategy: 'dp-fedavg',
+    strategyOptions: {
+      noiseMultiplier: 1,
+      clipNorm: 1,
+      expectedClientsPerRound: 5,
+      samplingRate: 0.25,
+      innerStrategy: 'fedavg',
+      innerOptions: {},
+    },
+    rounds: 6,
+    // The same seed in both runs: the sample must not follow from it.
+    seed: 3,
+  };
+
+  it('draws each eligible client independently with probability q from the CSPRNG, not the run seed, and commits rounds of whatever size arrived', async () => {
+    const runs: Started[] = [];
+    for (let k = 0; k < 2; k++) {
+      const s = await start({ clients: 20, config: dpConfig });
+      await s.done;
+      expect(s.finished).toEqual([{ status: 'completed' }]);
+      runs.push(s);
+    }
+    const sizes: number[] = [];
+    for (const s of runs) {
+      const firstAttempts = s.started.filter((r) => r.attempt === 1);
+      expect(firstAttempts.map((r) => r.round)).toEqual([1, 2, 3, 4, 5, 6]);
+      let included = 0;
+      for (const { round, selected } of firstAttempts) {
+        // A fixed-size or whole-federation sample would not be what the accountant composes.
+        expect(selected.length).toBeLessThan(20);
+        included += selected.length;
+        sizes.push(selected.length);
+        const record = await db.rounds.get(s.run.id, round);
+        expect(record.selectedClientIds).toEqual(selected);
+        expect(record.privacy).toMatchObject({ samplingRate: 0.25, denominator: 5 });
+      }
+      // 120 independent draws at q = 0.25: mean 30, standard deviation 4.7.
+      expect(included).toBeGreaterThanOrEqual(10);
+      expect(included).toBeLessThanOrEqual(50);
+    }
+    // Round sizes vary (a fixed size would repeat), and the two runs of the same seed were
+    // sampled differently (a seeded draw would repeat them exactly).
+    expect(new Set(sizes).size).toBeGreaterThan(1);
+    const samples = (s: Started) => s.started.map((r) => r.selected.join(','));
+    expect(samples(runs[0] as Started)).not.toEqual(samples(runs[1] as Started));
+  }, 120_000);
+
+  it('never retries a round: one whose sample brought no update commits the noise alone as one step', async () => {
+    const failing: Behaviour = (message, ctx) => {
+      if (message.event === 'train') ctx.update('failed');
+      if (message.event === 'evaluate') ctx.evaluation({});
+    };
+    const s = await start({
+      clients: 4,
+      behaviours: { 0: failing, 1: failing, 2: failing, 3: failing },
+      config: { ...dpConfig, rounds: 3 },
+    });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(s.started.map((r) => [r.round, r.attempt])).toEqual([
+      [1, 1],
+      [2, 1],
+      [3, 1],
+    ]);
+    for (const round of [1, 2, 3]) {
+      const record = await db.rounds.get(s.run.id, round);
+      expect(record.participantClientIds).toEqual([]);
+      expect(record.privacy).toMatchObject({ steps: round, clippedCount: 0, denominator: 5 });
+    }
+  }, 120_000);
 });

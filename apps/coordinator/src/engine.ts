@@ -27,6 +27,7 @@ import {
 import {
   buildTaskModel,
   checkTaskModel,
+  DEFAULT_MAX_TASK_PARAMS,
   getFlatWeights,
   initialWeights,
   modelSpec,
@@ -92,9 +93,6 @@ export interface EngineDeps {
    */
   maxTaskParams?: number;
 }
-
-/** Default of EngineDeps.maxTaskParams: the task routes' DEFAULT_MAX_TASK_PARAMS. */
-const DEFAULT_MAX_TASK_PARAMS = 50_000_000;
 
 export interface RoundSummary {
   runId: string;
@@ -796,10 +794,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.closeRound(state, 'training');
     if (this.stopReason !== null) return 'stopped';
     const result = open.aggregator.finish();
-    // Under Poisson sampling (DP) a round commits with whatever arrived: the noised sum is
-    // divided by the fixed expected count, and retrying a round that released a noised
-    // aggregate would spend budget the accountant does not count. Only a round to which no
-    // update came (nothing was noised or released) is tried again with a fresh sample.
+    // Under Poisson sampling (DP) a round commits with whatever arrived, none included: the
+    // noised sum is divided by the fixed expected count, and every round is one step of the
+    // accountant; a retry would spend budget it does not count, or, for a round without
+    // updates, make the sample that counts one conditioned on bringing an update.
     const enough = poissonRate !== undefined || result.numUpdates >= config.minClients;
     if (result.weights === null || !enough) return 'too-few';
 

@@ -16,7 +16,12 @@ export {
   MemoryControlVariates,
   scaffoldControlStep,
 } from './control-variates.js';
-export { ImageSetTaskData, type ImageSource, type LabelledImage } from './image-data.js';
+export {
+  checkImageTaskData,
+  ImageSetTaskData,
+  type ImageSource,
+  type LabelledImage,
+} from './image-data.js';
 export {
   type LocalTrainingSetting,
   type LocalTrainingSettings,
@@ -29,6 +34,7 @@ export {
   checkTaskData,
   countDataRows,
   type DataFile,
+  describeTask,
   encodeRows,
   FileTaskData,
   isJsonLinesFile,

@@ -64,8 +64,9 @@ export interface TrainOptions {
   batchSize: number;
   learningRate: number;
   /**
-   * Seeds the per-epoch shuffles (epoch e uses seed + e). Give each round and client its
-   * own seed, or every round sees the same batch order.
+   * Seeds the per-epoch shuffles (epoch e uses seed + e) and, in the native loop, the
+   * dropout masks (drawn from the seed, the layer and the step). Give each round and client
+   * its own seed, or every round sees the same batch order.
    */
   seed: number;
   onProgress?: (progress: TrainProgress) => void;
@@ -257,7 +258,7 @@ function positiveInteger(value: number, name: string, where: string): number {
 class BatchBuilder {
   private readonly features: Float32Array;
   private readonly targets: Float32Array;
-  private readonly labels: Uint8Array;
+  private readonly labels: Int32Array;
 
   constructor(
     private readonly data: TrainingData<LabelArray>,
@@ -266,7 +267,7 @@ class BatchBuilder {
   ) {
     this.features = new Float32Array(batchSize * geometry.featureSize);
     this.targets = new Float32Array(batchSize * geometry.targetWidth);
-    this.labels = new Uint8Array(batchSize);
+    this.labels = new Int32Array(batchSize);
   }
 
   /**
@@ -279,7 +280,7 @@ class BatchBuilder {
     order: ArrayLike<number> | null,
     start: number,
     size: number,
-  ): { features: Float32Array; targets: Float32Array; labels: Uint8Array } {
+  ): { features: Float32Array; targets: Float32Array; labels: Int32Array } {
     const { featureSize, targetWidth, loss } = this.geometry;
     const oneHot = loss === 'softmax-cross-entropy';
     if (oneHot) this.targets.fill(0, 0, size * targetWidth);
@@ -451,6 +452,7 @@ function chooseNativeTrainer(
   geometry: ModelGeometry,
   proximal: NativeProximal | undefined,
   correction: ReadonlyMap<LayerVariable, Float32Array> | undefined,
+  seed: number,
   where: string,
 ): NativeTrainer | undefined {
   const loop = requested ?? 'auto';
@@ -462,18 +464,18 @@ function chooseNativeTrainer(
   if (loop === 'tfjs') return undefined;
   const addon = installedOpenblasAddon();
   let reason: string;
-  if (geometry.loss !== 'softmax-cross-entropy') {
-    reason = `it trains softmax cross-entropy only, not ${geometry.loss}`;
-  } else if (geometry.numClasses > 256) {
-    reason = `it takes at most 256 classes (labels are bytes), the model has ${geometry.numClasses}`;
-  } else if (addon === undefined) {
+  if (addon === undefined) {
     reason = `it runs on the 'openblas' backend only (the backend is ${tf.getBackend()})`;
   } else if (participants > 1) {
     reason = 'data-parallel workers train in the tfjs loop';
   } else {
-    const planned = planNativeTraining(model);
+    const planned = planNativeTraining(model, geometry.loss);
     if (planned.ok) {
-      return new NativeTrainer(addon, planned.plan, batchSize, 'auto', proximal, correction);
+      return new NativeTrainer(addon, planned.plan, batchSize, {
+        ...(proximal === undefined ? {} : { proximal }),
+        ...(correction === undefined ? {} : { correction }),
+        seed,
+      });
     }
     reason = planned.reason;
   }
@@ -594,6 +596,7 @@ export async function trainLocal(
     geometry,
     proximal,
     correction,
+    options.seed,
     where,
   );
   const parallel =
@@ -644,9 +647,21 @@ export async function trainLocal(
   /** One SGD step on the examples order[start..start+size): what the batch adds to the metrics. */
   const step = async (start: number, size: number): Promise<BatchOutcome> => {
     if (native !== undefined) {
-      const { features, labels } = batchBuilder.fill(order, start, size);
-      const { loss, correct } = native.step(features, labels, size, options.learningRate);
-      return { size, loss, statistics: [correct] };
+      const { features, labels, targets } = batchBuilder.fill(order, start, size);
+      // Class indices for softmax cross-entropy; the 0/1 or value targets otherwise.
+      const classes = objective.loss === 'softmax-cross-entropy';
+      const { loss, statistics, probabilities } = native.step(
+        features,
+        classes ? labels : targets,
+        size,
+        options.learningRate,
+      );
+      return {
+        size,
+        loss,
+        statistics,
+        ...(probabilities === undefined ? {} : { scores: { probabilities, targets } }),
+      };
     }
     if (parallel !== undefined) {
       const { features, targets } = batchBuilder.fill(order, start, size);
