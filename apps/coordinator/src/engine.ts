@@ -334,6 +334,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
           numExamples: reply.numExamples,
           weights: bytesToWeights(reply.weights, this.model.paramCount),
           metrics: reply.metrics,
+          // SCAFFOLD's Δc_i; the strategy says whether it needs one.
+          ...(reply.controlDelta === undefined
+            ? {}
+            : { controlDelta: bytesToWeights(reply.controlDelta, this.model.paramCount) }),
         });
       } catch (cause) {
         // A bad update takes the client out of this round; nothing of it is kept.
@@ -768,6 +772,9 @@ export class RunEngine extends EventEmitter<EngineEvents> {
 
     const deadline = Date.now() + config.roundDeadlineMs;
     const weights = weightsToBytes(global);
+    // SCAFFOLD's c, encoded once like the weights.
+    const serverControl = this.training.aggregator.controlVariate;
+    const controlVariate = serverControl === undefined ? undefined : weightsToBytes(serverControl);
     // One instruction per set of strategy settings (one in all for every strategy so far).
     for (const group of groups) {
       transport.sendTrain(group.clientIds, {
@@ -781,6 +788,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         ...(group.strategy === undefined ? {} : { strategy: group.strategy }),
         deadline,
         weights,
+        ...(controlVariate === undefined ? {} : { controlVariate }),
       });
     }
     this.roundClock?.lap('distribution');

@@ -49,6 +49,12 @@ const TRAITS: Record<string, Traits> = {
   fedavg: { weighted: true, stateful: false },
   fedavgm: { weighted: true, stateful: true, options: { momentum: 0.5 } },
   fedprox: { weighted: true, stateful: false, options: { mu: 0.5 } },
+  // Its state (c) goes to the clients, not into the server's step: see 'keeps a state that matters'.
+  scaffold: {
+    weighted: false,
+    stateful: true,
+    options: { serverLearningRate: 0.5, clientCount: 20 },
+  },
   fedmedian: {
     weighted: false,
     stateful: false,
@@ -127,6 +133,8 @@ function random(seed: number): () => number {
 /** Round `round`'s updates around `global`: a shared drift plus per-client noise. */
 function updatesFor(round: number, global: Float32Array, clients = CLIENTS): TrainUpdate[] {
   const next = random(1000 + round);
+  // A generator of its own, so the models are what they were before SCAFFOLD's Δc_i came in.
+  const nextControl = random(5000 + round);
   const drift = Array.from({ length: PARAMS }, () => next() - 0.5);
   return Array.from({ length: clients }, (_, k) => ({
     clientId: `c${k}`,
@@ -136,7 +144,15 @@ function updatesFor(round: number, global: Float32Array, clients = CLIENTS): Tra
       (g, i) => g + (drift[i] as number) + (next() - 0.5) * 2 * NOISE,
     ),
     metrics: { loss: next() },
+    // SCAFFOLD's Δc_i; the other rules ignore it.
+    controlDelta: Float32Array.from({ length: PARAMS }, () => nextControl() - 0.5),
   }));
+}
+
+/** What a round sends every client beside the model (SCAFFOLD's c), as bits; [] for none. */
+function controlBits(strategy: Strategy, round: number, global: Float32Array): number[] {
+  const vector = strategy.beginRound(round, global).controlVariate;
+  return vector === undefined ? [] : [...new Uint32Array(vector.buffer.slice(0))];
 }
 
 /**
@@ -290,6 +306,16 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
       resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
       expect(bits(runRounds(resumed, k + 1, 6, atK))).toEqual(bits(uninterrupted));
     }
+    // What the clients are sent with round 7 agrees too (SCAFFOLD's c).
+    const whole = build(name);
+    const first = build(name);
+    const global = runRounds(whole, 1, 6, initial);
+    runRounds(first, 1, 3, initial);
+    const resumed = build(name);
+    const saved = first.state();
+    resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
+    runRounds(resumed, 4, 6, runRounds(build(name), 1, 3, initial));
+    expect(controlBits(resumed, 7, global)).toEqual(controlBits(whole, 7, global));
   });
 
   it(traits.stateful ? 'keeps a state that matters' : 'keeps no state', () => {
@@ -302,12 +328,15 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     }
     expect(state?.strategy).toBe(name);
     expect(state?.round).toBe(3);
-    // Without the state, round 4 comes out differently: the state is not decoration.
+    // Without the state, round 4 comes out differently, or (SCAFFOLD) sends the clients
+    // something else: the state is not decoration.
     const fresh = build(name);
     const global = runRounds(build(name), 1, 3, initial);
-    expect(bits(runRound(fresh, 4, global).weights)).not.toEqual(
-      bits(runRound(strategy, 4, global).weights),
-    );
+    const outcome = (s: Strategy) => [
+      ...controlBits(s, 4, global),
+      ...bits(runRound(s, 4, global).weights),
+    ];
+    expect(outcome(fresh)).not.toEqual(outcome(strategy));
   });
 
   it('a retried round starts from the state its first attempt started from', () => {

@@ -364,6 +364,7 @@ describe('dp-fedavg: options', () => {
     'centered-clipping',
     'norm-bounded-fedavg',
     'fedprox',
+    'scaffold',
     'dp-fedavg',
   ];
 

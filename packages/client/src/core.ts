@@ -10,6 +10,13 @@ export {
   type TrainingProgress,
 } from './client.js';
 export {
+  type ControlVariateStep,
+  type ControlVariateStore,
+  controlCorrection,
+  MemoryControlVariates,
+  scaffoldControlStep,
+} from './control-variates.js';
+export {
   checkImageTaskData,
   ImageSetTaskData,
   type ImageSource,

@@ -140,12 +140,15 @@ export interface NativeTrainerOptions {
   proximal?: NativeProximal;
   /** The round's seed: dropout masks are drawn from it, the layer and the step. */
   seed?: number;
+  /** SCAFFOLD's c − c_i per trainable variable, as train.ts checked it (see sgdStep). */
+  correction?: ReadonlyMap<LayerVariable, Float32Array>;
 }
 
-/** A weight and where the SGD step reads its anchor (FedProx), if anywhere. */
+/** A weight and where the SGD step reads its anchor (FedProx) and correction (SCAFFOLD), if anywhere. */
 interface SteppedWeight {
   weight: NativeWeight;
   anchor: Float32Array | null;
+  correction: Float32Array | null;
 }
 
 /** A batch as step() trained it: its mean loss, its statistics as batchStatistics orders them. */
@@ -160,15 +163,18 @@ export interface NativeStepResult {
 /**
  * The loop's one SGD step on one weight, after the backward pass: the data gradient plus
  * FedProx's μ (w - anchor) where an anchor is set, then w -= learningRate * gradient. Every
- * weight of every layer goes through here and nowhere else.
+ * weight of every layer goes through here and nowhere else. SCAFFOLD's correction c − c_i
+ * (constant over the round, independent of w) is then stepped too, w -= learningRate (c − c_i):
+ * the step w − lr (g − c_i + c) up to float rounding.
  */
 function sgdStep(
   addon: NativeTrainingAddon,
-  { weight, anchor }: SteppedWeight,
+  { weight, anchor, correction }: SteppedWeight,
   learningRate: number,
   mu: number,
 ): void {
   addon.sgdStep(weight.values, weight.gradient, anchor, learningRate, mu);
+  if (correction !== null) addon.sgdUpdate(weight.values, correction, learningRate);
 }
 
 /**
@@ -217,7 +223,13 @@ export class NativeTrainer {
             );
           }
         }
-        this.weights.push({ weight, anchor });
+        const correction = options.correction?.get(weight.variable) ?? null;
+        if (options.correction !== undefined && correction?.length !== weight.values.length) {
+          throw new Error(
+            `native loop: no SCAFFOLD correction of the size of layer '${plan.steps[index]?.name}'`,
+          );
+        }
+        this.weights.push({ weight, anchor, correction });
       }
     }
   }
