@@ -269,7 +269,7 @@ describe('docs/protocol.md §12, the worked example', () => {
       `≤ ${WIRE_LIMITS.maxStrategySettings} settings, names and text values ≤ ${WIRE_LIMITS.maxStrategyTextLength} chars`,
     );
     expect(section).toMatch(
-      new RegExp(`\\| \`proximalMu\` \\|.*\\| 0 … ${WIRE_LIMITS.maxProximalMu} *\\|`),
+      new RegExp(`\\| \`proximalMu\` +\\|.*\\| 0 … ${WIRE_LIMITS.maxProximalMu} *\\|`),
     );
   });
 
