@@ -64,7 +64,10 @@ export interface ClientRegistry extends EventEmitter<RegistryEvents> {
   remove(clientId: string, connectionId: string): ClientSession | undefined;
   revoke(clientId: string): ClientSession | undefined;
   get(clientId: string): ClientSession | undefined;
+  /** Every connected client (in cluster mode, those of every process). */
   list(): ClientSession[];
+  /** The clients whose connection this process holds (/metrics and /healthz are per process). */
+  connectedHere(): ClientSession[];
   idle(federationId: string): string[];
   eligible(federationId: string): string[];
   timedOut(clientId: string): void;
@@ -128,6 +131,10 @@ export class LocalClientRegistry extends EventEmitter<RegistryEvents> implements
 
   list(): ClientSession[] {
     return [...this.sessions.values()];
+  }
+
+  connectedHere(): ClientSession[] {
+    return this.list();
   }
 
   /** Connected clients of the federation that are not in any round. */

@@ -60,6 +60,9 @@ describe('ClusterClientRegistry on Redis', () => {
     b.registry.add(session('bob'));
     await until(() => a.registry.list().length === 2 && b.registry.list().length === 2, 'sync');
     expect(b.registry.homeOf('alice')).toBe('A');
+    // Per-process figures (/metrics, /healthz) count only the connections a process holds.
+    expect(a.registry.connectedHere().map((s) => s.clientId)).toEqual(['alice']);
+    expect(b.registry.connectedHere().map((s) => s.clientId)).toEqual(['bob']);
     expect(a.registry.eligible('fed').sort()).toEqual(['alice', 'bob']);
 
     // B's engine takes both into its round: A sees them busy, so A's runs cannot sample them.

@@ -104,6 +104,10 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     return this.homes.get(clientId);
   }
 
+  override connectedHere(): ClientSession[] {
+    return this.list().filter((s) => this.homes.get(s.clientId) === this.options.processId);
+  }
+
   override add(session: ClientSession): ClientSession | undefined {
     const previous = super.add(session);
     this.homes.set(session.clientId, this.options.processId);

@@ -106,4 +106,43 @@ describe('ReplyRelay on Redis', () => {
       await connections.close();
     }
   });
+
+  it('keeps at most maxInFlightBytes of unanswered replies on the wire: the rest wait their turn', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const other = await startRelay(prefix, 'other', 400);
+    // Room for one reply at a time (one always goes, whatever its size).
+    const narrowConnections = await connectRedis({ url: redisUrl, prefix });
+    const narrow = await ReplyRelay.start({
+      ...narrowConnections,
+      processId: 'narrow',
+      answerTimeoutMs: 400,
+      maxInFlightBytes: 1,
+    });
+    open.push({ relay: narrow, connections: narrowConnections });
+    // An owner that is subscribed but never answers: each reply stays in flight until it times out.
+    const heard: number[] = [];
+    const silent = await connectRedis({ url: redisUrl, prefix });
+    await silent.subscriber.subscribe(`${prefix}run:run-4`, () => heard.push(Date.now()), true);
+    try {
+      const frame = { weights: new Uint8Array(1024) };
+      const sent = [0, 1, 2].map(() =>
+        refusalOf(narrow.forward({ runId: 'run-4', event: 'update', clientId: 'c', frame })),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard).toHaveLength(1);
+      const refusals = await Promise.all(sent);
+      expect(refusals.map((r) => r.code)).toEqual(Array(3).fill(ErrorCode.UNAVAILABLE));
+      expect(heard).toHaveLength(3);
+      // The default window lets them all go at once.
+      heard.length = 0;
+      const wide = [0, 1, 2].map(() =>
+        refusalOf(other.forward({ runId: 'run-4', event: 'update', clientId: 'c', frame })),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard).toHaveLength(3);
+      await Promise.all(wide);
+    } finally {
+      await silent.close();
+    }
+  });
 });

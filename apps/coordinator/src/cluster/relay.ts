@@ -29,7 +29,16 @@ export interface ReplyRelayOptions {
   processId: string;
   /** How long a forwarded reply waits for the owner's answer (then UNAVAILABLE). Default 30 s. */
   answerTimeoutMs?: number;
+  /**
+   * The most bytes of forwarded replies from this process not yet answered (default 8 MiB;
+   * one reply always goes). Redis queues what a subscriber has not read yet and drops the
+   * subscriber's connection past `client-output-buffer-limit pubsub` (32 MiB, or 8 MiB for 60 s,
+   * by default), losing what was queued: a round's updates sent at once would pass it.
+   */
+  maxInFlightBytes?: number;
 }
+
+export const DEFAULT_RELAY_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
 
 /**
  * Carries replies that reach a process which does not own their run to the process that does,
@@ -47,6 +56,10 @@ export class ReplyRelay {
   private readonly served = new Map<string, (message: Buffer) => void>();
   private readonly answers: string;
   private readonly timeoutMs: number;
+  private readonly maxInFlightBytes: number;
+  private inFlightBytes = 0;
+  /** Forwards waiting for room in the window, first come first served. */
+  private readonly queue: Array<() => void> = [];
   private readonly onAnswer = (message: Buffer) => {
     const answer = unpack(message) as Answer;
     const waiting = this.pending.get(answer.id);
@@ -59,6 +72,7 @@ export class ReplyRelay {
   private constructor(private readonly options: ReplyRelayOptions) {
     this.answers = `${options.prefix}answers:${options.processId}`;
     this.timeoutMs = options.answerTimeoutMs ?? 30_000;
+    this.maxInFlightBytes = options.maxInFlightBytes ?? DEFAULT_RELAY_IN_FLIGHT_BYTES;
   }
 
   static async start(options: ReplyRelayOptions): Promise<ReplyRelay> {
@@ -112,7 +126,24 @@ export class ReplyRelay {
    */
   async forward(forwarded: ForwardedFrame): Promise<void> {
     const id = randomUUID();
-    const request: Request = { ...forwarded, id, from: this.options.processId };
+    const packed = pack({ ...forwarded, id, from: this.options.processId } satisfies Request);
+    await this.room(packed.byteLength);
+    try {
+      await this.send(forwarded.runId, id, packed);
+    } finally {
+      this.inFlightBytes -= packed.byteLength;
+      this.queue.shift()?.();
+    }
+  }
+
+  /** Waits until `bytes` more fit in the window (at once when nothing is in flight). */
+  private async room(bytes: number): Promise<void> {
+    while (this.inFlightBytes > 0 && this.inFlightBytes + bytes > this.maxInFlightBytes)
+      await new Promise<void>((resolve) => this.queue.push(resolve));
+    this.inFlightBytes += bytes;
+  }
+
+  private async send(runId: string, id: string, packed: Buffer): Promise<void> {
     const answered = new Promise<Ack>((resolve) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -120,24 +151,18 @@ export class ReplyRelay {
           ok: false,
           error: {
             code: ErrorCode.UNAVAILABLE,
-            message: `the coordinator that owns run ${forwarded.runId} did not answer`,
+            message: `the coordinator that owns run ${runId} did not answer`,
           },
         });
       }, this.timeoutMs);
       this.pending.set(id, { resolve, timer });
     });
-    const receivers = await this.options.commands.publish(
-      this.runChannel(forwarded.runId),
-      pack(request),
-    );
+    const receivers = await this.options.commands.publish(this.runChannel(runId), packed);
     if (receivers === 0) {
       const waiting = this.pending.get(id);
       if (waiting) clearTimeout(waiting.timer);
       this.pending.delete(id);
-      throw new TesseraError(
-        ErrorCode.WRONG_RUN,
-        `run ${forwarded.runId} is not running on any coordinator`,
-      );
+      throw new TesseraError(ErrorCode.WRONG_RUN, `run ${runId} is not running on any coordinator`);
     }
     const ack = await answered;
     if (!ack.ok) throw wireToError(ack.error);
