@@ -70,12 +70,19 @@ const api = adminApi(ADMIN_TOKEN);
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
 
-/** One gauge of a coordinator's /metrics, found by the end of its name. */
-async function gauge(on: CoordinatorProcess, suffix: string): Promise<number> {
+/**
+ * One scrape of a coordinator's /metrics: a reading of each series found by the end of its
+ * name. One scrape for all: prom-client resets the event-loop delay histogram at each scrape.
+ */
+async function scrape(on: CoordinatorProcess): Promise<(suffix: string) => number> {
   const response = await fetch(`${on.url}/metrics`, {
     headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
   });
   const text = await response.text();
+  return (suffix) => gauge(text, on, suffix);
+}
+
+function gauge(text: string, on: CoordinatorProcess, suffix: string): number {
   const line = text
     .split('\n')
     .find((l) => !l.startsWith('#') && l.split(/[ {]/)[0]?.endsWith(suffix));
@@ -125,7 +132,9 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
     );
     tokens.push(issued.token);
   }
-  const rssBefore = await Promise.all(coordinators.map((c) => gauge(c, 'resident_memory_bytes')));
+  const rssBefore = (await Promise.all(coordinators.map(scrape))).map((read) =>
+    read('resident_memory_bytes'),
+  );
 
   // Tokens dealt round-robin: coordinator k gets every processes-th, split over its loads.
   const dir = mkdtempSync(join(tmpdir(), 'tessera-scale-'));
@@ -164,10 +173,12 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
     );
   }
   await Promise.all(connected);
-  // Let the handshakes' garbage go and the lag window fill with idle time.
+  // This scrape starts the lag window (prom-client resets it): 5 s of idle connections.
+  await Promise.all(coordinators.map(scrape));
   await new Promise((resolve) => setTimeout(resolve, 5_000));
-  const rssAfter = await Promise.all(coordinators.map((c) => gauge(c, 'resident_memory_bytes')));
-  const lag = await Promise.all(coordinators.map((c) => gauge(c, 'eventloop_lag_p99_seconds')));
+  const idle = await Promise.all(coordinators.map(scrape));
+  const rssAfter = idle.map((read) => read('resident_memory_bytes'));
+  const lag = idle.map((read) => read('eventloop_lag_p99_seconds'));
 
   const run = await api<{ id: string }>(first, 'POST', '/runs', {
     model: MODEL,
