@@ -20,8 +20,10 @@ import {
   type CoordinatorProcess,
   clientCli,
   freePort,
+  killOwnerMidRound,
   leaseOwnerOf,
   leaseRow,
+  roundsLogged,
   startCoordinatorProcess,
   startFailoverFront,
 } from './coordinator-processes.js';
@@ -129,40 +131,14 @@ describe.skipIf(!databaseUrl)('cluster: two coordinators on Redis + PostgreSQL',
     });
     await api(a, 'POST', `/runs/${run.id}/start`);
 
-    const roundsLogged = (c: CoordinatorProcess, message: string) =>
-      c.lines
-        .filter((line) => line.includes(`"msg":"${message}"`) && line.includes(run.id))
-        .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
-
-    // --- SIGKILL A mid-round: in round 2 or 3, a drawn delay after that round started
-    const killRound = 2 + Math.floor(rng.next() * 2);
-    const delayMs = Math.floor(rng.next() * 250);
-    await waitFor(
-      () => roundsLogged(a, 'round started').includes(killRound),
-      `round ${killRound} to start on A (log: ${a.lines.slice(-5).join(' | ')})`,
-      180_000,
-    );
-    await new Promise((resolve) => setTimeout(resolve, delayMs));
-    a.child.kill('SIGKILL');
-    const killedAt = Date.now();
-    await a.exited;
-    const committedByA = roundsLogged(a, 'round committed');
-    console.log(
-      `A killed ${delayMs} ms after round ${killRound} started; A had committed rounds [${committedByA.join(', ')}]`,
-    );
-
-    await waitFor(
-      () => b.lines.some((line) => line.includes('"msg":"resuming run"') && line.includes(run.id)),
-      `B to take the run over (log: ${b.lines.slice(-5).join(' | ')})`,
-      30_000,
-    );
-    const takeoverMs = Date.now() - killedAt;
-    console.log(`B took the run over ${takeoverMs} ms after the kill (lease ${LEASE_MS} ms)`);
+    // --- SIGKILL A mid-round; B takes the run over within about the lease time
+    const {
+      killRound,
+      committedByOwner: committedByA,
+      takeoverMs,
+      resumedFrom,
+    } = await killOwnerMidRound({ owner: a, successor: b, runId: run.id, rng });
     expect(takeoverMs).toBeLessThan(LEASE_MS * 1.5 + 3_000);
-    const resumed = b.lines.find(
-      (line) => line.includes('"msg":"resuming run"') && line.includes(run.id),
-    );
-    const resumedFrom = Number(/"committedRounds":(\d+)/.exec(resumed ?? '')?.[1]);
     expect([killRound - 1, killRound]).toContain(resumedFrom);
 
     await waitFor(
@@ -178,7 +154,7 @@ describe.skipIf(!databaseUrl)('cluster: two coordinators on Redis + PostgreSQL',
       Array.from({ length: ROUNDS }, (_, k) => k + 1),
     );
     // Each round committed by one process only.
-    const committedByB = roundsLogged(b, 'round committed');
+    const committedByB = roundsLogged(b, run.id, 'round committed');
     expect(committedByA.every((round) => round <= resumedFrom)).toBe(true);
     expect(committedByB).toEqual(
       Array.from({ length: ROUNDS - resumedFrom }, (_, k) => resumedFrom + 1 + k),

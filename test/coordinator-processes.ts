@@ -156,3 +156,49 @@ export function adminApi(adminToken: string) {
 /** This coordinator's lease owner name, from its start-up log line. */
 export const leaseOwnerOf = (c: CoordinatorProcess) =>
   /"owner":"([^"]+)"/.exec(c.lines.find((l) => l.includes('coordinator lease owner')) ?? '')?.[1];
+
+/** Round numbers of a run's `message` lines in a coordinator's log. */
+export const roundsLogged = (c: CoordinatorProcess, runId: string, message: string) =>
+  c.lines
+    .filter((line) => line.includes(`"msg":"${message}"`) && line.includes(runId))
+    .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
+
+/**
+ * SIGKILLs the run's owner mid-round (in round 2 or 3, a delay of 0-250 ms after that round
+ * started, both drawn from `rng`: a round here takes about a second, and the kill must fall
+ * inside it), then waits for `successor` to take the run over. Says what it did on stdout.
+ */
+export async function killOwnerMidRound(options: {
+  owner: CoordinatorProcess;
+  successor: CoordinatorProcess;
+  runId: string;
+  rng: { next(): number };
+}) {
+  const { owner, successor, runId, rng } = options;
+  const killRound = 2 + Math.floor(rng.next() * 2);
+  const delayMs = Math.floor(rng.next() * 250);
+  await waitFor(
+    () => roundsLogged(owner, runId, 'round started').includes(killRound),
+    `round ${killRound} to start on ${owner.name} (log: ${owner.lines.slice(-5).join(' | ')})`,
+    180_000,
+  );
+  await new Promise((resolve) => setTimeout(resolve, delayMs));
+  owner.child.kill('SIGKILL');
+  const killedAt = Date.now();
+  await owner.exited;
+  const committedByOwner = roundsLogged(owner, runId, 'round committed');
+  console.log(
+    `${owner.name} killed ${delayMs} ms after round ${killRound} started; it had committed rounds [${committedByOwner.join(', ')}]`,
+  );
+  const resumedLine = () =>
+    successor.lines.find((line) => line.includes('"msg":"resuming run"') && line.includes(runId));
+  await waitFor(
+    () => resumedLine() !== undefined,
+    `${successor.name} to take the run over (log: ${successor.lines.slice(-5).join(' | ')})`,
+    30_000,
+  );
+  const takeoverMs = Date.now() - killedAt;
+  console.log(`${successor.name} took the run over ${takeoverMs} ms after the kill`);
+  const resumedFrom = Number(/"committedRounds":(\d+)/.exec(resumedLine() ?? '')?.[1]);
+  return { killRound, committedByOwner, takeoverMs, resumedFrom };
+}

@@ -18,8 +18,10 @@ import {
   type CoordinatorProcess,
   clientCli,
   freePort,
+  killOwnerMidRound,
   leaseOwnerOf,
   leaseRow,
+  roundsLogged,
   startCoordinatorProcess,
   startFailoverFront,
 } from './coordinator-processes.js';
@@ -104,44 +106,15 @@ describe.skipIf(!databaseUrl)(
       await api(a, 'POST', `/runs/${run.id}/start`);
       const ownerOf = leaseOwnerOf;
 
-      /** Round numbers of this run's `message` lines in a coordinator's log. */
-      const roundsLogged = (c: CoordinatorProcess, message: string) =>
-        c.lines
-          .filter((line) => line.includes(`"msg":"${message}"`) && line.includes(run.id))
-          .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
-
-      // --- SIGKILL A mid-round: in round 2 or 3, a drawn delay after that round started
-      const killRound = 2 + Math.floor(rng.next() * 2);
-      // Short: a round here takes about a second, and the kill must fall inside it.
-      const delayMs = Math.floor(rng.next() * 250);
-      await waitFor(
-        () => roundsLogged(a, 'round started').includes(killRound),
-        `round ${killRound} to start on A (log: ${a.lines.slice(-5).join(' | ')})`,
-        120_000,
-      );
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
-      a.child.kill('SIGKILL');
-      const killedAt = Date.now();
-      await a.exited;
-      const committedByA = roundsLogged(a, 'round committed');
-      console.log(
-        `A killed ${delayMs} ms after round ${killRound} started; A had committed rounds [${committedByA.join(', ')}]`,
-      );
-
-      // --- B takes the run over within about the lease time (+ one scan interval, lease/2)
-      await waitFor(
-        () =>
-          b.lines.some((line) => line.includes('"msg":"resuming run"') && line.includes(run.id)),
-        `B to take the run over (log: ${b.lines.slice(-5).join(' | ')})`,
-        30_000,
-      );
-      const takeoverMs = Date.now() - killedAt;
-      console.log(`B took the run over ${takeoverMs} ms after the kill (lease ${LEASE_MS} ms)`);
+      // --- SIGKILL A mid-round; B takes the run over within about the lease time (+ one scan
+      // interval, lease/2)
+      const {
+        killRound,
+        committedByOwner: committedByA,
+        takeoverMs,
+        resumedFrom,
+      } = await killOwnerMidRound({ owner: a, successor: b, runId: run.id, rng });
       expect(takeoverMs).toBeLessThan(LEASE_MS * 1.5 + 3_000);
-      const resumed = b.lines.find(
-        (line) => line.includes('"msg":"resuming run"') && line.includes(run.id),
-      );
-      const resumedFrom = Number(/"committedRounds":(\d+)/.exec(resumed ?? '')?.[1]);
       // Mid-round, the round open at the kill was not committed and B does it again; a round that
       // is quicker than the drawn delay was committed just before the kill, and B goes on after it.
       expect([killRound - 1, killRound]).toContain(resumedFrom);
@@ -161,7 +134,7 @@ describe.skipIf(!databaseUrl)(
       );
       // Each round committed by one process only: A's up to the round B resumed from (A may
       // die between a commit and its log line), B's each once after it.
-      const committedByB = roundsLogged(b, 'round committed');
+      const committedByB = roundsLogged(b, run.id, 'round committed');
       expect(committedByA.every((round) => round <= resumedFrom)).toBe(true);
       expect(committedByB).toEqual(
         Array.from({ length: ROUNDS - resumedFrom }, (_, k) => resumedFrom + 1 + k),

@@ -1,20 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { type ClientSession, LocalClientRegistry } from './registry.js';
-
-function session(clientId: string, connectionId = `conn-${clientId}`): ClientSession {
-  const now = new Date();
-  return {
-    clientId,
-    federationId: 'fed',
-    organisation: clientId,
-    connectionId,
-    info: { name: 'fake', version: '0', runtime: 'other', backend: 'none', numExamples: 1 },
-    connectedAt: now,
-    lastSeenAt: now,
-    task: null,
-    progress: null,
-  };
-}
+import { LocalClientRegistry } from './registry.js';
+import { testSession as session } from './testing/sessions.js';
 
 describe('ClientRegistry timeout back-off', () => {
   const clock = { now: 0 };

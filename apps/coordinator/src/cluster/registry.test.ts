@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ClientSession } from '../registry.js';
+import { testSession as session } from '../testing/sessions.js';
 import { connectRedis, type RedisConnections } from './redis.js';
 import { ClusterClientRegistry } from './registry.js';
 
@@ -8,21 +8,6 @@ import { ClusterClientRegistry } from './registry.js';
 // two coordinator processes would have, on a prefix of their own so parallel tests never meet.
 const redisUrl = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const HEARTBEAT_MS = 600;
-
-function session(clientId: string, connectionId = `conn-${clientId}`): ClientSession {
-  const now = new Date();
-  return {
-    clientId,
-    federationId: 'fed',
-    organisation: clientId,
-    connectionId,
-    info: { name: 'fake', version: '0', runtime: 'node', backend: 'cpu', numExamples: 1 },
-    connectedAt: now,
-    lastSeenAt: now,
-    task: null,
-    progress: null,
-  };
-}
 
 const until = async (condition: () => boolean, what: string, timeoutMs = 10_000) => {
   const started = Date.now();
