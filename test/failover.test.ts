@@ -9,19 +9,25 @@
 // or by B, never both), the lease belongs to B with the next token, and every checkpoint
 // replays bit-identically from its predecessor (GET /api/runs/:id/verify).
 // Needs TEST_DATABASE_URL (two processes cannot share one PGlite folder).
-import { type ChildProcess, spawn } from 'node:child_process';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
 import { createRng } from '@tessera/data';
 import type { RoundRecord, RunRecord } from '@tessera/db';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import {
+  adminApi,
+  type CoordinatorProcess,
+  clientCli,
+  freePort,
+  killOwnerMidRound,
+  leaseOwnerOf,
+  leaseRow,
+  roundsLogged,
+  startCoordinatorProcess,
+  startFailoverFront,
+} from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import { createTestSchema } from './tcp-proxy.js';
 
-const coordinatorCli = fileURLToPath(new URL('../apps/coordinator/dist/main.js', import.meta.url));
-const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const ADMIN_TOKEN = 'failover-admin-token';
 const ROUNDS = 5;
 const CLIENTS = 3;
@@ -29,90 +35,6 @@ const LEASE_MS = 3_000;
 
 const { TEST_DATABASE_URL: databaseUrl, FAILOVER_SEED: failoverSeed } = process.env;
 const seed = Number(failoverSeed ?? Date.now() % 1_000_000);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
-/**
- * One address in front of several coordinators: a new connection is forwarded to the first
- * port that accepts it (a dead coordinator refuses, so its clients' reconnections reach the
- * next one); a connection whose coordinator goes away is closed, as a load balancer would.
- */
-async function startFailoverFront(ports: number[]): Promise<{ port: number; close(): void }> {
-  const sockets = new Set<Socket>();
-  const forward = (client: Socket, index: number) => {
-    const port = ports[index];
-    if (port === undefined) {
-      client.destroy();
-      return;
-    }
-    const upstream = connect(port, '127.0.0.1');
-    let connected = false;
-    sockets.add(upstream);
-    upstream.once('error', () => {
-      // Refused: that coordinator is down, try the next one.
-      if (!connected) forward(client, index + 1);
-      else client.destroy();
-    });
-    upstream.once('connect', () => {
-      connected = true;
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.resume();
-    });
-    upstream.once('close', () => {
-      sockets.delete(upstream);
-      if (connected) client.destroy();
-    });
-    client.once('close', () => upstream.destroy());
-  };
-  const server: Server = createServer((client) => {
-    sockets.add(client);
-    client.pause();
-    client.on('error', () => client.destroy());
-    client.once('close', () => sockets.delete(client));
-    forward(client, 0);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('front has no port');
-  return {
-    port: address.port,
-    close() {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}
-
-/** The run's lease row, read from the test's schema. */
-async function leaseRow(schema: string, runId: string) {
-  const client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
-  try {
-    const { rows } = await client.query(
-      `SELECT "owner", "token"::text AS "token" FROM "${schema}"."RunLease" WHERE "runId" = $1`,
-      [runId],
-    );
-    return rows[0] as { owner: string; token: string } | undefined;
-  } finally {
-    await client.end();
-  }
-}
-
-interface CoordinatorProcess {
-  name: string;
-  url: string;
-  child: ChildProcess;
-  lines: string[];
-  exited: Promise<void>;
-}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterAll(async () => {
@@ -128,56 +50,21 @@ describe.skipIf(!databaseUrl)(
       const schema = await createTestSchema(databaseUrl as string);
       cleanups.push(() => schema.drop());
 
-      const startCoordinator = async (name: string, port: number): Promise<CoordinatorProcess> => {
-        const child = spawn(
-          process.execPath,
-          [
-            coordinatorCli,
-            ...['--port', String(port), '--host', '127.0.0.1', '--database-url', schema.url],
-            ...['--lease-ms', String(LEASE_MS)],
-          ],
-          {
-            stdio: ['ignore', 'pipe', 'pipe'],
-            env: { ...process.env, TESSERA_ADMIN_TOKEN: ADMIN_TOKEN, DATABASE_URL: '' },
-          },
-        );
-        cleanups.push(() => {
-          child.kill('SIGKILL');
+      const startCoordinator = async (name: string, port: number) =>
+        startCoordinatorProcess({
+          name,
+          port,
+          databaseUrl: schema.url,
+          adminToken: ADMIN_TOKEN,
+          args: ['--lease-ms', String(LEASE_MS)],
+          cleanups,
         });
-        const lines: string[] = [];
-        for (const stream of [child.stdout, child.stderr]) {
-          if (stream) createInterface({ input: stream }).on('line', (line) => lines.push(line));
-        }
-        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-        await waitFor(
-          () => lines.some((line) => line.includes('coordinator listening')),
-          `coordinator ${name} to listen (log: ${lines.slice(-5).join(' | ')})`,
-          90_000,
-        );
-        return { name, url: `http://127.0.0.1:${port}`, child, lines, exited };
-      };
       // One after the other: both apply the same migrations at start.
       const a = await startCoordinator('A', await freePort());
       const b = await startCoordinator('B', await freePort());
       const front = await startFailoverFront([a, b].map((c) => Number(new URL(c.url).port)));
       cleanups.push(() => front.close());
-
-      const api = async <T>(
-        on: CoordinatorProcess,
-        method: string,
-        path: string,
-        body?: unknown,
-      ) => {
-        const response = await fetch(`${on.url}/api${path}`, {
-          method,
-          headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        });
-        const text = await response.text();
-        if (!response.ok)
-          throw new Error(`${on.name} ${method} ${path}: ${response.status} ${text}`);
-        return JSON.parse(text) as T;
-      };
+      const api = adminApi(ADMIN_TOKEN);
       const connected = async (on: CoordinatorProcess) =>
         (await api<unknown[]>(on, 'GET', '/connected-clients')).length;
 
@@ -217,49 +104,17 @@ describe.skipIf(!databaseUrl)(
         keepUpdates: true,
       });
       await api(a, 'POST', `/runs/${run.id}/start`);
-      const ownerOf = (c: CoordinatorProcess) =>
-        /"owner":"([^"]+)"/.exec(
-          c.lines.find((l) => l.includes('coordinator lease owner')) ?? '',
-        )?.[1];
+      const ownerOf = leaseOwnerOf;
 
-      /** Round numbers of this run's `message` lines in a coordinator's log. */
-      const roundsLogged = (c: CoordinatorProcess, message: string) =>
-        c.lines
-          .filter((line) => line.includes(`"msg":"${message}"`) && line.includes(run.id))
-          .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
-
-      // --- SIGKILL A mid-round: in round 2 or 3, a drawn delay after that round started
-      const killRound = 2 + Math.floor(rng.next() * 2);
-      // Short: a round here takes about a second, and the kill must fall inside it.
-      const delayMs = Math.floor(rng.next() * 250);
-      await waitFor(
-        () => roundsLogged(a, 'round started').includes(killRound),
-        `round ${killRound} to start on A (log: ${a.lines.slice(-5).join(' | ')})`,
-        120_000,
-      );
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
-      a.child.kill('SIGKILL');
-      const killedAt = Date.now();
-      await a.exited;
-      const committedByA = roundsLogged(a, 'round committed');
-      console.log(
-        `A killed ${delayMs} ms after round ${killRound} started; A had committed rounds [${committedByA.join(', ')}]`,
-      );
-
-      // --- B takes the run over within about the lease time (+ one scan interval, lease/2)
-      await waitFor(
-        () =>
-          b.lines.some((line) => line.includes('"msg":"resuming run"') && line.includes(run.id)),
-        `B to take the run over (log: ${b.lines.slice(-5).join(' | ')})`,
-        30_000,
-      );
-      const takeoverMs = Date.now() - killedAt;
-      console.log(`B took the run over ${takeoverMs} ms after the kill (lease ${LEASE_MS} ms)`);
+      // --- SIGKILL A mid-round; B takes the run over within about the lease time (+ one scan
+      // interval, lease/2)
+      const {
+        killRound,
+        committedByOwner: committedByA,
+        takeoverMs,
+        resumedFrom,
+      } = await killOwnerMidRound({ owner: a, successor: b, runId: run.id, rng });
       expect(takeoverMs).toBeLessThan(LEASE_MS * 1.5 + 3_000);
-      const resumed = b.lines.find(
-        (line) => line.includes('"msg":"resuming run"') && line.includes(run.id),
-      );
-      const resumedFrom = Number(/"committedRounds":(\d+)/.exec(resumed ?? '')?.[1]);
       // Mid-round, the round open at the kill was not committed and B does it again; a round that
       // is quicker than the drawn delay was committed just before the kill, and B goes on after it.
       expect([killRound - 1, killRound]).toContain(resumedFrom);
@@ -279,7 +134,7 @@ describe.skipIf(!databaseUrl)(
       );
       // Each round committed by one process only: A's up to the round B resumed from (A may
       // die between a commit and its log line), B's each once after it.
-      const committedByB = roundsLogged(b, 'round committed');
+      const committedByB = roundsLogged(b, run.id, 'round committed');
       expect(committedByA.every((round) => round <= resumedFrom)).toBe(true);
       expect(committedByB).toEqual(
         Array.from({ length: ROUNDS - resumedFrom }, (_, k) => resumedFrom + 1 + k),
@@ -288,7 +143,7 @@ describe.skipIf(!databaseUrl)(
       for (const round of rounds.filter((r) => r.number > resumedFrom))
         expect(round.participantClientIds.length).toBeGreaterThanOrEqual(2);
       // The lease went from A (token 1) to B (token 2), and B released it when the run ended.
-      const lease = await leaseRow(schema.schema, run.id);
+      const lease = await leaseRow(databaseUrl as string, schema.schema, run.id);
       expect(lease).toMatchObject({ owner: ownerOf(b), token: '2' });
       expect(ownerOf(b)).not.toBe(ownerOf(a));
       const report = await api<{ identical: boolean; checks: unknown[] }>(

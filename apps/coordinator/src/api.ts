@@ -210,7 +210,7 @@ export function createApi(coordinator: Coordinator, options: ApiOptions) {
       ok: health.status === 'ok',
       status: health.status,
       database: db.kind,
-      connectedClients: coordinator.registry.list().length,
+      connectedClients: coordinator.registry.connectedHere().length,
       down:
         database.status === 'ok'
           ? []

@@ -23,10 +23,13 @@ import {
 import { createApi } from './api.js';
 import { storeBuiltinTasks } from './builtin-tasks.js';
 import { WorkerCentralEvaluator } from './central-eval.js';
+import { type ClusterOptions, connectRedis, type RedisConnections } from './cluster/redis.js';
+import { ClusterClientRegistry } from './cluster/registry.js';
+import { type ForwardedFrame, ReplyRelay } from './cluster/relay.js';
 import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
 import { CoordinatorMetrics, packetBytes } from './metrics.js';
-import { ClientRegistry } from './registry.js';
+import { type ClientRegistry, LocalClientRegistry } from './registry.js';
 import { checkRunConfig } from './run-config.js';
 import { DEFAULT_LEASE_MS, processOwnerId, RunLeases } from './run-leases.js';
 import { attachSocketServer } from './socket-server.js';
@@ -76,6 +79,12 @@ export interface CoordinatorOptions {
   metricsToken?: string;
   /** Handshake rate limits per remote address and per token (default HANDSHAKE_RATE_LIMITS). */
   handshakeRateLimits?: { perAddress: RateLimit; perToken: RateLimit };
+  /**
+   * Cluster mode (`--redis URL`): share clients with every coordinator on the same Redis and
+   * prefix (Socket.IO's Redis adapter, a shared client registry, replies relayed to their run's
+   * owner). Absent: one process, nothing in Redis.
+   */
+  redis?: ClusterOptions;
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
   databaseProbeIntervalMs?: number;
 }
@@ -91,6 +100,15 @@ export interface CoordinatorHealth {
 }
 
 const PROBE_TIMEOUT_MS = 5_000;
+
+/** What cluster mode adds to a coordinator: closed with it. */
+interface Cluster {
+  connections: RedisConnections;
+  registry: ClusterClientRegistry;
+  relay: ReplyRelay;
+  /** The socket edge's entry for replies relayed from other processes. */
+  receive: (forwarded: ForwardedFrame) => void;
+}
 
 interface CoordinatorEvents {
   'round-started': [{ runId: string; round: number; attempt: number; selected: string[] }];
@@ -117,6 +135,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private scanning = false;
   /** The task-size limit, also for the tasks statistics rounds resolve (EngineDeps). */
   private maxTaskParams: number | undefined;
+  private cluster: Cluster | null = null;
 
   private constructor(
     readonly db: Database,
@@ -148,13 +167,30 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     logger.info('coordinator tfjs backend', { backend: backend.name });
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     const http = createServer();
-    const registry = new ClientRegistry();
-    const leases = new RunLeases(
-      options.db.leases,
-      options.leaseOwner ?? processOwnerId(),
-      options.leaseMs ?? DEFAULT_LEASE_MS,
-      logger,
-    );
+    const leaseOwner = options.leaseOwner ?? processOwnerId();
+    const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    const leases = new RunLeases(options.db.leases, leaseOwner, leaseMs, logger);
+    let cluster: Omit<Cluster, 'receive'> | null = null;
+    let registry: ClientRegistry;
+    if (options.redis) {
+      const connections = await connectRedis(options.redis);
+      const shared = { ...connections, processId: leaseOwner };
+      const onError = (error: Error) =>
+        logger.warn('redis call failed; retrying', { message: error.message });
+      // A dead process's clients leave the others' registries within about one lease, as
+      // its runs pass to another owner.
+      const clusterRegistry = await ClusterClientRegistry.start({
+        ...shared,
+        heartbeatMs: leaseMs,
+        onError,
+      });
+      const relay = await ReplyRelay.start(shared);
+      cluster = { connections, registry: clusterRegistry, relay };
+      registry = clusterRegistry;
+      logger.info('cluster mode: clients shared through redis', { prefix: connections.prefix });
+    } else {
+      registry = new LocalClientRegistry();
+    }
     const metrics = new CoordinatorMetrics({ registry, leases });
     const health = new DatabaseHealth();
     const resilientDb = withRetries(options.db, {
@@ -173,12 +209,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       logger.info('database back', { downForMs: snapshot.downForMs }),
     );
     let coordinator: Coordinator | undefined;
-    const { io, transport } = attachSocketServer(http, {
+    const { io, transport, receive } = attachSocketServer(http, {
       db: resilientDb,
       registry,
       logger,
       engineFor: (runId) => coordinator?.engines.get(runId)?.engine,
       maxFrameBytes,
+      ...(cluster
+        ? {
+            adapter: cluster.connections.adapter,
+            forward: (forwarded: ForwardedFrame) => (cluster as Cluster).relay.forward(forwarded),
+          }
+        : {}),
       ...(options.handshakeRateLimits ? { rateLimits: options.handshakeRateLimits } : {}),
       observer: {
         reply: (event, code) => metrics.recordReply(event, code),
@@ -207,6 +249,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       metrics,
     );
     coordinator.maxTaskParams = options.maxTaskParams;
+    coordinator.cluster = cluster ? { ...cluster, receive } : null;
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
     await storeBuiltinTasks(options.db);
     http.on(
@@ -351,9 +394,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await this.db.clients.revoke(clientId);
     const session = this.registry.revoke(clientId);
     if (!session) return;
-    const socket = this.io.sockets.sockets.get(session.connectionId);
-    socket?.emit('rejected', { code: ErrorCode.UNAUTHORIZED, message: 'token revoked' });
-    socket?.disconnect(true);
+    // Through the adapter: the connection may be held by another coordinator process.
+    this.io
+      .to(session.connectionId)
+      .emit('rejected', { code: ErrorCode.UNAUTHORIZED, message: 'token revoked' });
+    this.io.in(session.connectionId).disconnectSockets(true);
     this.logger.warn('client token revoked; its connection was closed', { clientId });
   }
 
@@ -410,6 +455,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.http.closeAllConnections();
     await closed;
     await this.centralEvaluator?.close();
+    if (this.cluster) {
+      await this.cluster.relay.close();
+      await this.cluster.registry.close();
+      await this.cluster.connections.close();
+    }
   }
 
   /**
@@ -520,10 +570,24 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     engine.on('round-committed', (e) => this.emit('round-committed', e));
     engine.on('round-evaluated', (e) => this.emit('round-evaluated', e));
     engine.on('run-finished', (e) => this.emit('run-finished', e));
-    const done = engine.execute().finally(async () => {
-      this.engines.delete(runId);
-      await this.leases.release(runId, fence);
-    });
+    const { cluster } = this;
+    // In cluster mode the run's replies that reach other processes come here while it runs.
+    const serving = cluster
+      ? cluster.relay.serve(runId, cluster.receive).catch((error: Error) =>
+          // Redis down: the run goes on with the clients of this process.
+          this.logger.warn('cannot relay replies from other coordinators', {
+            runId,
+            message: error.message,
+          }),
+        )
+      : Promise.resolve();
+    const done = serving
+      .then(() => engine.execute())
+      .finally(async () => {
+        this.engines.delete(runId);
+        await cluster?.relay.unserve(runId);
+        await this.leases.release(runId, fence);
+      });
     this.engines.set(runId, { engine, done });
   }
 }

@@ -22,7 +22,7 @@ import { parseTaskDefinition, type TaskDefinition, taskSha256 } from '@tessera/t
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
-import { ClientRegistry } from './registry.js';
+import { type ClientRegistry, LocalClientRegistry } from './registry.js';
 import { withInputWidth } from './resolved-task.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
 
@@ -181,7 +181,7 @@ async function startEngine(
 ): Promise<Fixture> {
   const { task, clientIds } = created;
   const run = await db.runs.setStatus(created.run.id, 'running');
-  const registry = new ClientRegistry();
+  const registry = new LocalClientRegistry();
   const transport = new InMemoryTransport();
   const logs: string[] = [];
   const engine = new RunEngine(

@@ -26,7 +26,7 @@ import { verifyRun } from '@tessera/research';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
-import { ClientRegistry, type TimeoutBackoff } from './registry.js';
+import { type ClientRegistry, LocalClientRegistry, type TimeoutBackoff } from './registry.js';
 import { deriveSeed } from './seeds.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
 
@@ -121,7 +121,7 @@ async function createFederation(count: number, backoff?: TimeoutBackoff): Promis
   return {
     federationId: federation.id,
     clientIds,
-    registry: new ClientRegistry({
+    registry: new LocalClientRegistry({
       timeoutBackoff: backoff ?? { baseMs: 60_000, maxMs: 3_600_000 },
       now: () => clock.now,
     }),

@@ -197,7 +197,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         // Stopped while the statistics round was waiting: nothing was stored.
         if (this.handsRunOver) return;
         const status = this.stopReason === 'paused' ? 'paused' : 'stopped';
-        await db.runs.setStatus(this.runId, status);
+        await db.runs.setStatus(this.runId, status, this.fenced);
         this.emit('run-finished', { runId: this.runId, status });
         return;
       }
@@ -229,11 +229,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         this.stopReason === 'stopped' || this.stopReason === 'paused'
           ? this.stopReason
           : 'completed';
-      await db.runs.setStatus(
-        this.runId,
-        status,
-        status === 'completed' && endReason !== undefined ? { endReason } : {},
-      );
+      await db.runs.setStatus(this.runId, status, {
+        ...this.fenced,
+        ...(status === 'completed' && endReason !== undefined ? { endReason } : {}),
+      });
       this.emit('run-finished', { runId: this.runId, status });
     } catch (cause) {
       if (isLeaseLost(cause)) {
@@ -268,7 +267,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     let announced = false;
     for (;;) {
       try {
-        await this.deps.db.runs.setStatus(this.runId, 'failed', { error: reason });
+        await this.deps.db.runs.setStatus(this.runId, 'failed', { ...this.fenced, error: reason });
         return true;
       } catch (cause) {
         if (this.handsRunOver) return false;
@@ -299,6 +298,11 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   stop(reason: StopReason): void {
     this.stopReason ??= reason;
     this.wakeup.notify();
+  }
+
+  /** The run's lease, for writes a former owner must not make (status, evaluation records). */
+  private get fenced(): { fence?: LeaseFence } {
+    return this.deps.fence === undefined ? {} : { fence: this.deps.fence };
   }
 
   /** Stopping without writing the run's end: its status belongs to the next owner. */
@@ -901,10 +905,15 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       this.emit('round-evaluated', { runId: this.runId, round, record });
       return;
     }
-    const evaluated = await db.rounds.recordEvaluation(this.runId, round, {
-      ...(federated ? { federated } : {}),
-      ...(centralResult ? { central: centralResult } : {}),
-    });
+    const evaluated = await db.rounds.recordEvaluation(
+      this.runId,
+      round,
+      {
+        ...(federated ? { federated } : {}),
+        ...(centralResult ? { central: centralResult } : {}),
+      },
+      this.fenced,
+    );
     const record = await this.withPhases(evaluated);
     this.emit('round-evaluated', { runId: this.runId, round, record });
   }

@@ -3,7 +3,12 @@ export { MnistCentralEvaluator } from './central-eval.js';
 export { Coordinator, type CoordinatorOptions } from './coordinator.js';
 export { type CentralEvaluator, type EngineDeps, type RoundSummary, RunEngine } from './engine.js';
 export { createLogger, type Logger, type LogLevel, parseLogLevel } from './logger.js';
-export { ClientRegistry, type ClientSession, type ClientTask } from './registry.js';
+export {
+  type ClientRegistry,
+  type ClientSession,
+  type ClientTask,
+  LocalClientRegistry,
+} from './registry.js';
 export { RoundState } from './round-state.js';
 export {
   type CreateRunRequest,

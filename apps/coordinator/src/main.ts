@@ -25,6 +25,11 @@ const usage = `tessera-coordinator [options]
                       at creation (default $TESSERA_MAX_TASK_PARAMS, else 50000000)
   --max-holdout-mb M  the largest held-out set an admin may upload for a task's central
                       evaluation, in MiB (default $TESSERA_MAX_HOLDOUT_MB, else 64)
+  --redis URL         cluster mode: share clients with every coordinator on this Redis
+                      (Socket.IO's Redis adapter; default $TESSERA_REDIS_URL; without it,
+                      one process and nothing in Redis)
+  --redis-prefix P    prefix of the Redis keys and channels (default $TESSERA_REDIS_PREFIX,
+                      else tessera:): coordinators with the same prefix share clients
   --metrics-token T   a bearer token that reads GET /metrics (Prometheus) and nothing else
                       (default $TESSERA_METRICS_TOKEN; the admin token reads it too)
 
@@ -160,6 +165,8 @@ async function main(): Promise<void> {
       'max-task-params': { type: 'string' },
       'max-holdout-mb': { type: 'string' },
       'metrics-token': { type: 'string' },
+      redis: { type: 'string' },
+      'redis-prefix': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -184,6 +191,8 @@ async function main(): Promise<void> {
   const db = await openDatabase(
     url ? { url } : values['data-dir'] ? { dataDir: values['data-dir'] } : {},
   );
+  const redisUrl = values.redis ?? process.env['TESSERA_REDIS_URL'];
+  const redisPrefix = values['redis-prefix'] ?? process.env['TESSERA_REDIS_PREFIX'];
   const metricsToken = values['metrics-token'] ?? process.env['TESSERA_METRICS_TOKEN'];
   let adminToken = values['admin-token'] ?? process.env['TESSERA_ADMIN_TOKEN'];
   if (!adminToken) {
@@ -202,6 +211,9 @@ async function main(): Promise<void> {
     ...(maxTaskParams === undefined ? {} : { maxTaskParams }),
     ...(maxHoldoutBytes === undefined ? {} : { maxHoldoutBytes }),
     ...(metricsToken ? { metricsToken } : {}),
+    ...(redisUrl
+      ? { redis: { url: redisUrl, ...(redisPrefix ? { prefix: redisPrefix } : {}) } }
+      : {}),
   });
   logger.info(`coordinator listening on ${coordinator.url}`, { database: db.kind });
   const shutdown = async (signal: string) => {

@@ -102,7 +102,7 @@ export class CoordinatorMetrics {
       registers: [register],
       collect() {
         this.reset();
-        for (const session of registry.list()) {
+        for (const session of registry.connectedHere()) {
           this.inc({
             runtime: session.info.runtime,
             backend: knownBackend(session.info.backend),
@@ -115,7 +115,7 @@ export class CoordinatorMetrics {
       help: 'Connected clients training or evaluating for a round now',
       registers: [register],
       collect() {
-        this.set(registry.list().filter((session) => session.task !== null).length);
+        this.set(registry.connectedHere().filter((session) => session.task !== null).length);
       },
     });
     new Gauge({

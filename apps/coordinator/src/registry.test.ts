@@ -1,26 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ClientRegistry, type ClientSession } from './registry.js';
-
-function session(clientId: string, connectionId = `conn-${clientId}`): ClientSession {
-  const now = new Date();
-  return {
-    clientId,
-    federationId: 'fed',
-    organisation: clientId,
-    connectionId,
-    info: { name: 'fake', version: '0', runtime: 'other', backend: 'none', numExamples: 1 },
-    connectedAt: now,
-    lastSeenAt: now,
-    task: null,
-    progress: null,
-  };
-}
+import { LocalClientRegistry } from './registry.js';
+import { testSession as session } from './testing/sessions.js';
 
 describe('ClientRegistry timeout back-off', () => {
   const clock = { now: 0 };
   const make = () => {
     clock.now = 0;
-    const registry = new ClientRegistry({
+    const registry = new LocalClientRegistry({
       timeoutBackoff: { baseMs: 1000, maxMs: 5000 },
       now: () => clock.now,
     });
@@ -72,7 +58,7 @@ describe('ClientRegistry timeout back-off', () => {
 
 describe('ClientRegistry.revoke', () => {
   it('removes the session at once and announces it as disconnected; the socket close that follows is a no-op', () => {
-    const registry = new ClientRegistry();
+    const registry = new LocalClientRegistry();
     registry.add(session('a'));
     const gone: string[] = [];
     registry.on('disconnected', (s) => gone.push(s.clientId));

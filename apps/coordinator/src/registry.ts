@@ -46,25 +46,47 @@ export interface RegistryOptions {
   now?: () => number;
 }
 
-interface RegistryEvents {
+export interface RegistryEvents {
   /** A client connected, left, or became idle: round engines waiting for clients look again. */
   change: [];
   disconnected: [session: ClientSession];
 }
 
 /**
- * The connected clients of this coordinator process and what each is busy with. One client
- * (token) has at most one session: a new connection replaces the old one.
+ * The connected clients and what each is busy with: what the round engine, the socket edge and
+ * the console feed need. One client (token) has at most one session: a new connection replaces
+ * the old one. LocalClientRegistry holds one process's clients; ClusterClientRegistry
+ * (cluster-registry.ts) every coordinator's, shared through Redis. Every method is synchronous:
+ * the engine samples and assigns inside one turn of the event loop.
  */
-export class ClientRegistry extends EventEmitter<RegistryEvents> {
-  private readonly sessions = new Map<string, ClientSession>();
+export interface ClientRegistry extends EventEmitter<RegistryEvents> {
+  add(session: ClientSession): ClientSession | undefined;
+  remove(clientId: string, connectionId: string): ClientSession | undefined;
+  revoke(clientId: string): ClientSession | undefined;
+  get(clientId: string): ClientSession | undefined;
+  /** Every connected client (in cluster mode, those of every process). */
+  list(): ClientSession[];
+  /** The clients whose connection this process holds (/metrics and /healthz are per process). */
+  connectedHere(): ClientSession[];
+  idle(federationId: string): string[];
+  eligible(federationId: string): string[];
+  timedOut(clientId: string): void;
+  backoffUntil(clientId: string): number | null;
+  assign(clientIds: readonly string[], task: ClientTask): void;
+  release(clientId: string, runId: string): void;
+  touch(clientId: string): void;
+}
+
+/** The connected clients of this coordinator process (one process, no cluster). */
+export class LocalClientRegistry extends EventEmitter<RegistryEvents> implements ClientRegistry {
+  protected readonly sessions = new Map<string, ClientSession>();
   /**
    * Back-offs by client id, not by session: a silent client that reconnects is still silent.
    * `timeouts` counts deadlines missed in a row.
    */
-  private readonly backoffs = new Map<string, { timeouts: number; until: number }>();
-  private readonly timeoutBackoff: TimeoutBackoff;
-  private readonly now: () => number;
+  protected readonly backoffs = new Map<string, { timeouts: number; until: number }>();
+  protected readonly timeoutBackoff: TimeoutBackoff;
+  protected readonly now: () => number;
 
   constructor(options: RegistryOptions = {}) {
     super();
@@ -109,6 +131,10 @@ export class ClientRegistry extends EventEmitter<RegistryEvents> {
 
   list(): ClientSession[] {
     return [...this.sessions.values()];
+  }
+
+  connectedHere(): ClientSession[] {
+    return this.list();
   }
 
   /** Connected clients of the federation that are not in any round. */

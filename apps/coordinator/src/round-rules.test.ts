@@ -13,7 +13,12 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
-import { ClientRegistry, type ClientSession, type TimeoutBackoff } from './registry.js';
+import {
+  type ClientRegistry,
+  type ClientSession,
+  LocalClientRegistry,
+  type TimeoutBackoff,
+} from './registry.js';
 import { selectClients } from './sampling.js';
 import { deriveSeed } from './seeds.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
@@ -90,7 +95,7 @@ async function createFederation(count: number, backoff?: TimeoutBackoff): Promis
   return {
     federationId: federation.id,
     clientIds,
-    registry: new ClientRegistry({
+    registry: new LocalClientRegistry({
       timeoutBackoff: backoff ?? { baseMs: 60_000, maxMs: 3_600_000 },
       now: () => clock.now,
     }),

@@ -6,7 +6,7 @@ import { weightsToBytes } from '@tessera/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
-import { ClientRegistry } from './registry.js';
+import { LocalClientRegistry } from './registry.js';
 import { processOwnerId, RunLeases } from './run-leases.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
 
@@ -66,7 +66,7 @@ async function runningRunWithClient() {
     organisation: 'org-0',
   });
   const run = await db.runs.create({ federationId: federation.id, config });
-  const registry = new ClientRegistry();
+  const registry = new LocalClientRegistry();
   const transport = new InMemoryTransport();
   const received: SentMessage[] = [];
   transport.connect(client.id, (message) => received.push(message));

@@ -28,7 +28,8 @@ import {
   taskRequestSchema,
   trainReplySchema,
 } from '@tessera/protocol';
-import { Server, type Socket } from 'socket.io';
+import { Server, type ServerOptions, type Socket } from 'socket.io';
+import type { ForwardedFrame } from './cluster/relay.js';
 import { isLoopback, RateLimiter } from './connection-rate-limit.js';
 import type { RunEngine } from './engine.js';
 import type { Logger } from './logger.js';
@@ -68,6 +69,13 @@ export interface SocketServerOptions {
   rateLimitLoopback?: boolean;
   /** Time to complete the handshake (default AUTH_DEADLINE_MS). */
   authDeadlineMs?: number;
+  /** Cluster mode: Socket.IO's Redis adapter, so io.to(socketId) reaches every process. */
+  adapter?: ServerOptions['adapter'];
+  /**
+   * Cluster mode: gives a schema-checked reply for a run this process does not drive to the
+   * run's owner; resolves when the owner accepted it, rejects with its coded refusal.
+   */
+  forward?: (forwarded: ForwardedFrame) => Promise<void>;
   /** Told of every client frame handled (`code`: the refusal sent back, or null) and every refused handshake (metrics). */
   observer?: SocketObserver;
 }
@@ -109,7 +117,11 @@ const rateLimited = (what: string, retryAfterSeconds: number) =>
 export function attachSocketServer(
   httpServer: HttpServer,
   options: SocketServerOptions,
-): { io: TesseraServer; transport: Transport } {
+): {
+  io: TesseraServer;
+  transport: Transport;
+  receive: (forwarded: ForwardedFrame) => void;
+} {
   const { db, registry, logger, engineFor, maxFrameBytes } = options;
   // Until a connection's handshake is accepted its frames may be a few KiB only and are never
   // decoded beyond that; every frame passes the structural pre-scan before it is decoded.
@@ -134,6 +146,7 @@ export function attachSocketServer(
     connectTimeout: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
     serveClient: false,
     cors: { origin: true },
+    ...(options.adapter ? { adapter: options.adapter } : {}),
   });
 
   const limits = options.rateLimits ?? HANDSHAKE_RATE_LIMITS;
@@ -207,12 +220,12 @@ export function attachSocketServer(
     if (previous) {
       // One live connection per token: the newest wins (a restarted client reclaims its slot).
       logger.warn('client reconnected; closing its previous connection', { clientId });
-      const old = io.sockets.sockets.get(previous.connectionId);
-      old?.emit('rejected', {
+      // Through the adapter: the previous connection may be held by another process.
+      io.to(previous.connectionId).emit('rejected', {
         code: ErrorCode.CONFLICT,
         message: 'replaced by a newer connection with the same token',
       });
-      old?.disconnect(true);
+      io.in(previous.connectionId).disconnectSockets(true);
     }
     logger.info('client connected', {
       clientId,
@@ -236,44 +249,35 @@ export function attachSocketServer(
         (ack as (a: Ack) => void)({ ok: false, error: error.toWire() });
       else socket.emit('rejected', error.toWire());
     };
-    const handle = (event: string, ack: unknown, work: () => void) => {
+    // A reply is answered when its engine took it: at once here, or when the owner answered.
+    const handle = (event: string, ack: unknown, work: () => undefined | Promise<void>) => {
       registry.touch(clientId);
-      try {
-        work();
+      const accepted = () => {
         options.observer?.reply(event, null);
         if (typeof ack === 'function') (ack as (a: Ack) => void)({ ok: true });
+      };
+      try {
+        const forwarded = work();
+        if (forwarded) forwarded.then(accepted, (error: unknown) => refuse(event, error, ack));
+        else accepted();
       } catch (error) {
         refuse(event, error, ack);
       }
     };
-    const engineOf = (runId: string): RunEngine => {
-      const engine = engineFor(runId);
-      if (!engine)
-        throw new TesseraError(
-          ErrorCode.WRONG_RUN,
-          `run ${runId} is not running on this coordinator`,
-        );
-      return engine;
-    };
-
-    socket.on('update', (frame, ack) =>
-      handle('update', ack, () => {
-        const reply = parseFrame(trainReplySchema, frame, 'update');
-        engineOf(reply.runId).handleUpdate(clientId, reply);
-      }),
-    );
-    socket.on('evaluation', (frame, ack) =>
-      handle('evaluation', ack, () => {
-        const reply = parseFrame(evaluateReplySchema, frame, 'evaluation');
-        engineOf(reply.runId).handleEvaluation(clientId, reply);
-      }),
-    );
-    socket.on('statistics', (frame, ack) =>
-      handle('statistics', ack, () => {
-        const reply = parseFrame(statisticsReplySchema, frame, 'statistics');
-        engineOf(reply.runId).handleStatistics(clientId, reply);
-      }),
-    );
+    for (const event of REPLY_EVENTS) {
+      socket.on(event, (frame: unknown, ack: unknown) =>
+        handle(event, ack, () => {
+          // Checked here, wherever the run is driven: a bad frame never travels further.
+          const parsed = parseReply(event, frame);
+          const { runId } = parsed.reply;
+          if (engineFor(runId) || !options.forward) {
+            deliver(clientId, parsed);
+            return undefined;
+          }
+          return options.forward({ runId, event, clientId, frame: parsed.reply });
+        }),
+      );
+    }
     socket.on('progress', (frame) => {
       const parsed = progressSchema.safeParse(frame);
       const current = registry.get(clientId);
@@ -329,6 +333,23 @@ export function attachSocketServer(
     });
   });
 
+  /** Hands a checked reply to its run's engine in this process. */
+  const deliver = (clientId: string, parsed: ParsedReply) => {
+    const { runId } = parsed.reply;
+    const engine = engineFor(runId);
+    if (!engine)
+      throw new TesseraError(
+        ErrorCode.WRONG_RUN,
+        `run ${runId} is not running on this coordinator`,
+      );
+    if (parsed.event === 'update') engine.handleUpdate(clientId, parsed.reply);
+    else if (parsed.event === 'evaluation') engine.handleEvaluation(clientId, parsed.reply);
+    else engine.handleStatistics(clientId, parsed.reply);
+  };
+  // A reply forwarded by another process: parsed again (it crossed Redis), then delivered.
+  const receive = ({ event, clientId, frame }: ForwardedFrame) =>
+    deliver(clientId, parseReply(event, frame));
+
   const socketsOf = (clientIds: readonly string[]): string[] =>
     clientIds.flatMap((id) => {
       const session = registry.get(id);
@@ -347,5 +368,20 @@ export function attachSocketServer(
     sendStatistics: (clientIds, instruction) => to(clientIds)?.emit('statistics', instruction),
     sendRoundClosed: (clientIds, notice) => to(clientIds)?.emit('round-closed', notice),
   };
-  return { io, transport };
+  return { io, transport, receive };
+}
+
+const REPLY_EVENTS = ['update', 'evaluation', 'statistics'] as const;
+type ReplyEvent = (typeof REPLY_EVENTS)[number];
+type ParsedReply = ReturnType<typeof parseReply>;
+
+function parseReply(event: ReplyEvent, frame: unknown) {
+  switch (event) {
+    case 'update':
+      return { event, reply: parseFrame(trainReplySchema, frame, 'update') } as const;
+    case 'evaluation':
+      return { event, reply: parseFrame(evaluateReplySchema, frame, 'evaluation') } as const;
+    case 'statistics':
+      return { event, reply: parseFrame(statisticsReplySchema, frame, 'statistics') } as const;
+  }
 }

@@ -122,6 +122,35 @@ for (const backend of testBackends('leases')) {
       expect((await db.runs.get(runId)).currentRound).toBe(1);
     });
 
+    it("refuses a stale owner's evaluation record and run status; the owner writes them", async () => {
+      const runId = await runningRun();
+      await db.leases.acquire(runId, 'old', 60_000);
+      await db.rounds.commit(emptyRound(runId, 1, { fence: { owner: 'old', token: 1 } }));
+      await db.leases.release(runId, { owner: 'old', token: 1 });
+      await db.leases.acquire(runId, 'new', 60_000);
+      const stale = { fence: { owner: 'old', token: 1 } };
+      const evaluation = { federated: { loss: 0.5, accuracy: 0.75, numExamples: 10 } };
+      await expect(db.rounds.recordEvaluation(runId, 1, evaluation, stale)).rejects.toMatchObject({
+        code: ErrorCode.CONFLICT,
+        data: { lease: 'lost' },
+      });
+      await expect(
+        db.runs.setStatus(runId, 'failed', { ...stale, error: 'the old owner gave up' }),
+      ).rejects.toMatchObject({ code: ErrorCode.CONFLICT, data: { lease: 'lost' } });
+      // Nothing was written.
+      expect(await db.rounds.get(runId, 1)).toMatchObject({
+        status: 'committed',
+        federatedLoss: null,
+      });
+      expect(await db.runs.get(runId)).toMatchObject({ status: 'running', error: null });
+
+      const owner = { fence: { owner: 'new', token: 2 } };
+      await db.rounds.recordEvaluation(runId, 1, evaluation, owner);
+      expect((await db.rounds.get(runId, 1)).federatedLoss).toBe(0.5);
+      await db.runs.setStatus(runId, 'completed', owner);
+      expect((await db.runs.get(runId)).status).toBe('completed');
+    });
+
     it('keeps the strategy state with each checkpoint', async () => {
       const runId = await runningRun();
       const state = new Uint8Array([1, 2, 3, 250]);

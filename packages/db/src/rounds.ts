@@ -241,6 +241,8 @@ export class RoundRepository {
     runId: string,
     round: number,
     evaluation: RoundEvaluation,
+    /** `fence`: as for commit; a coordinator that lost the run's lease writes nothing. */
+    options: { fence?: LeaseFence } = {},
   ): Promise<RoundRecord> {
     requireId('runId', runId);
     requireInt('round', round, 1);
@@ -268,10 +270,15 @@ export class RoundRepository {
       data[`${kind}NumExamples`] = result.numExamples;
       unrecorded[`${kind}Loss`] = null;
     }
-    const { count } = await this.prisma.round.updateMany({
-      where: { runId, number: round, ...unrecorded },
-      data,
-    });
+    const where = { runId, number: round, ...unrecorded };
+    const { fence } = options;
+    const { count } =
+      fence === undefined
+        ? await this.prisma.round.updateMany({ where, data })
+        : await this.prisma.$transaction(async (tx) => {
+            await checkFence(tx, runId, fence);
+            return tx.round.updateMany({ where, data });
+          });
     const row = await this.prisma.round.findUnique({
       where: { runId_number: { runId, number: round } },
     });

@@ -263,7 +263,11 @@ export class RunRepository {
   async setStatus(
     id: string,
     status: RunStatus,
-    options: { error?: string; endReason?: string } = {},
+    /**
+     * `fence`: the caller's lease on the run; once another coordinator has taken the run over,
+     * the change is refused (CONFLICT, `data.lease: 'lost'`) and nothing is written.
+     */
+    options: { error?: string; endReason?: string; fence?: LeaseFence } = {},
   ): Promise<RunRecord> {
     requireId('runId', id);
     requireStatus(status);
@@ -303,10 +307,15 @@ export class RunRepository {
               endReason: options.endReason ?? null,
             };
     // Conditional on the status we checked, so two concurrent changes cannot both win.
-    const { count } = await this.prisma.run.updateMany({
-      where: { id, status: run.status },
-      data,
-    });
+    const where = { id, status: run.status };
+    const { fence } = options;
+    const { count } =
+      fence === undefined
+        ? await this.prisma.run.updateMany({ where, data })
+        : await this.prisma.$transaction(async (tx) => {
+            await checkFence(tx, id, fence);
+            return tx.run.updateMany({ where, data });
+          });
     if (count === 0) {
       throw new TesseraError(ErrorCode.CONFLICT, `run ${id} changed status concurrently`, {
         runId: id,

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ClientRegistry, type ClientSession } from '../registry.js';
+import { type ClientRegistry, type ClientSession, LocalClientRegistry } from '../registry.js';
 import { type ClientRow, type ClientsDelta, LiveClientList } from './client-feed.js';
 
 const INTERVAL_MS = 250;
@@ -34,7 +34,7 @@ describe('the live client list', () => {
 
   beforeEach(() => {
     vi.useFakeTimers();
-    registry = new ClientRegistry();
+    registry = new LocalClientRegistry();
     listeners = 0;
     frames = [];
     feed = new LiveClientList({

@@ -1,0 +1,204 @@
+// Coordinator processes for the multi-process tests (failover, cluster): apps/coordinator/dist/
+// main.js on its own port, its pino lines collected, one address in front of several of them,
+// and the admin API of one of them.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { waitFor } from './harness.js';
+
+export const coordinatorCli = fileURLToPath(
+  new URL('../apps/coordinator/dist/main.js', import.meta.url),
+);
+export const clientCli = fileURLToPath(
+  new URL('../apps/node-client/dist/main.js', import.meta.url),
+);
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+/**
+ * One address in front of several coordinators: a new connection is forwarded to the first
+ * port that accepts it (a dead coordinator refuses, so its clients' reconnections reach the
+ * next one); a connection whose coordinator goes away is closed, as a load balancer would.
+ */
+export async function startFailoverFront(
+  ports: number[],
+): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<Socket>();
+  const forward = (client: Socket, index: number) => {
+    const port = ports[index];
+    if (port === undefined) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(port, '127.0.0.1');
+    let connected = false;
+    sockets.add(upstream);
+    upstream.once('error', () => {
+      // Refused: that coordinator is down, try the next one.
+      if (!connected) forward(client, index + 1);
+      else client.destroy();
+    });
+    upstream.once('connect', () => {
+      connected = true;
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    });
+    upstream.once('close', () => {
+      sockets.delete(upstream);
+      if (connected) client.destroy();
+    });
+    client.once('close', () => upstream.destroy());
+  };
+  const server: Server = createServer((client) => {
+    sockets.add(client);
+    client.pause();
+    client.on('error', () => client.destroy());
+    client.once('close', () => sockets.delete(client));
+    forward(client, 0);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('front has no port');
+  return {
+    port: address.port,
+    close() {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+/** The run's lease row, read from the test's schema. */
+export async function leaseRow(databaseUrl: string, schema: string, runId: string) {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query(
+      `SELECT "owner", "token"::text AS "token" FROM "${schema}"."RunLease" WHERE "runId" = $1`,
+      [runId],
+    );
+    return rows[0] as { owner: string; token: string } | undefined;
+  } finally {
+    await client.end();
+  }
+}
+
+export interface CoordinatorProcess {
+  name: string;
+  url: string;
+  child: ChildProcess;
+  lines: string[];
+  exited: Promise<void>;
+}
+
+/** Starts a coordinator process and waits until it listens; `cleanups` gets its SIGKILL. */
+export async function startCoordinatorProcess(options: {
+  name: string;
+  port: number;
+  databaseUrl: string;
+  adminToken: string;
+  args: string[];
+  cleanups: Array<() => unknown>;
+}): Promise<CoordinatorProcess> {
+  const { name, port } = options;
+  const child = spawn(
+    process.execPath,
+    [
+      coordinatorCli,
+      ...['--port', String(port), '--host', '127.0.0.1', '--database-url', options.databaseUrl],
+      ...options.args,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TESSERA_ADMIN_TOKEN: options.adminToken, DATABASE_URL: '' },
+    },
+  );
+  options.cleanups.push(() => {
+    child.kill('SIGKILL');
+  });
+  const lines: string[] = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    if (stream) createInterface({ input: stream }).on('line', (line) => lines.push(line));
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await waitFor(
+    () => lines.some((line) => line.includes('coordinator listening')),
+    `coordinator ${name} to listen (log: ${lines.slice(-5).join(' | ')})`,
+    90_000,
+  );
+  return { name, url: `http://127.0.0.1:${port}`, child, lines, exited };
+}
+
+/** The admin REST API of one coordinator process. */
+export function adminApi(adminToken: string) {
+  return async <T>(on: CoordinatorProcess, method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${on.url}/api${path}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${on.name} ${method} ${path}: ${response.status} ${text}`);
+    return JSON.parse(text) as T;
+  };
+}
+
+/** This coordinator's lease owner name, from its start-up log line. */
+export const leaseOwnerOf = (c: CoordinatorProcess) =>
+  /"owner":"([^"]+)"/.exec(c.lines.find((l) => l.includes('coordinator lease owner')) ?? '')?.[1];
+
+/** Round numbers of a run's `message` lines in a coordinator's log. */
+export const roundsLogged = (c: CoordinatorProcess, runId: string, message: string) =>
+  c.lines
+    .filter((line) => line.includes(`"msg":"${message}"`) && line.includes(runId))
+    .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
+
+/**
+ * SIGKILLs the run's owner mid-round (in round 2 or 3, a delay of 0-250 ms after that round
+ * started, both drawn from `rng`: a round here takes about a second, and the kill must fall
+ * inside it), then waits for `successor` to take the run over. Says what it did on stdout.
+ */
+export async function killOwnerMidRound(options: {
+  owner: CoordinatorProcess;
+  successor: CoordinatorProcess;
+  runId: string;
+  rng: { next(): number };
+}) {
+  const { owner, successor, runId, rng } = options;
+  const killRound = 2 + Math.floor(rng.next() * 2);
+  const delayMs = Math.floor(rng.next() * 250);
+  await waitFor(
+    () => roundsLogged(owner, runId, 'round started').includes(killRound),
+    `round ${killRound} to start on ${owner.name} (log: ${owner.lines.slice(-5).join(' | ')})`,
+    180_000,
+  );
+  await new Promise((resolve) => setTimeout(resolve, delayMs));
+  owner.child.kill('SIGKILL');
+  const killedAt = Date.now();
+  await owner.exited;
+  const committedByOwner = roundsLogged(owner, runId, 'round committed');
+  console.log(
+    `${owner.name} killed ${delayMs} ms after round ${killRound} started; it had committed rounds [${committedByOwner.join(', ')}]`,
+  );
+  const resumedLine = () =>
+    successor.lines.find((line) => line.includes('"msg":"resuming run"') && line.includes(runId));
+  await waitFor(
+    () => resumedLine() !== undefined,
+    `${successor.name} to take the run over (log: ${successor.lines.slice(-5).join(' | ')})`,
+    30_000,
+  );
+  const takeoverMs = Date.now() - killedAt;
+  console.log(`${successor.name} took the run over ${takeoverMs} ms after the kill`);
+  const resumedFrom = Number(/"committedRounds":(\d+)/.exec(resumedLine() ?? '')?.[1]);
+  return { killRound, committedByOwner, takeoverMs, resumedFrom };
+}
