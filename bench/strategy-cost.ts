@@ -15,10 +15,16 @@
  * previous result, so a stateful one's later rounds carry its state; the time is the median.
  */
 import { writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createStrategy, STRATEGY_NAMES, type TrainUpdate } from '@tessera/aggregation';
+import {
+  createStrategy,
+  SCAFFOLD_MAX_PARAMETERS,
+  STRATEGY_NAMES,
+  type TrainUpdate,
+} from '@tessera/aggregation';
 
 const { values: args } = parseArgs({
   options: {
@@ -35,13 +41,23 @@ const { values: args } = parseArgs({
 const CLIENTS = Number(args.clients);
 const PARAMS = Number(args.params);
 const ROUNDS = Number(args.rounds);
-const NAMES = args.strategies.split(',');
+/** SCAFFOLD refuses models whose two vectors do not fit one frame: say so rather than crash. */
+const NAMES = args.strategies.split(',').filter((name) => {
+  if (name !== 'scaffold' || PARAMS <= SCAFFOLD_MAX_PARAMETERS) return true;
+  console.log(
+    `scaffold: not measured, it trains models of up to ${SCAFFOLD_MAX_PARAMETERS} parameters (--params ${SCAFFOLD_MAX_PARAMETERS} --strategies scaffold measures it there)`,
+  );
+  return false;
+});
 
 /** Options that let every rule run on CLIENTS updates (Bulyan needs n >= 4f + 3). */
 const OPTIONS: Record<string, Record<string, unknown>> = {
   krum: { f: Math.max(0, Math.min(10, Math.floor((CLIENTS - 3) / 2))) },
   'multi-krum': { f: Math.max(0, Math.min(10, Math.floor((CLIENTS - 3) / 2))) },
   bulyan: { f: Math.max(0, Math.min(10, Math.floor((CLIENTS - 3) / 4))) },
+  // dp-fedavg has no defaults (a privacy parameter is chosen, never implied): a typical one.
+  'dp-fedavg': { noiseMultiplier: 1, clipNorm: 1, expectedClientsPerRound: CLIENTS },
+  scaffold: { clientCount: CLIENTS },
 };
 /** The rules that keep every update of the round (see packages/aggregation). */
 const BUFFERING = new Set(['fedmedian', 'trimmed-mean', 'krum', 'multi-krum', 'bulyan']);
@@ -61,6 +77,25 @@ function updatesAround(global: Float32Array): TrainUpdate[] {
 const initial = new Float32Array(PARAMS);
 for (let i = 0; i < PARAMS; i++) initial[i] = Math.cos(i) * 0.05;
 const updates = updatesAround(initial);
+/** SCAFFOLD's updates: the same models, each with a Δc_i (made only when scaffold is measured). */
+const scaffoldUpdates = NAMES.includes('scaffold')
+  ? updates.map((update, k) => {
+      const controlDelta = new Float32Array(PARAMS);
+      for (let i = 0; i < PARAMS; i++) controlDelta[i] = 0.001 * Math.cos(i * 0.11 + k);
+      return { ...update, controlDelta };
+    })
+  : [];
+
+/** What the figures were measured on: the machine is shared, so its load goes with them. */
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: availableParallelism(),
+  node: process.version,
+  loadBefore: loadavg().map((x) => Number(x.toFixed(2))),
+};
+console.log(
+  `${CLIENTS} clients x ${PARAMS} parameters, ${ROUNDS} rounds each; ${machine.cpu}, ${machine.cores} cores, node ${machine.node}; load average ${machine.loadBefore.join(' ')}`,
+);
 
 const mb = (bytes: number) => bytes / (1 << 20);
 const median = (values: number[]) =>
@@ -87,7 +122,7 @@ for (const name of NAMES) {
     const before = process.memoryUsage().arrayBuffers;
     const start = process.hrtime.bigint();
     const aggregator = strategy.beginRound(round, global);
-    for (const update of updates) aggregator.add(update);
+    for (const update of name === 'scaffold' ? scaffoldUpdates : updates) aggregator.add(update);
     const result = aggregator.finish();
     times.push(Number(process.hrtime.bigint() - start) / 1e6);
     // What is still allocated with the result and the aggregator alive (the round's own sums,
@@ -117,9 +152,18 @@ for (const name of NAMES) {
   );
 }
 
+const loadAfter = loadavg().map((x) => Number(x.toFixed(2)));
+console.log(`\nload average after: ${loadAfter.join(' ')}\n`);
+console.log('| strategy | ms per round (median) | round allocates | holds the updates | state |');
+console.log('| --- | ---: | ---: | ---: | ---: |');
+for (const row of rows) {
+  console.log(
+    `| ${row.strategy} | ${row.msPerRound.toFixed(0)} | ${row.extraMb.toFixed(1)} MB | ${row.holdsUpdatesMb > 0 ? `${row.holdsUpdatesMb.toFixed(0)} MB` : '—'} | ${row.stateMb > 0 ? `${row.stateMb.toFixed(1)} MB` : '—'} |`,
+  );
+}
 const out = args.out;
 writeFileSync(
   out,
-  `${JSON.stringify({ clients: CLIENTS, params: PARAMS, rounds: ROUNDS, node: process.version, rows }, null, 2)}\n`,
+  `${JSON.stringify({ clients: CLIENTS, params: PARAMS, rounds: ROUNDS, machine: { ...machine, loadAfter }, rows }, null, 2)}\n`,
 );
 console.log(`wrote ${out}`);

@@ -554,7 +554,7 @@ for (const row of rows) {
 // Besides the loss, the layers the native loop has no kernels for (its plan names the first).
 for (const name of models.filter((model) => TASK_MODELS.has(model))) {
   const { model } = await benchModel(name);
-  const plan = planNativeTraining(model);
+  const plan = planNativeTraining(model, builtinTask(name).loss);
   model.dispose();
   console.log(`\nNative loop plan for ${name}: ${plan.ok ? 'plans' : plan.reason}`);
   if (!plan.ok) untimed.set(`${name} | native loop plan`, plan.reason);

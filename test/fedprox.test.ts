@@ -118,7 +118,12 @@ describe('a client asked for a strategy setting it cannot honour', () => {
     // send what Tessera's coordinator never would.
     const mnist2nn = builtinTask('mnist-2nn');
     const http = createServer();
-    const io = new Server(http, { parser: createMsgpackParser(), transports: ['websocket'] });
+    // SCAFFOLD's update (weights and controlDelta, 1.6 MB) is over Socket.IO's default 1 MB.
+    const io = new Server(http, {
+      parser: createMsgpackParser(),
+      transports: ['websocket'],
+      maxHttpBufferSize: 16 * 1024 * 1024,
+    });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
     const replies: TrainReply[] = [];
@@ -164,7 +169,7 @@ describe('a client asked for a strategy setting it cannot honour', () => {
       const { initialWeights } = await import('@tessera/ml');
       const weights = initialWeights('fedavg-2nn', 1);
       const cases: [unknown, string][] = [
-        [{ name: 'scaffold', settings: { controlVariate: 'x' } }, 'strategy.name'],
+        [{ name: 'fednova', settings: { tau: 1 } }, 'strategy.name'],
         [{ name: 'fedprox', settings: { proximalMu: 0.1, clip: 1 } }, 'strategy.settings.clip'],
         [{ name: 'fedprox', settings: { proximalMu: -0.5 } }, 'strategy.settings.proximalMu'],
         [{ name: 'fedprox', settings: { proximalMu: 1e6 } }, 'strategy.settings.proximalMu'],
@@ -172,9 +177,16 @@ describe('a client asked for a strategy setting it cannot honour', () => {
         [{ name: 'fedprox', settings: {} }, 'strategy.settings.proximalMu'],
         [{ name: 'fedprox', settings: { proximalMu: [0.1] } }, 'strategy.settings.proximalMu'],
         [{ name: '', settings: {} }, 'strategy.name'],
+        // SCAFFOLD: only option II, and never without the server's control variate c.
+        [
+          { name: 'scaffold', settings: { controlVariateOption: 1 } },
+          'strategy.settings.controlVariateOption',
+        ],
+        [{ name: 'scaffold', settings: { controlVariateOption: 2 } }, 'controlVariate'],
       ];
-      const train = (round: number, strategy: unknown) =>
+      const train = (round: number, strategy: unknown, extra: Record<string, unknown> = {}) =>
         socket.emit('train', {
+          ...extra,
           runId: 'r1',
           round,
           model: { name: 'fedavg-2nn', paramCount: weights.length },
@@ -194,7 +206,9 @@ describe('a client asked for a strategy setting it cannot honour', () => {
           error: { code: UNSUPPORTED_STRATEGY_SETTING },
         });
         const message = reply?.status === 'failed' ? reply.error.message : '';
-        expect(message, field).toMatch(field.endsWith('name') ? /strategy/ : /proximalMu|clip/);
+        expect(message, field).toMatch(
+          field.endsWith('name') ? /strategy/ : /proximalMu|clip|controlVariate/,
+        );
       }
       expect(progress).toEqual([]);
 
@@ -202,6 +216,28 @@ describe('a client asked for a strategy setting it cannot honour', () => {
       await waitFor(() => replies.length === cases.length + 1, 'the FedProx round');
       expect(replies.at(-1)).toMatchObject({ status: 'ok', round: 100, numExamples: 40 });
       expect(progress.length).toBeGreaterThan(0);
+
+      // A SCAFFOLD round: the reply carries delta c_i = c_i+ - c_i, with c_i = 0 at first:
+      // -c + (x - y) / (K lr), K = 40 / 20 = 2 steps of lr 0.05.
+      const c = Float32Array.from(weights, (_, i) => 0.01 * Math.cos(i));
+      train(
+        101,
+        { name: 'scaffold', settings: { controlVariateOption: 2 } },
+        { controlVariate: weightsToBytes(c) },
+      );
+      await waitFor(() => replies.length === cases.length + 2, 'the SCAFFOLD round');
+      const scaffold = replies.at(-1);
+      expect(scaffold).toMatchObject({ status: 'ok', round: 101 });
+      if (scaffold?.status !== 'ok') throw new Error('no update');
+      const trained = bytesToWeights(scaffold.weights, weights.length);
+      const delta = bytesToWeights(scaffold.controlDelta as Uint8Array, weights.length);
+      let worst = 0;
+      for (let i = 0; i < weights.length; i++) {
+        const expected =
+          -(c[i] as number) + ((weights[i] as number) - (trained[i] as number)) / (2 * 0.05);
+        worst = Math.max(worst, Math.abs((delta[i] as number) - expected));
+      }
+      expect(worst).toBeLessThan(1e-5);
     } finally {
       await client.close();
       io.close();

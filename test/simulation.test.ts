@@ -1,6 +1,7 @@
-import { simulate } from '@tessera/cli';
+import { formatPhaseSummary, formatRoundLine, simulate } from '@tessera/cli';
 import { createLogger } from '@tessera/coordinator';
-import { type Database, openDatabase } from '@tessera/db';
+import { type Database, openDatabase, type RoundRecord } from '@tessera/db';
+import { ROUND_PHASES, roundTotalMs } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NODE_AUTO_BACKEND } from './harness.js';
@@ -32,6 +33,7 @@ const run = {
 describe('simulation mode', () => {
   it('runs 20 virtual clients in 2 processes through the real coordinator, recorded and replayable', async () => {
     const seen: number[] = [];
+    const announced: RoundRecord[] = [];
     const result = await simulate({
       db,
       logger: createLogger('warn', (line) => logs.push(line)),
@@ -41,9 +43,36 @@ describe('simulation mode', () => {
       partitionSeed: 3,
       holdoutFraction: 0,
       run,
-      onRound: (round) => seen.push(round.number),
+      onRound: (round) => {
+        seen.push(round.number);
+        announced.push(round);
+      },
     });
     expect(seen).toEqual([1, 2, 3]);
+    // Each round as simulate prints it: its whole time, phase by phase, as recorded.
+    let roundsMs = 0;
+    for (const [index, record] of announced.entries()) {
+      const total = roundTotalMs(record.phases);
+      if (total === null || record.phases === null) throw new Error('round without phases');
+      expect(record).toEqual(result.rounds[index]);
+      // Central evaluation of 10,000 MNIST images and local training take time; commit writes.
+      expect(record.phases.trainingMs).toBeGreaterThan(0);
+      expect(record.phases.evaluationMs).toBeGreaterThan(0);
+      expect(record.phases.commitMs).toBeGreaterThan(0);
+      // The whole round is more than the attempt durationMs measures (commit, evaluation).
+      expect(total).toBeGreaterThan(record.durationMs);
+      roundsMs += total;
+      const line = formatRoundLine(record);
+      expect(line).toMatch(
+        new RegExp(`^round +${record.number}  5 clients  test accuracy 0\\.\\d{4}`),
+      );
+      for (const { label } of ROUND_PHASES) expect(line).toMatch(new RegExp(`${label} \\d`));
+    }
+    // The rounds' phases fit within the simulation's wall time (which also starts processes).
+    expect(roundsMs).toBeLessThanOrEqual(result.wallMs);
+    const summary = formatPhaseSummary(result.rounds);
+    expect(summary).toContain('where the time went (3 rounds,');
+    expect(summary.trim().split('\n')).toHaveLength(1 + ROUND_PHASES.length);
     expect(result.run).toMatchObject({
       origin: 'simulation',
       status: 'completed',

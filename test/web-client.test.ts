@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as tfl from '@tensorflow/tfjs-layers';
 import { splitRows } from '@tessera/client/core';
 import { loadMnist, readTabular, tabularStatistics } from '@tessera/data';
 import type { RoundRecord } from '@tessera/db';
@@ -702,6 +703,134 @@ describe('the browser client trains any task', () => {
           code: 'DATA_SCHEMA_MISMATCH',
           reason:
             "no-pulse.csv:1: column 'pulse': column 'pulse' missing (the header has 4 columns: risk, age, ward, temperature)",
+        });
+      }
+      await waitFor(async () => {
+        const rows = await roundsShown(page);
+        return rows.length === 2 && rows.every((r) => r.outcome === 'sent') && rows;
+      }, 'the page to show two sent updates');
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  }, 240_000);
+});
+
+describe('the browser client trains image tasks', () => {
+  /** Tiles: 4x4 RGB images of 0..255, dark or light; the pictures may be any size. */
+  function tilesTask() {
+    const model = tfl.sequential({
+      layers: [
+        tfl.layers.flatten({ inputShape: [4, 4, 3] }),
+        tfl.layers.dense({ units: 2, activation: 'softmax' }),
+      ],
+    });
+    const topology = model.toJSON(null, false) as Record<string, unknown>;
+    model.dispose();
+    return {
+      schemaVersion: 1,
+      name: 'tiles',
+      input: { kind: 'image', height: 4, width: 4, channels: 3, valueRange: { min: 0, max: 255 } },
+      output: { kind: 'multiclass', classes: ['dark', 'light'] },
+      loss: 'softmax-cross-entropy',
+      metrics: ['accuracy'],
+      model: { topology },
+    };
+  }
+
+  /** `count` PNGs of width x height per class folder, dark ~30 and light ~220 with some spread. */
+  function writeTiles(
+    root: string,
+    classes: Record<string, number>,
+    width: number,
+    height: number,
+  ) {
+    for (const [className, count] of Object.entries(classes)) {
+      mkdirSync(join(root, className), { recursive: true });
+      for (let i = 0; i < count; i++) {
+        const png = new PNG({ width, height });
+        const base = className === 'light' ? 220 : 30;
+        for (let p = 0; p < width * height; p++) {
+          const value = base + ((p * 7 + i * 13) % 21) - 10;
+          png.data.set([value, value, value, 255], p * 4);
+        }
+        writeFileSync(join(root, className, `tile-${i}.png`), PNG.sync.write(png));
+      }
+    }
+    return root;
+  }
+
+  it("trains from a picked folder of 8x6 images beside a Node client (--data DIR); checked against the task's definition before joining, a folder that does not fit never joins", async () => {
+    harness = await startHarness();
+    const h = harness;
+    const task = tilesTask();
+    expect((await h.api('POST', '/tasks', task)).status).toBe(201);
+    const { federationId, tokens } = await createFederation(h, 3);
+    const folder = mkdtempSync(join(tmpdir(), 'tessera-task-images-'));
+    try {
+      const taskFile = join(folder, 'tiles.json');
+      writeFileSync(taskFile, JSON.stringify(task));
+      h.spawnClient(tokens[0]?.token as string, [
+        '--data',
+        writeTiles(join(folder, 'node'), { dark: 6, light: 6 }, 4, 4),
+      ]);
+      const lab = writeTiles(join(folder, 'lab'), { dark: 5, light: 5 }, 8, 6);
+      const misfit = writeTiles(join(folder, 'misfit'), { dark: 2, grey: 2, light: 2 }, 4, 4);
+      const browser = await launch('wasm');
+      const pickFolder = (path: string) => async (page: Page) => {
+        await page.check('input[name="data"][value="task-images"]');
+        await page.setInputFiles('#task-images', path);
+        await page.setInputFiles('#check-task', taskFile);
+      };
+
+      // The folder that does not fit: refused in the page, with the check's lines; it never connects.
+      const refused = await browser.newPage();
+      await refused.goto(
+        `${h.coordinator.url}/join/?backend=wasm#token=${tokens[2]?.token as string}`,
+      );
+      await pickFolder(misfit)(refused);
+      await refused.click('#join');
+      await refused.waitForSelector('body[data-state="failed"]');
+      expect(await refused.textContent('#banner')).toBe(
+        "DATA_SCHEMA_MISMATCH: misfit: folder 'grey' is not a class of task 'tiles' ('dark', 'light')",
+      );
+      expect(await refused.textContent('#data-check')).toBe(
+        "task tiles: images 4x4x3 -> multiclass (dark, light)\nmisfit: folder 'grey' is not a class of task 'tiles' ('dark', 'light')",
+      );
+      await refused.close();
+      expect(h.coordinator.registry.get(tokens[2]?.client.id as string)).toBeUndefined();
+
+      const { page } = await joinFromBrowser(browser, h, {
+        backend: 'wasm',
+        token: tokens[1]?.token as string,
+        prepare: pickFolder(lab),
+      });
+      expect(await page.textContent('#data-description')).toBe(
+        'lab: 10 images in 2 class folders, read per task: 9 for training, 1 held out',
+      );
+      expect(await page.textContent('#data-check')).toMatch(
+        /^task tiles: images 4x4x3 -> multiclass \(dark, light\)\nlab: 9 training, 1 held-out images; 2 classes seen of 2 \(dark \d, light \d\)\nthe data fits the task$/,
+      );
+      await waitFor(() => h.coordinator.registry.list().length === 2, 'two clients');
+      const browserId = tokens[1]?.client.id as string;
+
+      const { runId, rounds } = await finishedRun(h, federationId, {
+        model: undefined,
+        task: { name: 'tiles' },
+        rounds: 2,
+        minClients: 2,
+        batchSize: 4,
+        learningRate: 0.05,
+      });
+      expect(rounds.map((r) => r.number)).toEqual([1, 2]);
+      for (const round of rounds) {
+        expect(new Set(round.participantClientIds)).toEqual(
+          new Set([tokens[0]?.client.id, browserId]),
+        );
+        const updates = await h.db.rounds.updates(runId, round.number);
+        expect(updates.find((u) => u.clientId === browserId)).toMatchObject({
+          runtime: 'browser',
+          backend: 'wasm',
+          numExamples: 9,
         });
       }
       await waitFor(async () => {

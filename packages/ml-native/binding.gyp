@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "tessera_native",
-      "sources": ["src/kernels.cc", "src/training.cc"],
+      "sources": ["src/kernels.cc", "src/training.cc", "src/layers.cc"],
       "cflags_cc": ["-O3", "-std=c++17"],
       "cflags_cc!": ["-fno-rtti", "-fno-exceptions"],
       "include_dirs": ["<!@(pkg-config --cflags-only-I openblas | sed s/-I//g)"],

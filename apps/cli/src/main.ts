@@ -9,6 +9,7 @@ import { API_USAGE, ApiRecords, readApiToken } from './api-client.js';
 import { DATABASE_USAGE, type DatabaseFlags, openFromFlags } from './database.js';
 import { describeWritten, type ExportFormat, exportRun } from './export-command.js';
 import { counterfactualCommand, replayExitCode, verifyCommand } from './replay-command.js';
+import { formatPhaseSummary, formatRoundLine } from './round-report.js';
 import { simulate } from './simulate.js';
 import { TASK_USAGE, taskCreate, taskHoldout, taskList } from './task-command.js';
 
@@ -121,11 +122,9 @@ async function simulateCommand(values: Record<string, unknown>): Promise<number>
         keepUpdates: values['no-keep-updates'] !== true,
       },
       ...(values['target'] === undefined ? {} : { targetAccuracy: num('target') }),
-      onRound: (round) =>
-        process.stdout.write(
-          `round ${String(round.number).padStart(4)}  ${round.participantClientIds.length} clients  test accuracy ${round.centralAccuracy?.toFixed(4)}  loss ${round.centralLoss?.toFixed(4)}  ${(round.durationMs / 1000).toFixed(1)} s\n`,
-        ),
+      onRound: (round) => process.stdout.write(`${formatRoundLine(round)}\n`),
     });
+    process.stdout.write(formatPhaseSummary(result.rounds));
     process.stdout.write(
       `run ${result.run.id}: ${result.run.status} after ${result.run.currentRound} rounds in ${(result.wallMs / 1000).toFixed(0)} s${result.roundsToTarget === null ? '' : `; target reached at round ${result.roundsToTarget}`}\n`,
     );

@@ -1,4 +1,4 @@
-import type { FieldIssue, RunConfig, WireError } from '@tessera/protocol';
+import type { FieldIssue, RoundPhases, RunConfig, WireError } from '@tessera/protocol';
 import type { TaskDefinition } from '@tessera/tasks';
 
 /** An API refusal, with the field-level messages the server sent (for forms). */
@@ -180,6 +180,8 @@ export interface Round {
   outcomes: ClientOutcome[];
   /** dp-fedavg's accounting of the round (packages/db's RoundPrivacyRecord); null without DP. */
   privacy: Record<string, number | string | boolean | null> | null;
+  /** Where the round's time went; null for rounds recorded before phases were. */
+  phases: RoundPhases | null;
 }
 
 /** packages/db's ClientOutcome, as JSON. */

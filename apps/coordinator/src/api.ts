@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { STRATEGY_NAMES, STRATEGY_OPTIONS } from '@tessera/aggregation';
 import type { UserRecord } from '@tessera/db';
-import { MODEL_NAMES, modelSpec } from '@tessera/ml';
+import { DEFAULT_MAX_TASK_PARAMS, MODEL_NAMES, modelSpec } from '@tessera/ml';
 import {
   CONSOLE_ROLES,
   createFederationSchema,
@@ -47,12 +47,7 @@ import { refuseUnsafePaths } from './http/request-path.js';
 import { registerResearchRoutes } from './http/research-routes.js';
 import { defineRoutes, parseWith } from './http/routes.js';
 import { RunControl } from './http/run-control.js';
-import {
-  DEFAULT_MAX_TASK_PARAMS,
-  holdoutBodyParser,
-  registerTaskRoutes,
-  taskBodyParsers,
-} from './http/task-routes.js';
+import { holdoutBodyParser, registerTaskRoutes, taskBodyParsers } from './http/task-routes.js';
 import { registerTokenRoutes } from './http/token-routes.js';
 import { type CreateRunRequest, createRunSchema } from './run-config.js';
 import { refuseUntrainableTask } from './run-task.js';

@@ -358,6 +358,74 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.federatedNumExamples).toBe(20);
   });
 
+  it("records each round's phases where the time went: they add up to the round's wall time", async () => {
+    const TRAIN_MS = 300;
+    const EVALUATE_MS = 200;
+    const CENTRAL_MS = 120;
+    const LATE_MS = 250;
+    const slow: Behaviour = (message, ctx) => {
+      if (message.event === 'train') setTimeout(() => ctx.update({}), TRAIN_MS);
+      if (message.event === 'evaluate') setTimeout(() => ctx.evaluation({}), EVALUATE_MS);
+    };
+    const central: CentralEvaluator = {
+      evaluate: () =>
+        new Promise((resolve) =>
+          setTimeout(() => resolve({ loss: 0.25, accuracy: 0.5, numExamples: 100 }), CENTRAL_MS),
+        ),
+    };
+    // The second client connects a while after round 1 began to wait for it (clientsPerRound 2).
+    const fed = await createFederation(2);
+    const [early, late] = fed.clientIds as [string, string];
+    connect(fed, early);
+    const began = performance.now();
+    const s = await startWith(fed, {
+      config: { rounds: 2, clientsPerRound: 2, minClients: 2 },
+      behaviours: { 0: slow, 1: slow },
+      centralEvaluator: central,
+    });
+    await waitFor(() => fed.logs.some((line) => line.includes('waiting for clients')), 'a wait');
+    setTimeout(() => connect(fed, late), LATE_MS);
+    const evaluatedAt: number[] = [];
+    s.engine.on('round-evaluated', () => evaluatedAt.push(performance.now()));
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+
+    const rounds = await db.rounds.list(s.run.id);
+    const [wall1, wall2] = [
+      (evaluatedAt[0] as number) - began,
+      (evaluatedAt[1] as number) - (evaluatedAt[0] as number),
+    ];
+    for (const [index, record] of rounds.entries()) {
+      const phases = record.phases;
+      if (phases === null) throw new Error(`round ${record.number} has no phases`);
+      // The announced record is the stored one, phases included.
+      expect(s.evaluated[index]?.record).toEqual(record);
+      // The commit's own record was written before the commit and evaluation were timed.
+      expect(s.committed[index]?.record.phases).toEqual({
+        ...phases,
+        commitMs: null,
+        evaluationMs: null,
+      });
+      // Less a millisecond per phase: setTimeout may fire up to 1 ms early, and each is rounded.
+      expect(phases.trainingMs).toBeGreaterThanOrEqual(TRAIN_MS - 2);
+      expect(phases.evaluationMs).toBeGreaterThanOrEqual(EVALUATE_MS - 2);
+      expect(phases.commitMs).toBeGreaterThan(0);
+      const sum =
+        phases.waitingMs +
+        phases.distributionMs +
+        phases.trainingMs +
+        phases.aggregationMs +
+        (phases.commitMs ?? 0) +
+        (phases.evaluationMs ?? 0);
+      // Back to back: the sum is the round's time less what the engine did outside it (writing
+      // the phases themselves; before round 1, the run's start too), never more than it.
+      expect(sum).toBeLessThanOrEqual((index === 0 ? wall1 : wall2) + 6);
+      // From round 1's announcement to round 2's, nothing but that write is outside a phase.
+      if (index === 1) expect(sum).toBeGreaterThan(wall2 / 2);
+    }
+    expect(rounds[0]?.phases?.waitingMs).toBeGreaterThanOrEqual(LATE_MS - 2);
+  });
+
   it('commits a round only with minClients updates, and retries it with a new sample', async () => {
     let attempts = 0;
     const flaky: Behaviour = (message, ctx) => {
@@ -387,6 +455,7 @@ describe('RunEngine over an in-memory transport', () => {
   it('gives the run up as failed after maxRoundAttempts attempts with too few updates; nothing is committed', async () => {
     const failing: Behaviour = (message, ctx) => {
       if (message.event === 'train') ctx.update('failed');
+      if (message.event === 'evaluate') ctx.evaluation({});
     };
     const s = await start({
       clients: 2,
@@ -839,6 +908,9 @@ describe('RunEngine over an in-memory transport', () => {
       centralNumExamples: 10_000,
     });
     expect(second.evaluated.map((e) => e.round)).toEqual([1, 2]);
+    // Round 1's commit was the first process's: the second one timed only its evaluation.
+    expect(round1.phases).toMatchObject({ commitMs: null, evaluationMs: null });
+    expect((await db.rounds.get(first.run.id, 2)).phases?.evaluationMs).toEqual(expect.any(Number));
   });
 
   it('derives round seeds by the run recorded derivation: version 2 for new runs, version 1 kept for old ones', async () => {
@@ -1163,4 +1235,78 @@ describe('the seed derivation recorded with each run', () => {
       rmSync(folder, { recursive: true, force: true });
     }
   });
+});
+
+describe('RunEngine under dp-fedavg: Poisson sampling, as the accountant assumes it', () => {
+  const dpConfig: Partial<RunConfigInput> = {
+    strategy: 'dp-fedavg',
+    strategyOptions: {
+      noiseMultiplier: 1,
+      clipNorm: 1,
+      expectedClientsPerRound: 5,
+      samplingRate: 0.25,
+      innerStrategy: 'fedavg',
+      innerOptions: {},
+    },
+    rounds: 6,
+    // The same seed in both runs: the sample must not follow from it.
+    seed: 3,
+  };
+
+  it('draws each eligible client independently with probability q from the CSPRNG, not the run seed, and commits rounds of whatever size arrived', async () => {
+    const runs: Started[] = [];
+    for (let k = 0; k < 2; k++) {
+      const s = await start({ clients: 20, config: dpConfig });
+      await s.done;
+      expect(s.finished).toEqual([{ status: 'completed' }]);
+      runs.push(s);
+    }
+    const sizes: number[] = [];
+    for (const s of runs) {
+      const firstAttempts = s.started.filter((r) => r.attempt === 1);
+      expect(firstAttempts.map((r) => r.round)).toEqual([1, 2, 3, 4, 5, 6]);
+      let included = 0;
+      for (const { round, selected } of firstAttempts) {
+        // A fixed-size or whole-federation sample would not be what the accountant composes.
+        expect(selected.length).toBeLessThan(20);
+        included += selected.length;
+        sizes.push(selected.length);
+        const record = await db.rounds.get(s.run.id, round);
+        expect(record.selectedClientIds).toEqual(selected);
+        expect(record.privacy).toMatchObject({ samplingRate: 0.25, denominator: 5 });
+      }
+      // 120 independent draws at q = 0.25: mean 30, standard deviation 4.7.
+      expect(included).toBeGreaterThanOrEqual(10);
+      expect(included).toBeLessThanOrEqual(50);
+    }
+    // Round sizes vary (a fixed size would repeat), and the two runs of the same seed were
+    // sampled differently (a seeded draw would repeat them exactly).
+    expect(new Set(sizes).size).toBeGreaterThan(1);
+    const samples = (s: Started) => s.started.map((r) => r.selected.join(','));
+    expect(samples(runs[0] as Started)).not.toEqual(samples(runs[1] as Started));
+  }, 120_000);
+
+  it('never retries a round: one whose sample brought no update commits the noise alone as one step', async () => {
+    const failing: Behaviour = (message, ctx) => {
+      if (message.event === 'train') ctx.update('failed');
+      if (message.event === 'evaluate') ctx.evaluation({});
+    };
+    const s = await start({
+      clients: 4,
+      behaviours: { 0: failing, 1: failing, 2: failing, 3: failing },
+      config: { ...dpConfig, rounds: 3 },
+    });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(s.started.map((r) => [r.round, r.attempt])).toEqual([
+      [1, 1],
+      [2, 1],
+      [3, 1],
+    ]);
+    for (const round of [1, 2, 3]) {
+      const record = await db.rounds.get(s.run.id, round);
+      expect(record.participantClientIds).toEqual([]);
+      expect(record.privacy).toMatchObject({ steps: round, clippedCount: 0, denominator: 5 });
+    }
+  }, 120_000);
 });

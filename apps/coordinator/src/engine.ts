@@ -27,6 +27,7 @@ import {
 import {
   buildTaskModel,
   checkTaskModel,
+  DEFAULT_MAX_TASK_PARAMS,
   getFlatWeights,
   initialWeights,
   modelSpec,
@@ -51,6 +52,7 @@ import {
   taskSha256,
 } from '@tessera/tasks';
 import type { Logger } from './logger.js';
+import { PhaseClock } from './phase-clock.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
 import { resolveTaskDefinition } from './resolved-task.js';
 import { RoundState } from './round-state.js';
@@ -92,9 +94,6 @@ export interface EngineDeps {
    */
   maxTaskParams?: number;
 }
-
-/** Default of EngineDeps.maxTaskParams: the task routes' DEFAULT_MAX_TASK_PARAMS. */
-const DEFAULT_MAX_TASK_PARAMS = 50_000_000;
 
 export interface RoundSummary {
   runId: string;
@@ -157,6 +156,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private statistics: OpenStatistics | null = null;
   private training: OpenTraining | null = null;
   private evaluation: OpenEvaluation | null = null;
+  /** Times the round being trained, committed and evaluated (Round.phases). */
+  private roundClock: PhaseClock | null = null;
   private stopReason: StopReason | null = null;
   private readonly maxRoundAttempts: number;
   private readonly seedDerivation: SeedDerivation;
@@ -333,6 +334,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
           numExamples: reply.numExamples,
           weights: bytesToWeights(reply.weights, this.model.paramCount),
           metrics: reply.metrics,
+          // SCAFFOLD's Δc_i; the strategy says whether it needs one.
+          ...(reply.controlDelta === undefined
+            ? {}
+            : { controlDelta: bytesToWeights(reply.controlDelta, this.model.paramCount) }),
         });
       } catch (cause) {
         // A bad update takes the client out of this round; nothing of it is kept.
@@ -713,8 +718,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   /** One training round, retried with a fresh sample when too few updates arrive. */
   private async trainRound(round: number, global: Float32Array): Promise<Float32Array | null> {
     const { config } = this.run;
+    this.roundClock = new PhaseClock();
     for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {
       if (!(await this.awaitClients(round))) return null;
+      this.roundClock.lap('waiting');
       const outcome = await this.attemptRound(round, attempt, global);
       if (outcome === 'stopped') return null;
       if (outcome !== 'too-few') return outcome;
@@ -765,6 +772,9 @@ export class RunEngine extends EventEmitter<EngineEvents> {
 
     const deadline = Date.now() + config.roundDeadlineMs;
     const weights = weightsToBytes(global);
+    // SCAFFOLD's c, encoded once like the weights.
+    const serverControl = this.training.aggregator.controlVariate;
+    const controlVariate = serverControl === undefined ? undefined : weightsToBytes(serverControl);
     // One instruction per set of strategy settings (one in all for every strategy so far).
     for (const group of groups) {
       transport.sendTrain(group.clientIds, {
@@ -778,20 +788,24 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         ...(group.strategy === undefined ? {} : { strategy: group.strategy }),
         deadline,
         weights,
+        ...(controlVariate === undefined ? {} : { controlVariate }),
       });
     }
+    this.roundClock?.lap('distribution');
     await this.waitForAnswers(state, deadline);
 
     const open = this.training;
     this.training = null;
     state.close();
     this.closeRound(state, 'training');
+    this.roundClock?.lap('training');
     if (this.stopReason !== null) return 'stopped';
     const result = open.aggregator.finish();
-    // Under Poisson sampling (DP) a round commits with whatever arrived: the noised sum is
-    // divided by the fixed expected count, and retrying a round that released a noised
-    // aggregate would spend budget the accountant does not count. Only a round to which no
-    // update came (nothing was noised or released) is tried again with a fresh sample.
+    this.roundClock?.lap('aggregation');
+    // Under Poisson sampling (DP) a round commits with whatever arrived, none included: the
+    // noised sum is divided by the fixed expected count, and every round is one step of the
+    // accountant; a retry would spend budget it does not count, or, for a round without
+    // updates, make the sample that counts one conditioned on bringing an update.
     const enough = poissonRate !== undefined || result.numUpdates >= config.minClients;
     if (result.weights === null || !enough) return 'too-few';
 
@@ -819,8 +833,10 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       // In the same transaction as the checkpoint: a resume or a replay continues from both.
       strategyState: encodedState(this.strategy),
       privacy: result.privacy === undefined ? null : { ...result.privacy },
+      ...(this.roundClock ? { phases: this.roundClock.beforeCommit() } : {}),
       ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
     });
+    this.roundClock?.lap('commit');
     this.emit('round-committed', { runId: this.runId, round, record });
     logger.info('round committed', {
       runId: this.runId,
@@ -881,15 +897,25 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         round,
       });
       // Still announced: whoever waits for a round's end (pause, a target) hears of it.
-      const record = await db.rounds.get(this.runId, round);
+      const record = await this.withPhases(await db.rounds.get(this.runId, round));
       this.emit('round-evaluated', { runId: this.runId, round, record });
       return;
     }
-    const record = await db.rounds.recordEvaluation(this.runId, round, {
+    const evaluated = await db.rounds.recordEvaluation(this.runId, round, {
       ...(federated ? { federated } : {}),
       ...(centralResult ? { central: centralResult } : {}),
     });
+    const record = await this.withPhases(evaluated);
     this.emit('round-evaluated', { runId: this.runId, round, record });
+  }
+
+  /** The round's record with its commit and evaluation times, where this engine timed it. */
+  private async withPhases(record: RoundRecord): Promise<RoundRecord> {
+    const clock = this.roundClock;
+    this.roundClock = null;
+    if (clock === null || record.phases === null) return record;
+    clock.lap('evaluation');
+    return this.deps.db.rounds.recordPhases(this.runId, record.number, clock.afterCommit());
   }
 
   private async waitForAnswers(state: RoundState, deadline: number): Promise<void> {

@@ -1,5 +1,5 @@
-import { checkTaskData, RoundFailure } from '@tessera/client';
-import { labelSummary, readTextFile } from '@tessera/data';
+import { checkImageTaskData, checkTaskData, describeTask } from '@tessera/client';
+import { readTextFile } from '@tessera/data';
 import { TesseraError } from '@tessera/protocol';
 import { parseTaskDefinition, type TaskDefinition } from '@tessera/tasks';
 import { isFolder, splitOptions } from './data-source.js';
@@ -43,19 +43,12 @@ async function checkImageFolder(
   task: TaskDefinition,
   data: CheckSettings['check']['data'],
 ): Promise<{ ok: boolean; lines: string[] }> {
-  const lines = [`task ${task.name}: ${task.input.kind} input`];
+  let images: Awaited<ReturnType<typeof openImageFolder>>;
   try {
-    const images = await openImageFolder(data.data, splitOptions(data));
-    const { train, holdout } = await images.examples(task);
-    const labels = Float64Array.from([...train.y, ...(holdout?.y ?? [])]);
-    lines.push(
-      `${data.data}: ${train.count} training, ${holdout?.count ?? 0} held-out images; ${labelSummary(labels, task.output)}`,
-      'the data fits the task',
-    );
-    return { ok: true, lines };
+    images = await openImageFolder(data.data, splitOptions(data));
   } catch (error) {
-    if (!(error instanceof RoundFailure || error instanceof TesseraError)) throw error;
-    lines.push(error.message);
-    return { ok: false, lines };
+    if (!(error instanceof TesseraError)) throw error;
+    return { ok: false, lines: [describeTask(task), error.message] };
   }
+  return checkImageTaskData(task, images);
 }

@@ -4,6 +4,7 @@ import { TesseraError } from '@tessera/protocol';
 import { SingleBar } from 'cli-progress';
 import { runCheck } from './check.js';
 import { type ClientObserver, NODE_CLIENT_IDENTITY, TesseraClient, TfjsTrainer } from './client.js';
+import { FileControlVariates } from './control-variate-files.js';
 import { loadLocalData } from './data-source.js';
 import { type ProgressMode, parseCommandLine, readToken, USAGE } from './options.js';
 import { formatPercent, ParticipationLog, roundLine } from './participation.js';
@@ -87,6 +88,11 @@ async function main(): Promise<void> {
   say(`tessera-client: training on the ${backend.name} backend (${backend.detail})`);
   if (leaving) return;
 
+  const controlVariates =
+    settings.stateDir === undefined ? undefined : new FileControlVariates(settings.stateDir);
+  say(
+    `tessera-client: SCAFFOLD control variates are kept ${controlVariates?.where ?? 'in memory only (no --state-dir: a restarted client starts them from zero)'}`,
+  );
   client = new TesseraClient({
     coordinatorUrl: settings.coordinatorUrl,
     token,
@@ -97,6 +103,7 @@ async function main(): Promise<void> {
     }),
     backend: backend.name,
     observer: createObserver(settings.progress),
+    ...(controlVariates === undefined ? {} : { controlVariates }),
   });
   await client.connect();
 }

@@ -40,6 +40,9 @@ tessera-client --check --task-file TASK.json --data FILE|DIR [--holdout F] [--pa
   --workers N|auto      data-parallel training threads (default 1; auto: the idle cores, for
                         batches of 32 or more)
   --progress MODE       bars | lines | none (default: bars on a terminal, else lines)
+  --state-dir DIR       where the client keeps what it must remember across restarts:
+                        SCAFFOLD's control variate of each run, one small file per run
+                        (or TESSERA_STATE_DIR; without it they are kept in memory only)
 
 Ctrl-C (or SIGTERM) leaves the federation: a round in training is abandoned, a summary of the
 rounds this client took part in is printed, and the exit status is 130 (143 for SIGTERM).
@@ -67,6 +70,8 @@ export interface ClientSettings {
   threads: number | undefined;
   workers: number | 'auto';
   progress: ProgressMode;
+  /** --state-dir (or TESSERA_STATE_DIR): undefined keeps SCAFFOLD's c_i in memory only. */
+  stateDir: string | undefined;
 }
 
 function invalid(field: string, message: string): TesseraError {
@@ -212,7 +217,10 @@ export function parseCommandLine(
       `--progress must be one of ${PROGRESS_MODES.join(', ')}, got "${values.progress}"`,
     );
   }
+  const stateDir = values['state-dir'] ?? env['TESSERA_STATE_DIR'];
+  if (stateDir === '') throw invalid('--state-dir', '--state-dir needs a directory name');
   return {
+    stateDir,
     coordinatorUrl,
     tokenSource,
     data: { ...data, ...(featureScale !== undefined ? { featureScale } : {}) },
@@ -288,6 +296,7 @@ function readArgs(args: string[]) {
       workers: { type: 'string', default: '1' },
       threads: { type: 'string' },
       progress: { type: 'string' },
+      'state-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;

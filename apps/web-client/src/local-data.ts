@@ -157,7 +157,8 @@ export function loadLocalExamples(choice: DataChoice, assetBase: string): Promis
     case 'csv':
       return loadCsv(choice.file, choice.featureScale);
     case 'task-file':
-      // The worker reads these per task (FileTaskData), not as MNIST examples.
-      throw invalid(`${choice.file.name}: a task's data file is read per task, not as MNIST`);
+    case 'task-images':
+      // The worker reads these per task (FileTaskData, ImageSetTaskData), not as MNIST examples.
+      throw invalid("a task's data is read per task, not as MNIST examples");
   }
 }

@@ -52,6 +52,9 @@ const dropZone = element<HTMLDivElement>('drop-zone');
 const csvInput = element<HTMLInputElement>('csv');
 const csv255Input = element<HTMLInputElement>('csv-255');
 const taskFileInput = element<HTMLInputElement>('task-file');
+const taskImagesInput = element<HTMLInputElement>('task-images');
+const taskImagesSummary = element<HTMLSpanElement>('task-images-summary');
+const checkTaskInput = element<HTMLInputElement>('check-task');
 const backendSelect = element<HTMLSelectElement>('backend');
 const formError = element<HTMLParagraphElement>('form-error');
 const session = element<HTMLElement>('session');
@@ -59,6 +62,7 @@ const banner = element<HTMLParagraphElement>('banner');
 const stateText = element<HTMLElement>('state');
 const backendText = element<HTMLElement>('backend-name');
 const dataText = element<HTMLElement>('data-description');
+const dataCheckText = element<HTMLElement>('data-check');
 const progressBar = element<HTMLProgressElement>('progress-bar');
 const progressText = element<HTMLElement>('progress');
 const timeSpentText = element<HTMLElement>('time-spent');
@@ -102,32 +106,50 @@ function readInvitation(): void {
 
 // ---- picking images: the directory picker or drag and drop ---------------------------------
 
-let pickedImages: LabelledFile[] = [];
-let ignoredFiles = 0;
+/** Images picked for the MNIST models (a digit per folder) or for the run's image task. */
+interface PickedFolder {
+  kind: 'images' | 'task-images';
+  summary: HTMLElement;
+  images: LabelledFile[];
+  ignored: number;
+}
+const mnistFolder: PickedFolder = {
+  kind: 'images',
+  summary: imagesSummary,
+  images: [],
+  ignored: 0,
+};
+const taskFolder: PickedFolder = {
+  kind: 'task-images',
+  summary: taskImagesSummary,
+  images: [],
+  ignored: 0,
+};
 
 /**
  * Keeps the images that sit in a class folder (<picked folder>/<class>/<image>); the class is
  * that folder's name. Other files (notes, images at the top level) are counted and ignored.
  */
-function pick(found: Array<{ file: File; path: string }>): void {
-  pickedImages = [];
-  ignoredFiles = 0;
+function pick(found: Array<{ file: File; path: string }>, into: PickedFolder): void {
+  into.images = [];
+  into.ignored = 0;
   for (const { file, path } of found) {
     const parts = path.split('/').filter((part) => part !== '');
     const isImage = file.type.startsWith('image/');
-    if (parts.length < 3 || !isImage || file.name.startsWith('.')) ignoredFiles++;
-    else pickedImages.push({ file, className: parts[parts.length - 2] as string });
+    if (parts.length < 3 || !isImage || file.name.startsWith('.')) into.ignored++;
+    else into.images.push({ file, className: parts[parts.length - 2] as string, path });
   }
-  const classes = new Set(pickedImages.map((f) => f.className));
-  imagesSummary.textContent =
-    `${pickedImages.length} images in ${classes.size} class folders` +
-    (ignoredFiles > 0 ? ` (${ignoredFiles} other files ignored)` : '');
-  (form.elements.namedItem('data') as RadioNodeList).value = 'images';
+  const classes = new Set(into.images.map((f) => f.className));
+  into.summary.textContent =
+    `${into.images.length} images in ${classes.size} class folders` +
+    (into.ignored > 0 ? ` (${into.ignored} other files ignored)` : '');
+  (form.elements.namedItem('data') as RadioNodeList).value = into.kind;
 }
 
-imagesInput.addEventListener('change', () => {
-  pick(Array.from(imagesInput.files ?? [], (file) => ({ file, path: file.webkitRelativePath })));
-});
+const pickedFiles = (input: HTMLInputElement) =>
+  Array.from(input.files ?? [], (file) => ({ file, path: file.webkitRelativePath }));
+imagesInput.addEventListener('change', () => pick(pickedFiles(imagesInput), mnistFolder));
+taskImagesInput.addEventListener('change', () => pick(pickedFiles(taskImagesInput), taskFolder));
 
 function readAllEntries(directory: FileSystemDirectoryEntry): Promise<FileSystemEntry[]> {
   const reader = directory.createReader();
@@ -172,7 +194,7 @@ dropZone.addEventListener('drop', (event) => {
     .filter((entry): entry is FileSystemEntry => entry !== null);
   const found: Array<{ file: File; path: string }> = [];
   Promise.all(entries.map((entry) => collectFiles(entry, found)))
-    .then(() => pick(found))
+    .then(() => pick(found, mnistFolder))
     .catch((error: unknown) => {
       formError.textContent = `cannot read the dropped folder: ${String(error)}`;
     });
@@ -183,14 +205,24 @@ dropZone.addEventListener('drop', (event) => {
 function dataChoice(): DataChoice {
   const kind = (form.elements.namedItem('data') as RadioNodeList).value;
   if (kind === 'images') {
-    if (pickedImages.length === 0) {
+    if (mnistFolder.images.length === 0) {
       throw new Error(
-        ignoredFiles > 0
+        mnistFolder.ignored > 0
           ? 'the picked folder has no images in class sub-folders: put each class in its own sub-folder (e.g. digits/3/scan-1.png)'
           : 'pick a folder of images first',
       );
     }
-    return { kind: 'images', files: pickedImages };
+    return { kind: 'images', files: mnistFolder.images };
+  }
+  if (kind === 'task-images') {
+    if (taskFolder.images.length === 0) {
+      throw new Error(
+        taskFolder.ignored > 0
+          ? 'the picked folder has no images in class sub-folders: put each class in its own sub-folder (e.g. scans/benign/scan-1.png)'
+          : "pick the folder of images for the run's task first",
+      );
+    }
+    return { kind: 'task-images', files: taskFolder.images };
   }
   if (kind === 'task-file') {
     const file = taskFileInput.files?.[0];
@@ -234,12 +266,20 @@ form.addEventListener('submit', (event) => {
     const token = tokenInput.value.trim();
     if (token === '') throw new Error('enter the client token your admin issued');
     connection = { coordinatorUrl: coordinatorUrl(), token };
+    const data = dataChoice();
+    const checkTask = checkTaskInput.files?.[0];
+    if (checkTask !== undefined && data.kind !== 'task-file' && data.kind !== 'task-images') {
+      throw new Error(
+        "a task definition to check against goes with a data file or an image folder for the run's task",
+      );
+    }
     request = {
       type: 'load',
       backend: backendSelect.value as BackendPreference,
-      data: dataChoice(),
+      data,
       holdoutFraction: 0.1,
       assetBase: new URL('./', location.href).href,
+      ...(checkTask === undefined ? {} : { checkTask }),
     };
   } catch (error) {
     formError.textContent = (error as Error).message;
@@ -348,6 +388,7 @@ function show(message: ViewEvent): void {
       break;
     case 'data':
       dataText.textContent = `${message.description}: ${message.train} for training, ${message.holdout} held out`;
+      dataCheckText.textContent = message.check?.join('\n') ?? 'not checked before joining';
       stateText.textContent = 'connecting';
       break;
     case 'connected':
@@ -685,6 +726,7 @@ function start(
         current(message);
         break;
       case 'load-failed':
+        if (message.check !== undefined) dataCheckText.textContent = message.check.join('\n');
         fail(message.code, message.message);
         break;
       case 'loaded': {

@@ -25,6 +25,8 @@ export const BACKEND_PREFERENCES: readonly BackendPreference[] = [
 export interface LabelledFile {
   file: File;
   className: string;
+  /** Its path in the picked folder (digits/3/scan-1.png), for messages. */
+  path?: string;
 }
 
 export type DataChoice =
@@ -32,7 +34,9 @@ export type DataChoice =
   | { kind: 'images'; files: LabelledFile[] }
   | { kind: 'csv'; file: File; featureScale: number }
   /** Any task's data (not MNIST's): read per task the coordinator sends, in the worker. */
-  | { kind: 'task-file'; file: File };
+  | { kind: 'task-file'; file: File }
+  /** Any image task's class folders (any size: resized per task), read per task in the worker. */
+  | { kind: 'task-images'; files: LabelledFile[] };
 
 export type PageToWorker =
   | {
@@ -43,6 +47,11 @@ export type PageToWorker =
       holdoutFraction: number;
       /** Where the page was served from, to find the bundled assets (sample, .wasm files). */
       assetBase: string;
+      /**
+       * A task definition (the JSON an admin gives out) to check the data against before
+       * joining: the worker reads the data as a round would and refuses to load on a mismatch.
+       */
+      checkTask?: File;
     }
   /**
    * A probe worker's only job: start `backend`, time a few training steps of `model` on random
@@ -60,8 +69,16 @@ export type WorkerToPage =
   | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
   | { type: 'backend-set'; id: number; name: BrowserBackendName; detail: string }
   | { type: 'probed'; result: ProbeResult }
-  | { type: 'loaded'; description: string; train: number; holdout: number; classes: string[] }
-  | { type: 'load-failed'; code: string; message: string }
+  | {
+      type: 'loaded';
+      description: string;
+      train: number;
+      holdout: number;
+      classes: string[];
+      /** The check against `checkTask`, when one was asked for: plain lines, counts only. */
+      check?: string[];
+    }
+  | { type: 'load-failed'; code: string; message: string; check?: string[] }
   | { type: 'progress'; id: number; progress: TrainerProgress }
   | { type: 'trained'; id: number; outcome: TrainOutcome }
   | { type: 'evaluated'; id: number; outcome: EvaluateOutcome }
@@ -88,7 +105,14 @@ export type ViewEvent =
   /** The backend chosen by measurement (or by the user), with the figures behind the choice. */
   | { type: 'backend-chosen'; name: string; detail: string; why: string }
   | { type: 'run-idle'; seconds: number }
-  | { type: 'data'; description: string; train: number; holdout: number; classes: string[] }
+  | {
+      type: 'data';
+      description: string;
+      train: number;
+      holdout: number;
+      classes: string[];
+      check?: string[];
+    }
   | { type: 'connected'; organisation: string; clientId: string; federationId: string }
   | { type: 'disconnected'; reason: string }
   | { type: 'round-started'; round: number; model: string; epochs: number; batchSize: number }
@@ -107,4 +131,4 @@ export type ViewEvent =
   | { type: 'evaluated'; round: number; accuracy: number; loss: number; numExamples: number }
   | { type: 'warning'; message: string }
   | { type: 'replaced'; message: string }
-  | { type: 'fatal'; code: string; message: string };
+  | { type: 'fatal'; code: string; message: string; check?: string[] };

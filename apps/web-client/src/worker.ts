@@ -1,11 +1,22 @@
 /// <reference lib="dom" />
-import { FileTaskData, RoundFailure, TfjsTrainer } from '@tessera/client';
+import {
+  checkImageTaskData,
+  checkTaskData,
+  FileTaskData,
+  ImageSetTaskData,
+  RoundFailure,
+  type TaskData,
+  type TaskDataCheck,
+  TfjsTrainer,
+} from '@tessera/client';
 import { type Examples, splitHoldout } from '@tessera/data';
 import { createModel, modelSpec, readFlatWeights, trainLocal } from '@tessera/ml';
 import { TesseraError } from '@tessera/protocol';
+import { parseTaskDefinition, type TaskDefinition } from '@tessera/tasks';
 import { initBrowserBackend } from './backend.js';
+import { browserImageSource } from './image-source.js';
 import { loadLocalExamples } from './local-data.js';
-import type { PageToWorker, WorkerToPage } from './messages.js';
+import type { DataChoice, PageToWorker, WorkerToPage } from './messages.js';
 import type { BrowserBackendName, ProbeResult } from './probe.js';
 
 // The Web Worker: it decodes and holds the examples and trains the model, with the same trainer as
@@ -39,7 +50,7 @@ let trainer: Promise<TfjsTrainer> | null = null;
 /** Set once a backend is started: at load when the user named one, else after the page's probe. */
 let backendReady = false;
 
-async function load(request: Extract<PageToWorker, { type: 'load' }>): Promise<TfjsTrainer> {
+async function load(request: LoadRequest): Promise<TfjsTrainer> {
   // 'auto' starts nothing yet: the page measures the candidates on the task's model (known at
   // the first round) and then names one (use-backend).
   if (request.backend !== 'auto') {
@@ -47,22 +58,8 @@ async function load(request: Extract<PageToWorker, { type: 'load' }>): Promise<T
     backendReady = true;
     post({ type: 'backend', ...backend });
   }
-  if (request.data.kind === 'task-file') {
-    // The same pure reader as the Node client's --data: the file's text, read per task (and
-    // checked against it) when a round names one.
-    const { file } = request.data;
-    const taskData = await FileTaskData.open(
-      { name: file.name, read: () => file.text() },
-      { holdoutFraction: request.holdoutFraction, partitionSeed: HOLDOUT_SEED },
-    );
-    post({
-      type: 'loaded',
-      description: `${file.name}: ${taskData.numExamples + (taskData.numHoldout ?? 0)} rows, read per task`,
-      train: taskData.numExamples,
-      holdout: taskData.numHoldout ?? 0,
-      classes: [],
-    });
-    return new TfjsTrainer(null, null, { taskData });
+  if (request.data.kind === 'task-file' || request.data.kind === 'task-images') {
+    return loadTaskData(request, request.data);
   }
   const local = await loadLocalExamples(request.data, request.assetBase);
   const all = Uint32Array.from({ length: local.examples.count }, (_, i) => i);
@@ -80,9 +77,70 @@ async function load(request: Extract<PageToWorker, { type: 'load' }>): Promise<T
   );
 }
 
+type LoadRequest = Extract<PageToWorker, { type: 'load' }>;
+/** A task's data: a file, or image class folders. */
+type TaskDataChoice = Extract<DataChoice, { kind: 'task-file' | 'task-images' }>;
+
+/** A data check that failed: the page shows its lines and does not join. */
+class DataCheckFailed extends RoundFailure {
+  constructor(readonly lines: string[]) {
+    super('DATA_SCHEMA_MISMATCH', lines[lines.length - 1] ?? 'the data does not fit the task');
+  }
+}
+
+/**
+ * Any task's data, read per task when a round names one (the same pure readers as the Node
+ * client's --data FILE|DIR) and, when the user gave the task's definition, checked against it
+ * now, before joining: a mismatch is said plainly and nothing connects.
+ */
+async function loadTaskData(request: LoadRequest, data: TaskDataChoice): Promise<TfjsTrainer> {
+  const split = { holdoutFraction: request.holdoutFraction, partitionSeed: HOLDOUT_SEED };
+  let taskData: TaskData;
+  let description: string;
+  let check: (task: TaskDefinition) => Promise<TaskDataCheck>;
+  if (data.kind === 'task-file') {
+    const { file } = data;
+    const fileData = await FileTaskData.open({ name: file.name, read: () => file.text() }, split);
+    taskData = fileData;
+    description = `${file.name}: ${fileData.numExamples + (fileData.numHoldout ?? 0)} rows, read per task`;
+    check = async (task) =>
+      checkTaskData(task, { name: file.name, text: await file.text() }, split);
+  } else {
+    const { files } = data;
+    const folder = files[0]?.path?.split('/')[0] ?? 'the picked folder';
+    const images = await ImageSetTaskData.open(browserImageSource(folder, files), split);
+    taskData = images;
+    description = `${folder}: ${images.numExamples + images.numHoldout} images in ${new Set(files.map((f) => f.className)).size} class folders, read per task`;
+    check = (task) => checkImageTaskData(task, images);
+  }
+  let lines: string[] | undefined;
+  if (request.checkTask !== undefined) {
+    let task: TaskDefinition;
+    try {
+      task = parseTaskDefinition(JSON.parse(await request.checkTask.text()));
+    } catch (error) {
+      throw new DataCheckFailed([
+        `${request.checkTask.name}: not a task definition: ${failure(error).message}`,
+      ]);
+    }
+    const result = await check(task);
+    if (!result.ok) throw new DataCheckFailed(result.lines);
+    lines = result.lines;
+  }
+  post({
+    type: 'loaded',
+    description,
+    train: taskData.numExamples,
+    holdout: taskData.numHoldout ?? 0,
+    classes: [],
+    ...(lines === undefined ? {} : { check: lines }),
+  });
+  return new TfjsTrainer(null, null, { taskData });
+}
+
 function failure(error: unknown): { code: string; message: string } {
   return {
-    code: error instanceof TesseraError ? error.code : 'INTERNAL',
+    code: error instanceof TesseraError || error instanceof RoundFailure ? error.code : 'INTERNAL',
     message: error instanceof Error ? error.message : String(error),
   };
 }
@@ -147,7 +205,13 @@ async function handle(message: PageToWorker): Promise<void> {
   if (message.type === 'load') {
     if (trainer) return;
     trainer = load(message);
-    trainer.catch((error: unknown) => post({ type: 'load-failed', ...failure(error) }));
+    trainer.catch((error: unknown) =>
+      post({
+        type: 'load-failed',
+        ...failure(error),
+        ...(error instanceof DataCheckFailed ? { check: error.lines } : {}),
+      }),
+    );
     return;
   }
   const { id } = message;

@@ -24,6 +24,11 @@ interface Traits {
   /** Whether it keeps state between rounds. */
   stateful: boolean;
   /**
+   * Whether a round without updates still steps (dp-fedavg under Poisson sampling releases
+   * the noised zero sum: see dp.ts); every other rule keeps the model and the state.
+   */
+  emptyRoundSteps?: boolean;
+  /**
    * Robust rules: options for the poisoning test, and the bound on ||result - h|| (h the
    * unweighted mean of the honest models) it must meet there, given the honest spread
    * s = max_k ||h_k - h||, ||h||, and the attackers' share p of the weight (2/10 for a rule
@@ -44,6 +49,12 @@ const TRAITS: Record<string, Traits> = {
   fedavg: { weighted: true, stateful: false },
   fedavgm: { weighted: true, stateful: true, options: { momentum: 0.5 } },
   fedprox: { weighted: true, stateful: false, options: { mu: 0.5 } },
+  // Its state (c) goes to the clients, not into the server's step: see 'keeps a state that matters'.
+  scaffold: {
+    weighted: false,
+    stateful: true,
+    options: { serverLearningRate: 0.5, clientCount: 20 },
+  },
   fedmedian: {
     weighted: false,
     stateful: false,
@@ -91,6 +102,7 @@ const TRAITS: Record<string, Traits> = {
   'dp-fedavg': {
     weighted: false,
     stateful: true,
+    emptyRoundSteps: true,
     options: {
       noiseMultiplier: 0.5,
       adaptive: { initialClipNorm: 0.3, countNoiseMultiplier: 2 },
@@ -121,6 +133,8 @@ function random(seed: number): () => number {
 /** Round `round`'s updates around `global`: a shared drift plus per-client noise. */
 function updatesFor(round: number, global: Float32Array, clients = CLIENTS): TrainUpdate[] {
   const next = random(1000 + round);
+  // A generator of its own, so the models are what they were before SCAFFOLD's Δc_i came in.
+  const nextControl = random(5000 + round);
   const drift = Array.from({ length: PARAMS }, () => next() - 0.5);
   return Array.from({ length: clients }, (_, k) => ({
     clientId: `c${k}`,
@@ -130,7 +144,15 @@ function updatesFor(round: number, global: Float32Array, clients = CLIENTS): Tra
       (g, i) => g + (drift[i] as number) + (next() - 0.5) * 2 * NOISE,
     ),
     metrics: { loss: next() },
+    // SCAFFOLD's Δc_i; the other rules ignore it.
+    controlDelta: Float32Array.from({ length: PARAMS }, () => nextControl() - 0.5),
   }));
+}
+
+/** What a round sends every client beside the model (SCAFFOLD's c), as bits; [] for none. */
+function controlBits(strategy: Strategy, round: number, global: Float32Array): number[] {
+  const vector = strategy.beginRound(round, global).controlVariate;
+  return vector === undefined ? [] : [...new Uint32Array(vector.buffer.slice(0))];
 }
 
 /**
@@ -253,15 +275,20 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     expect(bits(round.finish().weights)).toEqual(bits(clean));
   });
 
-  it('an empty round keeps the previous model and the state; a finished round takes nothing more', () => {
+  it('an empty round keeps the previous model and the state (steps, where the rule says so); a finished round takes nothing more', () => {
     const strategy = build(name);
     runRounds(strategy, 1, 2, initial);
     const before = strategy.state();
     const empty = strategy.beginRound(3, initial).finish();
-    expect(empty.weights).toBeNull();
     expect(empty.numUpdates).toBe(0);
     expect(empty.numExamples).toBe(0);
-    expect(strategy.state()).toBe(before);
+    if (TRAITS[name]?.emptyRoundSteps) {
+      expect(empty.weights).toHaveLength(initial.length);
+      expect(strategy.state()).not.toBe(before);
+    } else {
+      expect(empty.weights).toBeNull();
+      expect(strategy.state()).toBe(before);
+    }
     const round = strategy.beginRound(4, initial);
     const [update] = updatesFor(4, initial);
     round.finish();
@@ -279,6 +306,16 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
       resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
       expect(bits(runRounds(resumed, k + 1, 6, atK))).toEqual(bits(uninterrupted));
     }
+    // What the clients are sent with round 7 agrees too (SCAFFOLD's c).
+    const whole = build(name);
+    const first = build(name);
+    const global = runRounds(whole, 1, 6, initial);
+    runRounds(first, 1, 3, initial);
+    const resumed = build(name);
+    const saved = first.state();
+    resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
+    runRounds(resumed, 4, 6, runRounds(build(name), 1, 3, initial));
+    expect(controlBits(resumed, 7, global)).toEqual(controlBits(whole, 7, global));
   });
 
   it(traits.stateful ? 'keeps a state that matters' : 'keeps no state', () => {
@@ -291,12 +328,15 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     }
     expect(state?.strategy).toBe(name);
     expect(state?.round).toBe(3);
-    // Without the state, round 4 comes out differently: the state is not decoration.
+    // Without the state, round 4 comes out differently, or (SCAFFOLD) sends the clients
+    // something else: the state is not decoration.
     const fresh = build(name);
     const global = runRounds(build(name), 1, 3, initial);
-    expect(bits(runRound(fresh, 4, global).weights)).not.toEqual(
-      bits(runRound(strategy, 4, global).weights),
-    );
+    const outcome = (s: Strategy) => [
+      ...controlBits(s, 4, global),
+      ...bits(runRound(s, 4, global).weights),
+    ];
+    expect(outcome(fresh)).not.toEqual(outcome(strategy));
   });
 
   it('a retried round starts from the state its first attempt started from', () => {

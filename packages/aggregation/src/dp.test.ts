@@ -157,10 +157,8 @@ describe('dp-fedavg: the step', () => {
     expect([...(first as Float32Array)]).not.toEqual([...(second as Float32Array)]);
   });
 
-  it('an empty round releases nothing and spends nothing', () => {
-    const strategy = createStrategy('dp-fedavg', fixed({ samplingRate: 0.1, delta: 1e-5 }), {
-      noise: new SeededGaussianNoise(1),
-    });
+  it('without sampling (no accountant), an empty round releases nothing and spends nothing', () => {
+    const strategy = createStrategy('dp-fedavg', fixed(), { noise: new SeededGaussianNoise(1) });
     const global = new Float32Array(3);
     run(strategy, 1, global, [
       update(
@@ -168,12 +166,36 @@ describe('dp-fedavg: the step', () => {
         global.map(() => 1),
       ),
     ]);
-    const before = strategy.privacyStatus?.();
+    const before = strategy.state();
     const empty = run(strategy, 2, global, []);
     expect(empty.weights).toBeNull();
     expect(empty.privacy).toBeUndefined();
-    expect(strategy.privacyStatus?.()).toEqual(before);
-    expect(before?.steps).toBe(1);
+    expect(strategy.state()).toBe(before);
+  });
+
+  it('under Poisson sampling, a round to which no update came still releases the noised zero sum and is one step', () => {
+    // Declining it would have the engine draw the sample again, conditioned on bringing an
+    // update: not the independent sampling at rate q that the accountant composes.
+    const strategy = createStrategy('dp-fedavg', fixed({ samplingRate: 0.1, delta: 1e-5 }), {
+      noise: new SeededGaussianNoise(1),
+    });
+    const global = new Float32Array([0.5, -1, 2]);
+    run(strategy, 1, global, [
+      update(
+        'a',
+        global.map((w) => w + 1),
+      ),
+    ]);
+    expect(strategy.privacyStatus?.()?.steps).toBe(1);
+    const empty = run(strategy, 2, global, []);
+    expect(empty.numUpdates).toBe(0);
+    expect(empty.privacy).toMatchObject({ steps: 2, clippedCount: 0, denominator: 4 });
+    expect(strategy.privacyStatus?.()?.steps).toBe(2);
+    // g + (0 + z C N(0, 1)) / m, with z = C = 1, m = 4: the round's own draws.
+    const draws = new Float64Array(3);
+    new SeededGaussianNoise(1).forRound(2).fill(draws);
+    const expected = global.map((w, i) => w + (draws[i] as number) / 4);
+    expect([...(empty.weights as Float32Array)]).toEqual([...expected]);
   });
 
   it('steps a server optimiser with the noised mean as its pseudo-gradient (FedAvgM)', () => {
@@ -342,6 +364,7 @@ describe('dp-fedavg: options', () => {
     'centered-clipping',
     'norm-bounded-fedavg',
     'fedprox',
+    'scaffold',
     'dp-fedavg',
   ];
 

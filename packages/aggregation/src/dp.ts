@@ -261,10 +261,14 @@ export class DpFedAvg implements Strategy {
       this.clipNormAt(start),
       start?.scalars['steps'] ?? 0,
       innerRound,
+      this.options.samplingRate !== undefined,
     );
   }
 
-  /** A round that finished with updates: the noised step, and the state after it. */
+  /**
+   * A finished round's noised step, and the state after it: a round with updates, or, under
+   * Poisson sampling, any round (a sample that brought nothing releases noise alone).
+   */
   private noisedStep(round: DpRound): { weights: Float32Array | null; privacy: RoundPrivacy } {
     const { options } = this;
     const m = options.expectedClientsPerRound;
@@ -467,6 +471,14 @@ class DpRound implements RoundAggregator {
     readonly clipNorm: number,
     readonly startSteps: number,
     readonly inner: RoundAggregator,
+    /**
+     * Under Poisson sampling every round is a step of the sampled Gaussian mechanism, even one
+     * to which no update came: it releases the noised zero sum. Declining it, so that the
+     * engine draws a new sample, would make the sample that counts one conditioned on
+     * bringing an update, which raises each client's chance of being in it above the q the
+     * accountant composes (q / (1 - (1 - q)^N) for N clients that always answer).
+     */
+    private readonly releasesEmptyRounds: boolean,
   ) {
     this.sums = new Float64Array(global.length);
     this.scratch = new Float64Array(global.length);
@@ -501,7 +513,7 @@ class DpRound implements RoundAggregator {
       numExamples: this.numExamples,
       numUpdates: this.count,
     };
-    if (this.count === 0) {
+    if (this.count === 0 && !this.releasesEmptyRounds) {
       this.inner.finish();
       return { ...base, weights: null };
     }

@@ -71,8 +71,8 @@ describe('FedAvg', () => {
 describe('createStrategy', () => {
   it('builds fedavg and refuses unknown names and options', () => {
     expect(createStrategy('fedavg').name).toBe('fedavg');
-    expect(() => createStrategy('scaffold')).toThrow(
-      /unknown strategy "scaffold"; available: fedavg/,
+    expect(() => createStrategy('fednova')).toThrow(
+      /unknown strategy "fednova"; available: fedavg/,
     );
     try {
       createStrategy('fedavg', { mu: 1 });

@@ -24,6 +24,12 @@ export {
 } from './registry.js';
 export { FedMedian, TrimmedMean } from './robust.js';
 export {
+  SCAFFOLD_MAX_PARAMETERS,
+  SCAFFOLD_OPTION,
+  Scaffold,
+  type ScaffoldOptions,
+} from './scaffold.js';
+export {
   decodeStrategyState,
   encodeStrategyState,
   STATE_FORMAT_VERSION,

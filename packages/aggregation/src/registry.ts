@@ -9,6 +9,7 @@ import { FedAdagrad, FedAdam, FedYogi } from './fedopt.js';
 import { FedProx } from './fedprox.js';
 import { Bulyan, Krum } from './krum.js';
 import { FedMedian, TrimmedMean } from './robust.js';
+import { Scaffold } from './scaffold.js';
 import type { Strategy } from './strategy.js';
 
 /**
@@ -74,6 +75,8 @@ const DP_REFUSED_INNER: Readonly<Record<string, string>> = {
   'dp-fedavg': 'dp-fedavg cannot wrap itself',
   // Its server side is FedAvg; what it adds is the clients' proximal term, and the clients
   // take settings by strategy name: they do not know dp-fedavg's yet (packages/client).
+  scaffold:
+    'scaffold also folds the individual updates’ control-variate changes (controlDelta), which DP-FedAvg neither clips nor noises',
   fedprox:
     'fedprox needs its proximalMu honoured by the clients, which do not take it under dp-fedavg yet; wrap fedavg',
 };
@@ -224,6 +227,25 @@ const definitions: Record<string, StrategyDefinition> = {
   fedprox: define(
     z.strictObject({ mu: z.number().min(0).max(WIRE_LIMITS.maxProximalMu).default(0.01) }),
     (options) => new FedProx(options),
+  ),
+  scaffold: define(
+    z.strictObject({
+      serverLearningRate: z
+        .number()
+        .positive()
+        .max(1000)
+        .default(1)
+        .describe('eta_g: x <- x + eta_g mean(y_i - x)'),
+      clientCount: z
+        .int()
+        .min(1)
+        .max(1_000_000)
+        .optional()
+        .describe(
+          'N, the clients eligible to be sampled: c <- c + |S|/N mean(delta c_i); default |S|',
+        ),
+    }),
+    (options) => new Scaffold(options),
   ),
   fedmedian: define(z.strictObject({}), () => new FedMedian()),
   'trimmed-mean': define(

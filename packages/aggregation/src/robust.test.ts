@@ -117,6 +117,7 @@ describe('the strategy registry', () => {
       'fedavg',
       'fedavgm',
       'fedprox',
+      'scaffold',
       'fedmedian',
       'trimmed-mean',
       'fedadam',

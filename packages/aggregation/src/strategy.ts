@@ -30,6 +30,11 @@ export interface TrainUpdate {
   weights: Float32Array;
   /** Client-reported training metrics (loss, accuracy, ...), averaged weighted by numExamples. */
   metrics: Readonly<Record<string, number>>;
+  /**
+   * SCAFFOLD's Δc_i = c_i⁺ − c_i, the change of the client's control variate (the update
+   * frame's `controlDelta`, docs/protocol.md §5.6); absent for every other strategy.
+   */
+  controlDelta?: Float32Array;
 }
 
 export interface AggregateResult {
@@ -53,6 +58,12 @@ export interface RoundAggregator {
    */
   add(update: TrainUpdate): void;
   readonly numUpdates: number;
+  /**
+   * A vector every selected client gets with its train instruction (SCAFFOLD's server control
+   * variate c, one value per parameter; the train instruction's `controlVariate`); absent for
+   * the rules that send none. Fixed for the round: it is what the round began from.
+   */
+  readonly controlVariate?: Float32Array;
   /**
    * Ends the round. Call once. No updates: `weights` is null and the state is unchanged. A rule
    * that cannot run on the updates it got (Krum with n < 2f + 3) throws INVALID_ARGUMENT.

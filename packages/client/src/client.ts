@@ -19,7 +19,13 @@ import {
 } from '@tessera/protocol';
 import { type TaskDefinition, taskSha256 } from '@tessera/tasks';
 import { io, type Socket } from 'socket.io-client';
-import { readStrategySettings } from './strategy-settings.js';
+import {
+  type ControlVariateStore,
+  controlCorrection,
+  MemoryControlVariates,
+  scaffoldControlStep,
+} from './control-variates.js';
+import { readStrategySettings, UNSUPPORTED_STRATEGY_SETTING } from './strategy-settings.js';
 import { type LocalTrainer, RoundFailure } from './trainer.js';
 
 export interface TrainingProgress {
@@ -130,6 +136,8 @@ export interface CoreClientOptions {
   observer?: ClientObserver;
   /** How long to wait for the coordinator to acknowledge an update. */
   ackTimeoutMs?: number;
+  /** Where SCAFFOLD's c_i is kept between rounds; default: in memory (MemoryControlVariates). */
+  controlVariates?: ControlVariateStore;
 }
 
 /** Errors after which reconnecting cannot help: the user has to change something. */
@@ -154,8 +162,18 @@ export class TesseraClient {
   private readonly tasks = new Map<string, Promise<TaskDefinition>>();
   /** Set by close(): work in progress is abandoned and nothing more is sent. */
   private closing = false;
+  private readonly controlVariates: ControlVariateStore;
+  /**
+   * SCAFFOLD's c_i⁺ per run, from the last round whose update the coordinator took, not yet
+   * adopted: a round's Δc_i counts only once the round commits, which the client learns from a
+   * train instruction of a later round of the run (a retried round, or one resumed by a
+   * restarted coordinator, keeps its number and so starts from c_i again).
+   */
+  private readonly pendingControls = new Map<string, { round: number; values: Float32Array }>();
 
-  constructor(private readonly options: CoreClientOptions) {}
+  constructor(private readonly options: CoreClientOptions) {
+    this.controlVariates = options.controlVariates ?? new MemoryControlVariates();
+  }
 
   /**
    * Connects and resolves at the coordinator's welcome. Rejects on a refusal that reconnecting
@@ -273,6 +291,8 @@ export class TesseraClient {
       samplesPerSecond: number;
     } | null = null;
     let failure: string | undefined;
+    /** SCAFFOLD's c_i⁺, kept once the coordinator has acknowledged the Δc_i it sent. */
+    let nextControl: Float32Array | undefined;
     try {
       // Before training: a setting this client cannot honour fails the round, not trains without it.
       const settings = readStrategySettings(
@@ -280,16 +300,43 @@ export class TesseraClient {
         this.options.trainer.supportedSettings ?? [],
       );
       const task = await this.taskOf(instruction.task);
+      const global = bytesToWeights(instruction.weights, instruction.model.paramCount);
+      const control =
+        settings.controlVariateOption === undefined
+          ? undefined
+          : await this.controlsOf(instruction);
       const result = await this.options.trainer.train(
         {
           model: instruction.model,
           task,
-          weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
+          weights: global,
           config,
           settings,
+          ...(control === undefined
+            ? {}
+            : { gradientCorrection: controlCorrection(control.server, control.client) }),
         },
         (p) => this.reportProgress({ runId, round, ...p }),
       );
+      let controlDelta: Uint8Array | undefined;
+      if (control !== undefined) {
+        if (result.steps === undefined) {
+          throw new RoundFailure(
+            UNSUPPORTED_STRATEGY_SETTING,
+            "this client's trainer does not report its step count K, which SCAFFOLD needs",
+          );
+        }
+        const step = scaffoldControlStep(
+          control.client,
+          control.server,
+          global,
+          result.weights,
+          result.steps,
+          config.learningRate,
+        );
+        nextControl = step.next;
+        controlDelta = weightsToBytes(step.delta);
+      }
       summary = {
         loss: result.loss,
         accuracy: result.accuracy,
@@ -308,6 +355,7 @@ export class TesseraClient {
           ...(result.metrics ?? { loss: result.loss, accuracy: result.accuracy }),
           samplesPerSecond: result.samplesPerSecond,
         },
+        ...(controlDelta === undefined ? {} : { controlDelta }),
       };
     } catch (error) {
       if (this.closing) return; // abandoned by close(): not a failure of the round
@@ -321,9 +369,40 @@ export class TesseraClient {
     }
     if (this.closing || this.closedRounds.has(`${runId}/${round}`)) return;
     const ack = await this.send('update', reply);
+    // Only an update the coordinator took can move c_i: a refused one left c as it was too.
+    if (ack.ok && nextControl !== undefined) {
+      this.pendingControls.set(runId, { round, values: nextControl });
+    }
     if (summary) observer?.roundFinished?.({ runId, round, ...summary, ack });
     else if (failure !== undefined) observer?.roundFailed?.({ runId, round, reason: failure, ack });
     if (!ack.ok) observer?.warning?.(`update refused: ${ack.error.code}: ${ack.error.message}`);
+  }
+
+  /**
+   * SCAFFOLD's two control variates for this round: the server's c from the instruction, and
+   * this client's c_i of the run (zero in its first round of the run).
+   */
+  private async controlsOf(
+    instruction: TrainInstruction,
+  ): Promise<{ server: Float32Array; client: Float32Array }> {
+    const { runId, round, model } = instruction;
+    const { paramCount } = model;
+    const pending = this.pendingControls.get(runId);
+    if (pending !== undefined) {
+      this.pendingControls.delete(runId);
+      // A later round: the pending one committed. The same round again: it did not.
+      if (pending.round < round) await this.controlVariates.save(runId, pending.values);
+    }
+    if (instruction.controlVariate === undefined) {
+      throw new RoundFailure(
+        UNSUPPORTED_STRATEGY_SETTING,
+        'strategy "scaffold": the train instruction carries no controlVariate (c)',
+      );
+    }
+    const server = bytesToWeights(instruction.controlVariate, paramCount);
+    const client =
+      (await this.controlVariates.load(runId, paramCount)) ?? new Float32Array(paramCount);
+    return { server, client };
   }
 
   private async evaluate(instruction: EvaluateInstruction): Promise<void> {

@@ -9,7 +9,19 @@ export {
   TesseraClient,
   type TrainingProgress,
 } from './client.js';
-export { ImageSetTaskData, type ImageSource, type LabelledImage } from './image-data.js';
+export {
+  type ControlVariateStep,
+  type ControlVariateStore,
+  controlCorrection,
+  MemoryControlVariates,
+  scaffoldControlStep,
+} from './control-variates.js';
+export {
+  checkImageTaskData,
+  ImageSetTaskData,
+  type ImageSource,
+  type LabelledImage,
+} from './image-data.js';
 export {
   type LocalTrainingSetting,
   type LocalTrainingSettings,
@@ -22,6 +34,7 @@ export {
   checkTaskData,
   countDataRows,
   type DataFile,
+  describeTask,
   encodeRows,
   FileTaskData,
   isJsonLinesFile,

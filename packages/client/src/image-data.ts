@@ -1,10 +1,18 @@
-import { type DecodedImage, imageFeatures, type TabularStatistics } from '@tessera/data';
+import {
+  type DecodedImage,
+  imageFeatures,
+  labelSummary,
+  type TabularStatistics,
+} from '@tessera/data';
+import { TesseraError } from '@tessera/protocol';
 import { type TaskDefinition, taskSha256 } from '@tessera/tasks';
 import {
+  describeTask,
   type SplitOptions,
   selectExamples,
   splitRows,
   type TaskData,
+  type TaskDataCheck,
   type TaskDataSplit,
 } from './task-data.js';
 import { RoundFailure } from './trainer.js';
@@ -48,6 +56,11 @@ export class ImageSetTaskData implements TaskData {
     const { train, holdout } = splitRows(count, split);
     this.numExamples = train.length;
     this.numHoldout = holdout.length;
+  }
+
+  /** The folder, for messages. */
+  get name(): string {
+    return this.source.name;
   }
 
   static async open(source: ImageSource, split: SplitOptions): Promise<ImageSetTaskData> {
@@ -130,5 +143,30 @@ export class ImageSetTaskData implements TaskData {
       train: selectExamples(all, train),
       holdout: holdout.length > 0 ? selectExamples(all, holdout) : null,
     };
+  }
+}
+
+/**
+ * What a client says of its images before it joins (`tessera-client --check --data DIR`, the web
+ * page's check): it decodes every image for the task, as a round would, and says the counts and
+ * labels seen, or the first problem (the image or folder at fault). Counts only, never pixels.
+ */
+export async function checkImageTaskData(
+  task: TaskDefinition,
+  data: ImageSetTaskData,
+): Promise<TaskDataCheck> {
+  const lines = [describeTask(task)];
+  try {
+    const { train, holdout } = await data.examples(task);
+    const labels = Float64Array.from([...train.y, ...(holdout?.y ?? [])]);
+    lines.push(
+      `${data.name}: ${train.count} training, ${holdout?.count ?? 0} held-out images; ${labelSummary(labels, task.output)}`,
+      'the data fits the task',
+    );
+    return { ok: true, lines };
+  } catch (error) {
+    if (!(error instanceof RoundFailure || error instanceof TesseraError)) throw error;
+    lines.push(error.message);
+    return { ok: false, lines };
   }
 }

@@ -12,6 +12,11 @@ export const UNSUPPORTED_STRATEGY_SETTING = 'UNSUPPORTED_STRATEGY_SETTING';
 export interface LocalTrainingSettings {
   /** FedProx's μ: the loss gains μ/2 ||w − w_global||² (0: none). */
   proximalMu?: number;
+  /**
+   * SCAFFOLD (2: option II, the only one): correct every gradient by c − c_i, with c the
+   * instruction's `controlVariate`, and reply with Δc_i (docs/protocol.md §5.2).
+   */
+  controlVariateOption?: number;
 }
 
 export type LocalTrainingSetting = keyof LocalTrainingSettings;
@@ -20,7 +25,10 @@ export type LocalTrainingSetting = keyof LocalTrainingSettings;
  * What @tessera/ml's trainLocal applies, so what TfjsTrainer supports, in this thread or in
  * a web worker (the page's WorkerTrainer says so without loading tfjs).
  */
-export const TFJS_TRAINER_SETTINGS: readonly LocalTrainingSetting[] = ['proximalMu'];
+export const TFJS_TRAINER_SETTINGS: readonly LocalTrainingSetting[] = [
+  'proximalMu',
+  'controlVariateOption',
+];
 
 /** The range a numeric setting must be within, inclusive. */
 interface NumberRule {
@@ -33,9 +41,10 @@ interface NumberRule {
  * listed is refused. A setting name means the same in every strategy that uses it.
  */
 const KNOWN_STRATEGIES: Readonly<
-  Record<string, Readonly<Record<LocalTrainingSetting, NumberRule>>>
+  Record<string, Readonly<Partial<Record<LocalTrainingSetting, NumberRule>>>>
 > = {
   fedprox: { proximalMu: { min: 0, max: WIRE_LIMITS.maxProximalMu } },
+  scaffold: { controlVariateOption: { min: 2, max: 2 } },
 };
 
 /** `field` names the setting in the message: the round's outcome shows it to the admin. */

@@ -299,7 +299,7 @@ export interface TaskDataCheck {
 }
 
 /** "tabular, 4 columns -> multiclass (low, mid, high)": what the task reads and predicts. */
-function describeTask(task: TaskDefinition): string {
+export function describeTask(task: TaskDefinition): string {
   const { input, output } = task;
   const reads =
     input.kind === 'tabular'

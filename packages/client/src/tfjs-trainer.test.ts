@@ -164,6 +164,26 @@ describe('TfjsTrainer on a tabular binary task', () => {
     expect(outcome.weights).not.toEqual(instruction.weights);
   });
 
+  it("applies SCAFFOLD's gradient correction c - c_i to its one step, and reports K = 1", async () => {
+    const { trainer } = await trainerFor(memoryFile('ward.csv', csv));
+    const instruction = await request(task);
+    const plain = await trainer.train(
+      { ...instruction, weights: instruction.weights.slice() },
+      () => {},
+    );
+    const correction = Float32Array.from(instruction.weights, (_, i) => 0.1 * Math.sin(i + 1));
+    const corrected = await trainer.train(
+      { ...instruction, weights: instruction.weights.slice(), gradientCorrection: correction },
+      () => {},
+    );
+    expect([plain.steps, corrected.steps]).toEqual([1, 1]);
+    // One step of lr 0.05 on all 60 rows: w - lr (g + d) against w - lr g.
+    for (let i = 0; i < correction.length; i++) {
+      const moved = (plain.weights[i] as number) - (corrected.weights[i] as number);
+      expect(moved, `weight ${i}`).toBeCloseTo(0.05 * (correction[i] as number), 6);
+    }
+  });
+
   it('evaluates on the held-out rows with the task loss', async () => {
     const { trainer } = await trainerFor(memoryFile('ward.csv', csv));
     const instruction = await request(task);

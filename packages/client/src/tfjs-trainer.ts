@@ -105,6 +105,10 @@ export class TfjsTrainer implements LocalTrainer {
       ...(prepared.objective === undefined ? {} : { objective: prepared.objective }),
       // FedProx: pulled towards the global model the round started from.
       ...(mu > 0 ? { proximal: { mu, anchor: request.weights } } : {}),
+      // SCAFFOLD: every gradient corrected by c − c_i.
+      ...(request.gradientCorrection === undefined
+        ? {}
+        : { gradientCorrection: request.gradientCorrection }),
       ...(this.options.workers !== undefined ? { workers: this.options.workers } : {}),
     });
     return {
@@ -113,6 +117,7 @@ export class TfjsTrainer implements LocalTrainer {
       numExamples: result.numExamples,
       durationMs: result.durationMs,
       samplesPerSecond: result.samplesPerSecond,
+      steps: result.steps,
       metrics: updateMetrics(result, prepared),
       // Read asynchronously: on WebGL/WebGPU a synchronous read blocks until the GPU is done.
       weights: await readFlatWeights(prepared.model),

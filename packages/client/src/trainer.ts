@@ -26,6 +26,11 @@ export interface TrainRequest {
    * the client against `supportedSettings`; absent or empty: plain SGD.
    */
   settings?: LocalTrainingSettings;
+  /**
+   * SCAFFOLD's c − c_i, added to every gradient (@tessera/ml's gradientCorrection); set by the
+   * client when `settings.controlVariateOption` is, absent otherwise.
+   */
+  gradientCorrection?: Float32Array;
 }
 
 export interface TrainOutcome {
@@ -35,6 +40,8 @@ export interface TrainOutcome {
   numExamples: number;
   durationMs: number;
   samplesPerSecond: number;
+  /** Local SGD steps taken (SCAFFOLD's K); a SCAFFOLD round fails without it. */
+  steps?: number;
   /**
    * The update's training metrics as sent (docs/protocol.md §5.6): `loss`, `accuracy` for
    * classification tasks only, and the task's other metrics (auc, mae, rmse). Absent: `loss`

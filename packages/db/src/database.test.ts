@@ -663,6 +663,7 @@ describe.each(backends)('$name', (backend) => {
           metrics: { aggregationMs: 12.5 },
           outcomes: [],
           privacy: null,
+          phases: null,
         });
         expect(await db.rounds.list(run.id)).toEqual([record]);
         expect(await db.rounds.get(run.id, 1)).toEqual(record);
@@ -733,6 +734,61 @@ describe.each(backends)('$name', (backend) => {
         });
         expect(ended.endReason).toBe('privacy budget: x');
         expect((await db.runs.get(run.id)).endReason).toBe('privacy budget: x');
+      });
+
+      it("stores a round's phases in two steps (before and after the commit), refusing bad ones and writing nothing", async () => {
+        const { run, clients } = await fixture();
+        await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0]));
+        const before = { waitingMs: 5, distributionMs: 40, trainingMs: 1200, aggregationMs: 30 };
+        for (const [phases, field] of [
+          [{ ...before, trainingMs: -1 }, 'phases.trainingMs'],
+          [{ ...before, aggregationMs: 1.5 }, 'phases.aggregationMs'],
+          [{ waitingMs: 5, distributionMs: 40, trainingMs: 1200 }, 'phases.aggregationMs'],
+          [[1, 2], 'phases'],
+        ] as const) {
+          const refused = await rejectsWith(
+            db.rounds.commit({
+              ...roundCommit(run, clients, 1, float32Bytes([1])),
+              phases: phases as never,
+            }),
+            ErrorCode.INVALID_ARGUMENT,
+          );
+          expect(refused).toMatchObject({ data: { field } });
+        }
+        expect(await db.rounds.list(run.id)).toEqual([]);
+        expect((await db.runs.get(run.id)).currentRound).toBe(0);
+
+        const committed = await db.rounds.commit({
+          ...roundCommit(run, clients, 1, float32Bytes([1])),
+          phases: before,
+        });
+        expect(committed.phases).toEqual({ ...before, commitMs: null, evaluationMs: null });
+
+        const bad = await rejectsWith(
+          db.rounds.recordPhases(run.id, 1, { commitMs: 80, evaluationMs: Number.NaN }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(bad).toMatchObject({ data: { field: 'phases.evaluationMs' } });
+        expect((await db.rounds.get(run.id, 1)).phases).toEqual(committed.phases);
+
+        const full = { ...before, commitMs: 80, evaluationMs: 900 };
+        expect((await db.rounds.recordPhases(run.id, 1, full)).phases).toEqual(full);
+        // A retry writes the same again; the round's other fields are untouched.
+        const again = await db.rounds.recordPhases(run.id, 1, full);
+        expect(again).toEqual({ ...committed, phases: full });
+        expect((await db.rounds.get(run.id, 1)).phases).toEqual(full);
+
+        await rejectsWith(
+          db.rounds.recordPhases(run.id, 2, { commitMs: 1, evaluationMs: 1 }),
+          ErrorCode.NOT_FOUND,
+        );
+        await db.rounds.commit(roundCommit(run, clients, 2, float32Bytes([2])));
+        const withoutPhases = await rejectsWith(
+          db.rounds.recordPhases(run.id, 2, { commitMs: 1, evaluationMs: 1 }),
+          ErrorCode.INVALID_ARGUMENT,
+        );
+        expect(withoutPhases).toMatchObject({ data: { field: 'phases' } });
+        expect((await db.rounds.get(run.id, 2)).phases).toBeNull();
       });
 
       it('refuses a round that is not currentRound + 1, writing nothing', async () => {

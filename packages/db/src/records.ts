@@ -2,7 +2,7 @@
  * The plain records the repositories return: Dates, numbers, strings and Uint8Arrays only,
  * never Prisma's model types, so callers do not depend on the generated client.
  */
-import type { StoredRunConfig, TaskRef } from '@tessera/protocol';
+import type { RoundPhases, StoredRunConfig, TaskRef } from '@tessera/protocol';
 import type { LeaseFence } from './leases.js';
 
 export const RUN_STATUSES = [
@@ -141,7 +141,21 @@ export interface RoundRecord {
   outcomes: ClientOutcome[];
   /** DP-FedAvg's accounting of the round (RoundPrivacyRecord); null without DP. */
   privacy: RoundPrivacyRecord | null;
+  /** Where the round's time went (RoundPhases); null for rounds recorded before phases were. */
+  phases: RoundPhases | null;
 }
+
+/** Where a round's time went (@tessera/protocol's RoundPhases, defined there for the console). */
+export type { RoundPhases };
+
+/** The phases a commit writes: those that end before it. */
+export type PhasesBeforeCommit = Pick<
+  RoundPhases,
+  'waitingMs' | 'distributionMs' | 'trainingMs' | 'aggregationMs'
+>;
+
+/** The phases recorded after the commit (rounds.recordPhases). */
+export type PhasesAfterCommit = { commitMs: number; evaluationMs: number };
 
 /**
  * What a dp-fedavg round releases about its privacy, as @tessera/aggregation's RoundPrivacy
@@ -213,6 +227,8 @@ export interface RoundCommit {
   strategyState?: Uint8Array | null;
   /** DP-FedAvg's accounting of the round (AggregateResult.privacy); null or absent without DP. */
   privacy?: RoundPrivacyRecord | null;
+  /** The round's phases so far; absent: none recorded (RoundRecord.phases stays null). */
+  phases?: PhasesBeforeCommit;
   /**
    * The writer's run lease (LeaseRepository): when given, the commit is refused with CONFLICT
    * (`data.lease: 'lost'`) unless it is the run's current lease, checked in the transaction.

@@ -23,8 +23,11 @@ import {
   type KeptUpdate,
   MAX_OUTCOME_CODE_LENGTH,
   MAX_OUTCOME_REASON_LENGTH,
+  type PhasesAfterCommit,
+  type PhasesBeforeCommit,
   type RoundCommit,
   type RoundEvaluation,
+  type RoundPhases,
   type RoundPrivacyRecord,
   type RoundRecord,
 } from './records.js';
@@ -188,6 +191,9 @@ export class RoundRepository {
               metrics: toJsonInput(commit.metrics),
               outcomes: (commit.outcomes ?? []).map((outcome) => toJsonInput({ ...outcome })),
               ...(commit.privacy ? { privacy: toJsonInput({ ...commit.privacy }) } : {}),
+              ...(commit.phases
+                ? { phases: toJsonInput({ ...commit.phases, commitMs: null, evaluationMs: null }) }
+                : {}),
             },
           });
           // The update and checkpoint bytes go as raw INSERTs whose bytea parameters reach the
@@ -296,6 +302,35 @@ export class RoundRepository {
       }
     }
     return toRoundRecord(row);
+  }
+
+  /**
+   * Adds the phases that end after the commit (the commit's own time, the evaluation's) to a
+   * committed round whose commit recorded the earlier ones. They are measurements, not
+   * results: recording them again replaces them (a retry after a lost answer writes the same).
+   * INVALID_ARGUMENT for a round committed without phases; nothing is written then.
+   */
+  async recordPhases(
+    runId: string,
+    round: number,
+    phases: PhasesAfterCommit,
+  ): Promise<RoundRecord> {
+    requireId('runId', runId);
+    requireInt('round', round, 1);
+    if (typeof phases !== 'object' || phases === null) throw invalid('phases', 'must be an object');
+    const later = {
+      commitMs: requireInt('phases.commitMs', phases.commitMs, 0),
+      evaluationMs: requireInt('phases.evaluationMs', phases.evaluationMs, 0),
+    };
+    // One statement: the stored phases and the later ones merged by the database (jsonb ||).
+    const count = await this.prisma.$executeRaw`
+      UPDATE "Round" SET "phases" = "phases" || ${JSON.stringify(later)}::jsonb
+      WHERE "runId" = ${runId} AND "number" = ${round} AND "phases" IS NOT NULL`;
+    const record = await this.get(runId, round); // NOT_FOUND for an unknown run or round
+    if (count === 0) {
+      throw invalid('phases', `round ${round} of run ${runId} was committed without phases`);
+    }
+    return record;
   }
 
   /** One committed round. */
@@ -730,7 +765,46 @@ function validateCommit(input: RoundCommit): RoundCommit {
     checkpoint: requireWeights('checkpoint', input.checkpoint),
     strategyState: requireOptionalBytes('strategyState', input.strategyState),
     privacy: requirePrivacy(input.privacy),
+    ...(input.phases === undefined ? {} : { phases: requirePhasesBeforeCommit(input.phases) }),
     fence: input.fence === undefined ? undefined : requireFence(input.fence),
+  };
+}
+
+const PHASES_BEFORE_COMMIT = [
+  'waitingMs',
+  'distributionMs',
+  'trainingMs',
+  'aggregationMs',
+] as const;
+
+function requirePhasesBeforeCommit(value: unknown): PhasesBeforeCommit {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid('phases', 'must be an object', value);
+  }
+  const entries = value as Record<string, unknown>;
+  const out = {} as Record<(typeof PHASES_BEFORE_COMMIT)[number], number>;
+  for (const key of PHASES_BEFORE_COMMIT) out[key] = requireInt(`phases.${key}`, entries[key], 0);
+  return out;
+}
+
+/** The phases column as written by commit and recordPhases; null when it holds another shape. */
+function phasesRecord(value: Prisma.JsonValue): RoundPhases | null {
+  const entries = jsonObject(value);
+  const at = (key: string): number | null => {
+    const entry = entries[key];
+    return typeof entry === 'number' && Number.isFinite(entry) ? entry : null;
+  };
+  const [waitingMs, distributionMs, trainingMs, aggregationMs] = PHASES_BEFORE_COMMIT.map(at);
+  if (waitingMs == null || distributionMs == null || trainingMs == null || aggregationMs == null) {
+    return null;
+  }
+  return {
+    waitingMs,
+    distributionMs,
+    trainingMs,
+    aggregationMs,
+    commitMs: at('commitMs'),
+    evaluationMs: at('evaluationMs'),
   };
 }
 
@@ -865,6 +939,7 @@ function toRoundRecord(row: Round): RoundRecord {
     metrics: numberRecord(row.metrics),
     outcomes: outcomeList(row.outcomes),
     privacy: row.privacy === null ? null : privacyRecord(row.privacy),
+    phases: row.phases === null ? null : phasesRecord(row.phases),
   };
 }
 

@@ -14,6 +14,7 @@
 
 #include "napi-args.h"
 #include "shapes.h"
+#include "layers.h"
 #include "training.h"
 
 #include <algorithm>
@@ -414,6 +415,7 @@ napi_value Init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
   defineTrainingFunctions(env, exports);
+  defineLayerFunctions(env, exports);
   return exports;
 }
 

@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 
+#include "blas-threads.h"
 #include "napi-args.h"
 #include "shapes.h"
 
@@ -36,10 +37,6 @@
 extern "C" void omp_set_num_threads(int threads);
 #endif
 
-extern "C" {
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
-}
 
 namespace tessera {
 namespace {
@@ -57,25 +54,6 @@ struct ConvLayerShape {
   int64_t inputSize(int batch) const { return int64_t{batch} * inHeight * inWidth * inChannels; }
   int64_t outputSize(int batch) const { return int64_t{batch} * outHeight * outWidth * outChannels; }
   int64_t filterSize() const { return int64_t{filterHeight} * filterWidth * inChannels * outChannels; }
-};
-
-// OpenBLAS on one thread for the scope: the dense products of a training step are small
-// (batch-sized rows), and waking OpenBLAS's other threads for them cost more than it gave
-// on every model measured (fedavg-cnn at batch 10: 1,356 samples/s with 2 OpenBLAS
-// threads, 1,921 with 1). The threads stay with oneDNN's convolutions.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : threads_(openblas_get_num_threads()) {
-    if (threads_ != 1) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (threads_ != 1) openblas_set_num_threads(threads_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int threads_;
 };
 
 TESSERA_CLONES
@@ -337,7 +315,7 @@ struct LossResult {
 
 // Softmax of each row of logits, cross-entropy against the labels, and the gradient of the
 // batch's mean loss with respect to the logits, written over dlogits.
-LossResult softmaxCrossEntropy(const float* logits, const uint8_t* labels, float* dlogits, int batch, int classes) {
+LossResult softmaxCrossEntropy(const float* logits, const int32_t* labels, float* dlogits, int batch, int classes) {
   LossResult result;
   const float inverseBatch = 1.0f / static_cast<float>(batch);
   for (int i = 0; i < batch; i++) {
@@ -683,7 +661,7 @@ napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// softmaxCrossEntropy(logits, labels: Uint8Array, dlogits, sizes = [batch, classes],
+// softmaxCrossEntropy(logits, labels: Int32Array, dlogits, sizes = [batch, classes],
 // out: Float64Array(2)): out = [mean loss, correct predictions]; dlogits = the gradient of
 // the mean loss with respect to the logits.
 napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
@@ -691,12 +669,12 @@ napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
   if (!getArgs(env, info, 5, args)) return nullptr;
   std::vector<int> s;
   FloatView logits, dlogits;
-  uint8_t* labels = nullptr;
+  int32_t* labels = nullptr;
   size_t labelsLength = 0;
   double* out = nullptr;
   size_t outLength = 0;
   if (!floatView(env, args[0], &logits, "logits must be a Float32Array") ||
-      !typedView(env, args[1], napi_uint8_array, &labels, &labelsLength, "labels must be a Uint8Array") ||
+      !typedView(env, args[1], napi_int32_array, &labels, &labelsLength, "labels must be an Int32Array") ||
       !floatView(env, args[2], &dlogits, "dlogits must be a Float32Array") || !intList(env, args[3], &s, 2) ||
       !typedView(env, args[4], napi_float64_array, &out, &outLength, "out must be a Float64Array")) {
     return nullptr;
@@ -711,7 +689,7 @@ napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   for (int i = 0; i < batch; i++) {
-    if (labels[i] >= classes) {
+    if (labels[i] < 0 || labels[i] >= classes) {
       throwError(env, "a label is outside 0..classes-1");
       return nullptr;
     }

@@ -28,7 +28,9 @@ export {
 export {
   type NativePlan,
   type NativePlanResult,
+  type NativeStepResult,
   NativeTrainer,
+  type NativeTrainerOptions,
   type NativeTrainingAddon,
   planNativeTraining,
 } from './native-training.js';
@@ -37,7 +39,9 @@ export {
   buildTaskModel,
   type CheckTaskModelOptions,
   checkTaskModel,
+  DEFAULT_MAX_TASK_PARAMS,
   type TaskModelSummary,
+  taskModelWithWeights,
 } from './task-model.js';
 export {
   AUTO_PARALLEL_MIN_BATCH,

@@ -202,6 +202,24 @@ export async function buildTaskModel(
   }
 }
 
+/**
+ * The task's model holding a checkpoint's weights (serving, central evaluation): built with
+ * seed 0, since the weights replace what the initialisers drew; disposed if they do not fit.
+ */
+export async function taskModelWithWeights(
+  task: TaskDefinition,
+  weights: Float32Array,
+): Promise<tfl.LayersModel> {
+  const model = await buildTaskModel(task, { seed: 0 });
+  try {
+    setFlatWeights(model, weights);
+    return model;
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}
+
 function loadInitialWeights(task: TaskDefinition, model: tfl.LayersModel, weights: Float32Array) {
   const declared = task.model.weights;
   if (declared !== undefined) {
@@ -224,6 +242,9 @@ export interface CheckTaskModelOptions {
   /** The most parameters (weights, trainable or not) a task's model may have. */
   maxParams: number;
 }
+
+/** The coordinator's default for CheckTaskModelOptions.maxParams (`--max-task-params`). */
+export const DEFAULT_MAX_TASK_PARAMS = 50_000_000;
 
 export interface TaskModelSummary {
   /** Every weight, trainable or not: the length of the flat weight vector. */

@@ -1,11 +1,10 @@
-import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
 import { loadMnist, partitionIid, toExamples } from '@tessera/data';
 import { loadNativeKernels } from '@tessera/ml-native';
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode } from '@tessera/protocol';
 import { afterAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
 import { createModel } from './models.js';
+import { EXAMPLE_X, expectRefused, oneStep as stepFrom } from './testing/tiny-dense.js';
 import { type TrainOptions, trainLocal } from './train.js';
 import { getFlatWeights, setFlatWeights } from './weights.js';
 
@@ -20,16 +19,9 @@ afterAll(async () => {
   await initBackend('wasm');
 });
 
-/** Dense 2 -> 2 with softmax; flat weights: kernel [[k00, k01], [k10, k11]] row-major, bias. */
-function tinyModel(): tfl.LayersModel {
-  return tfl.sequential({
-    layers: [tfl.layers.dense({ inputShape: [2], units: 2, activation: 'softmax' })],
-  });
-}
-
 const W = Float32Array.of(0.1, -0.2, 0.3, 0.4, 0.05, -0.05);
 const ANCHOR = Float32Array.of(0.5, 0.1, -0.3, 0.2, 0, 0.25);
-const x = [1, 2];
+const x = EXAMPLE_X;
 const label: number = 0;
 
 /**
@@ -52,18 +44,7 @@ function handStep(mu: number, lr: number): { weights: number[]; loss: number } {
   };
 }
 
-async function oneStep(options: Partial<TrainOptions>) {
-  const model = tinyModel();
-  setFlatWeights(model, W);
-  const result = await trainLocal(
-    model,
-    { x: Float32Array.from(x), y: Uint8Array.of(label), count: 1 },
-    { epochs: 1, batchSize: 1, learningRate: 0.1, seed: 1, ...options },
-  );
-  const weights = getFlatWeights(model);
-  model.dispose();
-  return { result, weights };
-}
+const oneStep = (options: Partial<TrainOptions>) => stepFrom(W, label, options);
 
 const loops: ['cpu' | 'openblas', 'tfjs' | 'native'][] = [
   ['cpu', 'tfjs'],
@@ -148,20 +129,5 @@ describe('trainLocal refuses a bad proximal term, training nothing', () => {
       ErrorCode.INVALID_ARGUMENT,
     ],
   ];
-  it.each(cases)('%s', async (_what, options, code) => {
-    await initBackend('cpu');
-    const model = tinyModel();
-    setFlatWeights(model, W);
-    const tensors = tf.memory().numTensors;
-    const error = await trainLocal(
-      model,
-      { x: Float32Array.from(x), y: Uint8Array.of(label), count: 1 },
-      { epochs: 1, batchSize: 1, learningRate: 0.1, seed: 1, ...options },
-    ).catch((caught: unknown) => caught);
-    expect(error).toBeInstanceOf(TesseraError);
-    expect((error as TesseraError).code).toBe(code);
-    expect([...getFlatWeights(model)]).toEqual([...W]);
-    expect(tf.memory().numTensors).toBe(tensors);
-    model.dispose();
-  });
+  it.each(cases)('%s', (_what, options, code) => expectRefused(W, label, options, code));
 });

@@ -64,8 +64,9 @@ export interface TrainOptions {
   batchSize: number;
   learningRate: number;
   /**
-   * Seeds the per-epoch shuffles (epoch e uses seed + e). Give each round and client its
-   * own seed, or every round sees the same batch order.
+   * Seeds the per-epoch shuffles (epoch e uses seed + e) and, in the native loop, the
+   * dropout masks (drawn from the seed, the layer and the step). Give each round and client
+   * its own seed, or every round sees the same batch order.
    */
   seed: number;
   onProgress?: (progress: TrainProgress) => void;
@@ -104,6 +105,12 @@ export interface TrainOptions {
    * Data-parallel workers do not add it: 'auto' trains in one thread, a count > 1 is refused.
    */
   proximal?: ProximalTerm;
+  /**
+   * SCAFFOLD's correction c − c_i (Karimireddy et al. 2020): flat, in getFlatWeights' layout,
+   * added to the gradient of every trainable weight in every step of both loops, so the step
+   * is w ← w − lr (g − c_i + c). Constant over the round. Data-parallel workers do not add it.
+   */
+  gradientCorrection?: Float32Array;
 }
 
 export interface ProximalTerm {
@@ -132,6 +139,8 @@ export interface TrainResult {
   workers: number;
   /** The loop that trained (see TrainOptions.loop). */
   loop: TrainingLoop;
+  /** SGD steps taken (epochs × batches per epoch): SCAFFOLD's K. */
+  steps: number;
 }
 
 export interface EvaluationResult {
@@ -249,7 +258,7 @@ function positiveInteger(value: number, name: string, where: string): number {
 class BatchBuilder {
   private readonly features: Float32Array;
   private readonly targets: Float32Array;
-  private readonly labels: Uint8Array;
+  private readonly labels: Int32Array;
 
   constructor(
     private readonly data: TrainingData<LabelArray>,
@@ -258,7 +267,7 @@ class BatchBuilder {
   ) {
     this.features = new Float32Array(batchSize * geometry.featureSize);
     this.targets = new Float32Array(batchSize * geometry.targetWidth);
-    this.labels = new Uint8Array(batchSize);
+    this.labels = new Int32Array(batchSize);
   }
 
   /**
@@ -271,7 +280,7 @@ class BatchBuilder {
     order: ArrayLike<number> | null,
     start: number,
     size: number,
-  ): { features: Float32Array; targets: Float32Array; labels: Uint8Array } {
+  ): { features: Float32Array; targets: Float32Array; labels: Int32Array } {
     const { featureSize, targetWidth, loss } = this.geometry;
     const oneHot = loss === 'softmax-cross-entropy';
     if (oneHot) this.targets.fill(0, 0, size * targetWidth);
@@ -397,16 +406,16 @@ async function chooseParticipants(
   requested: number | 'auto' | undefined,
   batchSize: number,
   loss: TaskLoss,
-  proximal: boolean,
+  adjustsGradients: boolean,
   where: string,
 ): Promise<number> {
   if (requested === undefined) return 1;
   if (requested !== 'auto') {
     const workers = positiveInteger(requested, 'workers', where);
     // The replicas take plain SGD steps; one without the proximal term would be FedAvg's.
-    if (workers > 1 && proximal) {
+    if (workers > 1 && adjustsGradients) {
       throw invalid(
-        `${where}: workers > 1 (data-parallel training) does not add the proximal term (FedProx)`,
+        `${where}: workers > 1 (data-parallel training) does not add the proximal term (FedProx) or the control-variate correction (SCAFFOLD)`,
       );
     }
     if (workers > 1 && !isNode) {
@@ -420,7 +429,7 @@ async function chooseParticipants(
     }
     return workers;
   }
-  if (loss !== 'softmax-cross-entropy' || proximal) return 1;
+  if (loss !== 'softmax-cross-entropy' || adjustsGradients) return 1;
   // Not with 'openblas' either: its products use the cores already.
   if (!isNode || tf.getBackend() !== 'wasm' || openblasKernelsInstalled()) return 1;
   if (batchSize < AUTO_PARALLEL_MIN_BATCH) return 1;
@@ -442,6 +451,8 @@ function chooseNativeTrainer(
   batchSize: number,
   geometry: ModelGeometry,
   proximal: NativeProximal | undefined,
+  correction: ReadonlyMap<LayerVariable, Float32Array> | undefined,
+  seed: number,
   where: string,
 ): NativeTrainer | undefined {
   const loop = requested ?? 'auto';
@@ -453,17 +464,19 @@ function chooseNativeTrainer(
   if (loop === 'tfjs') return undefined;
   const addon = installedOpenblasAddon();
   let reason: string;
-  if (geometry.loss !== 'softmax-cross-entropy') {
-    reason = `it trains softmax cross-entropy only, not ${geometry.loss}`;
-  } else if (geometry.numClasses > 256) {
-    reason = `it takes at most 256 classes (labels are bytes), the model has ${geometry.numClasses}`;
-  } else if (addon === undefined) {
+  if (addon === undefined) {
     reason = `it runs on the 'openblas' backend only (the backend is ${tf.getBackend()})`;
   } else if (participants > 1) {
     reason = 'data-parallel workers train in the tfjs loop';
   } else {
-    const planned = planNativeTraining(model);
-    if (planned.ok) return new NativeTrainer(addon, planned.plan, batchSize, 'auto', proximal);
+    const planned = planNativeTraining(model, geometry.loss);
+    if (planned.ok) {
+      return new NativeTrainer(addon, planned.plan, batchSize, {
+        ...(proximal === undefined ? {} : { proximal }),
+        ...(correction === undefined ? {} : { correction }),
+        seed,
+      });
+    }
     reason = planned.reason;
   }
   if (loop === 'native') throw invalid(`${where}: the native loop cannot train here: ${reason}`);
@@ -486,32 +499,45 @@ function proximalAnchors(
     throw invalid(`${where}: proximal.mu must be a finite number >= 0, got ${String(mu)}`);
   }
   if (mu === 0) return undefined;
+  return { mu, anchors: byTrainableVariable(model, anchor, 'proximal.anchor', where) };
+}
+
+/**
+ * A flat vector in getFlatWeights' layout, checked (one finite value per parameter), as each
+ * trainable variable's part of it (views, not copies).
+ */
+function byTrainableVariable(
+  model: LayersModel,
+  flat: Float32Array,
+  name: string,
+  where: string,
+): Map<LayerVariable, Float32Array> {
   let total = 0;
   for (const variable of model.weights) total += variable.read().size;
-  if (!(anchor instanceof Float32Array) || anchor.length !== total) {
+  if (!(flat instanceof Float32Array) || flat.length !== total) {
     throw new TesseraError(
       ErrorCode.WEIGHTS_LENGTH_MISMATCH,
-      `${where}: proximal.anchor has ${anchor?.length} values; '${model.name}' has ${total} parameters`,
-      { expected: total, got: anchor?.length },
+      `${where}: ${name} has ${flat?.length} values; '${model.name}' has ${total} parameters`,
+      { expected: total, got: flat?.length },
     );
   }
-  const anchors = new Map<LayerVariable, Float32Array>();
+  const parts = new Map<LayerVariable, Float32Array>();
   let offset = 0;
   for (const variable of model.weights) {
     const size = variable.read().size;
-    const values = anchor.subarray(offset, offset + size);
+    const values = flat.subarray(offset, offset + size);
     const bad = values.findIndex((value) => !Number.isFinite(value));
     if (bad >= 0) {
       throw new TesseraError(
         ErrorCode.NON_FINITE_WEIGHTS,
-        `${where}: proximal.anchor[${offset + bad}] is ${values[bad]}`,
+        `${where}: ${name}[${offset + bad}] is ${values[bad]}`,
         { index: offset + bad },
       );
     }
-    if (variable.trainable) anchors.set(variable, values);
+    if (variable.trainable) parts.set(variable, values);
     offset += size;
   }
-  return { mu, anchors };
+  return parts;
 }
 
 /**
@@ -548,11 +574,15 @@ export async function trainLocal(
   }
 
   const proximal = proximalAnchors(model, options.proximal, where);
+  const correction =
+    options.gradientCorrection === undefined
+      ? undefined
+      : byTrainableVariable(model, options.gradientCorrection, 'gradientCorrection', where);
   const participants = await chooseParticipants(
     options.workers,
     batchSize,
     objective.loss,
-    proximal !== undefined,
+    proximal !== undefined || correction !== undefined,
     where,
   );
 
@@ -565,6 +595,8 @@ export async function trainLocal(
     batchSize,
     geometry,
     proximal,
+    correction,
+    options.seed,
     where,
   );
   const parallel =
@@ -593,6 +625,17 @@ export async function trainLocal(
             ),
           ),
         };
+  // The tfjs loop's copy of SCAFFOLD's correction, one tensor per trainable variable.
+  const correctionTensors =
+    correction === undefined || native !== undefined
+      ? undefined
+      : model.trainableWeights.map((weight) =>
+          tf.tensor(
+            (correction.get(weight) as Float32Array).slice(),
+            weight.shape as number[],
+            'float32',
+          ),
+        );
   const batches = Math.ceil(data.count / batchSize);
   const batchBuilder = new BatchBuilder(data, geometry, batchSize);
   const order = new Uint32Array(data.count);
@@ -604,9 +647,21 @@ export async function trainLocal(
   /** One SGD step on the examples order[start..start+size): what the batch adds to the metrics. */
   const step = async (start: number, size: number): Promise<BatchOutcome> => {
     if (native !== undefined) {
-      const { features, labels } = batchBuilder.fill(order, start, size);
-      const { loss, correct } = native.step(features, labels, size, options.learningRate);
-      return { size, loss, statistics: [correct] };
+      const { features, labels, targets } = batchBuilder.fill(order, start, size);
+      // Class indices for softmax cross-entropy; the 0/1 or value targets otherwise.
+      const classes = objective.loss === 'softmax-cross-entropy';
+      const { loss, statistics, probabilities } = native.step(
+        features,
+        classes ? labels : targets,
+        size,
+        options.learningRate,
+      );
+      return {
+        size,
+        loss,
+        statistics,
+        ...(probabilities === undefined ? {} : { scores: { probabilities, targets } }),
+      };
     }
     if (parallel !== undefined) {
       const { features, targets } = batchBuilder.fill(order, start, size);
@@ -623,21 +678,25 @@ export async function trainLocal(
       return computeLoss(outputs, ys) as tf.Scalar;
     };
     try {
-      if (proximalTensors === undefined) {
+      if (proximalTensors === undefined && correctionTensors === undefined) {
         kept.loss = optimizer.minimize(dataLoss, true, variables);
       } else {
-        // The data loss's gradients, plus μ (w - anchor): the gradient of μ/2 ||w - anchor||².
+        // The data loss's gradients, plus μ (w - anchor): the gradient of μ/2 ||w - anchor||²,
+        // or plus SCAFFOLD's c − c_i.
         const { value, grads } = optimizer.computeGradients(dataLoss, variables);
         kept.loss = value;
-        const { mu, anchors } = proximalTensors;
         const adjusted = tf.tidy(() =>
-          variables.map((variable, i) => ({
-            name: variable.name,
-            tensor: tf.add(
-              grads[variable.name] as tf.Tensor,
-              tf.mul(tf.sub(variable, anchors[i] as tf.Tensor), mu),
-            ),
-          })),
+          variables.map((variable, i) => {
+            let gradient = grads[variable.name] as tf.Tensor;
+            if (proximalTensors !== undefined) {
+              const { mu, anchors } = proximalTensors;
+              gradient = tf.add(gradient, tf.mul(tf.sub(variable, anchors[i] as tf.Tensor), mu));
+            }
+            if (correctionTensors !== undefined) {
+              gradient = tf.add(gradient, correctionTensors[i] as tf.Tensor);
+            }
+            return { name: variable.name, tensor: gradient };
+          }),
         );
         tf.dispose(grads);
         optimizer.applyGradients(adjusted);
@@ -695,6 +754,7 @@ export async function trainLocal(
     optimizer.dispose();
     parallel?.release();
     if (proximalTensors !== undefined) tf.dispose([proximalTensors.mu, ...proximalTensors.anchors]);
+    if (correctionTensors !== undefined) tf.dispose(correctionTensors);
   }
   const durationMs = performance.now() - started;
   return {
@@ -707,6 +767,7 @@ export async function trainLocal(
     samplesPerSecond: durationMs > 0 ? (epochs * data.count * 1000) / durationMs : 0,
     workers: participants,
     loop: native === undefined ? 'tfjs' : 'native',
+    steps: epochs * batches,
   };
 }
 

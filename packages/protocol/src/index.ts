@@ -5,6 +5,7 @@ export * from './limits.js';
 export * from './messages.js';
 export * from './msgpack-scan.js';
 export * from './parser.js';
+export * from './round-phases.js';
 export * from './run-config.js';
 export * from './text.js';
 export * from './version.js';

@@ -133,6 +133,11 @@ export interface TrainInstruction {
   /** Unix ms after which the coordinator stops waiting for this round's updates. */
   deadline: number;
   weights: Uint8Array;
+  /**
+   * SCAFFOLD's server control variate c, raw little-endian float32 like `weights` (4 bytes per
+   * parameter), sent with `strategy.name` `scaffold` only (§5.2); absent otherwise.
+   */
+  controlVariate?: Uint8Array;
 }
 
 export interface EvaluateInstruction {
@@ -175,6 +180,8 @@ export const trainReplySchema = z.discriminatedUnion('status', [
     numExamples: exampleCount,
     durationMs: count,
     metrics,
+    /** SCAFFOLD's Δc_i, float32 like `weights`; only when the instruction carried controlVariate. */
+    controlDelta: bytes.optional(),
   }),
   z.object({
     status: z.literal('failed'),

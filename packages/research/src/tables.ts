@@ -1,4 +1,5 @@
 import type { ClientUpdateRecord, RoundRecord } from '@tessera/db';
+import { roundTotalMs } from '@tessera/protocol';
 
 /**
  * The export formats: one row per round and one row per client update, with fixed, documented
@@ -43,6 +44,14 @@ export const ROUND_COLUMNS = [
   'dp_clip_norm',
   'dp_noise_std',
   'dp_clipped_count',
+  'waiting_ms',
+  'distribution_ms',
+  'training_ms',
+  'aggregation_ms',
+  'commit_ms',
+  'evaluation_ms',
+  'round_ms',
+  // Kept last, where readers found it before the phase columns came.
   'client_outcomes',
 ] as const;
 
@@ -102,6 +111,14 @@ export function roundsTable(
       dp_clip_norm: privacyNumber(round, 'clipNorm'),
       dp_noise_std: privacyNumber(round, 'noiseStd'),
       dp_clipped_count: privacyNumber(round, 'clippedCount'),
+      // Where the round's time went (null for rounds recorded before phases were).
+      waiting_ms: round.phases?.waitingMs ?? null,
+      distribution_ms: round.phases?.distributionMs ?? null,
+      training_ms: round.phases?.trainingMs ?? null,
+      aggregation_ms: round.phases?.aggregationMs ?? null,
+      commit_ms: round.phases?.commitMs ?? null,
+      evaluation_ms: round.phases?.evaluationMs ?? null,
+      round_ms: roundTotalMs(round.phases),
     })),
   };
 }

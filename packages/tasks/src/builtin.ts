@@ -1,4 +1,4 @@
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode, MODEL_TASK_ALIASES, TesseraError } from '@tessera/protocol';
 import {
   PENGUINS_PARAM_COUNT,
   PENGUINS_PREPROCESSING,
@@ -14,14 +14,10 @@ import type { TaskDefinition } from './schema.js';
 /**
  * The built-in task that each zoo model (@tessera/ml's MODEL_NAMES) trains. Task names say
  * what is learned and with which net (`mnist-cnn`); the model names stay what old runs
- * recorded, so a run that names a model can be mapped to its task.
+ * recorded, so a run that names a model can be mapped to its task. The table is the run
+ * config's (a run given `model` trains this task), kept in one place.
  */
-export const BUILTIN_TASK_FOR_MODEL: Readonly<Record<string, string>> = {
-  'fedavg-2nn': 'mnist-2nn',
-  'fedavg-cnn': 'mnist-cnn',
-  mlp: 'mnist-mlp',
-  cnn: 'mnist-small-cnn',
-};
+export const BUILTIN_TASK_FOR_MODEL: Readonly<Record<string, string>> = MODEL_TASK_ALIASES;
 
 const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'fedavg-2nn':

@@ -1,3 +1,4 @@
+import { roundTotalMs } from '@tessera/protocol';
 import { useCallback, useEffect, useState } from 'react';
 import { api, type ClientCredential, type Round, type RoundDetail, type Run } from '../api.js';
 import { BarChart, LineChart } from '../chart.js';
@@ -19,6 +20,7 @@ import {
 } from '../ui.js';
 import { describeState } from './clients.js';
 import { ExportLinks } from './export-links.js';
+import { RoundPhasesTable } from './round-phases.js';
 import { TryModel } from './try-model.js';
 import { VerifyCard } from './verify-card.js';
 
@@ -280,7 +282,8 @@ export function RunPage({ id }: { id: string }) {
           title="Round durations"
           testId="duration-chart"
           unit="seconds"
-          bars={list.map((r) => [r.number, r.durationMs / 1000])}
+          // The whole round where its phases are recorded (durationMs stops before the commit).
+          bars={list.map((r) => [r.number, (roundTotalMs(r.phases) ?? r.durationMs) / 1000])}
         />
       </div>
 
@@ -293,6 +296,8 @@ export function RunPage({ id }: { id: string }) {
           <UpdatesTable detail={latest} organisations={organisations} />
         </div>
       ) : null}
+
+      <RoundPhasesTable rounds={list} />
 
       <h2>Rounds</h2>
       <table data-testid="rounds">

@@ -8,11 +8,10 @@ import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { type ImageSchema, imageFeatures } from '@tessera/data/browser';
 import {
-  buildTaskModel,
   initBackend,
   modelWithWeights,
   predictProbabilities,
-  setFlatWeights,
+  taskModelWithWeights,
 } from '@tessera/ml';
 import { TesseraError, type WireError } from '@tessera/protocol';
 import type { TaskDefinition } from '@tessera/tasks';
@@ -48,7 +47,7 @@ const port = parentPort;
 if (port === null) throw new Error('predict-worker must run as a worker thread');
 
 interface LoadedModel {
-  model: Awaited<ReturnType<typeof buildTaskModel>>;
+  model: Awaited<ReturnType<typeof taskModelWithWeights>>;
   served: ServedModel;
 }
 
@@ -58,15 +57,7 @@ let queue: Promise<void> = Promise.resolve();
 
 async function load(served: ServedModel, weights: Float32Array): Promise<LoadedModel> {
   if (served.kind === 'zoo') return { model: modelWithWeights(served.name, weights), served };
-  // The topology's own initialisers run first (seed 0), then the checkpoint replaces them.
-  const model = await buildTaskModel(served.task, { seed: 0 });
-  try {
-    setFlatWeights(model, weights);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
-  return { model, served };
+  return { model: await taskModelWithWeights(served.task, weights), served };
 }
 
 /** The model's outputs for `count` examples of flat features, reshaped to its input. */

@@ -9,10 +9,9 @@ import {
 } from '@tessera/data/browser';
 import type { Database } from '@tessera/db';
 import {
-  buildTaskModel,
   modelWithWeights,
-  setFlatWeights,
   type TfjsArtifacts,
+  taskModelWithWeights,
   toTfjsArtifacts,
 } from '@tessera/ml';
 import {
@@ -271,7 +270,7 @@ export function taskPredictions(
 }
 
 interface CachedModel {
-  model: Awaited<ReturnType<typeof buildTaskModel>>;
+  model: Awaited<ReturnType<typeof taskModelWithWeights>>;
   sha256: string;
   artifacts?: Promise<TfjsArtifacts>;
 }
@@ -402,16 +401,10 @@ async function builtModel(
   zooModel: string | null,
   task: TaskDefinition,
   weights: Float32Array,
-): Promise<Awaited<ReturnType<typeof buildTaskModel>>> {
-  if (zooModel !== null) return modelWithWeights(zooModel, weights);
-  const model = await buildTaskModel(task, { seed: 0 });
-  try {
-    setFlatWeights(model, weights);
-    return model;
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
+): ReturnType<typeof taskModelWithWeights> {
+  return zooModel !== null
+    ? modelWithWeights(zooModel, weights)
+    : taskModelWithWeights(task, weights);
 }
 
 /**

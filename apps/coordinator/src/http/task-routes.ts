@@ -18,8 +18,6 @@ import { type defineRoutes, parseWith } from './routes.js';
 
 type Route = ReturnType<typeof defineRoutes>['route'];
 
-/** The default of `--max-task-params`: a model over this many weights is refused. */
-export const DEFAULT_MAX_TASK_PARAMS = 50_000_000;
 /**
  * A task definition's JSON, larger than the API's 1 MB: a topology with its layer configs, or
  * a text task's vocabulary, outgrows that.
