@@ -1,33 +1,50 @@
 /**
- * Local training speed, tfjs next to PyTorch on the same machine: the FedAvg paper's 2NN
- * and CNN on the first 3,000 MNIST training examples, and the built-in spam task's
- * Transformer (`spam`: token and position embedding, one TransformerBlock, average pooling,
- * sigmoid; PyTorch's nn.TransformerEncoderLayer of the same shapes) on the first 3,000
- * e-mails of its training split, at batch 10 and 50, epochs of plain SGD, samples/s of every tfjs backend that starts here and of PyTorch
- * (/usr/bin/python3, python3-torch) at 1 thread and at every core. Each runtime is compared
- * with PyTorch at the same thread count, never across counts.
+ * Local training speed, Tessera next to PyTorch on the same machine: the FedAvg paper's 2NN
+ * and CNN on the first 3,000 MNIST training examples; the built-in penguins task's MLP (9
+ * features, dense 16, dense 3) on its 266-row training split, a timed epoch being as many
+ * passes as make ten times --count (30,000) examples; and the built-in spam task's Transformer (token and position
+ * embedding, one TransformerBlock, average pooling, sigmoid; in PyTorch the same block from
+ * nn.MultiheadAttention, nn.LayerNorm and nn.Linear, same widths, heads, feed-forward,
+ * LayerNorm epsilon and dropout) on the first 3,000 e-mails of its training split. Batch 10
+ * and 50, plain SGD, samples/s of Tessera's native loop, of the tfjs loop on every backend
+ * that starts here, and of PyTorch (/usr/bin/python3, python3-torch) at 1 thread and at every
+ * core. Each runtime is compared with PyTorch at the same thread count, never across counts.
  *
  * Fair to both sides: PyTorch's every thread pool (ATen's OpenMP pool and the pthreads pool
  * of Debian's OpenBLAS, which torch.set_num_threads does not reach) is held to the stated
  * count (train_speed.py, with threadpoolctl where installed: it reports the pools), its loop
  * is the usual one with no host sync per step; the runtimes take turns epoch by epoch in a
- * rotating order, `--repeats` times, and each row gives the median and the spread.
+ * rotating order, `--repeats` times, and each row gives the median and the spread. Every row
+ * also gives the process's CPU time over wall time and how many of its threads were busy
+ * (bench/thread-usage.ts), so that "1 thread" is measured on both sides.
  * 'Tessera native loop' is what a Node client trains with on the 'openblas' backend
  * (trainLocal's native loop: oneDNN convolutions, OpenBLAS products); 'tfjs openblas' is
  * the same backend through tfjs's optimizer.minimize. Both need @tessera/ml-native built
  * (OpenBLAS, and oneDNN for the convolutions, installed); they are skipped, with the
- * reason, where it is not.
- * Prints a table and writes bench/results/train-speed.json.
+ * reason, where it is not; so is the native loop where planNativeTraining does not plan a
+ * task's model (the bench prints the layer and why).
+ * Prints what it ran on (CPU, cores, load average at start and end, BLAS libraries and their
+ * kernels, each backend's detail line), a table, and writes bench/results/train-speed.json.
  *
- *   npm run bench:train-speed [-- --count 3000 --models fedavg-2nn,fedavg-cnn --batches 10,50
- *     --cpu-count 500 --cpu-models fedavg-2nn --repeats 5]
+ *   npm run bench:train-speed [-- --count 3000 --models fedavg-2nn,fedavg-cnn,penguins,spam
+ *     --batches 10,50 --cpu-count 500 --cpu-models fedavg-2nn --repeats 5
+ *     --runtimes pytorch,native,tfjs-openblas,tfjs-wasm,tfjs-wasm-workers,tfjs-cpu]
+ *   npm run bench:train-speed -- --quick [--out FILE]   (a smoke run: 200 examples, batch 10,
+ *     1 repeat; its figures are not measurements, and it writes JSON only to --out)
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadMnist, loadSpamAssassin, textExamples, toExamples } from '@tessera/data';
+import {
+  loadMnist,
+  loadPenguins,
+  loadSpamAssassin,
+  tabularExamples,
+  textExamples,
+  toExamples,
+} from '@tessera/data';
 import {
   type BackendName,
   buildTaskModel,
@@ -42,35 +59,59 @@ import {
   trainLocal,
 } from '@tessera/ml';
 import { builtinTask } from '@tessera/tasks';
+import { measureThreads } from './thread-usage.js';
 
 const { values: args } = parseArgs({
   options: {
-    count: { type: 'string', default: '3000' },
+    count: { type: 'string' },
     // The plain JavaScript backend is slow: time it on fewer examples, and not the CNN
     // (several seconds per batch of 10, even with @tessera/ml's Conv2DBackpropFilter) unless asked.
-    'cpu-count': { type: 'string', default: '500' },
+    'cpu-count': { type: 'string' },
     'cpu-models': { type: 'string', default: 'fedavg-2nn' },
     // Interleaved epochs per runtime; rows give their median and spread (see below).
-    repeats: { type: 'string', default: '5' },
-    models: { type: 'string', default: 'fedavg-2nn,fedavg-cnn,spam' },
-    batches: { type: 'string', default: '10,50' },
+    repeats: { type: 'string' },
+    models: { type: 'string', default: 'fedavg-2nn,fedavg-cnn,penguins,spam' },
+    batches: { type: 'string' },
     python: { type: 'string', default: '/usr/bin/python3' },
+    // A smoke run: every model and runtime once, on few examples (explicit options still win).
+    quick: { type: 'boolean', default: false },
+    // Where the JSON goes: bench/results/train-speed.json, or with --quick nowhere unless given.
+    out: { type: 'string' },
+    // Which runtimes to time (ids below); all by default.
+    runtimes: { type: 'string' },
   },
 });
-const count = Number(args.count);
-const cpuCount = Number(args['cpu-count']);
+const quick = args.quick;
+const count = Number(args.count ?? (quick ? 200 : 3000));
+const cpuCount = Number(args['cpu-count'] ?? (quick ? 50 : 500));
 const models = args.models.split(',');
-const batchSizes = args.batches.split(',').map(Number);
-const repeats = Number(args.repeats);
+const batchSizes = (args.batches ?? (quick ? '10' : '10,50')).split(',').map(Number);
+const repeats = Number(args.repeats ?? (quick ? 1 : 5));
 const LEARNING_RATE = 0.05;
+const loadAtStart = os.loadavg();
+console.log(
+  `train-speed on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown CPU'}, load average ${os
+    .loadavg()
+    .map((value) => value.toFixed(1))
+    .join(' ')} at the start`,
+);
 
 /** The models timed besides the zoo's: built-in tasks, built with buildTaskModel. */
-const TASK_MODELS = new Set(['spam']);
+const TASK_MODELS = new Set(['penguins', 'spam']);
+for (const model of models) {
+  if (!['fedavg-2nn', 'fedavg-cnn', ...TASK_MODELS].includes(model)) {
+    throw new Error(
+      `--models: '${model}' is not timed here (fedavg-2nn, fedavg-cnn, penguins, spam)`,
+    );
+  }
+}
 
 interface BenchData {
   data: TrainingData<Uint8Array | Float32Array>;
-  /** Floats per example (784 pixels, or the text task's maxLength token ids). */
+  /** Floats per example (784 pixels, the penguins' 9 features, or spam's maxLength token ids). */
   features: number;
+  /** Passes over the data per timed epoch (the penguins' split is too small to time once). */
+  passes: number;
   /** The same examples for PyTorch: float32 features, then uint8 labels. */
   file: string;
   /** What else train_speed.py needs to build the same model. */
@@ -85,6 +126,7 @@ function benchData(
   data: TrainingData<Uint8Array | Float32Array>,
   features: number,
   torchArgs: string[] = [],
+  passes = 1,
 ): BenchData {
   const file = path.join(tempDir, `${name}-${data.count}.bin`);
   const labels = Uint8Array.from(data.y);
@@ -95,7 +137,7 @@ function benchData(
       Buffer.from(labels.buffer, labels.byteOffset, labels.byteLength),
     ]),
   );
-  return { data, features, file, torchArgs };
+  return { data, features, passes, file, torchArgs };
 }
 
 const benchSets = new Map<string, BenchData>();
@@ -106,6 +148,29 @@ if (models.some((model) => !TASK_MODELS.has(model))) {
     Array.from({ length: count }, (_, i) => i),
   );
   benchSets.set('mnist', benchData('mnist', { x: examples.x, y: examples.y, count }, 784));
+}
+if (models.includes('penguins')) {
+  const task = builtinTask('penguins');
+  if (task.input.kind !== 'tabular') throw new Error('the penguins task is a tabular task');
+  const examples = tabularExamples(loadPenguins().train, task.input);
+  const rows = Math.min(count, examples.count);
+  const { featureSize } = examples;
+  benchSets.set(
+    'penguins',
+    benchData(
+      'penguins',
+      {
+        x: examples.x.subarray(0, rows * featureSize),
+        y: examples.y.subarray(0, rows),
+        count: rows,
+      },
+      featureSize,
+      [],
+      // Ten times the others' examples: at 211 parameters a step is mostly fixed cost, and
+      // one 3,000-example epoch of the native loop lasts a few milliseconds.
+      Math.ceil((10 * count) / rows),
+    ),
+  );
 }
 if (models.includes('spam')) {
   const task = builtinTask('spam');
@@ -131,8 +196,12 @@ const setOf = (model: string): BenchData => {
 };
 const firstN = (model: string, n: number): TrainingData<Uint8Array | Float32Array> => {
   const { data, features } = setOf(model);
-  return { x: data.x.subarray(0, n * features), y: data.y.subarray(0, n), count: n };
+  const rows = Math.min(n, data.count);
+  return { x: data.x.subarray(0, rows * features), y: data.y.subarray(0, rows), count: rows };
 };
+/** Examples one timed epoch of `model` trains on, at most `n` per pass. */
+const samplesOf = (model: string, n: number): number =>
+  firstN(model, n).count * setOf(model).passes;
 
 let torchVersion = 'unavailable';
 const scriptPath = new URL('train_speed.py', import.meta.url).pathname;
@@ -143,18 +212,26 @@ const paramCounts = new Map<string, number>();
 /** What PyTorch reported of its thread pools (threadpoolctl), per thread count. */
 const torchPools = new Map<number, unknown>();
 
+/** One timed epoch: samples/s, and the threads it really used (see thread-usage.ts). */
+interface Epoch {
+  samplesPerSecond: number;
+  cpuPerWall: number;
+  busyThreads: number;
+}
+
 /**
  * One epoch in a PyTorch process; samples/s, or undefined if PyTorch is not there. Every
  * pool PyTorch uses is held to `threads`: the BLAS/OpenMP variables are set for the child
  * (train_speed.py sets them again before importing torch, and applies threadpoolctl).
  */
-function torchEpoch(model: string, batchSize: number, threads: number): number | undefined {
+function torchEpoch(model: string, batchSize: number, threads: number): Epoch | undefined {
   try {
     const output = execFileSync(
       args.python,
       [
         scriptPath,
-        ...['--data', setOf(model).file, '--count', String(count), '--model', model],
+        ...['--data', setOf(model).file, '--count', String(setOf(model).data.count)],
+        ...['--model', model, '--passes', String(setOf(model).passes)],
         ...['--features', String(setOf(model).features), ...setOf(model).torchArgs],
         ...['--batch', String(batchSize), '--threads', String(threads)],
         ...['--lr', String(LEARNING_RATE), '--epochs', '1'],
@@ -172,6 +249,8 @@ function torchEpoch(model: string, batchSize: number, threads: number): number |
     );
     const result = JSON.parse(output.trim().split('\n').pop() ?? '{}') as {
       samplesPerSecond: number[];
+      cpuPerWall: number[];
+      busyThreads: number[];
       torch: string;
       pools: unknown;
       params: number;
@@ -179,15 +258,26 @@ function torchEpoch(model: string, batchSize: number, threads: number): number |
     torchVersion = result.torch;
     paramCounts.set(`${model} PyTorch`, result.params);
     torchPools.set(threads, result.pools);
-    return result.samplesPerSecond[0];
+    const [samplesPerSecond, cpuPerWall, busyThreads] = [
+      result.samplesPerSecond[0],
+      result.cpuPerWall[0],
+      result.busyThreads[0],
+    ];
+    if (samplesPerSecond === undefined || cpuPerWall === undefined || busyThreads === undefined) {
+      throw new Error(`train_speed.py printed no epoch: ${output.slice(-200)}`);
+    }
+    return { samplesPerSecond, cpuPerWall, busyThreads };
   } catch (error) {
     console.error(`\nPyTorch (${args.python}) failed: ${(error as Error).message.split('\n')[0]}`);
     return undefined;
   }
 }
 
-/** What the 'openblas' backend said it runs on (OpenBLAS kernels, convolution library). */
-let openblasDetail = 'not available';
+/**
+ * What each backend said it runs on (initBackend's detail line: for 'openblas', the
+ * OpenBLAS kernels and the native loop's convolution library).
+ */
+const backendDetails = new Set<string>();
 
 /** A zoo model, or a built-in task's model with its objective (the task's loss). */
 async function benchModel(
@@ -198,22 +288,22 @@ async function benchModel(
   return { model: await buildTaskModel(task, { seed: 1 }), objective: taskObjective(task) };
 }
 
-/** One epoch with trainLocal (after a short warm-up); samples/s. */
+/** One epoch with trainLocal (after a short warm-up); samples/s and threads used. */
 async function tfjsEpoch(
   backend: BackendName,
   modelName: string,
   batchSize: number,
   samples: number,
   options: { workers?: number; threads?: number; loop?: TrainingLoop } = {},
-): Promise<number> {
+): Promise<Epoch> {
   const { workers = 1, threads, loop = 'tfjs' } = options;
   const info = await initBackend(backend, threads === undefined ? {} : { threads });
-  if (backend === 'openblas') openblasDetail = info.detail;
+  backendDetails.add(`${backend}: ${info.detail}`);
   const { model, objective } = await benchModel(modelName);
   paramCounts.set(`${modelName} tfjs`, model.countParams());
   try {
     const trainOptions = {
-      epochs: 1,
+      epochs: setOf(modelName).passes,
       batchSize,
       learningRate: LEARNING_RATE,
       seed: 1,
@@ -222,81 +312,113 @@ async function tfjsEpoch(
       objective,
     };
     // Warm-up: first-use costs (module compilation, kernel setup) are not training speed.
-    await trainLocal(model, firstN(modelName, Math.min(samples, 5 * batchSize)), trainOptions);
-    const result = await trainLocal(model, firstN(modelName, samples), trainOptions);
+    await trainLocal(model, firstN(modelName, Math.min(samples, 5 * batchSize)), {
+      ...trainOptions,
+      epochs: 1,
+    });
+    const { result, cpuPerWall, busyThreads } = await measureThreads(() =>
+      trainLocal(model, firstN(modelName, samples), trainOptions),
+    );
     if (result.loop !== loop) throw new Error(`trained in the ${result.loop} loop, not ${loop}`);
-    return result.samplesPerSecond;
+    return { samplesPerSecond: result.samplesPerSecond, cpuPerWall, busyThreads };
   } finally {
     model.dispose();
   }
 }
 
+/** Runtimes by id (--runtimes picks some; each id stands for its rows at every thread count). */
+const RUNTIME_IDS = [
+  'pytorch',
+  'native',
+  'tfjs-openblas',
+  'tfjs-wasm',
+  'tfjs-wasm-workers',
+  'tfjs-cpu',
+] as const;
+type RuntimeId = (typeof RUNTIME_IDS)[number];
+const runtimeIds = (args.runtimes ?? RUNTIME_IDS.join(',')).split(',');
+for (const id of runtimeIds) {
+  if (!(RUNTIME_IDS as readonly string[]).includes(id)) {
+    throw new Error(`--runtimes: unknown runtime '${id}' (${RUNTIME_IDS.join(', ')})`);
+  }
+}
+
 interface Runtime {
+  id: RuntimeId;
   label: string;
   /** Threads the runtime may use: it is compared with PyTorch at the same count. */
   threads: number;
   samples: number;
   models: string[];
-  epoch: (model: string, batchSize: number) => Promise<number | undefined>;
+  epoch: (model: string, batchSize: number) => Promise<Epoch | undefined>;
 }
 const cores = os.availableParallelism();
 const threadCounts = [...new Set([1, cores])];
 const plural = (threads: number) => `${threads} thread${threads === 1 ? '' : 's'}`;
-const runtimes: Runtime[] = threadCounts.flatMap((threads): Runtime[] => [
-  {
-    label: `PyTorch, ${plural(threads)}`,
-    threads,
-    samples: count,
-    models,
-    epoch: async (model, batchSize) => torchEpoch(model, batchSize, threads),
-  },
-  // What a Node client trains with where @tessera/ml-native is built: trainLocal's native
-  // loop (oneDNN convolutions, OpenBLAS products).
-  {
-    label: `Tessera native loop, ${plural(threads)}`,
-    threads,
-    samples: count,
-    models,
-    epoch: (model, batchSize) =>
-      tfjsEpoch('openblas', model, batchSize, count, { threads, loop: 'native' }),
-  },
-  // The same backend through tfjs's own loop (optimizer.minimize): WebAssembly with the
-  // convolutions and matrix products on OpenBLAS.
-  {
-    label: `tfjs openblas, ${plural(threads)}`,
-    threads,
-    samples: count,
-    models,
-    epoch: (model, batchSize) => tfjsEpoch('openblas', model, batchSize, count, { threads }),
-  },
-  threads === 1
-    ? {
-        label: 'tfjs wasm, 1 thread',
-        threads,
-        samples: count,
-        models,
-        epoch: (model, batchSize) => tfjsEpoch('wasm', model, batchSize, count),
-      }
-    : {
-        label: `tfjs wasm, ${threads} worker threads`,
-        threads,
-        samples: count,
-        models,
-        epoch: (model, batchSize) =>
-          tfjsEpoch('wasm', model, batchSize, count, { workers: threads }),
-      },
-  ...(threads === 1
-    ? [
-        {
-          label: 'tfjs cpu, 1 thread',
+const runtimes: Runtime[] = threadCounts
+  .flatMap((threads): Runtime[] => [
+    {
+      id: 'pytorch',
+      label: `PyTorch, ${plural(threads)}`,
+      threads,
+      samples: count,
+      models,
+      epoch: async (model, batchSize) => torchEpoch(model, batchSize, threads),
+    },
+    // What a Node client trains with where @tessera/ml-native is built: trainLocal's native
+    // loop (oneDNN convolutions, OpenBLAS products).
+    {
+      id: 'native',
+      label: `Tessera native loop, ${plural(threads)}`,
+      threads,
+      samples: count,
+      models,
+      epoch: (model, batchSize) =>
+        tfjsEpoch('openblas', model, batchSize, count, { threads, loop: 'native' }),
+    },
+    // The same backend through tfjs's own loop (optimizer.minimize): WebAssembly with the
+    // convolutions and matrix products on OpenBLAS.
+    {
+      id: 'tfjs-openblas',
+      label: `tfjs openblas, ${plural(threads)}`,
+      threads,
+      samples: count,
+      models,
+      epoch: (model, batchSize) => tfjsEpoch('openblas', model, batchSize, count, { threads }),
+    },
+    threads === 1
+      ? {
+          id: 'tfjs-wasm',
+          label: 'tfjs wasm, 1 thread',
           threads,
-          samples: cpuCount,
-          models: args['cpu-models'].split(',').filter((name) => models.includes(name)),
-          epoch: (model: string, batchSize: number) => tfjsEpoch('cpu', model, batchSize, cpuCount),
+          samples: count,
+          models,
+          epoch: (model, batchSize) => tfjsEpoch('wasm', model, batchSize, count),
+        }
+      : {
+          id: 'tfjs-wasm-workers',
+          label: `tfjs wasm, ${threads} worker threads`,
+          threads,
+          samples: count,
+          models,
+          epoch: (model, batchSize) =>
+            tfjsEpoch('wasm', model, batchSize, count, { workers: threads }),
         },
-      ]
-    : []),
-]);
+    ...(threads === 1
+      ? [
+          {
+            id: 'tfjs-cpu' as const,
+            label: 'tfjs cpu, 1 thread',
+            threads,
+            samples: cpuCount,
+            models: args['cpu-models'].split(',').filter((name) => models.includes(name)),
+            epoch: (model: string, batchSize: number) =>
+              tfjsEpoch('cpu', model, batchSize, cpuCount),
+          },
+        ]
+      : []),
+  ])
+  .filter((runtime) => runtimeIds.includes(runtime.id));
 
 interface Row {
   model: string;
@@ -304,11 +426,15 @@ interface Row {
   runtime: string;
   threads: number;
   samples: number;
-  /** samples/s of every timed epoch, in the order they ran. */
-  epochs: number[];
+  /** Every timed epoch, in the order they ran. */
+  epochs: Epoch[];
+  /** Of the epochs' samples/s. */
   median: number;
   min: number;
   max: number;
+  /** The epochs' median CPU time over wall time, and the most threads busy in one. */
+  cpuPerWall: number;
+  busyThreads: number;
   /** Median samples/s over PyTorch's median at the same model, batch size and thread count. */
   ratio?: number;
 }
@@ -330,13 +456,13 @@ const median = (values: number[]): number => {
 for (const model of models) {
   for (const batchSize of batchSizes) {
     const active = runtimes.filter((runtime) => runtime.models.includes(model));
-    const epochs = new Map<Runtime, number[]>(active.map((runtime) => [runtime, []]));
+    const epochs = new Map<Runtime, Epoch[]>(active.map((runtime) => [runtime, []]));
     for (let repeat = 0; repeat < repeats; repeat++) {
       const order = active.map((_, i) => active[(i + repeat) % active.length] as Runtime);
       for (const runtime of order) {
-        let samplesPerSecond: number | undefined;
+        let epoch: Epoch | undefined;
         try {
-          samplesPerSecond = await runtime.epoch(model, batchSize);
+          epoch = await runtime.epoch(model, batchSize);
         } catch (error) {
           const reason = (error as Error).message.split('\n')[0] ?? '';
           console.error(`\n${runtime.label}: ${reason}`);
@@ -344,22 +470,25 @@ for (const model of models) {
           // layer that stops it; data-parallel workers train softmax cross-entropy only).
           untimed.set(`${model} | ${runtime.label}`, reason);
         }
-        if (samplesPerSecond !== undefined) epochs.get(runtime)?.push(samplesPerSecond);
+        if (epoch !== undefined) epochs.get(runtime)?.push(epoch);
         process.stdout.write('.');
       }
     }
-    for (const [runtime, values] of epochs) {
-      if (values.length === 0) continue;
+    for (const [runtime, timed] of epochs) {
+      if (timed.length === 0) continue;
+      const values = timed.map((epoch) => epoch.samplesPerSecond);
       rows.push({
         model,
         batchSize,
         runtime: runtime.label,
         threads: runtime.threads,
-        samples: runtime.samples,
-        epochs: values,
+        samples: samplesOf(model, runtime.samples),
+        epochs: timed,
         median: median(values),
         min: Math.min(...values),
         max: Math.max(...values),
+        cpuPerWall: median(timed.map((epoch) => epoch.cpuPerWall)),
+        busyThreads: Math.max(...timed.map((epoch) => epoch.busyThreads)),
       });
     }
   }
@@ -380,31 +509,54 @@ for (const row of rows) {
 }
 
 const cpus = os.cpus();
-const load = os
-  .loadavg()
-  .map((value) => value.toFixed(1))
-  .join(' ');
+const formatLoad = (load: number[]) => load.map((value) => value.toFixed(1)).join(' ');
+const loadAtEnd = os.loadavg();
 const coretype = process.env['OPENBLAS_CORETYPE'] ?? 'unset (OpenBLAS picks by CPU)';
-const machine = `${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, load average ${load} at the end, node ${process.version}, PyTorch ${torchVersion}, OPENBLAS_CORETYPE ${coretype}; openblas backend: ${openblasDetail}`;
+const machine = {
+  cpu: cpus[0]?.model ?? 'unknown CPU',
+  cores: cpus.length,
+  loadAverageAtStart: formatLoad(loadAtStart),
+  loadAverageAtEnd: formatLoad(loadAtEnd),
+  node: process.version,
+  pytorch: torchVersion,
+  openblasCoretype: coretype,
+  backends: [...backendDetails],
+};
 console.log(
-  `\nMedian [min-max] of ${repeats} interleaved epochs of plain SGD over the first ${count} training examples (MNIST; spam: e-mails) (${machine})`,
+  `\nRan on ${machine.cores} x ${machine.cpu}; load average (1, 5, 15 min) ${machine.loadAverageAtStart} at the start, ${machine.loadAverageAtEnd} at the end; node ${machine.node}, PyTorch ${torchVersion}, OPENBLAS_CORETYPE ${coretype}`,
 );
-for (const [threads, pools] of torchPools)
-  console.log(`PyTorch's thread pools at ${plural(threads)}: ${JSON.stringify(pools)}`);
-console.log('\n| model | batch | runtime | samples/s | x PyTorch, same threads |');
-console.log('|---|---:|---|---:|---:|');
+for (const detail of backendDetails) console.log(`tfjs backend ${detail}`);
+for (const [threads, pools] of torchPools) {
+  console.log(
+    `PyTorch's thread pools at ${plural(threads)} (threadpoolctl): ${JSON.stringify(pools)}`,
+  );
+}
+const setNames = models
+  .map(
+    (model) =>
+      `${model} ${samplesOf(model, count).toLocaleString('en')}${setOf(model).passes > 1 ? ` (${setOf(model).passes} passes over ${setOf(model).data.count})` : ''}`,
+  )
+  .join(', ');
+console.log(
+  `\nMedian [min-max] samples/s of ${repeats} interleaved epochs of plain SGD per runtime; examples per epoch: ${setNames}. CPU/wall: the process's CPU time over the epoch's wall time (median); busy: the most of its threads that each ran over a tenth of an epoch.${quick ? ' QUICK SMOKE RUN: not a measurement.' : ''}`,
+);
+console.log(
+  '\n| model | batch | runtime | samples/s | x PyTorch, same threads | CPU/wall | busy threads |',
+);
+console.log('|---|---:|---|---:|---:|---:|---:|');
 const fmt = (value: number) => Math.round(value).toLocaleString('en');
 for (const row of rows) {
-  const note = row.samples !== count ? ` (${row.samples} examples)` : '';
+  const note = row.samples !== samplesOf(row.model, count) ? ` (${row.samples} examples)` : '';
   console.log(
-    `| ${row.model} | ${row.batchSize} | ${row.runtime}${note} | ${fmt(row.median)} [${fmt(row.min)}-${fmt(row.max)}] | ${row.ratio === undefined ? '-' : `${row.ratio.toFixed(2)}x`} |`,
+    `| ${row.model} | ${row.batchSize} | ${row.runtime}${note} | ${fmt(row.median)} [${fmt(row.min)}-${fmt(row.max)}] | ${row.ratio === undefined ? '-' : `${row.ratio.toFixed(2)}x`} | ${row.cpuPerWall.toFixed(2)} | ${row.busyThreads} |`,
   );
 }
 // Besides the loss, the layers the native loop has no kernels for (its plan names the first).
 for (const name of models.filter((model) => TASK_MODELS.has(model))) {
   const { model } = await benchModel(name);
-  const plan = planNativeTraining(model);
+  const plan = planNativeTraining(model, builtinTask(name).loss);
   model.dispose();
+  console.log(`\nNative loop plan for ${name}: ${plan.ok ? 'plans' : plan.reason}`);
   if (!plan.ok) untimed.set(`${name} | native loop plan`, plan.reason);
 }
 for (const model of models) {
@@ -418,8 +570,12 @@ if (untimed.size > 0) {
   console.log('\nNot timed:');
   for (const [what, reason] of untimed) console.log(`- ${what}: ${reason}`);
 }
-mkdirSync(new URL('results/', import.meta.url), { recursive: true });
-writeFileSync(
-  new URL('results/train-speed.json', import.meta.url),
-  `${JSON.stringify({ date: new Date().toISOString(), machine, torchPools: Object.fromEntries(torchPools), count, repeats, learningRate: LEARNING_RATE, rows, untimed: Object.fromEntries(untimed), paramCounts: Object.fromEntries(paramCounts) }, null, 2)}\n`,
-);
+const outFile =
+  args.out ?? (quick ? undefined : new URL('results/train-speed.json', import.meta.url).pathname);
+if (outFile !== undefined) {
+  mkdirSync(path.dirname(outFile), { recursive: true });
+  writeFileSync(
+    outFile,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, torchPools: Object.fromEntries(torchPools), count, repeats, learningRate: LEARNING_RATE, rows, untimed: Object.fromEntries(untimed), paramCounts: Object.fromEntries(paramCounts) }, null, 2)}\n`,
+  );
+}
