@@ -1,5 +1,5 @@
 import { CryptoGaussianNoise, type GaussianNoise } from '@tessera/privacy';
-import { ErrorCode, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
+import { ErrorCode, type RunRuleFields, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
 import { z } from 'zod';
 import { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
 import { DpFedAvg, vectorNoiseMultiplier } from './dp.js';
@@ -21,6 +21,12 @@ interface StrategyDefinition {
   build(options: Record<string, unknown>, dependencies: StrategyDependencies): Strategy;
   /** The fewest updates a round must bring for the rule to run (Krum: 2f + 3). */
   minUpdates(options: Record<string, unknown>): number;
+  /**
+   * The round's aggregate depends on the updates only through their example-weighted sum (and
+   * the example count): what secure aggregation gives the coordinator. False: the rule needs
+   * the individual updates (a median, distances between updates, per-update clipping).
+   */
+  linear: boolean;
 }
 
 /**
@@ -36,13 +42,34 @@ function define<S extends z.ZodObject>(
   options: S,
   build: (options: z.output<S>, dependencies: StrategyDependencies) => Strategy,
   minUpdates: (options: z.output<S>) => number = () => 1,
+  linear = false,
 ): StrategyDefinition {
   return {
     options,
     build: (parsed, dependencies) => build(parsed as z.output<S>, dependencies),
     minUpdates: (parsed) => minUpdates(parsed as z.output<S>),
+    linear,
   };
 }
+
+const one = () => 1;
+
+/**
+ * Why each rule that is not linear cannot run under secure aggregation, where the coordinator
+ * holds only the weighted sum of the updates.
+ */
+const needsUpdatesUnderSecAgg = 'needs the individual updates; under secure aggregation the coordinator has only their sum';
+const SECAGG_REFUSED: Readonly<Record<string, string>> = {
+  fedmedian: `the coordinate-wise median ${needsUpdatesUnderSecAgg}`,
+  'trimmed-mean': `the trimmed mean ${needsUpdatesUnderSecAgg}`,
+  krum: `Krum picks one update by distances between updates: it ${needsUpdatesUnderSecAgg}`,
+  'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needsUpdatesUnderSecAgg}`,
+  bulyan: `Bulyan selects and trims individual updates: it ${needsUpdatesUnderSecAgg}`,
+  'centered-clipping': `centered clipping clips each update around a centre: it ${needsUpdatesUnderSecAgg}`,
+  'norm-bounded-fedavg': `norm-bounded FedAvg clips each update by its norm: it ${needsUpdatesUnderSecAgg}`,
+  'dp-fedavg':
+    'dp-fedavg clips each change on the coordinator, which cannot see them under secure aggregation; client-side clipping with central noise on the unmasked sum is not built yet',
+};
 
 /** The server optimisers' options; defaults are Flower's, after Reddi et al. 2021. */
 const fedOptOptions = (eta: number, tau: number) => ({
@@ -212,26 +239,40 @@ const dpFedAvgOptions = z
   });
 
 const definitions: Record<string, StrategyDefinition> = {
-  fedavg: define(z.strictObject({}), () => new FedAvg()),
+  fedavg: define(z.strictObject({}), () => new FedAvg(), one, true),
   fedavgm: define(
     z.strictObject({
       serverLearningRate: z.number().positive().max(1000).default(1),
       momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
     }),
     (options) => new FedAvgM(options),
+    one,
+    true,
   ),
   // Li et al. 2020 tune mu over {0.001, 0.01, 0.1, 0.5, 1}; 0.01 is Flower's usual example value.
   fedprox: define(
     z.strictObject({ mu: z.number().min(0).max(WIRE_LIMITS.maxProximalMu).default(0.01) }),
     (options) => new FedProx(options),
+    one,
+    true,
   ),
   fedmedian: define(z.strictObject({}), () => new FedMedian()),
   'trimmed-mean': define(
     z.strictObject({ beta: z.number().min(0).lt(0.5, 'must be below 0.5').default(0.1) }),
     ({ beta }) => new TrimmedMean(beta),
   ),
-  fedadam: define(z.strictObject(fedOptOptions(0.1, 1e-9)), (options) => new FedAdam(options)),
-  fedyogi: define(z.strictObject(fedOptOptions(0.01, 1e-3)), (options) => new FedYogi(options)),
+  fedadam: define(
+    z.strictObject(fedOptOptions(0.1, 1e-9)),
+    (options) => new FedAdam(options),
+    one,
+    true,
+  ),
+  fedyogi: define(
+    z.strictObject(fedOptOptions(0.01, 1e-3)),
+    (options) => new FedYogi(options),
+    one,
+    true,
+  ),
   fedadagrad: define(
     z.strictObject({
       serverLearningRate: fedOptOptions(0.1, 1e-9).serverLearningRate,
@@ -240,6 +281,8 @@ const definitions: Record<string, StrategyDefinition> = {
       tau: fedOptOptions(0.1, 1e-9).tau,
     }),
     (options) => new FedAdagrad(options),
+    one,
+    true,
   ),
   krum: define(
     z.strictObject({ f: byzantineCount }),
@@ -345,6 +388,14 @@ export function minUpdatesFor(name: string, options: Record<string, unknown> = {
   return definition.minUpdates(parseStrategyOptions(name, options));
 }
 
+/**
+ * Whether `name`'s aggregate depends on a round's updates only through their example-weighted
+ * sum, so it can run under secure aggregation (unknown names: INVALID_ARGUMENT).
+ */
+export function isLinearStrategy(name: string): boolean {
+  return definitionOf(name).linear;
+}
+
 /** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */
 export function createStrategy(
   name: string,
@@ -364,10 +415,16 @@ export function createStrategy(
 export function runRulesFor(
   name: string,
   options: Record<string, unknown>,
-  run: { keepUpdates: boolean; clientsPerRound: number | null; fractionFit: number | null },
+  run: RunRuleFields,
 ): { path: string[]; message: string }[] {
-  if (name !== 'dp-fedavg') return [];
   const issues: { path: string[]; message: string }[] = [];
+  if (run.secureAggregation !== null && !definitionOf(name).linear) {
+    issues.push({
+      path: ['secureAggregation'],
+      message: `${name} cannot run under secure aggregation: ${SECAGG_REFUSED[name] ?? 'its aggregate is not a weighted sum of the updates'}`,
+    });
+  }
+  if (name !== 'dp-fedavg') return issues;
   if (options['samplingRate'] === undefined) {
     issues.push({
       path: ['strategyOptions', 'samplingRate'],

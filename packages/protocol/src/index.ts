@@ -6,6 +6,7 @@ export * from './messages.js';
 export * from './msgpack-scan.js';
 export * from './parser.js';
 export * from './run-config.js';
+export * from './secagg.js';
 export * from './text.js';
 export * from './version.js';
 export * from './weights.js';
