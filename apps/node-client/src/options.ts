@@ -40,6 +40,11 @@ tessera-client --check --task-file TASK.json --data FILE|DIR [--holdout F] [--pa
   --workers N|auto      data-parallel training threads (default 1; auto: the idle cores, for
                         batches of 32 or more)
   --progress MODE       bars | lines | none (default: bars on a terminal, else lines)
+  --keep-contributions DIR
+                        keep a copy of each update this client contributes, as
+                        DIR/<run>-<round>.json (example count) and .f32 files (the global
+                        model received and the weights trained, raw little-endian float32):
+                        what your organisation sent, or masked under secure aggregation
 
 Ctrl-C (or SIGTERM) leaves the federation: a round in training is abandoned, a summary of the
 rounds this client took part in is printed, and the exit status is 130 (143 for SIGTERM).
@@ -67,6 +72,8 @@ export interface ClientSettings {
   threads: number | undefined;
   workers: number | 'auto';
   progress: ProgressMode;
+  /** --keep-contributions: where copies of this client's updates go; undefined: nowhere. */
+  keepContributions: string | undefined;
 }
 
 function invalid(field: string, message: string): TesseraError {
@@ -220,7 +227,13 @@ export function parseCommandLine(
     threads: values.threads === undefined ? undefined : integer(values.threads, '--threads', 1),
     workers,
     progress,
+    keepContributions: keepContributionsDir(values['keep-contributions']),
   };
+}
+
+function keepContributionsDir(dir: string | undefined): string | undefined {
+  if (dir === '') throw invalid('--keep-contributions', '--keep-contributions needs a folder');
+  return dir;
 }
 
 type Values = ReturnType<typeof readArgs>;
@@ -288,6 +301,7 @@ function readArgs(args: string[]) {
       workers: { type: 'string', default: '1' },
       threads: { type: 'string' },
       progress: { type: 'string' },
+      'keep-contributions': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;

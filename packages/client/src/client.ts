@@ -19,6 +19,7 @@ import {
 } from '@tessera/protocol';
 import { type TaskDefinition, taskSha256 } from '@tessera/tasks';
 import { io, type Socket } from 'socket.io-client';
+import { SecAggParticipation } from './secure-aggregation.js';
 import { readStrategySettings } from './strategy-settings.js';
 import { type LocalTrainer, RoundFailure } from './trainer.js';
 
@@ -61,6 +62,18 @@ export interface ClientObserver {
     numExamples: number;
   }): void;
   warning?(message: string): void;
+  /**
+   * Local training produced this round's update (sent as it is, or masked under secure
+   * aggregation, where `global` is what its change is taken from): for a host that keeps a
+   * copy of what its organisation contributed.
+   */
+  contributed?(update: {
+    runId: string;
+    round: number;
+    global: Float32Array;
+    weights: Float32Array;
+    numExamples: number;
+  }): void;
   /**
    * Another connection with the same token took over (the newest wins): this client stops and
    * does not reconnect, so two copies never train for one organisation at once.
@@ -154,6 +167,10 @@ export class TesseraClient {
   private readonly tasks = new Map<string, Promise<TaskDefinition>>();
   /** Set by close(): work in progress is abandoned and nothing more is sent. */
   private closing = false;
+  /** This client's id, from the coordinator's welcome (secure aggregation names clients). */
+  private clientId: string | null = null;
+  /** The secure aggregation of the round being trained, in a secureAggregation run. */
+  private secAgg: SecAggParticipation | null = null;
 
   constructor(private readonly options: CoreClientOptions) {}
 
@@ -187,7 +204,21 @@ export class TesseraClient {
     socket.on('train', (instruction) => this.enqueue(() => this.train(instruction)));
     socket.on('evaluate', (instruction) => this.enqueue(() => this.evaluate(instruction)));
     socket.on('statistics', (instruction) => this.enqueue(() => this.statistics(instruction)));
+    socket.on('secagg', (frame) => {
+      const participation = this.secAgg;
+      if (participation?.runId !== frame.runId || participation.round !== frame.round) {
+        options.observer?.warning?.(`secagg ${frame.step} for a round this client is not in`);
+        return;
+      }
+      // Outside the work queue: the key steps run while local training does.
+      participation.handle(frame).catch((error: unknown) => {
+        options.observer?.warning?.(`secure aggregation: ${failureReason(error)}`);
+      });
+    });
     socket.on('round-closed', (notice) => {
+      if (this.secAgg?.runId === notice.runId && this.secAgg.round === notice.round) {
+        this.secAgg.abandon(`round closed: ${notice.reason}`);
+      }
       this.closedRounds.add(`${notice.runId}/${notice.round}`);
       options.observer?.warning?.(
         `round ${notice.round} closed by the coordinator: ${notice.reason}`,
@@ -218,6 +249,7 @@ export class TesseraClient {
         else reject(error);
       };
       socket.on('welcome', (welcome) => {
+        this.clientId = welcome.clientId;
         options.observer?.connected?.(welcome);
         if (!welcomed) {
           welcomed = true;
@@ -273,6 +305,7 @@ export class TesseraClient {
       samplesPerSecond: number;
     } | null = null;
     let failure: string | undefined;
+    let secure: SecAggParticipation | null = null;
     try {
       // Before training: a setting this client cannot honour fails the round, not trains without it.
       const settings = readStrategySettings(
@@ -280,16 +313,37 @@ export class TesseraClient {
         this.options.trainer.supportedSettings ?? [],
       );
       const task = await this.taskOf(instruction.task);
+      const global = bytesToWeights(instruction.weights, instruction.model.paramCount);
+      // Keys first: the coordinator's key steps go on while this client trains.
+      secure = await this.joinSecAgg(instruction);
       const result = await this.options.trainer.train(
-        {
-          model: instruction.model,
-          task,
-          weights: bytesToWeights(instruction.weights, instruction.model.paramCount),
-          config,
-          settings,
-        },
+        { model: instruction.model, task, weights: global, config, settings },
         (p) => this.reportProgress({ runId, round, ...p }),
       );
+      if (secure !== null) {
+        secure.provide(global, result.weights, result.numExamples);
+        const ack = await secure.masked;
+        this.secAgg = null;
+        if (this.closing) return;
+        const summary = {
+          loss: result.loss,
+          accuracy: result.accuracy,
+          numExamples: result.numExamples,
+          durationMs: result.durationMs,
+          samplesPerSecond: result.samplesPerSecond,
+        };
+        observer?.contributed?.({ runId, round, global, weights: result.weights, ...summary });
+        observer?.roundFinished?.({ runId, round, ...summary, ack });
+        if (!ack.ok) observer?.warning?.(`masked update refused: ${ack.error.code}: ${ack.error.message}`);
+        return;
+      }
+      observer?.contributed?.({
+        runId,
+        round,
+        global,
+        weights: result.weights,
+        numExamples: result.numExamples,
+      });
       summary = {
         loss: result.loss,
         accuracy: result.accuracy,
@@ -310,6 +364,8 @@ export class TesseraClient {
         },
       };
     } catch (error) {
+      secure?.abandon(failureReason(error));
+      if (this.secAgg === secure) this.secAgg = null;
       if (this.closing) return; // abandoned by close(): not a failure of the round
       failure = failureReason(error);
       reply = {
@@ -324,6 +380,26 @@ export class TesseraClient {
     if (summary) observer?.roundFinished?.({ runId, round, ...summary, ack });
     else if (failure !== undefined) observer?.roundFailed?.({ runId, round, reason: failure, ack });
     if (!ack.ok) observer?.warning?.(`update refused: ${ack.error.code}: ${ack.error.message}`);
+  }
+
+  /** Joins the round's secure aggregation, when the instruction carries one (§5.11). */
+  private async joinSecAgg(instruction: TrainInstruction): Promise<SecAggParticipation | null> {
+    const setup = instruction.secureAggregation;
+    if (setup === undefined) return null;
+    if (this.clientId === null) {
+      throw new RoundFailure(ErrorCode.UNAVAILABLE, 'secure aggregation before the welcome');
+    }
+    const { runId, round } = instruction;
+    this.secAgg?.abandon('a new round began');
+    const participation = await SecAggParticipation.join(
+      runId,
+      round,
+      setup,
+      this.clientId,
+      (frame) => this.send('secagg', frame),
+    );
+    this.secAgg = participation;
+    return participation;
   }
 
   private async evaluate(instruction: EvaluateInstruction): Promise<void> {
@@ -450,7 +526,10 @@ export class TesseraClient {
     return ack.task as unknown as TaskDefinition;
   }
 
-  private async send(event: 'update' | 'evaluation' | 'statistics', reply: unknown): Promise<Ack> {
+  private async send(
+    event: 'update' | 'evaluation' | 'statistics' | 'secagg',
+    reply: unknown,
+  ): Promise<Ack> {
     const socket = this.socket;
     if (!socket)
       return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };

@@ -27,8 +27,9 @@ const id = z
 /** The SecAgg round's id: `${runId}/${round}/${attempt}`. */
 const roundId = z.string().min(1).max(256);
 const count = z.number().int().nonnegative().max(WIRE_LIMITS.maxInteger);
-const bytesAtMost = (max: number) =>
-  z.instanceof(Uint8Array).refine((b) => b.length <= max, `at most ${max} bytes`);
+/** MessagePack bin (Buffer in Node is a Uint8Array too). */
+const bytes = z.custom<Uint8Array>((value) => value instanceof Uint8Array, 'must be bytes');
+const bytesAtMost = (max: number) => bytes.refine((b) => b.length <= max, `at most ${max} bytes`);
 const shares = z
   .array(z.object({ of: id, share: bytesAtMost(MAX_SHARE_BYTES) }))
   .max(MAX_ROUND_CLIENTS);
@@ -62,7 +63,7 @@ export const secAggClientFrameSchema = z.discriminatedUnion('step', [
     step: z.literal('mask'),
     // Its exact length, 4·(parameterCount + 1), is the SecAgg server's check; the frame
     // limit bounds it like an update's weights.
-    message: z.object({ roundId, maskedVector: z.instanceof(Uint8Array) }),
+    message: z.object({ roundId, maskedVector: bytes }),
   }),
   z.object({
     ...envelope,
