@@ -848,7 +848,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       startedAt,
       finishedAt,
       selectedClientIds: selected,
-      participantClientIds: secure === null ? [...state.arrivals] : secure.survivors,
+      participantClientIds: [...state.arrivals],
       droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],
       outcomes: outcomesOf(state, open.reasons),
       numExamples: result.numExamples,
@@ -900,7 +900,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const outcome = await secure.run(isOut, () => this.stopReason !== null);
     if (outcome.kind !== 'summed') return { survivors: [], record: null };
     const { result } = outcome;
-    for (const clientId of result.survivors) open.state.record(clientId, 'updated');
+    for (const clientId of result.survivors) open.state.counted(clientId);
     const mean = new Float32Array(global.length);
     for (let i = 0; i < mean.length; i++) {
       mean[i] = (global[i] as number) + (result.weights[i] as number);

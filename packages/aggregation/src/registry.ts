@@ -58,7 +58,8 @@ const one = () => 1;
  * Why each rule that is not linear cannot run under secure aggregation, where the coordinator
  * holds only the weighted sum of the updates.
  */
-const needsUpdatesUnderSecAgg = 'needs the individual updates; under secure aggregation the coordinator has only their sum';
+const needsUpdatesUnderSecAgg =
+  'needs the individual updates; under secure aggregation the coordinator has only their sum';
 const SECAGG_REFUSED: Readonly<Record<string, string>> = {
   fedmedian: `the coordinate-wise median ${needsUpdatesUnderSecAgg}`,
   'trimmed-mean': `the trimmed mean ${needsUpdatesUnderSecAgg}`,

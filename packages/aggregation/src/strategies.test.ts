@@ -11,11 +11,11 @@ import {
   FedAdam,
   FedAvgM,
   FedYogi,
+  isLinearStrategy,
   Krum,
   minUpdatesFor,
   NormBoundedFedAvg,
   parseStrategyOptions,
-  isLinearStrategy,
   runRulesFor,
   type Strategy,
 } from './index.js';
@@ -385,9 +385,9 @@ describe('runRulesFor', () => {
     stepDeadlineMs: 30_000,
   };
   it('asks nothing of a run for a strategy without privacy accounting', () => {
-    expect(
-      runRulesFor('fedavg', {}, { ...plain, keepUpdates: true, clientsPerRound: 3 }),
-    ).toEqual([]);
+    expect(runRulesFor('fedavg', {}, { ...plain, keepUpdates: true, clientsPerRound: 3 })).toEqual(
+      [],
+    );
   });
   it('dp-fedavg: needs samplingRate, refuses keepUpdates and fixed sample sizes, each at its field', () => {
     expect(runRulesFor('dp-fedavg', { samplingRate: 0.1 }, plain)).toEqual([]);

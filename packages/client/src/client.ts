@@ -322,8 +322,8 @@ export class TesseraClient {
       );
       if (secure !== null) {
         secure.provide(global, result.weights, result.numExamples);
+        // Kept open (this.secAgg) for the unmask request that follows the masking step.
         const ack = await secure.masked;
-        this.secAgg = null;
         if (this.closing) return;
         const summary = {
           loss: result.loss,
@@ -334,7 +334,8 @@ export class TesseraClient {
         };
         observer?.contributed?.({ runId, round, global, weights: result.weights, ...summary });
         observer?.roundFinished?.({ runId, round, ...summary, ack });
-        if (!ack.ok) observer?.warning?.(`masked update refused: ${ack.error.code}: ${ack.error.message}`);
+        if (!ack.ok)
+          observer?.warning?.(`masked update refused: ${ack.error.code}: ${ack.error.message}`);
         return;
       }
       observer?.contributed?.({
@@ -391,7 +392,7 @@ export class TesseraClient {
     }
     const { runId, round } = instruction;
     this.secAgg?.abandon('a new round began');
-    const participation = await SecAggParticipation.join(
+    const participation = await SecAggParticipation.create(
       runId,
       round,
       setup,
@@ -399,6 +400,7 @@ export class TesseraClient {
       (frame) => this.send('secagg', frame),
     );
     this.secAgg = participation;
+    await participation.advertise();
     return participation;
   }
 

@@ -19,7 +19,8 @@ type Send = (frame: SecAggClientFrame) => Promise<Ack>;
 /** A refused frame: the step cannot go on from this client. */
 async function sent(send: Send, frame: SecAggClientFrame): Promise<Ack> {
   const ack = await send(frame);
-  if (!ack.ok) throw new Error(`secagg ${frame.step} refused: ${ack.error.code}: ${ack.error.message}`);
+  if (!ack.ok)
+    throw new Error(`secagg ${frame.step} refused: ${ack.error.code}: ${ack.error.message}`);
   return ack;
 }
 
@@ -50,10 +51,10 @@ export class SecAggParticipation {
   }
 
   /**
-   * Checks the setup (this client among its clients, the curve available, a safe encoding),
-   * makes this round's key pairs and advertises them. Refuses with the SecAgg code otherwise.
+   * Checks the setup (this client among its clients, the curve available, a safe encoding) and
+   * makes this round's key pairs. Refuses with the SecAgg code otherwise.
    */
-  static async join(
+  static async create(
     runId: string,
     round: number,
     setup: SecAggSetupMessage,
@@ -61,9 +62,16 @@ export class SecAggParticipation {
     send: Send,
   ): Promise<SecAggParticipation> {
     const client = await SecAggClient.create(setup as SecAggSetup, clientId);
-    const participation = new SecAggParticipation(runId, round, client, send);
-    await sent(send, { runId, round, step: 'advertise', message: client.advertise() });
-    return participation;
+    return new SecAggParticipation(runId, round, client, send);
+  }
+
+  /**
+   * Round 0: the public keys. The host must route `secagg` frames here before calling it: the
+   * keys of U1 may come back before this frame's ack does.
+   */
+  async advertise(): Promise<void> {
+    const { runId, round } = this;
+    await sent(this.send, { runId, round, step: 'advertise', message: this.client.advertise() });
   }
 
   get setup(): SecAggSetup {

@@ -1,5 +1,4 @@
 import type { WireError } from './errors.js';
-import type { SecAggServerFrame } from './secagg.js';
 import type {
   Ack,
   EvaluateInstruction,
@@ -9,6 +8,7 @@ import type {
   TrainInstruction,
   Welcome,
 } from './messages.js';
+import type { SecAggServerFrame } from './secagg.js';
 
 /**
  * Typed Socket.IO event maps, shared by the coordinator (`Server<ClientToServerEvents,

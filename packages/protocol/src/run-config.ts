@@ -85,7 +85,9 @@ const secureAggregationSchema = z
       .describe('t = max(majority, ceil(fraction x sampled)): shares needed to unmask'),
     stepDeadlineMs: wholeNumber(1000, 600_000, ' milliseconds (1 s to 10 min)')
       .default(30_000)
-      .describe('deadline of each key step (advertise, share, unmask); masking has the round deadline'),
+      .describe(
+        'deadline of each key step (advertise, share, unmask); masking has the round deadline',
+      ),
   })
   .describe('secure aggregation (SecAgg, Bonawitz et al. 2017); null: updates sent in the clear');
 export type SecureAggregationConfig = z.output<typeof secureAggregationSchema>;
