@@ -55,19 +55,26 @@ function define<S extends z.ZodObject>(
 const one = () => 1;
 
 /**
- * Why each rule that is not linear cannot run under secure aggregation, where the coordinator
- * holds only the weighted sum of the updates.
+ * Why each rule that reads individual updates cannot run where only their sum is held;
+ * `onlyTheSum` says who holds which sum.
  */
-const needsUpdatesUnderSecAgg =
-  'needs the individual updates; under secure aggregation the coordinator has only their sum';
+function refusedWithOnlyTheSum(onlyTheSum: string): Record<string, string> {
+  const needs = `needs the individual updates, and ${onlyTheSum}`;
+  return {
+    fedmedian: `the coordinate-wise median ${needs}`,
+    'trimmed-mean': `the trimmed mean ${needs}`,
+    krum: `Krum picks one update by distances between updates: it ${needs}`,
+    'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needs}`,
+    bulyan: `Bulyan selects and trims individual updates: it ${needs}`,
+    'centered-clipping': `centered clipping clips each update around a centre: it ${needs}`,
+  };
+}
+
+const onlyTheSecureSum = 'under secure aggregation the coordinator has only their sum';
+/** Why each rule that is not linear cannot run under secure aggregation. */
 const SECAGG_REFUSED: Readonly<Record<string, string>> = {
-  fedmedian: `the coordinate-wise median ${needsUpdatesUnderSecAgg}`,
-  'trimmed-mean': `the trimmed mean ${needsUpdatesUnderSecAgg}`,
-  krum: `Krum picks one update by distances between updates: it ${needsUpdatesUnderSecAgg}`,
-  'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needsUpdatesUnderSecAgg}`,
-  bulyan: `Bulyan selects and trims individual updates: it ${needsUpdatesUnderSecAgg}`,
-  'centered-clipping': `centered clipping clips each update around a centre: it ${needsUpdatesUnderSecAgg}`,
-  'norm-bounded-fedavg': `norm-bounded FedAvg clips each update by its norm: it ${needsUpdatesUnderSecAgg}`,
+  ...refusedWithOnlyTheSum(onlyTheSecureSum),
+  'norm-bounded-fedavg': `norm-bounded FedAvg clips each update by its norm: it needs the individual updates, and ${onlyTheSecureSum}`,
   'dp-fedavg':
     'dp-fedavg clips each change on the coordinator, which cannot see them under secure aggregation; client-side clipping with central noise on the unmasked sum is not built yet',
 };
@@ -88,15 +95,8 @@ const byzantineCount = z.int().min(0).max(10_000).default(1);
  * The others are refused, with the reason: under DP the aggregator holds only a noised sum.
  */
 const DP_INNER_STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
-const needsIndividualUpdates =
-  'needs the individual updates, and DP-FedAvg has only their clipped, noised sum';
 const DP_REFUSED_INNER: Readonly<Record<string, string>> = {
-  fedmedian: `the coordinate-wise median ${needsIndividualUpdates}`,
-  'trimmed-mean': `the trimmed mean ${needsIndividualUpdates}`,
-  krum: `Krum picks one update by distances between updates: it ${needsIndividualUpdates}`,
-  'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needsIndividualUpdates}`,
-  bulyan: `Bulyan selects and trims individual updates: it ${needsIndividualUpdates}`,
-  'centered-clipping': `centered clipping clips each update around a centre: it ${needsIndividualUpdates}`,
+  ...refusedWithOnlyTheSum('DP-FedAvg has only their clipped, noised sum'),
   'norm-bounded-fedavg':
     'norm-bounded FedAvg clips each update and weights it by examples; DP-FedAvg already clips (clipNorm) and must not weight',
   'dp-fedavg': 'dp-fedavg cannot wrap itself',
