@@ -24,6 +24,7 @@ export const LABELS: Record<string, string> = {
   seed: 'Seed',
   keepUpdates: 'Keep update bytes',
   updateStorageLimitMb: 'Storage limit for kept updates',
+  secureAggregation: 'Secure aggregation',
 };
 
 const API_NAMES = new RegExp(`\\b(${Object.keys(LABELS).join('|')})\\b`, 'g');

@@ -21,6 +21,7 @@ import {
   type LeaseFence,
   MAX_OUTCOME_CODE_LENGTH,
   MAX_OUTCOME_REASON_LENGTH,
+  type RoundPrivacyRecord,
   type RoundRecord,
   type RunRecord,
 } from '@tessera/db';
@@ -37,6 +38,7 @@ import {
   ErrorCode,
   type EvaluateReply,
   type ModelDescriptor,
+  type SecAggClientFrame,
   type StatisticsReply,
   type TaskRef,
   TesseraError,
@@ -58,6 +60,7 @@ import { resolveTaskDefinition } from './resolved-task.js';
 import { RoundState } from './round-state.js';
 import { isLeaseLost } from './run-leases.js';
 import { cryptoUniform, sampleSize, selectClients, selectPoisson } from './sampling.js';
+import { SecAggRound, secAggRecord } from './secagg-round.js';
 import { deriveSeed, requireSeedDerivation, type SeedDerivation } from './seeds.js';
 import { trainGroups } from './train-settings.js';
 import type { Transport } from './transport.js';
@@ -158,6 +161,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private evaluation: OpenEvaluation | null = null;
   /** Times the round being trained, committed and evaluated (Round.phases). */
   private roundClock: PhaseClock | null = null;
+  /** The secure aggregation of the training round open, in a secureAggregation run. */
+  private secAgg: SecAggRound | null = null;
   private stopReason: StopReason | null = null;
   private readonly maxRoundAttempts: number;
   private readonly seedDerivation: SeedDerivation;
@@ -318,6 +323,14 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no training round open`);
     open.state.checkReply(clientId, reply.runId, reply.round);
     const { registry, logger } = this.deps;
+    if (this.secAgg !== null && reply.status === 'ok') {
+      // The coordinator of a SecAgg run must never hold an individual update: not even read it.
+      throw new TesseraError(
+        ErrorCode.CONFLICT,
+        'this run aggregates securely: send the update masked, through secagg (docs/protocol.md §5.11)',
+        { field: 'status' },
+      );
+    }
     if (reply.status === 'failed') {
       open.state.record(clientId, 'failed');
       open.reasons.set(clientId, {
@@ -377,6 +390,17 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
     registry.release(clientId, this.runId);
     this.wakeup.notify();
+  }
+
+  /** A client's message of the round's secure aggregation (already schema-checked). */
+  handleSecAgg(clientId: string, frame: SecAggClientFrame): Promise<void> {
+    if (this.secAgg === null) {
+      throw new TesseraError(
+        ErrorCode.WRONG_ROUND,
+        `run ${this.runId} has no secure aggregation open`,
+      );
+    }
+    return this.secAgg.receive(clientId, frame);
   }
 
   handleEvaluation(clientId: string, reply: EvaluateReply): void {
@@ -779,6 +803,20 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     // SCAFFOLD's c, encoded once like the weights.
     const serverControl = this.training.aggregator.controlVariate;
     const controlVariate = serverControl === undefined ? undefined : weightsToBytes(serverControl);
+    this.secAgg =
+      config.secureAggregation === null
+        ? null
+        : await SecAggRound.open(
+            { transport, logger, wakeup: this.wakeup },
+            this.runId,
+            round,
+            attempt,
+            config.secureAggregation,
+            selected,
+            this.model.paramCount,
+            deadline,
+          );
+    const secureSetup = this.secAgg?.setup;
     // One instruction per set of strategy settings (one in all for every strategy so far).
     for (const group of groups) {
       transport.sendTrain(group.clientIds, {
@@ -790,13 +828,20 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         config: trainConfigFor(config, this.seed('shuffle', round, 0)),
         // Absent, not undefined, without settings: the frame stays byte for byte the old one.
         ...(group.strategy === undefined ? {} : { strategy: group.strategy }),
+        ...(secureSetup === undefined ? {} : { secureAggregation: secureSetup }),
         deadline,
         weights,
         ...(controlVariate === undefined ? {} : { controlVariate }),
       });
     }
     this.roundClock?.lap('distribution');
-    await this.waitForAnswers(state, deadline);
+    const secure =
+      this.secAgg === null
+        ? null
+        : await this.sumSecurely(this.secAgg, this.training, global).finally(() => {
+            this.secAgg = null;
+          });
+    if (secure === null) await this.waitForAnswers(state, deadline);
 
     const open = this.training;
     this.training = null;
@@ -806,11 +851,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     if (this.stopReason !== null) return 'stopped';
     const result = open.aggregator.finish();
     this.roundClock?.lap('aggregation');
+    const numUpdates = secure === null ? result.numUpdates : secure.survivors.length;
     // Under Poisson sampling (DP) a round commits with whatever arrived, none included: the
     // noised sum is divided by the fixed expected count, and every round is one step of the
     // accountant; a retry would spend budget it does not count, or, for a round without
     // updates, make the sample that counts one conditioned on bringing an update.
-    const enough = poissonRate !== undefined || result.numUpdates >= config.minClients;
+    const enough = poissonRate !== undefined || numUpdates >= config.minClients;
     if (result.weights === null || !enough) return 'too-few';
 
     const finishedAt = new Date();
@@ -836,7 +882,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       checkpoint: weightsToBytes(result.weights),
       // In the same transaction as the checkpoint: a resume or a replay continues from both.
       strategyState: encodedState(this.strategy),
-      privacy: result.privacy === undefined ? null : { ...result.privacy },
+      privacy: secure?.record ?? (result.privacy === undefined ? null : { ...result.privacy }),
       ...(this.roundClock ? { phases: this.roundClock.beforeCommit() } : {}),
       ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
     });
@@ -845,7 +891,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     logger.info('round committed', {
       runId: this.runId,
       round,
-      updates: result.numUpdates,
+      updates: numUpdates,
       trainLoss: record.trainLoss,
       ...(result.privacy === undefined
         ? {}
@@ -853,6 +899,39 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       ms: finishedAt.getTime() - startedAt.getTime(),
     });
     return result.weights;
+  }
+
+  /**
+   * The round's secure aggregation, run to its end: the survivors' FedAvg of their changes,
+   * added to the global model, goes into the strategy's aggregator as the round's one input
+   * (a linear rule gives the same from it as from the updates it sums). Returns what the
+   * round records, or a SecAggRound outcome without a sum as an empty survivor list.
+   */
+  private async sumSecurely(
+    secure: SecAggRound,
+    open: OpenTraining,
+    global: Float32Array,
+  ): Promise<{ survivors: string[]; record: RoundPrivacyRecord | null }> {
+    // Out of the round: it disconnected, reported a failure, or was refused.
+    const isOut = (clientId: string) => {
+      const outcome = open.state.outcomeOf(clientId);
+      return outcome !== 'pending' && outcome !== 'updated';
+    };
+    const outcome = await secure.run(isOut, () => this.stopReason !== null);
+    if (outcome.kind !== 'summed') return { survivors: [], record: null };
+    const { result } = outcome;
+    for (const clientId of result.survivors) open.state.counted(clientId);
+    const mean = new Float32Array(global.length);
+    for (let i = 0; i < mean.length; i++) {
+      mean[i] = (global[i] as number) + (result.weights[i] as number);
+    }
+    open.aggregator.add({
+      clientId: 'secure-aggregate',
+      numExamples: result.totalExamples,
+      weights: mean,
+      metrics: {},
+    });
+    return { survivors: result.survivors, record: secAggRecord(secure.setup, result) };
   }
 
   /** Federated evaluation on idle clients' held-out data, and central evaluation, side by side. */

@@ -67,6 +67,17 @@ export class RoundState {
     if (outcome === 'updated') this.arrivals.push(clientId);
   }
 
+  /**
+   * A client whose update is in the aggregate although it disconnected before the round
+   * ended: under secure aggregation, one that dropped after masking still counts.
+   */
+  counted(clientId: string): void {
+    const outcome = this.outcomes.get(clientId);
+    if (outcome !== 'pending' && outcome !== 'dropped') return;
+    this.outcomes.set(clientId, 'updated');
+    this.arrivals.push(clientId);
+  }
+
   /** A selected client that disconnected before replying; the round goes on without it. */
   drop(clientId: string): boolean {
     if (this.outcomes.get(clientId) !== 'pending') return false;

@@ -20,6 +20,7 @@ import {
   REJECTED_FRAME_EVENT,
   type RejectedFrame,
   type ServerToClientEvents,
+  secAggClientFrameSchema,
   statisticsReplySchema,
   TASK_REQUEST_RATE_LIMIT,
   type TaskAck,
@@ -278,6 +279,29 @@ export function attachSocketServer(
         }),
       );
     }
+    // Asynchronous (the SecAgg server checks keys and hashes what it accepts): acked when done.
+    // Not relayed between coordinators: a SecAgg round's clients reach its owner's process.
+    socket.on('secagg', (frame, ack) => {
+      registry.touch(clientId);
+      const answer = async () => {
+        const parsed = parseFrame(secAggClientFrameSchema, frame, 'secagg');
+        const engine = engineFor(parsed.runId);
+        if (!engine) {
+          throw new TesseraError(
+            ErrorCode.WRONG_RUN,
+            `run ${parsed.runId} is not running on this coordinator`,
+          );
+        }
+        await engine.handleSecAgg(clientId, parsed);
+      };
+      answer().then(
+        () => {
+          options.observer?.reply('secagg', null);
+          if (typeof ack === 'function') ack({ ok: true });
+        },
+        (error: unknown) => refuse('secagg', error, ack),
+      );
+    });
     socket.on('progress', (frame) => {
       const parsed = progressSchema.safeParse(frame);
       const current = registry.get(clientId);
@@ -367,6 +391,7 @@ export function attachSocketServer(
     sendEvaluate: (clientIds, instruction) => to(clientIds)?.emit('evaluate', instruction),
     sendStatistics: (clientIds, instruction) => to(clientIds)?.emit('statistics', instruction),
     sendRoundClosed: (clientIds, notice) => to(clientIds)?.emit('round-closed', notice),
+    sendSecAgg: (clientIds, frame) => to(clientIds)?.emit('secagg', frame),
   };
   return { io, transport, receive };
 }

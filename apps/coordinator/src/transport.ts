@@ -1,6 +1,7 @@
 import type {
   EvaluateInstruction,
   RoundClosed,
+  SecAggServerFrame,
   StatisticsInstruction,
   TrainInstruction,
 } from '@tessera/protocol';
@@ -15,4 +16,6 @@ export interface Transport {
   sendEvaluate(clientIds: readonly string[], instruction: EvaluateInstruction): void;
   sendStatistics(clientIds: readonly string[], instruction: StatisticsInstruction): void;
   sendRoundClosed(clientIds: readonly string[], notice: RoundClosed): void;
+  /** A secure-aggregation step's message (docs/protocol.md §5.11). */
+  sendSecAgg(clientIds: readonly string[], frame: SecAggServerFrame): void;
 }

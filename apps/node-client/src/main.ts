@@ -1,6 +1,8 @@
 #!/usr/bin/env node
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { initBackend } from '@tessera/ml';
-import { TesseraError } from '@tessera/protocol';
+import { TesseraError, weightsToBytes } from '@tessera/protocol';
 import { SingleBar } from 'cli-progress';
 import { runCheck } from './check.js';
 import { type ClientObserver, NODE_CLIENT_IDENTITY, TesseraClient, TfjsTrainer } from './client.js';
@@ -102,10 +104,25 @@ async function main(): Promise<void> {
       ...(data.taskData === undefined ? {} : { taskData: data.taskData }),
     }),
     backend: backend.name,
-    observer: createObserver(settings.progress),
+    observer: keepingContributions(createObserver(settings.progress), settings.keepContributions),
     ...(controlVariates === undefined ? {} : { controlVariates }),
   });
   await client.connect();
+}
+
+/** Adds --keep-contributions to an observer: a copy of each update, on this machine only. */
+function keepingContributions(observer: ClientObserver, dir: string | undefined): ClientObserver {
+  if (dir === undefined) return observer;
+  mkdirSync(dir, { recursive: true });
+  return {
+    ...observer,
+    contributed: ({ runId, round, global, weights, numExamples }) => {
+      const name = join(dir, `${runId}-${round}`);
+      writeFileSync(`${name}.global.f32`, weightsToBytes(global));
+      writeFileSync(`${name}.weights.f32`, weightsToBytes(weights));
+      writeFileSync(`${name}.json`, `${JSON.stringify({ runId, round, numExamples })}\n`);
+    },
+  };
 }
 
 function createObserver(mode: ProgressMode): ClientObserver {

@@ -43,6 +43,11 @@ tessera-client --check --task-file TASK.json --data FILE|DIR [--holdout F] [--pa
   --state-dir DIR       where the client keeps what it must remember across restarts:
                         SCAFFOLD's control variate of each run, one small file per run
                         (or TESSERA_STATE_DIR; without it they are kept in memory only)
+  --keep-contributions DIR
+                        keep a copy of each update this client contributes, as
+                        DIR/<run>-<round>.json (example count) and .f32 files (the global
+                        model received and the weights trained, raw little-endian float32):
+                        what your organisation sent, or masked under secure aggregation
 
 Ctrl-C (or SIGTERM) leaves the federation: a round in training is abandoned, a summary of the
 rounds this client took part in is printed, and the exit status is 130 (143 for SIGTERM).
@@ -72,6 +77,8 @@ export interface ClientSettings {
   progress: ProgressMode;
   /** --state-dir (or TESSERA_STATE_DIR): undefined keeps SCAFFOLD's c_i in memory only. */
   stateDir: string | undefined;
+  /** --keep-contributions: where copies of this client's updates go; undefined: nowhere. */
+  keepContributions: string | undefined;
 }
 
 function invalid(field: string, message: string): TesseraError {
@@ -228,7 +235,13 @@ export function parseCommandLine(
     threads: values.threads === undefined ? undefined : integer(values.threads, '--threads', 1),
     workers,
     progress,
+    keepContributions: keepContributionsDir(values['keep-contributions']),
   };
+}
+
+function keepContributionsDir(dir: string | undefined): string | undefined {
+  if (dir === '') throw invalid('--keep-contributions', '--keep-contributions needs a folder');
+  return dir;
 }
 
 type Values = ReturnType<typeof readArgs>;
@@ -297,6 +310,7 @@ function readArgs(args: string[]) {
       threads: { type: 'string' },
       progress: { type: 'string' },
       'state-dir': { type: 'string' },
+      'keep-contributions': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;

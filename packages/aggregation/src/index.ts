@@ -15,6 +15,7 @@ export { FedProx, type FedProxOptions } from './fedprox.js';
 export { Bulyan, Krum } from './krum.js';
 export {
   createStrategy,
+  isLinearStrategy,
   minUpdatesFor,
   parseStrategyOptions,
   runRulesFor,

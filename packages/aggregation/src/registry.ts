@@ -1,5 +1,5 @@
 import { CryptoGaussianNoise, type GaussianNoise } from '@tessera/privacy';
-import { ErrorCode, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
+import { ErrorCode, type RunRuleFields, TesseraError, WIRE_LIMITS } from '@tessera/protocol';
 import { z } from 'zod';
 import { CenteredClipping, NormBoundedFedAvg } from './clipping.js';
 import { DpFedAvg, vectorNoiseMultiplier } from './dp.js';
@@ -22,6 +22,12 @@ interface StrategyDefinition {
   build(options: Record<string, unknown>, dependencies: StrategyDependencies): Strategy;
   /** The fewest updates a round must bring for the rule to run (Krum: 2f + 3). */
   minUpdates(options: Record<string, unknown>): number;
+  /**
+   * The round's aggregate depends on the updates only through their example-weighted sum (and
+   * the example count): what secure aggregation gives the coordinator. False: the rule needs
+   * the individual updates (a median, distances between updates, per-update clipping).
+   */
+  linear: boolean;
 }
 
 /**
@@ -37,13 +43,44 @@ function define<S extends z.ZodObject>(
   options: S,
   build: (options: z.output<S>, dependencies: StrategyDependencies) => Strategy,
   minUpdates: (options: z.output<S>) => number = () => 1,
+  linear = false,
 ): StrategyDefinition {
   return {
     options,
     build: (parsed, dependencies) => build(parsed as z.output<S>, dependencies),
     minUpdates: (parsed) => minUpdates(parsed as z.output<S>),
+    linear,
   };
 }
+
+const one = () => 1;
+
+/**
+ * Why each rule that reads individual updates cannot run where only their sum is held;
+ * `onlyTheSum` says who holds which sum.
+ */
+function refusedWithOnlyTheSum(onlyTheSum: string): Record<string, string> {
+  const needs = `needs the individual updates, and ${onlyTheSum}`;
+  return {
+    fedmedian: `the coordinate-wise median ${needs}`,
+    'trimmed-mean': `the trimmed mean ${needs}`,
+    krum: `Krum picks one update by distances between updates: it ${needs}`,
+    'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needs}`,
+    bulyan: `Bulyan selects and trims individual updates: it ${needs}`,
+    'centered-clipping': `centered clipping clips each update around a centre: it ${needs}`,
+  };
+}
+
+const onlyTheSecureSum = 'under secure aggregation the coordinator has only their sum';
+/** Why each rule that is not linear cannot run under secure aggregation. */
+const SECAGG_REFUSED: Readonly<Record<string, string>> = {
+  ...refusedWithOnlyTheSum(onlyTheSecureSum),
+  'norm-bounded-fedavg': `norm-bounded FedAvg clips each update by its norm: it needs the individual updates, and ${onlyTheSecureSum}`,
+  'dp-fedavg':
+    'dp-fedavg clips each change on the coordinator, which cannot see them under secure aggregation; client-side clipping with central noise on the unmasked sum is not built yet',
+  scaffold:
+    "scaffold also folds each client's control-variate change (controlDelta), which secure aggregation does not mask yet",
+};
 
 /** The server optimisers' options; defaults are Flower's, after Reddi et al. 2021. */
 const fedOptOptions = (eta: number, tau: number) => ({
@@ -61,15 +98,8 @@ const byzantineCount = z.int().min(0).max(10_000).default(1);
  * The others are refused, with the reason: under DP the aggregator holds only a noised sum.
  */
 const DP_INNER_STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
-const needsIndividualUpdates =
-  'needs the individual updates, and DP-FedAvg has only their clipped, noised sum';
 const DP_REFUSED_INNER: Readonly<Record<string, string>> = {
-  fedmedian: `the coordinate-wise median ${needsIndividualUpdates}`,
-  'trimmed-mean': `the trimmed mean ${needsIndividualUpdates}`,
-  krum: `Krum picks one update by distances between updates: it ${needsIndividualUpdates}`,
-  'multi-krum': `Multi-Krum picks updates by distances between updates: it ${needsIndividualUpdates}`,
-  bulyan: `Bulyan selects and trims individual updates: it ${needsIndividualUpdates}`,
-  'centered-clipping': `centered clipping clips each update around a centre: it ${needsIndividualUpdates}`,
+  ...refusedWithOnlyTheSum('DP-FedAvg has only their clipped, noised sum'),
   'norm-bounded-fedavg':
     'norm-bounded FedAvg clips each update and weights it by examples; DP-FedAvg already clips (clipNorm) and must not weight',
   'dp-fedavg': 'dp-fedavg cannot wrap itself',
@@ -215,18 +245,22 @@ const dpFedAvgOptions = z
   });
 
 const definitions: Record<string, StrategyDefinition> = {
-  fedavg: define(z.strictObject({}), () => new FedAvg()),
+  fedavg: define(z.strictObject({}), () => new FedAvg(), one, true),
   fedavgm: define(
     z.strictObject({
       serverLearningRate: z.number().positive().max(1000).default(1),
       momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
     }),
     (options) => new FedAvgM(options),
+    one,
+    true,
   ),
   // Li et al. 2020 tune mu over {0.001, 0.01, 0.1, 0.5, 1}; 0.01 is Flower's usual example value.
   fedprox: define(
     z.strictObject({ mu: z.number().min(0).max(WIRE_LIMITS.maxProximalMu).default(0.01) }),
     (options) => new FedProx(options),
+    one,
+    true,
   ),
   scaffold: define(
     z.strictObject({
@@ -252,8 +286,18 @@ const definitions: Record<string, StrategyDefinition> = {
     z.strictObject({ beta: z.number().min(0).lt(0.5, 'must be below 0.5').default(0.1) }),
     ({ beta }) => new TrimmedMean(beta),
   ),
-  fedadam: define(z.strictObject(fedOptOptions(0.1, 1e-9)), (options) => new FedAdam(options)),
-  fedyogi: define(z.strictObject(fedOptOptions(0.01, 1e-3)), (options) => new FedYogi(options)),
+  fedadam: define(
+    z.strictObject(fedOptOptions(0.1, 1e-9)),
+    (options) => new FedAdam(options),
+    one,
+    true,
+  ),
+  fedyogi: define(
+    z.strictObject(fedOptOptions(0.01, 1e-3)),
+    (options) => new FedYogi(options),
+    one,
+    true,
+  ),
   fedadagrad: define(
     z.strictObject({
       serverLearningRate: fedOptOptions(0.1, 1e-9).serverLearningRate,
@@ -262,6 +306,8 @@ const definitions: Record<string, StrategyDefinition> = {
       tau: fedOptOptions(0.1, 1e-9).tau,
     }),
     (options) => new FedAdagrad(options),
+    one,
+    true,
   ),
   krum: define(
     z.strictObject({ f: byzantineCount }),
@@ -367,6 +413,14 @@ export function minUpdatesFor(name: string, options: Record<string, unknown> = {
   return definition.minUpdates(parseStrategyOptions(name, options));
 }
 
+/**
+ * Whether `name`'s aggregate depends on a round's updates only through their example-weighted
+ * sum, so it can run under secure aggregation (unknown names: INVALID_ARGUMENT).
+ */
+export function isLinearStrategy(name: string): boolean {
+  return definitionOf(name).linear;
+}
+
 /** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */
 export function createStrategy(
   name: string,
@@ -386,10 +440,16 @@ export function createStrategy(
 export function runRulesFor(
   name: string,
   options: Record<string, unknown>,
-  run: { keepUpdates: boolean; clientsPerRound: number | null; fractionFit: number | null },
+  run: RunRuleFields,
 ): { path: string[]; message: string }[] {
-  if (name !== 'dp-fedavg') return [];
   const issues: { path: string[]; message: string }[] = [];
+  if (run.secureAggregation !== null && !definitionOf(name).linear) {
+    issues.push({
+      path: ['secureAggregation'],
+      message: `${name} cannot run under secure aggregation: ${SECAGG_REFUSED[name] ?? 'its aggregate is not a weighted sum of the updates'}`,
+    });
+  }
+  if (name !== 'dp-fedavg') return issues;
   if (options['samplingRate'] === undefined) {
     issues.push({
       path: ['strategyOptions', 'samplingRate'],

@@ -11,6 +11,7 @@ import {
   FedAdam,
   FedAvgM,
   FedYogi,
+  isLinearStrategy,
   Krum,
   minUpdatesFor,
   NormBoundedFedAvg,
@@ -370,11 +371,23 @@ describe('option schemas of the added strategies', () => {
 });
 
 describe('runRulesFor', () => {
-  const plain = { keepUpdates: false, clientsPerRound: null, fractionFit: null };
+  const plain = {
+    keepUpdates: false,
+    clientsPerRound: null,
+    fractionFit: null,
+    minClients: 1,
+    secureAggregation: null,
+  };
+  const secAgg = {
+    clipRange: 1,
+    maxExamplesPerClient: 10_000,
+    thresholdFraction: 2 / 3,
+    stepDeadlineMs: 30_000,
+  };
   it('asks nothing of a run for a strategy without privacy accounting', () => {
-    expect(
-      runRulesFor('fedavg', {}, { keepUpdates: true, clientsPerRound: 3, fractionFit: null }),
-    ).toEqual([]);
+    expect(runRulesFor('fedavg', {}, { ...plain, keepUpdates: true, clientsPerRound: 3 })).toEqual(
+      [],
+    );
   });
   it('dp-fedavg: needs samplingRate, refuses keepUpdates and fixed sample sizes, each at its field', () => {
     expect(runRulesFor('dp-fedavg', { samplingRate: 0.1 }, plain)).toEqual([]);
@@ -382,6 +395,7 @@ describe('runRulesFor', () => {
       'dp-fedavg',
       {},
       {
+        ...plain,
         keepUpdates: true,
         clientsPerRound: 5,
         fractionFit: 0.2,
@@ -392,6 +406,34 @@ describe('runRulesFor', () => {
       'keepUpdates',
       'clientsPerRound',
       'fractionFit',
+    ]);
+  });
+  it('secure aggregation: runs the linear rules, refuses those that need individual updates, with the reason', () => {
+    const run = { ...plain, secureAggregation: secAgg };
+    for (const name of ['fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad']) {
+      expect(runRulesFor(name, {}, run)).toEqual([]);
+      expect(isLinearStrategy(name)).toBe(true);
+    }
+    const refused = [
+      'fedmedian',
+      'trimmed-mean',
+      'krum',
+      'multi-krum',
+      'bulyan',
+      'centered-clipping',
+      'norm-bounded-fedavg',
+    ];
+    for (const name of refused) {
+      const issues = runRulesFor(name, {}, run);
+      expect(issues).toHaveLength(1);
+      expect(issues[0]?.path).toEqual(['secureAggregation']);
+      expect(issues[0]?.message).toMatch(/individual updates/);
+      expect(isLinearStrategy(name)).toBe(false);
+      // The same strategy without secure aggregation asks nothing.
+      expect(runRulesFor(name, {}, plain)).toEqual([]);
+    }
+    expect(runRulesFor('dp-fedavg', { samplingRate: 0.1 }, run)[0]?.path).toEqual([
+      'secureAggregation',
     ]);
   });
 });

@@ -25,6 +25,7 @@ import {
   MemoryControlVariates,
   scaffoldControlStep,
 } from './control-variates.js';
+import { SecAggParticipation } from './secure-aggregation.js';
 import { readStrategySettings, UNSUPPORTED_STRATEGY_SETTING } from './strategy-settings.js';
 import { type LocalTrainer, RoundFailure } from './trainer.js';
 
@@ -67,6 +68,18 @@ export interface ClientObserver {
     numExamples: number;
   }): void;
   warning?(message: string): void;
+  /**
+   * Local training produced this round's update (sent as it is, or masked under secure
+   * aggregation, where `global` is what its change is taken from): for a host that keeps a
+   * copy of what its organisation contributed.
+   */
+  contributed?(update: {
+    runId: string;
+    round: number;
+    global: Float32Array;
+    weights: Float32Array;
+    numExamples: number;
+  }): void;
   /**
    * Another connection with the same token took over (the newest wins): this client stops and
    * does not reconnect, so two copies never train for one organisation at once.
@@ -170,6 +183,10 @@ export class TesseraClient {
    * restarted coordinator, keeps its number and so starts from c_i again).
    */
   private readonly pendingControls = new Map<string, { round: number; values: Float32Array }>();
+  /** This client's id, from the coordinator's welcome (secure aggregation names clients). */
+  private clientId: string | null = null;
+  /** The secure aggregation of the round being trained, in a secureAggregation run. */
+  private secAgg: SecAggParticipation | null = null;
 
   constructor(private readonly options: CoreClientOptions) {
     this.controlVariates = options.controlVariates ?? new MemoryControlVariates();
@@ -205,7 +222,21 @@ export class TesseraClient {
     socket.on('train', (instruction) => this.enqueue(() => this.train(instruction)));
     socket.on('evaluate', (instruction) => this.enqueue(() => this.evaluate(instruction)));
     socket.on('statistics', (instruction) => this.enqueue(() => this.statistics(instruction)));
+    socket.on('secagg', (frame) => {
+      const participation = this.secAgg;
+      if (participation?.runId !== frame.runId || participation.round !== frame.round) {
+        options.observer?.warning?.(`secagg ${frame.step} for a round this client is not in`);
+        return;
+      }
+      // Outside the work queue: the key steps run while local training does.
+      participation.handle(frame).catch((error: unknown) => {
+        options.observer?.warning?.(`secure aggregation: ${failureReason(error)}`);
+      });
+    });
     socket.on('round-closed', (notice) => {
+      if (this.secAgg?.runId === notice.runId && this.secAgg.round === notice.round) {
+        this.secAgg.abandon(`round closed: ${notice.reason}`);
+      }
       this.closedRounds.add(`${notice.runId}/${notice.round}`);
       options.observer?.warning?.(
         `round ${notice.round} closed by the coordinator: ${notice.reason}`,
@@ -236,6 +267,7 @@ export class TesseraClient {
         else reject(error);
       };
       socket.on('welcome', (welcome) => {
+        this.clientId = welcome.clientId;
         options.observer?.connected?.(welcome);
         if (!welcomed) {
           welcomed = true;
@@ -293,6 +325,7 @@ export class TesseraClient {
     let failure: string | undefined;
     /** SCAFFOLD's c_i⁺, kept once the coordinator has acknowledged the Δc_i it sent. */
     let nextControl: Float32Array | undefined;
+    let secure: SecAggParticipation | null = null;
     try {
       // Before training: a setting this client cannot honour fails the round, not trains without it.
       const settings = readStrategySettings(
@@ -305,6 +338,8 @@ export class TesseraClient {
         settings.controlVariateOption === undefined
           ? undefined
           : await this.controlsOf(instruction);
+      // Keys first: the coordinator's key steps go on while this client trains.
+      secure = await this.joinSecAgg(instruction);
       const result = await this.options.trainer.train(
         {
           model: instruction.model,
@@ -318,6 +353,31 @@ export class TesseraClient {
         },
         (p) => this.reportProgress({ runId, round, ...p }),
       );
+      if (secure !== null) {
+        secure.provide(global, result.weights, result.numExamples);
+        // Kept open (this.secAgg) for the unmask request that follows the masking step.
+        const ack = await secure.masked;
+        if (this.closing) return;
+        const summary = {
+          loss: result.loss,
+          accuracy: result.accuracy,
+          numExamples: result.numExamples,
+          durationMs: result.durationMs,
+          samplesPerSecond: result.samplesPerSecond,
+        };
+        observer?.contributed?.({ runId, round, global, weights: result.weights, ...summary });
+        observer?.roundFinished?.({ runId, round, ...summary, ack });
+        if (!ack.ok)
+          observer?.warning?.(`masked update refused: ${ack.error.code}: ${ack.error.message}`);
+        return;
+      }
+      observer?.contributed?.({
+        runId,
+        round,
+        global,
+        weights: result.weights,
+        numExamples: result.numExamples,
+      });
       let controlDelta: Uint8Array | undefined;
       if (control !== undefined) {
         if (result.steps === undefined) {
@@ -358,6 +418,8 @@ export class TesseraClient {
         ...(controlDelta === undefined ? {} : { controlDelta }),
       };
     } catch (error) {
+      secure?.abandon(failureReason(error));
+      if (this.secAgg === secure) this.secAgg = null;
       if (this.closing) return; // abandoned by close(): not a failure of the round
       failure = failureReason(error);
       reply = {
@@ -403,6 +465,27 @@ export class TesseraClient {
     const client =
       (await this.controlVariates.load(runId, paramCount)) ?? new Float32Array(paramCount);
     return { server, client };
+  }
+
+  /** Joins the round's secure aggregation, when the instruction carries one (§5.11). */
+  private async joinSecAgg(instruction: TrainInstruction): Promise<SecAggParticipation | null> {
+    const setup = instruction.secureAggregation;
+    if (setup === undefined) return null;
+    if (this.clientId === null) {
+      throw new RoundFailure(ErrorCode.UNAVAILABLE, 'secure aggregation before the welcome');
+    }
+    const { runId, round } = instruction;
+    this.secAgg?.abandon('a new round began');
+    const participation = await SecAggParticipation.create(
+      runId,
+      round,
+      setup,
+      this.clientId,
+      (frame) => this.send('secagg', frame),
+    );
+    this.secAgg = participation;
+    await participation.advertise();
+    return participation;
   }
 
   private async evaluate(instruction: EvaluateInstruction): Promise<void> {
@@ -529,7 +612,10 @@ export class TesseraClient {
     return ack.task as unknown as TaskDefinition;
   }
 
-  private async send(event: 'update' | 'evaluation' | 'statistics', reply: unknown): Promise<Ack> {
+  private async send(
+    event: 'update' | 'evaluation' | 'statistics' | 'secagg',
+    reply: unknown,
+  ): Promise<Ack> {
     const socket = this.socket;
     if (!socket)
       return { ok: false, error: { code: ErrorCode.UNAVAILABLE, message: 'client closed' } };

@@ -110,6 +110,7 @@ const config = (overrides: Partial<RunConfigInput> = {}): RunConfigInput => ({
   data: { dataset: 'mnist', partition: { kind: 'dirichlet', alpha: 0.5 } },
   keepUpdates: false,
   updateStorageLimitMb: 1024,
+  secureAggregation: null,
   ...overrides,
 });
 
@@ -482,6 +483,17 @@ describe.each(backends)('$name', (backend) => {
         });
         expect(await db.runs.get(run.id)).toEqual(run);
         expect(await db.runs.list({ federationId: federation.id })).toEqual([run]);
+        // Secure aggregation's settings are stored and read back as given (defaults filled in).
+        const secure = await db.runs.create({
+          federationId: federation.id,
+          config: config({ minClients: 2, secureAggregation: { clipRange: 0.25 } }),
+        });
+        expect((await db.runs.get(secure.id)).config.secureAggregation).toEqual({
+          clipRange: 0.25,
+          maxExamplesPerClient: 10_000,
+          thresholdFraction: 2 / 3,
+          stepDeadlineMs: 30_000,
+        });
         expect(await db.runs.list()).toContainEqual(run);
         const unnamed = await db.runs.create({ federationId: federation.id, config: config() });
         expect(unnamed.name).toBe('mlp/fedavg');
@@ -545,6 +557,7 @@ describe.each(backends)('$name', (backend) => {
           data: { dataset: 'mnist' },
           keepUpdates: false,
           updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+          secureAggregation: null,
         });
         const error = await rejectsWith(
           db.runs.create({ federationId: federation.id, config: null as never }),

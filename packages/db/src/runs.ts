@@ -6,6 +6,7 @@ import {
   type RequestedTask,
   type RunConfigInput,
   runConfigSchema,
+  type SecureAggregationConfig,
   type TaskRef,
   TesseraError,
 } from '@tessera/protocol';
@@ -76,7 +77,11 @@ export class RunRepository {
 
   async create(input: CreateRunInput): Promise<RunRecord> {
     const federationId = requireId('federationId', input.federationId);
-    const { task: requested, ...config } = parseRunConfig(input.config, runConfigSchema, 'config.');
+    const {
+      task: requested,
+      secureAggregation,
+      ...config
+    } = parseRunConfig(input.config, runConfigSchema, 'config.');
     const task = await this.resolveTask(requested);
     // The stored model says which zoo model a built-in task is (old clients read it).
     const model = task.builtin ? modelOfBuiltin(task.name) : null;
@@ -117,6 +122,10 @@ export class RunRepository {
         taskSha256: task.sha256,
         strategyOptions: toJsonInput(config.strategyOptions),
         data: toJsonInput(config.data),
+        // Absent (SQL NULL) for the runs without it.
+        ...(secureAggregation === null
+          ? {}
+          : { secureAggregation: toJsonInput({ ...secureAggregation }) }),
         origin,
         sourceRunId,
       },
@@ -410,6 +419,11 @@ export function toRunRecord(row: Run & { task: Pick<TaskRef, 'name' | 'version'>
       data: jsonObject(row.data) as Record<string, JsonValue>,
       keepUpdates: row.keepUpdates,
       updateStorageLimitMb: row.updateStorageLimitMb,
+      // Stored by create, which parsed it.
+      secureAggregation:
+        row.secureAggregation === null
+          ? null
+          : (jsonObject(row.secureAggregation) as unknown as SecureAggregationConfig),
     },
     currentRound: row.currentRound,
     origin: row.origin,

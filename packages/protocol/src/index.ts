@@ -7,6 +7,7 @@ export * from './msgpack-scan.js';
 export * from './parser.js';
 export * from './round-phases.js';
 export * from './run-config.js';
+export * from './secagg.js';
 export * from './text.js';
 export * from './version.js';
 export * from './weights.js';

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ErrorCode, TesseraError } from './errors.js';
 import { WIRE_LIMITS } from './limits.js';
 import type { TaskRef, TrainConfig } from './run-config.js';
+import type { SecAggSetupMessage } from './secagg.js';
 import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from './text.js';
 
 /**
@@ -130,6 +131,11 @@ export interface TrainInstruction {
    * strategy has none. A client that cannot honour one fails the round (§5.2).
    */
   strategy?: TrainStrategy;
+  /**
+   * A secure-aggregation run's round setup (§5.11): the client masks its change and sends it
+   * through `secagg` instead of an `update`. Absent in every other run.
+   */
+  secureAggregation?: SecAggSetupMessage;
   /** Unix ms after which the coordinator stops waiting for this round's updates. */
   deadline: number;
   weights: Uint8Array;

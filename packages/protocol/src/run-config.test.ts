@@ -33,6 +33,31 @@ function refusal(run: () => unknown): TesseraError {
 }
 
 describe('the run config schema', () => {
+  it('takes secureAggregation with its defaults, and refuses what it cannot run with, at the field', () => {
+    const run = { model: 'mlp', rounds: 2, minClients: 2 };
+    expect(parseRunConfig({ ...run, secureAggregation: {} }).secureAggregation).toEqual({
+      clipRange: 1,
+      maxExamplesPerClient: 10_000,
+      thresholdFraction: 2 / 3,
+      stepDeadlineMs: 30_000,
+    });
+    const fieldOf = (overrides: Record<string, unknown>) =>
+      refusal(() => parseRunConfig({ ...run, secureAggregation: {}, ...overrides })).data?.[
+        'field'
+      ];
+    expect(fieldOf({ keepUpdates: true })).toBe('keepUpdates');
+    expect(fieldOf({ minClients: 1 })).toBe('minClients');
+    expect(fieldOf({ clientsPerRound: 256 })).toBe('clientsPerRound');
+    expect(fieldOf({ secureAggregation: { clipRange: 0 } })).toBe('secureAggregation.clipRange');
+    expect(fieldOf({ secureAggregation: { thresholdFraction: 0.5 } })).toBe(
+      'secureAggregation.thresholdFraction',
+    );
+    expect(fieldOf({ secureAggregation: { rounds: 3 } })).toBe('secureAggregation');
+    // Without it, the same run asks for none of this.
+    expect(parseRunConfig({ ...run, minClients: 1, keepUpdates: true }).secureAggregation).toBe(
+      null,
+    );
+  });
   it('fills in every default, the same with or without choices', () => {
     const expected = {
       // A zoo model's name stands for its built-in task.
@@ -52,6 +77,7 @@ describe('the run config schema', () => {
       data: { dataset: 'mnist' },
       keepUpdates: false,
       updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
+      secureAggregation: null,
     };
     const input = { model: 'mlp', strategy: 'plain', rounds: 2 };
     expect(checked.parse(input)).toEqual(expected);

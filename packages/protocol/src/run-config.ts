@@ -42,9 +42,55 @@ export interface RunConfigChoices {
   runRules?: (
     strategy: string,
     options: Record<string, unknown>,
-    run: { keepUpdates: boolean; clientsPerRound: number | null; fractionFit: number | null },
+    run: RunRuleFields,
   ) => readonly { path: readonly PropertyKey[]; message: string }[];
 }
+
+/** The run's fields a strategy's rules read (runRulesFor). */
+export interface RunRuleFields {
+  keepUpdates: boolean;
+  clientsPerRound: number | null;
+  fractionFit: number | null;
+  minClients: number;
+  secureAggregation: SecureAggregationConfig | null;
+}
+
+/**
+ * Secure aggregation of a run's updates (docs/secure-aggregation.md, Bonawitz et al. 2017):
+ * clients mask their change, the coordinator learns only the sum. Shamir shares over GF(2^8)
+ * allow at most 255 clients in a round.
+ */
+export const SECURE_AGGREGATION_MAX_CLIENTS = 255;
+
+const secureAggregationSchema = z
+  .strictObject({
+    clipRange: z
+      .number({ error: 'a number above 0 and at most 1,000' })
+      .positive({ error: 'a number above 0 and at most 1,000' })
+      .max(1000, { error: 'a number above 0 and at most 1,000' })
+      .default(1)
+      .describe('R: each coordinate of a client change is clipped to [-R, R] before masking'),
+    maxExamplesPerClient: z
+      .number({ error: 'a whole number from 1 to 8,388,607' })
+      .int({ error: 'a whole number from 1 to 8,388,607' })
+      .min(1, { error: 'a whole number from 1 to 8,388,607' })
+      .max(8_388_607, { error: 'a whole number from 1 to 8,388,607' })
+      .default(10_000)
+      .describe("E: a client's example count (its FedAvg weight) is capped at E"),
+    thresholdFraction: z
+      .number({ error: 'a fraction above 0.5 and at most 1' })
+      .gt(0.5, { error: 'a fraction above 0.5 and at most 1' })
+      .max(1, { error: 'a fraction above 0.5 and at most 1' })
+      .default(2 / 3)
+      .describe('t = max(majority, ceil(fraction x sampled)): shares needed to unmask'),
+    stepDeadlineMs: wholeNumber(1000, 600_000, ' milliseconds (1 s to 10 min)')
+      .default(30_000)
+      .describe(
+        'deadline of each key step (advertise, share, unmask); masking has the round deadline',
+      ),
+  })
+  .describe('secure aggregation (SecAgg, Bonawitz et al. 2017); null: updates sent in the clear');
+export type SecureAggregationConfig = z.output<typeof secureAggregationSchema>;
 
 /** 100000 -> "100,000": bounds in messages as people write them (not locale-dependent). */
 function grouped(value: number): string {
@@ -202,6 +248,7 @@ function runConfigShape(choices: RunConfigChoices) {
       L.updateStorageLimitMb.max,
       ' MiB',
     ).default(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
+    secureAggregation: secureAggregationSchema.nullable().default(null),
   };
 }
 
@@ -245,6 +292,9 @@ function resolveRunConfig(choices: RunConfigChoices) {
         `must be at least minClients (${run.minClients}): a round of fewer clients could never commit`,
       );
     }
+    if (run.secureAggregation !== null) {
+      for (const rule of secureAggregationRules(run)) complain([...rule.path], rule.message);
+    }
     let { strategyOptions } = run;
     const schema = choices.strategyOptions?.[run.strategy];
     if (schema !== undefined) {
@@ -281,6 +331,35 @@ function resolveRunConfig(choices: RunConfigChoices) {
     }
     return valid && task !== undefined ? { ...run, task, model, strategyOptions } : z.NEVER;
   };
+}
+
+/**
+ * What secure aggregation asks of any run, whatever its strategy (the strategy's own rule,
+ * that its aggregate is a weighted sum, is runRulesFor's): the coordinator must never hold an
+ * individual update, and a round must have at least two clients and at most 255.
+ */
+function secureAggregationRules(run: RunRuleFields): { path: string[]; message: string }[] {
+  const issues: { path: string[]; message: string }[] = [];
+  if (run.keepUpdates) {
+    issues.push({
+      path: ['keepUpdates'],
+      message:
+        'secure aggregation hides the individual updates from the coordinator; it cannot keep them for replay',
+    });
+  }
+  if (run.minClients < 2) {
+    issues.push({
+      path: ['minClients'],
+      message: 'secure aggregation needs at least 2 clients a round: the sum of one is its update',
+    });
+  }
+  if (run.clientsPerRound !== null && run.clientsPerRound > SECURE_AGGREGATION_MAX_CLIENTS) {
+    issues.push({
+      path: ['clientsPerRound'],
+      message: `secure aggregation takes at most ${SECURE_AGGREGATION_MAX_CLIENTS} clients a round (Shamir shares over GF(2^8))`,
+    });
+  }
+  return issues;
 }
 
 /** A run config as given (defaults optional) -> the config stored and run (`RunConfig`). */

@@ -39,7 +39,7 @@ export interface RoundCheck {
  */
 export interface UncheckedRounds {
   fromRound: number;
-  cause: 'keep-updates-off' | 'storage-limit' | 'differential-privacy';
+  cause: 'keep-updates-off' | 'storage-limit' | 'differential-privacy' | 'secure-aggregation';
   reason: string;
 }
 
@@ -74,6 +74,14 @@ function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
       cause: 'differential-privacy',
       reason:
         'dp-fedavg added fresh Gaussian noise to each round from a cryptographic source, which is not recorded (and its individual updates are never kept), so no round can be recomputed or claimed bit-identical; the recorded checkpoints are checked against their hashes instead',
+    };
+  }
+  if (run.config.secureAggregation !== null) {
+    return {
+      fromRound: 1,
+      cause: 'secure-aggregation',
+      reason:
+        'the run aggregated securely: the coordinator only ever held the sum of the masked updates, never an individual one, so no round can be recomputed from individual updates; the recorded checkpoints (each round the unmasked aggregate) are checked against their hashes instead',
     };
   }
   if (!run.config.keepUpdates) {

@@ -111,6 +111,7 @@ const DEFAULTS: Record<string, string> = {
   learningRate: '0.05',
   seed: '0',
   updateStorageLimitMb: String(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
+  secureAggregationClipRange: '1',
 };
 
 /**
@@ -130,6 +131,7 @@ export function NewRunPage() {
   });
   const [deadlineUnit, setDeadlineUnit] = useState<DeadlineUnit>('min');
   const [keepUpdates, setKeepUpdates] = useState(false);
+  const [secureAggregation, setSecureAggregation] = useState(false);
   const [options, setOptions] = useState<Record<string, string>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [message, setMessage] = useState<string | null>(null);
@@ -184,6 +186,9 @@ export function NewRunPage() {
     request['keepUpdates'] = keepUpdates;
     if (keepUpdates)
       request['updateStorageLimitMb'] = numberOrText(values['updateStorageLimitMb'] ?? '');
+    request['secureAggregation'] = secureAggregation
+      ? { clipRange: numberOrText(values['secureAggregationClipRange'] ?? '') }
+      : null;
     const strategyOptions: Record<string, number> = {};
     for (const field of strategyFields) {
       const value = optionValue(field, options[`${strategy}.${field.name}`] ?? '');
@@ -344,6 +349,34 @@ export function NewRunPage() {
               inputMode="numeric"
               value={values['updateStorageLimitMb']}
               onChange={set('updateStorageLimitMb')}
+            />
+          </Field>
+        ) : null}
+        <Field
+          label={LABELS['secureAggregation'] ?? 'secureAggregation'}
+          name="secureAggregation"
+          error={errors['secureAggregation']}
+          hint="clients mask their changes: the coordinator learns only their sum (docs/secure-aggregation.md)"
+        >
+          <input
+            type="checkbox"
+            name="secureAggregation"
+            checked={secureAggregation}
+            onChange={(event) => setSecureAggregation(event.target.checked)}
+          />
+        </Field>
+        {secureAggregation ? (
+          <Field
+            label="Clip range"
+            name="secureAggregation.clipRange"
+            error={errors['secureAggregation.clipRange']}
+            hint="each coordinate of a client's change is clipped to [-R, R] before masking"
+          >
+            <input
+              name="secureAggregationClipRange"
+              inputMode="decimal"
+              value={values['secureAggregationClipRange']}
+              onChange={set('secureAggregationClipRange')}
             />
           </Field>
         ) : null}

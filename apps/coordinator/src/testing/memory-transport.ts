@@ -1,6 +1,7 @@
 import type {
   EvaluateInstruction,
   RoundClosed,
+  SecAggServerFrame,
   StatisticsInstruction,
   TrainInstruction,
 } from '@tessera/protocol';
@@ -11,7 +12,8 @@ export type SentMessage =
   | { event: 'train'; clientId: string; payload: TrainInstruction }
   | { event: 'evaluate'; clientId: string; payload: EvaluateInstruction }
   | { event: 'statistics'; clientId: string; payload: StatisticsInstruction }
-  | { event: 'round-closed'; clientId: string; payload: RoundClosed };
+  | { event: 'round-closed'; clientId: string; payload: RoundClosed }
+  | { event: 'secagg'; clientId: string; payload: SecAggServerFrame };
 
 export type MessageHandler = (message: SentMessage) => void;
 
@@ -59,6 +61,10 @@ export class InMemoryTransport implements Transport {
 
   sendRoundClosed(clientIds: readonly string[], payload: RoundClosed): void {
     for (const clientId of clientIds) this.deliver({ event: 'round-closed', clientId, payload });
+  }
+
+  sendSecAgg(clientIds: readonly string[], payload: SecAggServerFrame): void {
+    for (const clientId of clientIds) this.deliver({ event: 'secagg', clientId, payload });
   }
 
   private deliver(message: SentMessage): void {

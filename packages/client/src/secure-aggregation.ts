@@ -1,0 +1,123 @@
+import type {
+  Ack,
+  SecAggClientFrame,
+  SecAggServerFrame,
+  SecAggSetupMessage,
+} from '@tessera/protocol';
+import { SecAggClient, type SecAggInput, type SecAggSetup } from '@tessera/secagg';
+
+/**
+ * A client's part of one secure-aggregation round (docs/protocol.md §5.11): @tessera/secagg's
+ * client state machine, fed the coordinator's `secagg` frames as they come (while local
+ * training runs) and the round's change once training is done. Only the masked vector leaves
+ * the client: the coordinator never receives this client's update in the clear.
+ */
+
+/** Sends a frame and resolves with its ack (a refusal is an ack, not a rejection). */
+type Send = (frame: SecAggClientFrame) => Promise<Ack>;
+
+/** A refused frame: the step cannot go on from this client. */
+async function sent(send: Send, frame: SecAggClientFrame): Promise<Ack> {
+  const ack = await send(frame);
+  if (!ack.ok)
+    throw new Error(`secagg ${frame.step} refused: ${ack.error.code}: ${ack.error.message}`);
+  return ack;
+}
+
+export class SecAggParticipation {
+  private resolveInput: ((input: SecAggInput) => void) | undefined;
+  private rejectInput: ((reason: Error) => void) | undefined;
+  /** The change to mask, once local training has produced it. */
+  private readonly input: Promise<SecAggInput>;
+  private resolveMasked: ((ack: Ack) => void) | undefined;
+  /** The coordinator's ack of the masked input: the round's contribution is in. */
+  readonly masked: Promise<Ack>;
+
+  private constructor(
+    readonly runId: string,
+    readonly round: number,
+    private readonly client: SecAggClient,
+    private readonly send: Send,
+  ) {
+    this.input = new Promise<SecAggInput>((resolve, reject) => {
+      this.resolveInput = resolve;
+      this.rejectInput = reject;
+    });
+    this.masked = new Promise<Ack>((resolve) => {
+      this.resolveMasked = resolve;
+    });
+    // Never read when the round ends before masking: not an unhandled rejection.
+    this.input.catch(() => {});
+  }
+
+  /**
+   * Checks the setup (this client among its clients, the curve available, a safe encoding) and
+   * makes this round's key pairs. Refuses with the SecAgg code otherwise.
+   */
+  static async create(
+    runId: string,
+    round: number,
+    setup: SecAggSetupMessage,
+    clientId: string,
+    send: Send,
+  ): Promise<SecAggParticipation> {
+    const client = await SecAggClient.create(setup as SecAggSetup, clientId);
+    return new SecAggParticipation(runId, round, client, send);
+  }
+
+  /**
+   * Round 0: the public keys. The host must route `secagg` frames here before calling it: the
+   * keys of U1 may come back before this frame's ack does.
+   */
+  async advertise(): Promise<void> {
+    const { runId, round } = this;
+    await sent(this.send, { runId, round, step: 'advertise', message: this.client.advertise() });
+  }
+
+  get setup(): SecAggSetup {
+    return this.client.setup;
+  }
+
+  /**
+   * The round's contribution: the change from the global model (each coordinate clipped to
+   * the setup's range when quantised), weighted by the example count, capped at the setup's
+   * maximum so the sum cannot wrap.
+   */
+  provide(global: Float32Array, trained: Float32Array, numExamples: number): void {
+    const change = new Float32Array(trained.length);
+    for (let i = 0; i < change.length; i++) {
+      change[i] = (trained[i] as number) - (global[i] as number);
+    }
+    const examples = Math.max(1, Math.min(numExamples, this.setup.maxExamplesPerClient));
+    this.resolveInput?.({ weights: change, numExamples: examples });
+  }
+
+  /** Training failed or the round was closed: nothing will be masked. */
+  abandon(reason: string): void {
+    this.rejectInput?.(new Error(reason));
+    this.resolveMasked?.({ ok: false, error: { code: 'UNAVAILABLE', message: reason } });
+  }
+
+  /** One coordinator message; the reply goes back through `send`. */
+  async handle(frame: SecAggServerFrame): Promise<void> {
+    const { runId, round } = this;
+    switch (frame.step) {
+      case 'advertised': {
+        const message = await this.client.shareKeys(frame.message as never);
+        await sent(this.send, { runId, round, step: 'share', message });
+        return;
+      }
+      case 'shares': {
+        const input = await this.input;
+        const message = await this.client.maskInput(frame.message as never, input);
+        this.resolveMasked?.(await this.send({ runId, round, step: 'mask', message }));
+        return;
+      }
+      case 'unmask': {
+        const message = this.client.unmask(frame.message as never);
+        await sent(this.send, { runId, round, step: 'unmask', message });
+        return;
+      }
+    }
+  }
+}
