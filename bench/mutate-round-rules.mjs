@@ -33,6 +33,8 @@ const STAGES = [
   [`${src}/round-rules.test.ts`, `${src}/round-state.test.ts`],
   [`${src}/engine.test.ts`],
 ];
+/** The statistics round's own tests: its mutants run these instead (one stage). */
+const STATISTICS_STAGES = [[`${src}/engine-statistics.test.ts`]];
 const TEST_FILES = STAGES.flat();
 /** A mutant whose tests neither pass nor fail by then hangs the engine: counted as killed. */
 const RUN_LIMIT_MS = 420_000;
@@ -45,6 +47,7 @@ const REGISTRY = `${src}/registry.ts`;
 /**
  * id, the rule it breaks, and the patch: `find` must occur exactly once in `file` (so a mutant
  * never silently turns into a no-op when the code moves on), and is replaced by `replace`.
+ * `stages`, where given, are the test files that judge it instead of STAGES.
  */
 const MUTANTS = [
   // ---- who is sampled ------------------------------------------------------------------
@@ -542,6 +545,65 @@ const MUTANTS = [
     find: "droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],",
     replace: "droppedClientIds: [...state.clientsWith('dropped')],",
   },
+  // ---- the statistics round (before round 1; its own loop, deadline and replies) -------
+  {
+    id: 'M69',
+    rule: 'statistics: only eligible clients are asked (not those backing off)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: 'const selected = [...registry.eligible(this.run.federationId)].sort();',
+    replace: 'const selected = [...registry.idle(this.run.federationId)].sort();',
+  },
+  {
+    id: 'M70',
+    rule: 'statistics: the round closes at its deadline (none)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: '    const deadline = Date.now() + this.run.config.roundDeadlineMs;\n    transport.sendStatistics(',
+    replace: '    const deadline = Number.POSITIVE_INFINITY;\n    transport.sendStatistics(',
+  },
+  {
+    id: 'M71',
+    rule: 'statistics: too few replies retries the round (no retry)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {\n      if (!(await this.awaitClients(0)))',
+    replace:
+      'for (let attempt = 1; attempt <= 1; attempt++) {\n      if (!(await this.awaitClients(0)))',
+  },
+  {
+    id: 'M72',
+    rule: 'statistics: exactly maxRoundAttempts attempts (one fewer)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {\n      if (!(await this.awaitClients(0)))',
+    replace:
+      'for (let attempt = 1; attempt < this.maxRoundAttempts; attempt++) {\n      if (!(await this.awaitClients(0)))',
+  },
+  {
+    id: 'M73',
+    rule: 'statistics: a refused reply takes the client out of the round',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: "        open.state.record(clientId, 'rejected');\n        registry.release(clientId, this.runId);",
+    replace: '        registry.release(clientId, this.runId);',
+  },
+  {
+    id: 'M74',
+    rule: 'statistics: a disconnect drops the client from the open statistics round',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: '      this.statistics?.state.drop(clientId) ||\n',
+    replace: '',
+  },
+  {
+    id: 'M75',
+    rule: 'statistics: a stopped statistics round resolves nothing',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: "    if (this.stopReason !== null) return 'stopped';\n    return [...parts.keys()]",
+    replace: '    return [...parts.keys()]',
+  },
 ];
 
 function git(...args) {
@@ -674,13 +736,19 @@ async function main() {
       try {
         let result;
         let seconds = 0;
-        for (const [stage, testFiles] of STAGES.entries()) {
+        for (const [stage, testFiles] of (mutant.stages ?? STAGES).entries()) {
           result = await runTests(testFiles, join(work, `${mutant.id}-${stage}.json`));
           seconds += result.seconds;
           result = { ...result, seconds, stage: stage + 1 };
           if (result.verdict === 'killed') break;
         }
-        results.push({ id: mutant.id, file: mutant.file, rule: mutant.rule, ...result });
+        results.push({
+          id: mutant.id,
+          file: mutant.file,
+          rule: mutant.rule,
+          ...(mutant.stages ? { testFiles: mutant.stages.flat() } : {}),
+          ...result,
+        });
         console.log(
           `${mutant.id} ${result.verdict.padEnd(8)} ${String(result.seconds).padStart(4)} s  ${mutant.rule}` +
             (result.by.length > 0 ? `\n       by: ${result.by.slice(0, 2).join(' | ')}` : ''),
