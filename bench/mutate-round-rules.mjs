@@ -191,6 +191,10 @@ const MUTANTS = [
     id: 'M20',
     rule: 'a round with no aggregate (weights null) is too few',
     file: ENGINE,
+    // Equivalent today (it survives; no test can kill it): outside Poisson sampling weights are
+    // null only with no update, which `enough` already refuses (minClients >= 1), and under
+    // Poisson sampling DP-FedAvg releases a noised step even for an empty round. The guard
+    // stays for a strategy that returns no aggregate from updates.
     find: "if (result.weights === null || !enough) return 'too-few';",
     replace: "if (!enough) return 'too-few';",
   },
