@@ -1,6 +1,7 @@
 // The round rules' mutation check (bench/mutate-round-rules.mjs) patches the engine's sources
 // by text; `--check` says whether every patch still applies, so a change to the engine that
 // outruns a mutant fails here rather than at the next (long) mutation run.
+// (Not while that script runs in the same checkout: the sources are patched in place then.)
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
