@@ -517,7 +517,10 @@ describe('the federated statistics round', () => {
   it('stopped during the round: stores no statistics and trains nothing, even with enough replies', async () => {
     const created = await createRun(2);
     const f = await startEngine(created, { 1: { kind: 'silent' } });
-    await vi.waitFor(() => expect(f.acks.get(f.clientIds[0] as string)).toBe('ok'));
+    // The reply comes once the engine has set the run up (database, model): slow under load.
+    await vi.waitFor(() => expect(f.acks.get(f.clientIds[0] as string)).toBe('ok'), {
+      timeout: 50_000,
+    });
     f.engine.stop('stopped');
     await f.done;
     const run = await db.runs.get(f.run.id);
