@@ -8,6 +8,8 @@
  *   node bench/mutate-round-rules.mjs                 every mutant, one at a time
  *   node bench/mutate-round-rules.mjs --only M03,M17  just those
  *   node bench/mutate-round-rules.mjs --list          the mutants, without running anything
+ *   node bench/mutate-round-rules.mjs --check         only that every patch still applies: each
+ *                                                     `find` occurs exactly once (exit 1 if not)
  *
  * The source file is patched in place and written back byte for byte after each run (also on
  * Ctrl-C), so run it in a clean checkout: it refuses to start when a mutated file has
@@ -31,6 +33,8 @@ const STAGES = [
   [`${src}/round-rules.test.ts`, `${src}/round-state.test.ts`],
   [`${src}/engine.test.ts`],
 ];
+/** The statistics round's own tests: its mutants run these instead (one stage). */
+const STATISTICS_STAGES = [[`${src}/engine-statistics.test.ts`]];
 const TEST_FILES = STAGES.flat();
 /** A mutant whose tests neither pass nor fail by then hangs the engine: counted as killed. */
 const RUN_LIMIT_MS = 420_000;
@@ -43,6 +47,7 @@ const REGISTRY = `${src}/registry.ts`;
 /**
  * id, the rule it breaks, and the patch: `find` must occur exactly once in `file` (so a mutant
  * never silently turns into a no-op when the code moves on), and is replaced by `replace`.
+ * `stages`, where given, are the test files that judge it instead of STAGES.
  */
 const MUTANTS = [
   // ---- who is sampled ------------------------------------------------------------------
@@ -78,8 +83,8 @@ const MUTANTS = [
     id: 'M05',
     rule: 'sampling: a round samples from the eligible, not merely idle, clients',
     file: ENGINE,
-    find: 'const selected = selectClients(registry.eligible(this.run.federationId), config',
-    replace: 'const selected = selectClients(registry.idle(this.run.federationId), config',
+    find: 'const eligible = registry.eligible(this.run.federationId);',
+    replace: 'const eligible = registry.idle(this.run.federationId);',
   },
   {
     id: 'M06',
@@ -178,15 +183,20 @@ const MUTANTS = [
     id: 'M19',
     rule: 'minClients to commit: fewer accepted updates is too few',
     file: ENGINE,
-    find: 'if (result.weights === null || result.numUpdates < config.minClients) return',
-    replace: 'if (result.weights === null) return',
+    // Outside Poisson sampling (DP), which commits whatever arrived: `enough` is then this test.
+    find: '|| result.numUpdates >= config.minClients;',
+    replace: '|| true;',
   },
   {
     id: 'M20',
     rule: 'a round with no aggregate (weights null) is too few',
     file: ENGINE,
-    find: 'if (result.weights === null || result.numUpdates < config.minClients) return',
-    replace: 'if (result.numUpdates < config.minClients) return',
+    // Equivalent today (it survives; no test can kill it): outside Poisson sampling weights are
+    // null only with no update, which `enough` already refuses (minClients >= 1), and under
+    // Poisson sampling DP-FedAvg releases a noised step even for an empty round. The guard
+    // stays for a strategy that returns no aggregate from updates.
+    find: "if (result.weights === null || !enough) return 'too-few';",
+    replace: "if (!enough) return 'too-few';",
   },
   {
     id: 'M21',
@@ -206,22 +216,28 @@ const MUTANTS = [
     id: 'M23',
     rule: 'deadline: the evaluation closes at its own deadline (none)',
     file: ENGINE,
-    find: 'const deadline = Date.now() + this.run.config.roundDeadlineMs;',
-    replace: 'const deadline = Number.POSITIVE_INFINITY;',
+    // The statistics round sets its deadline the same way: the evaluation's is the one after
+    // `this.evaluation = ...`.
+    find: '      this.evaluation = { state, replies: [] };\n      const deadline = Date.now() + this.run.config.roundDeadlineMs;',
+    replace:
+      '      this.evaluation = { state, replies: [] };\n      const deadline = Number.POSITIVE_INFINITY;',
   },
   {
     id: 'M24',
     rule: 'retry: too few updates retries the round with a new sample (no retry)',
     file: ENGINE,
-    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {',
-    replace: 'for (let attempt = 1; attempt <= 1; attempt++) {',
+    // The statistics round has a loop of its own: the training round's starts its phase clock.
+    find: '    this.roundClock = new PhaseClock();\n    for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {',
+    replace:
+      '    this.roundClock = new PhaseClock();\n    for (let attempt = 1; attempt <= 1; attempt++) {',
   },
   {
     id: 'M25',
     rule: 'maxRoundAttempts: exactly that many attempts (one fewer)',
     file: ENGINE,
-    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {',
-    replace: 'for (let attempt = 1; attempt < this.maxRoundAttempts; attempt++) {',
+    find: '    this.roundClock = new PhaseClock();\n    for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {',
+    replace:
+      '    this.roundClock = new PhaseClock();\n    for (let attempt = 1; attempt < this.maxRoundAttempts; attempt++) {',
   },
   {
     id: 'M26',
@@ -305,8 +321,9 @@ const MUTANTS = [
     id: 'M37',
     rule: 'a refused (bad) update takes the client out of the round',
     file: ENGINE,
-    find: "open.state.record(clientId, 'rejected');",
-    replace: '',
+    // The training round's refusal also keeps the reason (the statistics round's does not).
+    find: "        open.state.record(clientId, 'rejected');\n        open.reasons.set(clientId, {",
+    replace: '        open.reasons.set(clientId, {',
   },
   {
     id: 'M38',
@@ -334,15 +351,15 @@ const MUTANTS = [
     id: 'M41',
     rule: 'a disconnect drops the client from the open training round',
     file: ENGINE,
-    find: 'const dropped = this.training?.state.drop(clientId) || this.evaluation?.state.drop(clientId);',
-    replace: 'const dropped = this.evaluation?.state.drop(clientId);',
+    find: '      this.training?.state.drop(clientId) ||\n',
+    replace: '',
   },
   {
     id: 'M42',
     rule: 'a disconnect drops the client from the open evaluation',
     file: ENGINE,
-    find: 'const dropped = this.training?.state.drop(clientId) || this.evaluation?.state.drop(clientId);',
-    replace: 'const dropped = this.training?.state.drop(clientId);',
+    find: '      this.training?.state.drop(clientId) ||\n      this.evaluation?.state.drop(clientId);',
+    replace: '      this.training?.state.drop(clientId);',
   },
   {
     id: 'M43',
@@ -406,8 +423,10 @@ const MUTANTS = [
     id: 'M51',
     rule: 'stop: an open round is closed without a commit',
     file: ENGINE,
-    find: "if (this.stopReason !== null) return 'stopped';",
-    replace: '',
+    // The statistics round checks the same after its close: the training round's is the one
+    // after its phase clock's lap.
+    find: "    this.roundClock?.lap('training');\n    if (this.stopReason !== null) return 'stopped';",
+    replace: "    this.roundClock?.lap('training');",
   },
   {
     id: 'M52',
@@ -530,6 +549,65 @@ const MUTANTS = [
     find: "droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],",
     replace: "droppedClientIds: [...state.clientsWith('dropped')],",
   },
+  // ---- the statistics round (before round 1; its own loop, deadline and replies) -------
+  {
+    id: 'M69',
+    rule: 'statistics: only eligible clients are asked (not those backing off)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: 'const selected = [...registry.eligible(this.run.federationId)].sort();',
+    replace: 'const selected = [...registry.idle(this.run.federationId)].sort();',
+  },
+  {
+    id: 'M70',
+    rule: 'statistics: the round closes at its deadline (none)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: '    const deadline = Date.now() + this.run.config.roundDeadlineMs;\n    transport.sendStatistics(',
+    replace: '    const deadline = Number.POSITIVE_INFINITY;\n    transport.sendStatistics(',
+  },
+  {
+    id: 'M71',
+    rule: 'statistics: too few replies retries the round (no retry)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {\n      if (!(await this.awaitClients(0)))',
+    replace:
+      'for (let attempt = 1; attempt <= 1; attempt++) {\n      if (!(await this.awaitClients(0)))',
+  },
+  {
+    id: 'M72',
+    rule: 'statistics: exactly maxRoundAttempts attempts (one fewer)',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: 'for (let attempt = 1; attempt <= this.maxRoundAttempts; attempt++) {\n      if (!(await this.awaitClients(0)))',
+    replace:
+      'for (let attempt = 1; attempt < this.maxRoundAttempts; attempt++) {\n      if (!(await this.awaitClients(0)))',
+  },
+  {
+    id: 'M73',
+    rule: 'statistics: a refused reply takes the client out of the round',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: "        open.state.record(clientId, 'rejected');\n        registry.release(clientId, this.runId);",
+    replace: '        registry.release(clientId, this.runId);',
+  },
+  {
+    id: 'M74',
+    rule: 'statistics: a disconnect drops the client from the open statistics round',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: '      this.statistics?.state.drop(clientId) ||\n',
+    replace: '',
+  },
+  {
+    id: 'M75',
+    rule: 'statistics: a stopped statistics round resolves nothing',
+    file: ENGINE,
+    stages: STATISTICS_STAGES,
+    find: "    if (this.stopReason !== null) return 'stopped';\n    return [...parts.keys()]",
+    replace: '    return [...parts.keys()]',
+  },
 ];
 
 function git(...args) {
@@ -537,25 +615,31 @@ function git(...args) {
 }
 
 function parseArgs(argv) {
-  const options = { only: null, list: false };
+  const options = { only: null, list: false, check: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--list') options.list = true;
+    else if (argv[i] === '--check') options.check = true;
     else if (argv[i] === '--only') options.only = new Set((argv[++i] ?? '').split(','));
-    else throw new Error(`unknown argument ${argv[i]} (use --only M01,M02 or --list)`);
+    else throw new Error(`unknown argument ${argv[i]} (use --only M01,M02, --list or --check)`);
   }
   return options;
 }
 
-function checkPatches(mutants) {
+/** Every mutant whose `find` does not occur exactly once, as a line saying so. */
+function stalePatches(mutants) {
+  const stale = [];
   for (const mutant of mutants) {
     const text = readFileSync(join(root, mutant.file), 'utf8');
     const count = text.split(mutant.find).length - 1;
-    if (count !== 1) {
-      throw new Error(
-        `${mutant.id}: its patch text occurs ${count} times in ${mutant.file}; update the mutant`,
-      );
-    }
+    if (count !== 1)
+      stale.push(`${mutant.id}: its patch text occurs ${count} times in ${mutant.file}`);
   }
+  return stale;
+}
+
+function checkPatches(mutants) {
+  const stale = stalePatches(mutants);
+  if (stale.length > 0) throw new Error(`${stale.join('\n')}\nupdate these mutants`);
 }
 
 /** Runs the tests once; resolves with the verdict and the first failing tests' names. */
@@ -618,6 +702,14 @@ async function main() {
   if (options.only && mutants.length !== options.only.size) {
     throw new Error(`unknown mutant in --only: ${[...options.only].join(',')}`);
   }
+  if (options.check) {
+    // All of them at once, not the first: one look shows every mutant the code has outrun.
+    const stale = stalePatches(mutants);
+    for (const line of stale) console.error(line);
+    if (stale.length > 0) process.exit(1);
+    console.log(`${mutants.length} mutants, each patch text found exactly once`);
+    return;
+  }
   if (options.list) {
     checkPatches(mutants);
     for (const m of mutants) console.log(`${m.id}  ${m.file.replace(`${src}/`, '')}  ${m.rule}`);
@@ -648,13 +740,19 @@ async function main() {
       try {
         let result;
         let seconds = 0;
-        for (const [stage, testFiles] of STAGES.entries()) {
+        for (const [stage, testFiles] of (mutant.stages ?? STAGES).entries()) {
           result = await runTests(testFiles, join(work, `${mutant.id}-${stage}.json`));
           seconds += result.seconds;
           result = { ...result, seconds, stage: stage + 1 };
           if (result.verdict === 'killed') break;
         }
-        results.push({ id: mutant.id, file: mutant.file, rule: mutant.rule, ...result });
+        results.push({
+          id: mutant.id,
+          file: mutant.file,
+          rule: mutant.rule,
+          ...(mutant.stages ? { testFiles: mutant.stages.flat() } : {}),
+          ...result,
+        });
         console.log(
           `${mutant.id} ${result.verdict.padEnd(8)} ${String(result.seconds).padStart(4)} s  ${mutant.rule}` +
             (result.by.length > 0 ? `\n       by: ${result.by.slice(0, 2).join(' | ')}` : ''),

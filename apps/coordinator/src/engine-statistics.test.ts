@@ -19,7 +19,7 @@ import {
 } from '@tessera/protocol';
 import { counterfactualReplay } from '@tessera/research';
 import { parseTaskDefinition, type TaskDefinition, taskSha256 } from '@tessera/tasks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
 import { type ClientRegistry, LocalClientRegistry } from './registry.js';
@@ -130,7 +130,8 @@ type StatisticsBehaviour =
   | { kind: 'honest'; delayMs?: number }
   | { kind: 'reply'; statistics: unknown; delayMs?: number }
   | { kind: 'failed'; code: string }
-  | { kind: 'silent' };
+  | { kind: 'silent' }
+  | { kind: 'disconnect' };
 
 interface Fixture {
   run: RunRecord;
@@ -178,6 +179,8 @@ async function startEngine(
   created: { run: RunRecord; task: TaskDefinition; clientIds: string[] },
   behaviours: Record<number, StatisticsBehaviour> = {},
   maxRoundAttempts?: number,
+  /** Runs once every client is connected, before the engine starts. */
+  beforeStart?: (registry: ClientRegistry) => void,
 ): Promise<Fixture> {
   const { task, clientIds } = created;
   const run = await db.runs.setStatus(created.run.id, 'running');
@@ -228,6 +231,9 @@ async function startEngine(
             runId,
             error: { message: 'cannot', code: behaviour.code },
           });
+        } else if (behaviour.kind === 'disconnect') {
+          // Asked, then gone without a word: its connection closes.
+          setTimeout(() => registry.remove(clientId, `memory-${clientId}`), 0);
         }
       } else if (message.event === 'train') {
         const { runId, round, model } = message.payload;
@@ -263,6 +269,7 @@ async function startEngine(
       progress: null,
     });
   }
+  beforeStart?.(registry);
   const done = engine.execute();
   return { run, task, clientIds, registry, transport, engine, done, acks, logs };
 }
@@ -476,6 +483,50 @@ describe('the federated statistics round', () => {
       round: 0,
       reason: 'statistics deadline passed',
     });
+  });
+
+  it('asks no client that is backing off: its rows are left out', async () => {
+    const created = await createRun(3);
+    const backingOff = created.clientIds[2] as string;
+    const f = await startEngine(created, {}, undefined, (registry) =>
+      registry.timedOut(backingOff),
+    );
+    await f.done;
+    const asked = f.transport.sent.filter((m) => m.event === 'statistics').map((m) => m.clientId);
+    expect(asked.sort()).toEqual([f.clientIds[0], f.clientIds[1]].sort());
+    const run = await db.runs.get(f.run.id);
+    expect(run.status).toBe('completed');
+    expectClose(run.statistics, pooledStatistics(f.task, [0, 1]));
+  });
+
+  it('drops a client that disconnects during the round and closes it without waiting for the deadline', async () => {
+    // The deadline (600 s) is far past the test's time-out: only the drop can close the round.
+    const created = await createRun(2);
+    const f = await startEngine(created, { 1: { kind: 'disconnect' } });
+    await f.done;
+    expect(f.logs.some((line) => line.includes('"msg":"client dropped out of a round"'))).toBe(
+      true,
+    );
+    const run = await db.runs.get(f.run.id);
+    expect(run.status).toBe('completed');
+    expectClose(run.statistics, pooledStatistics(f.task, [0]));
+    // Gone: it is not told the round closed.
+    expect(f.transport.sentTo(f.clientIds[1] as string, 'round-closed')).toEqual([]);
+  });
+
+  it('stopped during the round: stores no statistics and trains nothing, even with enough replies', async () => {
+    const created = await createRun(2);
+    const f = await startEngine(created, { 1: { kind: 'silent' } });
+    // The reply comes once the engine has set the run up (database, model): slow under load.
+    await vi.waitFor(() => expect(f.acks.get(f.clientIds[0] as string)).toBe('ok'), {
+      timeout: 50_000,
+    });
+    f.engine.stop('stopped');
+    await f.done;
+    const run = await db.runs.get(f.run.id);
+    expect(run).toMatchObject({ status: 'stopped', statistics: null, resolvedTask: null });
+    expect(trainsOf(f.transport)).toEqual([]);
+    expect(await db.rounds.latestCheckpoint(f.run.id)).toBeNull();
   });
 
   it('resumes a run whose statistics were recorded without asking again', async () => {
