@@ -184,7 +184,7 @@ const MUTANTS = [
     rule: 'minClients to commit: fewer accepted updates is too few',
     file: ENGINE,
     // Outside Poisson sampling (DP), which commits whatever arrived: `enough` is then this test.
-    find: '|| result.numUpdates >= config.minClients;',
+    find: '|| numUpdates >= config.minClients;',
     replace: '|| true;',
   },
   {
