@@ -81,13 +81,21 @@ const CASES: Record<string, LayerCase> = {
     loss: 'softmax-cross-entropy',
     metrics: ['accuracy'],
   },
+  // Seeded: with some random draws a ReLU unit is nearly constant over the last batch of 3,
+  // and batch normalization's 1/sqrt(variance + 0.001) (up to ~32x) then magnifies the two
+  // loops' different float rounding past the tolerance (seen once in CI, unseeded).
   'dense, batch normalization, dense softmax': {
     build: () =>
       tfl.sequential({
         layers: [
-          tfl.layers.dense({ inputShape: [5], units: 6, activation: 'relu' }),
+          tfl.layers.dense({
+            inputShape: [5],
+            units: 6,
+            activation: 'relu',
+            kernelInitializer: glorot(11),
+          }),
           tfl.layers.batchNormalization({ momentum: 0.9 }),
-          tfl.layers.dense({ units: 3, activation: 'softmax' }),
+          tfl.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: glorot(12) }),
         ],
       }),
     loss: 'softmax-cross-entropy',
