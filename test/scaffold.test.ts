@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import { decodeStrategyState } from '@tessera/aggregation';
 import {
   bytesToWeights,
+  ErrorCode,
   PROTOCOL_VERSION,
   type TrainInstruction,
   weightsToBytes,
 } from '@tessera/protocol';
+import { counterfactualReplay, verifyRun } from '@tessera/research';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
 import { closeRawSockets, openRawSocket, rawClientInfo } from './raw-client.js';
@@ -152,6 +154,16 @@ describe('a SCAFFOLD run', () => {
     expect(worst).toBeLessThan(1e-5 * Math.max(1, largest));
     // The real clients moved: their c_i are not the observer's.
     expect(clientControls[0]?.some((v, i) => v !== observerAfterRound2[i])).toBe(true);
+
+    // Replay: the control-variate changes are not kept, so verify checks the checkpoints'
+    // hashes and says why it recomputes nothing; replaying "as scaffold" is refused outright.
+    const report = await verifyRun(h.db, run.body.id);
+    expect(report.unchecked).toMatchObject({ fromRound: 1, cause: 'scaffold-control-variates' });
+    expect(report.integrity).toEqual({ checked: 3, mismatched: [] });
+    expect(report.identical).toBe(false);
+    await expect(
+      counterfactualReplay(h.db, run.body.id, { strategy: 'scaffold' }),
+    ).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT, data: { field: 'strategy' } });
   }, 240_000);
 
   it('refuses the update of a client that did not run SCAFFOLD (no controlDelta), recording it rejected with its code', async () => {

@@ -39,7 +39,12 @@ export interface RoundCheck {
  */
 export interface UncheckedRounds {
   fromRound: number;
-  cause: 'keep-updates-off' | 'storage-limit' | 'differential-privacy' | 'secure-aggregation';
+  cause:
+    | 'keep-updates-off'
+    | 'storage-limit'
+    | 'differential-privacy'
+    | 'secure-aggregation'
+    | 'scaffold-control-variates';
   reason: string;
 }
 
@@ -82,6 +87,14 @@ function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
       cause: 'secure-aggregation',
       reason:
         'the run aggregated securely: the coordinator only ever held the sum of the masked updates, never an individual one, so no round can be recomputed from individual updates; the recorded checkpoints (each round the unmasked aggregate) are checked against their hashes instead',
+    };
+  }
+  if (run.config.strategy === 'scaffold') {
+    return {
+      fromRound: 1,
+      cause: 'scaffold-control-variates',
+      reason:
+        "scaffold folds each client's control-variate change (controlDelta) with its update, and those changes are not kept, so no round can be recomputed; the recorded checkpoints are checked against their hashes instead",
     };
   }
   if (!run.config.keepUpdates) {
@@ -249,6 +262,13 @@ export async function counterfactualReplay(
   sourceRunId: string,
   options: CounterfactualOptions,
 ): Promise<RunRecord> {
+  if (options.strategy === 'scaffold') {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      'scaffold cannot be replayed from recorded updates: each of its clients trains with its own control variate c_i, kept on the client, and recorded updates carry none',
+      { field: 'strategy' },
+    );
+  }
   const source = await db.runs.get(sourceRunId);
   const unchecked = unreplayableFrom(source);
   const rounds = unchecked ? unchecked.fromRound - 1 : source.currentRound;
