@@ -624,7 +624,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         definition: resolved as unknown as Record<string, unknown>,
         paramCount,
       },
-      ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
+      ...this.fenced,
     });
     this.task = run.resolvedTask as TaskRef;
     this.emit('statistics-recorded', {
@@ -884,7 +884,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       strategyState: encodedState(this.strategy),
       privacy: secure?.record ?? (result.privacy === undefined ? null : { ...result.privacy }),
       ...(this.roundClock ? { phases: this.roundClock.beforeCommit() } : {}),
-      ...(this.deps.fence === undefined ? {} : { fence: this.deps.fence }),
+      ...this.fenced,
     });
     this.roundClock?.lap('commit');
     this.emit('round-committed', { runId: this.runId, round, record });

@@ -285,14 +285,7 @@ export function attachSocketServer(
       registry.touch(clientId);
       const answer = async () => {
         const parsed = parseFrame(secAggClientFrameSchema, frame, 'secagg');
-        const engine = engineFor(parsed.runId);
-        if (!engine) {
-          throw new TesseraError(
-            ErrorCode.WRONG_RUN,
-            `run ${parsed.runId} is not running on this coordinator`,
-          );
-        }
-        await engine.handleSecAgg(clientId, parsed);
+        await localEngine(parsed.runId).handleSecAgg(clientId, parsed);
       };
       answer().then(
         () => {
@@ -358,14 +351,18 @@ export function attachSocketServer(
   });
 
   /** Hands a checked reply to its run's engine in this process. */
-  const deliver = (clientId: string, parsed: ParsedReply) => {
-    const { runId } = parsed.reply;
+  /** The engine of a run this process drives; WRONG_RUN for any other. */
+  const localEngine = (runId: string): RunEngine => {
     const engine = engineFor(runId);
     if (!engine)
       throw new TesseraError(
         ErrorCode.WRONG_RUN,
         `run ${runId} is not running on this coordinator`,
       );
+    return engine;
+  };
+  const deliver = (clientId: string, parsed: ParsedReply) => {
+    const engine = localEngine(parsed.reply.runId);
     if (parsed.event === 'update') engine.handleUpdate(clientId, parsed.reply);
     else if (parsed.event === 'evaluation') engine.handleEvaluation(clientId, parsed.reply);
     else engine.handleStatistics(clientId, parsed.reply);
