@@ -11,7 +11,8 @@ stored as floats) followed by N uint8 labels, written by bench/train-speed.ts, s
 is needed here. A timed epoch is --passes passes over the N examples (the penguins' training
 split is 266 rows: one pass is too short to time).
 
-Fair to PyTorch: every thread pool it uses is held to --threads. torch.set_num_threads sets
+Fair to PyTorch: every thread pool it uses is held to --threads (OpenBLAS's to --blas-threads
+where given). torch.set_num_threads sets
 ATen's intra-op pool (OpenMP), but not the pool of Debian's pthreads OpenBLAS, which runs the
 dense layers' products; so the OpenBLAS/OpenMP variables are set before numpy and torch load,
 and threadpoolctl (python3-threadpoolctl), where installed, sets and reports every BLAS pool
@@ -36,6 +37,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", required=True)
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument(
+        "--blas-threads", type=int, default=None,
+        help="OpenBLAS's pool (default --threads); 1 gives ATen's pool the cores, as Tessera's"
+        " native loop does (its dense products on one OpenBLAS thread, its threads to oneDNN)",
+    )
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs, after a warm-up")
     parser.add_argument("--features", type=int, default=784, help="floats per example")
@@ -52,9 +58,11 @@ def parse_args() -> argparse.Namespace:
 
 
 args = parse_args()
+blas_threads = args.threads if args.blas_threads is None else args.blas_threads
 # Before numpy/torch are imported: OpenBLAS and OpenMP size their pools when they load.
-for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[variable] = str(args.threads)
+os.environ["OMP_NUM_THREADS"] = str(args.threads)
+for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[variable] = str(blas_threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -158,7 +166,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     if threadpool_limits is not None:
-        threadpool_limits(limits=args.threads)
+        threadpool_limits(limits={"openmp": args.threads, "blas": blas_threads})
     torch.manual_seed(1)
     raw = np.fromfile(args.data, dtype=np.uint8)
     floats = args.count * args.features

@@ -122,9 +122,16 @@ describe('bench/train-speed --quick', () => {
         expect(row, model).toBeDefined();
         expect(row?.busyThreads, model).toBeLessThanOrEqual(1);
       }
-      const pools = result.torchPools['1'] ?? [];
+      const pools = result.torchPools['PyTorch, 1 thread'] ?? [];
       expect(pools.map((pool) => pool.api)).toContain('openblas');
       for (const pool of pools) expect(pool.threads, pool.api).toBe(1);
+      // On several cores PyTorch also runs with ATen's pool at the count and OpenBLAS at one.
+      const cores = os.availableParallelism();
+      if (cores > 1) {
+        const split = result.torchPools[`PyTorch, ${cores} threads, OpenBLAS 1`] ?? [];
+        expect(split.find((pool) => pool.api === 'openblas')?.threads).toBe(1);
+        expect(split.find((pool) => pool.api === 'openmp')?.threads).toBe(cores);
+      }
     },
   );
 });
