@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {
   combineStatistics,
@@ -8,7 +5,7 @@ import {
   type TabularStatistics,
   tabularStatistics,
 } from '@tessera/data';
-import { type Database, openDatabase, type RunConfigInput, type RunRecord } from '@tessera/db';
+import type { Database, RunConfigInput, RunRecord } from '@tessera/db';
 import { checkTaskModel } from '@tessera/ml';
 import {
   ErrorCode,
@@ -19,11 +16,16 @@ import {
 } from '@tessera/protocol';
 import { counterfactualReplay } from '@tessera/research';
 import { parseTaskDefinition, type TaskDefinition, taskSha256 } from '@tessera/tasks';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
 import { type ClientRegistry, LocalClientRegistry } from './registry.js';
 import { withInputWidth } from './resolved-task.js';
+import {
+  baseConfig as engineTestConfig,
+  fakeSession,
+  useTestDatabase,
+} from './testing/engine-harness.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
 
 /**
@@ -34,18 +36,12 @@ import { InMemoryTransport, type SentMessage } from './testing/memory-transport.
  * width following the collected categories) and both are recorded with the run.
  */
 
+const testDatabase = useTestDatabase('engine-statistics');
 let db: Database;
-let dataDir: string;
 let federationCount = 0;
 
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'tessera-engine-statistics-'));
-  db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
-});
-
-afterAll(async () => {
-  await db?.close();
-  rmSync(dataDir, { recursive: true, force: true });
+beforeAll(() => {
+  db = testDatabase.db;
 });
 
 /**
@@ -110,20 +106,8 @@ function pooledStatistics(task: TaskDefinition, clients: readonly number[]): Tab
   return statisticsOf(task, [(CLIENT_ROWS[0] as string[])[0] as string, ...rows]);
 }
 
-const baseConfig: Omit<RunConfigInput, 'task'> = {
-  strategy: 'fedavg',
-  strategyOptions: {},
-  rounds: 1,
-  clientsPerRound: null,
-  fractionFit: null,
-  minClients: 1,
-  roundDeadlineMs: 600_000,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.05,
-  seed: 7,
-  data: {},
-};
+/** The engine tests' run config, training the task instead of a zoo model. */
+const { model: _zooModel, ...baseConfig } = engineTestConfig;
 
 /** What a fake client does with the statistics instruction: answer (now or later) or not. */
 type StatisticsBehaviour =
@@ -249,25 +233,7 @@ async function startEngine(
         });
       }
     });
-    const now = new Date();
-    registry.add({
-      clientId,
-      federationId: run.federationId,
-      organisation: clientId,
-      connectionId: `memory-${clientId}`,
-      info: {
-        name: 'fake',
-        version: '0',
-        runtime: 'other',
-        backend: 'none',
-        numExamples: 3,
-        numHoldout: 0,
-      },
-      connectedAt: now,
-      lastSeenAt: now,
-      task: null,
-      progress: null,
-    });
+    registry.add(fakeSession(run.federationId, clientId, { numExamples: 3, numHoldout: 0 }));
   }
   beforeStart?.(registry);
   const done = engine.execute();

@@ -13,22 +13,32 @@ import {
   defaultMigrationsDir,
   openDatabase,
   type RunConfigInput,
-  type RunRecord,
 } from '@tessera/db';
-import {
-  bytesToWeights,
-  type EvaluateReply,
-  TesseraError,
-  type TrainReply,
-  weightsToBytes,
-} from '@tessera/protocol';
+import { bytesToWeights, type TesseraError, weightsToBytes } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CentralEvaluator, type RoundSummary, RunEngine } from './engine.js';
-import { createLogger } from './logger.js';
-import { type ClientRegistry, LocalClientRegistry, type TimeoutBackoff } from './registry.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CentralEvaluator, RunEngine } from './engine.js';
+import type { TimeoutBackoff } from './registry.js';
 import { deriveSeed } from './seeds.js';
-import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
+import {
+  type Behaviour,
+  baseConfig,
+  connect,
+  constantWeights,
+  contextFor as contextOf,
+  createFederation as createTestFederation,
+  type Federation,
+  honest,
+  PARAMS,
+  referenceSample,
+  type Started,
+  type StartOptions,
+  silent,
+  startEngine,
+  useTestDatabase,
+  waitFor,
+} from './testing/engine-harness.js';
+import type { SentMessage } from './testing/memory-transport.js';
 
 /**
  * The round engine's rules, each pinned over the in-memory Transport, a real ClientRegistry
@@ -37,267 +47,44 @@ import { InMemoryTransport, type SentMessage } from './testing/memory-transport.
  * makes (registry.touch, then engine.handleUpdate / handleEvaluation).
  */
 
-const MODEL = 'fedavg-2nn';
-const PARAMS = 199_210;
-
+const testDatabase = useTestDatabase('engine');
 let db: Database;
-let dataDir: string;
 let federationCount = 0;
 
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'tessera-engine-'));
-  db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
+beforeAll(() => {
+  db = testDatabase.db;
 });
 
-afterAll(async () => {
-  await db?.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
-
-/** What a fake client does with a message; `ctx` answers like a client over the socket would. */
-type Behaviour = (message: SentMessage, ctx: ClientContext) => void;
-
-interface ClientContext {
-  clientId: string;
-  /** Sends an update (or a failed reply) for the instruction; records the ack. */
-  update(reply: Partial<Omit<TrainReplyOk, 'status'>> | 'failed'): string;
-  evaluation(reply: Partial<Omit<EvaluateReplyOk, 'status'>> | 'failed'): string;
-}
-
-type TrainReplyOk = Extract<TrainReply, { status: 'ok' }>;
-type EvaluateReplyOk = Extract<EvaluateReply, { status: 'ok' }>;
-
-interface Ack {
-  clientId: string;
-  event: 'update' | 'evaluation';
-  round: number;
-  code: string;
-}
-
-const constantWeights = (value: number) =>
-  new Uint8Array(weightsToBytes(new Float32Array(PARAMS).fill(value)));
-
-/** Trains (returns weights of its index) and evaluates, always at once. */
-const honest: Behaviour = (message, ctx) => {
-  if (message.event === 'train') ctx.update({});
-  if (message.event === 'evaluate') ctx.evaluation({});
-};
-/** Never answers anything. */
-const silent: Behaviour = () => {};
-
-interface Setup {
+interface Setup extends Omit<StartOptions, 'logLevel' | 'evaluationExamples'> {
   clients?: number;
-  behaviours?: Record<number, Behaviour>;
-  config?: Partial<RunConfigInput>;
-  maxRoundAttempts?: number;
   backoff?: TimeoutBackoff;
-  centralEvaluator?: CentralEvaluator | null;
-  /** Reuse an existing run (a resumed engine) instead of creating one. */
-  runId?: string;
   federation?: Federation;
 }
 
-interface Federation {
-  federationId: string;
-  clientIds: string[];
-  registry: ClientRegistry;
-  transport: InMemoryTransport;
-  clock: { now: number };
-  acks: Ack[];
-  logs: string[];
-}
+const createFederation = (count: number, backoff?: TimeoutBackoff): Promise<Federation> =>
+  createTestFederation(db, count, { name: `engine test ${++federationCount}`, backoff });
 
-async function createFederation(count: number, backoff?: TimeoutBackoff): Promise<Federation> {
-  const federation = await db.federations.create({ name: `engine test ${++federationCount}` });
-  const clientIds: string[] = [];
-  for (let k = 0; k < count; k++) {
-    const { client } = await db.clients.issueToken({
-      federationId: federation.id,
-      organisation: `org-${k}`,
-    });
-    clientIds.push(client.id);
-  }
-  const clock = { now: 1_000_000 };
-  return {
-    federationId: federation.id,
-    clientIds,
-    registry: new LocalClientRegistry({
-      timeoutBackoff: backoff ?? { baseMs: 60_000, maxMs: 3_600_000 },
-      now: () => clock.now,
-    }),
-    transport: new InMemoryTransport(),
-    clock,
-    acks: [],
-    logs: [],
-  };
-}
-
-function connect(fed: Federation, clientId: string, numHoldout?: number): void {
-  const now = new Date();
-  fed.registry.add({
-    clientId,
-    federationId: fed.federationId,
-    organisation: clientId,
-    connectionId: `memory-${clientId}`,
-    info: {
-      name: 'fake',
-      version: '0',
-      runtime: 'other',
-      backend: 'none',
-      numExamples: 10,
-      ...(numHoldout === undefined ? {} : { numHoldout }),
-    },
-    connectedAt: now,
-    lastSeenAt: now,
-    task: null,
-    progress: null,
-  });
-}
-
-interface Started {
-  fed: Federation;
-  run: RunRecord;
-  engine: RunEngine;
-  done: Promise<void>;
-  started: { round: number; attempt: number; selected: string[] }[];
-  committed: RoundSummary[];
-  evaluated: RoundSummary[];
-  finished: { status: string; error?: string }[];
-}
-
-const baseConfig: RunConfigInput = {
-  model: MODEL,
-  strategy: 'fedavg',
-  strategyOptions: {},
-  rounds: 1,
-  clientsPerRound: null,
-  fractionFit: null,
-  minClients: 1,
-  roundDeadlineMs: 600_000,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.05,
-  seed: 7,
-  data: {},
-};
-
-/** Wires fake clients to the transport and starts an engine on a new (or the given) run. */
+/**
+ * Starts an engine on a new (or the given) run; a new federation's clients are connected
+ * first. Its log lines (debug) go to `fed.logs`; every evaluation reply counts 10 examples.
+ */
 async function start(setup: Setup = {}): Promise<Started> {
   const fed = setup.federation ?? (await createFederation(setup.clients ?? 2, setup.backoff));
-  let run =
-    setup.runId === undefined
-      ? await db.runs.create({
-          federationId: fed.federationId,
-          config: { ...baseConfig, ...setup.config },
-        })
-      : await db.runs.get(setup.runId);
-  run = await db.runs.setStatus(run.id, 'running');
-  const engine = new RunEngine(
-    {
-      db,
-      registry: fed.registry,
-      transport: fed.transport,
-      logger: createLogger('debug', (line) => fed.logs.push(line)),
-      centralEvaluator: setup.centralEvaluator ?? null,
-      ...(setup.maxRoundAttempts === undefined ? {} : { maxRoundAttempts: setup.maxRoundAttempts }),
-    },
-    run,
-  );
-  const started: Started['started'] = [];
-  const committed: RoundSummary[] = [];
-  const evaluated: RoundSummary[] = [];
-  const finished: Started['finished'] = [];
-  engine.on('round-started', ({ round, attempt, selected }) =>
-    started.push({ round, attempt, selected }),
-  );
-  engine.on('round-committed', (summary) => committed.push(summary));
-  engine.on('round-evaluated', (summary) => evaluated.push(summary));
-  engine.on('run-finished', ({ status, error }) =>
-    finished.push({ status, ...(error === undefined ? {} : { error }) }),
-  );
-  for (const [index, clientId] of fed.clientIds.entries()) {
-    const behaviour = setup.behaviours?.[index] ?? honest;
-    fed.transport.connect(clientId, (message) =>
-      behaviour(message, contextFor(fed, engine, clientId, index, message)),
-    );
-    if (setup.federation === undefined) connect(fed, clientId);
-  }
-  const done = engine.execute();
-  return { fed, run, engine, done, started, committed, evaluated, finished };
+  if (setup.federation === undefined) for (const clientId of fed.clientIds) connect(fed, clientId);
+  return startEngine(db, fed, { ...setup, logLevel: 'debug', evaluationExamples: () => 10 });
 }
 
-/** Answers as the Socket.IO edge would deliver it: touch the registry, then the engine. */
-function contextFor(
+/** `start` on an existing federation whose clients are connected already. */
+const startWith = (fed: Federation, options: Omit<Setup, 'federation' | 'clients'>) =>
+  start({ ...options, federation: fed });
+
+const contextFor = (
   fed: Federation,
   engine: RunEngine,
   clientId: string,
   index: number,
   message: SentMessage,
-): ClientContext {
-  const { runId } = message.payload;
-  // These fake clients answer rounds only (the statistics round has its own test file).
-  const round = 'round' in message.payload ? message.payload.round : 0;
-  const answer = (event: Ack['event'], work: () => void): string => {
-    fed.registry.touch(clientId);
-    let code = 'ok';
-    try {
-      work();
-    } catch (error) {
-      if (!(error instanceof TesseraError)) throw error;
-      code = error.code;
-    }
-    fed.acks.push({ clientId, event, round, code });
-    return code;
-  };
-  return {
-    clientId,
-    update: (reply) =>
-      answer('update', () =>
-        engine.handleUpdate(
-          clientId,
-          reply === 'failed'
-            ? { status: 'failed', runId, round, error: { message: 'local training failed' } }
-            : {
-                status: 'ok',
-                runId,
-                round,
-                weights: constantWeights(index + 1),
-                numExamples: 10 * (index + 1),
-                durationMs: 5,
-                metrics: { loss: index + 1 },
-                ...reply,
-              },
-        ),
-      ),
-    evaluation: (reply) =>
-      answer('evaluation', () =>
-        engine.handleEvaluation(
-          clientId,
-          reply === 'failed'
-            ? { status: 'failed', runId, round, error: { message: 'no held-out data' } }
-            : {
-                status: 'ok',
-                runId,
-                round,
-                numExamples: 10,
-                loss: 0.5,
-                accuracy: 0.75,
-                ...reply,
-              },
-        ),
-      ),
-  };
-}
-
-async function waitFor<T>(check: () => T | undefined | null | false, what: string): Promise<T> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+) => contextOf(fed, engine, clientId, index, message, () => 10);
 
 const acksOf = (fed: Federation, clientId: string) =>
   fed.acks.filter((ack) => ack.clientId === clientId).map((ack) => ack.code);
@@ -975,35 +762,6 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.status).toBe('evaluated');
   });
 });
-
-/** An independent copy of the sampling rule: partial Fisher-Yates over the sorted ids. */
-function referenceSample(ids: readonly string[], size: number, random: () => number): string[] {
-  const pool = [...ids].sort();
-  for (let i = 0; i < size; i++) {
-    const j = i + Math.floor(random() * (pool.length - i));
-    [pool[i], pool[j]] = [pool[j] as string, pool[i] as string];
-  }
-  return pool.slice(0, size).sort();
-}
-
-interface StartWith extends Omit<Setup, 'federation' | 'clients'> {
-  onCommitted?: (round: number, engine: RunEngine) => void;
-  onEvaluated?: (round: number, engine: RunEngine) => void;
-}
-
-/** `start` on an existing federation whose clients are connected already. */
-async function startWith(fed: Federation, options: StartWith): Promise<Started> {
-  const s = await start({ ...options, federation: fed });
-  if (options.onCommitted) {
-    const hook = options.onCommitted;
-    s.engine.on('round-committed', ({ round }) => hook(round, s.engine));
-  }
-  if (options.onEvaluated) {
-    const hook = options.onEvaluated;
-    s.engine.on('round-evaluated', ({ round }) => hook(round, s.engine));
-  }
-  return s;
-}
 
 describe('strategy state through the engine', () => {
   /** Replies that change from round to round, so that FedAdam's moments shape every step. */

@@ -1,27 +1,25 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createRng } from '@tessera/data';
-import { type Database, openDatabase, type RunConfigInput, type RunRecord } from '@tessera/db';
-import {
-  ErrorCode,
-  type EvaluateReply,
-  TesseraError,
-  type TrainReply,
-  weightsToBytes,
-} from '@tessera/protocol';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RoundSummary, RunEngine } from './engine.js';
-import { createLogger } from './logger.js';
-import {
-  type ClientRegistry,
-  type ClientSession,
-  LocalClientRegistry,
-  type TimeoutBackoff,
-} from './registry.js';
+import type { Database } from '@tessera/db';
+import { ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ClientSession, TimeoutBackoff } from './registry.js';
 import { selectClients } from './sampling.js';
 import { deriveSeed } from './seeds.js';
-import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
+import {
+  type Behaviour,
+  createFederation as createTestFederation,
+  type Federation,
+  fakeSession,
+  honest,
+  PARAMS,
+  type Started,
+  type StartOptions,
+  referenceSample as sampleOf,
+  startEngine,
+  useTestDatabase,
+  waitFor as waitUntil,
+} from './testing/engine-harness.js';
+import type { SentMessage } from './testing/memory-transport.js';
 
 /**
  * The round rules that engine.test.ts leaves loose, each pinned so that removing or inverting
@@ -34,265 +32,42 @@ import { InMemoryTransport, type SentMessage } from './testing/memory-transport.
  * that does not finish: these tests have a short time limit and rounds with short deadlines.
  */
 
-const MODEL = 'fedavg-2nn';
-const PARAMS = 199_210;
 /** Every test here finishes in about a second when the rules hold. */
 const LIMIT_MS = 20_000;
 
+const testDatabase = useTestDatabase('round-rules');
 let db: Database;
-let dataDir: string;
 let federationCount = 0;
 
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'tessera-round-rules-'));
-  db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
+beforeAll(() => {
+  db = testDatabase.db;
 });
 
-afterAll(async () => {
-  await db?.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const createFederation = (count: number, backoff?: TimeoutBackoff): Promise<Federation> =>
+  createTestFederation(db, count, {
+    name: `round rules ${++federationCount}`,
+    backoff,
+    clockStart: 5_000_000,
+  });
 
-type TrainReplyOk = Extract<TrainReply, { status: 'ok' }>;
-type EvaluateReplyOk = Extract<EvaluateReply, { status: 'ok' }>;
-
-interface ClientContext {
-  clientId: string;
-  /** Replies to the instruction as the edge would pass it on; returns the ack's code. */
-  update(reply: Partial<Omit<TrainReplyOk, 'status'>> | 'failed'): string;
-  evaluation(reply: Partial<Omit<EvaluateReplyOk, 'status'>> | 'failed'): string;
-}
-
-/** What a fake client does with each message the engine sends it. */
-type Behaviour = (message: SentMessage, ctx: ClientContext) => void;
-
-const honest: Behaviour = (message, ctx) => {
-  if (message.event === 'train') ctx.update({});
-  if (message.event === 'evaluate') ctx.evaluation({});
-};
-
-interface Federation {
-  federationId: string;
-  clientIds: string[];
-  registry: ClientRegistry;
-  transport: InMemoryTransport;
-  clock: { now: number };
-  /** Every reply's ack, in order. */
-  acks: { clientId: string; event: 'update' | 'evaluation'; round: number; code: string }[];
-}
-
-async function createFederation(count: number, backoff?: TimeoutBackoff): Promise<Federation> {
-  const federation = await db.federations.create({ name: `round rules ${++federationCount}` });
-  const clientIds: string[] = [];
-  for (let k = 0; k < count; k++) {
-    const { client } = await db.clients.issueToken({
-      federationId: federation.id,
-      organisation: `org-${k}`,
-    });
-    clientIds.push(client.id);
-  }
-  const clock = { now: 5_000_000 };
-  return {
-    federationId: federation.id,
-    clientIds,
-    registry: new LocalClientRegistry({
-      timeoutBackoff: backoff ?? { baseMs: 60_000, maxMs: 3_600_000 },
-      now: () => clock.now,
-    }),
-    transport: new InMemoryTransport(),
-    clock,
-    acks: [],
-  };
-}
-
-function session(
+const session = (
   fed: Federation,
   clientId: string,
   options: { numHoldout?: number; federationId?: string } = {},
-): ClientSession {
-  const now = new Date();
-  return {
-    clientId,
-    federationId: options.federationId ?? fed.federationId,
-    organisation: clientId,
-    connectionId: `memory-${clientId}`,
-    info: {
-      name: 'fake',
-      version: '0',
-      runtime: 'other',
-      backend: 'none',
-      numExamples: 10,
-      ...(options.numHoldout === undefined ? {} : { numHoldout: options.numHoldout }),
-    },
-    connectedAt: now,
-    lastSeenAt: now,
-    task: null,
-    progress: null,
-  };
-}
-
-const baseConfig: RunConfigInput = {
-  model: MODEL,
-  strategy: 'fedavg',
-  strategyOptions: {},
-  rounds: 1,
-  clientsPerRound: null,
-  fractionFit: null,
-  minClients: 1,
-  roundDeadlineMs: 600_000,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.05,
-  seed: 7,
-  data: {},
-};
-
-interface Started {
-  run: RunRecord;
-  engine: RunEngine;
-  done: Promise<void>;
-  started: { round: number; attempt: number; selected: string[] }[];
-  committed: RoundSummary[];
-  evaluated: RoundSummary[];
-  finished: { status: string; error?: string }[];
-}
-
-interface StartOptions {
-  config?: Partial<RunConfigInput>;
-  /** By client index; honest where none is given. */
-  behaviours?: Record<number, Behaviour>;
-  maxRoundAttempts?: number;
-  onCommitted?: (round: number, engine: RunEngine) => void;
-  onEvaluated?: (round: number, engine: RunEngine) => void;
-}
+): ClientSession =>
+  fakeSession(options.federationId ?? fed.federationId, clientId, {
+    numHoldout: options.numHoldout,
+  });
 
 /**
  * Starts an engine on a new run of the federation, whose clients the test has connected (or
- * not) itself. Client k answers train with weights of k+1 and 10(k+1) examples.
+ * not) itself.
  */
-async function start(fed: Federation, options: StartOptions = {}): Promise<Started> {
-  const created = await db.runs.create({
-    federationId: fed.federationId,
-    config: { ...baseConfig, ...options.config },
-  });
-  const run = await db.runs.setStatus(created.id, 'running');
-  const engine = new RunEngine(
-    {
-      db,
-      registry: fed.registry,
-      transport: fed.transport,
-      logger: createLogger('error', () => {}),
-      centralEvaluator: null,
-      ...(options.maxRoundAttempts === undefined
-        ? {}
-        : { maxRoundAttempts: options.maxRoundAttempts }),
-    },
-    run,
-  );
-  const s: Started = {
-    run,
-    engine,
-    done: Promise.resolve(),
-    started: [],
-    committed: [],
-    evaluated: [],
-    finished: [],
-  };
-  engine.on('round-started', ({ round, attempt, selected }) =>
-    s.started.push({ round, attempt, selected }),
-  );
-  engine.on('round-committed', (summary) => {
-    s.committed.push(summary);
-    options.onCommitted?.(summary.round, engine);
-  });
-  engine.on('round-evaluated', (summary) => {
-    s.evaluated.push(summary);
-    options.onEvaluated?.(summary.round, engine);
-  });
-  engine.on('run-finished', ({ status, error }) =>
-    s.finished.push({ status, ...(error === undefined ? {} : { error }) }),
-  );
-  for (const [index, clientId] of fed.clientIds.entries()) {
-    const behaviour = options.behaviours?.[index] ?? honest;
-    fed.transport.connect(clientId, (message) =>
-      behaviour(message, contextFor(fed, engine, clientId, index, message)),
-    );
-  }
-  s.done = engine.execute();
-  return s;
-}
+const start = (fed: Federation, options: Omit<StartOptions, 'runId'> = {}): Promise<Started> =>
+  startEngine(db, fed, options);
 
-function contextFor(
-  fed: Federation,
-  engine: RunEngine,
-  clientId: string,
-  index: number,
-  message: SentMessage,
-): ClientContext {
-  const { runId } = message.payload;
-  // The statistics round has no round number (it comes before round 1).
-  const round = 'round' in message.payload ? message.payload.round : 0;
-  const answer = (event: 'update' | 'evaluation', work: () => void): string => {
-    fed.registry.touch(clientId);
-    let code = 'ok';
-    try {
-      work();
-    } catch (error) {
-      if (!(error instanceof TesseraError)) throw error;
-      code = error.code;
-    }
-    fed.acks.push({ clientId, event, round, code });
-    return code;
-  };
-  return {
-    clientId,
-    update: (reply) =>
-      answer('update', () =>
-        engine.handleUpdate(
-          clientId,
-          reply === 'failed'
-            ? { status: 'failed', runId, round, error: { message: 'local training failed' } }
-            : {
-                status: 'ok',
-                runId,
-                round,
-                weights: new Uint8Array(weightsToBytes(new Float32Array(PARAMS).fill(index + 1))),
-                numExamples: 10 * (index + 1),
-                durationMs: 5,
-                metrics: { loss: index + 1 },
-                ...reply,
-              },
-        ),
-      ),
-    evaluation: (reply) =>
-      answer('evaluation', () =>
-        engine.handleEvaluation(
-          clientId,
-          reply === 'failed'
-            ? { status: 'failed', runId, round, error: { message: 'no held-out data' } }
-            : {
-                status: 'ok',
-                runId,
-                round,
-                numExamples: 10 * (index + 1),
-                loss: 0.5,
-                accuracy: 0.75,
-                ...reply,
-              },
-        ),
-      ),
-  };
-}
-
-async function waitFor<T>(check: () => T | undefined | null | false, what: string): Promise<T> {
-  const deadline = Date.now() + LIMIT_MS;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+const waitFor = <T>(check: () => T | undefined | null | false, what: string): Promise<T> =>
+  waitUntil(check, what, LIMIT_MS);
 
 const ackCodes = (fed: Federation, clientId: string, event: 'update' | 'evaluation') =>
   fed.acks.filter((a) => a.clientId === clientId && a.event === event).map((a) => a.code);
@@ -300,15 +75,10 @@ const ackCodes = (fed: Federation, clientId: string, event: 'update' | 'evaluati
 const sentOf = (fed: Federation, runId: string, event: SentMessage['event']) =>
   fed.transport.sent.filter((m) => m.event === event && m.payload.runId === runId);
 
-/** An independent copy of the sampling rule: partial Fisher-Yates over the sorted ids. */
+/** The harness's independent copy of the sampling rule, on a generator seeded with `seed`. */
 function referenceSample(ids: readonly string[], size: number, seed: number): string[] {
   const rng = createRng(seed);
-  const pool = [...ids].sort();
-  for (let i = 0; i < size; i++) {
-    const j = i + Math.floor(rng.next() * (pool.length - i));
-    [pool[i], pool[j]] = [pool[j] as string, pool[i] as string];
-  }
-  return pool.slice(0, size).sort();
+  return sampleOf(ids, size, () => rng.next());
 }
 
 describe('who takes part in a round', () => {

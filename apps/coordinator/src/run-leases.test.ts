@@ -1,13 +1,17 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { type Database, openDatabase, type RunConfigInput } from '@tessera/db';
+import type { Database } from '@tessera/db';
 import { weightsToBytes } from '@tessera/protocol';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { RunEngine } from './engine.js';
 import { createLogger } from './logger.js';
 import { LocalClientRegistry } from './registry.js';
 import { processOwnerId, RunLeases } from './run-leases.js';
+import {
+  baseConfig,
+  fakeSession,
+  PARAMS,
+  useTestDatabase,
+  waitFor,
+} from './testing/engine-harness.js';
 import { InMemoryTransport, type SentMessage } from './testing/memory-transport.js';
 
 /**
@@ -16,47 +20,14 @@ import { InMemoryTransport, type SentMessage } from './testing/memory-transport.
  * SIGKILL) is test/failover.test.ts.
  */
 
-const PARAMS = 199_210;
-const config: RunConfigInput = {
-  model: 'fedavg-2nn',
-  strategy: 'fedavg',
-  strategyOptions: {},
-  rounds: 1,
-  clientsPerRound: null,
-  fractionFit: null,
-  minClients: 1,
-  roundDeadlineMs: 600_000,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.05,
-  seed: 7,
-  data: {},
-};
-
+const testDatabase = useTestDatabase('leases');
 let db: Database;
-let dataDir: string;
 
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'tessera-leases-'));
-  db = await openDatabase({ dataDir: join(dataDir, 'pglite') });
-});
-
-afterAll(async () => {
-  await db?.close();
-  rmSync(dataDir, { recursive: true, force: true });
+beforeAll(() => {
+  db = testDatabase.db;
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(check: () => T | undefined | null | false, what: string): Promise<T> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A running run with one connected (fake) client that answers only when told to. */
 async function runningRunWithClient() {
@@ -65,23 +36,12 @@ async function runningRunWithClient() {
     federationId: federation.id,
     organisation: 'org-0',
   });
-  const run = await db.runs.create({ federationId: federation.id, config });
+  const run = await db.runs.create({ federationId: federation.id, config: baseConfig });
   const registry = new LocalClientRegistry();
   const transport = new InMemoryTransport();
   const received: SentMessage[] = [];
   transport.connect(client.id, (message) => received.push(message));
-  const now = new Date();
-  registry.add({
-    clientId: client.id,
-    federationId: federation.id,
-    organisation: 'org-0',
-    connectionId: `memory-${client.id}`,
-    info: { name: 'fake', version: '0', runtime: 'other', backend: 'none', numExamples: 10 },
-    connectedAt: now,
-    lastSeenAt: now,
-    task: null,
-    progress: null,
-  });
+  registry.add(fakeSession(federation.id, client.id));
   return { run, clientId: client.id, registry, transport, received };
 }
 
