@@ -1,9 +1,12 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, launchChromium } from './chromium.js';
-import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ConsoleFixture,
+  commitRecordedRound,
+  recordedRunConfig,
+  signedInPage,
+  useConsoleInChromium,
+} from './console-fixtures.js';
 
 /**
  * The console's run page charts a dp-fedavg run's epsilon per round against its budget and
@@ -11,26 +14,12 @@ import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fi
  * `privacy` the engine records (pinned in test/dp-run.test.ts), so no training is needed.
  */
 
-const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
-
+const consoleInChromium = useConsoleInChromium();
 let fx: ConsoleFixture;
 let browser: Browser;
 
-beforeAll(async () => {
-  for (const [what, path] of [
-    ['console', consoleIndex],
-    ['Chromium', CHROMIUM],
-  ] as const) {
-    if (!existsSync(path))
-      throw new Error(`no ${what} at ${path}: run npm run build (and apt-get install -y chromium)`);
-  }
-  fx = await startConsoleFixture();
-  browser = await launchChromium('no-gpu');
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await fx?.dispose();
+beforeAll(() => {
+  ({ fx, browser } = consoleInChromium);
 });
 
 const END_REASON = 'privacy budget: epsilon would be 3.5 > budget 3 (delta 0.00001) after round 3';
@@ -45,8 +34,7 @@ describe("the console's run page, for a dp-fedavg run", () => {
     const run = await fx.db.runs.create({
       federationId: federation.id,
       name: 'Private run',
-      config: {
-        model: 'fedavg-2nn',
+      config: recordedRunConfig({
         strategy: 'dp-fedavg',
         strategyOptions: {
           noiseMultiplier: 1,
@@ -58,16 +46,7 @@ describe("the console's run page, for a dp-fedavg run", () => {
           innerOptions: {},
         },
         rounds: 10,
-        clientsPerRound: null,
-        fractionFit: null,
-        minClients: 1,
-        roundDeadlineMs: 60_000,
-        localEpochs: 1,
-        batchSize: 10,
-        learningRate: 0.05,
-        seed: 1,
-        data: {},
-      },
+      }),
     });
     const weights = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
     await fx.db.rounds.saveInitialCheckpoint(run.id, weights);
@@ -76,48 +55,17 @@ describe("the console's run page, for a dp-fedavg run", () => {
       [1, 1.25],
       [2, 2.5],
     ] as const) {
-      await fx.db.rounds.commit({
-        runId: run.id,
-        round,
-        startedAt: new Date(Date.UTC(2026, 11, 1, 12, round, 0)),
-        finishedAt: new Date(Date.UTC(2026, 11, 1, 12, round, 5)),
-        selectedClientIds: [client.id],
-        participantClientIds: [client.id],
-        droppedClientIds: [],
-        numExamples: 100,
-        trainLoss: 0.5,
-        trainAccuracy: 0.8,
-        metrics: {},
-        updates: [
-          {
-            clientId: client.id,
-            arrivalIndex: 0,
-            numExamples: 100,
-            durationMs: 10,
-            sizeBytes: 16,
-            sha256: 'a'.repeat(64),
-            metrics: {},
-          },
-        ],
-        checkpoint: weights,
-        privacy: { mechanism: 'sampled-gaussian', steps: round, epsilon, delta: 1e-5 },
-      });
+      await commitRecordedRound(
+        fx.db,
+        { runId: run.id, round, clientId: client.id, checkpoint: weights },
+        { privacy: { mechanism: 'sampled-gaussian', steps: round, epsilon, delta: 1e-5 } },
+      );
     }
     await fx.db.runs.setStatus(run.id, 'completed', { endReason: END_REASON });
 
-    await fx.db.accounts.createUser({
+    const page = await signedInPage(fx, browser, 'admin', {
       email: 'privacy-admin@example.org',
-      role: 'admin',
-      password: PASSWORD,
     });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(60_000);
-    await page.goto(fx.url);
-    await page.fill('input[name=email]', 'privacy-admin@example.org');
-    await page.fill('input[name=password]', PASSWORD);
-    await page.click('button[type=submit]');
-    await page.getByTestId('who').waitFor();
     await page.goto(`${fx.url}/runs/${run.id}`);
 
     const chart = page.getByTestId('epsilon-chart');
@@ -140,6 +88,6 @@ describe("the console's run page, for a dp-fedavg run", () => {
     await page.getByTestId('accuracy-chart').waitFor();
     expect(await page.getByTestId('epsilon-chart').count()).toBe(0);
     expect(await page.getByTestId('end-reason').count()).toBe(0);
-    await context.close();
+    await page.context().close();
   });
 });

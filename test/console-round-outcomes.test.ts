@@ -1,9 +1,12 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, launchChromium } from './chromium.js';
-import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ConsoleFixture,
+  commitRecordedRound,
+  recordedRunConfig,
+  signedInPage,
+  useConsoleInChromium,
+} from './console-fixtures.js';
 
 /**
  * The console's round page lists each selected client's outcome with its reason. The round is
@@ -11,26 +14,12 @@ import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fi
  * round-outcomes.test.ts), so this test needs no training.
  */
 
-const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
-
+const consoleInChromium = useConsoleInChromium();
 let fx: ConsoleFixture;
 let browser: Browser;
 
-beforeAll(async () => {
-  for (const [what, path] of [
-    ['console', consoleIndex],
-    ['Chromium', CHROMIUM],
-  ] as const) {
-    if (!existsSync(path))
-      throw new Error(`no ${what} at ${path}: run npm run build (and apt-get install -y chromium)`);
-  }
-  fx = await startConsoleFixture();
-  browser = await launchChromium('no-gpu');
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await fx?.dispose();
+beforeAll(() => {
+  ({ fx, browser } = consoleInChromium);
 });
 
 const REASON = 'the CSV has 30 features per row; fedavg-2nn expects 784';
@@ -50,68 +39,27 @@ describe("the console's round page", () => {
     const run = await fx.db.runs.create({
       federationId: federation.id,
       name: 'Outcomes',
-      config: {
-        model: 'fedavg-2nn',
-        strategy: 'fedavg',
-        strategyOptions: {},
-        rounds: 1,
-        clientsPerRound: null,
-        fractionFit: null,
-        minClients: 1,
-        roundDeadlineMs: 60_000,
-        localEpochs: 1,
-        batchSize: 10,
-        learningRate: 0.05,
-        seed: 1,
-        data: {},
-      },
+      config: recordedRunConfig(),
     });
     const weights = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
     await fx.db.rounds.saveInitialCheckpoint(run.id, weights);
-    await fx.db.rounds.commit({
-      runId: run.id,
-      round: 1,
-      startedAt: new Date(Date.UTC(2026, 11, 1, 12, 0, 0)),
-      finishedAt: new Date(Date.UTC(2026, 11, 1, 12, 0, 5)),
-      selectedClientIds: [mary, john, luke],
-      participantClientIds: [mary],
-      droppedClientIds: [luke],
-      numExamples: 100,
-      trainLoss: 0.5,
-      trainAccuracy: 0.8,
-      metrics: {},
-      outcomes: [
-        { clientId: mary, outcome: 'updated', code: null, reason: null },
-        { clientId: john, outcome: 'failed', code: 'DATA_SHAPE_MISMATCH', reason: REASON },
-        { clientId: luke, outcome: 'timed-out', code: null, reason: 'deadline passed' },
-      ],
-      updates: [
-        {
-          clientId: mary,
-          arrivalIndex: 0,
-          numExamples: 100,
-          durationMs: 10,
-          sizeBytes: 16,
-          sha256: 'a'.repeat(64),
-          metrics: { loss: 0.5 },
-        },
-      ],
-      checkpoint: weights,
-    });
+    await commitRecordedRound(
+      fx.db,
+      { runId: run.id, round: 1, clientId: mary, checkpoint: weights },
+      {
+        selectedClientIds: [mary, john, luke],
+        droppedClientIds: [luke],
+        outcomes: [
+          { clientId: mary, outcome: 'updated', code: null, reason: null },
+          { clientId: john, outcome: 'failed', code: 'DATA_SHAPE_MISMATCH', reason: REASON },
+          { clientId: luke, outcome: 'timed-out', code: null, reason: 'deadline passed' },
+        ],
+      },
+    );
 
-    await fx.db.accounts.createUser({
+    const page = await signedInPage(fx, browser, 'admin', {
       email: 'outcomes-admin@example.org',
-      role: 'admin',
-      password: PASSWORD,
     });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(60_000);
-    await page.goto(fx.url);
-    await page.fill('input[name=email]', 'outcomes-admin@example.org');
-    await page.fill('input[name=password]', PASSWORD);
-    await page.click('button[type=submit]');
-    await page.getByTestId('who').waitFor();
     await page.goto(`${fx.url}/runs/${run.id}/rounds/1`);
     await page.getByRole('heading', { name: 'Round 1' }).waitFor();
 
@@ -127,6 +75,6 @@ describe("the console's round page", () => {
     expect(await table.locator('tr[data-outcome=timed-out]').textContent()).toContain(
       'deadline passed',
     );
-    await context.close();
+    await page.context().close();
   }, 300_000);
 });

@@ -1,47 +1,21 @@
 // The console's Tasks pages in a real browser (Debian's Chromium, headless, playwright-core)
 // against a real coordinator: the list with the built-ins, a task's page in words, and an
 // admin's Create task form showing the API's field errors. Needs the built console.
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { taskSha256 } from '@tessera/tasks';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, launchChromium } from './chromium.js';
-import { type ConsoleFixture, PASSWORD, startConsoleFixture } from './console-fixtures.js';
+import type { Page } from 'playwright-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type ConsoleFixture, signedInPage, useConsoleInChromium } from './console-fixtures.js';
 import { flowersTask, tabularTopology } from './task-fixtures.js';
 
-const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
-
+const consoleInChromium = useConsoleInChromium();
 let fx: ConsoleFixture;
-let browser: Browser;
 
-beforeAll(async () => {
-  for (const [what, path] of [
-    ['console', consoleIndex],
-    ['Chromium', CHROMIUM],
-  ] as const) {
-    if (!existsSync(path)) throw new Error(`no ${what} at ${path}: run npm run build`);
-  }
-  fx = await startConsoleFixture();
-  browser = await launchChromium('no-gpu');
-});
-afterAll(async () => {
-  await browser?.close();
-  await fx?.dispose();
+beforeAll(() => {
+  ({ fx } = consoleInChromium);
 });
 
-async function signedIn(role: 'admin' | 'researcher'): Promise<Page> {
-  const { email } = await fx.login(role);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  await page.goto(fx.url);
-  await page.fill('input[name=email]', email);
-  await page.fill('input[name=password]', PASSWORD);
-  await page.click('button[type=submit]');
-  await page.getByTestId('who').waitFor();
-  return page;
-}
+const signedIn = (role: 'admin' | 'researcher'): Promise<Page> =>
+  signedInPage(fx, consoleInChromium.browser, role, { timeoutMs: 30_000 });
 
 describe('the Tasks page', () => {
   it('lists the built-in tasks for a researcher, and shows one in words with its layers', async () => {

@@ -1,11 +1,13 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { RoundPhases } from '@tessera/protocol';
 import { parseCsv, ROUND_COLUMNS } from '@tessera/research';
 import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, launchChromium } from './chromium.js';
-import { type ConsoleFixture, startConsoleFixture } from './console-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ConsoleFixture,
+  commitRecordedRound,
+  recordedRunConfig,
+  useConsoleInChromium,
+} from './console-fixtures.js';
 
 /**
  * A round's phases (issue 15 item 6) on their way out: the REST API's round records, the
@@ -16,23 +18,12 @@ import { type ConsoleFixture, startConsoleFixture } from './console-fixtures.js'
  * not recorded), round 3 as recorded before phases existed.
  */
 
-const consoleIndex = fileURLToPath(new URL('../apps/console/dist/index.html', import.meta.url));
-
+const consoleInChromium = useConsoleInChromium();
 let fx: ConsoleFixture;
 let browser: Browser;
 
-beforeAll(async () => {
-  const missing = [consoleIndex, CHROMIUM].filter((path) => !existsSync(path));
-  if (missing.length > 0) {
-    throw new Error(`missing ${missing.join(', ')}: npm run build, apt-get install -y chromium`);
-  }
-  fx = await startConsoleFixture();
-  browser = await launchChromium('no-gpu');
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await fx?.dispose();
+beforeAll(() => {
+  ({ fx, browser } = consoleInChromium);
 });
 
 const ROUND_1: RoundPhases = {
@@ -55,53 +46,21 @@ async function recordRun() {
   const run = await fx.db.runs.create({
     federationId: federation.id,
     name: 'Timed run',
-    config: {
-      model: 'fedavg-2nn',
-      strategy: 'fedavg',
-      strategyOptions: {},
-      rounds: 3,
-      clientsPerRound: null,
-      fractionFit: null,
-      minClients: 1,
-      roundDeadlineMs: 60_000,
-      localEpochs: 1,
-      batchSize: 10,
-      learningRate: 0.05,
-      seed: 1,
-      data: {},
-    },
+    config: recordedRunConfig({ rounds: 3 }),
   });
   const weights = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
   await fx.db.rounds.saveInitialCheckpoint(run.id, weights);
   await fx.db.runs.setStatus(run.id, 'running');
   for (const round of [1, 2, 3]) {
     const { commitMs: _c, evaluationMs: _e, ...before } = ROUND_1;
-    await fx.db.rounds.commit({
-      runId: run.id,
-      round,
-      startedAt: new Date(Date.UTC(2026, 11, 1, 12, round, 0)),
-      finishedAt: new Date(Date.UTC(2026, 11, 1, 12, round, 8)),
-      selectedClientIds: [client.id],
-      participantClientIds: [client.id],
-      droppedClientIds: [],
-      numExamples: 100,
-      trainLoss: 0.5,
-      trainAccuracy: 0.8,
-      metrics: {},
-      updates: [
-        {
-          clientId: client.id,
-          arrivalIndex: 0,
-          numExamples: 100,
-          durationMs: 10,
-          sizeBytes: 16,
-          sha256: 'a'.repeat(64),
-          metrics: {},
-        },
-      ],
-      checkpoint: weights,
-      ...(round === 3 ? {} : { phases: before }),
-    });
+    await commitRecordedRound(
+      fx.db,
+      { runId: run.id, round, clientId: client.id, checkpoint: weights },
+      {
+        finishedAt: new Date(Date.UTC(2026, 11, 1, 12, round, 8)),
+        ...(round === 3 ? {} : { phases: before }),
+      },
+    );
   }
   await fx.db.rounds.recordPhases(run.id, 1, { commitMs: 1_500, evaluationMs: 13_000 });
   return run.id;
