@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { decodeStrategyState } from '@tessera/aggregation';
 import { REPLAY_EXIT, replayExitCode } from '@tessera/cli';
 import {
@@ -15,6 +13,11 @@ import { counterfactualReplay, verifyRun } from '@tessera/research';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
 import { closeRawSockets, openRawSocket, rawClientInfo } from './raw-client.js';
+import {
+  createKeptScaffoldRun,
+  nodeControlVariate,
+  spawnScaffoldClients,
+} from './scaffold-clients.js';
 
 /**
  * SCAFFOLD end to end (Karimireddy et al. 2020, option II): the train instruction carries the
@@ -35,31 +38,17 @@ afterEach(async () => {
 
 const mnistArgs = (k: number, n: number) => ['--mnist', `${k}/${n}`, '--max-examples', '400'];
 
-function readFloat32File(file: string): Float32Array {
-  const bytes = readFileSync(file);
-  return bytesToWeights(
-    new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-    bytes.length / 4,
-  );
-}
-
 describe('a SCAFFOLD run', () => {
   it('sends c with every round; c after round r is the committed state; c stays the mean of the clients’ c_i', async () => {
     harness = await startHarness();
     const h = harness;
     const { federationId, tokens } = await createFederation(h, 3);
-    const stateDirs = [0, 1].map(() => {
-      const dir = mkdtempSync(join(tmpdir(), 'tessera-scaffold-client-'));
-      dirs.push(dir);
-      return dir;
-    });
-    for (const k of [0, 1]) {
-      h.spawnClient(tokens[k]?.token as string, [
-        ...mnistArgs(k, 2),
-        '--state-dir',
-        stateDirs[k] as string,
-      ]);
-    }
+    const stateDirs = spawnScaffoldClients(
+      h,
+      [0, 1].map((k) => tokens[k]?.token as string),
+      400,
+      dirs,
+    );
     // The third member reads the instructions off the wire and answers as a SCAFFOLD client
     // that did not move (y = x): Δc_i = c_i⁺ − c_i = −c, which it keeps track of itself.
     const observer = openRawSocket(h.coordinator.url, {
@@ -88,22 +77,12 @@ describe('a SCAFFOLD run', () => {
     });
     await waitFor(() => h.coordinator.registry.list().length === 3, 'three clients to connect');
 
-    const run = await h.api<{ id: string }>('POST', '/runs', {
-      ...quickRun,
-      rounds: 3,
-      federationId,
-      clientsPerRound: 3,
-      minClients: 3,
-      strategy: 'scaffold',
-      strategyOptions: { clientCount: 3 },
-      // Every update and its Δc_i kept: the run can be recomputed (below).
-      keepUpdates: true,
-    });
-    expect(run.status, JSON.stringify(run.body)).toBe(201);
+    // Every update and its Δc_i kept: the run can be recomputed (checkReplay below).
+    const runId = await createKeptScaffoldRun(h, federationId);
     const finished = new Promise((resolve) => h.coordinator.once('run-finished', resolve));
-    expect((await h.api('POST', `/runs/${run.body.id}/start`)).status).toBe(202);
+    expect((await h.api('POST', `/runs/${runId}/start`)).status).toBe(202);
     expect(await finished).toMatchObject({ status: 'completed' });
-    const rounds = await h.db.rounds.list(run.body.id);
+    const rounds = await h.db.rounds.list(runId);
     expect(rounds.map((r) => [r.number, r.participantClientIds.length])).toEqual([
       [1, 3],
       [2, 3],
@@ -123,7 +102,7 @@ describe('a SCAFFOLD run', () => {
     // Round 1 starts from c = 0; round r + 1 sends the c committed with round r.
     expect(sent[0]?.every((value) => value === 0)).toBe(true);
     for (const round of [1, 2, 3]) {
-      const checkpoint = await h.db.rounds.checkpoint(run.body.id, round);
+      const checkpoint = await h.db.rounds.checkpoint(runId, round);
       const state = decodeStrategyState(checkpoint.strategyState as Uint8Array);
       expect(state).toMatchObject({ strategy: 'scaffold', version: 1, round });
       if (round < 3) {
@@ -138,8 +117,7 @@ describe('a SCAFFOLD run', () => {
 
     // The clients' c_i after round 2 (adopted when round 3 began, and written to their
     // state dirs): their mean with the observer's is the c the coordinator sent in round 3.
-    const fileOf = (dir: string) => join(dir, `scaffold-c-${encodeURIComponent(run.body.id)}.f32`);
-    const clientControls = stateDirs.map((dir) => readFloat32File(fileOf(dir)));
+    const clientControls = stateDirs.map((dir) => nodeControlVariate(dir, runId));
     // The observer's c_i after round 2: what it held before answering round 3.
     const observerAfterRound2 = Float32Array.from(
       observerControl as unknown as Float32Array,
@@ -159,7 +137,7 @@ describe('a SCAFFOLD run', () => {
     // The real clients moved: their c_i are not the observer's.
     expect(clientControls[0]?.some((v, i) => v !== observerAfterRound2[i])).toBe(true);
 
-    await checkReplay(h, run.body.id);
+    await checkReplay(h, runId);
   }, 360_000);
 
   it('refuses the update of a client that did not run SCAFFOLD (no controlDelta), recording it rejected with its code', async () => {

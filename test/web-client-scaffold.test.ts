@@ -1,7 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { rmSync } from 'node:fs';
 import { decodeStrategyState } from '@tessera/aggregation';
 import { bytesToWeights } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
@@ -11,8 +8,13 @@ import {
   CONTROL_VARIATE_DB,
   CONTROL_VARIATE_STORE,
 } from '../apps/web-client/src/control-variate-store.js';
-import { CHROMIUM, launchChromium } from './chromium.js';
-import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
+import { launchChromium, requireChromiumAndWebClient } from './chromium.js';
+import { createFederation, type Harness, startHarness, waitFor } from './harness.js';
+import {
+  createKeptScaffoldRun,
+  nodeControlVariate,
+  spawnScaffoldClients,
+} from './scaffold-clients.js';
 
 /**
  * SCAFFOLD in the browser: the page keeps its control variate c_i in IndexedDB per (coordinator
@@ -22,19 +24,11 @@ import { createFederation, type Harness, quickRun, startHarness, waitFor } from 
  * real Node clients, the built page in headless Chromium on WASM.
  */
 
-const builtPage = fileURLToPath(new URL('../apps/web-client/dist/index.html', import.meta.url));
-
 const browsers: Browser[] = [];
 let harness: Harness | undefined;
 const dirs: string[] = [];
 
-beforeAll(() => {
-  if (!existsSync(CHROMIUM))
-    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium`);
-  if (!existsSync(builtPage)) {
-    throw new Error(`the web client is not built (${builtPage}): run npm run build first`);
-  }
-});
+beforeAll(requireChromiumAndWebClient);
 afterEach(async () => {
   await harness?.dispose();
   harness = undefined;
@@ -101,33 +95,17 @@ function pageControls(page: Page, origin: string, runId: string): Promise<Stored
   );
 }
 
-function readFloat32File(file: string): Float32Array {
-  const bytes = readFileSync(file);
-  return bytesToWeights(
-    new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-    bytes.length / 4,
-  );
-}
-
-const mnistArgs = (k: number, n: number) => ['--mnist', `${k}/${n}`, '--max-examples', '300'];
-
 describe('SCAFFOLD in the browser', () => {
   it('keeps c_i in IndexedDB across a reload between rounds; c stays the mean of the page’s and the Node clients’ c_i', async () => {
     harness = await startHarness();
     const h = harness;
     const { federationId, tokens } = await createFederation(h, 3);
-    const stateDirs = [0, 1].map(() => {
-      const dir = mkdtempSync(join(tmpdir(), 'tessera-web-scaffold-'));
-      dirs.push(dir);
-      return dir;
-    });
-    for (const k of [0, 1]) {
-      h.spawnClient(tokens[k]?.token as string, [
-        ...mnistArgs(k, 2),
-        '--state-dir',
-        stateDirs[k] as string,
-      ]);
-    }
+    const stateDirs = spawnScaffoldClients(
+      h,
+      [0, 1].map((k) => tokens[k]?.token as string),
+      300,
+      dirs,
+    );
     const pageToken = tokens[2] as (typeof tokens)[number];
     const browser = await launchChromium('wasm');
     browsers.push(browser);
@@ -141,18 +119,7 @@ describe('SCAFFOLD in the browser', () => {
     expect(await page.getAttribute('body', 'data-control-variates')).toBe('indexeddb');
     await waitFor(() => h.coordinator.registry.list().length === 3, 'three clients to connect');
 
-    const run = await h.api<{ id: string }>('POST', '/runs', {
-      ...quickRun,
-      rounds: 3,
-      federationId,
-      clientsPerRound: 3,
-      minClients: 3,
-      strategy: 'scaffold',
-      strategyOptions: { clientCount: 3 },
-      keepUpdates: true,
-    });
-    expect(run.status, JSON.stringify(run.body)).toBe(201);
-    const runId = run.body.id;
+    const runId = await createKeptScaffoldRun(h, federationId);
     // Paused after round 1, so that the page reloads between rounds 1 and 2.
     const roundOne = new Promise<void>((resolve) =>
       h.coordinator.on('round-started', (event) => {
@@ -218,9 +185,7 @@ describe('SCAFFOLD in the browser', () => {
     // The c the coordinator committed with round 2 is the mean of the three clients' c_i.
     const checkpoint = await h.db.rounds.checkpoint(runId, 2);
     const c = decodeStrategyState(checkpoint.strategyState as Uint8Array).arrays['c'];
-    const nodeControls = stateDirs.map((dir) =>
-      readFloat32File(join(dir, `scaffold-c-${encodeURIComponent(runId)}.f32`)),
-    );
+    const nodeControls = stateDirs.map((dir) => nodeControlVariate(dir, runId));
     let largest = 0;
     let worst = 0;
     for (let i = 0; i < 199_210; i++) {
