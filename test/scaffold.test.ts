@@ -239,6 +239,12 @@ async function checkReplay(h: Harness, runId: string) {
   ]);
   expect(report.identical).toBe(true);
   expect(replayExitCode(report)).toBe(REPLAY_EXIT.identical);
+  // The coordinator's /verify reads the database too: the same recomputation.
+  const overRest = await h.api<{ identical: boolean; unchecked: unknown }>(
+    'GET',
+    `/runs/${runId}/verify`,
+  );
+  expect(overRest.body).toMatchObject({ identical: true, unchecked: null });
 
   const sourceHashes = (await h.db.rounds.checkpointHashes(runId)).map((c) => c.sha256);
   const sourceStates = await Promise.all(
