@@ -1,7 +1,24 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { type Browser, chromium } from 'playwright-core';
 
 /** Debian's Chromium (apt-get install -y chromium), driven by playwright-core. */
 export const CHROMIUM = '/usr/bin/chromium';
+
+/** The built web client, which the coordinator serves at /join/ (`npm run build` makes it). */
+export const BUILT_WEB_CLIENT = fileURLToPath(
+  new URL('../apps/web-client/dist/index.html', import.meta.url),
+);
+
+/** For the page tests: fails at once, saying what to install or build, when either is missing. */
+export function requireChromiumAndWebClient(): void {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium`);
+  }
+  if (!existsSync(BUILT_WEB_CLIENT)) {
+    throw new Error(`the web client is not built (${BUILT_WEB_CLIENT}): run npm run build first`);
+  }
+}
 
 const BASE_FLAGS = [
   '--headless',

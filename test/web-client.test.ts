@@ -1,17 +1,8 @@
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { splitRows } from '@tessera/client/core';
 import { loadMnist, readTabular, tabularStatistics } from '@tessera/data';
@@ -22,7 +13,12 @@ import express from 'express';
 import type { Browser, Page } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Backend, CHROMIUM, launchChromium } from './chromium.js';
+import {
+  type Backend,
+  BUILT_WEB_CLIENT,
+  launchChromium,
+  requireChromiumAndWebClient,
+} from './chromium.js';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
 import { tabularTopology, wardRiskTask, writeWardCsv } from './task-fixtures.js';
 
@@ -32,7 +28,7 @@ import { tabularTopology, wardRiskTask, writeWardCsv } from './task-fixtures.js'
  * use there (WebGPU and WebGL run on SwiftShader, Chromium's CPU implementation of the GPU APIs).
  */
 
-const builtPage = fileURLToPath(new URL('../apps/web-client/dist/index.html', import.meta.url));
+const builtPage = BUILT_WEB_CLIENT;
 
 const browsers: Browser[] = [];
 let harness: Harness | undefined;
@@ -43,14 +39,7 @@ async function launch(backend: Backend): Promise<Browser> {
   return browser;
 }
 
-beforeAll(() => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium`);
-  }
-  if (!existsSync(builtPage)) {
-    throw new Error(`the web client is not built (${builtPage}): run npm run build first`);
-  }
-});
+beforeAll(requireChromiumAndWebClient);
 afterEach(async () => {
   await harness?.dispose();
   harness = undefined;

@@ -195,6 +195,8 @@ export class ApiRecords implements RunRecords {
           numExamples: update.numExamples,
           sha256: update.sha256,
           weights,
+          // The REST API serves no Δc_i: replay then checks a SCAFFOLD run by its hashes.
+          controlDelta: null,
         };
       });
     },

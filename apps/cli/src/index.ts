@@ -1,5 +1,10 @@
 export { type DatabaseFlags, openFromFlags } from './database.js';
 export { type ExportFormat, type ExportOptions, exportRun } from './export-command.js';
-export { counterfactualCommand, verifyCommand } from './replay-command.js';
+export {
+  counterfactualCommand,
+  REPLAY_EXIT,
+  replayExitCode,
+  verifyCommand,
+} from './replay-command.js';
 export { formatPhaseSummary, formatRoundLine } from './round-report.js';
 export { type SimulationOptions, type SimulationResult, simulate } from './simulate.js';

@@ -27,7 +27,11 @@ export const REPLAY_EXIT = { identical: 0, differs: 2, notReplayable: 3 } as con
 
 /** The exit status a verify report earns (REPLAY_EXIT). */
 export function replayExitCode(report: VerifyReport): number {
-  if (report.checks.some((check) => !check.match)) return REPLAY_EXIT.differs;
+  // A recomputed strategy state that differs from the stored one (SCAFFOLD's c from a changed
+  // Δc_i) is a difference too, even where the round's weights match.
+  if (report.checks.some((check) => !check.match || check.stateMatch === false)) {
+    return REPLAY_EXIT.differs;
+  }
   if ((report.integrity?.mismatched.length ?? 0) > 0) return REPLAY_EXIT.differs;
   return report.unchecked === null ? REPLAY_EXIT.identical : REPLAY_EXIT.notReplayable;
 }

@@ -383,6 +383,13 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         metrics: reply.metrics,
         // A copy: the decoded frame's bytes may be a view into a larger receive buffer.
         weights: this.run.config.keepUpdates ? reply.weights.slice() : null,
+        // Δc_i where the round folded it (a control-variate strategy), so a replay can too.
+        controlDelta:
+          this.run.config.keepUpdates &&
+          open.aggregator.controlVariate !== undefined &&
+          reply.controlDelta !== undefined
+            ? reply.controlDelta.slice()
+            : null,
         runtime: client?.runtime ?? null,
         backend: client?.backend ?? null,
       });

@@ -9,6 +9,7 @@ import {
 } from '@tessera/client/core';
 import { BUILTIN_TASK_FOR_MODEL, type TaskDefinition } from '@tessera/tasks';
 import { describeAdapter } from './adapter.js';
+import { openControlVariates } from './control-variate-store.js';
 import {
   BACKEND_PREFERENCES,
   type BackendPreference,
@@ -381,6 +382,14 @@ function show(message: ViewEvent): void {
       backendSwitch.disabled = false;
       log(`backend ${message.name}: ${message.why}`);
       break;
+    case 'control-variates':
+      document.body.dataset['controlVariates'] = message.fallback === null ? 'indexeddb' : 'memory';
+      log(
+        message.fallback === null
+          ? `SCAFFOLD control variates are kept ${message.where}`
+          : `SCAFFOLD control variates are kept ${message.where}: IndexedDB is not available (${message.fallback})`,
+      );
+      break;
     case 'run-idle':
       runText.textContent = `no round for ${message.seconds} s: the run has probably finished (the coordinator does not announce the end of a run)`;
       document.body.dataset['run'] = 'idle';
@@ -737,21 +746,29 @@ function start(
           generation,
         );
         switchBackend = (name) => trainer.switchTo(name);
-        const client = new TesseraClient({
-          ...connection,
-          identity: { name: 'tessera-web-client', version: '0.1.0', runtime: 'browser' },
-          backend: backendName,
-          trainer,
-          observer: observer(current),
-        });
-        stop = () => {
-          trainer.abandon();
-          return client.close();
-        };
-        client.connect().catch((error: unknown) => {
-          const code = (error as { code?: unknown }).code;
-          fail(typeof code === 'string' ? code : 'INTERNAL', (error as Error).message);
-        });
+        // SCAFFOLD's c_i per (coordinator origin, run), kept across reloads where IndexedDB is.
+        void openControlVariates(new URL(connection.coordinatorUrl).origin).then(
+          ({ store, fallback }) => {
+            if (generation !== currentGeneration) return;
+            current({ type: 'control-variates', where: store.where, fallback });
+            const client = new TesseraClient({
+              ...connection,
+              identity: { name: 'tessera-web-client', version: '0.1.0', runtime: 'browser' },
+              backend: backendName,
+              trainer,
+              observer: observer(current),
+              controlVariates: store,
+            });
+            stop = () => {
+              trainer.abandon();
+              return client.close();
+            };
+            client.connect().catch((error: unknown) => {
+              const code = (error as { code?: unknown }).code;
+              fail(typeof code === 'string' ? code : 'INTERNAL', (error as Error).message);
+            });
+          },
+        );
         break;
       }
     }

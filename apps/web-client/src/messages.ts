@@ -105,6 +105,8 @@ export type ViewEvent =
   /** The backend chosen by measurement (or by the user), with the figures behind the choice. */
   | { type: 'backend-chosen'; name: string; detail: string; why: string }
   | { type: 'run-idle'; seconds: number }
+  /** Where SCAFFOLD's c_i is kept; `fallback`: why not in IndexedDB (then memory only). */
+  | { type: 'control-variates'; where: string; fallback: string | null }
   | {
       type: 'data';
       description: string;

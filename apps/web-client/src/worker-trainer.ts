@@ -69,9 +69,12 @@ export class WorkerTrainer implements LocalTrainer {
   }
 
   train(request: TrainRequest, onProgress: (progress: TrainerProgress) => void) {
+    // A copy goes to the worker: transferring the caller's own buffer would detach the global
+    // model it still reads after training (SCAFFOLD's control step takes x − y from it).
+    const weights = request.weights.slice();
     return this.call(
-      { type: 'train', id: this.nextId++, request },
-      [request.weights.buffer],
+      { type: 'train', id: this.nextId++, request: { ...request, weights } },
+      [weights.buffer],
       onProgress,
     ) as Promise<TrainOutcome>;
   }

@@ -433,7 +433,9 @@ export class TesseraClient {
     const ack = await this.send('update', reply);
     // Only an update the coordinator took can move c_i: a refused one left c as it was too.
     if (ack.ok && nextControl !== undefined) {
-      this.pendingControls.set(runId, { round, values: nextControl });
+      const staged = { round, values: nextControl };
+      this.pendingControls.set(runId, staged);
+      await this.controlVariates.stage?.(runId, staged);
     }
     if (summary) observer?.roundFinished?.({ runId, round, ...summary, ack });
     else if (failure !== undefined) observer?.roundFailed?.({ runId, round, reason: failure, ack });
@@ -449,11 +451,17 @@ export class TesseraClient {
   ): Promise<{ server: Float32Array; client: Float32Array }> {
     const { runId, round, model } = instruction;
     const { paramCount } = model;
-    const pending = this.pendingControls.get(runId);
+    // After a restart, the c_i⁺ the store kept (a reloaded page's); otherwise this process's.
+    const pending =
+      this.pendingControls.get(runId) ??
+      (await this.controlVariates.staged?.(runId, paramCount)) ??
+      undefined;
     if (pending !== undefined) {
       this.pendingControls.delete(runId);
       // A later round: the pending one committed. The same round again: it did not.
       if (pending.round < round) await this.controlVariates.save(runId, pending.values);
+      // Adopted (or dropped) first, forgotten second: a crash between adopts the same c_i⁺ again.
+      await this.controlVariates.stage?.(runId, null);
     }
     if (instruction.controlVariate === undefined) {
       throw new RoundFailure(

@@ -4,7 +4,8 @@ import { ErrorCode, TesseraError } from '@tessera/protocol';
  * Where a client keeps SCAFFOLD's control variate c_i between rounds (Karimireddy et al. 2020):
  * one vector per run, as long as the model. The Node client keeps it in memory and, given a
  * state directory, in a file there (so a restarted process continues with it); the browser
- * client in memory (apps/web-client: also in IndexedDB).
+ * client in IndexedDB, its staged c_i⁺ too (apps/web-client/src/control-variate-store.ts), and
+ * in memory where the browser gives it no IndexedDB.
  */
 export interface ControlVariateStore {
   /** c_i of `runId`, or null before this client's first SCAFFOLD round of that run. */
@@ -16,6 +17,21 @@ export interface ControlVariateStore {
   save(runId: string, values: Float32Array): Promise<void>;
   /** Where it keeps them, for the person running the client (e.g. "memory only"). */
   readonly where: string;
+  /**
+   * Optional: keeps c_i⁺ of `round`, not yet adopted, where a restarted client finds it again
+   * (null: forgets it), so that a client restarted between rounds (a reloaded page) still
+   * adopts it when the run's next round arrives. A store without it: the client holds c_i⁺ in
+   * memory only, and a restart between rounds loses it.
+   */
+  stage?(runId: string, staged: StagedControl | null): Promise<void>;
+  /** The c_i⁺ that `stage` kept for `runId`, or null (none, or another model's length). */
+  staged?(runId: string, paramCount: number): Promise<StagedControl | null>;
+}
+
+/** A c_i⁺ waiting to be adopted: from the update of `round`, adopted once a later round starts. */
+export interface StagedControl {
+  round: number;
+  values: Float32Array;
 }
 
 /** In this process only: a restarted client starts every run's c_i from zero again. */

@@ -14,6 +14,7 @@ export {
   type ControlVariateStore,
   controlCorrection,
   MemoryControlVariates,
+  type StagedControl,
   scaffoldControlStep,
 } from './control-variates.js';
 export {

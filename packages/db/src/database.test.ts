@@ -1146,6 +1146,7 @@ describe.each(backends)('$name', (backend) => {
             numExamples,
             sha256,
             weights,
+            controlDelta: null,
           })),
         );
         const listed = await db.rounds.updates(run.id, 1);
@@ -1155,6 +1156,80 @@ describe.each(backends)('$name', (backend) => {
         ]);
         expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(16);
         expect((await db.rounds.allUpdates(run.id)).map((u) => u.round)).toEqual([1, 1]);
+      });
+
+      it("keeps SCAFFOLD's Δc_i with a kept update, hashed, counted against the storage limit, and checked on the way out", async () => {
+        const { run, clients } = await fixture(3, { keepUpdates: true });
+        await db.rounds.saveInitialCheckpoint(run.id, float32Bytes([0, 0]));
+        const deltaOf = (index: number) => float32Bytes([0.5 + index, -index]);
+        const base = keptCommit(run, clients, 1);
+        const withDeltas = {
+          ...base,
+          updates: base.updates.map((update, index) => ({
+            ...update,
+            controlDelta: deltaOf(index),
+          })),
+        };
+
+        // A Δc_i of another length than the model is refused, and nothing is written.
+        const short = {
+          ...withDeltas,
+          updates: withDeltas.updates.map((update, index) =>
+            index === 1 ? { ...update, controlDelta: float32Bytes([1]) } : update,
+          ),
+        };
+        const refused = await rejectsWith(db.rounds.commit(short), ErrorCode.INVALID_ARGUMENT);
+        expect(refused.message).toMatch(/updates\[1\]\.controlDelta has 1 values/);
+        expect(await db.rounds.list(run.id)).toEqual([]);
+        expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(0);
+
+        await db.rounds.commit(withDeltas);
+        const kept = await db.rounds.updatesWithWeights(run.id, 1);
+        expect(kept.map((update) => update.controlDelta)).toEqual([deltaOf(0), deltaOf(1)]);
+        const rows = await db.prisma.clientUpdate.findMany({
+          where: { round: { runId: run.id } },
+          orderBy: { arrivalIndex: 'asc' },
+          select: { controlDeltaSha256: true },
+        });
+        expect(rows.map((row) => row.controlDeltaSha256)).toEqual([
+          sha256(deltaOf(0)),
+          sha256(deltaOf(1)),
+        ]);
+        // Two updates of 8 bytes and two Δc_i of 8 bytes.
+        expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(32);
+
+        // A stored Δc_i that no longer hashes to its record is named, with its round.
+        await db.prisma.$executeRawUnsafe(
+          `UPDATE "ClientUpdate" SET "controlDelta" = $1 WHERE "clientId" = $2 AND "roundId" IN (SELECT "id" FROM "Round" WHERE "runId" = $3)`,
+          Buffer.from(float32Bytes([9, 9])),
+          at(withDeltas.updates, 1).clientId,
+          run.id,
+        );
+        const corrupt = await rejectsWith(
+          db.rounds.updatesWithWeights(run.id, 1),
+          ErrorCode.INTERNAL,
+        );
+        expect(corrupt.message).toMatch(/controlDelta of update 1 of round 1 of run .* is corrupt/);
+      });
+
+      it('keeps no Δc_i for a run without keepUpdates', async () => {
+        const { run, clients } = await fixture();
+        const base = keptCommit(run, clients, 1);
+        await db.rounds.commit({
+          ...base,
+          updates: base.updates.map((update) => ({
+            ...update,
+            controlDelta: float32Bytes([1, 2]),
+          })),
+        });
+        expect(
+          await db.prisma.clientUpdate.count({
+            where: {
+              round: { runId: run.id },
+              OR: [{ controlDelta: { not: null } }, { controlDeltaSha256: { not: null } }],
+            },
+          }),
+        ).toBe(0);
       });
 
       it('stores large kept updates over several INSERTs in one transaction, hashing bytes sent without a sha256', async () => {

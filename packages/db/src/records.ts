@@ -180,12 +180,19 @@ export interface ClientUpdateInput {
   metrics: Record<string, number>;
   /** The update's bytes, kept when the run keeps updates (checked against sha256). */
   weights?: Uint8Array | null;
+  /**
+   * SCAFFOLD's control-variate change Δc_i (float32 bytes, as many values as `weights`), kept
+   * with `weights` and under the same rule; commit hashes the bytes it stores. Absent or null
+   * for every other strategy.
+   */
+  controlDelta?: Uint8Array | null;
   /** The client's runtime and tfjs backend, as it announced them at the handshake. */
   runtime?: string | null;
   backend?: string | null;
 }
 
-export interface ClientUpdateRecord extends Omit<ClientUpdateInput, 'weights' | 'sha256'> {
+export interface ClientUpdateRecord
+  extends Omit<ClientUpdateInput, 'weights' | 'sha256' | 'controlDelta'> {
   id: string;
   sha256: string;
   roundId: string;
@@ -204,6 +211,11 @@ export interface KeptUpdate {
   numExamples: number;
   sha256: string;
   weights: Uint8Array;
+  /**
+   * Its SCAFFOLD control-variate change Δc_i, verified against the sha256 stored with it; null
+   * where none was kept (another strategy, or an update committed before Δc_i was kept).
+   */
+  controlDelta: Uint8Array | null;
 }
 
 export interface RoundCommit {

@@ -369,7 +369,7 @@ export class RoundRepository {
     const row = await this.prisma.round.findUnique({
       where: { runId_number: { runId, number: round } },
       include: {
-        updates: { orderBy: { arrivalIndex: 'asc' }, omit: { weights: true } },
+        updates: { orderBy: { arrivalIndex: 'asc' }, omit: { weights: true, controlDelta: true } },
         run: { select: { keepUpdates: true, updatesTruncatedAtRound: true } },
       },
     });
@@ -391,7 +391,7 @@ export class RoundRepository {
     if (run === null) throw notFound('run', runId);
     const rows = await this.prisma.clientUpdate.findMany({
       where: { round: { runId } },
-      omit: { weights: true },
+      omit: { weights: true, controlDelta: true },
       include: { round: { select: { number: true } } },
       orderBy: [{ round: { number: 'asc' } }, { arrivalIndex: 'asc' }],
     });
@@ -452,6 +452,7 @@ export class RoundRepository {
         numExamples: update.numExamples,
         sha256: update.sha256,
         weights,
+        controlDelta: keptControlDelta(update, runId, round),
       };
     });
   }
@@ -524,7 +525,7 @@ export class RoundRepository {
 }
 
 /**
- * Rows of one INSERT without bytes: at most this many (12 parameters each, under the
+ * Rows of one INSERT without bytes: at most this many (14 parameters each, under the
  * protocol's 65,535). A row with bytes goes in an INSERT of its own: node-postgres builds a
  * bind message in one buffer that grows by doubling, so several updates in one statement pay
  * copies that one each does not (10 CNN updates: 2.2x plain node-postgres batched, 1.2x alone).
@@ -544,6 +545,8 @@ const UPDATE_COLUMNS = [
   'runtime',
   'backend',
   'weights',
+  'controlDelta',
+  'controlDeltaSha256',
 ] as const;
 
 /** The round's update rows: those with bytes one per INSERT, the others in batches. */
@@ -570,7 +573,9 @@ async function insertUpdates(
   };
   for (const update of updates) {
     const weights = store ? (update.weights ?? null) : null;
-    const size = weights?.byteLength ?? 0;
+    // Δc_i is kept exactly when the update's bytes are (a replay needs both or neither).
+    const controlDelta = weights === null ? null : (update.controlDelta ?? null);
+    const size = (weights?.byteLength ?? 0) + (controlDelta?.byteLength ?? 0);
     if (rows.length >= MAX_INSERT_ROWS || (rows.length > 0 && (size > 0 || batchBytes > 0))) {
       await flush();
     }
@@ -589,6 +594,8 @@ async function insertUpdates(
       update.runtime ?? null,
       update.backend ?? null,
       weights === null ? null : bytes(weights),
+      controlDelta === null ? null : bytes(controlDelta),
+      controlDelta === null ? null : sha256(controlDelta),
     );
     batchBytes += size;
   }
@@ -628,11 +635,43 @@ function decideKeep(
       );
     }
     bytes += update.weights.byteLength;
+    if (update.controlDelta) {
+      if (update.controlDelta.byteLength !== paramCount * 4) {
+        throw invalid(
+          `updates[${index}].controlDelta`,
+          `has ${update.controlDelta.byteLength / 4} values but the checkpoint has ${paramCount}`,
+        );
+      }
+      // Δc_i counts against the run's storage limit like the update it came with.
+      bytes += update.controlDelta.byteLength;
+    }
   }
   const limit = BigInt(run.updateStorageLimitMb) * 1024n * 1024n;
   if (run.keptUpdateBytes + BigInt(bytes) > limit)
     return { store: false, truncate: true, bytes: 0 };
   return { store: true, truncate: false, bytes };
+}
+
+/**
+ * A kept update's Δc_i, checked against the sha256 commit stored with it (as its weights are);
+ * null when none was kept. Bytes without a hash, or a hash without bytes, are a corrupt record.
+ */
+function keptControlDelta(
+  update: Pick<ClientUpdate, 'arrivalIndex' | 'controlDelta' | 'controlDeltaSha256'>,
+  runId: string,
+  round: number,
+): Uint8Array | null {
+  if (update.controlDelta === null && update.controlDeltaSha256 === null) return null;
+  const bytes = update.controlDelta === null ? null : toUint8Array(update.controlDelta);
+  const actual = bytes === null ? 'none' : sha256(bytes);
+  if (bytes === null || actual !== update.controlDeltaSha256) {
+    throw new TesseraError(
+      ErrorCode.INTERNAL,
+      `the controlDelta of update ${update.arrivalIndex} of round ${round} of run ${runId} is corrupt: sha256 ${actual}, recorded ${update.controlDeltaSha256 ?? 'none'}`,
+      { runId, round, field: 'controlDelta' },
+    );
+  }
+  return bytes;
 }
 
 function roundWasKept(
@@ -747,6 +786,10 @@ function validateCommit(input: RoundCommit): RoundCommit {
       sha256: updateSha,
       metrics: requireMetrics(field('metrics'), update.metrics),
       weights,
+      controlDelta:
+        update.controlDelta === undefined || update.controlDelta === null
+          ? null
+          : requireWeights(field('controlDelta'), update.controlDelta),
       runtime: requireOptionalString(field('runtime'), update.runtime, 64),
       backend: requireOptionalString(field('backend'), update.backend, 64),
     };
@@ -985,7 +1028,7 @@ function nullableNumber(value: bigint | null): number | null {
 }
 
 function toUpdateRecord(
-  row: Omit<ClientUpdate, 'weights'>,
+  row: Omit<ClientUpdate, 'weights' | 'controlDelta'>,
   round: number,
   kept: boolean,
 ): ClientUpdateRecord {

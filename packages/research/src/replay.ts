@@ -89,14 +89,6 @@ function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
         'the run aggregated securely: the coordinator only ever held the sum of the masked updates, never an individual one, so no round can be recomputed from individual updates; the recorded checkpoints (each round the unmasked aggregate) are checked against their hashes instead',
     };
   }
-  if (run.config.strategy === 'scaffold') {
-    return {
-      fromRound: 1,
-      cause: 'scaffold-control-variates',
-      reason:
-        "scaffold folds each client's control-variate change (controlDelta) with its update, and those changes are not kept, so no round can be recomputed; the recorded checkpoints are checked against their hashes instead",
-    };
-  }
   if (!run.config.keepUpdates) {
     return {
       fromRound: 1,
@@ -118,7 +110,24 @@ async function checkpointWeights(db: RunRecords, runId: string, round: number, p
   return bytesToWeights((await db.rounds.checkpoint(runId, round)).weights, paramCount);
 }
 
-/** Folds a round's kept updates, in their recorded arrival order, into `strategy`. */
+/**
+ * Why round `round` of a SCAFFOLD run cannot be recomputed: its updates were kept without their
+ * control-variate changes (committed before Δc_i was kept with them, or read from a source that
+ * does not serve Δc_i: the coordinator's REST API).
+ */
+function controlDeltasMissing(round: number): UncheckedRounds {
+  return {
+    fromRound: round,
+    cause: 'scaffold-control-variates',
+    reason: `scaffold folds each client's control-variate change (controlDelta) into c with its update, and the updates of round ${round} were read without theirs (recorded before Tessera kept them, or read over the REST API, which does not serve them), so no round from ${round} on can be recomputed; their recorded checkpoints are checked against their hashes instead`,
+  };
+}
+
+/**
+ * Folds a round's kept updates, in their recorded arrival order, into `strategy`, Δc_i
+ * included where the strategy folds control variates (SCAFFOLD). Null, with nothing folded,
+ * when such a strategy meets an update kept without its Δc_i.
+ */
 async function aggregateRecorded(
   db: RunRecords,
   runId: string,
@@ -129,6 +138,9 @@ async function aggregateRecorded(
 ) {
   const kept = await db.rounds.updatesWithWeights(runId, round);
   const aggregator = strategy.beginRound(round, global);
+  // Only a control-variate strategy's aggregator has a c; it changes nothing before finish().
+  const foldsControlDeltas = aggregator.controlVariate !== undefined;
+  if (foldsControlDeltas && kept.some((update) => update.controlDelta === null)) return null;
   for (const update of kept) {
     const weights = bytesToWeights(update.weights, global.length);
     aggregator.add({
@@ -136,6 +148,9 @@ async function aggregateRecorded(
       numExamples: update.numExamples,
       weights: rebase ? rebase(weights) : weights,
       metrics: {},
+      ...(foldsControlDeltas && update.controlDelta !== null
+        ? { controlDelta: bytesToWeights(update.controlDelta, global.length) }
+        : {}),
     });
   }
   const result = aggregator.finish();
@@ -170,21 +185,20 @@ export async function verifyRun(
       runId,
     });
   }
-  const unchecked = unreplayableFrom(run);
+  let unchecked = unreplayableFrom(run);
   const lastCheckable = unchecked ? unchecked.fromRound - 1 : run.currentRound;
   const checks: RoundCheck[] = [];
   // Each round starts from the recorded previous checkpoint, read once: as round r's record
   // (its state) and as round r + 1's starting model.
   let global = await checkpointWeights(db, runId, 0, initial.paramCount);
   for (let round = 1; round <= lastCheckable; round++) {
-    const { weights, numUpdates } = await aggregateRecorded(
-      db,
-      runId,
-      round,
-      strategy,
-      global,
-      null,
-    );
+    const aggregated = await aggregateRecorded(db, runId, round, strategy, global, null);
+    if (aggregated === null) {
+      // A SCAFFOLD round without its Δc_i: c, and so every later round, cannot be recomputed.
+      unchecked = controlDeltasMissing(round);
+      break;
+    }
+    const { weights, numUpdates } = aggregated;
     const recorded = await db.rounds.checkpoint(runId, round);
     global = bytesToWeights(recorded.weights, initial.paramCount);
     const recordedSha256 = hashes.get(round)?.sha256 ?? '';
@@ -262,13 +276,6 @@ export async function counterfactualReplay(
   sourceRunId: string,
   options: CounterfactualOptions,
 ): Promise<RunRecord> {
-  if (options.strategy === 'scaffold') {
-    throw new TesseraError(
-      ErrorCode.INVALID_ARGUMENT,
-      'scaffold cannot be replayed from recorded updates: each of its clients trains with its own control variate c_i, kept on the client, and recorded updates carry none',
-      { field: 'strategy' },
-    );
-  }
   const source = await db.runs.get(sourceRunId);
   const unchecked = unreplayableFrom(source);
   const rounds = unchecked ? unchecked.fromRound - 1 : source.currentRound;
@@ -281,6 +288,17 @@ export async function counterfactualReplay(
   }
   const strategyOptions = options.strategyOptions ?? {};
   const strategy = createStrategy(options.strategy, strategyOptions);
+  if (options.strategy === 'scaffold') {
+    // Before anything is stored: SCAFFOLD folds every update's Δc_i into c.
+    const missing = await firstRoundWithoutControlDeltas(db, sourceRunId, rounds);
+    if (missing !== null) {
+      throw new TesseraError(
+        ErrorCode.INVALID_ARGUMENT,
+        `scaffold cannot be replayed from run ${sourceRunId}: the updates of its round ${missing} were kept without their control-variate changes (controlDelta; only a scaffold run that keeps updates records them), and scaffold folds each into c`,
+        { field: 'strategy', runId: sourceRunId, round: missing },
+      );
+    }
+  }
   const sourceRounds = await db.rounds.list(sourceRunId);
   const initial = await db.rounds.checkpoint(sourceRunId, 0);
   const paramCount = initial.paramCount;
@@ -330,7 +348,16 @@ export async function counterfactualReplay(
         }
         return out;
       };
-      const { weights } = await aggregateRecorded(db, sourceRunId, round, strategy, base, rebase);
+      const aggregated = await aggregateRecorded(db, sourceRunId, round, strategy, base, rebase);
+      if (aggregated === null) {
+        // Checked before the replay run was made; only a record changed meanwhile gets here.
+        throw new TesseraError(
+          ErrorCode.INTERNAL,
+          `round ${round} of run ${sourceRunId} lost its control-variate changes during the replay`,
+          { runId: sourceRunId, round },
+        );
+      }
+      const { weights } = aggregated;
       const updates = await db.rounds.updates(sourceRunId, round);
       let record = await db.rounds.commit({
         runId: replay.id,
@@ -364,4 +391,17 @@ export async function counterfactualReplay(
     throw error;
   }
   return db.runs.setStatus(replay.id, 'completed');
+}
+
+/** The first of rounds 1..`rounds` with an update kept without its Δc_i; null when none. */
+async function firstRoundWithoutControlDeltas(
+  db: RunRecords,
+  runId: string,
+  rounds: number,
+): Promise<number | null> {
+  for (let round = 1; round <= rounds; round++) {
+    const kept = await db.rounds.updatesWithWeights(runId, round);
+    if (kept.some((update) => update.controlDelta === null)) return round;
+  }
+  return null;
 }
