@@ -24,8 +24,9 @@ type Pending = {
 
 /**
  * The page's side of the training worker: the client (on the page, with the socket) calls it like
- * any trainer; each call is a message to the worker and its answer. Weight buffers are transferred,
- * not copied.
+ * any trainer; each call is a message to the worker and its answer. The request's weights stay the
+ * caller's: the client reads the global model again after training (the secure-aggregation change,
+ * SCAFFOLD's control step), so a copy is transferred, never the caller's own buffer.
  */
 export class WorkerTrainer implements LocalTrainer {
   /** The worker trains with TfjsTrainer, so it applies what TfjsTrainer applies. */
@@ -69,16 +70,18 @@ export class WorkerTrainer implements LocalTrainer {
   }
 
   train(request: TrainRequest, onProgress: (progress: TrainerProgress) => void) {
+    const weights = request.weights.slice();
     return this.call(
-      { type: 'train', id: this.nextId++, request },
-      [request.weights.buffer],
+      { type: 'train', id: this.nextId++, request: { ...request, weights } },
+      [weights.buffer],
       onProgress,
     ) as Promise<TrainOutcome>;
   }
 
   evaluate(request: EvaluateRequest) {
-    return this.call({ type: 'evaluate', id: this.nextId++, request }, [
-      request.weights.buffer,
+    const weights = request.weights.slice();
+    return this.call({ type: 'evaluate', id: this.nextId++, request: { ...request, weights } }, [
+      weights.buffer,
     ]) as Promise<EvaluateOutcome>;
   }
 
