@@ -1,10 +1,12 @@
-import type {
-  Ack,
-  SecAggClientFrame,
-  SecAggServerFrame,
-  SecAggSetupMessage,
+import {
+  type Ack,
+  type SecAggClientFrame,
+  type SecAggServerFrame,
+  type SecAggSetupMessage,
+  TesseraError,
 } from '@tessera/protocol';
 import { SecAggClient, type SecAggInput, type SecAggSetup } from '@tessera/secagg';
+import { RoundFailure } from './trainer.js';
 
 /**
  * A client's part of one secure-aggregation round (docs/protocol.md §5.11): @tessera/secagg's
@@ -30,7 +32,14 @@ export class SecAggParticipation {
   /** The change to mask, once local training has produced it. */
   private readonly input: Promise<SecAggInput>;
   private resolveMasked: ((ack: Ack) => void) | undefined;
-  /** The coordinator's ack of the masked input: the round's contribution is in. */
+  private rejectMasked: ((reason: unknown) => void) | undefined;
+  /** Settled once the masked input's fate is known. */
+  private maskingSettled = false;
+  /**
+   * The coordinator's ack of the masked input: the round's contribution is in. Rejects when a
+   * step before it failed here (a key that does not verify, an input that cannot be quantised):
+   * the round's training then reports the failure, rather than wait for a step that never comes.
+   */
   readonly masked: Promise<Ack>;
 
   private constructor(
@@ -43,11 +52,20 @@ export class SecAggParticipation {
       this.resolveInput = resolve;
       this.rejectInput = reject;
     });
-    this.masked = new Promise<Ack>((resolve) => {
-      this.resolveMasked = resolve;
+    this.masked = new Promise<Ack>((resolve, reject) => {
+      this.resolveMasked = (ack) => {
+        this.maskingSettled = true;
+        resolve(ack);
+      };
+      this.rejectMasked = (reason) => {
+        this.maskingSettled = true;
+        reject(reason);
+      };
     });
     // Never read when the round ends before masking: not an unhandled rejection.
     this.input.catch(() => {});
+    // Read only once training is done: a step may fail (and settle it) before that.
+    this.masked.catch(() => {});
   }
 
   /**
@@ -98,8 +116,28 @@ export class SecAggParticipation {
     this.resolveMasked?.({ ok: false, error: { code: 'UNAVAILABLE', message: reason } });
   }
 
-  /** One coordinator message; the reply goes back through `send`. */
+  /**
+   * One coordinator message; the reply goes back through `send`. A failure before the masked
+   * input is sent settles `masked` with it (the host reports it as the round's failure); one
+   * after (the unmask step) is thrown to the host.
+   */
   async handle(frame: SecAggServerFrame): Promise<void> {
+    try {
+      await this.step(frame);
+    } catch (error) {
+      if (this.maskingSettled) throw error;
+      // With its code (NON_FINITE_WEIGHTS, SECAGG_KEY_INVALID...), for the failed update.
+      const failure = TesseraError.from(error);
+      this.rejectMasked?.(
+        new RoundFailure(
+          failure.code,
+          `secure aggregation, step ${frame.step}: ${failure.message}`,
+        ),
+      );
+    }
+  }
+
+  private async step(frame: SecAggServerFrame): Promise<void> {
     const { runId, round } = this;
     switch (frame.step) {
       case 'advertised': {
