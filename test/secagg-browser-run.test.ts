@@ -238,6 +238,14 @@ describe('a secure-aggregation run of Node and browser clients', () => {
       // Nothing individual is recorded.
       expect(await h.db.rounds.updates(runId, number)).toEqual([]);
     }
+    // Each page masked in its training worker, both rounds (worker-secagg.ts logs it).
+    for (const log of await Promise.all(pages.map(pageLog))) {
+      for (const number of [1, 2]) {
+        expect(
+          log.some((line) => line?.includes(`round ${number}: masked in the training worker`)),
+        ).toBe(true);
+      }
+    }
     expect(consoleLines.filter((line) => line.includes('pageerror'))).toEqual([]);
   }, 600_000);
 });

@@ -27,6 +27,7 @@ import {
   type ProbeResult,
   pickBackend,
 } from './probe.js';
+import { openSecAggInWorker } from './worker-secagg.js';
 import { WorkerTrainer } from './worker-trainer.js';
 
 /** The zoo models the probe worker can time (the built-in MNIST tasks' models). */
@@ -775,6 +776,10 @@ function start(
           identity: { name: 'tessera-web-client', version: '0.1.0', runtime: 'browser' },
           backend: backendName,
           trainer,
+          // A secure aggregation's masking runs in the training worker, off the page's thread.
+          openSecAgg: openSecAggInWorker(worker, (line) =>
+            current({ type: 'warning', message: line }),
+          ),
           observer: observer(current),
         });
         stop = () => {

@@ -16,7 +16,38 @@ import { RoundFailure } from './trainer.js';
  */
 
 /** Sends a frame and resolves with its ack (a refusal is an ack, not a rejection). */
-type Send = (frame: SecAggClientFrame) => Promise<Ack>;
+export type SecAggSend = (frame: SecAggClientFrame) => Promise<Ack>;
+type Send = SecAggSend;
+
+/**
+ * What the client's round loop needs of its part of one SecAgg round, wherever that part
+ * computes: SecAggParticipation in this thread (Node), or the web client's, which runs the same
+ * SecAggParticipation in its training worker so that the masking (the PRG expansion, one pass
+ * over the model per peer) never blocks the page.
+ */
+export interface SecAggSession {
+  readonly runId: string;
+  readonly round: number;
+  /** The coordinator's ack of the masked input; rejects (a RoundFailure) when a step failed. */
+  readonly masked: Promise<Ack>;
+  /** Round 0: sends this client's public keys (route frames to `handle` before calling it). */
+  advertise(): Promise<void>;
+  /** The round's trained weights: the change from `global` is what is masked. */
+  provide(global: Float32Array, trained: Float32Array, numExamples: number): void;
+  /** Training failed or the round was closed: nothing will be masked. */
+  abandon(reason: string): void;
+  /** One coordinator message; the reply goes back through the session's send. */
+  handle(frame: SecAggServerFrame): Promise<void>;
+}
+
+/** Opens a client's part of a round: checks the setup and makes the round's key pairs. */
+export type OpenSecAggSession = (
+  runId: string,
+  round: number,
+  setup: SecAggSetupMessage,
+  clientId: string,
+  send: SecAggSend,
+) => Promise<SecAggSession>;
 
 /** A refused frame: the step cannot go on from this client. */
 async function sent(send: Send, frame: SecAggClientFrame): Promise<Ack> {
@@ -26,7 +57,7 @@ async function sent(send: Send, frame: SecAggClientFrame): Promise<Ack> {
   return ack;
 }
 
-export class SecAggParticipation {
+export class SecAggParticipation implements SecAggSession {
   private resolveInput: ((input: SecAggInput) => void) | undefined;
   private rejectInput: ((reason: Error) => void) | undefined;
   /** The change to mask, once local training has produced it. */
