@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,7 @@ import { createFederation, type Harness, quickRun, startHarness, waitFor } from 
 import { closeRawSockets } from './raw-client.js';
 import {
   fedAvgOfChanges,
+  keptContribution,
   maxAbsDifference,
   patternChange,
   scriptedSecAggClient,
@@ -56,19 +57,6 @@ interface Contribution {
 
 function fromKept(global: Float32Array, weights: Float32Array, numExamples: number): Contribution {
   return { global, change: weights.map((w, i) => w - (global[i] as number)), numExamples };
-}
-
-/** What a Node client kept with --keep-contributions for one round. */
-function nodeContribution(dir: string, runId: string, round: number): Contribution {
-  const name = join(dir, `${runId}-${round}`);
-  const read = (file: string) => {
-    const bytes = readFileSync(file);
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice();
-  };
-  const { numExamples } = JSON.parse(readFileSync(`${name}.json`, 'utf8')) as {
-    numExamples: number;
-  };
-  return fromKept(read(`${name}.global.f32`), read(`${name}.weights.f32`), numExamples);
 }
 
 /** What a page kept with ?keep-contributions for one round. */
@@ -203,7 +191,7 @@ describe('a secure-aggregation run of Node and browser clients', () => {
       const number = index + 1;
       const global = globals[index] as Float32Array;
       const contributions = [
-        ...nodeDirs.map((dir) => nodeContribution(dir, runId, number)),
+        ...nodeDirs.map((dir) => keptContribution(dir, runId, number)),
         ...(await Promise.all(pages.map((page) => pageContribution(page, runId, number)))),
       ];
       // Every client trained from the round's global model (the page's global was intact).

@@ -1,4 +1,9 @@
-import { RoundFailure, type SecAggSession } from '@tessera/client/core';
+import {
+  type OpenSecAggSession,
+  RoundFailure,
+  SecAggParticipation,
+  type SecAggSession,
+} from '@tessera/client/core';
 import {
   type Ack,
   type SecAggClientFrame,
@@ -12,9 +17,11 @@ import { secAggInWorker } from './secagg-in-worker.js';
 import { openSecAggInWorker, type SecAggWorker } from './worker-secagg.js';
 
 /**
- * A SecAgg round's part computed in the worker: the page side (worker-secagg.ts) and the worker
- * side (secagg-in-worker.ts) over a real MessageChannel (structured cloning, transfers), each
- * client its own channel, against @tessera/secagg's real server.
+ * A client's part of a SecAgg round, one suite for both places it computes: in this thread
+ * (SecAggParticipation, the Node client's) and in the training worker (the page side,
+ * worker-secagg.ts, and the worker side, secagg-in-worker.ts, over a real MessageChannel:
+ * structured cloning, transfers; each client its own channel). Against @tessera/secagg's real
+ * server, its steps called in the engine's order.
  */
 
 const RUN = 'run-1';
@@ -77,8 +84,18 @@ const frameOf = (step: SecAggServerFrame['step'], message: object): SecAggServer
   message: message as Record<string, unknown>,
 });
 
-describe('secure aggregation computed in the training worker', () => {
-  it('sums the changes of parts run behind worker messages, a failure crossing back with its code', async () => {
+/** Where a part computes, and what its host's log gets told. */
+const PLACES: [string, (logged: string[], id: string) => OpenSecAggSession][] = [
+  ['in this thread', () => SecAggParticipation.create],
+  [
+    'in the training worker',
+    (logged, id) =>
+      openSecAggInWorker(workerOverChannel(), (line) => logged.push(`${id}: ${line}`)),
+  ],
+];
+
+describe.each(PLACES)("a client's part of a secure-aggregation round %s", (place, openIn) => {
+  it('sums the changes of the others when one cannot be masked, that one failing with the code (its ack was left pending)', async () => {
     const ids = ['a', 'b', 'c'];
     const global = Float32Array.from([0.5, -0.25, 0.125]);
     const setup = await setupOf(ids, global.length);
@@ -87,7 +104,7 @@ describe('secure aggregation computed in the training worker', () => {
     const logged: string[] = [];
     const parts = await Promise.all(
       ids.map((id) =>
-        openSecAggInWorker(workerOverChannel(), (line) => logged.push(`${id}: ${line}`))(
+        openIn(logged, id)(
           RUN,
           ROUND,
           setup,
@@ -105,7 +122,8 @@ describe('secure aggregation computed in the training worker', () => {
     const aTrained = Float32Array.from([0.6, -0.25, 0.125]);
     a.provide(global, aTrained, 10);
     b.provide(global, Float32Array.from([0.5, 0.25, 0.125]), 30);
-    c.provide(global, Float32Array.from([0.5, Number.NaN, 0.125]), 20);
+    // What a detached global (a zero-length array) made of the change: NaN.
+    c.provide(new Float32Array(0), Float32Array.from([0.5, -0.25, 0.125]), 20);
     // The page's arrays stay its own: copies crossed to the worker.
     expect([...global]).toEqual([0.5, -0.25, 0.125]);
     expect(aTrained.length).toBe(3);
@@ -120,12 +138,17 @@ describe('secure aggregation computed in the training worker', () => {
     );
     expect(refused).toBeInstanceOf(RoundFailure);
     expect(refused).toMatchObject({ code: 'NON_FINITE_WEIGHTS' });
+    expect((refused as Error).message).toMatch(/the update contains NaN/);
     expect(sent.get('c')).toEqual(['advertise', 'share']);
-    // The host's log says where the masking ran, for the two that masked.
-    expect(logged.map((line) => line.replace(/\d+ ms/, 'N ms')).sort()).toEqual([
-      'a: round 1: masked in the training worker, taken by the coordinator N ms after training',
-      'b: round 1: masked in the training worker, taken by the coordinator N ms after training',
-    ]);
+    // The page's log says where the masking ran, for the two that masked.
+    expect(logged.map((line) => line.replace(/\d+ ms/, 'N ms')).sort()).toEqual(
+      place === 'in this thread'
+        ? []
+        : [
+            'a: round 1: masked in the training worker, taken by the coordinator N ms after training',
+            'b: round 1: masked in the training worker, taken by the coordinator N ms after training',
+          ],
+    );
 
     const request = server.closeMasking();
     expect(request.survivors).toEqual(['a', 'b']);
@@ -141,6 +164,31 @@ describe('secure aggregation computed in the training worker', () => {
     }
   });
 
+  it('throws a failure after masking to the host (the ack is already settled)', async () => {
+    const ids = ['a', 'b'];
+    const setup = await setupOf(ids, 2);
+    const server = new SecAggServer(setup);
+    const parts = await Promise.all(
+      ids.map((id) => openIn([], id)(RUN, ROUND, setup, id, sendTo(server, id, []))),
+    );
+    for (const part of parts) await part.advertise();
+    const advertised = frameOf('advertised', server.closeAdvertising());
+    for (const part of parts) await part.handle(advertised);
+    const bundles = server.closeSharing();
+    for (const [k, part] of parts.entries()) {
+      part.provide(new Float32Array(2), Float32Array.from([0.1, 0.2]), 5);
+      await part.handle(frameOf('shares', bundles.get(ids[k] as string) as object));
+      await expect(part.masked).resolves.toEqual({ ok: true });
+    }
+    // An unmask request naming a client outside the round cannot be answered.
+    const request = server.closeMasking();
+    await expect(
+      parts[0]?.handle(frameOf('unmask', { ...request, survivors: ['a', 'zz'] })),
+    ).rejects.toThrow();
+  });
+});
+
+describe('a part computed in the training worker', () => {
   it('refuses a setup the worker cannot take part in, and the calls of a part a newer round replaced', async () => {
     const worker = workerOverChannel();
     const open = openSecAggInWorker(worker);
