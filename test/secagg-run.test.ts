@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RoundRecord, RunRecord } from '@tessera/db';
@@ -9,6 +9,7 @@ import { createFederation, type Harness, quickRun, startHarness, waitFor } from 
 import { closeRawSockets } from './raw-client.js';
 import {
   fedAvgOfChanges,
+  keptContribution,
   maxAbsDifference,
   patternChange,
   type ScriptedStep,
@@ -36,21 +37,6 @@ const secureAggregation = {
   thresholdFraction: 0.6,
   stepDeadlineMs: 60_000,
 };
-
-/** What a Node client kept with --keep-contributions for one round. */
-function keptContribution(dir: string, runId: string, round: number) {
-  const name = join(dir, `${runId}-${round}`);
-  const read = (file: string) => {
-    const bytes = readFileSync(file);
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice();
-  };
-  const global = read(`${name}.global.f32`);
-  const weights = read(`${name}.weights.f32`);
-  const { numExamples } = JSON.parse(readFileSync(`${name}.json`, 'utf8')) as {
-    numExamples: number;
-  };
-  return { change: weights.map((w, i) => w - (global[i] as number)), numExamples, global };
-}
 
 async function committedWeights(h: Harness, runId: string, round: number, paramCount: number) {
   return bytesToWeights((await h.db.rounds.checkpoint(runId, round)).weights, paramCount);

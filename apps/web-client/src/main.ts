@@ -28,6 +28,7 @@ import {
   type ProbeResult,
   pickBackend,
 } from './probe.js';
+import { openSecAggInWorker } from './worker-secagg.js';
 import { WorkerTrainer } from './worker-trainer.js';
 
 /** The zoo models the probe worker can time (the built-in MNIST tasks' models). */
@@ -80,6 +81,31 @@ const leaveButton = element<HTMLButtonElement>('leave');
  * ?idle-seconds=N changes it (tests use it).
  */
 const IDLE_MS = 1000 * (Number(new URLSearchParams(location.search).get('idle-seconds')) || 60);
+
+/** What this tab contributed in one round: the global model it trained from, and its result. */
+interface KeptContribution {
+  runId: string;
+  round: number;
+  global: Float32Array;
+  weights: Float32Array;
+  numExamples: number;
+}
+
+/**
+ * ?keep-contributions: the page keeps each round's contribution in window.tesseraContributions,
+ * as the Node client's --keep-contributions keeps it in files, so that a test can check a
+ * secure-aggregation sum against plain FedAvg. Only this tab's own numbers, which its user could
+ * compute from the data they picked; nothing of it is sent anywhere.
+ */
+const keptContributions: KeptContribution[] | undefined = new URLSearchParams(location.search).has(
+  'keep-contributions',
+)
+  ? []
+  : undefined;
+if (keptContributions !== undefined) {
+  (window as unknown as { tesseraContributions: KeptContribution[] }).tesseraContributions =
+    keptContributions;
+}
 
 /**
  * An invitation link carries the coordinator and token in the fragment (#coordinator=..&token=..):
@@ -546,6 +572,14 @@ function observer(show: (message: ViewEvent) => void): ClientObserver {
       }),
     roundFailed: (f) => show({ type: 'round-failed', round: f.round, reason: f.reason }),
     evaluated: (e) => show({ type: 'evaluated', ...e }),
+    contributed: (c) =>
+      keptContributions?.push({
+        runId: c.runId,
+        round: c.round,
+        global: c.global.slice(),
+        weights: c.weights.slice(),
+        numExamples: c.numExamples,
+      }),
     warning: (message) => show({ type: 'warning', message }),
     replaced: (message) => show({ type: 'replaced', message }),
   };
@@ -758,6 +792,10 @@ function start(
               trainer,
               observer: observer(current),
               controlVariates: store,
+              // A secure aggregation's masking runs in the training worker, off the page's thread.
+              openSecAgg: openSecAggInWorker(worker, (line) =>
+                current({ type: 'warning', message: line }),
+              ),
             });
             stop = () => {
               trainer.abandon();

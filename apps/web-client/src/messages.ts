@@ -2,6 +2,7 @@
 // The page <-> worker contract. The worker holds the examples and the model and does the
 // computing; the page holds the connection (so that a long GPU step in the worker never starves
 // the socket's heartbeats) and only ever receives weights, counts and metrics, never the data.
+
 import type {
   EvaluateOutcome,
   EvaluateRequest,
@@ -10,6 +11,12 @@ import type {
   TrainRequest,
 } from '@tessera/client/core';
 import type { TabularStatistics } from '@tessera/data';
+import type {
+  Ack,
+  SecAggClientFrame,
+  SecAggServerFrame,
+  SecAggSetupMessage,
+} from '@tessera/protocol';
 import type { TaskDefinition } from '@tessera/tasks';
 import type { BrowserBackendName, ProbeResult } from './probe.js';
 
@@ -63,7 +70,50 @@ export type PageToWorker =
   | { type: 'train'; id: number; request: TrainRequest }
   | { type: 'evaluate'; id: number; request: EvaluateRequest }
   /** The federated statistics round: the worker summarises its rows for the task (no row leaves). */
-  | { type: 'statistics'; id: number; task: TaskDefinition };
+  | { type: 'statistics'; id: number; task: TaskDefinition }
+  | SecAggToWorker;
+
+/**
+ * A secure-aggregation round's part runs in the worker (secagg-in-worker.ts, opened from the page
+ * by worker-secagg.ts): the page relays the coordinator's frames in and the worker's frames out
+ * through its socket. `session` is the number of the call that opened the round's part, so a
+ * message of an abandoned round never reaches the next. Each call is answered by `secagg-done`
+ * or `secagg-failed` with its `call` number (not `id`: these run beside the training calls, not
+ * in their queue).
+ */
+export type SecAggToWorker =
+  | {
+      type: 'secagg-open';
+      call: number;
+      runId: string;
+      round: number;
+      setup: SecAggSetupMessage;
+      clientId: string;
+    }
+  | { type: 'secagg-advertise'; session: number; call: number }
+  | { type: 'secagg-frame'; session: number; call: number; frame: SecAggServerFrame }
+  | {
+      type: 'secagg-provide';
+      session: number;
+      global: Float32Array;
+      trained: Float32Array;
+      numExamples: number;
+    }
+  | { type: 'secagg-abandon'; session: number; reason: string }
+  /** The coordinator's ack of a frame the worker asked the page to send. */
+  | { type: 'secagg-sent'; send: number; ack: Ack };
+
+export type SecAggToPage =
+  | { type: 'secagg-done'; call: number }
+  | { type: 'secagg-failed'; call: number; code: string; message: string }
+  /** A frame for the coordinator; the page answers `secagg-sent` with its ack. */
+  | { type: 'secagg-send'; session: number; send: number; frame: SecAggClientFrame }
+  /**
+   * The masked input's ack, or the failure that kept it from being sent. `afterTrainingMs`: from
+   * the trained weights reaching the worker to the ack (masking, sending, the coordinator's check).
+   */
+  | { type: 'secagg-masked'; session: number; ack: Ack; afterTrainingMs: number }
+  | { type: 'secagg-mask-failed'; session: number; code: string; message: string };
 
 export type WorkerToPage =
   | { type: 'backend'; name: string; detail: string; fallbacks: string[] }
@@ -84,7 +134,8 @@ export type WorkerToPage =
   | { type: 'evaluated'; id: number; outcome: EvaluateOutcome }
   | { type: 'summarised'; id: number; statistics: TabularStatistics }
   /** `code`: a RoundFailure's (DATA_SCHEMA_MISMATCH...), passed on to the coordinator. */
-  | { type: 'failed'; id: number; message: string; code?: string };
+  | { type: 'failed'; id: number; message: string; code?: string }
+  | SecAggToPage;
 
 export interface RoundOutcome {
   round: number;

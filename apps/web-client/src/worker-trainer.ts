@@ -24,8 +24,9 @@ type Pending = {
 
 /**
  * The page's side of the training worker: the client (on the page, with the socket) calls it like
- * any trainer; each call is a message to the worker and its answer. Weight buffers are transferred,
- * not copied.
+ * any trainer; each call is a message to the worker and its answer. The request's weights stay the
+ * caller's: the client reads the global model again after training (the secure-aggregation change,
+ * SCAFFOLD's control step), so a copy is transferred, never the caller's own buffer.
  */
 export class WorkerTrainer implements LocalTrainer {
   /** The worker trains with TfjsTrainer, so it applies what TfjsTrainer applies. */
@@ -70,7 +71,8 @@ export class WorkerTrainer implements LocalTrainer {
 
   train(request: TrainRequest, onProgress: (progress: TrainerProgress) => void) {
     // A copy goes to the worker: transferring the caller's own buffer would detach the global
-    // model it still reads after training (SCAFFOLD's control step takes x − y from it).
+    // model it still reads after training (the change a secure aggregation masks, trained −
+    // global, and SCAFFOLD's control step, x − y, both take it).
     const weights = request.weights.slice();
     return this.call(
       { type: 'train', id: this.nextId++, request: { ...request, weights } },
@@ -80,8 +82,9 @@ export class WorkerTrainer implements LocalTrainer {
   }
 
   evaluate(request: EvaluateRequest) {
-    return this.call({ type: 'evaluate', id: this.nextId++, request }, [
-      request.weights.buffer,
+    const weights = request.weights.slice();
+    return this.call({ type: 'evaluate', id: this.nextId++, request: { ...request, weights } }, [
+      weights.buffer,
     ]) as Promise<EvaluateOutcome>;
   }
 

@@ -16,8 +16,9 @@ import { parseTaskDefinition, type TaskDefinition } from '@tessera/tasks';
 import { initBrowserBackend } from './backend.js';
 import { browserImageSource } from './image-source.js';
 import { loadLocalExamples } from './local-data.js';
-import type { DataChoice, PageToWorker, WorkerToPage } from './messages.js';
+import type { DataChoice, PageToWorker, SecAggToWorker, WorkerToPage } from './messages.js';
 import type { BrowserBackendName, ProbeResult } from './probe.js';
+import { secAggInWorker } from './secagg-in-worker.js';
 
 // The Web Worker: it decodes and holds the examples and trains the model, with the same trainer as
 // the Node client (@tessera/client's TfjsTrainer), so training never blocks the page. It answers
@@ -197,7 +198,7 @@ async function useBackend(id: number, backend: BrowserBackendName): Promise<void
   post({ type: 'backend-set', id, name: started.name, detail: started.detail });
 }
 
-async function handle(message: PageToWorker): Promise<void> {
+async function handle(message: Exclude<PageToWorker, SecAggToWorker>): Promise<void> {
   if (message.type === 'probe') {
     post({ type: 'probed', result: await probe(message) });
     return;
@@ -247,8 +248,15 @@ async function handle(message: PageToWorker): Promise<void> {
   }
 }
 
-// One computation at a time, in arrival order (the client sends one at a time anyway).
+const secAgg = secAggInWorker(post);
+const isSecAgg = (message: PageToWorker): message is SecAggToWorker =>
+  message.type.startsWith('secagg-');
+
+// One computation at a time, in arrival order (the client sends one at a time anyway). A
+// secure aggregation's key steps go on while the round trains, so they are not queued behind it.
 let queue: Promise<void> = Promise.resolve();
 scope.addEventListener('message', (event) => {
-  queue = queue.then(() => handle(event.data));
+  const message = event.data;
+  if (isSecAgg(message)) secAgg(message);
+  else queue = queue.then(() => handle(message));
 });

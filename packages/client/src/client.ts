@@ -25,7 +25,11 @@ import {
   MemoryControlVariates,
   scaffoldControlStep,
 } from './control-variates.js';
-import { SecAggParticipation } from './secure-aggregation.js';
+import {
+  type OpenSecAggSession,
+  SecAggParticipation,
+  type SecAggSession,
+} from './secure-aggregation.js';
 import { readStrategySettings, UNSUPPORTED_STRATEGY_SETTING } from './strategy-settings.js';
 import { type LocalTrainer, RoundFailure } from './trainer.js';
 
@@ -151,6 +155,11 @@ export interface CoreClientOptions {
   ackTimeoutMs?: number;
   /** Where SCAFFOLD's c_i is kept between rounds; default: in memory (MemoryControlVariates). */
   controlVariates?: ControlVariateStore;
+  /**
+   * Where this client's part of a SecAgg round computes; default: in this thread
+   * (SecAggParticipation.create). The web client opens it in its training worker.
+   */
+  openSecAgg?: OpenSecAggSession;
 }
 
 /** Errors after which reconnecting cannot help: the user has to change something. */
@@ -186,7 +195,7 @@ export class TesseraClient {
   /** This client's id, from the coordinator's welcome (secure aggregation names clients). */
   private clientId: string | null = null;
   /** The secure aggregation of the round being trained, in a secureAggregation run. */
-  private secAgg: SecAggParticipation | null = null;
+  private secAgg: SecAggSession | null = null;
 
   constructor(private readonly options: CoreClientOptions) {
     this.controlVariates = options.controlVariates ?? new MemoryControlVariates();
@@ -325,7 +334,7 @@ export class TesseraClient {
     let failure: string | undefined;
     /** SCAFFOLD's c_i⁺, kept once the coordinator has acknowledged the Δc_i it sent. */
     let nextControl: Float32Array | undefined;
-    let secure: SecAggParticipation | null = null;
+    let secure: SecAggSession | null = null;
     try {
       // Before training: a setting this client cannot honour fails the round, not trains without it.
       const settings = readStrategySettings(
@@ -476,7 +485,7 @@ export class TesseraClient {
   }
 
   /** Joins the round's secure aggregation, when the instruction carries one (§5.11). */
-  private async joinSecAgg(instruction: TrainInstruction): Promise<SecAggParticipation | null> {
+  private async joinSecAgg(instruction: TrainInstruction): Promise<SecAggSession | null> {
     const setup = instruction.secureAggregation;
     if (setup === undefined) return null;
     if (this.clientId === null) {
@@ -484,12 +493,9 @@ export class TesseraClient {
     }
     const { runId, round } = instruction;
     this.secAgg?.abandon('a new round began');
-    const participation = await SecAggParticipation.create(
-      runId,
-      round,
-      setup,
-      this.clientId,
-      (frame) => this.send('secagg', frame),
+    const open = this.options.openSecAgg ?? SecAggParticipation.create;
+    const participation = await open(runId, round, setup, this.clientId, (frame) =>
+      this.send('secagg', frame),
     );
     this.secAgg = participation;
     await participation.advertise();

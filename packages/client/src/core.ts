@@ -24,6 +24,12 @@ export {
   type LabelledImage,
 } from './image-data.js';
 export {
+  type OpenSecAggSession,
+  SecAggParticipation,
+  type SecAggSend,
+  type SecAggSession,
+} from './secure-aggregation.js';
+export {
   type LocalTrainingSetting,
   type LocalTrainingSettings,
   readStrategySettings,
