@@ -253,8 +253,11 @@ describe('the browser client keeps its data', () => {
 
       const { sent } = outgoing as ReturnType<typeof recordOutgoing>;
       // The recording is not vacuous: it holds the two updates (the weights, 4 bytes a parameter).
-      const total = sent.reduce((sum, frame) => sum + frame.length, 0);
-      expect(total).toBeGreaterThan(2 * 4 * modelSpec('fedavg-2nn').paramCount);
+      // Playwright reports sent frames asynchronously, so the last update's can come in after
+      // the coordinator has already committed it: wait for it (the recording is the subject).
+      await expect
+        .poll(() => sent.reduce((sum, frame) => sum + frame.length, 0), { timeout: 20_000 })
+        .toBeGreaterThan(2 * 4 * modelSpec('fedavg-2nn').paramCount);
       for (const window of rawWindows(pixels, pngs)) {
         for (const frame of sent) expect(frame.includes(window)).toBe(false);
       }
