@@ -221,6 +221,8 @@ describe('bad input from clients', () => {
           'SECAGG_THRESHOLD_NOT_MET',
           'SECAGG_DECRYPTION_FAILED',
           'SECAGG_KEY_INVALID',
+          // Local DP's norm check: only in runs with localDp (test/local-dp-run.test.ts)
+          'LOCAL_DP_NORM_OUT_OF_RANGE',
         ].includes(c),
     )) {
       expect(

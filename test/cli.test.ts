@@ -264,6 +264,17 @@ describe('tessera simulate', () => {
       [['--strategy', 'fedavg', '--option', 'mu=1'], 'strategyOptions: fedavg takes no options'],
       [['--model', 'no-such-net'], 'model: unknown model; available:'],
       [['--lr', '0'], 'learningRate:'],
+      [['--local-clip-norm', '1'], 'local DP needs both --local-clip-norm and'],
+      [['--local-clip-norm', '0', '--local-noise-multiplier', '1'], 'localDp.clipNorm:'],
+      [
+        ['--secure-aggregation', '--strategy', 'fedmedian'],
+        'secureAggregation: fedmedian cannot run under secure aggregation',
+      ],
+      [['--secure-aggregation', '--secagg-clip-range', '0'], 'secureAggregation.clipRange:'],
+      [
+        ['--secure-aggregation', '--local-clip-norm', '1', '--local-noise-multiplier', '1'],
+        'localDp: local DP is not built under secure aggregation',
+      ],
     ] as const) {
       const result = await tessera([
         'simulate',

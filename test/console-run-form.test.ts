@@ -132,6 +132,33 @@ describe('the run form in people’s words', () => {
       updateStorageLimitMb: 64,
     });
   });
+
+  it('asks local DP’s settings when it is ticked, checks them with the schema, and creates the run with them', async () => {
+    await page.goto(`${fx.url}/runs/new`);
+    await form().locator('select[name=strategy] option').first().waitFor({ state: 'attached' });
+    expect(await form().locator('input[name=localDpClipNorm]').count()).toBe(0);
+    await page.fill('input[name=name]', 'Local DP');
+    await page.fill('input[name=rounds]', '2');
+    await page.check('input[name=localDp]');
+    await page.fill('input[name=localDpClipNorm]', '0');
+    await page.fill('input[name=localDpNoiseMultiplier]', 'lots');
+    const before = await runCount();
+    await submit();
+    await errorAt('localDp.clipNorm').waitFor();
+    expect(await errorAt('localDp.clipNorm').textContent()).toBe(
+      'clipNorm: a number above 0 and at most 1,000,000',
+    );
+    expect(await errorAt('localDp.noiseMultiplier').textContent()).toBe(
+      'noiseMultiplier: a number from 0 to 1,000',
+    );
+    expect(await runCount()).toBe(before);
+    await page.fill('input[name=localDpClipNorm]', '0.5');
+    await page.fill('input[name=localDpNoiseMultiplier]', '1.5');
+    await submit();
+    await page.getByRole('heading', { name: 'Local DP' }).waitFor();
+    const run = (await fx.db.runs.list()).find((r) => r.name === 'Local DP');
+    expect(run?.config.localDp).toEqual({ clipNorm: 0.5, noiseMultiplier: 1.5, delta: 1e-5 });
+  });
 });
 
 describe('the live view while a run waits', () => {

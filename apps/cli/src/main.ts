@@ -48,6 +48,11 @@ Commands:
       --epochs E, --batch-size B, --lr LR, --seed S   local training (defaults 1, 10, 0.1, 0)
       --target A          stop, completed, at the first round with test accuracy >= A
       --no-keep-updates   do not keep client updates (they are kept by default here)
+      --secure-aggregation  clients mask their changes, the coordinator learns only the sum
+                          (docs/secure-aggregation.md); keeps no updates, needs 2+ a round
+      --secagg-clip-range R   each coordinate of a change clipped to [-R, R] (default 1)
+      --local-clip-norm C, --local-noise-multiplier S   local DP on every client: clip the
+                          change to L2 norm C, add N(0, (S C)^2) per coordinate (give both)
 
 ${TASK_USAGE}
 
@@ -92,6 +97,29 @@ function numberFlag(values: Record<string, unknown>, name: string, integer: bool
   return value;
 }
 
+/** --local-clip-norm and --local-noise-multiplier: both or neither. */
+function localDpFlags(values: Record<string, unknown>): {
+  localDp?: { clipNorm: number; noiseMultiplier: number };
+} {
+  const given = ['local-clip-norm', 'local-noise-multiplier'].filter(
+    (name) => values[name] !== undefined,
+  );
+  if (given.length === 0) return {};
+  if (given.length === 1) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      'local DP needs both --local-clip-norm and --local-noise-multiplier',
+      { field: given[0] === 'local-clip-norm' ? 'local-noise-multiplier' : 'local-clip-norm' },
+    );
+  }
+  return {
+    localDp: {
+      clipNorm: numberFlag(values, 'local-clip-norm', false),
+      noiseMultiplier: numberFlag(values, 'local-noise-multiplier', false),
+    },
+  };
+}
+
 async function simulateCommand(values: Record<string, unknown>): Promise<number> {
   const int = (name: string) => numberFlag(values, name, true);
   const num = (name: string) => numberFlag(values, name, false);
@@ -119,7 +147,12 @@ async function simulateCommand(values: Record<string, unknown>): Promise<number>
         batchSize: int('batch-size'),
         learningRate: num('lr'),
         seed: int('seed'),
-        keepUpdates: values['no-keep-updates'] !== true,
+        // Secure aggregation hides the individual updates: there are none to keep.
+        keepUpdates: values['no-keep-updates'] !== true && values['secure-aggregation'] !== true,
+        ...(values['secure-aggregation'] === true
+          ? { minClients: 2, secureAggregation: { clipRange: num('secagg-clip-range') } }
+          : {}),
+        ...localDpFlags(values),
       },
       ...(values['target'] === undefined ? {} : { targetAccuracy: num('target') }),
       onRound: (round) => process.stdout.write(`${formatRoundLine(round)}\n`),
@@ -156,6 +189,10 @@ async function main(argv: string[]): Promise<number> {
       seed: { type: 'string', default: '0' },
       target: { type: 'string' },
       'no-keep-updates': { type: 'boolean', default: false },
+      'secure-aggregation': { type: 'boolean', default: false },
+      'secagg-clip-range': { type: 'string', default: '1' },
+      'local-clip-norm': { type: 'string' },
+      'local-noise-multiplier': { type: 'string' },
       strategy: { type: 'string' },
       option: { type: 'string', multiple: true, default: [] },
       url: { type: 'string' },

@@ -25,6 +25,7 @@ export const LABELS: Record<string, string> = {
   keepUpdates: 'Keep update bytes',
   updateStorageLimitMb: 'Storage limit for kept updates',
   secureAggregation: 'Secure aggregation',
+  localDp: 'Local differential privacy',
 };
 
 const API_NAMES = new RegExp(`\\b(${Object.keys(LABELS).join('|')})\\b`, 'g');

@@ -111,7 +111,7 @@ const runOut = z.object({
 const roundOut = z
   .record(z.string(), z.unknown())
   .describe(
-    "A RoundRecord (see packages/db); `privacy`: dp-fedavg's accounting of the round (epsilon, delta, steps, clipNorm, noiseStd, clippedCount, ...), null without DP",
+    "A RoundRecord (see packages/db); `privacy`: the round's privacy mechanisms, flat (docs/research.md): dp-fedavg's accounting (epsilon, delta, steps, clipNorm, noiseStd, clippedCount, ...), the secure aggregation's record, local DP's (localEpsilon, localEpsilonPerRound, localNormRefused, ...); null without any",
   );
 const taskPredictionOut = z.union([
   z.object({

@@ -57,10 +57,11 @@ import type { Logger } from './logger.js';
 import { PhaseClock } from './phase-clock.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
 import { resolveTaskDefinition } from './resolved-task.js';
+import { checkLocalDp, privacySettingsFor, roundPrivacyRecord } from './round-privacy.js';
 import { RoundState } from './round-state.js';
 import { isLeaseLost } from './run-leases.js';
 import { cryptoUniform, sampleSize, selectClients, selectPoisson } from './sampling.js';
-import { SecAggRound, secAggRecord } from './secagg-round.js';
+import { SecAggRound, secAggFailureRecord, secAggRecord } from './secagg-round.js';
 import { deriveSeed, requireSeedDerivation, type SeedDerivation } from './seeds.js';
 import { trainGroups } from './train-settings.js';
 import type { Transport } from './transport.js';
@@ -115,6 +116,8 @@ interface EngineEvents {
 
 interface OpenTraining {
   state: RoundState;
+  /** The model the round trains from (local DP's norm check measures changes from it). */
+  global: Float32Array;
   aggregator: RoundAggregator;
   updates: ClientUpdateInput[];
   /** Why a client failed or was rejected, as it goes into the round record. */
@@ -345,11 +348,14 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       });
     } else {
       try {
+        const weights = bytesToWeights(reply.weights, this.model.paramCount);
+        // What the coordinator can see of local DP: the change's norm (refused before any fold).
+        checkLocalDp(this.run.config.localDp, open.global, weights);
         // The aggregator checks before it folds anything in, so a refused update leaves no trace.
         open.aggregator.add({
           clientId,
           numExamples: reply.numExamples,
-          weights: bytesToWeights(reply.weights, this.model.paramCount),
+          weights,
           metrics: reply.metrics,
           // SCAFFOLD's Δc_i; the strategy says whether it needs one.
           ...(reply.controlDelta === undefined
@@ -783,21 +789,35 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const startedAt = new Date();
     const eligible = registry.eligible(this.run.federationId);
     const poissonRate = this.strategy.poissonSamplingRate;
-    let selected: string[];
+    let sampled: string[];
     if (poissonRate === undefined) {
       const rng = createRng(this.seed('sample', round, attempt));
-      selected = selectClients(eligible, config, () => rng.next());
+      sampled = selectClients(eligible, config, () => rng.next());
     } else {
       // Not the run's seeded rng: under DP the sample must be unpredictable, even to whoever
       // knows the seed, or the accountant's amplification by sampling does not hold.
-      selected = selectPoisson(eligible, poissonRate, cryptoUniform);
+      sampled = selectPoisson(eligible, poissonRate, cryptoUniform);
     }
+    // A Poisson sample too small for secure aggregation trains no one: the round releases
+    // dp-fedavg's noise alone and counts its step, as for an empty sample (never re-drawn,
+    // which would condition the sample on its size and raise each client's chance above q).
+    const belowSecAggMinimum =
+      config.secureAggregation !== null &&
+      poissonRate !== undefined &&
+      sampled.length < config.minClients;
+    const selected = belowSecAggMinimum ? [] : sampled;
     // Before any client is assigned: settings the wire cannot carry fail the run here.
-    const groups = trainGroups(this.strategy, round, selected);
+    const groups = trainGroups(
+      this.strategy,
+      round,
+      selected,
+      privacySettingsFor(config, this.strategy),
+    );
     registry.assign(selected, { runId: this.runId, round, phase: 'train' });
     const state = new RoundState(this.runId, round, selected);
     this.training = {
       state,
+      global,
       aggregator: this.strategy.beginRound(round, global),
       updates: [],
       reasons: new Map(),
@@ -811,7 +831,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const serverControl = this.training.aggregator.controlVariate;
     const controlVariate = serverControl === undefined ? undefined : weightsToBytes(serverControl);
     this.secAgg =
-      config.secureAggregation === null
+      config.secureAggregation === null || selected.length === 0
         ? null
         : await SecAggRound.open(
             { transport, logger, wakeup: this.wakeup },
@@ -822,10 +842,13 @@ export class RunEngine extends EventEmitter<EngineEvents> {
             selected,
             this.model.paramCount,
             deadline,
+            // dp-fedavg: its clients clip and weigh their change 1.
+            this.strategy.clientClipNorm !== undefined,
           );
     const secureSetup = this.secAgg?.setup;
     // One instruction per set of strategy settings (one in all for every strategy so far).
     for (const group of groups) {
+      if (group.clientIds.length === 0) continue;
       transport.sendTrain(group.clientIds, {
         runId: this.runId,
         round,
@@ -859,6 +882,9 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const result = open.aggregator.finish();
     this.roundClock?.lap('aggregation');
     const numUpdates = secure === null ? result.numUpdates : secure.survivors.length;
+    const secureRecord = belowSecAggMinimum
+      ? { mechanism: 'secure-aggregation', unmasked: false, sampled: sampled.length }
+      : (secure?.record ?? null);
     // Under Poisson sampling (DP) a round commits with whatever arrived, none included: the
     // noised sum is divided by the fixed expected count, and every round is one step of the
     // accountant; a retry would spend budget it does not count, or, for a round without
@@ -889,7 +915,15 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       checkpoint: weightsToBytes(result.weights),
       // In the same transaction as the checkpoint: a resume or a replay continues from both.
       strategyState: encodedState(this.strategy),
-      privacy: secure?.record ?? (result.privacy === undefined ? null : { ...result.privacy }),
+      privacy: roundPrivacyRecord({
+        round,
+        secure: secureRecord,
+        dp: result.privacy,
+        localDp: config.localDp,
+        localRefused: outcomesOf(state, open.reasons).filter(
+          (o) => o.code === ErrorCode.LOCAL_DP_NORM_OUT_OF_RANGE,
+        ).length,
+      }),
       ...(this.roundClock ? { phases: this.roundClock.beforeCommit() } : {}),
       ...this.fenced,
     });
@@ -925,9 +959,27 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       return outcome !== 'pending' && outcome !== 'updated';
     };
     const outcome = await secure.run(isOut, () => this.stopReason !== null);
-    if (outcome.kind !== 'summed') return { survivors: [], record: null };
+    if (outcome.kind === 'stopped') return { survivors: [], record: null };
+    if (outcome.kind === 'too-few') {
+      // Kept only where the round still commits (dp-fedavg releases its noise alone).
+      return {
+        survivors: [],
+        record: secAggFailureRecord(secure.setup, outcome.step, outcome.reason),
+      };
+    }
     const { result } = outcome;
     for (const clientId of result.survivors) open.state.counted(clientId);
+    if (open.aggregator.addClippedSum !== undefined && this.strategy.clientClipNorm !== undefined) {
+      // dp-fedavg: every client weighed 1, so the survivors' mean times their count is the sum
+      // of their clipped changes, which the strategy noises and divides by its fixed m.
+      const total = result.totalExamples;
+      open.aggregator.addClippedSum({
+        changeSum: Float64Array.from(result.weights, (mean) => mean * total),
+        count: result.survivors.length,
+        maxAbsError: result.maxAbsError * total,
+      });
+      return { survivors: result.survivors, record: secAggRecord(secure.setup, result) };
+    }
     const mean = new Float32Array(global.length);
     for (let i = 0; i < mean.length; i++) {
       mean[i] = (global[i] as number) + (result.weights[i] as number);

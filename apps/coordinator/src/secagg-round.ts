@@ -59,13 +59,18 @@ function curveOfThisRuntime(): Promise<Curve> {
   return coordinatorCurve;
 }
 
-/** The setup of a round of `clientIds`: t the larger of a majority and the configured share. */
+/**
+ * The setup of a round of `clientIds`: t the larger of a majority and the configured share.
+ * `unweighted` (dp-fedavg, whose clients clip and weigh their change 1): E is 1, which also
+ * makes the fixed-point step E·R/L as fine as it can be.
+ */
 export function secAggSetupFor(
   config: SecureAggregationConfig,
   roundId: string,
   clientIds: readonly string[],
   parameterCount: number,
   curve: Curve,
+  unweighted = false,
 ): SecAggSetup {
   const n = clientIds.length;
   const majority = Math.floor(n / 2) + 1;
@@ -79,7 +84,9 @@ export function secAggSetupFor(
     parameterCount,
     clipRange: config.clipRange,
     // The example counts are summed in one word: n·E stays within 2^31 − 1.
-    maxExamplesPerClient: Math.min(config.maxExamplesPerClient, Math.floor(SUM_BOUND / n)),
+    maxExamplesPerClient: unweighted
+      ? 1
+      : Math.min(config.maxExamplesPerClient, Math.floor(SUM_BOUND / n)),
   };
 }
 
@@ -102,11 +109,12 @@ export class SecAggRound {
     clientIds: readonly string[],
     parameterCount: number,
     roundDeadline: number,
+    unweighted = false,
   ): Promise<SecAggRound> {
     // The attempt is part of the id: a message of an earlier attempt is refused as of another round.
     const roundId = `${runId}/${round}/${attempt}`;
     const curve = await curveOfThisRuntime();
-    const setup = secAggSetupFor(config, roundId, clientIds, parameterCount, curve);
+    const setup = secAggSetupFor(config, roundId, clientIds, parameterCount, curve, unweighted);
     return new SecAggRound(deps, runId, round, setup, {
       stepDeadlineMs: config.stepDeadlineMs,
       roundDeadline,
@@ -250,21 +258,67 @@ export class SecAggRound {
 export function secAggRecord(setup: SecAggSetup, result: SecAggResult): RoundPrivacyRecord {
   const u1 = setup.clientIds.length - result.neverAdvertised.length;
   return {
-    mechanism: 'secure-aggregation',
-    protocol: setup.protocol,
-    curve: setup.curve,
-    threshold: setup.threshold,
-    selected: setup.clientIds.length,
+    ...setupRecord(setup),
     u1,
     u2: u1 - result.droppedAfterAdvertising.length,
     u3: result.survivors.length,
     droppedAfterMasking: result.droppedAfterMasking.length,
     faultyShareHolders: result.faultyShareHolders.length,
-    clipRange: setup.clipRange,
-    maxExamplesPerClient: setup.maxExamplesPerClient,
     maxAbsError: result.maxAbsError,
-    clipping: 'client',
     transcriptEntries: result.transcript.length,
     transcriptHash: result.transcriptHash,
+  };
+}
+
+/** The round's SecAgg setup, as both records keep it. */
+function setupRecord(setup: SecAggSetup): RoundPrivacyRecord {
+  return {
+    mechanism: 'secure-aggregation',
+    protocol: setup.protocol,
+    curve: setup.curve,
+    threshold: setup.threshold,
+    selected: setup.clientIds.length,
+    clipRange: setup.clipRange,
+    maxExamplesPerClient: setup.maxExamplesPerClient,
+    clipping: 'client',
+  };
+}
+
+/**
+ * What the round record keeps of a secure aggregation that ended without a sum (too few
+ * clients left at `step`): the setup, and where and why it ended. Recorded only where the
+ * round still commits (dp-fedavg, which then releases its noise alone).
+ */
+export function secAggFailureRecord(
+  setup: SecAggSetup,
+  step: string,
+  reason: string,
+): RoundPrivacyRecord {
+  return {
+    ...setupRecord(setup),
+    unmasked: false,
+    endedAtStep: step,
+    endReason: reason,
+  };
+}
+
+/**
+ * Round.privacy of dp-fedavg under secure aggregation: both mechanisms, flat. The SecAgg
+ * fields as secAggRecord gives them, dp-fedavg's beside them (never the noise), and
+ * `mechanism` naming both; `secureAggregation` keeps SecAgg's protocol.
+ */
+export function secAggDpRecord(
+  secure: RoundPrivacyRecord,
+  dp: Readonly<Record<string, number | string | boolean | null>>,
+): RoundPrivacyRecord {
+  return {
+    ...secure,
+    unmasked: secure['unmasked'] ?? true,
+    ...dp,
+    // The clients clip (to C in L2, then to [-R, R] per coordinate), even in a round whose
+    // sum never arrived.
+    clipping: 'client',
+    mechanism: 'sampled-gaussian+secure-aggregation',
+    secureAggregation: secure['protocol'] ?? null,
   };
 }

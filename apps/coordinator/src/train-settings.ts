@@ -23,11 +23,19 @@ export function trainGroups(
   strategy: Strategy,
   round: number,
   selected: readonly string[],
+  /** The run's privacy settings for every client (@tessera/privacy's privacyTrainSettings). */
+  privacy: ClientTrainSettings = {},
 ): TrainGroup[] {
   const configured = strategy.configureTrain?.(round, selected);
-  if (configured === undefined) return [{ clientIds: [...selected], strategy: undefined }];
-  const settingsOf = (clientId: string): ClientTrainSettings | undefined =>
-    configured instanceof Map ? configured.get(clientId) : (configured as ClientTrainSettings);
+  const withPrivacy = Object.keys(privacy).length > 0;
+  if (configured === undefined && !withPrivacy) {
+    return [{ clientIds: [...selected], strategy: undefined }];
+  }
+  const settingsOf = (clientId: string): ClientTrainSettings | undefined => {
+    const own =
+      configured instanceof Map ? configured.get(clientId) : (configured as ClientTrainSettings);
+    return withPrivacy ? { ...own, ...privacy } : own;
+  };
   const groups = new Map<string, TrainGroup>();
   for (const clientId of selected) {
     const settings = settingsOf(clientId);

@@ -3,6 +3,7 @@ import {
   type AccountantState,
   clipInPlace,
   type GaussianNoise,
+  l2Norm,
   type PrivacyBudget,
 } from '@tessera/privacy';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
@@ -11,6 +12,7 @@ import { weightedEvaluation } from './fedavg.js';
 import { checkState, StateSlot, type StrategyState } from './state.js';
 import type {
   AggregateResult,
+  ClippedChangeSum,
   EvaluationReply,
   EvaluationResult,
   RoundAggregator,
@@ -81,9 +83,18 @@ export interface RoundPrivacy {
   countNoiseStd: number | null;
   /**
    * Updates clipped this round: exact with fixed clipping (NOT covered by the DP guarantee:
-   * keep it from researchers), the noised estimate m (1 - b) with adaptive clipping (covered).
+   * keep it from researchers), the noised estimate m (1 - b) with adaptive clipping (covered);
+   * null when the clients clipped (secure aggregation): the coordinator cannot know.
    */
-  clippedCount: number;
+  clippedCount: number | null;
+  /** Where the changes were clipped: by the coordinator, or by each client (secure aggregation). */
+  clipping: 'coordinator' | 'client';
+  /**
+   * The most one client can move the sum in L2, which the noise is calibrated against: C, plus
+   * sqrt(d) times the per-coordinate encoding error of one client's change under secure
+   * aggregation (its fixed-point rounding), so slightly above C there.
+   */
+  sensitivity: number;
   clippedCountNoised: boolean;
   /** m: the fixed denominator the noised sum was divided by. */
   denominator: number;
@@ -166,6 +177,10 @@ const OWN_SCALARS = ['clipNorm', 'steps', 'paramCount'] as const;
  * one pseudo-update, g + Delta rounded to float32, and does what it does with a mean: its
  * momentum or moments then work on the noised mean only (post-processing, no privacy cost).
  *
+ * Under secure aggregation the coordinator sees no change: the clients clip to the fixed C
+ * (clientClipNorm) and weigh themselves 1, and the round takes their unmasked sum whole
+ * (RoundAggregator.addClippedSum); the noise, m and the accounting are the same.
+ *
  * State (version 1): scalars clipNorm (C of the next round), steps (noised releases so far),
  * paramCount; the inner rule's state under `<inner>.<name>`, with `<inner>.version` (0 when it
  * keeps none).
@@ -238,6 +253,11 @@ export class DpFedAvg implements Strategy {
     return this.noSteps.withSteps({ samplingRate, noiseMultiplier }, steps);
   }
 
+  /** C to clip to on the clients (secure aggregation): fixed clipping only. */
+  get clientClipNorm(): number | undefined {
+    return this.options.clipNorm;
+  }
+
   /** q: the engine samples each client independently with it (Strategy.poissonSamplingRate). */
   get poissonSamplingRate(): number | undefined {
     return this.options.samplingRate;
@@ -274,7 +294,7 @@ export class DpFedAvg implements Strategy {
     const m = options.expectedClientsPerRound;
     const stream = this.noise.forRound(round.round);
     let nextClipNorm = round.clipNorm;
-    let clippedCount = round.clippedCount;
+    let clippedCount: number | null = round.clientClipped ? null : round.clippedCount;
     if (options.adaptive !== undefined && this.countNoiseStd !== null) {
       const countDraw = new Float64Array(1);
       stream.fill(countDraw);
@@ -326,6 +346,8 @@ export class DpFedAvg implements Strategy {
         countNoiseStd: this.countNoiseStd,
         clippedCount,
         clippedCountNoised: options.adaptive !== undefined,
+        clipping: round.clientClipped ? 'client' : 'coordinator',
+        sensitivity: round.clipNorm + round.encodingSlack,
         denominator: m,
         samplingRate: options.samplingRate ?? null,
         steps,
@@ -458,6 +480,10 @@ class DpRound implements RoundAggregator {
   private count = 0;
   unclippedCount = 0;
   clippedCount = 0;
+  /** Whether a clipped sum came from the clients (secure aggregation). */
+  clientClipped = false;
+  /** sqrt(d) times one client's per-coordinate encoding error, in a client-clipped sum. */
+  encodingSlack = 0;
   private finished = false;
 
   constructor(
@@ -503,6 +529,46 @@ class DpRound implements RoundAggregator {
     this.metrics.add(update.metrics, update.numExamples);
     this.numExamples += update.numExamples;
     this.count++;
+  }
+
+  addClippedSum(sum: ClippedChangeSum): void {
+    if (this.finished) throw roundFinished(this.strategy);
+    const { changeSum, count, maxAbsError } = sum;
+    const refuse = (message: string, data: Record<string, unknown> = {}) =>
+      new TesseraError(ErrorCode.INVALID_ARGUMENT, `${this.strategy}: clipped sum ${message}`, {
+        field: 'changeSum',
+        ...data,
+      });
+    if (changeSum.length !== this.global.length) {
+      throw new TesseraError(
+        ErrorCode.WEIGHTS_LENGTH_MISMATCH,
+        `${this.strategy}: the clipped sum has ${changeSum.length} values; the model has ${this.global.length}`,
+        { field: 'changeSum' },
+      );
+    }
+    if (!Number.isSafeInteger(count) || count < 1) throw refuse(`of ${count} clients`);
+    if (!(maxAbsError >= 0 && Number.isFinite(maxAbsError))) {
+      throw refuse(`with encoding error ${maxAbsError}`);
+    }
+    const firstBad = changeSum.findIndex((value) => !Number.isFinite(value));
+    if (firstBad !== -1) throw refuse(`has a non-finite value at ${firstBad}`, { index: firstBad });
+    // What the coordinator can check of clients it cannot see: count changes of norm <= C
+    // cannot sum to more than count C (plus the encoding's error).
+    const slack = Math.sqrt(changeSum.length) * maxAbsError;
+    const norm = l2Norm(changeSum);
+    if (norm > count * this.clipNorm + slack) {
+      throw refuse(
+        `has norm ${norm}, more than ${count} changes clipped to ${this.clipNorm} can sum to`,
+        { norm, bound: count * this.clipNorm + slack },
+      );
+    }
+    for (let i = 0; i < changeSum.length; i++) {
+      this.sums[i] = (this.sums[i] as number) + (changeSum[i] as number);
+    }
+    this.clientClipped = true;
+    // maxAbsError bounds the sum's error; one client's share of it is at most the whole.
+    this.encodingSlack = Math.max(this.encodingSlack, slack / count);
+    this.count += count;
   }
 
   finish(): AggregateResult {

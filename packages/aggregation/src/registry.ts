@@ -76,8 +76,6 @@ const onlyTheSecureSum = 'under secure aggregation the coordinator has only thei
 const SECAGG_REFUSED: Readonly<Record<string, string>> = {
   ...refusedWithOnlyTheSum(onlyTheSecureSum),
   'norm-bounded-fedavg': `norm-bounded FedAvg clips each update by its norm: it needs the individual updates, and ${onlyTheSecureSum}`,
-  'dp-fedavg':
-    'dp-fedavg clips each change on the coordinator, which cannot see them under secure aggregation; client-side clipping with central noise on the unmasked sum is not built yet',
   scaffold:
     "scaffold also folds each client's control-variate change (controlDelta), which secure aggregation does not mask yet",
 };
@@ -443,7 +441,9 @@ export function runRulesFor(
   run: RunRuleFields,
 ): { path: string[]; message: string }[] {
   const issues: { path: string[]; message: string }[] = [];
-  if (run.secureAggregation !== null && !definitionOf(name).linear) {
+  // dp-fedavg is not linear in the weighted updates, but under SecAgg its clients clip and
+  // weigh themselves 1, and the coordinator noises the unmasked sum (its own rules below).
+  if (run.secureAggregation !== null && !definitionOf(name).linear && name !== 'dp-fedavg') {
     issues.push({
       path: ['secureAggregation'],
       message: `${name} cannot run under secure aggregation: ${SECAGG_REFUSED[name] ?? 'its aggregate is not a weighted sum of the updates'}`,
@@ -463,6 +463,22 @@ export function runRulesFor(
       message:
         'dp-fedavg protects the individual updates; keeping them for replay would store exactly what it hides',
     });
+  }
+  if (run.secureAggregation !== null) {
+    if (options['adaptive'] !== undefined) {
+      issues.push({
+        path: ['strategyOptions', 'adaptive'],
+        message:
+          'dp-fedavg under secure aggregation clips on the clients to a fixed clipNorm: adaptive clipping would need the count of unclipped updates, which the secure sum does not carry',
+      });
+    }
+    const clipNorm = options['clipNorm'];
+    if (typeof clipNorm === 'number' && clipNorm > run.secureAggregation.clipRange) {
+      issues.push({
+        path: ['secureAggregation', 'clipRange'],
+        message: `must cover dp-fedavg's clipNorm ${clipNorm}: a change of L2 norm C has coordinates up to C, which the coordinate clip to [-R, R] would cut`,
+      });
+    }
   }
   for (const field of ['clientsPerRound', 'fractionFit'] as const) {
     if (run[field] !== null) {

@@ -432,8 +432,11 @@ describe('runRulesFor', () => {
       // The same strategy without secure aggregation asks nothing.
       expect(runRulesFor(name, {}, plain)).toEqual([]);
     }
-    expect(runRulesFor('dp-fedavg', { samplingRate: 0.1 }, run)[0]?.path).toEqual([
-      'secureAggregation',
-    ]);
+    // dp-fedavg runs on the secure sum: its clients clip to a fixed C the clip range covers.
+    const clipRange = secAgg.clipRange;
+    expect(runRulesFor('dp-fedavg', { samplingRate: 0.1, clipNorm: clipRange }, run)).toEqual([]);
+    expect(
+      runRulesFor('dp-fedavg', { samplingRate: 0.1, clipNorm: 2 * clipRange }, run)[0]?.path,
+    ).toEqual(['secureAggregation', 'clipRange']);
   });
 });

@@ -51,6 +51,19 @@ export interface AggregateResult {
   privacy?: RoundPrivacy;
 }
 
+/**
+ * The sum of the clients' clipped changes, each weighed 1, as secure aggregation unmasks it
+ * (the coordinator never sees a term of it): what dp-fedavg noises under SecAgg.
+ */
+export interface ClippedChangeSum {
+  /** sum_k clip(w_k - g, C), within `maxAbsError` per coordinate (the quantisation). */
+  changeSum: Float64Array;
+  /** How many clients' changes it sums (SecAgg's survivors). */
+  count: number;
+  /** The bound on |changeSum[i] - the exact sum| from fixed-point encoding. */
+  maxAbsError: number;
+}
+
 export interface RoundAggregator {
   /**
    * Folds one update in, in arrival order. It is checked first (length, finite values, example
@@ -58,6 +71,12 @@ export interface RoundAggregator {
    */
   add(update: TrainUpdate): void;
   readonly numUpdates: number;
+  /**
+   * Rules that clip on the clients under secure aggregation (Strategy.clientClipNorm): folds in
+   * the unmasked sum of clipped changes, checked first (length, finite values, and that no sum
+   * of `count` changes of norm <= C could be longer); a refused sum leaves the round as it was.
+   */
+  addClippedSum?(sum: ClippedChangeSum): void;
   /**
    * A vector every selected client gets with its train instruction (SCAFFOLD's server control
    * variate c, one value per parameter; the train instruction's `controlVariate`); absent for
@@ -128,4 +147,10 @@ export interface Strategy {
    * round with whatever updates arrived rather than retrying it for minClients.
    */
   readonly poissonSamplingRate?: number;
+  /**
+   * dp-fedavg with fixed clipping: C, the L2 bound each client clips its own change to when
+   * the coordinator cannot (secure aggregation); the round then takes the clipped changes' sum
+   * (RoundAggregator.addClippedSum). Absent for every rule that cannot take such a sum.
+   */
+  readonly clientClipNorm?: number;
 }

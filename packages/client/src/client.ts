@@ -1,4 +1,10 @@
 import {
+  type ClientPrivacySettings,
+  CryptoGaussianNoise,
+  clipForSending,
+  privatiseUpdate,
+} from '@tessera/privacy';
+import {
   type Ack,
   bytesToWeights,
   type ClientToServerEvents,
@@ -30,7 +36,11 @@ import {
   SecAggParticipation,
   type SecAggSession,
 } from './secure-aggregation.js';
-import { readStrategySettings, UNSUPPORTED_STRATEGY_SETTING } from './strategy-settings.js';
+import {
+  readClientPrivacy,
+  readStrategySettings,
+  UNSUPPORTED_STRATEGY_SETTING,
+} from './strategy-settings.js';
 import { type LocalTrainer, RoundFailure } from './trainer.js';
 
 export interface TrainingProgress {
@@ -341,6 +351,7 @@ export class TesseraClient {
         instruction.strategy,
         this.options.trainer.supportedSettings ?? [],
       );
+      const privacy = readClientPrivacy(instruction.strategy);
       const task = await this.taskOf(instruction.task);
       const global = bytesToWeights(instruction.weights, instruction.model.paramCount);
       const control =
@@ -362,8 +373,9 @@ export class TesseraClient {
         },
         (p) => this.reportProgress({ runId, round, ...p }),
       );
+      const outgoing = privatised(global, result.weights, result.numExamples, privacy);
       if (secure !== null) {
-        secure.provide(global, result.weights, result.numExamples);
+        secure.provide(global, outgoing.weights, outgoing.weight);
         // Kept open (this.secAgg) for the unmask request that follows the masking step.
         const ack = await secure.masked;
         if (this.closing) return;
@@ -374,7 +386,7 @@ export class TesseraClient {
           durationMs: result.durationMs,
           samplesPerSecond: result.samplesPerSecond,
         };
-        observer?.contributed?.({ runId, round, global, weights: result.weights, ...summary });
+        observer?.contributed?.({ runId, round, global, weights: outgoing.weights, ...summary });
         observer?.roundFinished?.({ runId, round, ...summary, ack });
         if (!ack.ok)
           observer?.warning?.(`masked update refused: ${ack.error.code}: ${ack.error.message}`);
@@ -384,7 +396,7 @@ export class TesseraClient {
         runId,
         round,
         global,
-        weights: result.weights,
+        weights: outgoing.weights,
         numExamples: result.numExamples,
       });
       let controlDelta: Uint8Array | undefined;
@@ -417,7 +429,7 @@ export class TesseraClient {
         status: 'ok',
         runId,
         round,
-        weights: weightsToBytes(result.weights),
+        weights: weightsToBytes(outgoing.weights),
         numExamples: result.numExamples,
         durationMs: Math.round(result.durationMs),
         metrics: {
@@ -656,4 +668,25 @@ export class TesseraClient {
       this.socket?.volatile.emit('progress', progress);
     }
   }
+}
+
+/**
+ * The update as it leaves this client: under local DP g + clip(w - g, C) + N(0, (sigma C)^2)
+ * from the platform's CSPRNG (Node and browsers alike); under central DP with secure
+ * aggregation g + clip(w - g, C), weighed as 1 in the masked sum (dp-fedavg sums clipped
+ * changes unweighted); otherwise w as trained, weighed by its example count.
+ */
+export function privatised(
+  global: Float32Array,
+  weights: Float32Array,
+  numExamples: number,
+  privacy: ClientPrivacySettings,
+): { weights: Float32Array; weight: number } {
+  let outgoing = weights;
+  if (privacy.localDp !== null) {
+    const noise = new CryptoGaussianNoise().forRound(0);
+    outgoing = privatiseUpdate(global, outgoing, privacy.localDp, noise).weights;
+  }
+  if (privacy.centralClipNorm === null) return { weights: outgoing, weight: numExamples };
+  return { weights: clipForSending(global, outgoing, privacy.centralClipNorm).weights, weight: 1 };
 }

@@ -1,4 +1,14 @@
-import { type TrainInstruction, trainStrategySchema, WIRE_LIMITS } from '@tessera/protocol';
+import {
+  type ClientPrivacySettings,
+  PRIVACY_SETTING_NAMES,
+  readPrivacySettings,
+} from '@tessera/privacy';
+import {
+  TesseraError,
+  type TrainInstruction,
+  trainStrategySchema,
+  WIRE_LIMITS,
+} from '@tessera/protocol';
 import { RoundFailure } from './trainer.js';
 
 /**
@@ -68,8 +78,14 @@ export function readStrategySettings(
     const field = ['strategy', ...(issue?.path ?? []).map(String)].join('.');
     throw unsupported(`malformed strategy: ${field}: ${issue?.message ?? 'invalid'}`, field);
   }
-  const { name, settings } = parsed.data;
+  const { name } = parsed.data;
+  // The privacy settings are read by readClientPrivacy, under any strategy's name.
+  const settings = Object.fromEntries(
+    Object.entries(parsed.data.settings).filter(([key]) => !PRIVACY_SETTING_NAMES.includes(key)),
+  );
   const schema = Object.hasOwn(KNOWN_STRATEGIES, name) ? KNOWN_STRATEGIES[name] : undefined;
+  // A strategy that asks nothing of training (FedAvg, DP-FedAvg) may still carry privacy settings.
+  if (schema === undefined && Object.keys(settings).length === 0) return {};
   if (schema === undefined) {
     throw unsupported(
       `this client does not implement the client side of strategy "${name}" (it knows ${Object.keys(KNOWN_STRATEGIES).join(', ')})`,
@@ -103,4 +119,23 @@ export function readStrategySettings(
     }
   }
   return read;
+}
+
+/**
+ * What the instruction asks of the update before it leaves (local DP, the client-side clip of
+ * central DP under secure aggregation; @tessera/privacy's train-settings): a value out of range
+ * fails the round (UNSUPPORTED_STRATEGY_SETTING, naming the setting) rather than send an update
+ * the run did not promise.
+ */
+export function readClientPrivacy(strategy: TrainInstruction['strategy']): ClientPrivacySettings {
+  if (strategy === undefined) return { localDp: null, centralClipNorm: null };
+  try {
+    return readPrivacySettings(strategy.settings);
+  } catch (cause) {
+    const error = TesseraError.from(cause);
+    throw unsupported(
+      `strategy "${strategy.name}": ${error.message}`,
+      String(error.data?.['field']),
+    );
+  }
 }

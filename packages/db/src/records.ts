@@ -139,7 +139,7 @@ export interface RoundRecord {
   metrics: Record<string, number>;
   /** Each selected client's outcome, in selection order (empty for rounds recorded before). */
   outcomes: ClientOutcome[];
-  /** DP-FedAvg's accounting of the round (RoundPrivacyRecord); null without DP. */
+  /** The round's privacy mechanisms (RoundPrivacyRecord: DP-FedAvg, SecAgg, local DP); null without any. */
   privacy: RoundPrivacyRecord | null;
   /** Where the round's time went (RoundPhases); null for rounds recorded before phases were. */
   phases: RoundPhases | null;

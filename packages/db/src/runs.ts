@@ -1,6 +1,7 @@
 import {
   ErrorCode,
   type JsonValue,
+  type LocalDpConfig,
   MODEL_TASK_ALIASES,
   parseRunConfig,
   type RequestedTask,
@@ -80,6 +81,7 @@ export class RunRepository {
     const {
       task: requested,
       secureAggregation,
+      localDp,
       ...config
     } = parseRunConfig(input.config, runConfigSchema, 'config.');
     const task = await this.resolveTask(requested);
@@ -126,6 +128,7 @@ export class RunRepository {
         ...(secureAggregation === null
           ? {}
           : { secureAggregation: toJsonInput({ ...secureAggregation }) }),
+        ...(localDp === null ? {} : { localDp: toJsonInput({ ...localDp }) }),
         origin,
         sourceRunId,
       },
@@ -424,6 +427,7 @@ export function toRunRecord(row: Run & { task: Pick<TaskRef, 'name' | 'version'>
         row.secureAggregation === null
           ? null
           : (jsonObject(row.secureAggregation) as unknown as SecureAggregationConfig),
+      localDp: row.localDp === null ? null : (jsonObject(row.localDp) as unknown as LocalDpConfig),
     },
     currentRound: row.currentRound,
     origin: row.origin,

@@ -11,10 +11,13 @@ export {
   type Clipped,
   changeFrom,
   checkLocalDpUpdate,
+  clipForSending,
   clipInPlace,
   LOCAL_DP_SETTING_KEYS,
+  type LocalDpGuarantee,
   type LocalDpSettings,
   l2Norm,
+  localDpGuarantee,
   localDpNormRange,
   localDpTrainSettings,
   type NormRange,
@@ -36,3 +39,10 @@ export {
   epsilonFromRdp,
   rdpSampledGaussian,
 } from './rdp.js';
+export {
+  CENTRAL_CLIP_SETTING_KEY,
+  type ClientPrivacySettings,
+  PRIVACY_SETTING_NAMES,
+  privacyTrainSettings,
+  readPrivacySettings,
+} from './train-settings.js';

@@ -5,6 +5,7 @@
  * 2C under replace-one of that client's whole contribution, C under add/remove of the update).
  */
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { Accountant } from './accountant.js';
 import type { NormalStream } from './noise.js';
 
 export interface Clipped {
@@ -130,6 +131,26 @@ export function readLocalDpSettings(
   return parsed;
 }
 
+/** w - g, refusing mismatched lengths and non-finite values before anything is computed. */
+function checkedChange(global: Float32Array, weights: Float32Array): Float64Array {
+  if (weights.length !== global.length) {
+    throw new TesseraError(
+      ErrorCode.WEIGHTS_LENGTH_MISMATCH,
+      `update has ${weights.length} parameters; the model has ${global.length}`,
+      { field: 'weights' },
+    );
+  }
+  const change = changeFrom(global, weights);
+  const firstBad = change.findIndex((value) => !Number.isFinite(value));
+  if (firstBad !== -1) {
+    throw new TesseraError(ErrorCode.NON_FINITE_WEIGHTS, `weights[${firstBad}] is not finite`, {
+      field: 'weights',
+      index: firstBad,
+    });
+  }
+  return change;
+}
+
 export interface PrivatisedUpdate {
   /** g + clip(w - g) + noise, rounded to float32: what the client sends. */
   weights: Float32Array;
@@ -150,21 +171,7 @@ export function privatiseUpdate(
   noise: NormalStream,
 ): PrivatisedUpdate {
   checkLocalDp(settings);
-  if (weights.length !== global.length) {
-    throw new TesseraError(
-      ErrorCode.WEIGHTS_LENGTH_MISMATCH,
-      `update has ${weights.length} parameters; the model has ${global.length}`,
-      { field: 'weights' },
-    );
-  }
-  const change = changeFrom(global, weights);
-  const firstBad = change.findIndex((value) => !Number.isFinite(value));
-  if (firstBad !== -1) {
-    throw new TesseraError(ErrorCode.NON_FINITE_WEIGHTS, `weights[${firstBad}] is not finite`, {
-      field: 'weights',
-      index: firstBad,
-    });
-  }
+  const change = checkedChange(global, weights);
   const { norm, clipped } = clipInPlace(change, settings.clipNorm);
   const std = settings.noiseMultiplier * settings.clipNorm;
   const draws = new Float64Array(change.length);
@@ -258,4 +265,80 @@ export function checkLocalDpUpdate(
     );
   }
   return norm;
+}
+
+/**
+ * What local DP with these settings guarantees, stated for the run record. Each client's
+ * update of one round is the Gaussian mechanism on its clipped change: two possible changes of
+ * the same client differ by at most 2C (replace-one of that client's whole contribution, all
+ * its examples at once), and the noise std is sigma C, so one round is the Gaussian mechanism
+ * with noise multiplier sigma / 2 (std over sensitivity), without sampling (q = 1). Its RDP is
+ * alpha / (2 (sigma / 2)^2) per round; over `rounds` rounds it adds up (the accountant with
+ * q = 1), which bounds a client that took part in every one of them. The guarantee holds
+ * against everyone who sees the update (the coordinator included), per client, not per example;
+ * sigma = 0 (clip only) gives none (epsilon null).
+ */
+export interface LocalDpGuarantee {
+  /** sigma / 2: the std over the replace-one sensitivity 2C. */
+  noiseMultiplierPerSensitivity: number;
+  /** epsilon of one round's update at `delta` (null without noise). */
+  epsilonPerRound: number | null;
+  /** epsilon after `rounds` rounds composed, at `delta` (null without noise). */
+  epsilon: number | null;
+  delta: number;
+  rounds: number;
+}
+
+export function localDpGuarantee(
+  settings: LocalDpSettings,
+  rounds: number,
+  delta: number,
+): LocalDpGuarantee {
+  checkLocalDp(settings);
+  const multiplier = settings.noiseMultiplier / 2;
+  if (multiplier === 0) {
+    return {
+      noiseMultiplierPerSensitivity: 0,
+      epsilonPerRound: null,
+      epsilon: null,
+      delta,
+      rounds,
+    };
+  }
+  const step = { samplingRate: 1, noiseMultiplier: multiplier };
+  const empty = Accountant.empty();
+  return {
+    noiseMultiplierPerSensitivity: multiplier,
+    epsilonPerRound: empty.withSteps(step).epsilon(delta).epsilon,
+    epsilon: empty.withSteps(step, rounds).epsilon(delta).epsilon,
+    delta,
+    rounds,
+  };
+}
+
+/**
+ * g + clip(w - g, bound) as the float32 weights a client sends, such that the change the other
+ * side computes from them in float32 (sent - g, rounded to float32, as the SecAgg client does)
+ * still has L2 norm <= bound: rounding g + c to float32 can lengthen c by up to an ulp of each
+ * weight, so the bound is tightened by 2^-20 until the float32 change fits.
+ */
+export function clipForSending(
+  global: Float32Array,
+  weights: Float32Array,
+  bound: number,
+): { weights: Float32Array; norm: number; clipped: boolean } {
+  const original = checkedChange(global, weights);
+  const sent = new Float32Array(global.length);
+  const received = new Float32Array(global.length);
+  let target = bound;
+  for (;;) {
+    const change = original.slice();
+    const { norm, clipped } = clipInPlace(change, target);
+    for (let i = 0; i < sent.length; i++) sent[i] = (global[i] as number) + (change[i] as number);
+    for (let i = 0; i < sent.length; i++) {
+      received[i] = (sent[i] as number) - (global[i] as number);
+    }
+    if (l2Norm(received) <= bound) return { weights: sent, norm, clipped };
+    target *= 1 - 2 ** -20;
+  }
 }

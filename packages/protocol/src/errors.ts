@@ -44,6 +44,11 @@ export const ErrorCode = {
   SECAGG_DECRYPTION_FAILED: 'SECAGG_DECRYPTION_FAILED',
   /** Secure aggregation: a public key, or a reconstructed key or seed, that does not verify. */
   SECAGG_KEY_INVALID: 'SECAGG_KEY_INVALID',
+  /**
+   * Local DP: an update whose change has a norm outside the range the run's clip norm and
+   * noise give (no noise added, or not clipped): the client is out of the round.
+   */
+  LOCAL_DP_NORM_OUT_OF_RANGE: 'LOCAL_DP_NORM_OUT_OF_RANGE',
   /** Anything unexpected. */
   INTERNAL: 'INTERNAL',
 } as const;

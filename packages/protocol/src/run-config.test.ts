@@ -78,6 +78,7 @@ describe('the run config schema', () => {
       keepUpdates: false,
       updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
       secureAggregation: null,
+      localDp: null,
     };
     const input = { model: 'mlp', strategy: 'plain', rounds: 2 };
     expect(checked.parse(input)).toEqual(expected);

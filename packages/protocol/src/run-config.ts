@@ -92,6 +92,33 @@ const secureAggregationSchema = z
   .describe('secure aggregation (SecAgg, Bonawitz et al. 2017); null: updates sent in the clear');
 export type SecureAggregationConfig = z.output<typeof secureAggregationSchema>;
 
+/**
+ * Local differential privacy (docs/research.md, "Local DP"): every client clips its change to
+ * L2 norm clipNorm and adds N(0, (noiseMultiplier clipNorm)^2) to each coordinate from its
+ * CSPRNG before the update leaves it; the coordinator checks the norm it can see.
+ */
+const localDpSchema = z
+  .strictObject({
+    clipNorm: z
+      .number({ error: 'a number above 0 and at most 1,000,000' })
+      .positive({ error: 'a number above 0 and at most 1,000,000' })
+      .max(1e6, { error: 'a number above 0 and at most 1,000,000' })
+      .describe("C: each client's change is clipped to this L2 norm before noise"),
+    noiseMultiplier: z
+      .number({ error: 'a number from 0 to 1,000' })
+      .min(0, { error: 'a number from 0 to 1,000' })
+      .max(1000, { error: 'a number from 0 to 1,000' })
+      .describe('sigma: noise std over C per coordinate (0: clip only, no privacy from noise)'),
+    delta: z
+      .number({ error: 'a number above 0 and below 1' })
+      .gt(0, { error: 'a number above 0 and below 1' })
+      .lt(1, { error: 'a number above 0 and below 1' })
+      .default(1e-5)
+      .describe('delta at which the per-client epsilon is recorded'),
+  })
+  .describe('local differential privacy on every client; null: none');
+export type LocalDpConfig = z.output<typeof localDpSchema>;
+
 /** 100000 -> "100,000": bounds in messages as people write them (not locale-dependent). */
 function grouped(value: number): string {
   return String(value).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
@@ -249,6 +276,7 @@ function runConfigShape(choices: RunConfigChoices) {
       ' MiB',
     ).default(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
     secureAggregation: secureAggregationSchema.nullable().default(null),
+    localDp: localDpSchema.nullable().default(null),
   };
 }
 
@@ -294,6 +322,9 @@ function resolveRunConfig(choices: RunConfigChoices) {
     }
     if (run.secureAggregation !== null) {
       for (const rule of secureAggregationRules(run)) complain([...rule.path], rule.message);
+    }
+    if (run.localDp !== null) {
+      for (const rule of localDpRules(run)) complain([...rule.path], rule.message);
     }
     let { strategyOptions } = run;
     const schema = choices.strategyOptions?.[run.strategy];
@@ -357,6 +388,33 @@ function secureAggregationRules(run: RunRuleFields): { path: string[]; message: 
     issues.push({
       path: ['clientsPerRound'],
       message: `secure aggregation takes at most ${SECURE_AGGREGATION_MAX_CLIENTS} clients a round (Shamir shares over GF(2^8))`,
+    });
+  }
+  return issues;
+}
+
+/**
+ * What local DP cannot be combined with: secure aggregation (the coordinator could check no
+ * client's norm, and SecAgg's coordinate clip to [-R, R] would cut the noise), and SCAFFOLD
+ * (its control-variate change, sent beside the update, is neither clipped nor noised).
+ */
+function localDpRules(run: {
+  strategy: string;
+  secureAggregation: SecureAggregationConfig | null;
+}): { path: string[]; message: string }[] {
+  const issues: { path: string[]; message: string }[] = [];
+  if (run.secureAggregation !== null) {
+    issues.push({
+      path: ['localDp'],
+      message:
+        'local DP is not built under secure aggregation: the coordinator could not check any norm, and the coordinate clip would cut the noise; use dp-fedavg (central noise on the secure sum)',
+    });
+  }
+  if (run.strategy === 'scaffold') {
+    issues.push({
+      path: ['localDp'],
+      message:
+        "scaffold sends each client's control-variate change beside its update, which local DP neither clips nor noises",
     });
   }
   return issues;

@@ -73,6 +73,14 @@ export interface VerifyReport {
 /** Why a run's rounds from `round` on cannot be replayed, or null if they can. */
 function unreplayableFrom(run: RunRecord): UncheckedRounds | null {
   // First: even with every update kept, the noise could not be drawn again.
+  if (run.config.strategy === 'dp-fedavg' && run.config.secureAggregation !== null) {
+    return {
+      fromRound: 1,
+      cause: 'differential-privacy',
+      reason:
+        "two causes: dp-fedavg added fresh Gaussian noise to each round from a cryptographic source, which is not recorded, and the run aggregated securely, so the coordinator only ever held the unmasked sum of the clients' clipped changes, never an individual one; no round can be recomputed, and the recorded checkpoints are checked against their hashes instead",
+    };
+  }
   if (run.config.strategy === 'dp-fedavg') {
     return {
       fromRound: 1,

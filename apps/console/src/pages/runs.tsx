@@ -112,7 +112,32 @@ const DEFAULTS: Record<string, string> = {
   seed: '0',
   updateStorageLimitMb: String(DEFAULT_UPDATE_STORAGE_LIMIT_MB),
   secureAggregationClipRange: '1',
+  localDpClipNorm: '1',
+  localDpNoiseMultiplier: '1',
+  localDpDelta: '0.00001',
 };
+
+/** The local DP boxes: their API field (under localDp) and the form's name. */
+const LOCAL_DP_FIELDS = [
+  {
+    name: 'clipNorm',
+    box: 'localDpClipNorm',
+    label: 'Local clip norm',
+    hint: "C: each client's change is clipped to this L2 norm before noise",
+  },
+  {
+    name: 'noiseMultiplier',
+    box: 'localDpNoiseMultiplier',
+    label: 'Local noise multiplier',
+    hint: 'sigma: each client adds N(0, (sigma C)^2) per coordinate (0: clip only, no privacy)',
+  },
+  {
+    name: 'delta',
+    box: 'localDpDelta',
+    label: 'Local delta',
+    hint: "delta at which each client's epsilon is recorded",
+  },
+] as const;
 
 /**
  * The run form. Checked with the API's own schema before it is sent (and by the API again);
@@ -132,6 +157,7 @@ export function NewRunPage() {
   const [deadlineUnit, setDeadlineUnit] = useState<DeadlineUnit>('min');
   const [keepUpdates, setKeepUpdates] = useState(false);
   const [secureAggregation, setSecureAggregation] = useState(false);
+  const [localDp, setLocalDp] = useState(false);
   const [options, setOptions] = useState<Record<string, string>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [message, setMessage] = useState<string | null>(null);
@@ -157,6 +183,7 @@ export function NewRunPage() {
     const shown = new Set([
       ...Object.keys(LABELS),
       ...strategyFields.map((f) => `strategyOptions.${f.name}`),
+      ...LOCAL_DP_FIELDS.map((f) => `localDp.${f.name}`),
     ]);
     const atFields: Record<string, string> = {};
     const elsewhere: string[] = [];
@@ -188,6 +215,12 @@ export function NewRunPage() {
       request['updateStorageLimitMb'] = numberOrText(values['updateStorageLimitMb'] ?? '');
     request['secureAggregation'] = secureAggregation
       ? { clipRange: numberOrText(values['secureAggregationClipRange'] ?? '') }
+      : null;
+    // Boxes sent as typed (text too), so the schema names the box at fault.
+    request['localDp'] = localDp
+      ? Object.fromEntries(
+          LOCAL_DP_FIELDS.map((f) => [f.name, numberOrText((values[f.box] ?? '').trim())]),
+        )
       : null;
     const strategyOptions: Record<string, number> = {};
     for (const field of strategyFields) {
@@ -380,6 +413,37 @@ export function NewRunPage() {
             />
           </Field>
         ) : null}
+        <Field
+          label={LABELS['localDp'] ?? 'localDp'}
+          name="localDp"
+          error={errors['localDp']}
+          hint="every client clips its change and adds Gaussian noise before sending (docs/research.md)"
+        >
+          <input
+            type="checkbox"
+            name="localDp"
+            checked={localDp}
+            onChange={(event) => setLocalDp(event.target.checked)}
+          />
+        </Field>
+        {localDp
+          ? LOCAL_DP_FIELDS.map((f) => (
+              <Field
+                key={f.name}
+                label={f.label}
+                name={`localDp.${f.name}`}
+                error={errors[`localDp.${f.name}`]}
+                hint={f.hint}
+              >
+                <input
+                  name={f.box}
+                  inputMode="decimal"
+                  value={values[f.box]}
+                  onChange={set(f.box)}
+                />
+              </Field>
+            ))
+          : null}
         <div className="actions">
           <button type="submit" disabled={!schema}>
             Create run
