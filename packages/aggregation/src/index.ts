@@ -8,6 +8,7 @@ export {
   type RoundPrivacy,
   vectorNoiseMultiplier,
 } from './dp.js';
+export { EXACT_SUM_FORMAT_VERSION, ExactWeightedSum } from './exact-sum.js';
 export { FedAvg, weightedEvaluation } from './fedavg.js';
 export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
