@@ -217,7 +217,8 @@ describe('run configs that cannot run', () => {
       { body: runBody({ strategy: 'fedavgm', strategyOptions: { momentum: 0.5 } }) },
     );
     expect(created.status).toBe(201);
-    const expected = { serverLearningRate: 1, momentum: 0.5 };
+    // A run created now records the exact arithmetic (docs/research.md).
+    const expected = { serverLearningRate: 1, momentum: 0.5, arithmetic: 'exact' };
     expect(created.body.config.strategyOptions).toEqual(expected);
     expect((await fx.db.runs.get(created.body.id)).config.strategyOptions).toEqual(expected);
   });

@@ -19,6 +19,7 @@ export {
   isLinearStrategy,
   minUpdatesFor,
   parseStrategyOptions,
+  recordedArithmetic,
   runRulesFor,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
@@ -46,4 +47,11 @@ export type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
-export { WeightedMetrics, WeightedSum } from './weighted.js';
+export {
+  AGGREGATION_ARITHMETICS,
+  type AggregationArithmetic,
+  createModelSum,
+  type ModelSum,
+  WeightedMetrics,
+  WeightedSum,
+} from './weighted.js';
