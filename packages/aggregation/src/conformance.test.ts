@@ -5,7 +5,7 @@
  */
 
 import { SeededGaussianNoise } from '@tessera/privacy';
-import { ErrorCode, TesseraError, trainStrategySchema } from '@tessera/protocol';
+import { ErrorCode, trainStrategySchema } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import {
   createStrategy,
@@ -16,6 +16,7 @@ import {
   type Strategy,
   type TrainUpdate,
 } from './index.js';
+import { expectCode, seededRandom } from './testing/fixtures.js';
 
 interface Traits {
   /** Options the suite builds it with (defaults where omitted). */
@@ -119,17 +120,8 @@ const PARAMS = 7;
 const CLIENTS = 11;
 const NOISE = 0.1;
 
-/** A small deterministic generator (mulberry32), so every run of the suite sees the same data. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Every run of the suite sees the same data. */
+const random = seededRandom;
 
 /** Round `round`'s updates around `global`: a shared drift plus per-client noise. */
 function updatesFor(round: number, global: Float32Array, clients = CLIENTS): TrainUpdate[] {
@@ -187,18 +179,6 @@ function runRounds(strategy: Strategy, from: number, to: number, start: Float32A
 }
 
 const initial = Float32Array.from({ length: PARAMS }, (_, i) => Math.sin(i + 1));
-
-function expectCode(fn: () => unknown, code: string, field?: string) {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(TesseraError);
-    expect((error as TesseraError).code).toBe(code);
-    if (field !== undefined) expect((error as TesseraError).data?.['field']).toBe(field);
-    return error as TesseraError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 const bits = (weights: Float32Array | null) => [
   ...new Uint32Array((weights ?? new Float32Array()).buffer.slice(0)),

@@ -1,6 +1,7 @@
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import { EXACT_SUM_FORMAT_VERSION, ExactWeightedSum } from './exact-sum.js';
+import { expectCode, seededRandom } from './testing/fixtures.js';
 
 /** A float32 as an exact integer count of 2^-160 (independent of the accumulator's code). */
 function units(value: number): bigint {
@@ -101,17 +102,8 @@ function expectMatchesReference(terms: readonly Term[], length: number): ExactWe
   return sum;
 }
 
-/** A seeded generator (mulberry32), so failures reproduce. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+/** Seeded, so failures reproduce. */
+const random = seededRandom;
 
 /** Any float32 bit pattern that is finite: every exponent, subnormals, both signs. */
 function anyFiniteFloat32(next: () => number): number {
@@ -142,18 +134,6 @@ function permute<T>(items: readonly T[], next: () => number): T[] {
     [out[i], out[j]] = [out[j] as T, out[i] as T];
   }
   return out;
-}
-
-function expectRefused(action: () => unknown, code: string, field?: string): TesseraError {
-  try {
-    action();
-  } catch (error) {
-    expect(error).toBeInstanceOf(TesseraError);
-    expect((error as TesseraError).code).toBe(code);
-    if (field !== undefined) expect((error as TesseraError).data?.['field']).toBe(field);
-    return error as TesseraError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
 }
 
 describe('ExactWeightedSum: equals an exact BigInt reference', () => {
@@ -335,34 +315,30 @@ describe('ExactWeightedSum: refused inputs change nothing', () => {
   it('refuses a wrong length, a weight that is not an integer ≥ 1, a non-finite value, a total past 2^53 - 1', () => {
     const sum = sample();
     const before = sum.toBytes().slice();
-    expectRefused(
-      () => sum.add(new Float32Array(4), 1),
-      ErrorCode.WEIGHTS_LENGTH_MISMATCH,
-      'weights',
-    );
+    expectCode(() => sum.add(new Float32Array(4), 1), ErrorCode.WEIGHTS_LENGTH_MISMATCH, 'weights');
     for (const weight of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
-      expectRefused(
+      expectCode(
         () => sum.add(new Float32Array(3), weight),
         ErrorCode.INVALID_ARGUMENT,
         'numExamples',
       );
     }
-    const error = expectRefused(
+    const error = expectCode(
       () => sum.add(Float32Array.from([1, Number.NaN, 2]), 1),
       ErrorCode.NON_FINITE_WEIGHTS,
       'weights',
     );
     expect(error.data?.['index']).toBe(1);
-    expectRefused(
+    expectCode(
       () => sum.add(Float32Array.from([Number.NEGATIVE_INFINITY, 0, 0]), 1),
       ErrorCode.NON_FINITE_WEIGHTS,
     );
-    expectRefused(
+    expectCode(
       () => sum.add(new Float32Array(3), Number.MAX_SAFE_INTEGER),
       ErrorCode.INVALID_ARGUMENT,
       'numExamples',
     );
-    expectRefused(
+    expectCode(
       () => sum.merge(new ExactWeightedSum(2)),
       ErrorCode.WEIGHTS_LENGTH_MISMATCH,
       'partial',
@@ -373,8 +349,8 @@ describe('ExactWeightedSum: refused inputs change nothing', () => {
   });
 
   it('averaging nothing is refused', () => {
-    expectRefused(() => new ExactWeightedSum(2).mean(), ErrorCode.INVALID_ARGUMENT);
-    expectRefused(() => new ExactWeightedSum(2).mean64(), ErrorCode.INVALID_ARGUMENT);
+    expectCode(() => new ExactWeightedSum(2).mean(), ErrorCode.INVALID_ARGUMENT);
+    expectCode(() => new ExactWeightedSum(2).mean64(), ErrorCode.INVALID_ARGUMENT);
     const empty = ExactWeightedSum.fromBytes(new ExactWeightedSum(2).toBytes(), 2);
     expect(empty.weight).toBe(0);
   });
@@ -469,7 +445,7 @@ describe('ExactWeightedSum: partials as bytes', () => {
     const owner = new ExactWeightedSum(3);
     owner.add(Float32Array.from([1, 2, 3]), 2);
     const before = owner.toBytes().slice();
-    expectRefused(() => owner.merge(ExactWeightedSum.fromBytes(bytes(), 3)), code, 'partial');
+    expectCode(() => owner.merge(ExactWeightedSum.fromBytes(bytes(), 3)), code, 'partial');
     expect(owner.toBytes()).toEqual(before);
   });
 });
