@@ -398,7 +398,7 @@ describe('a coordinator with a bad run left running', () => {
       const failed = await db.runs.get(bad.id);
       expect(failed.status).toBe('failed');
       expect(failed.error).toBe(
-        'cannot be resumed: strategyOptions: fedavg takes no options; got mu',
+        'cannot be resumed: strategyOptions: fedavg takes arithmetic; got mu',
       );
       expect(logs.join('\n')).toContain('run cannot be resumed; marked failed');
       for (const [index, [, field]] of raw.entries()) {
