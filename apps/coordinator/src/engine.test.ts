@@ -967,7 +967,7 @@ describe('the aggregation arithmetic recorded with each run', () => {
   const cancelling: Record<number, Behaviour> = Object.fromEntries(
     [2 ** 40, 0, -(2 ** 40)].map((large, index) => [
       index,
-      (message: Parameters<Behaviour>[0], ctx: ClientContext) => {
+      ((message, ctx) => {
         if (message.event === 'evaluate') ctx.evaluation({});
         if (message.event !== 'train') return;
         const weights = new Float32Array(PARAMS);
@@ -978,7 +978,7 @@ describe('the aggregation arithmetic recorded with each run', () => {
         // (had both large ones come first, they would cancel exactly before the small ones).
         if (large === 0) reply();
         else setTimeout(reply, large > 0 ? 200 : 400);
-      },
+      }) satisfies Behaviour,
     ]),
   );
 
