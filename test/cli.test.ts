@@ -261,7 +261,10 @@ describe('tessera simulate', () => {
     const before = await counts();
     for (const [flags, expected] of [
       [['--strategy', 'fedavgm', '--option', 'momentum=2'], 'strategyOptions.momentum: fedavgm:'],
-      [['--strategy', 'fedavg', '--option', 'mu=1'], 'strategyOptions: fedavg takes no options'],
+      [
+        ['--strategy', 'fedavg', '--option', 'mu=1'],
+        'strategyOptions: fedavg takes arithmetic; got mu',
+      ],
       [['--model', 'no-such-net'], 'model: unknown model; available:'],
       [['--lr', '0'], 'learningRate:'],
       [['--local-clip-norm', '1'], 'local DP needs both --local-clip-norm and'],

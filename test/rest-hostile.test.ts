@@ -217,7 +217,8 @@ describe('run configs that cannot run', () => {
       { body: runBody({ strategy: 'fedavgm', strategyOptions: { momentum: 0.5 } }) },
     );
     expect(created.status).toBe(201);
-    const expected = { serverLearningRate: 1, momentum: 0.5 };
+    // A run created now records the exact arithmetic (docs/research.md).
+    const expected = { serverLearningRate: 1, momentum: 0.5, arithmetic: 'exact' };
     expect(created.body.config.strategyOptions).toEqual(expected);
     expect((await fx.db.runs.get(created.body.id)).config.strategyOptions).toEqual(expected);
   });
@@ -397,7 +398,7 @@ describe('a coordinator with a bad run left running', () => {
       const failed = await db.runs.get(bad.id);
       expect(failed.status).toBe('failed');
       expect(failed.error).toBe(
-        'cannot be resumed: strategyOptions: fedavg takes no options; got mu',
+        'cannot be resumed: strategyOptions: fedavg takes arithmetic; got mu',
       );
       expect(logs.join('\n')).toContain('run cannot be resumed; marked failed');
       for (const [index, [, field]] of raw.entries()) {

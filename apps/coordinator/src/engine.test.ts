@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import {
   decodeStrategyState,
   type EvaluationResult,
+  ExactWeightedSum,
   encodeStrategyState,
+  WeightedSum,
 } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
 import {
@@ -953,6 +955,83 @@ describe('strategy state through the engine', () => {
       expect((await db.rounds.list(first.run.id)).map((r) => r.number)).toEqual([1, 2]);
     });
   }
+});
+
+describe('the aggregation arithmetic recorded with each run', () => {
+  /**
+   * Clients 0 and 2 send ±2^40 everywhere, client 1 small values, ten examples each: summed in
+   * float64 in arrival order the small values lose low bits to the large ones, summed exactly
+   * they survive, so the two arithmetics give other checkpoints and a replay in the wrong one
+   * would not verify.
+   */
+  const cancelling: Record<number, Behaviour> = Object.fromEntries(
+    [2 ** 40, 0, -(2 ** 40)].map((large, index) => [
+      index,
+      ((message, ctx) => {
+        if (message.event === 'evaluate') ctx.evaluation({});
+        if (message.event !== 'train') return;
+        const weights = new Float32Array(PARAMS);
+        for (let i = 0; i < PARAMS; i++) weights[i] = large !== 0 ? large : Math.sin(i) * 1e-3;
+        const reply = () =>
+          ctx.update({ weights: new Uint8Array(weightsToBytes(weights)), numExamples: 10 });
+        // The small values first, then the large ones: an order in which float64 loses bits
+        // (had both large ones come first, they would cancel exactly before the small ones).
+        if (large === 0) reply();
+        else setTimeout(reply, large > 0 ? 200 : 400);
+      }) satisfies Behaviour,
+    ]),
+  );
+
+  async function foldsOfRound1(runId: string) {
+    const kept = await db.rounds.updatesWithWeights(runId, 1);
+    expect(kept).toHaveLength(3);
+    expect(kept.map((u) => u.numExamples)).toEqual([10, 10, 10]);
+    const float64 = new WeightedSum(PARAMS);
+    for (const u of kept) float64.add(bytesToWeights(u.weights, PARAMS), u.numExamples);
+    const exact = new ExactWeightedSum(PARAMS);
+    for (const u of kept.slice().reverse())
+      exact.add(bytesToWeights(u.weights, PARAMS), u.numExamples);
+    const checkpoint = (await db.rounds.checkpoint(runId, 1)).weights;
+    return {
+      checkpoint: createHash('sha256').update(checkpoint).digest('hex'),
+      float64: createHash('sha256').update(weightsToBytes(float64.mean())).digest('hex'),
+      exact: createHash('sha256').update(weightsToBytes(exact.mean())).digest('hex'),
+    };
+  }
+
+  it('a run recording arithmetic exact commits the exact mean, whatever the order; one recorded without it (before it existed) sums in float64; both replay bit-identically', async () => {
+    const fed = await createFederation(3);
+    for (const id of fed.clientIds) connect(fed, id);
+    const exactRun = await startWith(fed, {
+      config: {
+        rounds: 1,
+        minClients: 3,
+        strategyOptions: { arithmetic: 'exact' },
+        keepUpdates: true,
+      },
+      behaviours: cancelling,
+    });
+    await exactRun.done;
+    const legacyRun = await startWith(fed, {
+      config: { rounds: 1, minClients: 3, strategyOptions: {}, keepUpdates: true },
+      behaviours: cancelling,
+    });
+    await legacyRun.done;
+
+    const exact = await foldsOfRound1(exactRun.run.id);
+    expect(exact.float64).not.toBe(exact.exact);
+    expect(exact.checkpoint).toBe(exact.exact);
+    const legacy = await foldsOfRound1(legacyRun.run.id);
+    expect(legacy.checkpoint).toBe(legacy.float64);
+    for (const runId of [exactRun.run.id, legacyRun.run.id]) {
+      const report = await verifyRun(db, runId);
+      expect(report.identical).toBe(true);
+      expect(report.checks.map((c) => [c.round, c.match])).toEqual([[1, true]]);
+    }
+    expect((await db.runs.get(exactRun.run.id)).config.strategyOptions).toEqual({
+      arithmetic: 'exact',
+    });
+  }, 240_000);
 });
 
 describe('the seed derivation recorded with each run', () => {

@@ -5,16 +5,18 @@
  */
 
 import { SeededGaussianNoise } from '@tessera/privacy';
-import { ErrorCode, TesseraError, trainStrategySchema } from '@tessera/protocol';
+import { ErrorCode, trainStrategySchema } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import {
   createStrategy,
   decodeStrategyState,
   encodeStrategyState,
   STRATEGY_NAMES,
+  STRATEGY_OPTIONS,
   type Strategy,
   type TrainUpdate,
 } from './index.js';
+import { expectCode, seededRandom } from './testing/fixtures.js';
 
 interface Traits {
   /** Options the suite builds it with (defaults where omitted). */
@@ -118,17 +120,8 @@ const PARAMS = 7;
 const CLIENTS = 11;
 const NOISE = 0.1;
 
-/** A small deterministic generator (mulberry32), so every run of the suite sees the same data. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Every run of the suite sees the same data. */
+const random = seededRandom;
 
 /** Round `round`'s updates around `global`: a shared drift plus per-client noise. */
 function updatesFor(round: number, global: Float32Array, clients = CLIENTS): TrainUpdate[] {
@@ -187,18 +180,6 @@ function runRounds(strategy: Strategy, from: number, to: number, start: Float32A
 
 const initial = Float32Array.from({ length: PARAMS }, (_, i) => Math.sin(i + 1));
 
-function expectCode(fn: () => unknown, code: string, field?: string) {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(TesseraError);
-    expect((error as TesseraError).code).toBe(code);
-    if (field !== undefined) expect((error as TesseraError).data?.['field']).toBe(field);
-    return error as TesseraError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
-
 const bits = (weights: Float32Array | null) => [
   ...new Uint32Array((weights ?? new Float32Array()).buffer.slice(0)),
 ];
@@ -213,12 +194,115 @@ it('every registered strategy is in the conformance suite', () => {
   expect(Object.keys(TRAITS).sort()).toEqual([...STRATEGY_NAMES].sort());
 });
 
-describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
+/**
+ * Updates whose float64 weighted sum depends on the order of additions: clients 0 and 1 send
+ * ±2^40 at coordinate 0 with equal example counts, which cancel exactly when added first and
+ * swallow the other clients' low bits when added last.
+ */
+function hardToSum(updates: TrainUpdate[]): TrainUpdate[] {
+  return updates.map((update, k) => {
+    const weights = update.weights.slice();
+    if (k < 2) weights[0] = k === 0 ? 2 ** 40 : -(2 ** 40);
+    return { ...update, weights, numExamples: k < 2 ? 1000 : 1 + ((k * 7919) % 60_000) };
+  });
+}
+
+/**
+ * The rules that take an `arithmetic` option run the whole suite twice: as built from options
+ * without it (a run recorded before it existed: float64 in arrival order), and with `exact`.
+ */
+const EXACT_CAPABLE = STRATEGY_NAMES.filter(
+  (name) => 'arithmetic' in (STRATEGY_OPTIONS[name]?.shape ?? {}),
+);
+const CASES: [label: string, name: string, arithmetic: 'exact' | undefined][] = [
+  ...STRATEGY_NAMES.map((name): [string, string, undefined] => [name, name, undefined]),
+  ...EXACT_CAPABLE.map((name): [string, string, 'exact'] => [
+    `${name}, arithmetic exact`,
+    name,
+    'exact',
+  ]),
+];
+
+it('the FedAvg family takes the exact arithmetic', () => {
+  expect(EXACT_CAPABLE.sort()).toEqual(
+    ['fedadagrad', 'fedadam', 'fedavg', 'fedavgm', 'fedprox', 'fedyogi', 'scaffold'].sort(),
+  );
+});
+
+describe.each(CASES)('strategy %s', (_label, name, arithmetic) => {
   const traits = TRAITS[name] as Traits;
+  const options = { ...traits.options, ...(arithmetic === undefined ? {} : { arithmetic }) };
+  const buildIt = () => build(name, options);
+
+  it.runIf(arithmetic === undefined && EXACT_CAPABLE.includes(name))(
+    'in float64-sequential arithmetic, another arrival order may give other bits (why exact exists)',
+    () => {
+      const updates = hardToSum(updatesFor(1, initial));
+      // The model and the state: an adaptive optimiser's first step is ±eta whatever Delta's
+      // size, so there only its moments show the difference.
+      const outcome = (order: TrainUpdate[]) => {
+        const strategy = buildIt();
+        const { weights } = runRound(strategy, 1, initial, order);
+        const state = strategy.state();
+        return [bits(weights), state === null ? null : [...encodeStrategyState(state)]];
+      };
+      expect(outcome(updates.slice().reverse())).not.toEqual(outcome(updates));
+    },
+  );
+
+  it.runIf(arithmetic === 'exact')(
+    'any arrival order gives the same bits, models and state, over several rounds',
+    () => {
+      const shuffle = random(77);
+      const inOrder = build(name, options);
+      const shuffled = build(name, options);
+      let globalA: Float32Array = initial;
+      let globalB: Float32Array = initial;
+      for (let round = 1; round <= 4; round++) {
+        // Example counts over eight binades and models spread over several: a float64 sum in
+        // arrival order rounds differently for another order here (checked below).
+        const updates = hardToSum(updatesFor(round, globalA));
+        const order = updates.slice();
+        for (let i = order.length - 1; i > 0; i--) {
+          const j = Math.floor(shuffle() * (i + 1));
+          [order[i], order[j]] = [order[j] as TrainUpdate, order[i] as TrainUpdate];
+        }
+        const a = runRound(inOrder, round, globalA, updates);
+        const b = runRound(shuffled, round, globalB, order.reverse());
+        expect(bits(b.weights)).toEqual(bits(a.weights));
+        const stateA = inOrder.state();
+        const stateB = shuffled.state();
+        expect(stateB === null ? null : encodeStrategyState(stateB)).toEqual(
+          stateA === null ? null : encodeStrategyState(stateA),
+        );
+        globalA = a.weights as Float32Array;
+        globalB = b.weights as Float32Array;
+      }
+    },
+  );
+
+  // SCAFFOLD averages unweighted: its example count only weights metrics.
+  it.runIf(arithmetic === 'exact' && traits.weighted)(
+    'refuses an example count that is not an integer, keeping nothing of it',
+    () => {
+      const updates = updatesFor(1, initial);
+      const clean = runRound(buildIt(), 1, initial, updates).weights;
+      const round = buildIt().beginRound(1, initial);
+      const [first, ...rest] = updates as [TrainUpdate, ...TrainUpdate[]];
+      expectCode(
+        () => round.add({ ...first, numExamples: 2.5 }),
+        ErrorCode.INVALID_ARGUMENT,
+        'numExamples',
+      );
+      expect(round.numUpdates).toBe(0);
+      for (const update of [first, ...rest]) round.add(update);
+      expect(bits(round.finish().weights)).toEqual(bits(clean));
+    },
+  );
 
   it('is deterministic for a fixed arrival order, over several rounds', () => {
-    const a = runRounds(build(name), 1, 4, initial);
-    const b = runRounds(build(name), 1, 4, initial);
+    const a = runRounds(buildIt(), 1, 4, initial);
+    const b = runRounds(buildIt(), 1, 4, initial);
     expect(bits(a)).toEqual(bits(b));
     expect(bits(a)).not.toEqual(bits(initial));
   });
@@ -227,7 +311,7 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     // Round 3, after two equal rounds: an adaptive optimiser's first step is sign(Delta) eta,
     // whatever the size of Delta, so round 1 alone would not show the weighting.
     const run = (reweight: boolean) => {
-      const strategy = build(name);
+      const strategy = buildIt();
       const global = runRounds(strategy, 1, 2, initial);
       const updates = updatesFor(3, global).map((u, k) =>
         reweight ? { ...u, numExamples: k === 0 ? 1000 : 1 } : u,
@@ -246,8 +330,8 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
 
   it('refuses an update of the wrong length, a non-finite value or a bad example count, keeping nothing of it', () => {
     const updates = updatesFor(1, initial);
-    const clean = runRound(build(name), 1, initial, updates).weights;
-    const strategy = build(name);
+    const clean = runRound(buildIt(), 1, initial, updates).weights;
+    const strategy = buildIt();
     const round = strategy.beginRound(1, initial);
     const [first, ...rest] = updates as [TrainUpdate, ...TrainUpdate[]];
     round.add(first);
@@ -276,7 +360,7 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
   });
 
   it('an empty round keeps the previous model and the state (steps, where the rule says so); a finished round takes nothing more', () => {
-    const strategy = build(name);
+    const strategy = buildIt();
     runRounds(strategy, 1, 2, initial);
     const before = strategy.state();
     const empty = strategy.beginRound(3, initial).finish();
@@ -297,29 +381,29 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
   });
 
   it('resumed from its serialised state after round k equals the uninterrupted run, bit for bit', () => {
-    const uninterrupted = runRounds(build(name), 1, 6, initial);
+    const uninterrupted = runRounds(buildIt(), 1, 6, initial);
     for (const k of [1, 3, 5]) {
-      const first = build(name);
+      const first = buildIt();
       const atK = runRounds(first, 1, k, initial);
       const saved = first.state();
-      const resumed = build(name);
+      const resumed = buildIt();
       resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
       expect(bits(runRounds(resumed, k + 1, 6, atK))).toEqual(bits(uninterrupted));
     }
     // What the clients are sent with round 7 agrees too (SCAFFOLD's c).
-    const whole = build(name);
-    const first = build(name);
+    const whole = buildIt();
+    const first = buildIt();
     const global = runRounds(whole, 1, 6, initial);
     runRounds(first, 1, 3, initial);
-    const resumed = build(name);
+    const resumed = buildIt();
     const saved = first.state();
     resumed.restore(saved === null ? null : decodeStrategyState(encodeStrategyState(saved)));
-    runRounds(resumed, 4, 6, runRounds(build(name), 1, 3, initial));
+    runRounds(resumed, 4, 6, runRounds(buildIt(), 1, 3, initial));
     expect(controlBits(resumed, 7, global)).toEqual(controlBits(whole, 7, global));
   });
 
   it(traits.stateful ? 'keeps a state that matters' : 'keeps no state', () => {
-    const strategy = build(name);
+    const strategy = buildIt();
     runRounds(strategy, 1, 3, initial);
     const state = strategy.state();
     if (!traits.stateful) {
@@ -330,8 +414,8 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     expect(state?.round).toBe(3);
     // Without the state, round 4 comes out differently, or (SCAFFOLD) sends the clients
     // something else: the state is not decoration.
-    const fresh = build(name);
-    const global = runRounds(build(name), 1, 3, initial);
+    const fresh = buildIt();
+    const global = runRounds(buildIt(), 1, 3, initial);
     const outcome = (s: Strategy) => [
       ...controlBits(s, 4, global),
       ...bits(runRound(s, 4, global).weights),
@@ -340,10 +424,10 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
   });
 
   it('a retried round starts from the state its first attempt started from', () => {
-    const once = build(name);
+    const once = buildIt();
     const global = runRounds(once, 1, 2, initial);
     const expected = runRounds(once, 3, 4, global);
-    const retried = build(name);
+    const retried = buildIt();
     runRounds(retried, 1, 2, initial);
     // Attempt 1 of round 3 finishes with other updates (the engine then finds them too few).
     runRound(retried, 3, global, updatesFor(99, global));
@@ -354,16 +438,16 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     const other = build(name === 'fedadam' ? 'fedyogi' : 'fedadam');
     runRounds(other, 1, 1, initial);
     const foreign = other.state();
-    expectCode(() => build(name).restore(foreign), ErrorCode.INVALID_ARGUMENT, 'strategyState');
+    expectCode(() => buildIt().restore(foreign), ErrorCode.INVALID_ARGUMENT, 'strategyState');
     expectCode(
       () => decodeStrategyState(new TextEncoder().encode('not a state')),
       ErrorCode.INVALID_ARGUMENT,
       'strategyState',
     );
     if (!traits.stateful) return;
-    const strategy = build(name);
+    const strategy = buildIt();
     runRounds(strategy, 1, 1, initial);
-    const resumed = build(name);
+    const resumed = buildIt();
     resumed.restore(strategy.state());
     expectCode(
       () => resumed.beginRound(2, new Float32Array(PARAMS + 1)),
@@ -381,7 +465,7 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
   });
 
   it('configures clients, if at all, with settings the wire carries, the same for every attempt', () => {
-    const strategy = build(name);
+    const strategy = buildIt();
     const clients = ['c0', 'c1', 'c2'];
     const first = strategy.configureTrain?.(2, clients);
     if (first === undefined) return;
@@ -392,7 +476,7 @@ describe.each(STRATEGY_NAMES)('strategy %s', (name) => {
     // A retried attempt (after a round ran in between) and a fresh instance send the same.
     runRounds(strategy, 1, 2, initial);
     expect(strategy.configureTrain?.(2, clients)).toEqual(first);
-    expect(build(name).configureTrain?.(2, clients)).toEqual(first);
+    expect(buildIt().configureTrain?.(2, clients)).toEqual(first);
   });
 
   it.runIf(traits.robust !== undefined)(

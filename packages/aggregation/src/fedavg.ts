@@ -8,20 +8,31 @@ import type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
-import { WeightedMean, WeightedMetrics, WeightedSum } from './weighted.js';
+import {
+  type AggregationArithmetic,
+  createModelSum,
+  type ModelSum,
+  WeightedMean,
+  WeightedMetrics,
+} from './weighted.js';
 
 /**
  * Federated Averaging (McMahan et al., "Communication-Efficient Learning of Deep Networks from
  * Decentralized Data", AISTATS 2017, Algorithm 1): w_{t+1} = sum_k (n_k / m_t) w_k, with
  * m_t = sum_k n_k over the clients whose updates arrived in round t. Clients that were
- * selected but dropped do not count in m_t.
+ * selected but dropped do not count in m_t. The sum is computed in the run's recorded
+ * `arithmetic` (weighted.ts).
  */
 export class FedAvg implements Strategy {
   readonly name = 'fedavg';
-  readonly options: Readonly<Record<string, unknown>> = {};
+  readonly options: Readonly<{ arithmetic: AggregationArithmetic }>;
+
+  constructor(options: { arithmetic?: AggregationArithmetic } = {}) {
+    this.options = { arithmetic: options.arithmetic ?? 'float64-sequential' };
+  }
 
   beginRound(_round: number, globalWeights: Float32Array): RoundAggregator {
-    return new FedAvgAggregator(globalWeights.length, this.name);
+    return new FedAvgAggregator(globalWeights.length, this.name, this.options.arithmetic);
   }
 
   aggregateEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null {
@@ -38,7 +49,7 @@ export class FedAvg implements Strategy {
 }
 
 export class FedAvgAggregator implements RoundAggregator {
-  private readonly weights: WeightedSum;
+  private readonly weights: ModelSum;
   private readonly metrics = new WeightedMetrics();
   private count = 0;
   private finished = false;
@@ -46,8 +57,9 @@ export class FedAvgAggregator implements RoundAggregator {
   constructor(
     private readonly paramCount: number,
     private readonly strategy: string,
+    arithmetic: AggregationArithmetic = 'float64-sequential',
   ) {
-    this.weights = new WeightedSum(paramCount);
+    this.weights = createModelSum(arithmetic, paramCount);
   }
 
   get numUpdates(): number {
@@ -67,7 +79,7 @@ export class FedAvgAggregator implements RoundAggregator {
   }
 
   /** Ends the round with `combine` of the example-weighted sums (FedOpt takes the float64 mean). */
-  finishWith(combine: (sum: WeightedSum) => Float32Array): AggregateResult {
+  finishWith(combine: (sum: ModelSum) => Float32Array): AggregateResult {
     if (this.finished) throw roundFinished(this.strategy);
     this.finished = true;
     const numExamples = this.weights.weight;

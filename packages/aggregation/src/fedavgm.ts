@@ -9,12 +9,15 @@ import type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
+import type { AggregationArithmetic } from './weighted.js';
 
 export interface FedAvgMOptions {
   /** Server learning rate eta (1 with momentum 0 is plain FedAvg). */
   serverLearningRate: number;
   /** Server momentum beta in [0, 1). */
   momentum: number;
+  /** How the round's models are summed (weighted.ts); absent: `float64-sequential`. */
+  arithmetic?: AggregationArithmetic;
 }
 
 /**
@@ -28,7 +31,7 @@ export interface FedAvgMOptions {
  */
 export class FedAvgM implements Strategy {
   readonly name = 'fedavgm';
-  readonly options: Readonly<FedAvgMOptions>;
+  readonly options: Readonly<Required<FedAvgMOptions>>;
   private readonly slot = new StateSlot(this.name, 1, ['velocity'], []);
 
   constructor(options: FedAvgMOptions) {
@@ -47,12 +50,16 @@ export class FedAvgM implements Strategy {
         { field: 'strategyOptions.momentum' },
       );
     }
-    this.options = { serverLearningRate, momentum };
+    this.options = {
+      serverLearningRate,
+      momentum,
+      arithmetic: options.arithmetic ?? 'float64-sequential',
+    };
   }
 
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator {
     const start = this.slot.startOf(round, globalWeights.length);
-    const inner = new FedAvgAggregator(globalWeights.length, this.name);
+    const inner = new FedAvgAggregator(globalWeights.length, this.name, this.options.arithmetic);
     const global = globalWeights.slice();
     return {
       get numUpdates() {

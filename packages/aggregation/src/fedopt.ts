@@ -8,6 +8,7 @@ import type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
+import type { AggregationArithmetic } from './weighted.js';
 
 export interface FedOptOptions {
   /** Server learning rate eta. */
@@ -18,6 +19,8 @@ export interface FedOptOptions {
   beta2: number;
   /** Adaptivity tau > 0: the step is eta m / (sqrt(v) + tau). */
   tau: number;
+  /** How the round's models are summed (weighted.ts); absent: `float64-sequential`. */
+  arithmetic?: AggregationArithmetic;
 }
 
 type SecondMoment = 'adam' | 'yogi' | 'adagrad';
@@ -50,14 +53,16 @@ abstract class FedOpt implements Strategy {
     protected readonly settings: Readonly<FedOptOptions>,
     private readonly secondMoment: SecondMoment,
   ) {
+    const arithmetic = settings.arithmetic ?? 'float64-sequential';
     this.options =
       secondMoment === 'adagrad'
         ? {
             serverLearningRate: settings.serverLearningRate,
             beta1: settings.beta1,
             tau: settings.tau,
+            arithmetic,
           }
-        : { ...settings };
+        : { ...settings, arithmetic };
   }
 
   private stateSlot(): StateSlot {
@@ -67,7 +72,11 @@ abstract class FedOpt implements Strategy {
 
   beginRound(round: number, globalWeights: Float32Array): RoundAggregator {
     const start = this.stateSlot().startOf(round, globalWeights.length);
-    const inner = new FedAvgAggregator(globalWeights.length, this.name);
+    const inner = new FedAvgAggregator(
+      globalWeights.length,
+      this.name,
+      this.settings.arithmetic ?? 'float64-sequential',
+    );
     const global = globalWeights.slice();
     return {
       get numUpdates() {

@@ -8,10 +8,13 @@ import type {
   RoundAggregator,
   Strategy,
 } from './strategy.js';
+import type { AggregationArithmetic } from './weighted.js';
 
 export interface FedProxOptions {
   /** The proximal coefficient μ ≥ 0 (0: the clients train plain SGD, so this is FedAvg). */
   mu: number;
+  /** How the round's models are summed (weighted.ts); absent: `float64-sequential`. */
+  arithmetic?: AggregationArithmetic;
 }
 
 /**
@@ -27,7 +30,7 @@ export interface FedProxOptions {
  */
 export class FedProx implements Strategy {
   readonly name = 'fedprox';
-  readonly options: Readonly<FedProxOptions>;
+  readonly options: Readonly<Required<FedProxOptions>>;
 
   constructor(options: FedProxOptions) {
     const { mu } = options;
@@ -38,7 +41,7 @@ export class FedProx implements Strategy {
         { field: 'strategyOptions.mu' },
       );
     }
-    this.options = { mu };
+    this.options = { mu, arithmetic: options.arithmetic ?? 'float64-sequential' };
   }
 
   configureTrain(): ClientTrainSettings {
@@ -46,7 +49,7 @@ export class FedProx implements Strategy {
   }
 
   beginRound(_round: number, globalWeights: Float32Array): RoundAggregator {
-    return new FedAvgAggregator(globalWeights.length, this.name);
+    return new FedAvgAggregator(globalWeights.length, this.name, this.options.arithmetic);
   }
 
   aggregateEvaluation(replies: readonly EvaluationReply[]): EvaluationResult | null {

@@ -8,6 +8,7 @@ export {
   type RoundPrivacy,
   vectorNoiseMultiplier,
 } from './dp.js';
+export { EXACT_SUM_FORMAT_VERSION, ExactWeightedSum } from './exact-sum.js';
 export { FedAvg, weightedEvaluation } from './fedavg.js';
 export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
@@ -18,6 +19,7 @@ export {
   isLinearStrategy,
   minUpdatesFor,
   parseStrategyOptions,
+  recordedArithmetic,
   runRulesFor,
   STRATEGY_NAMES,
   STRATEGY_OPTIONS,
@@ -45,4 +47,11 @@ export type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
-export { WeightedMetrics, WeightedSum } from './weighted.js';
+export {
+  AGGREGATION_ARITHMETICS,
+  type AggregationArithmetic,
+  createModelSum,
+  type ModelSum,
+  WeightedMetrics,
+  WeightedSum,
+} from './weighted.js';

@@ -11,6 +11,20 @@ import { Bulyan, Krum } from './krum.js';
 import { FedMedian, TrimmedMean } from './robust.js';
 import { Scaffold } from './scaffold.js';
 import type { Strategy } from './strategy.js';
+import { AGGREGATION_ARITHMETICS, type AggregationArithmetic } from './weighted.js';
+
+/**
+ * How the FedAvg family sums a round (weighted.ts): a run created now records `exact`, the
+ * schema's default; a stored run without the option was recorded before it existed, when every
+ * sum was `float64-sequential`, and `createStrategy` builds it so (RECORDED_BEFORE_ARITHMETIC).
+ */
+const arithmeticOption = z
+  .enum(AGGREGATION_ARITHMETICS)
+  .default('exact')
+  .describe(
+    'how the round sums the weighted models: exact (independent of arrival order and of partial sums) or float64-sequential (float64 in arrival order, as runs recorded before this option)',
+  );
+const RECORDED_BEFORE_ARITHMETIC: AggregationArithmetic = 'float64-sequential';
 
 /**
  * One aggregation strategy: its options as a schema (strict: an unknown key is refused), and
@@ -86,6 +100,7 @@ const fedOptOptions = (eta: number, tau: number) => ({
   beta1: z.number().min(0).lt(1, 'must be below 1').default(0.9),
   beta2: z.number().min(0).lt(1, 'must be below 1').default(0.99),
   tau: z.number().positive().max(1000).default(tau),
+  arithmetic: arithmeticOption,
 });
 
 /** Byzantine clients tolerated per round (Krum, Bulyan). */
@@ -243,11 +258,17 @@ const dpFedAvgOptions = z
   });
 
 const definitions: Record<string, StrategyDefinition> = {
-  fedavg: define(z.strictObject({}), () => new FedAvg(), one, true),
+  fedavg: define(
+    z.strictObject({ arithmetic: arithmeticOption }),
+    (options) => new FedAvg(options),
+    one,
+    true,
+  ),
   fedavgm: define(
     z.strictObject({
       serverLearningRate: z.number().positive().max(1000).default(1),
       momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
+      arithmetic: arithmeticOption,
     }),
     (options) => new FedAvgM(options),
     one,
@@ -255,7 +276,10 @@ const definitions: Record<string, StrategyDefinition> = {
   ),
   // Li et al. 2020 tune mu over {0.001, 0.01, 0.1, 0.5, 1}; 0.01 is Flower's usual example value.
   fedprox: define(
-    z.strictObject({ mu: z.number().min(0).max(WIRE_LIMITS.maxProximalMu).default(0.01) }),
+    z.strictObject({
+      mu: z.number().min(0).max(WIRE_LIMITS.maxProximalMu).default(0.01),
+      arithmetic: arithmeticOption,
+    }),
     (options) => new FedProx(options),
     one,
     true,
@@ -276,6 +300,7 @@ const definitions: Record<string, StrategyDefinition> = {
         .describe(
           'N, the clients eligible to be sampled: c <- c + |S|/N mean(delta c_i); default |S|',
         ),
+      arithmetic: arithmeticOption,
     }),
     (options) => new Scaffold(options),
   ),
@@ -302,6 +327,7 @@ const definitions: Record<string, StrategyDefinition> = {
       // Flower's FedAdagrad has no first moment; the paper's Algorithm 2 allows one.
       beta1: z.number().min(0).lt(1, 'must be below 1').default(0),
       tau: fedOptOptions(0.1, 1e-9).tau,
+      arithmetic: arithmeticOption,
     }),
     (options) => new FedAdagrad(options),
     one,
@@ -419,13 +445,37 @@ export function isLinearStrategy(name: string): boolean {
   return definitionOf(name).linear;
 }
 
-/** Builds a strategy by name; unknown names and options are refused with INVALID_ARGUMENT. */
+/**
+ * The arithmetic a strategy recorded with `options` sums in (see createStrategy), or null for a
+ * rule that takes none (the median, Krum... do not sum).
+ */
+export function recordedArithmetic(
+  name: string,
+  options: Record<string, unknown> = {},
+): AggregationArithmetic | null {
+  if (!('arithmetic' in definitionOf(name).options.shape)) return null;
+  const given = options['arithmetic'];
+  if (given === undefined) return RECORDED_BEFORE_ARITHMETIC;
+  return parseStrategyOptions(name, options)['arithmetic'] as AggregationArithmetic;
+}
+
+/**
+ * Builds a strategy by name from options as a run records them; unknown names and options are
+ * refused with INVALID_ARGUMENT. A rule that takes `arithmetic`, given options without it, sums
+ * in float64 in arrival order: those are the options of a run recorded before the option
+ * existed (a run created now has it filled in by the schema), so it replays as it ran.
+ */
 export function createStrategy(
   name: string,
   options: Record<string, unknown> = {},
   dependencies: StrategyDependencies = {},
 ): Strategy {
-  return definitionOf(name).build(parseStrategyOptions(name, options), dependencies);
+  const definition = definitionOf(name);
+  const recorded =
+    'arithmetic' in definition.options.shape && !('arithmetic' in options)
+      ? { ...options, arithmetic: RECORDED_BEFORE_ARITHMETIC }
+      : options;
+  return definition.build(parseStrategyOptions(name, recorded), dependencies);
 }
 
 /**

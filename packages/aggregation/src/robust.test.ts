@@ -140,9 +140,11 @@ describe('the strategy registry', () => {
         data: { field: 'strategyOptions.noiseMultiplier' },
       }),
     );
+    // Options without `arithmetic` are a run recorded before it existed: float64, as it ran.
     expect(createStrategy('fedavgm', { momentum: 0 }).options).toEqual({
       serverLearningRate: 1,
       momentum: 0,
+      arithmetic: 'float64-sequential',
     });
   });
 
@@ -169,6 +171,7 @@ describe('strategy option schemas', () => {
     expect(parseStrategyOptions('fedavgm', { momentum: 0 })).toEqual({
       serverLearningRate: 1,
       momentum: 0,
+      arithmetic: 'exact',
     });
     for (const [name, options, field] of [
       ['trimmed-mean', { beta: 0.9 }, 'strategyOptions.beta'],

@@ -115,7 +115,10 @@ describe('scaffold', () => {
     expect(createStrategy('scaffold').configureTrain?.(1, ['a'])).toEqual({
       controlVariateOption: 2,
     });
-    expect(parseStrategyOptions('scaffold')).toEqual({ serverLearningRate: 1 });
+    expect(parseStrategyOptions('scaffold')).toEqual({
+      serverLearningRate: 1,
+      arithmetic: 'exact',
+    });
     for (const [options, field] of [
       [{ serverLearningRate: 0 }, 'strategyOptions.serverLearningRate'],
       [{ clientCount: 0 }, 'strategyOptions.clientCount'],

@@ -16,7 +16,12 @@ import type {
   Strategy,
   TrainUpdate,
 } from './strategy.js';
-import { WeightedMetrics, WeightedSum } from './weighted.js';
+import {
+  type AggregationArithmetic,
+  createModelSum,
+  type ModelSum,
+  WeightedMetrics,
+} from './weighted.js';
 
 export interface ScaffoldOptions {
   /** η_g, the server's step on the mean model change (1: x becomes the clients' mean model). */
@@ -26,6 +31,8 @@ export interface ScaffoldOptions {
    * eligible client takes part in every round (|S| = N), so c moves by the whole mean.
    */
   clientCount?: number;
+  /** How the round's models and Δc_i are summed (weighted.ts); absent: `float64-sequential`. */
+  arithmetic?: AggregationArithmetic;
 }
 
 /**
@@ -66,7 +73,7 @@ export class Scaffold implements Strategy {
   private readonly slot = new StateSlot('scaffold', 1, ['c'], []);
 
   constructor(options: ScaffoldOptions) {
-    this.options = { ...options };
+    this.options = { ...options, arithmetic: options.arithmetic ?? 'float64-sequential' };
   }
 
   configureTrain(): ClientTrainSettings {
@@ -104,8 +111,8 @@ export class Scaffold implements Strategy {
 class ScaffoldAggregator implements RoundAggregator {
   /** The server's control variate as the clients get it (float32, as on the wire). */
   readonly controlVariate: Float32Array;
-  private readonly models: WeightedSum;
-  private readonly controlDeltas: WeightedSum;
+  private readonly models: ModelSum;
+  private readonly controlDeltas: ModelSum;
   private readonly metrics = new WeightedMetrics();
   private examples = 0;
   private count = 0;
@@ -118,8 +125,9 @@ class ScaffoldAggregator implements RoundAggregator {
     private readonly adopt: (c: Float64Array) => void,
   ) {
     this.controlVariate = Float32Array.from(c);
-    this.models = new WeightedSum(global.length);
-    this.controlDeltas = new WeightedSum(global.length);
+    const arithmetic = options.arithmetic ?? 'float64-sequential';
+    this.models = createModelSum(arithmetic, global.length);
+    this.controlDeltas = createModelSum(arithmetic, global.length);
   }
 
   get numUpdates(): number {

@@ -16,7 +16,9 @@ import {
   minUpdatesFor,
   NormBoundedFedAvg,
   parseStrategyOptions,
+  recordedArithmetic,
   runRulesFor,
+  STRATEGY_OPTIONS,
   type Strategy,
 } from './index.js';
 
@@ -334,17 +336,20 @@ describe('option schemas of the added strategies', () => {
       beta1: 0.9,
       beta2: 0.99,
       tau: 1e-9,
+      arithmetic: 'exact',
     });
     expect(parseStrategyOptions('fedyogi', {})).toEqual({
       serverLearningRate: 0.01,
       beta1: 0.9,
       beta2: 0.99,
       tau: 1e-3,
+      arithmetic: 'exact',
     });
     expect(parseStrategyOptions('fedadagrad', {})).toEqual({
       serverLearningRate: 0.1,
       beta1: 0,
       tau: 1e-9,
+      arithmetic: 'exact',
     });
     expect(parseStrategyOptions('krum', {})).toEqual({ f: 1 });
     expect(parseStrategyOptions('multi-krum', { m: 3 })).toEqual({ f: 1, m: 3 });
@@ -438,5 +443,68 @@ describe('runRulesFor', () => {
     expect(
       runRulesFor('dp-fedavg', { samplingRate: 0.1, clipNorm: 2 * clipRange }, run)[0]?.path,
     ).toEqual(['secureAggregation', 'clipRange']);
+  });
+});
+
+describe('the aggregation arithmetic a run records', () => {
+  it('a run created now records exact (the schema default); options without it are a run recorded before, float64', () => {
+    for (const name of [
+      'fedavg',
+      'fedavgm',
+      'fedprox',
+      'fedadam',
+      'fedyogi',
+      'fedadagrad',
+      'scaffold',
+    ]) {
+      const created = STRATEGY_OPTIONS[name]?.parse({}) as Record<string, unknown>;
+      expect(created['arithmetic']).toBe('exact');
+      expect(createStrategy(name, created).options['arithmetic']).toBe('exact');
+      expect(recordedArithmetic(name, created)).toBe('exact');
+      expect(createStrategy(name, {}).options['arithmetic']).toBe('float64-sequential');
+      expect(recordedArithmetic(name, {})).toBe('float64-sequential');
+      expect(createStrategy(name, { arithmetic: 'float64-sequential' }).options['arithmetic']).toBe(
+        'float64-sequential',
+      );
+    }
+    for (const name of ['fedmedian', 'trimmed-mean', 'krum', 'norm-bounded-fedavg']) {
+      expect(recordedArithmetic(name, {})).toBeNull();
+      expect(() => createStrategy(name, { arithmetic: 'exact' })).toThrow(
+        expect.objectContaining({
+          code: ErrorCode.INVALID_ARGUMENT,
+          data: { field: 'strategyOptions' },
+        }),
+      );
+    }
+  });
+
+  it('refuses an arithmetic it does not know, naming the field', () => {
+    expect(() => createStrategy('fedavg', { arithmetic: 'float32' })).toThrow(
+      expect.objectContaining({
+        code: ErrorCode.INVALID_ARGUMENT,
+        data: { field: 'strategyOptions.arithmetic' },
+      }),
+    );
+    expect(STRATEGY_OPTIONS['fedavg']?.safeParse({ arithmetic: 'float32' }).success).toBe(false);
+  });
+
+  it('exact FedAvg commits the float32 nearest the exact weighted mean, where float64 in arrival order does not', () => {
+    // 2^40 and -2^40 cancel; summed in float64 after them, 1e-3's low bits are gone.
+    const updates = [2 ** 40, 1e-3, -(2 ** 40)].map((value, k) => ({
+      clientId: `c${k}`,
+      numExamples: 10,
+      weights: Float32Array.of(value),
+      metrics: {},
+    }));
+    const run = (options: Record<string, unknown>, order: typeof updates) => {
+      const round = createStrategy('fedavg', options).beginRound(1, new Float32Array(1));
+      for (const update of order) round.add(update);
+      return round.finish().weights?.[0];
+    };
+    const exactMean = Math.fround(Math.fround(1e-3) / 3);
+    expect(run({ arithmetic: 'exact' }, updates)).toBe(exactMean);
+    expect(run({ arithmetic: 'exact' }, updates.slice().reverse())).toBe(exactMean);
+    expect(run({}, [updates[0], updates[2], updates[1]] as typeof updates)).toBe(exactMean);
+    expect(run({}, updates)).not.toBe(exactMean);
   });
 });

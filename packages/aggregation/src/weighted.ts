@@ -1,4 +1,29 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ExactWeightedSum } from './exact-sum.js';
+
+/**
+ * How the FedAvg family sums a round's example-weighted models, recorded with each run
+ * (strategy option `arithmetic`), so a replay sums the way the run did:
+ * - `float64-sequential`: WeightedSum below, in arrival order (every run recorded before the
+ *   option existed);
+ * - `exact`: ExactWeightedSum, independent of arrival order and of any split into partials.
+ */
+export const AGGREGATION_ARITHMETICS = ['float64-sequential', 'exact'] as const;
+export type AggregationArithmetic = (typeof AGGREGATION_ARITHMETICS)[number];
+
+/** What a FedAvg-family round needs of its sum, whichever arithmetic computes it. */
+export interface ModelSum {
+  readonly weight: number;
+  add(values: Float32Array, weight: number): void;
+  /** The weighted mean rounded to float32 (the next global model). */
+  mean(): Float32Array;
+  /** The weighted mean in float64 (what a server optimiser steps from). */
+  mean64(): Float64Array;
+}
+
+export function createModelSum(arithmetic: AggregationArithmetic, length: number): ModelSum {
+  return arithmetic === 'exact' ? new ExactWeightedSum(length) : new WeightedSum(length);
+}
 
 /**
  * Example-weighted running sums in float64. Float32 accumulation over hundreds of clients loses
@@ -7,7 +32,7 @@ import { ErrorCode, TesseraError } from '@tessera/protocol';
  * once. The summation order is the order of `add` calls (documented in docs/aggregation.md),
  * so a replay that feeds updates in their recorded arrival order is bit-identical.
  */
-export class WeightedSum {
+export class WeightedSum implements ModelSum {
   private readonly sums: Float64Array;
   private totalWeight = 0;
 

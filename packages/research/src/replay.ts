@@ -3,6 +3,7 @@ import {
   createStrategy,
   type EvaluationResult,
   encodeStrategyState,
+  recordedArithmetic,
   type Strategy,
 } from '@tessera/aggregation';
 import type { Database, RoundRecord, RunRecord } from '@tessera/db';
@@ -176,8 +177,9 @@ async function aggregateRecorded(
  * Recomputes every committed round's global model from the recorded updates with the run's own
  * strategy, starting each round from the recorded previous checkpoint (what the coordinator
  * started from), and compares sha256 with the recorded checkpoint. Aggregation folds updates
- * in recorded arrival order with float64 sums (packages/aggregation), so a faithful record
- * gives bit-identical checkpoints.
+ * in recorded arrival order, in the arithmetic the run recorded (strategy option `arithmetic`:
+ * float64 in that order, or exact, where order does not matter; packages/aggregation), so a
+ * faithful record gives bit-identical checkpoints.
  */
 export async function verifyRun(
   db: RunRecords,
@@ -262,6 +264,21 @@ function compareState(strategy: Strategy, stored: Uint8Array | null | undefined)
   return recomputed !== null && sha256(recomputed) === sha256(stored);
 }
 
+/**
+ * A counterfactual run is a new run, so a summing rule records its arithmetic: the one given,
+ * else the source's (so replaying with the source's own rule reproduces its models), else, the
+ * source's rule not summing (a median), `exact` as for any run created now.
+ */
+function counterfactualOptions(
+  source: { strategy: string; strategyOptions: Record<string, unknown> },
+  strategy: string,
+  given: Record<string, unknown>,
+): Record<string, unknown> {
+  if (recordedArithmetic(strategy, {}) === null || 'arithmetic' in given) return given;
+  const arithmetic = recordedArithmetic(source.strategy, source.strategyOptions) ?? 'exact';
+  return { ...given, arithmetic };
+}
+
 export interface CounterfactualOptions {
   strategy: string;
   strategyOptions?: Record<string, unknown>;
@@ -294,8 +311,10 @@ export async function counterfactualReplay(
       { runId: sourceRunId },
     );
   }
-  const strategyOptions = options.strategyOptions ?? {};
-  const strategy = createStrategy(options.strategy, strategyOptions);
+  const strategy = createStrategy(
+    options.strategy,
+    counterfactualOptions(source.config, options.strategy, options.strategyOptions ?? {}),
+  );
   if (options.strategy === 'scaffold') {
     // Before anything is stored: SCAFFOLD folds every update's Δc_i into c.
     const missing = await firstRoundWithoutControlDeltas(db, sourceRunId, rounds);
