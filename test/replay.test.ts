@@ -167,12 +167,12 @@ describe('a run recorded with keepUpdates', () => {
     expect(ours.sha256).not.toBe(theirs.sha256);
     // Replaying with the source's own strategy reproduces the source's models exactly.
     const same = await counterfactualReplay(harness.db, runId, { strategy: 'fedavg' });
-    // The source was created now, so it summed exactly; the replay records the same arithmetic.
+    // The source recorded the default arithmetic; the replay records the same.
     expect((await harness.db.runs.get(runId)).config.strategyOptions).toEqual({
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     expect((await harness.db.runs.get(same.id)).config.strategyOptions).toEqual({
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     for (let round = 0; round <= 3; round++) {
       expect((await harness.db.rounds.checkpoint(same.id, round)).sha256).toBe(

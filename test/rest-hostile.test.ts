@@ -217,8 +217,8 @@ describe('run configs that cannot run', () => {
       { body: runBody({ strategy: 'fedavgm', strategyOptions: { momentum: 0.5 } }) },
     );
     expect(created.status).toBe(201);
-    // A run created now records the exact arithmetic (docs/research.md).
-    const expected = { serverLearningRate: 1, momentum: 0.5, arithmetic: 'exact' };
+    // A run created now records its arithmetic, the default one (docs/research.md).
+    const expected = { serverLearningRate: 1, momentum: 0.5, arithmetic: 'float64-sequential' };
     expect(created.body.config.strategyOptions).toEqual(expected);
     expect((await fx.db.runs.get(created.body.id)).config.strategyOptions).toEqual(expected);
   });

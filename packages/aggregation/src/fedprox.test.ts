@@ -43,7 +43,13 @@ describe('fedprox', () => {
       expect((error as TesseraError).data?.['field']).toBe('strategyOptions.mu');
     }
     expect(() => parseStrategyOptions('fedprox', { mu: 0.1, lambda: 1 })).toThrow(/takes mu/);
-    expect(parseStrategyOptions('fedprox', { mu: 0 })).toEqual({ mu: 0, arithmetic: 'exact' });
-    expect(parseStrategyOptions('fedprox', { mu: 100 })).toEqual({ mu: 100, arithmetic: 'exact' });
+    expect(parseStrategyOptions('fedprox', { mu: 0 })).toEqual({
+      mu: 0,
+      arithmetic: 'float64-sequential',
+    });
+    expect(parseStrategyOptions('fedprox', { mu: 100 })).toEqual({
+      mu: 100,
+      arithmetic: 'float64-sequential',
+    });
   });
 });

@@ -14,13 +14,15 @@ import type { Strategy } from './strategy.js';
 import { AGGREGATION_ARITHMETICS, type AggregationArithmetic } from './weighted.js';
 
 /**
- * How the FedAvg family sums a round (weighted.ts): a run created now records `exact`, the
- * schema's default; a stored run without the option was recorded before it existed, when every
- * sum was `float64-sequential`, and `createStrategy` builds it so (RECORDED_BEFORE_ARITHMETIC).
+ * How the FedAvg family sums a round (weighted.ts). The default stays `float64-sequential`:
+ * the exact fold costs about 5.7x the float64 one on the event loop (docs/research.md), and
+ * buys nothing until updates are folded where they arrive (issue 16); a run asks for `exact`.
+ * A stored run without the option was recorded before it existed, when every sum was
+ * `float64-sequential`, and `createStrategy` builds it so (RECORDED_BEFORE_ARITHMETIC).
  */
 const arithmeticOption = z
   .enum(AGGREGATION_ARITHMETICS)
-  .default('exact')
+  .default('float64-sequential')
   .describe(
     'how the round sums the weighted models: exact (independent of arrival order and of partial sums) or float64-sequential (float64 in arrival order, as runs recorded before this option)',
   );

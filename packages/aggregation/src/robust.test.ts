@@ -171,7 +171,7 @@ describe('strategy option schemas', () => {
     expect(parseStrategyOptions('fedavgm', { momentum: 0 })).toEqual({
       serverLearningRate: 1,
       momentum: 0,
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     for (const [name, options, field] of [
       ['trimmed-mean', { beta: 0.9 }, 'strategyOptions.beta'],

@@ -117,7 +117,7 @@ describe('scaffold', () => {
     });
     expect(parseStrategyOptions('scaffold')).toEqual({
       serverLearningRate: 1,
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     for (const [options, field] of [
       [{ serverLearningRate: 0 }, 'strategyOptions.serverLearningRate'],

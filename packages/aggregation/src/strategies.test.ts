@@ -336,20 +336,20 @@ describe('option schemas of the added strategies', () => {
       beta1: 0.9,
       beta2: 0.99,
       tau: 1e-9,
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     expect(parseStrategyOptions('fedyogi', {})).toEqual({
       serverLearningRate: 0.01,
       beta1: 0.9,
       beta2: 0.99,
       tau: 1e-3,
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     expect(parseStrategyOptions('fedadagrad', {})).toEqual({
       serverLearningRate: 0.1,
       beta1: 0,
       tau: 1e-9,
-      arithmetic: 'exact',
+      arithmetic: 'float64-sequential',
     });
     expect(parseStrategyOptions('krum', {})).toEqual({ f: 1 });
     expect(parseStrategyOptions('multi-krum', { m: 3 })).toEqual({ f: 1, m: 3 });
@@ -447,7 +447,7 @@ describe('runRulesFor', () => {
 });
 
 describe('the aggregation arithmetic a run records', () => {
-  it('a run created now records exact (the schema default); options without it are a run recorded before, float64', () => {
+  it('a run created now records float64-sequential (the schema default) or the exact it asks for; options without it are a run recorded before, float64', () => {
     for (const name of [
       'fedavg',
       'fedavgm',
@@ -458,9 +458,14 @@ describe('the aggregation arithmetic a run records', () => {
       'scaffold',
     ]) {
       const created = STRATEGY_OPTIONS[name]?.parse({}) as Record<string, unknown>;
-      expect(created['arithmetic']).toBe('exact');
-      expect(createStrategy(name, created).options['arithmetic']).toBe('exact');
-      expect(recordedArithmetic(name, created)).toBe('exact');
+      expect(created['arithmetic']).toBe('float64-sequential');
+      expect(recordedArithmetic(name, created)).toBe('float64-sequential');
+      const exact = STRATEGY_OPTIONS[name]?.parse({ arithmetic: 'exact' }) as Record<
+        string,
+        unknown
+      >;
+      expect(createStrategy(name, exact).options['arithmetic']).toBe('exact');
+      expect(recordedArithmetic(name, exact)).toBe('exact');
       expect(createStrategy(name, {}).options['arithmetic']).toBe('float64-sequential');
       expect(recordedArithmetic(name, {})).toBe('float64-sequential');
       expect(createStrategy(name, { arithmetic: 'float64-sequential' }).options['arithmetic']).toBe(

@@ -267,7 +267,7 @@ function compareState(strategy: Strategy, stored: Uint8Array | null | undefined)
 /**
  * A counterfactual run is a new run, so a summing rule records its arithmetic: the one given,
  * else the source's (so replaying with the source's own rule reproduces its models), else, the
- * source's rule not summing (a median), `exact` as for any run created now.
+ * source's rule not summing (a median), the schema's default as for any run created now.
  */
 function counterfactualOptions(
   source: { strategy: string; strategyOptions: Record<string, unknown> },
@@ -275,8 +275,8 @@ function counterfactualOptions(
   given: Record<string, unknown>,
 ): Record<string, unknown> {
   if (recordedArithmetic(strategy, {}) === null || 'arithmetic' in given) return given;
-  const arithmetic = recordedArithmetic(source.strategy, source.strategyOptions) ?? 'exact';
-  return { ...given, arithmetic };
+  const arithmetic = recordedArithmetic(source.strategy, source.strategyOptions);
+  return arithmetic === null ? given : { ...given, arithmetic };
 }
 
 export interface CounterfactualOptions {
