@@ -76,7 +76,7 @@ import {
   trainReplySchema,
   weightsToBytes,
 } from '@tessera/protocol';
-import { type SecAggResult, SecAggServer } from '@tessera/secagg';
+import { expandSeed, type SecAggResult, SecAggServer } from '@tessera/secagg';
 // Neither is exported by its package (the coordinator's index, the client's core): imported
 // from source, since the point is to measure the code the coordinator and clients run.
 import { createLogger } from '../apps/coordinator/src/logger.js';
@@ -243,6 +243,12 @@ interface SecAggRow {
   plainAckBytes: number;
   /** The real FedAvg strategy folding the same number of float32 updates, and finishing. */
   plainFoldMs: number;
+  /**
+   * One mask's PRG expansion (expandSeed of parameterCount words, the median of 5), timed
+   * alone next to the round: a client's masking step expands |U2| of them (its self-mask and
+   * one per peer), so |U2| times this is the PRG's part of that step's time.
+   */
+  onePrgExpansionMs: number;
 }
 
 /** The coordinator's defaults for `secureAggregation: {}`, but key steps of up to 10 minutes. */
@@ -271,7 +277,7 @@ async function secAggRound(
   parameterCount: number,
   n: number,
   dropCount: number,
-): Promise<SecAggRow> {
+): Promise<Omit<SecAggRow, 'onePrgExpansionMs'>> {
   const runId = `bench-${modelName}-${n}`;
   const clientIds = Array.from({ length: n }, (_, k) => clientIdOf(k));
   // The first dropCount clients share their keys, then go silent (the coordinator sees them out).
@@ -503,6 +509,17 @@ async function secAggRound(
     transcriptEntries: result.transcript.length,
     ...plain,
   };
+}
+
+async function prgExpansionMs(parameterCount: number): Promise<number> {
+  const times: number[] = [];
+  for (let k = 0; k < 5; k++) {
+    const seed = crypto.getRandomValues(new Uint8Array(32));
+    const started = performance.now();
+    await expandSeed(seed, parameterCount);
+    times.push(performance.now() - started);
+  }
+  return times.sort((a, b) => a - b)[2] as number;
 }
 
 /** Plain FedAvg's frames and fold for n clients: the registry's fedavg, as the engine runs it. */
@@ -739,9 +756,13 @@ if (parts.has('secagg')) {
   const rows: SecAggRow[] = [];
   for (const modelName of models) {
     const parameters = parameterCountOf(modelName);
+    const onePrgExpansionMs = await prgExpansionMs(parameters);
     for (const n of clientCounts) {
       for (const dropCount of [0, Math.max(1, Math.floor(n / 10))]) {
-        const row = await secAggRound(modelName, parameters, n, dropCount);
+        const row = {
+          ...(await secAggRound(modelName, parameters, n, dropCount)),
+          onePrgExpansionMs,
+        };
         rows.push(row);
         console.log(
           `  ${modelName} n=${n} dropped ${dropCount}: client ${fmt(row.clientMs.share + row.clientMs.mask)} ms (share + mask), coordinator ${fmt(row.coordinatorTotalMs)} ms (finish ${fmt(row.coordinatorMs['finish'] ?? 0)}), in-process round ${fmt(row.inProcessWallMs)} ms; load ${loadAverage()}`,
@@ -761,6 +782,7 @@ if (parts.has('secagg')) {
     'down B: advertised / shares / unmask (with acks)',
     'plain FedAvg up B',
     'ms: keys / share / mask / unmask',
+    'of the mask ms, PRG: n x one expansion',
     'slowest client ms',
   ];
   console.log(`| ${clientHeader.join(' | ')} |\n|${clientHeader.map(() => '---').join('|')}|`);
@@ -774,6 +796,7 @@ if (parts.has('secagg')) {
         `${fmt(r.clientDownBytes.share + r.clientDownBytes.advertise)} / ${fmt(r.clientDownBytes.mask)} / ${fmt(r.clientDownBytes.unmask)}`,
         fmt(r.plainUpdateFrameBytes),
         `${ms1(r.clientMs.keys)} / ${ms1(r.clientMs.share)} / ${ms1(r.clientMs.mask)} / ${ms1(r.clientMs.unmask)}`,
+        `${r.clients} x ${ms1(r.onePrgExpansionMs)} = ${fmt(r.clients * r.onePrgExpansionMs)}`,
         fmt(r.slowestClientMs),
       ].join(' | ')} |`,
     );
