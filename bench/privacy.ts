@@ -207,10 +207,10 @@ function decode(bytes: Uint8Array): Packet {
 /** The client steps, in order; "keys" is SecAggParticipation.create (two key pairs). */
 const CLIENT_STEPS = ['keys', 'advertise', 'share', 'mask', 'unmask'] as const;
 type ClientStep = (typeof CLIENT_STEPS)[number];
-type PerStep = Record<ClientStep, number>;
+export type PerStep = Record<ClientStep, number>;
 const zeroSteps = (): PerStep => ({ keys: 0, advertise: 0, share: 0, mask: 0, unmask: 0 });
 
-interface SecAggRow {
+export interface SecAggRow {
   model: string;
   parameters: number;
   clients: number;
@@ -558,7 +558,7 @@ function plainFedAvg(global: Float32Array, n: number) {
 
 // ---- 2. DP-FedAvg accuracy ---------------------------------------------------------------
 
-interface DpRun {
+export interface DpRun {
   label: string;
   samplingRate: number;
   /** Null for FedAvg without DP. */
@@ -577,7 +577,7 @@ interface DpRun {
   wallSeconds: number;
 }
 
-interface DpSettings {
+export interface DpSettings {
   clients: number;
   examplesPerClient: number;
   samplingRates: number[];
@@ -717,6 +717,8 @@ async function dpPart(): Promise<{ settings: DpSettings; runs: DpRun[]; loops: s
     }
     run.wallSeconds = (performance.now() - started) / 1000;
     runs.push(run);
+    // After every run: a bench stopped part way keeps what it measured.
+    save('dp', { settings, runs, loops: [...loops] });
   }
   model.dispose();
   return { settings, runs, loops: [...loops] };
@@ -730,6 +732,8 @@ const ms1 = (value: number) => (value < 10 ? value.toFixed(1) : fmt(value));
 const document: Record<string, unknown> = existsSync(outPath)
   ? JSON.parse(readFileSync(outPath, 'utf8'))
   : {};
+/** What each part of the results file records of the machine and the run. */
+export type BenchMachine = ReturnType<typeof machine>;
 const machine = () => ({
   cpu: cpus[0]?.model ?? 'unknown CPU',
   cores: cpus.length,

@@ -10,45 +10,16 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { CIPHERTEXT_BYTES, PUBLIC_KEY_BYTES } from '@tessera/secagg';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { BenchMachine, DpRun, DpSettings, SecAggRow } from '../bench/privacy.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const folder = mkdtempSync(path.join(os.tmpdir(), 'privacy-bench-smoke-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
 
-type PerStep = Record<'keys' | 'advertise' | 'share' | 'mask' | 'unmask', number>;
-interface SecAggRow {
-  model: string;
-  parameters: number;
-  clients: number;
-  threshold: number;
-  droppedAfterSharing: number;
-  survivors: number;
-  clientUpBytes: PerStep;
-  clientDownBytes: PerStep;
-  clientMs: PerStep;
-  setupBytesPerClient: number;
-  coordinatorInBytes: number;
-  coordinatorOutBytes: number;
-  coordinatorMs: Record<string, number>;
-  maxAbsDeviation: number;
-  maxAbsErrorBound: number;
-  plainUpdateFrameBytes: number;
-}
-interface DpRun {
-  label: string;
-  samplingRate: number;
-  clipNorm: number | null;
-  targetEpsilon: number | null;
-  noiseMultiplier: number | null;
-  sampled: number[];
-  epsilonByRound: (number | null)[];
-  accuracy: number;
-  clippedUpdates: number | null;
-  updates: number;
-}
+// Types only: importing the bench's values would run it.
 interface BenchResult {
-  secagg: { rows: SecAggRow[]; machine: { loadAverageAtStart: string; quick: boolean } };
-  dp: { settings: { rounds: number; clients: number; delta: number }; runs: DpRun[] };
+  secagg: { rows: SecAggRow[]; machine: BenchMachine };
+  dp: { settings: DpSettings; runs: DpRun[]; loops: string[] };
 }
 
 describe('bench/privacy --quick', () => {
@@ -100,6 +71,7 @@ describe('bench/privacy --quick', () => {
       expect(row.maxAbsErrorBound).toBeLessThan(1e-5);
       expect(row.coordinatorMs['finish']).toBeGreaterThan(0);
       expect(row.clientMs.mask).toBeGreaterThan(0);
+      expect(row.onePrgExpansionMs).toBeGreaterThan(0);
     }
     // The dropped client sent no masked vector and no unmasking shares.
     expect(full?.coordinatorInBytes).toBeGreaterThan(10 * 4 * 199_211);
