@@ -249,6 +249,10 @@ export interface SecAggRow {
    * one per peer), so |U2| times this is the PRG's part of that step's time.
    */
   onePrgExpansionMs: number;
+  /** The load average just before and just after this row's rounds, and when. */
+  loadAverageBefore: string;
+  loadAverageAfter: string;
+  measuredAt: string;
 }
 
 /** The coordinator's defaults for `secureAggregation: {}`, but key steps of up to 10 minutes. */
@@ -277,7 +281,9 @@ async function secAggRound(
   parameterCount: number,
   n: number,
   dropCount: number,
-): Promise<Omit<SecAggRow, 'onePrgExpansionMs'>> {
+): Promise<
+  Omit<SecAggRow, 'onePrgExpansionMs' | 'loadAverageBefore' | 'loadAverageAfter' | 'measuredAt'>
+> {
   const runId = `bench-${modelName}-${n}`;
   const clientIds = Array.from({ length: n }, (_, k) => clientIdOf(k));
   // The first dropCount clients share their keys, then go silent (the coordinator sees them out).
@@ -575,6 +581,10 @@ export interface DpRun {
   clippedUpdates: number | null;
   updates: number;
   wallSeconds: number;
+  /** The load average just before and just after this run, and when it started. */
+  loadAverageBefore: string;
+  loadAverageAfter: string;
+  measuredAt: string;
 }
 
 export interface DpSettings {
@@ -589,6 +599,34 @@ export interface DpSettings {
   targetEpsilons: number[];
   delta: number;
   testImages: number;
+}
+
+/**
+ * The runs this invocation made, after the file's runs of other labels: several invocations
+ * (other ε, C or q, the same rounds and training) build one table. A run of the same label
+ * is replaced.
+ */
+function mergedRuns(runs: DpRun[], settings: DpSettings): DpRun[] {
+  const file = document['dp'] as { runs?: DpRun[]; settings?: DpSettings } | undefined;
+  // Only runs of the same federation and training: other rounds or lr would not compare.
+  const same = (
+    ['clients', 'examplesPerClient', 'rounds', 'learningRate', 'testImages'] as const
+  ).every((key) => file?.settings?.[key] === settings[key]);
+  const earlier = same ? (file?.runs ?? []) : [];
+  const labels = new Set(runs.map((run) => run.label));
+  return [...earlier.filter((run) => !labels.has(run.label)), ...runs];
+}
+
+/** The settings with the grid's lists as the merged runs have them (several invocations). */
+function settingsOfRuns(settings: DpSettings, runs: DpRun[]): DpSettings {
+  const sorted = (values: (number | null)[]) =>
+    [...new Set(values.filter((value): value is number => value !== null))].sort((a, b) => a - b);
+  return {
+    ...settings,
+    samplingRates: sorted(runs.map((run) => run.samplingRate)),
+    clipNorms: sorted(runs.map((run) => run.clipNorm)),
+    targetEpsilons: sorted(runs.map((run) => run.targetEpsilon)),
+  };
 }
 
 async function dpPart(): Promise<{ settings: DpSettings; runs: DpRun[]; loops: string[] }> {
@@ -676,6 +714,9 @@ async function dpPart(): Promise<{ settings: DpSettings; runs: DpRun[]; loops: s
       clippedUpdates: noiseMultiplier === null ? null : 0,
       updates: 0,
       wallSeconds: 0,
+      loadAverageBefore: loadAverage(),
+      loadAverageAfter: '',
+      measuredAt: new Date().toISOString(),
     };
     for (let round = 1; round <= settings.rounds; round++) {
       const sample = selectPoisson(clientIds, q, () => sampler.next());
@@ -716,9 +757,12 @@ async function dpPart(): Promise<{ settings: DpSettings; runs: DpRun[]; loops: s
       }
     }
     run.wallSeconds = (performance.now() - started) / 1000;
+    run.loadAverageAfter = loadAverage();
     runs.push(run);
-    // After every run: a bench stopped part way keeps what it measured.
-    save('dp', { settings, runs, loops: [...loops] });
+    // After every run: a bench stopped part way keeps what it measured (and the runs of
+    // earlier invocations at other settings).
+    const merged = mergedRuns(runs, settings);
+    save('dp', { settings: settingsOfRuns(settings, merged), runs: merged, loops: [...loops] });
   }
   model.dispose();
   return { settings, runs, loops: [...loops] };
@@ -757,17 +801,44 @@ function save(part: string, value: Record<string, unknown>): void {
 if (parts.has('secagg')) {
   const models = quick ? ['fedavg-2nn'] : args.models.split(',');
   const clientCounts = quick ? [10] : numbers(args.clients, 'clients');
-  const rows: SecAggRow[] = [];
+  const keyOf = (row: SecAggRow) => `${row.model}|${row.clients}|${row.droppedAfterSharing}`;
+  // The rows of earlier invocations (other models or client counts) stay, with the load of
+  // the invocation that measured them where the row itself lacks it; a row measured again
+  // is replaced.
+  const earlier = document['secagg'] as { rows?: SecAggRow[]; machine?: BenchMachine } | undefined;
+  const rows: SecAggRow[] = (earlier?.rows ?? []).map((row) => ({
+    ...row,
+    loadAverageBefore: row.loadAverageBefore ?? earlier?.machine?.loadAverageAtStart ?? '',
+    loadAverageAfter: row.loadAverageAfter ?? earlier?.machine?.loadAverageAtEnd ?? '',
+    measuredAt: row.measuredAt ?? earlier?.machine?.startedAt ?? '',
+  }));
+  const order = (row: SecAggRow) => [row.parameters, row.clients, row.droppedAfterSharing];
+  const byOrder = (a: SecAggRow, b: SecAggRow) => {
+    const [x, y] = [order(a), order(b)];
+    return (
+      (x[0] as number) - (y[0] as number) ||
+      (x[1] as number) - (y[1] as number) ||
+      (x[2] as number) - (y[2] as number)
+    );
+  };
   for (const modelName of models) {
     const parameters = parameterCountOf(modelName);
     const onePrgExpansionMs = await prgExpansionMs(parameters);
     for (const n of clientCounts) {
       for (const dropCount of [0, Math.max(1, Math.floor(n / 10))]) {
-        const row = {
+        const loadAverageBefore = loadAverage();
+        const measuredAt = new Date().toISOString();
+        const row: SecAggRow = {
           ...(await secAggRound(modelName, parameters, n, dropCount)),
           onePrgExpansionMs,
+          loadAverageBefore,
+          loadAverageAfter: loadAverage(),
+          measuredAt,
         };
-        rows.push(row);
+        const at = rows.findIndex((other) => keyOf(other) === keyOf(row));
+        if (at >= 0) rows[at] = row;
+        else rows.push(row);
+        rows.sort(byOrder);
         console.log(
           `  ${modelName} n=${n} dropped ${dropCount}: client ${fmt(row.clientMs.share + row.clientMs.mask)} ms (share + mask), coordinator ${fmt(row.coordinatorTotalMs)} ms (finish ${fmt(row.coordinatorMs['finish'] ?? 0)}), in-process round ${fmt(row.inProcessWallMs)} ms; load ${loadAverage()}`,
         );
@@ -817,7 +888,8 @@ if (parts.has('secagg')) {
     'ms: receive all / close steps / finish (unmask)',
     'plain FedAvg fold ms',
     'in-process round ms',
-    'max |error| (bound)',
+    'max abs error (bound)',
+    '1-min load before, after',
   ];
   console.log(`| ${serverHeader.join(' | ')} |\n|${serverHeader.map(() => '---').join('|')}|`);
   for (const r of rows) {
@@ -842,19 +914,28 @@ if (parts.has('secagg')) {
         ms1(r.plainFoldMs),
         fmt(r.inProcessWallMs),
         `${r.maxAbsDeviation.toExponential(1)} (${r.maxAbsErrorBound.toExponential(1)})`,
+        `${r.loadAverageBefore.split(' ')[0]}, ${r.loadAverageAfter.split(' ')[0]}`,
       ].join(' | ')} |`,
     );
   }
 }
 
 if (parts.has('dp')) {
-  const { settings, runs, loops } = await dpPart();
-  save('dp', { settings, runs, loops });
+  const measured = await dpPart();
+  const { settings, loops } = measured;
+  // By q, then ε (no DP first), then C.
+  const runs = mergedRuns(measured.runs, settings).sort(
+    (a, b) =>
+      a.samplingRate - b.samplingRate ||
+      (a.targetEpsilon ?? 0) - (b.targetEpsilon ?? 0) ||
+      (a.clipNorm ?? 0) - (b.clipNorm ?? 0),
+  );
+  save('dp', { settings: settingsOfRuns(settings, runs), runs, loops });
   console.log(
     `\nDP-FedAvg on MNIST, 2NN, ${settings.clients} clients x ${settings.examplesPerClient} IID, ${settings.rounds} rounds, E = ${settings.epochs}, B = ${settings.batchSize}, lr ${settings.learningRate}, δ = ${settings.delta}, test accuracy on ${settings.testImages} images:\n`,
   );
   console.log(
-    '| q | run | C | z | ε after round 1 | ε after the last | test accuracy | clipped / updates |\n|---:|---|---:|---:|---:|---:|---:|---:|',
+    '| q | run | C | z | ε after round 1 | ε after the last | test accuracy | clipped / updates | wall s | 1-min load before, after |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---|',
   );
   for (const run of runs) {
     const epsilonAt = (index: number) => run.epsilonByRound[index]?.toFixed(3) ?? '—';
@@ -868,6 +949,8 @@ if (parts.has('dp')) {
         epsilonAt(run.epsilonByRound.length - 1),
         `${(run.accuracy * 100).toFixed(2)} %`,
         `${run.clippedUpdates ?? '—'} / ${run.updates}`,
+        fmt(run.wallSeconds),
+        `${run.loadAverageBefore.split(' ')[0]}, ${run.loadAverageAfter.split(' ')[0]}`,
       ].join(' | ')} |`,
     );
   }
