@@ -771,6 +771,11 @@ async function dpPart(): Promise<{ settings: DpSettings; runs: DpRun[]; loops: s
 // ---- run, print, write ---------------------------------------------------------------------
 
 const fmt = (value: number) => Math.round(value).toLocaleString('en');
+/** A Markdown table: the header, its rule, a line per row. */
+function printTable(header: readonly string[], rows: readonly (string | number)[][]): void {
+  console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
+  for (const row of rows) console.log(`| ${row.join(' | ')} |`);
+}
 const ms1 = (value: number) => (value < 10 ? value.toFixed(1) : fmt(value));
 
 const document: Record<string, unknown> = existsSync(outPath)
@@ -860,22 +865,20 @@ if (parts.has('secagg')) {
     'of the mask ms, PRG: n x one expansion',
     'slowest client ms',
   ];
-  console.log(`| ${clientHeader.join(' | ')} |\n|${clientHeader.map(() => '---').join('|')}|`);
-  for (const r of rows) {
-    console.log(
-      `| ${[
-        r.model,
-        r.clients,
-        r.droppedAfterSharing,
-        `${fmt(r.clientUpBytes.advertise)} / ${fmt(r.clientUpBytes.share)} / ${fmt(r.clientUpBytes.mask)} / ${fmt(r.clientUpBytes.unmask)}`,
-        `${fmt(r.clientDownBytes.share + r.clientDownBytes.advertise)} / ${fmt(r.clientDownBytes.mask)} / ${fmt(r.clientDownBytes.unmask)}`,
-        fmt(r.plainUpdateFrameBytes),
-        `${ms1(r.clientMs.keys)} / ${ms1(r.clientMs.share)} / ${ms1(r.clientMs.mask)} / ${ms1(r.clientMs.unmask)}`,
-        `${r.clients} x ${ms1(r.onePrgExpansionMs)} = ${fmt(r.clients * r.onePrgExpansionMs)}`,
-        fmt(r.slowestClientMs),
-      ].join(' | ')} |`,
-    );
-  }
+  printTable(
+    clientHeader,
+    rows.map((r) => [
+      r.model,
+      r.clients,
+      r.droppedAfterSharing,
+      `${fmt(r.clientUpBytes.advertise)} / ${fmt(r.clientUpBytes.share)} / ${fmt(r.clientUpBytes.mask)} / ${fmt(r.clientUpBytes.unmask)}`,
+      `${fmt(r.clientDownBytes.share + r.clientDownBytes.advertise)} / ${fmt(r.clientDownBytes.mask)} / ${fmt(r.clientDownBytes.unmask)}`,
+      fmt(r.plainUpdateFrameBytes),
+      `${ms1(r.clientMs.keys)} / ${ms1(r.clientMs.share)} / ${ms1(r.clientMs.mask)} / ${ms1(r.clientMs.unmask)}`,
+      `${r.clients} x ${ms1(r.onePrgExpansionMs)} = ${fmt(r.clients * r.onePrgExpansionMs)}`,
+      fmt(r.slowestClientMs),
+    ]),
+  );
   console.log('\nSecAgg at the coordinator:\n');
   const serverHeader = [
     'model',
@@ -891,18 +894,18 @@ if (parts.has('secagg')) {
     'max abs error (bound)',
     '1-min load before, after',
   ];
-  console.log(`| ${serverHeader.join(' | ')} |\n|${serverHeader.map(() => '---').join('|')}|`);
-  for (const r of rows) {
-    const c = r.coordinatorMs;
-    const receive =
-      (c['receiveAdvertise'] ?? 0) +
-      (c['receiveShareKeys'] ?? 0) +
-      (c['receiveMaskedInput'] ?? 0) +
-      (c['receiveUnmaskResponse'] ?? 0);
-    const close =
-      (c['closeAdvertising'] ?? 0) + (c['closeSharing'] ?? 0) + (c['closeMasking'] ?? 0);
-    console.log(
-      `| ${[
+  printTable(
+    serverHeader,
+    rows.map((r) => {
+      const c = r.coordinatorMs;
+      const receive =
+        (c['receiveAdvertise'] ?? 0) +
+        (c['receiveShareKeys'] ?? 0) +
+        (c['receiveMaskedInput'] ?? 0) +
+        (c['receiveUnmaskResponse'] ?? 0);
+      const close =
+        (c['closeAdvertising'] ?? 0) + (c['closeSharing'] ?? 0) + (c['closeMasking'] ?? 0);
+      return [
         r.model,
         r.clients,
         r.threshold,
@@ -915,9 +918,9 @@ if (parts.has('secagg')) {
         fmt(r.inProcessWallMs),
         `${r.maxAbsDeviation.toExponential(1)} (${r.maxAbsErrorBound.toExponential(1)})`,
         `${r.loadAverageBefore.split(' ')[0]}, ${r.loadAverageAfter.split(' ')[0]}`,
-      ].join(' | ')} |`,
-    );
-  }
+      ];
+    }),
+  );
 }
 
 if (parts.has('dp')) {
@@ -934,26 +937,33 @@ if (parts.has('dp')) {
   console.log(
     `\nDP-FedAvg on MNIST, 2NN, ${settings.clients} clients x ${settings.examplesPerClient} IID, ${settings.rounds} rounds, E = ${settings.epochs}, B = ${settings.batchSize}, lr ${settings.learningRate}, δ = ${settings.delta}, test accuracy on ${settings.testImages} images:\n`,
   );
-  console.log(
-    '| q | run | C | z | ε after round 1 | ε after the last | test accuracy | clipped / updates | wall s | 1-min load before, after |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---|',
+  const epsilonAt = (run: DpRun, index: number) => run.epsilonByRound[index]?.toFixed(3) ?? '—';
+  printTable(
+    [
+      'q',
+      'run',
+      'C',
+      'z',
+      'ε after round 1',
+      'ε after the last',
+      'test accuracy',
+      'clipped / updates',
+      'wall s',
+      '1-min load before, after',
+    ],
+    runs.map((run) => [
+      run.samplingRate,
+      run.targetEpsilon === null ? 'FedAvg, no DP' : `DP-FedAvg, target ε = ${run.targetEpsilon}`,
+      run.clipNorm ?? '—',
+      run.noiseMultiplier?.toFixed(3) ?? '—',
+      epsilonAt(run, 0),
+      epsilonAt(run, run.epsilonByRound.length - 1),
+      `${(run.accuracy * 100).toFixed(2)} %`,
+      `${run.clippedUpdates ?? '—'} / ${run.updates}`,
+      fmt(run.wallSeconds),
+      `${run.loadAverageBefore.split(' ')[0]}, ${run.loadAverageAfter.split(' ')[0]}`,
+    ]),
   );
-  for (const run of runs) {
-    const epsilonAt = (index: number) => run.epsilonByRound[index]?.toFixed(3) ?? '—';
-    console.log(
-      `| ${[
-        run.samplingRate,
-        run.targetEpsilon === null ? 'FedAvg, no DP' : `DP-FedAvg, target ε = ${run.targetEpsilon}`,
-        run.clipNorm ?? '—',
-        run.noiseMultiplier?.toFixed(3) ?? '—',
-        epsilonAt(0),
-        epsilonAt(run.epsilonByRound.length - 1),
-        `${(run.accuracy * 100).toFixed(2)} %`,
-        `${run.clippedUpdates ?? '—'} / ${run.updates}`,
-        fmt(run.wallSeconds),
-        `${run.loadAverageBefore.split(' ')[0]}, ${run.loadAverageAfter.split(' ')[0]}`,
-      ].join(' | ')} |`,
-    );
-  }
   console.log(`training loop: ${loops.join(', ')}`);
 }
 
