@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import type { Harness } from './harness.js';
+import { closeRawSockets } from './raw-client.js';
 
 /**
  * Shared by the privacy run tests: Node client processes that keep what they sent
@@ -37,7 +38,10 @@ export function spawnKeepingClients(
   return { root, dirs };
 }
 
-/** What a Node client kept for one round: the global model, the weights it sent, its count. */
+/**
+ * What a Node client kept for one round: the global model, the weights it trained, its count,
+ * and the change (weights − global, in float32) it sent or masked.
+ */
 export function keptContribution(dir: string, runId: string, round: number) {
   const name = join(dir, `${runId}-${round}`);
   const read = (file: string) => {
@@ -47,7 +51,10 @@ export function keptContribution(dir: string, runId: string, round: number) {
   const { numExamples } = JSON.parse(readFileSync(`${name}.json`, 'utf8')) as {
     numExamples: number;
   };
-  return { global: read(`${name}.global.f32`), weights: read(`${name}.weights.f32`), numExamples };
+  const global = read(`${name}.global.f32`);
+  const weights = read(`${name}.weights.f32`);
+  const change = weights.map((w, i) => w - (global[i] as number));
+  return { global, weights, change, numExamples };
 }
 
 /** Each case refused at `POST /runs` with INVALID_ARGUMENT at its field, and nothing stored. */
@@ -67,4 +74,26 @@ export async function expectRefusedAtCreation(
     expect(answer.body.error.message, field).toMatch(reason);
   }
   expect(await h.db.runs.list()).toEqual(before);
+}
+
+/**
+ * After each test of a run-test file: raw sockets closed, the harness disposed, temporary
+ * folders removed. `set` hands over the test's harness; `folders` takes folders to remove.
+ */
+export function useRunCleanup(): { set(harness: Harness): Harness; folders: string[] } {
+  let current: Harness | undefined;
+  const folders: string[] = [];
+  afterEach(async () => {
+    closeRawSockets();
+    await current?.dispose();
+    current = undefined;
+    for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
+  });
+  return {
+    set(harness) {
+      current = harness;
+      return harness;
+    },
+    folders,
+  };
 }

@@ -1,15 +1,15 @@
-import { rmSync } from 'node:fs';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { l2Norm, localDpGuarantee, localDpNormRange } from '@tessera/privacy';
 import { bytesToWeights, PROTOCOL_VERSION, weightsToBytes } from '@tessera/protocol';
-import { afterEach, describe, expect, it } from 'vitest';
-import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
+import { describe, expect, it } from 'vitest';
+import { createFederation, quickRun, startHarness, waitFor } from './harness.js';
 import {
   expectRefusedAtCreation,
   keptContribution,
   spawnKeepingClients,
+  useRunCleanup,
 } from './kept-contributions.js';
-import { ackCode, closeRawSockets, connectRaw, rawClientInfo, sendWithAck } from './raw-client.js';
+import { ackCode, connectRaw, rawClientInfo, sendWithAck } from './raw-client.js';
 
 /**
  * Local DP in a real run: a real coordinator on port 0, two Node client processes (the built
@@ -18,14 +18,8 @@ import { ackCode, closeRawSockets, connectRaw, rawClientInfo, sendWithAck } from
  * update by its norm, with a code, and commits FedAvg of what the honest clients sent.
  */
 
-let harness: Harness | undefined;
-const folders: string[] = [];
-afterEach(async () => {
-  closeRawSockets();
-  await harness?.dispose();
-  harness = undefined;
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
-});
+const cleanup = useRunCleanup();
+const { folders } = cleanup;
 
 const localDp = { clipNorm: 0.5, noiseMultiplier: 0.02, delta: 1e-5 };
 
@@ -74,8 +68,7 @@ async function noiseSkippingClient(url: string, token: string) {
 
 describe('a local-DP run', () => {
   it('is refused at creation with secure aggregation, with scaffold, or with bad settings; nothing is stored', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId } = await createFederation(h, 1);
     await expectRefusedAtCreation(h, { ...quickRun, federationId }, [
       [
@@ -100,8 +93,7 @@ describe('a local-DP run', () => {
   });
 
   it('commits FedAvg of the Node clients’ clipped, noised updates, refuses the client that skipped the noise, and records the guarantee', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId, tokens } = await createFederation(h, 3);
     const { root, dirs: nodeDirs } = spawnKeepingClients(
       h,

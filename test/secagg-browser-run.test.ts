@@ -1,17 +1,14 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { bytesToWeights } from '@tessera/protocol';
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, launchChromium } from './chromium.js';
-import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { closeRawSockets } from './raw-client.js';
+import { createFederation, quickRun, startHarness, waitFor } from './harness.js';
+import { keptContribution, spawnKeepingClients, useRunCleanup } from './kept-contributions.js';
 import {
   fedAvgOfChanges,
-  keptContribution,
   maxAbsDifference,
   patternChange,
   scriptedSecAggClient,
@@ -27,9 +24,9 @@ import {
  */
 
 const builtPage = fileURLToPath(new URL('../apps/web-client/dist/index.html', import.meta.url));
-let harness: Harness | undefined;
 let browser: Browser | undefined;
-const folders: string[] = [];
+const cleanup = useRunCleanup();
+const { folders } = cleanup;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM))
@@ -37,12 +34,6 @@ beforeAll(async () => {
   if (!existsSync(builtPage)) throw new Error(`the web client is not built (${builtPage})`);
   browser = await launchChromium('wasm');
 }, 120_000);
-afterEach(async () => {
-  closeRawSockets();
-  await harness?.dispose();
-  harness = undefined;
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
-});
 afterAll(async () => {
   await browser?.close();
 });
@@ -99,24 +90,14 @@ const pageLog = (page: Page) =>
 
 describe('a secure-aggregation run of Node and browser clients', () => {
   it('commits plain FedAvg of the masked changes of two Node processes, two Chromium pages and a client that drops after masking, for two rounds; nothing individual is kept', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId, tokens } = await createFederation(h, 5);
-    const kept = mkdtempSync(join(tmpdir(), 'tessera-contributions-'));
-    folders.push(kept);
-    const nodeDirs = [join(kept, 'a'), join(kept, 'b')];
-    for (const [k, dir] of nodeDirs.entries()) {
-      h.spawnClient(tokens[k]?.token as string, [
-        '--mnist',
-        `${k}/2`,
-        '--max-examples',
-        '200',
-        '--holdout',
-        '0',
-        '--keep-contributions',
-        dir,
-      ]);
-    }
+    const { root, dirs: nodeDirs } = spawnKeepingClients(
+      h,
+      [tokens[0]?.token as string, tokens[1]?.token as string],
+      2,
+    );
+    folders.push(root);
     const pages: Page[] = [];
     const consoleLines: string[] = [];
     for (const [k, sampleCount] of [

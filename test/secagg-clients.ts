@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   type Ack,
   bytesToWeights,
@@ -161,19 +159,4 @@ export function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): nu
     worst = Math.max(worst, Math.abs((a[i] as number) - (b[i] as number)));
   }
   return worst;
-}
-
-/** What a Node client kept with --keep-contributions for one round: its global, change, count. */
-export function keptContribution(dir: string, runId: string, round: number) {
-  const name = join(dir, `${runId}-${round}`);
-  const read = (file: string) => {
-    const bytes = readFileSync(file);
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice();
-  };
-  const global = read(`${name}.global.f32`);
-  const weights = read(`${name}.weights.f32`);
-  const { numExamples } = JSON.parse(readFileSync(`${name}.json`, 'utf8')) as {
-    numExamples: number;
-  };
-  return { change: weights.map((w, i) => w - (global[i] as number)), numExamples, global };
 }

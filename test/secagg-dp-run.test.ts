@@ -1,16 +1,15 @@
-import { rmSync } from 'node:fs';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { Accountant } from '@tessera/privacy';
 import { bytesToWeights } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
 import {
   expectRefusedAtCreation,
   keptContribution,
   spawnKeepingClients,
+  useRunCleanup,
 } from './kept-contributions.js';
-import { closeRawSockets } from './raw-client.js';
 import { patternChange, scriptedSecAggClient } from './secagg-clients.js';
 
 /**
@@ -21,14 +20,8 @@ import { patternChange, scriptedSecAggClient } from './secagg-clients.js';
  * minus the noise-free result against that distribution.
  */
 
-let harness: Harness | undefined;
-const folders: string[] = [];
-afterEach(async () => {
-  closeRawSockets();
-  await harness?.dispose();
-  harness = undefined;
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
-});
+const cleanup = useRunCleanup();
+const { folders } = cleanup;
 
 const CLIP_NORM = 0.5;
 const NOISE_MULTIPLIER = 0.05;
@@ -79,8 +72,7 @@ async function committed(h: Harness, runId: string, round: number, d: number) {
 
 describe('dp-fedavg under secure aggregation', () => {
   it('is created with fixed clipping inside the clip range, and refused otherwise with the reason; nothing is stored', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId } = await createFederation(h, 1);
     const base = {
       ...quickRun,
@@ -115,8 +107,7 @@ describe('dp-fedavg under secure aggregation', () => {
   });
 
   it('commits the unmasked sum of clipped changes plus N(0, sigma^2 C^2), over m, with a dropout after masking; epsilon per round; both mechanisms recorded', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId, tokens } = await createFederation(h, 4);
     const { root, dirs: nodeDirs } = spawnKeepingClients(
       h,
@@ -223,8 +214,7 @@ describe('dp-fedavg under secure aggregation', () => {
   }, 500_000);
 
   it('never retries: a round that cannot unmask, and samples below the minimum, release the noise alone and count a step', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const m = 3;
     const s = (NOISE_MULTIPLIER * CLIP_NORM) / m;
     const startRun = async (federationId: string, rounds: number, samplingRate: number) => {

@@ -1,15 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { bytesToWeights } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createFederation, type Harness, quickRun, startHarness, waitFor } from './harness.js';
-import { closeRawSockets } from './raw-client.js';
+import { keptContribution, spawnKeepingClients, useRunCleanup } from './kept-contributions.js';
 import {
   fedAvgOfChanges,
-  keptContribution,
   maxAbsDifference,
   patternChange,
   type ScriptedStep,
@@ -22,14 +18,8 @@ import {
  * chose; the committed model is compared with plain FedAvg of what every client of U3 sent.
  */
 
-let harness: Harness | undefined;
-const folders: string[] = [];
-afterEach(async () => {
-  closeRawSockets();
-  await harness?.dispose();
-  harness = undefined;
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
-});
+const cleanup = useRunCleanup();
+const { folders } = cleanup;
 
 const secureAggregation = {
   clipRange: 0.5,
@@ -44,8 +34,7 @@ async function committedWeights(h: Harness, runId: string, round: number, paramC
 
 describe('a secure-aggregation run', () => {
   it('is refused at creation for strategies that need individual updates, with keepUpdates, or with one client a round; nothing is stored', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId } = await createFederation(h, 1);
     const before = await h.db.runs.list();
     const create = (overrides: Record<string, unknown>) =>
@@ -90,24 +79,14 @@ describe('a secure-aggregation run', () => {
   });
 
   it('commits plain FedAvg of the masked changes of Node client processes and scripted clients, one dropping after masking; no update is kept', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId, tokens } = await createFederation(h, 4);
-    const kept = mkdtempSync(join(tmpdir(), 'tessera-contributions-'));
-    folders.push(kept);
-    const nodeDirs = [join(kept, 'a'), join(kept, 'b')];
-    for (const [k, dir] of nodeDirs.entries()) {
-      h.spawnClient(tokens[k]?.token as string, [
-        '--mnist',
-        `${k}/4`,
-        '--max-examples',
-        '200',
-        '--holdout',
-        '0',
-        '--keep-contributions',
-        dir,
-      ]);
-    }
+    const { root, dirs: nodeDirs } = spawnKeepingClients(
+      h,
+      [tokens[0]?.token as string, tokens[1]?.token as string],
+      4,
+    );
+    folders.push(root);
     const staying = await scriptedSecAggClient(h.coordinator.url, tokens[2]?.token as string, {
       numExamples: 50,
       change: patternChange(1),
@@ -193,8 +172,7 @@ describe('a secure-aggregation run', () => {
   }, 400_000);
 
   it('refuses bad input with a code and still commits the right sum: wrong lengths, a sender outside the round, replays, keys that do not verify', async () => {
-    harness = await startHarness();
-    const h = harness;
+    const h = cleanup.set(await startHarness());
     const { federationId, tokens } = await createFederation(h, 3);
     // A client of another federation: outside the round, whatever it claims.
     const elsewhere = await createFederation(h, 1);
