@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { decodeStrategyState } from '@tessera/aggregation';
 import { REPLAY_EXIT, replayExitCode } from '@tessera/cli';
 import {
@@ -198,6 +200,73 @@ describe('a SCAFFOLD run', () => {
     // Nothing of it reached the model or c: the round's one update is the real client's.
     expect(round?.numExamples).toBeGreaterThan(5);
   }, 180_000);
+
+  it('a Node client restarted between rounds adopts the c_i⁺ it staged in --state-dir; c stays the mean of the clients’ c_i', async () => {
+    harness = await startHarness();
+    const h = harness;
+    const { federationId, tokens } = await createFederation(h, 3);
+    const stateDirs = [0, 1, 2].map(() => {
+      const dir = mkdtempSync(join(tmpdir(), 'tessera-scaffold-client-'));
+      dirs.push(dir);
+      return dir;
+    });
+    const spawn = (k: number) =>
+      h.spawnClient(tokens[k]?.token as string, [
+        ...mnistArgs(k, 3),
+        '--state-dir',
+        stateDirs[k] as string,
+      ]);
+    const first = spawn(0);
+    spawn(1);
+    spawn(2);
+    await waitFor(() => h.coordinator.registry.list().length === 3, 'three clients to connect');
+
+    const runId = await createKeptScaffoldRun(h, federationId);
+    // Paused after round 1, so that client 0 restarts between rounds 1 and 2.
+    const roundOne = new Promise<void>((resolve) =>
+      h.coordinator.on('round-started', (event) => {
+        if (event.runId === runId && event.round === 1) resolve();
+      }),
+    );
+    const finishes: { status: string }[] = [];
+    h.coordinator.on('run-finished', (event) => finishes.push(event));
+    expect((await h.api('POST', `/runs/${runId}/start`)).status).toBe(202);
+    await roundOne;
+    expect((await h.api('POST', `/runs/${runId}/pause`)).status).toBe(202);
+    await waitFor(() => finishes.length === 1, 'the run to pause after round 1', 180_000);
+    expect(finishes[0]?.status).toBe('paused');
+    expect((await h.db.runs.get(runId)).currentRound).toBe(1);
+    // Round 1's c_i⁺ is staged on disk, not adopted (round 2 has not arrived).
+    const staged = join(
+      stateDirs[0] as string,
+      `scaffold-c-${encodeURIComponent(runId)}.f32.staged`,
+    );
+    expect(existsSync(staged)).toBe(true);
+
+    first.kill('SIGKILL');
+    await waitFor(() => h.coordinator.registry.list().length === 2, 'client 0 to be gone');
+    spawn(0);
+    await waitFor(() => h.coordinator.registry.list().length === 3, 'client 0 to reconnect');
+    expect((await h.api('POST', `/runs/${runId}/start`)).status).toBe(202);
+    await waitFor(() => finishes.length === 2, 'the run to finish', 300_000);
+    expect(finishes[1]?.status).toBe('completed');
+
+    // The c committed with round 2 is the mean of the clients' c_i after round 2 (adopted when
+    // round 3 arrived): true only if the restarted client started round 2 from its staged c_i⁺.
+    const checkpoint = await h.db.rounds.checkpoint(runId, 2);
+    const c = decodeStrategyState(checkpoint.strategyState as Uint8Array).arrays['c'];
+    const controls = stateDirs.map((dir) => nodeControlVariate(dir, runId));
+    let largest = 0;
+    let worst = 0;
+    for (let i = 0; i < (c?.length ?? 0); i++) {
+      const mean = controls.reduce((sum, ci) => sum + (ci[i] as number), 0) / 3;
+      largest = Math.max(largest, Math.abs(c?.[i] as number));
+      worst = Math.max(worst, Math.abs(mean - (c?.[i] as number)));
+    }
+    expect(largest).toBeGreaterThan(1e-4);
+    expect(worst).toBeLessThan(1e-5 * Math.max(1, largest));
+    await checkReplay(h, runId);
+  }, 600_000);
 });
 
 /** The stored Δc_i of update `arrivalIndex` of `round`, and a way to write other bytes there. */

@@ -16,7 +16,7 @@ import { patternChange, scriptedSecAggClient } from './secagg-clients.js';
  * Central DP on the secure sum in real runs: dp-fedavg under secure aggregation, with Node
  * client processes (the built CLI, training MNIST, clipping their change to C) beside scripted
  * SecAgg clients whose clipped changes the test chose. The coordinator unmasks the exact sum,
- * adds N(0, sigma^2 C^2) from its CSPRNG and divides by m; the test checks the committed model
+ * adds N(0, sigma^2 S^2) (S the sensitivity, C plus the encoding's share) from its CSPRNG and divides by m; the test checks the committed model
  * minus the noise-free result against that distribution.
  */
 
@@ -165,7 +165,6 @@ describe('dp-fedavg under secure aggregation', () => {
         clipping: 'client',
         clippedCount: null,
         clipNorm: CLIP_NORM,
-        noiseStd: NOISE_MULTIPLIER * CLIP_NORM,
         denominator: m,
         samplingRate: 1,
         steps: round,
@@ -177,6 +176,8 @@ describe('dp-fedavg under secure aggregation', () => {
       const sensitivity = record.privacy?.['sensitivity'] as number;
       expect(sensitivity).toBeGreaterThan(CLIP_NORM);
       expect(sensitivity).toBeLessThan(CLIP_NORM * 1.001);
+      // The noise is scaled to it, so the accountant's z is the noise's std over the sensitivity.
+      expect(record.privacy?.['noiseStd']).toBeCloseTo(NOISE_MULTIPLIER * sensitivity, 12);
 
       const global = staying.globals.get(round) as Float32Array;
       const d = global.length;

@@ -42,3 +42,27 @@ describe('FileControlVariates', () => {
     expect([...((await new FileControlVariates(dir).load('r', 2)) ?? [])]).toEqual([3, 4]);
   });
 });
+
+describe('FileControlVariates staging', () => {
+  it('keeps the c_i⁺ not yet adopted where a restarted client finds it, with its round; null forgets it', async () => {
+    const dir = stateDir();
+    const store = new FileControlVariates(dir);
+    await store.save('r', Float32Array.of(1, 2));
+    await store.stage('r', { round: 7, values: Float32Array.of(0.5, -0.25) });
+    expect(readdirSync(dir).sort()).toEqual(['scaffold-c-r.f32', 'scaffold-c-r.f32.staged']);
+    expect(statSync(store.stagedFileOf('r')).mode & 0o777).toBe(0o600);
+    const restarted = new FileControlVariates(dir);
+    const staged = await restarted.staged('r', 2);
+    expect(staged?.round).toBe(7);
+    expect([...(staged?.values ?? [])]).toEqual([0.5, -0.25]);
+    // The adopted c_i is untouched by staging; another model size finds nothing staged.
+    expect([...((await restarted.load('r', 2)) ?? [])]).toEqual([1, 2]);
+    expect(await restarted.staged('r', 3)).toBeNull();
+    expect(await restarted.staged('other', 2)).toBeNull();
+    await restarted.stage('r', null);
+    expect(await new FileControlVariates(dir).staged('r', 2)).toBeNull();
+    expect(readdirSync(dir)).toEqual(['scaffold-c-r.f32']);
+    // Forgetting what is not there is not an error.
+    await restarted.stage('r', null);
+  });
+});

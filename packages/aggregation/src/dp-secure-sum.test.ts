@@ -50,10 +50,14 @@ describe('dp-fedavg on a secure sum', () => {
     const result = aggregator.finish();
     const draws = new Float64Array(3);
     new SeededGaussianNoise(7).forRound(1).fill(draws);
+    // One client's sensitivity: C plus sqrt(d) times its share of the encoding error; the
+    // noise is z times it, so that z is exactly what the accountant counts.
+    const sensitivity = 1 + (Math.sqrt(3) * 1e-9) / 2;
     const expected = new Float32Array(3);
     for (let i = 0; i < 3; i++) {
       expected[i] =
-        (global[i] as number) + ((changeSum[i] as number) + 0.7 * 1 * (draws[i] as number)) / 4;
+        (global[i] as number) +
+        ((changeSum[i] as number) + 0.7 * sensitivity * (draws[i] as number)) / 4;
     }
     expect(result.weights).toEqual(expected);
     expect(result.numUpdates).toBe(2);
@@ -62,10 +66,10 @@ describe('dp-fedavg on a secure sum', () => {
       clippedCount: null,
       denominator: 4,
       steps: 1,
-      noiseStd: 0.7,
     });
-    // One client's sensitivity: C plus sqrt(d) times its share of the encoding error.
-    expect(result.privacy?.sensitivity).toBeCloseTo(1 + (Math.sqrt(3) * 1e-9) / 2, 15);
+    expect(result.privacy?.sensitivity).toBeCloseTo(sensitivity, 15);
+    expect(result.privacy?.noiseStd).toBeCloseTo(0.7 * sensitivity, 15);
+    expect(result.privacy?.noiseStd).toBeGreaterThan(0.7);
     expect(result.privacy?.epsilon).toBeGreaterThan(0);
   });
 

@@ -308,7 +308,9 @@ export class DpFedAvg implements Strategy {
         );
       clippedCount = m * (1 - unclippedShare);
     }
-    const noiseStd = this.vectorNoiseMultiplier * round.clipNorm;
+    // The noise is scaled to the round's sensitivity, C plus (under secure aggregation) one
+    // client's share of the encoding error, so the accountant's z holds exactly, not z C / (C + e).
+    const noiseStd = this.vectorNoiseMultiplier * (round.clipNorm + round.encodingSlack);
     const draws = new Float64Array(round.global.length);
     stream.fill(draws);
     const pseudo = new Float32Array(round.global.length);
