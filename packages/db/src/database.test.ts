@@ -111,6 +111,7 @@ const config = (overrides: Partial<RunConfigInput> = {}): RunConfigInput => ({
   keepUpdates: false,
   updateStorageLimitMb: 1024,
   secureAggregation: null,
+  localDp: null,
   ...overrides,
 });
 
@@ -558,6 +559,7 @@ describe.each(backends)('$name', (backend) => {
           keepUpdates: false,
           updateStorageLimitMb: DEFAULT_UPDATE_STORAGE_LIMIT_MB,
           secureAggregation: null,
+          localDp: null,
         });
         const error = await rejectsWith(
           db.runs.create({ federationId: federation.id, config: null as never }),
