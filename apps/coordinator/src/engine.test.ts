@@ -1146,4 +1146,33 @@ describe('RunEngine under dp-fedavg: Poisson sampling, as the accountant assumes
       expect(record.privacy).toMatchObject({ steps: round, clippedCount: 0, denominator: 5 });
     }
   }, 120_000);
+
+  it('under secure aggregation trains no one when the Poisson sample is above the 255 clients one SecAgg round holds: the noise alone, one step, the reason recorded', async () => {
+    const s = await start({
+      clients: 256,
+      config: {
+        ...dpConfig,
+        strategyOptions: {
+          ...dpConfig.strategyOptions,
+          samplingRate: 1,
+          expectedClientsPerRound: 256,
+        },
+        secureAggregation: { clipRange: 1 },
+        minClients: 2,
+        rounds: 1,
+      },
+    });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    // q = 1 samples all 256; not trimmed (that would change the sampling), not re-drawn.
+    expect(s.started).toEqual([{ round: 1, attempt: 1, selected: [] }]);
+    expect(s.fed.transport.sent.filter((m) => m.event === 'train')).toEqual([]);
+    const record = await db.rounds.get(s.run.id, 1);
+    expect(record.privacy).toMatchObject({
+      unmasked: false,
+      sampled: 256,
+      steps: 1,
+      endReason: 'Poisson sample above the 255 clients one secure aggregation holds',
+    });
+  }, 180_000);
 });

@@ -47,6 +47,7 @@ import {
   WIRE_LIMITS,
   weightsToBytes,
 } from '@tessera/protocol';
+import { MAX_CLIENTS as SECAGG_MAX_CLIENTS } from '@tessera/secagg';
 import {
   parseTaskDefinition,
   type TaskDefinition,
@@ -801,11 +802,25 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     // A Poisson sample too small for secure aggregation trains no one: the round releases
     // dp-fedavg's noise alone and counts its step, as for an empty sample (never re-drawn,
     // which would condition the sample on its size and raise each client's chance above q).
-    const belowSecAggMinimum =
-      config.secureAggregation !== null &&
-      poissonRate !== undefined &&
-      sampled.length < config.minClients;
-    const selected = belowSecAggMinimum ? [] : sampled;
+    // Likewise a sample above the most clients one SecAgg round holds (its Shamir shares are
+    // evaluated at 1..255): trimming it would change the sampling the accountant assumes.
+    const secAggSampleRefused =
+      config.secureAggregation !== null && poissonRate !== undefined
+        ? sampled.length < config.minClients
+          ? 'below minClients'
+          : sampled.length > SECAGG_MAX_CLIENTS
+            ? `above the ${SECAGG_MAX_CLIENTS} clients one secure aggregation holds`
+            : null
+        : null;
+    if (secAggSampleRefused !== null) {
+      logger.warn('Poisson sample not trained: the round releases the noise alone', {
+        runId: this.runId,
+        round,
+        sampled: sampled.length,
+        reason: secAggSampleRefused,
+      });
+    }
+    const selected = secAggSampleRefused !== null ? [] : sampled;
     // Before any client is assigned: settings the wire cannot carry fail the run here.
     const groups = trainGroups(
       this.strategy,
@@ -882,9 +897,15 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const result = open.aggregator.finish();
     this.roundClock?.lap('aggregation');
     const numUpdates = secure === null ? result.numUpdates : secure.survivors.length;
-    const secureRecord = belowSecAggMinimum
-      ? { mechanism: 'secure-aggregation', unmasked: false, sampled: sampled.length }
-      : (secure?.record ?? null);
+    const secureRecord =
+      secAggSampleRefused !== null
+        ? {
+            mechanism: 'secure-aggregation',
+            unmasked: false,
+            sampled: sampled.length,
+            endReason: `Poisson sample ${secAggSampleRefused}`,
+          }
+        : (secure?.record ?? null);
     // Under Poisson sampling (DP) a round commits with whatever arrived, none included: the
     // noised sum is divided by the fixed expected count, and every round is one step of the
     // accountant; a retry would spend budget it does not count, or, for a round without
