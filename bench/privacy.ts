@@ -49,6 +49,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createStrategy, type TrainUpdate } from '@tessera/aggregation';
+import { SecAggParticipation } from '@tessera/client/core';
 import { createRng, loadMnist, partitionIid, toExamples } from '@tessera/data';
 import {
   createModel,
@@ -84,7 +85,6 @@ import { selectPoisson } from '../apps/coordinator/src/sampling.js';
 import { SecAggRound } from '../apps/coordinator/src/secagg-round.js';
 import type { Transport } from '../apps/coordinator/src/transport.js';
 import { Wakeup } from '../apps/coordinator/src/wakeup.js';
-import { SecAggParticipation } from '../packages/client/src/secure-aggregation.js';
 
 const { values: args } = parseArgs({
   options: {

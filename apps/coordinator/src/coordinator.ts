@@ -35,6 +35,8 @@ import { DEFAULT_LEASE_MS, processOwnerId, RunLeases } from './run-leases.js';
 import { attachSocketServer } from './socket-server.js';
 import type { Transport } from './transport.js';
 
+/** How long an idle HTTP keep-alive connection stays open (see Coordinator.start). */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 export interface CoordinatorOptions {
   db: Database;
   port?: number;
@@ -166,7 +168,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const backend = await initBackend();
     logger.info('coordinator tfjs backend', { backend: backend.name });
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-    const http = createServer();
+    // Idle keep-alive connections stay open longer than clients and proxies keep theirs
+    // (undici 4 s, nginx 60 s), so that the server never closes one a client is just reusing:
+    // at Node's default of 5 s a request sent at that moment failed with ECONNRESET.
+    // Headers of a request on a kept-alive connection are awaited a little past it, as Node's
+    // docs advise.
+    const http = createServer({
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+      headersTimeout: KEEP_ALIVE_TIMEOUT_MS + 1_000,
+    });
     const leaseOwner = options.leaseOwner ?? processOwnerId();
     const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
     const leases = new RunLeases(options.db.leases, leaseOwner, leaseMs, logger);
