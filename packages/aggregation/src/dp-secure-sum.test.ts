@@ -1,7 +1,7 @@
 import { SeededGaussianNoise } from '@tessera/privacy';
-import { TesseraError } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import { createStrategy, runRulesFor, type Strategy } from './index.js';
+import { expectCode } from './testing/fixtures.js';
 
 /**
  * dp-fedavg under secure aggregation: the clients clip, the coordinator gets only the unmasked
@@ -15,18 +15,6 @@ const options = {
   samplingRate: 0.5,
   delta: 1e-5,
 };
-
-function expectRefused(fn: () => unknown, code: string): TesseraError {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
-  return thrown as TesseraError;
-}
 
 const strategyWith = (seed: number): Strategy =>
   createStrategy('dp-fedavg', options, { noise: new SeededGaussianNoise(seed) });
@@ -81,12 +69,12 @@ describe('dp-fedavg on a secure sum', () => {
       () =>
         aggregator.addClippedSum?.({ changeSum, count, maxAbsError });
     // Two changes of norm <= 1 cannot sum to norm 2.5.
-    const tooLong = expectRefused(add(new Float64Array([1.5, 2, 0])), 'INVALID_ARGUMENT');
+    const tooLong = expectCode(add(new Float64Array([1.5, 2, 0])), 'INVALID_ARGUMENT');
     expect(tooLong.data).toMatchObject({ field: 'changeSum', norm: 2.5, bound: 2 });
-    expectRefused(add(new Float64Array([0, 0])), 'WEIGHTS_LENGTH_MISMATCH');
-    expectRefused(add(new Float64Array([0, Number.NaN, 0])), 'INVALID_ARGUMENT');
-    expectRefused(add(new Float64Array([0, 0, 0]), 0), 'INVALID_ARGUMENT');
-    expectRefused(add(new Float64Array([0, 0, 0]), 1, -1), 'INVALID_ARGUMENT');
+    expectCode(add(new Float64Array([0, 0])), 'WEIGHTS_LENGTH_MISMATCH');
+    expectCode(add(new Float64Array([0, Number.NaN, 0])), 'INVALID_ARGUMENT');
+    expectCode(add(new Float64Array([0, 0, 0]), 0), 'INVALID_ARGUMENT');
+    expectCode(add(new Float64Array([0, 0, 0]), 1, -1), 'INVALID_ARGUMENT');
     // Nothing was folded in: the round releases the noise of an empty sum.
     const result = aggregator.finish();
     expect(result.numUpdates).toBe(0);

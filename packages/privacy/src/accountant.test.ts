@@ -1,19 +1,7 @@
-import { TesseraError } from '@tessera/protocol';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Accountant, noiseMultiplierFor } from './accountant.js';
-
-function expectCode(fn: () => unknown, code: string, field: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
-  expect((thrown as TesseraError).data?.['field']).toBe(field);
-}
+import { expectCode } from './testing/fixtures.js';
 
 const step = { samplingRate: 0.01, noiseMultiplier: 1.1 };
 

@@ -1,4 +1,3 @@
-import { TesseraError } from '@tessera/protocol';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,19 +11,7 @@ import {
   readLocalDpSettings,
 } from './local.js';
 import { CryptoGaussianNoise, SeededGaussianNoise } from './noise.js';
-
-function expectCode(fn: () => unknown, code: string, field: string): TesseraError {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
-  expect((thrown as TesseraError).data?.['field']).toBe(field);
-  return thrown as TesseraError;
-}
+import { expectCode } from './testing/fixtures.js';
 
 describe('clipInPlace', () => {
   it('leaves the norm at most the bound, exactly, and keeps the direction (fast-check)', () => {

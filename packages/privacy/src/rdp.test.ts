@@ -17,23 +17,11 @@
  * those values are the `independent` columns, and agree with the ones here to 1e-9.
  */
 
-import { TesseraError } from '@tessera/protocol';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Accountant } from './accountant.js';
 import { DEFAULT_RDP_ORDERS, epsilonFromRdp, rdpSampledGaussian } from './rdp.js';
-
-function expectCode(fn: () => unknown, code: string, field: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
-  expect((thrown as TesseraError).data?.['field']).toBe(field);
-}
+import { expectCode } from './testing/fixtures.js';
 
 /** The orders TF Privacy's tutorial used: 1.1 ... 10.9 and 12 ... 63. */
 const TF_TUTORIAL_ORDERS = [

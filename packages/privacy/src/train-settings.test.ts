@@ -1,4 +1,4 @@
-import { ErrorCode, TesseraError } from '@tessera/protocol';
+import { ErrorCode } from '@tessera/protocol';
 import { describe, expect, it } from 'vitest';
 import {
   clipForSending,
@@ -9,18 +9,7 @@ import {
   privacyTrainSettings,
   readPrivacySettings,
 } from './index.js';
-
-function expectCode(fn: () => unknown, code: string, field: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
-  expect((thrown as TesseraError).data?.['field']).toBe(field);
-}
+import { expectCode } from './testing/fixtures.js';
 
 describe('privacy settings in the train instruction', () => {
   it('carries local DP and the central clip norm, and reads them back', () => {
