@@ -420,23 +420,27 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   }
 
   /**
-   * Ends a running run as completed: for runs that stop at a goal, such as a target accuracy,
-   * before their round cap. Call it between rounds (on 'round-evaluated'); a round still open
-   * is abandoned, as with stopRun.
+   * Ends a running run as completed at once: for runs that stop at a goal, such as a target
+   * accuracy (on 'round-evaluated', which arrives while the next round trains), before their
+   * round cap. The round still open is abandoned, as with stopRun.
    */
   finishRun(runId: string): void {
-    this.endBetweenRounds(runId, 'completed');
+    this.runningEngine(runId).stop('completed');
   }
 
-  /** Pauses a running run (status `paused`; startRun resumes it). Call it between rounds. */
+  /**
+   * Pauses a running run once its open round is over (committed and evaluated): status
+   * `paused`, and startRun resumes it with the next round. A run waiting for clients pauses
+   * after the first round it can run.
+   */
   pauseRun(runId: string): void {
-    this.endBetweenRounds(runId, 'paused');
+    this.runningEngine(runId).endAfterRound('paused');
   }
 
-  private endBetweenRounds(runId: string, reason: 'completed' | 'paused'): void {
+  private runningEngine(runId: string): RunEngine {
     const entry = this.engines.get(runId);
     if (!entry) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is not running`);
-    entry.engine.stop(reason);
+    return entry.engine;
   }
 
   /** Resolves when the run's loop ends in this process. */

@@ -155,7 +155,12 @@ export type PhasesBeforeCommit = Pick<
 >;
 
 /** The phases recorded after the commit (rounds.recordPhases). */
-export type PhasesAfterCommit = { commitMs: number; evaluationMs: number };
+export type PhasesAfterCommit = {
+  commitMs: number;
+  evaluationMs: number;
+  /** Null or absent: the round had no central evaluation. */
+  centralEvaluationMs?: number | null;
+};
 
 /**
  * What a dp-fedavg round releases about its privacy, as @tessera/aggregation's RoundPrivacy
