@@ -6,11 +6,13 @@
  */
 import { parentPort } from 'node:worker_threads';
 import {
+  type CentralEvaluationOptions,
   type CentralResult,
   HoldoutEvaluator,
   type HoldoutSource,
   MnistCentralEvaluator,
 } from './central-eval.js';
+import { createLogger, parseLogLevel } from './logger.js';
 
 export type EvaluateRequest =
   | { id: number; kind: 'mnist'; model: string; weights: Float32Array }
@@ -32,8 +34,15 @@ export type EvaluateResponse =
 const port = parentPort;
 if (port === null) throw new Error('central-eval-worker must run as a worker thread');
 
-const mnist = new MnistCentralEvaluator();
-const holdouts = new HoldoutEvaluator();
+// The coordinator's level (main.ts reads LOG_LEVEL too; the worker shares its environment).
+const logger = createLogger(parseLogLevel(process.env['LOG_LEVEL'], 'info'));
+// Every core by default: the coordinator process trains nothing (see CentralEvaluationOptions).
+const options: CentralEvaluationOptions = {
+  onEngine: ({ model, engine, reason }) =>
+    logger.info('central evaluation engine', { model, engine, ...(reason ? { reason } : {}) }),
+};
+const mnist = new MnistCentralEvaluator(options);
+const holdouts = new HoldoutEvaluator(4, options);
 let queue: Promise<void> = Promise.resolve();
 
 async function answer(request: EvaluateRequest): Promise<EvaluateResponse> {
