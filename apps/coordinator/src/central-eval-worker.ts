@@ -5,6 +5,7 @@
  * requests). A held-out set it lacks is answered `missing`; the caller sends it again with it.
  */
 import { parentPort } from 'node:worker_threads';
+import type { EvaluationEngine } from '@tessera/ml';
 import {
   type CentralEvaluationOptions,
   type CentralResult,
@@ -12,7 +13,6 @@ import {
   type HoldoutSource,
   MnistCentralEvaluator,
 } from './central-eval.js';
-import { createLogger, parseLogLevel } from './logger.js';
 
 export type EvaluateRequest =
   | { id: number; kind: 'mnist'; model: string; weights: Float32Array }
@@ -26,6 +26,17 @@ export type EvaluateRequest =
       weights: Float32Array;
     };
 
+/**
+ * Sent once per model (architecture or held-out set) when its evaluator is built: which
+ * engine evaluates it and, for tfjs, why not the native one. The coordinator logs it.
+ */
+export interface EngineNotice {
+  kind: 'engine';
+  model: string;
+  engine: EvaluationEngine;
+  reason?: string;
+}
+
 export type EvaluateResponse =
   | ({ id: number; ok: true } & CentralResult)
   | { id: number; ok: false; missing: true }
@@ -34,12 +45,9 @@ export type EvaluateResponse =
 const port = parentPort;
 if (port === null) throw new Error('central-eval-worker must run as a worker thread');
 
-// The coordinator's level (main.ts reads LOG_LEVEL too; the worker shares its environment).
-const logger = createLogger(parseLogLevel(process.env['LOG_LEVEL'], 'info'));
 // Every core by default: the coordinator process trains nothing (see CentralEvaluationOptions).
 const options: CentralEvaluationOptions = {
-  onEngine: ({ model, engine, reason }) =>
-    logger.info('central evaluation engine', { model, engine, ...(reason ? { reason } : {}) }),
+  onEngine: (chosen) => port.postMessage({ kind: 'engine', ...chosen } satisfies EngineNotice),
 };
 const mnist = new MnistCentralEvaluator(options);
 const holdouts = new HoldoutEvaluator(4, options);

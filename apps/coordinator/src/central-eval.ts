@@ -17,9 +17,10 @@ import {
 } from '@tessera/ml';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { TaskDefinition } from '@tessera/tasks';
-import type { EvaluateRequest, EvaluateResponse } from './central-eval-worker.js';
+import type { EngineNotice, EvaluateRequest, EvaluateResponse } from './central-eval-worker.js';
 import type { CentralEvaluator } from './engine.js';
 import { holdoutExamples, readHoldout } from './holdout.js';
+import type { Logger } from './logger.js';
 import { runTaskDefinition } from './run-task.js';
 import { builtWorkerExecArgv } from './worker-argv.js';
 
@@ -187,7 +188,11 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
     { resolve: (response: EvaluateResponse) => void; reject: (error: Error) => void }
   >();
 
-  constructor(private readonly db: Database) {}
+  /** logger: where the engine each model is evaluated on is logged (once per model). */
+  constructor(
+    private readonly db: Database,
+    private readonly logger?: Logger,
+  ) {}
 
   async evaluate(
     run: Pick<RunRecord, 'config' | 'resolvedTask'>,
@@ -257,7 +262,16 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
     );
     const worker = new Worker(script, { execArgv: builtWorkerExecArgv() });
     worker.unref();
-    worker.on('message', (response: EvaluateResponse) => {
+    worker.on('message', (response: EvaluateResponse | EngineNotice) => {
+      if ('kind' in response) {
+        const { model, engine, reason } = response;
+        this.logger?.info('central evaluation engine', {
+          model,
+          engine,
+          ...(reason === undefined ? {} : { reason }),
+        });
+        return;
+      }
       const waiter = this.pending.get(response.id);
       if (!waiter) return;
       this.pending.delete(response.id);
