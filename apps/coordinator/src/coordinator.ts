@@ -157,7 +157,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.resilientDb = resilientDb;
     this.transport = transport;
     // Central evaluation reads held-out sets through the retrying database, as the engine does.
-    this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator(resilientDb) : null;
+    this.centralEvaluator = centralEvaluation
+      ? new WorkerCentralEvaluator(resilientDb, logger)
+      : null;
     // Each engine listens to the registry itself: a client that disconnects, is replaced or
     // is revoked drops out of its open round.
   }
