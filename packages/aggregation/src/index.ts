@@ -14,7 +14,7 @@ export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
 export { FedProx, type FedProxOptions } from './fedprox.js';
 export { Bulyan, Krum } from './krum.js';
-export { checkPartial, PartialRound, type RoundPartial } from './partial.js';
+export { checkExactUpdate, checkPartial, PartialRound, type RoundPartial } from './partial.js';
 export {
   createStrategy,
   isLinearStrategy,

@@ -38,20 +38,8 @@ export class PartialRound {
     return this.sum.numUpdates;
   }
 
-  /** Throws the TesseraError an aggregator would for this update; folds nothing. */
-  check(update: TrainUpdate): void {
-    checkUpdate(update, this.paramCount);
-    if (!Number.isInteger(update.numExamples)) {
-      throw new TesseraError(
-        ErrorCode.INVALID_ARGUMENT,
-        `exact aggregation needs an integer example count, got ${update.numExamples}`,
-        { field: 'numExamples' },
-      );
-    }
-  }
-
   add(update: TrainUpdate): void {
-    this.check(update);
+    checkExactUpdate(update, this.paramCount);
     this.sum.add(update.weights, update.numExamples);
     this.metrics.add(update.metrics, update.numExamples);
   }
@@ -63,6 +51,21 @@ export class PartialRound {
       numExamples: this.sum.weight,
       metrics: this.metrics.entries(),
     };
+  }
+}
+
+/**
+ * Throws the TesseraError an exact round's aggregator would throw for this update (length,
+ * finite values, an integer example count in 1..2^53 - 1); folds nothing.
+ */
+export function checkExactUpdate(update: TrainUpdate, paramCount: number): void {
+  checkUpdate(update, paramCount);
+  if (!Number.isInteger(update.numExamples)) {
+    throw new TesseraError(
+      ErrorCode.INVALID_ARGUMENT,
+      `exact aggregation needs an integer example count, got ${update.numExamples}`,
+      { field: 'numExamples' },
+    );
   }
 }
 
