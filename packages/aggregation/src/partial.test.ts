@@ -93,7 +93,9 @@ describe.each(strategies)('addPartial (%s, exact)', (_name, make) => {
       [{ ...good, sum: truncated }, ErrorCode.MALFORMED_FRAME],
       [other.toPartial(), ErrorCode.WEIGHTS_LENGTH_MISMATCH],
       [{ ...good, numUpdates: good.numUpdates + 1 }, ErrorCode.INVALID_ARGUMENT],
-      [{ ...good, numExamples: good.numExamples - 1 }, ErrorCode.INVALID_ARGUMENT],
+      // Without metrics, so that only the count check can refuse it.
+      [{ ...good, numExamples: good.numExamples - 1, metrics: {} }, ErrorCode.INVALID_ARGUMENT],
+      [{ ...good, numExamples: good.numExamples + 1, metrics: {} }, ErrorCode.INVALID_ARGUMENT],
       [{ ...good, numUpdates: 0 }, ErrorCode.INVALID_ARGUMENT],
       [{ ...good, metrics: { loss: { mean: Number.NaN, weight: 1 } } }, ErrorCode.INVALID_ARGUMENT],
       [
