@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {
   EvaluationReply,
@@ -6,7 +6,13 @@ import type {
   RoundAggregator,
   Strategy,
 } from '@tessera/aggregation';
-import { createStrategy, decodeStrategyState, encodeStrategyState } from '@tessera/aggregation';
+import {
+  createStrategy,
+  decodeStrategyState,
+  encodeStrategyState,
+  isLinearStrategy,
+  recordedArithmetic,
+} from '@tessera/aggregation';
 import {
   combineStatistics,
   createRng,
@@ -54,6 +60,7 @@ import {
   taskNeedsStatistics,
   taskSha256,
 } from '@tessera/tasks';
+import type { ClaimVerdict, CollectedPartial, RemoteUpdateClaim } from './cluster/remote-fold.js';
 import type { Logger } from './logger.js';
 import { PhaseClock } from './phase-clock.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
@@ -101,6 +108,22 @@ export interface EngineDeps {
    * input grows with the categories collected): the limit tasks are created under.
    */
   maxTaskParams?: number;
+  /**
+   * Cluster mode: the partial sums other processes folded of a round's updates where they
+   * arrived (cluster/remote-fold.ts), collected before the round is summed. Absent: one
+   * process, every update comes here.
+   */
+  remotePartials?: RemotePartials;
+}
+
+/** Collects the partial sums of one attempt of a round from the processes that folded them. */
+export interface RemotePartials {
+  /** Per process: its partial, null when it folded nothing, or why none came. */
+  collect(
+    runId: string,
+    key: string,
+    processIds: readonly string[],
+  ): Promise<ReadonlyMap<string, CollectedPartial | null | TesseraError>>;
 }
 
 export interface RoundSummary {
@@ -126,6 +149,11 @@ interface OpenTraining {
   updates: ClientUpdateInput[];
   /** Why a client failed or was rejected, as it goes into the round record. */
   reasons: Map<string, { code: string | null; reason: string }>;
+  /**
+   * Updates folded by other processes (acceptRemoteUpdate): the attempt's key, which names
+   * its partials, and per process the clients accepted with their example counts.
+   */
+  remote?: { key: string; byProcess: Map<string, Map<string, number>> };
 }
 
 /** The federated statistics round while it is open (round 0 of RoundState). */
@@ -445,6 +473,130 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
     registry.release(clientId, this.runId);
     this.wakeup.notify();
+  }
+
+  /**
+   * Whether an update of this run may be folded where it arrives, another process holding
+   * the partial sum (docs/research.md "Folding where the updates arrive"): only where the
+   * round's aggregate is a function of the exact example-weighted sum alone, so that merging
+   * partials is the same bytes as folding here. Not with secure aggregation (no update is
+   * ever seen), kept updates (their bytes must reach this commit), local DP (its norm check
+   * needs the global model), Poisson sampling (dp-fedavg clips each update), a rule that reads
+   * single updates (robust rules, Krum, clipping, SCAFFOLD's controlDelta), or float64
+   * sequential sums (their bytes depend on the order and split).
+   */
+  private foldsRemotely(open: OpenTraining): boolean {
+    const { config } = this.run;
+    return (
+      this.deps.remotePartials !== undefined &&
+      !config.keepUpdates &&
+      config.secureAggregation === null &&
+      config.localDp === null &&
+      this.strategy.poissonSamplingRate === undefined &&
+      isLinearStrategy(config.strategy) &&
+      recordedArithmetic(config.strategy, config.strategyOptions) === 'exact' &&
+      open.aggregator.addPartial !== undefined &&
+      open.aggregator.controlVariate === undefined
+    );
+  }
+
+  /**
+   * Another process checked a client's update and asks whether to fold it there: the same
+   * refusals as handleUpdate's (wrong run or round, not selected, duplicate, closed), then
+   * the client counts as updated and the verdict names the attempt's partial. `{fold: false}`:
+   * send the whole frame instead (a run that does not fold remotely, or a model size that does
+   * not fit, whose rejection handleUpdate records).
+   */
+  acceptRemoteUpdate(from: string, claim: RemoteUpdateClaim): ClaimVerdict {
+    const open = this.training;
+    if (!open)
+      throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no training round open`);
+    open.state.checkReply(claim.clientId, claim.runId, claim.round);
+    if (!this.foldsRemotely(open) || claim.numParameters !== this.model.paramCount)
+      return { fold: false };
+    open.remote ??= { key: randomUUID(), byProcess: new Map() };
+    let accepted = open.remote.byProcess.get(from);
+    if (!accepted) {
+      accepted = new Map();
+      open.remote.byProcess.set(from, accepted);
+    }
+    accepted.set(claim.clientId, claim.numExamples);
+    const client = this.deps.registry.get(claim.clientId)?.info;
+    open.updates.push({
+      clientId: claim.clientId,
+      arrivalIndex: open.updates.length,
+      numExamples: claim.numExamples,
+      durationMs: claim.durationMs,
+      sizeBytes: claim.sizeBytes,
+      sha256: claim.sha256,
+      metrics: claim.metrics,
+      weights: null,
+      controlDelta: null,
+      runtime: client?.runtime ?? null,
+      backend: client?.backend ?? null,
+    });
+    open.state.record(claim.clientId, 'updated');
+    this.deps.registry.release(claim.clientId, this.runId);
+    this.wakeup.notify();
+    return { fold: true, key: open.remote.key };
+  }
+
+  /**
+   * Before the round is summed: each process's partial of the updates it folded, merged in
+   * (addPartial checks it). The clients of a process whose partial did not come (it died, or
+   * did not answer in time), or does not sum exactly the clients accepted from it, are
+   * recorded dropped, and the round goes on with the rest (minClients as usual); a partial
+   * that sums only some of them (a verdict it never received) is merged, the others dropped.
+   */
+  private async mergeRemotePartials(open: OpenTraining): Promise<void> {
+    const remote = open.remote;
+    if (remote === undefined || this.deps.remotePartials === undefined) return;
+    const collected = await this.deps.remotePartials.collect(this.runId, remote.key, [
+      ...remote.byProcess.keys(),
+    ]);
+    const lost = new Map<string, string>();
+    for (const [processId, accepted] of remote.byProcess) {
+      const answer = collected.get(processId) ?? null;
+      let merged = new Set<string>();
+      let why = `coordinator ${processId} folded none of its updates`;
+      if (answer instanceof TesseraError) why = answer.message;
+      else if (answer !== null) {
+        try {
+          const names = new Set(answer.clientIds);
+          let examples = 0;
+          for (const clientId of names) examples += accepted.get(clientId) ?? Number.NaN;
+          if (names.size !== answer.clientIds.length || examples !== answer.numExamples) {
+            throw new TesseraError(
+              ErrorCode.CONFLICT,
+              `the partial of coordinator ${processId} sums clients or examples this round did not accept from it`,
+              { field: 'partial' },
+            );
+          }
+          open.aggregator.addPartial?.(answer);
+          merged = names;
+          why = `coordinator ${processId} never folded it`;
+        } catch (cause) {
+          why = TesseraError.from(cause).message;
+        }
+      }
+      for (const clientId of accepted.keys()) if (!merged.has(clientId)) lost.set(clientId, why);
+    }
+    if (lost.size === 0) return;
+    for (const [clientId, why] of lost) {
+      open.state.lose(clientId);
+      open.reasons.set(clientId, {
+        code: ErrorCode.UNAVAILABLE,
+        reason: clip(`partial aggregate lost: ${why}`),
+      });
+    }
+    const kept = open.updates.filter((update) => !lost.has(update.clientId));
+    open.updates.splice(0, open.updates.length, ...kept.map((u, k) => ({ ...u, arrivalIndex: k })));
+    this.deps.logger.warn('updates folded by another coordinator lost; those clients dropped', {
+      runId: this.runId,
+      round: open.state.round,
+      clients: [...lost.keys()],
+      reasons: [...new Set(lost.values())],
+    });
   }
 
   /** A client's message of the round's secure aggregation (already schema-checked). */
@@ -935,6 +1087,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.closeRound(state, 'training');
     this.roundClock?.lap('training');
     if (this.stopReason !== null) return 'stopped';
+    await this.mergeRemotePartials(open);
     const result = open.aggregator.finish();
     this.roundClock?.lap('aggregation');
     const numUpdates = secure === null ? result.numUpdates : secure.survivors.length;
@@ -1266,8 +1419,16 @@ function outcomesOf(
         const why = reasons.get(clientId);
         return { clientId, outcome, code: why?.code ?? null, reason: why?.reason ?? null };
       }
-      case 'dropped':
-        return { clientId, outcome, code: null, reason: 'disconnected' };
+      case 'dropped': {
+        // Disconnected, or folded by a coordinator whose partial was lost (its reason).
+        const why = reasons.get(clientId);
+        return {
+          clientId,
+          outcome,
+          code: why?.code ?? null,
+          reason: why?.reason ?? 'disconnected',
+        };
+      }
       default:
         return { clientId, outcome: 'timed-out', code: null, reason: 'deadline passed' };
     }
