@@ -300,8 +300,9 @@ const MUTANTS = [
     id: 'M34',
     rule: 'late update (no training open) -> WRONG_ROUND, not ignored',
     file: ENGINE,
-    find: 'const open = this.training;\n    if (!open)\n      throw',
-    replace: 'const open = this.training;\n    if (!open) return;\n    if (false)\n      throw',
+    find: 'handleUpdate(clientId: string, reply: TrainReply): void {\n    const open = this.training;\n    if (!open)\n      throw',
+    replace:
+      'handleUpdate(clientId: string, reply: TrainReply): void {\n    const open = this.training;\n    if (!open) return;\n    if (false)\n      throw',
   },
   {
     id: 'M35',
