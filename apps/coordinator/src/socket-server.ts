@@ -34,6 +34,7 @@ import type { ForwardedFrame } from './cluster/relay.js';
 import { isLoopback, RateLimiter } from './connection-rate-limit.js';
 import type { RunEngine } from './engine.js';
 import type { Logger } from './logger.js';
+import { createPacedSender } from './paced-sends.js';
 import type { ClientRegistry } from './registry.js';
 import type { Transport } from './transport.js';
 
@@ -377,18 +378,33 @@ export function attachSocketServer(
       return session ? [session.connectionId] : [];
     });
 
-  // io.to([...]).emit encodes the packet once for all recipients: the weights are packed once.
-  // An empty room list would mean "everyone" to Socket.IO, hence the guard.
-  const to = (clientIds: readonly string[]) => {
-    const sockets = socketsOf(clientIds);
-    return sockets.length > 0 ? io.to(sockets) : null;
+  // Connections this process holds get their frames paced (paced-sends.ts), each chunk one
+  // io.local.to([...]).emit: one encoding for the chunk, nothing published to the adapter.
+  // The others get one io.to([...]).emit (the adapter publishes the frame once for them). An
+  // empty room list would mean "everyone" to Socket.IO, hence the guards.
+  const paced = createPacedSender({
+    onError: (error) =>
+      logger.error('sending a frame failed', { message: TesseraError.from(error).message }),
+  });
+  const localSockets = io.of('/').sockets;
+  const send = <E extends keyof ServerToClientEvents>(
+    clientIds: readonly string[],
+    event: E,
+    ...payload: Parameters<ServerToClientEvents[E]>
+  ) => {
+    const here: string[] = [];
+    const elsewhere: string[] = [];
+    for (const socketId of socketsOf(clientIds))
+      (localSockets.has(socketId) ? here : elsewhere).push(socketId);
+    if (elsewhere.length > 0) io.to(elsewhere).emit(event, ...payload);
+    paced.send(here, (chunk) => io.local.to(chunk).emit(event, ...payload));
   };
   const transport: Transport = {
-    sendTrain: (clientIds, instruction) => to(clientIds)?.emit('train', instruction),
-    sendEvaluate: (clientIds, instruction) => to(clientIds)?.emit('evaluate', instruction),
-    sendStatistics: (clientIds, instruction) => to(clientIds)?.emit('statistics', instruction),
-    sendRoundClosed: (clientIds, notice) => to(clientIds)?.emit('round-closed', notice),
-    sendSecAgg: (clientIds, frame) => to(clientIds)?.emit('secagg', frame),
+    sendTrain: (clientIds, instruction) => send(clientIds, 'train', instruction),
+    sendEvaluate: (clientIds, instruction) => send(clientIds, 'evaluate', instruction),
+    sendStatistics: (clientIds, instruction) => send(clientIds, 'statistics', instruction),
+    sendRoundClosed: (clientIds, notice) => send(clientIds, 'round-closed', notice),
+    sendSecAgg: (clientIds, frame) => send(clientIds, 'secagg', frame),
   };
   return { io, transport, receive };
 }
