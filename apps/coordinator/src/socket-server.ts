@@ -36,6 +36,7 @@ import type { RunEngine } from './engine.js';
 import type { Logger } from './logger.js';
 import { createPacedSender } from './paced-sends.js';
 import type { ClientRegistry } from './registry.js';
+import { createSlicedWork } from './sliced-work.js';
 import type { Transport } from './transport.js';
 
 interface SocketData {
@@ -149,6 +150,11 @@ export function attachSocketServer(
     serveClient: false,
     cors: { origin: true },
     ...(options.adapter ? { adapter: options.adapter } : {}),
+  });
+
+  const replies = createSlicedWork({
+    onError: (error) =>
+      logger.error('handling a reply failed', { message: TesseraError.from(error).message }),
   });
 
   const limits = options.rateLimits ?? HANDSHAKE_RATE_LIMITS;
@@ -267,17 +273,22 @@ export function attachSocketServer(
       }
     };
     for (const event of REPLY_EVENTS) {
+      // Handled in slices (sliced-work.ts), not inside the read callback that decoded it.
       socket.on(event, (frame: unknown, ack: unknown) =>
-        handle(event, ack, () => {
-          // Checked here, wherever the run is driven: a bad frame never travels further.
-          const parsed = parseReply(event, frame);
-          const { runId } = parsed.reply;
-          if (engineFor(runId) || !options.forward) {
-            deliver(clientId, parsed);
-            return undefined;
-          }
-          return options.forward({ runId, event, clientId, frame: parsed.reply });
-        }),
+        replies.run(
+          () =>
+            handle(event, ack, () => {
+              // Checked here, wherever the run is driven: a bad frame never travels further.
+              const parsed = parseReply(event, frame);
+              const { runId } = parsed.reply;
+              if (engineFor(runId) || !options.forward) {
+                deliver(clientId, parsed);
+                return undefined;
+              }
+              return options.forward({ runId, event, clientId, frame: parsed.reply });
+            }),
+          frameBytes(frame),
+        ),
       );
     }
     // Asynchronous (the SecAgg server checks keys and hashes what it accepts): acked when done.
@@ -410,6 +421,15 @@ export function attachSocketServer(
 }
 
 const REPLY_EVENTS = ['update', 'evaluation', 'statistics'] as const;
+
+/** What a reply frame holds in memory, for the queue's bound: its model-sized byte fields. */
+function frameBytes(frame: unknown): number {
+  if (typeof frame !== 'object' || frame === null) return 0;
+  let bytes = 0;
+  for (const value of Object.values(frame))
+    if (value instanceof Uint8Array) bytes += value.byteLength;
+  return bytes;
+}
 type ReplyEvent = (typeof REPLY_EVENTS)[number];
 type ParsedReply = ReturnType<typeof parseReply>;
 
