@@ -539,8 +539,8 @@ const MUTANTS = [
     id: 'M67',
     rule: 'resume evaluates a round committed without its evaluation',
     file: ENGINE,
-    find: "if ((await db.rounds.get(this.runId, round)).status === 'committed') {",
-    replace: 'if (false) {',
+    find: "if ((await db.rounds.get(this.runId, number)).status !== 'committed') break;",
+    replace: 'break;',
   },
   {
     id: 'M68',
@@ -607,6 +607,42 @@ const MUTANTS = [
     stages: STATISTICS_STAGES,
     find: "    if (this.stopReason !== null) return 'stopped';\n    return [...parts.keys()]",
     replace: '    return [...parts.keys()]',
+  },
+  // ---- evaluation beside the next round ----------------------------------------------------
+  {
+    id: 'M76',
+    rule: 'central evaluation runs beside the next round (the loop does not wait for it)',
+    file: ENGINE,
+    find: 'if (this.deps.centralEvaluator === null) await this.awaitEvaluation(evaluating);',
+    replace: 'await this.awaitEvaluation(evaluating);',
+  },
+  {
+    id: 'M77',
+    rule: 'a failed central evaluation fails the run before the next round commits',
+    file: ENGINE,
+    find: '    // writes another round.\n    this.throwIfEvaluationFailed();\n',
+    replace: '    // writes another round.\n',
+  },
+  {
+    id: 'M78',
+    rule: 'resume evaluates the round before the last too, when it was left unevaluated',
+    file: ENGINE,
+    find: 'number >= Math.max(1, round - 1);',
+    replace: 'number >= round;',
+  },
+  {
+    id: 'M79',
+    rule: 'a pause asked for during a round ends the run after that round',
+    file: ENGINE,
+    find: 'if (this.endAfter !== null) {',
+    replace: 'if (false as boolean) {',
+  },
+  {
+    id: 'M80',
+    rule: 'one central evaluation at a time: round r + 1 waits for round r',
+    file: ENGINE,
+    find: '        await this.awaitEvaluation(evaluating);\n        this.throwIfEvaluationFailed();\n',
+    replace: '',
   },
 ];
 

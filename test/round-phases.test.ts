@@ -33,9 +33,15 @@ const ROUND_1: RoundPhases = {
   aggregationMs: 25,
   commitMs: 1_500,
   evaluationMs: 13_000,
+  centralEvaluationMs: 9_000,
 };
 const ROUND_1_TOTAL = 12 + 340 + 7_800 + 25 + 1_500 + 13_000;
-const ROUND_2: RoundPhases = { ...ROUND_1, commitMs: null, evaluationMs: null };
+const ROUND_2: RoundPhases = {
+  ...ROUND_1,
+  commitMs: null,
+  evaluationMs: null,
+  centralEvaluationMs: null,
+};
 
 async function recordRun() {
   const federation = await fx.db.federations.create({ name: 'Timed hospitals' });
@@ -52,7 +58,7 @@ async function recordRun() {
   await fx.db.rounds.saveInitialCheckpoint(run.id, weights);
   await fx.db.runs.setStatus(run.id, 'running');
   for (const round of [1, 2, 3]) {
-    const { commitMs: _c, evaluationMs: _e, ...before } = ROUND_1;
+    const { commitMs: _c, evaluationMs: _e, centralEvaluationMs: _v, ...before } = ROUND_1;
     await commitRecordedRound(
       fx.db,
       { runId: run.id, round, clientId: client.id, checkpoint: weights },
@@ -62,7 +68,11 @@ async function recordRun() {
       },
     );
   }
-  await fx.db.rounds.recordPhases(run.id, 1, { commitMs: 1_500, evaluationMs: 13_000 });
+  await fx.db.rounds.recordPhases(run.id, 1, {
+    commitMs: 1_500,
+    evaluationMs: 13_000,
+    centralEvaluationMs: 9_000,
+  });
   return run.id;
 }
 
@@ -89,6 +99,8 @@ describe("a round's phases", () => {
     expect(column('evaluation_ms')).toEqual(['13000', '', '']);
     // The whole round only once every phase is recorded.
     expect(column('round_ms')).toEqual([String(ROUND_1_TOTAL), '', '']);
+    // Central evaluation ran beside the next round: its own column, not part of round_ms.
+    expect(column('central_evaluation_ms')).toEqual(['9000', '', '']);
 
     const jsonl = await fx.call<string>('GET', `/runs/${runId}/export/rounds?format=jsonl`);
     const lines = jsonl.body
@@ -103,6 +115,7 @@ describe("a round's phases", () => {
       commit_ms: 1_500,
       evaluation_ms: 13_000,
       round_ms: ROUND_1_TOTAL,
+      central_evaluation_ms: 9_000,
     });
     expect(lines[1]).toMatchObject({ commit_ms: null, round_ms: null });
     expect(lines[2]).toMatchObject({ waiting_ms: null, round_ms: null });
@@ -132,8 +145,20 @@ describe("a round's phases", () => {
       '13.0 s',
       '22.7 s',
       '34%',
+      '9.0 s',
     ]);
-    expect(await cells(2)).toEqual(['2', '12 ms', '340 ms', '7.8 s', '25 ms', '—', '—', '—', '—']);
+    expect(await cells(2)).toEqual([
+      '2',
+      '12 ms',
+      '340 ms',
+      '7.8 s',
+      '25 ms',
+      '—',
+      '—',
+      '—',
+      '—',
+      '—',
+    ]);
     // A round recorded before phases existed has no row.
     expect(await table.locator('tr[data-round="3"]').count()).toBe(0);
     await context.close();

@@ -46,7 +46,11 @@ function formatRecordLine(round: RoundRecord): string {
   if (phases === null || total === null)
     return `${head}  ${seconds(round.durationMs)} (training only)`;
   const parts = ROUND_PHASES.map(({ key, label }) => `${label} ${seconds(phases[key] ?? 0)}`);
-  return `${head}  ${seconds(total)}: ${parts.join(', ')}`;
+  const central =
+    phases.centralEvaluationMs === null
+      ? ''
+      : `; central evaluation ${seconds(phases.centralEvaluationMs)} beside the next round`;
+  return `${head}  ${seconds(total)}: ${parts.join(', ')}${central}`;
 }
 
 /**

@@ -48,6 +48,11 @@ export interface SimulationOptions {
   /** The run, checked at once against what the coordinator can run; keepUpdates defaults to true here. */
   run: Omit<RunConfigInput, 'data'>;
   name?: string;
+  /**
+   * Central evaluation of every round on the MNIST test set (default true); false leaves the
+   * coordinator's cores to the clients (a baseline of their training time).
+   */
+  centralEvaluation?: boolean;
   /** Stop (as completed) after the first round whose central test accuracy reaches this. */
   targetAccuracy?: number;
   onRound?: (round: RoundRecord, timing: RoundTiming) => void;
@@ -155,7 +160,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     db,
     logger,
     port: 0,
-    centralEvaluation: true,
+    centralEvaluation: options.centralEvaluation ?? true,
     resume: false,
   });
   const hosts: ChildProcess[] = [];

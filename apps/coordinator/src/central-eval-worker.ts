@@ -5,7 +5,9 @@
  * requests). A held-out set it lacks is answered `missing`; the caller sends it again with it.
  */
 import { parentPort } from 'node:worker_threads';
+import type { EvaluationEngine } from '@tessera/ml';
 import {
+  type CentralEvaluationOptions,
   type CentralResult,
   HoldoutEvaluator,
   type HoldoutSource,
@@ -24,6 +26,17 @@ export type EvaluateRequest =
       weights: Float32Array;
     };
 
+/**
+ * Sent once per model (architecture or held-out set) when its evaluator is built: which
+ * engine evaluates it and, for tfjs, why not the native one. The coordinator logs it.
+ */
+export interface EngineNotice {
+  kind: 'engine';
+  model: string;
+  engine: EvaluationEngine;
+  reason?: string;
+}
+
 export type EvaluateResponse =
   | ({ id: number; ok: true } & CentralResult)
   | { id: number; ok: false; missing: true }
@@ -32,8 +45,12 @@ export type EvaluateResponse =
 const port = parentPort;
 if (port === null) throw new Error('central-eval-worker must run as a worker thread');
 
-const mnist = new MnistCentralEvaluator();
-const holdouts = new HoldoutEvaluator();
+// Every core by default: the coordinator process trains nothing (see CentralEvaluationOptions).
+const options: CentralEvaluationOptions = {
+  onEngine: (chosen) => port.postMessage({ kind: 'engine', ...chosen } satisfies EngineNotice),
+};
+const mnist = new MnistCentralEvaluator(options);
+const holdouts = new HoldoutEvaluator(4, options);
 let queue: Promise<void> = Promise.resolve();
 
 async function answer(request: EvaluateRequest): Promise<EvaluateResponse> {

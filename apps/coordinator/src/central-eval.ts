@@ -5,41 +5,93 @@ import type { Database, HoldoutFormat, RunRecord } from '@tessera/db';
 import {
   buildTaskModel,
   createModel,
-  evaluateModel,
+  createModelEvaluator,
+  type EngineEvaluationResult,
+  type EvaluationEngine,
   initBackend,
-  type EvaluationResult as ModelEvaluation,
+  MNIST_OBJECTIVE,
+  type ModelEvaluator,
   setFlatWeights,
+  type TrainingObjective,
   taskObjective,
 } from '@tessera/ml';
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { TaskDefinition } from '@tessera/tasks';
-import type { EvaluateRequest, EvaluateResponse } from './central-eval-worker.js';
+import type { EngineNotice, EvaluateRequest, EvaluateResponse } from './central-eval-worker.js';
 import type { CentralEvaluator } from './engine.js';
 import { holdoutExamples, readHoldout } from './holdout.js';
+import type { Logger } from './logger.js';
 import { runTaskDefinition } from './run-task.js';
 import { builtWorkerExecArgv } from './worker-argv.js';
 
 type LayersModel = ReturnType<typeof createModel>;
 
+/** Examples per forward pass in central evaluation, either engine. */
+const CENTRAL_EVALUATION_BATCH = 1000;
+
+/** How central evaluation runs (both evaluators). */
+export interface CentralEvaluationOptions {
+  /**
+   * 'auto' (default): the native evaluator of @tessera/ml (oneDNN, OpenBLAS) where the addon
+   * is built and its plan takes the model, tfjs's evaluateModel otherwise. 'tfjs': always tfjs.
+   */
+  engine?: EvaluationEngine | 'auto';
+  /**
+   * Threads of the native evaluator; default os.availableParallelism(). The addon's count is
+   * process-wide, which suits the coordinator: it trains no model (clients train in their own
+   * processes, the CLI's simulated ones too) and sets no count of its own elsewhere (its
+   * initBackend calls keep the addon's); the prediction worker's OpenBLAS kernels share it.
+   */
+  threads?: number;
+  /** Told once per model (architecture or held-out set) which engine evaluates it, and why tfjs. */
+  onEngine?: (chosen: { model: string; engine: EvaluationEngine; reason?: string }) => void;
+}
+
+/** A model built once and the evaluator that serves every round's weights loaded into it. */
+async function modelEvaluator(
+  model: LayersModel,
+  objective: TrainingObjective,
+  name: string,
+  options: CentralEvaluationOptions,
+): Promise<ModelEvaluator> {
+  const evaluator = await createModelEvaluator(model, objective, {
+    batchSize: CENTRAL_EVALUATION_BATCH,
+    engine: options.engine ?? 'auto',
+    ...(options.threads === undefined ? {} : { threads: options.threads }),
+  });
+  options.onEngine?.({
+    model: name,
+    engine: evaluator.engine,
+    ...(evaluator.reason === undefined ? {} : { reason: evaluator.reason }),
+  });
+  return evaluator;
+}
+
 /**
  * Central evaluation on the MNIST test set (10,000 images), which every model of the zoo takes.
- * The test set and one model per architecture are loaded once and reused across rounds.
+ * The test set and one model (and its evaluator) per architecture are loaded once and reused
+ * across rounds.
  */
 export class MnistCentralEvaluator {
   private examples: Examples | null = null;
-  private readonly models = new Map<string, LayersModel>();
+  private readonly models = new Map<string, { model: LayersModel; evaluator: ModelEvaluator }>();
 
-  async evaluate(model: string, weights: Float32Array): Promise<ModelEvaluation> {
-    // The fastest backend present (WASM here); without this tfjs would run on its slow CPU backend.
+  constructor(private readonly options: CentralEvaluationOptions = {}) {}
+
+  async evaluate(model: string, weights: Float32Array): Promise<EngineEvaluationResult> {
+    // The fastest tfjs backend present (the tfjs engine, and building the model); without
+    // this tfjs would run on its slow CPU backend.
     await initBackend();
     this.examples ??= toExamples(loadMnist('test'));
-    let instance = this.models.get(model);
-    if (!instance) {
-      instance = createModel(model as Parameters<typeof createModel>[0], { seed: 0 });
-      this.models.set(model, instance);
+    let entry = this.models.get(model);
+    if (!entry) {
+      const instance = createModel(model as Parameters<typeof createModel>[0], { seed: 0 });
+      const evaluator = await modelEvaluator(instance, MNIST_OBJECTIVE, model, this.options);
+      entry = { model: instance, evaluator };
+      this.models.set(model, entry);
     }
-    setFlatWeights(instance, weights);
-    return evaluateModel(instance, this.examples);
+    setFlatWeights(entry.model, weights);
+    return entry.evaluator.evaluate(this.examples);
   }
 }
 
@@ -55,6 +107,7 @@ export interface HoldoutSource {
 
 interface LoadedHoldout {
   model: LayersModel;
+  evaluator: ModelEvaluator;
   examples: TaskExamples;
   task: TaskDefinition;
 }
@@ -67,7 +120,10 @@ interface LoadedHoldout {
 export class HoldoutEvaluator {
   private readonly loaded = new Map<string, LoadedHoldout>();
 
-  constructor(private readonly capacity = 4) {}
+  constructor(
+    private readonly capacity = 4,
+    private readonly options: CentralEvaluationOptions = {},
+  ) {}
 
   /** Whether the set keyed `key` is loaded (else evaluate needs its source). */
   has(key: string): boolean {
@@ -90,7 +146,9 @@ export class HoldoutEvaluator {
         source.task,
       );
       const model = await buildTaskModel(source.task, { seed: 0 });
-      entry = { model, examples, task: source.task };
+      const objective = taskObjective(source.task);
+      const evaluator = await modelEvaluator(model, objective, source.task.name, this.options);
+      entry = { model, evaluator, examples, task: source.task };
     }
     this.loaded.delete(key);
     this.loaded.set(key, entry);
@@ -101,12 +159,7 @@ export class HoldoutEvaluator {
     }
     setFlatWeights(entry.model, weights);
     const { x, y, count } = entry.examples;
-    const result = await evaluateModel(
-      entry.model,
-      { x, y, count },
-      1000,
-      taskObjective(entry.task),
-    );
+    const result = await entry.evaluator.evaluate({ x, y, count });
     const metrics: Record<string, number> = {};
     for (const [name, value] of Object.entries(result.metrics)) {
       if (typeof value === 'number') metrics[name] = value;
@@ -135,7 +188,11 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
     { resolve: (response: EvaluateResponse) => void; reject: (error: Error) => void }
   >();
 
-  constructor(private readonly db: Database) {}
+  /** logger: where the engine each model is evaluated on is logged (once per model). */
+  constructor(
+    private readonly db: Database,
+    private readonly logger?: Logger,
+  ) {}
 
   async evaluate(
     run: Pick<RunRecord, 'config' | 'resolvedTask'>,
@@ -205,7 +262,16 @@ export class WorkerCentralEvaluator implements CentralEvaluator {
     );
     const worker = new Worker(script, { execArgv: builtWorkerExecArgv() });
     worker.unref();
-    worker.on('message', (response: EvaluateResponse) => {
+    worker.on('message', (response: EvaluateResponse | EngineNotice) => {
+      if ('kind' in response) {
+        const { model, engine, reason } = response;
+        this.logger?.info('central evaluation engine', {
+          model,
+          engine,
+          ...(reason === undefined ? {} : { reason }),
+        });
+        return;
+      }
       const waiter = this.pending.get(response.id);
       if (!waiter) return;
       this.pending.delete(response.id);

@@ -19,6 +19,7 @@ import {
   ErrorCode,
   type RateLimit,
   TesseraError,
+  type TrainReply,
 } from '@tessera/protocol';
 import { createApi } from './api.js';
 import { storeBuiltinTasks } from './builtin-tasks.js';
@@ -26,6 +27,7 @@ import { WorkerCentralEvaluator } from './central-eval.js';
 import { type ClusterOptions, connectRedis, type RedisConnections } from './cluster/redis.js';
 import { ClusterClientRegistry } from './cluster/registry.js';
 import { type ForwardedFrame, ReplyRelay } from './cluster/relay.js';
+import { RemoteFold } from './cluster/remote-fold.js';
 import { type RoundSummary, RunEngine } from './engine.js';
 import { createLogger, type Logger } from './logger.js';
 import { CoordinatorMetrics, packetBytes } from './metrics.js';
@@ -108,6 +110,8 @@ interface Cluster {
   connections: RedisConnections;
   registry: ClusterClientRegistry;
   relay: ReplyRelay;
+  /** Updates folded where they arrive, partial sums collected by the run's owner. */
+  fold: RemoteFold;
   /** The socket edge's entry for replies relayed from other processes. */
   receive: (forwarded: ForwardedFrame) => void;
 }
@@ -157,7 +161,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.resilientDb = resilientDb;
     this.transport = transport;
     // Central evaluation reads held-out sets through the retrying database, as the engine does.
-    this.centralEvaluator = centralEvaluation ? new WorkerCentralEvaluator(resilientDb) : null;
+    this.centralEvaluator = centralEvaluation
+      ? new WorkerCentralEvaluator(resilientDb, logger)
+      : null;
     // Each engine listens to the registry itself: a client that disconnects, is replaced or
     // is revoked drops out of its open round.
   }
@@ -180,7 +186,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const leaseOwner = options.leaseOwner ?? processOwnerId();
     const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
     const leases = new RunLeases(options.db.leases, leaseOwner, leaseMs, logger);
-    let cluster: Omit<Cluster, 'receive'> | null = null;
+    let cluster: Omit<Cluster, 'receive' | 'fold'> | null = null;
     let registry: ClientRegistry;
     if (options.redis) {
       const connections = await connectRedis(options.redis);
@@ -202,6 +208,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       registry = new LocalClientRegistry();
     }
     const metrics = new CoordinatorMetrics({ registry, leases });
+    const clustered: Omit<Cluster, 'receive'> | null = cluster && {
+      ...cluster,
+      fold: await RemoteFold.start({
+        ...cluster.connections,
+        processId: leaseOwner,
+        onFolded: () => metrics.recordFoldedRemote(),
+        onCollected: (received) => metrics.recordPartialCollected(received),
+      }),
+    };
     const health = new DatabaseHealth();
     const resilientDb = withRetries(options.db, {
       health,
@@ -225,10 +240,20 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       logger,
       engineFor: (runId) => coordinator?.engines.get(runId)?.engine,
       maxFrameBytes,
-      ...(cluster
+      ...(clustered
         ? {
-            adapter: cluster.connections.adapter,
-            forward: (forwarded: ForwardedFrame) => (cluster as Cluster).relay.forward(forwarded),
+            adapter: clustered.connections.adapter,
+            // An update of a run that folds where updates arrive stays here (its claim goes
+            // to the owner); anything else travels whole to the owner.
+            forward: async (forwarded: ForwardedFrame) => {
+              const { runId, clientId, event, frame } = forwarded;
+              if (
+                event === 'update' &&
+                (await clustered.fold.tryFold(runId, clientId, frame as TrainReply))
+              )
+                return;
+              await clustered.relay.forward(forwarded);
+            },
           }
         : {}),
       ...(options.handshakeRateLimits ? { rateLimits: options.handshakeRateLimits } : {}),
@@ -259,7 +284,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       metrics,
     );
     coordinator.maxTaskParams = options.maxTaskParams;
-    coordinator.cluster = cluster ? { ...cluster, receive } : null;
+    coordinator.cluster = clustered ? { ...clustered, receive } : null;
     coordinator.startProbing(options.databaseProbeIntervalMs ?? 5_000);
     await storeBuiltinTasks(options.db);
     http.on(
@@ -420,23 +445,27 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   }
 
   /**
-   * Ends a running run as completed: for runs that stop at a goal, such as a target accuracy,
-   * before their round cap. Call it between rounds (on 'round-evaluated'); a round still open
-   * is abandoned, as with stopRun.
+   * Ends a running run as completed at once: for runs that stop at a goal, such as a target
+   * accuracy (on 'round-evaluated', which arrives while the next round trains), before their
+   * round cap. The round still open is abandoned, as with stopRun.
    */
   finishRun(runId: string): void {
-    this.endBetweenRounds(runId, 'completed');
+    this.runningEngine(runId).stop('completed');
   }
 
-  /** Pauses a running run (status `paused`; startRun resumes it). Call it between rounds. */
+  /**
+   * Pauses a running run once its open round is over (committed and evaluated): status
+   * `paused`, and startRun resumes it with the next round. A run waiting for clients pauses
+   * after the first round it can run.
+   */
   pauseRun(runId: string): void {
-    this.endBetweenRounds(runId, 'paused');
+    this.runningEngine(runId).endAfterRound('paused');
   }
 
-  private endBetweenRounds(runId: string, reason: 'completed' | 'paused'): void {
+  private runningEngine(runId: string): RunEngine {
     const entry = this.engines.get(runId);
     if (!entry) throw new TesseraError(ErrorCode.CONFLICT, `run ${runId} is not running`);
-    entry.engine.stop(reason);
+    return entry.engine;
   }
 
   /** Resolves when the run's loop ends in this process. */
@@ -467,6 +496,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await this.centralEvaluator?.close();
     if (this.cluster) {
       await this.cluster.relay.close();
+      await this.cluster.fold.close();
       await this.cluster.registry.close();
       await this.cluster.connections.close();
     }
@@ -563,6 +593,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         centralEvaluator: this.centralEvaluator,
         fence,
         ...(this.maxTaskParams === undefined ? {} : { maxTaskParams: this.maxTaskParams }),
+        ...(this.cluster ? { remotePartials: this.cluster.fold } : {}),
       },
       run,
     );
@@ -583,7 +614,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const { cluster } = this;
     // In cluster mode the run's replies that reach other processes come here while it runs.
     const serving = cluster
-      ? cluster.relay.serve(runId, cluster.receive).catch((error: Error) =>
+      ? Promise.all([
+          cluster.relay.serve(runId, cluster.receive),
+          cluster.fold.serve(runId, (from, claim) => engine.acceptRemoteUpdate(from, claim)),
+        ]).catch((error: Error) =>
           // Redis down: the run goes on with the clients of this process.
           this.logger.warn('cannot relay replies from other coordinators', {
             runId,
@@ -596,6 +630,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       .finally(async () => {
         this.engines.delete(runId);
         await cluster?.relay.unserve(runId);
+        await cluster?.fold.unserve(runId);
         await this.leases.release(runId, fence);
       });
     this.engines.set(runId, { engine, done });

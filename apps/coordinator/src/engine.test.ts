@@ -16,7 +16,7 @@ import {
   openDatabase,
   type RunConfigInput,
 } from '@tessera/db';
-import { bytesToWeights, type TesseraError, weightsToBytes } from '@tessera/protocol';
+import { bytesToWeights, ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CentralEvaluator, RunEngine } from './engine.js';
@@ -147,10 +147,11 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.federatedNumExamples).toBe(20);
   });
 
-  it("records each round's phases where the time went: they add up to the round's wall time", async () => {
+  it("records each round's phases back to back, with central evaluation beside the next round", async () => {
     const TRAIN_MS = 300;
     const EVALUATE_MS = 200;
-    const CENTRAL_MS = 120;
+    // Longer than the federated evaluation: the loop would wait for it, were it on its path.
+    const CENTRAL_MS = 600;
     const LATE_MS = 250;
     const slow: Behaviour = (message, ctx) => {
       if (message.event === 'train') setTimeout(() => ctx.update({}), TRAIN_MS);
@@ -174,16 +175,17 @@ describe('RunEngine over an in-memory transport', () => {
     });
     await waitFor(() => fed.logs.some((line) => line.includes('waiting for clients')), 'a wait');
     setTimeout(() => connect(fed, late), LATE_MS);
-    const evaluatedAt: number[] = [];
-    s.engine.on('round-evaluated', () => evaluatedAt.push(performance.now()));
+    const at = { started: [] as number[], committed: [] as number[], evaluated: [] as number[] };
+    s.engine.on('round-started', () => at.started.push(performance.now()));
+    s.engine.on('round-committed', () => at.committed.push(performance.now()));
+    s.engine.on('round-evaluated', () => at.evaluated.push(performance.now()));
     await s.done;
     expect(s.finished).toEqual([{ status: 'completed' }]);
+    const time = (what: keyof typeof at, index: number) => at[what][index] as number;
 
+    // Round 2 began before round 1's central evaluation was done: it ran beside round 2.
+    expect(time('started', 1)).toBeLessThan(time('evaluated', 0));
     const rounds = await db.rounds.list(s.run.id);
-    const [wall1, wall2] = [
-      (evaluatedAt[0] as number) - began,
-      (evaluatedAt[1] as number) - (evaluatedAt[0] as number),
-    ];
     for (const [index, record] of rounds.entries()) {
       const phases = record.phases;
       if (phases === null) throw new Error(`round ${record.number} has no phases`);
@@ -194,10 +196,12 @@ describe('RunEngine over an in-memory transport', () => {
         ...phases,
         commitMs: null,
         evaluationMs: null,
+        centralEvaluationMs: null,
       });
       // Less a millisecond per phase: setTimeout may fire up to 1 ms early, and each is rounded.
       expect(phases.trainingMs).toBeGreaterThanOrEqual(TRAIN_MS - 2);
       expect(phases.evaluationMs).toBeGreaterThanOrEqual(EVALUATE_MS - 2);
+      expect(phases.centralEvaluationMs).toBeGreaterThanOrEqual(CENTRAL_MS - 2);
       expect(phases.commitMs).toBeGreaterThan(0);
       const sum =
         phases.waitingMs +
@@ -206,11 +210,13 @@ describe('RunEngine over an in-memory transport', () => {
         phases.aggregationMs +
         (phases.commitMs ?? 0) +
         (phases.evaluationMs ?? 0);
-      // Back to back: the sum is the round's time less what the engine did outside it (writing
-      // the phases themselves; before round 1, the run's start too), never more than it.
-      expect(sum).toBeLessThanOrEqual((index === 0 ? wall1 : wall2) + 6);
-      // From round 1's announcement to round 2's, nothing but that write is outside a phase.
-      if (index === 1) expect(sum).toBeGreaterThan(wall2 / 2);
+      // Back to back, the central evaluation not among them: round 1's phases end before
+      // round 2 is sampled, round 2's begin after round 1's commit and end before its own
+      // evaluation is recorded; never more than that.
+      const [from, to] =
+        index === 0 ? [began, time('started', 1)] : [time('committed', 0), time('evaluated', 1)];
+      expect(sum).toBeLessThanOrEqual(to - from + 6);
+      expect(sum).toBeGreaterThanOrEqual(TRAIN_MS + EVALUATE_MS - 4);
     }
     expect(rounds[0]?.phases?.waitingMs).toBeGreaterThanOrEqual(LATE_MS - 2);
   });
@@ -700,6 +706,133 @@ describe('RunEngine over an in-memory transport', () => {
     // Round 1's commit was the first process's: the second one timed only its evaluation.
     expect(round1.phases).toMatchObject({ commitMs: null, evaluationMs: null });
     expect((await db.rounds.get(first.run.id, 2)).phases?.evaluationMs).toEqual(expect.any(Number));
+  });
+
+  it('on resume, evaluates both rounds a process left unevaluated when it died with a central evaluation beside the next round', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id, 0);
+    // The first process's central evaluations never finish; it dies after round 2's commit.
+    const stuck: CentralEvaluator = { evaluate: () => new Promise(() => {}) };
+    const first = await startWith(fed, {
+      config: { rounds: 3 },
+      centralEvaluator: stuck,
+      onCommitted: (round, engine) => {
+        if (round === 2) engine.stop('shutdown');
+      },
+    });
+    // A shutdown does not wait for a central evaluation it would not record.
+    await first.done;
+    expect(first.finished).toEqual([]);
+    expect((await db.rounds.list(first.run.id)).map((r) => [r.number, r.status])).toEqual([
+      [1, 'committed'],
+      [2, 'committed'],
+    ]);
+
+    const evaluatedModels: number[] = [];
+    const central: CentralEvaluator = {
+      evaluate: async (_run, weights): Promise<EvaluationResult> => {
+        evaluatedModels.push(weights[0] as number);
+        return { loss: 0.25, accuracy: 0.875, numExamples: 10_000 };
+      },
+    };
+    const second = await startWith(fed, { runId: first.run.id, centralEvaluator: central });
+    await second.done;
+    expect(second.finished).toEqual([{ status: 'completed' }]);
+    // Rounds 1 and 2 in order, each with its own checkpoint, then round 3 trains.
+    expect(second.evaluated.map((e) => e.round)).toEqual([1, 2, 3]);
+    expect(second.started.map((e) => e.round)).toEqual([3]);
+    const checkpoints = await Promise.all(
+      [1, 2, 3].map(async (round) => {
+        const bytes = (await db.rounds.checkpoint(first.run.id, round)).weights;
+        return bytesToWeights(bytes, PARAMS)[0] as number;
+      }),
+    );
+    expect(evaluatedModels).toEqual(checkpoints);
+    for (const round of [1, 2, 3]) {
+      expect(await db.rounds.get(first.run.id, round)).toMatchObject({
+        status: 'evaluated',
+        centralAccuracy: 0.875,
+      });
+    }
+  });
+
+  it('a central evaluation that fails beside the next round fails the run before that round commits', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id, 0);
+    const slow: Behaviour = (message, ctx) => {
+      if (message.event === 'train') setTimeout(() => ctx.update({}), 300);
+    };
+    const failing: CentralEvaluator = {
+      evaluate: () =>
+        new Promise((_, reject) =>
+          setTimeout(
+            () => reject(new TesseraError(ErrorCode.INTERNAL, 'evaluation worker crashed')),
+            50,
+          ),
+        ),
+    };
+    const s = await startWith(fed, {
+      config: { rounds: 3 },
+      behaviours: { 0: slow, 1: slow },
+      centralEvaluator: failing,
+    });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'failed', error: 'evaluation worker crashed' }]);
+    // Round 2 trained while round 1's evaluation failed; it was never committed.
+    expect(s.started.map((e) => e.round)).toEqual([1, 2]);
+    expect((await db.rounds.list(s.run.id)).map((r) => [r.number, r.status])).toEqual([
+      [1, 'committed'],
+    ]);
+  });
+
+  it('runs one central evaluation at a time, in round order, however long each takes', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id, 0);
+    // Round 1's evaluation is the slowest, round 3's the fastest; rounds train in ~no time.
+    const times = [500, 250, 0];
+    let calls = 0;
+    let running = 0;
+    let mostAtOnce = 0;
+    const central: CentralEvaluator = {
+      evaluate: () => {
+        const ms = times[calls++] ?? 0;
+        running++;
+        mostAtOnce = Math.max(mostAtOnce, running);
+        return new Promise((resolve) =>
+          setTimeout(() => {
+            running--;
+            resolve({ loss: 0.5, accuracy: 0.75, numExamples: 100 });
+          }, ms),
+        );
+      },
+    };
+    const s = await startWith(fed, { config: { rounds: 3 }, centralEvaluator: central });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    expect(s.evaluated.map((e) => e.round)).toEqual([1, 2, 3]);
+    expect(mostAtOnce).toBe(1);
+  });
+
+  it('a pause asked for during a round ends the run once that round is committed and evaluated', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id, 0);
+    const central: CentralEvaluator = {
+      evaluate: () =>
+        new Promise((resolve) =>
+          setTimeout(() => resolve({ loss: 0.5, accuracy: 0.75, numExamples: 100 }), 200),
+        ),
+    };
+    const s = await startWith(fed, { config: { rounds: 3 }, centralEvaluator: central });
+    s.engine.on('round-started', () => s.engine.endAfterRound('paused'));
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'paused' }]);
+    expect(s.started.map((e) => e.round)).toEqual([1]);
+    // Its central evaluation ran to the end and was recorded before the run paused.
+    expect(await db.rounds.get(s.run.id, 1)).toMatchObject({
+      status: 'evaluated',
+      centralAccuracy: 0.75,
+    });
+    expect((await db.runs.get(s.run.id)).status).toBe('paused');
   });
 
   it('derives round seeds by the run recorded derivation: version 2 for new runs, version 1 kept for old ones', async () => {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {
   EvaluationReply,
@@ -6,7 +6,13 @@ import type {
   RoundAggregator,
   Strategy,
 } from '@tessera/aggregation';
-import { createStrategy, decodeStrategyState, encodeStrategyState } from '@tessera/aggregation';
+import {
+  createStrategy,
+  decodeStrategyState,
+  encodeStrategyState,
+  isLinearStrategy,
+  recordedArithmetic,
+} from '@tessera/aggregation';
 import {
   combineStatistics,
   createRng,
@@ -54,6 +60,7 @@ import {
   taskNeedsStatistics,
   taskSha256,
 } from '@tessera/tasks';
+import type { ClaimVerdict, CollectedPartial, RemoteUpdateClaim } from './cluster/remote-fold.js';
 import type { Logger } from './logger.js';
 import { PhaseClock } from './phase-clock.js';
 import type { ClientRegistry, ClientSession } from './registry.js';
@@ -77,8 +84,11 @@ export interface CentralEvaluator {
   evaluate(
     run: Pick<RunRecord, 'config' | 'resolvedTask'>,
     weights: Float32Array,
-  ): Promise<(EvaluationResult & { metrics?: Record<string, number> }) | null>;
+  ): Promise<CentralResult | null>;
 }
+
+/** A central evaluation's figures, with the task's own metrics. */
+type CentralResult = EvaluationResult & { metrics?: Record<string, number> };
 
 export interface EngineDeps {
   db: Database;
@@ -98,6 +108,22 @@ export interface EngineDeps {
    * input grows with the categories collected): the limit tasks are created under.
    */
   maxTaskParams?: number;
+  /**
+   * Cluster mode: the partial sums other processes folded of a round's updates where they
+   * arrived (cluster/remote-fold.ts), collected before the round is summed. Absent: one
+   * process, every update comes here.
+   */
+  remotePartials?: RemotePartials;
+}
+
+/** Collects the partial sums of one attempt of a round from the processes that folded them. */
+export interface RemotePartials {
+  /** Per process: its partial, null when it folded nothing, or why none came. */
+  collect(
+    runId: string,
+    key: string,
+    processIds: readonly string[],
+  ): Promise<ReadonlyMap<string, CollectedPartial | null | TesseraError>>;
 }
 
 export interface RoundSummary {
@@ -123,6 +149,11 @@ interface OpenTraining {
   updates: ClientUpdateInput[];
   /** Why a client failed or was rejected, as it goes into the round record. */
   reasons: Map<string, { code: string | null; reason: string }>;
+  /**
+   * Updates folded by other processes (acceptRemoteUpdate): the attempt's key, which names
+   * its partials, and per process the clients accepted with their example counts.
+   */
+  remote?: { key: string; byProcess: Map<string, Map<string, number>> };
 }
 
 /** The federated statistics round while it is open (round 0 of RoundState). */
@@ -163,11 +194,20 @@ export class RunEngine extends EventEmitter<EngineEvents> {
   private statistics: OpenStatistics | null = null;
   private training: OpenTraining | null = null;
   private evaluation: OpenEvaluation | null = null;
-  /** Times the round being trained, committed and evaluated (Round.phases). */
+  /** Times the round being trained and committed (Round.phases); evaluateRound takes it over. */
   private roundClock: PhaseClock | null = null;
+  /** Why the evaluation running beside the next round failed, until the loop rethrows it. */
+  private evaluationFailure: unknown = undefined;
   /** The secure aggregation of the training round open, in a secureAggregation run. */
   private secAgg: SecAggRound | null = null;
   private stopReason: StopReason | null = null;
+  /** Set by endAfterRound: how the run ends once its open round is over. */
+  private endAfter: 'paused' | null = null;
+  /** Settles when the run is handed over (shutdown, lease lost). */
+  private handedOver: () => void = () => {};
+  private readonly handOver = new Promise<void>((resolve) => {
+    this.handedOver = resolve;
+  });
   private readonly maxRoundAttempts: number;
   private readonly seedDerivation: SeedDerivation;
   private readonly onRegistryChange = () => this.wakeup.notify();
@@ -213,15 +253,11 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       let { round, weights } = checkpoint;
       if (round > 0) {
         logger.info('resuming run from its last committed round', { runId: this.runId, round });
-        // A previous process may have died between the commit and the evaluation record.
-        if ((await db.rounds.get(this.runId, round)).status === 'committed') {
-          logger.info('evaluating the last committed round, whose evaluation was not recorded', {
-            runId: this.runId,
-            round,
-          });
-          await this.evaluateRound(round, weights);
-        }
+        await this.evaluateUnevaluated(round, weights);
       }
+      // The last round's central evaluation, running while the next round trains (the next
+      // round needs the new model, not its test accuracy). One at a time, in round order.
+      let evaluating: Promise<void> = Promise.resolve();
       let endReason: string | undefined;
       while (round < this.run.config.rounds && this.stopReason === null) {
         // Before anyone is sampled: a round the budget cannot pay for never begins.
@@ -231,9 +267,24 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         if (next === null) break;
         round += 1;
         weights = next;
-        await this.evaluateRound(round, weights);
+        const clock = this.roundClock;
+        this.roundClock = null;
+        await this.awaitEvaluation(evaluating);
+        this.throwIfEvaluationFailed();
+        ({ recorded: evaluating } = await this.evaluateRound(round, weights, clock));
+        // With no central evaluation there is nothing to run beside the next round: the
+        // round's evaluation is recorded and announced before the next one begins.
+        if (this.deps.centralEvaluator === null) await this.awaitEvaluation(evaluating);
+        if (this.endAfter !== null) {
+          // A pause asked for during the round: the round is over (its central evaluation is
+          // awaited below), the next one never begins.
+          this.stopReason ??= this.endAfter;
+          break;
+        }
       }
+      await this.awaitEvaluation(evaluating);
       if (this.handsRunOver) return;
+      this.throwIfEvaluationFailed();
       const status =
         this.stopReason === 'stopped' || this.stopReason === 'paused'
           ? this.stopReason
@@ -306,7 +357,25 @@ export class RunEngine extends EventEmitter<EngineEvents> {
    */
   stop(reason: StopReason): void {
     this.stopReason ??= reason;
+    if (this.handsRunOver) this.handedOver();
     this.wakeup.notify();
+  }
+
+  /**
+   * Waits for an evaluation's record, or less when the run is handed over: a shutdown does not
+   * wait for a central evaluation whose result it would not record.
+   */
+  private async awaitEvaluation(recorded: Promise<void>): Promise<void> {
+    await Promise.race([recorded, this.handOver]);
+  }
+
+  /**
+   * Ends the run as `reason` once the round being trained is over: committed, and evaluated
+   * (its central evaluation included). While no round can begin (too few clients) the run
+   * keeps waiting, and pauses after the first round that does.
+   */
+  endAfterRound(reason: 'paused'): void {
+    this.endAfter = reason;
   }
 
   /** The run's lease, for writes a former owner must not make (status, evaluation records). */
@@ -404,6 +473,130 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     }
     registry.release(clientId, this.runId);
     this.wakeup.notify();
+  }
+
+  /**
+   * Whether an update of this run may be folded where it arrives, another process holding
+   * the partial sum (docs/research.md "Folding where the updates arrive"): only where the
+   * round's aggregate is a function of the exact example-weighted sum alone, so that merging
+   * partials is the same bytes as folding here. Not with secure aggregation (no update is
+   * ever seen), kept updates (their bytes must reach this commit), local DP (its norm check
+   * needs the global model), Poisson sampling (dp-fedavg clips each update), a rule that reads
+   * single updates (robust rules, Krum, clipping, SCAFFOLD's controlDelta), or float64
+   * sequential sums (their bytes depend on the order and split).
+   */
+  private foldsRemotely(open: OpenTraining): boolean {
+    const { config } = this.run;
+    return (
+      this.deps.remotePartials !== undefined &&
+      !config.keepUpdates &&
+      config.secureAggregation === null &&
+      config.localDp === null &&
+      this.strategy.poissonSamplingRate === undefined &&
+      isLinearStrategy(config.strategy) &&
+      recordedArithmetic(config.strategy, config.strategyOptions) === 'exact' &&
+      open.aggregator.addPartial !== undefined &&
+      open.aggregator.controlVariate === undefined
+    );
+  }
+
+  /**
+   * Another process checked a client's update and asks whether to fold it there: the same
+   * refusals as handleUpdate's (wrong run or round, not selected, duplicate, closed), then
+   * the client counts as updated and the verdict names the attempt's partial. `{fold: false}`:
+   * send the whole frame instead (a run that does not fold remotely, or a model size that does
+   * not fit, whose rejection handleUpdate records).
+   */
+  acceptRemoteUpdate(from: string, claim: RemoteUpdateClaim): ClaimVerdict {
+    const open = this.training;
+    if (!open)
+      throw new TesseraError(ErrorCode.WRONG_ROUND, `run ${this.runId} has no training round open`);
+    open.state.checkReply(claim.clientId, claim.runId, claim.round);
+    if (!this.foldsRemotely(open) || claim.numParameters !== this.model.paramCount)
+      return { fold: false };
+    open.remote ??= { key: randomUUID(), byProcess: new Map() };
+    let accepted = open.remote.byProcess.get(from);
+    if (!accepted) {
+      accepted = new Map();
+      open.remote.byProcess.set(from, accepted);
+    }
+    accepted.set(claim.clientId, claim.numExamples);
+    const client = this.deps.registry.get(claim.clientId)?.info;
+    open.updates.push({
+      clientId: claim.clientId,
+      arrivalIndex: open.updates.length,
+      numExamples: claim.numExamples,
+      durationMs: claim.durationMs,
+      sizeBytes: claim.sizeBytes,
+      sha256: claim.sha256,
+      metrics: claim.metrics,
+      weights: null,
+      controlDelta: null,
+      runtime: client?.runtime ?? null,
+      backend: client?.backend ?? null,
+    });
+    open.state.record(claim.clientId, 'updated');
+    this.deps.registry.release(claim.clientId, this.runId);
+    this.wakeup.notify();
+    return { fold: true, key: open.remote.key };
+  }
+
+  /**
+   * Before the round is summed: each process's partial of the updates it folded, merged in
+   * (addPartial checks it). The clients of a process whose partial did not come (it died, or
+   * did not answer in time), or does not sum exactly the clients accepted from it, are
+   * recorded dropped, and the round goes on with the rest (minClients as usual); a partial
+   * that sums only some of them (a verdict it never received) is merged, the others dropped.
+   */
+  private async mergeRemotePartials(open: OpenTraining): Promise<void> {
+    const remote = open.remote;
+    if (remote === undefined || this.deps.remotePartials === undefined) return;
+    const collected = await this.deps.remotePartials.collect(this.runId, remote.key, [
+      ...remote.byProcess.keys(),
+    ]);
+    const lost = new Map<string, string>();
+    for (const [processId, accepted] of remote.byProcess) {
+      const answer = collected.get(processId) ?? null;
+      let merged = new Set<string>();
+      let why = `coordinator ${processId} folded none of its updates`;
+      if (answer instanceof TesseraError) why = answer.message;
+      else if (answer !== null) {
+        try {
+          const names = new Set(answer.clientIds);
+          let examples = 0;
+          for (const clientId of names) examples += accepted.get(clientId) ?? Number.NaN;
+          if (names.size !== answer.clientIds.length || examples !== answer.numExamples) {
+            throw new TesseraError(
+              ErrorCode.CONFLICT,
+              `the partial of coordinator ${processId} sums clients or examples this round did not accept from it`,
+              { field: 'partial' },
+            );
+          }
+          open.aggregator.addPartial?.(answer);
+          merged = names;
+          why = `coordinator ${processId} never folded it`;
+        } catch (cause) {
+          why = TesseraError.from(cause).message;
+        }
+      }
+      for (const clientId of accepted.keys()) if (!merged.has(clientId)) lost.set(clientId, why);
+    }
+    if (lost.size === 0) return;
+    for (const [clientId, why] of lost) {
+      open.state.lose(clientId);
+      open.reasons.set(clientId, {
+        code: ErrorCode.UNAVAILABLE,
+        reason: clip(`partial aggregate lost: ${why}`),
+      });
+    }
+    const kept = open.updates.filter((update) => !lost.has(update.clientId));
+    open.updates.splice(0, open.updates.length, ...kept.map((u, k) => ({ ...u, arrivalIndex: k })));
+    this.deps.logger.warn('updates folded by another coordinator lost; those clients dropped', {
+      runId: this.runId,
+      round: open.state.round,
+      clients: [...lost.keys()],
+      reasons: [...new Set(lost.values())],
+    });
   }
 
   /** A client's message of the round's secure aggregation (already schema-checked). */
@@ -894,6 +1087,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     this.closeRound(state, 'training');
     this.roundClock?.lap('training');
     if (this.stopReason !== null) return 'stopped';
+    await this.mergeRemotePartials(open);
     const result = open.aggregator.finish();
     this.roundClock?.lap('aggregation');
     const numUpdates = secure === null ? result.numUpdates : secure.survivors.length;
@@ -913,6 +1107,9 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     const enough = poissonRate !== undefined || numUpdates >= config.minClients;
     if (result.weights === null || !enough) return 'too-few';
 
+    // The previous round's evaluation failed while this one trained: the run fails before it
+    // writes another round.
+    this.throwIfEvaluationFailed();
     const finishedAt = new Date();
     const record = await db.rounds.commit({
       runId: this.runId,
@@ -1014,16 +1211,62 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     return { survivors: result.survivors, record: secAggRecord(secure.setup, result) };
   }
 
-  /** Federated evaluation on idle clients' held-out data, and central evaluation, side by side. */
-  private async evaluateRound(round: number, weights: Float32Array): Promise<void> {
-    const { registry, transport, db, centralEvaluator } = this.deps;
+  /**
+   * Rounds a previous process committed but did not live to evaluate: the last one, and the
+   * one before it when its central evaluation was still running beside the last one's training.
+   */
+  private async evaluateUnevaluated(round: number, weights: Float32Array): Promise<void> {
+    const { db, logger } = this.deps;
+    const unevaluated: number[] = [];
+    for (let number = round; number >= Math.max(1, round - 1); number--) {
+      if ((await db.rounds.get(this.runId, number)).status !== 'committed') break;
+      unevaluated.unshift(number);
+    }
+    for (const number of unevaluated) {
+      logger.info('evaluating a committed round whose evaluation was not recorded', {
+        runId: this.runId,
+        round: number,
+      });
+      const model =
+        number === round
+          ? weights
+          : bytesToWeights(
+              (await db.rounds.checkpoint(this.runId, number)).weights,
+              this.model.paramCount,
+            );
+      await this.awaitEvaluation((await this.evaluateRound(number, model, null)).recorded);
+      this.throwIfEvaluationFailed();
+    }
+  }
+
+  /**
+   * Evaluates round `round`'s model: federated evaluation on idle clients' held-out data, and
+   * central evaluation on data the coordinator holds, side by side. Returns when the federated
+   * part is over (those clients are busy until then, so the next round waits for them); the
+   * central part may still be running, and `recorded` settles once both are recorded and
+   * announced ('round-evaluated'). It never rejects: a failure is kept for
+   * throwIfEvaluationFailed, which the loop calls before it next commits or ends. (Wrapped in
+   * an object: an async function returning the promise itself would wait for it.)
+   */
+  private async evaluateRound(
+    round: number,
+    weights: Float32Array,
+    clock: PhaseClock | null,
+  ): Promise<{ recorded: Promise<void> }> {
+    const { registry, transport, centralEvaluator } = this.deps;
     // Central evaluation where the coordinator holds data for the run's task (else null).
     // The task this run trains now: after a statistics round, the resolved one.
     const trains = {
       config: this.run.config,
       resolvedTask: this.task.sha256 === this.run.config.task.sha256 ? null : this.task,
     };
-    const central = centralEvaluator?.evaluate(trains, weights) ?? Promise.resolve(null);
+    const centralStarted = performance.now();
+    const central = (centralEvaluator?.evaluate(trains, weights) ?? Promise.resolve(null)).then(
+      (result) => ({ result, ms: Math.round(performance.now() - centralStarted) }),
+    );
+    // Settled before anything is awaited: a central evaluation that fails while the federated
+    // one runs is not an unhandled rejection.
+    central.catch(() => {});
     let federated: EvaluationResult | null = null;
     // Clients that said they hold no evaluation data are not sent the model to evaluate.
     const clients = registry
@@ -1050,40 +1293,63 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       this.closeRound(state, 'evaluation');
       federated = this.strategy.aggregateEvaluation(replies);
     }
-    const centralResult = await central;
+    // What held the loop up: the federated evaluation, and (for the round before) waiting for
+    // the previous central evaluation, which the loop did before calling this.
+    clock?.lap('evaluation');
+    const recorded = this.recordEvaluation(round, federated, central, clock).catch(
+      (cause: unknown) => {
+        this.evaluationFailure ??= cause;
+      },
+    );
+    return { recorded };
+  }
+
+  /** Records a round's evaluation once its central part is done, with its phases; announces it. */
+  private async recordEvaluation(
+    round: number,
+    federated: EvaluationResult | null,
+    central: Promise<{ result: CentralResult | null; ms: number }>,
+    clock: PhaseClock | null,
+  ): Promise<void> {
+    const { db } = this.deps;
+    const { result: centralResult, ms: centralMs } = await central;
     if (this.handsRunOver) return;
-    // Nobody could evaluate (every client left, or none holds evaluation data) and there is
-    // no central test set: the round stays `committed`, without evaluation results.
+    let record: RoundRecord;
     if (!federated && !centralResult) {
+      // Nobody could evaluate (every client left, or none holds evaluation data) and there is
+      // no central test set: the round stays `committed`, without evaluation results. Still
+      // announced: whoever waits for a round's end (pause, a target) hears of it.
       this.deps.logger.warn('round not evaluated: no client answered and no central test set', {
         runId: this.runId,
         round,
       });
-      // Still announced: whoever waits for a round's end (pause, a target) hears of it.
-      const record = await this.withPhases(await db.rounds.get(this.runId, round));
-      this.emit('round-evaluated', { runId: this.runId, round, record });
-      return;
+      record = await db.rounds.get(this.runId, round);
+    } else {
+      record = await db.rounds.recordEvaluation(
+        this.runId,
+        round,
+        {
+          ...(federated ? { federated } : {}),
+          ...(centralResult ? { central: centralResult } : {}),
+        },
+        this.fenced,
+      );
     }
-    const evaluated = await db.rounds.recordEvaluation(
-      this.runId,
-      round,
-      {
-        ...(federated ? { federated } : {}),
-        ...(centralResult ? { central: centralResult } : {}),
-      },
-      this.fenced,
-    );
-    const record = await this.withPhases(evaluated);
+    if (clock !== null && record.phases !== null) {
+      record = await db.rounds.recordPhases(this.runId, round, {
+        ...clock.afterCommit(),
+        centralEvaluationMs: centralResult ? centralMs : null,
+      });
+    }
     this.emit('round-evaluated', { runId: this.runId, round, record });
   }
 
-  /** The round's record with its commit and evaluation times, where this engine timed it. */
-  private async withPhases(record: RoundRecord): Promise<RoundRecord> {
-    const clock = this.roundClock;
-    this.roundClock = null;
-    if (clock === null || record.phases === null) return record;
-    clock.lap('evaluation');
-    return this.deps.db.rounds.recordPhases(this.runId, record.number, clock.afterCommit());
+  /** An evaluation that failed beside the next round fails the run before its next write. */
+  private throwIfEvaluationFailed(): void {
+    const failure = this.evaluationFailure;
+    if (failure === undefined) return;
+    this.evaluationFailure = undefined;
+    throw failure;
   }
 
   private async waitForAnswers(state: RoundState, deadline: number): Promise<void> {
@@ -1153,8 +1419,16 @@ function outcomesOf(
         const why = reasons.get(clientId);
         return { clientId, outcome, code: why?.code ?? null, reason: why?.reason ?? null };
       }
-      case 'dropped':
-        return { clientId, outcome, code: null, reason: 'disconnected' };
+      case 'dropped': {
+        // Disconnected, or folded by a coordinator whose partial was lost (its reason).
+        const why = reasons.get(clientId);
+        return {
+          clientId,
+          outcome,
+          code: why?.code ?? null,
+          reason: why?.reason ?? 'disconnected',
+        };
+      }
       default:
         return { clientId, outcome: 'timed-out', code: null, reason: 'deadline passed' };
     }

@@ -21,6 +21,8 @@ export class CoordinatorMetrics {
   private readonly socketBytes: Counter<'direction'>;
   private readonly databaseCalls: Histogram<'call' | 'outcome'>;
   private readonly leasesLost: Counter;
+  private readonly foldedRemote: Counter;
+  private readonly partialsCollected: Counter<'outcome'>;
   /** When each open round's first attempt started, and each committed round was committed. */
   private readonly phaseStarts = new Map<string, number>();
 
@@ -86,6 +88,17 @@ export class CoordinatorMetrics {
       help: 'Database calls of the round engines and the socket edge, retries included, by repository call',
       labelNames: ['call', 'outcome'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
+      registers: [register],
+    });
+    this.foldedRemote = new Counter({
+      name: 'tessera_updates_folded_remote_total',
+      help: 'Updates this process folded into a partial sum for a run another process owns (aggregation where the updates arrive)',
+      registers: [register],
+    });
+    this.partialsCollected = new Counter({
+      name: 'tessera_partials_collected_total',
+      help: 'Partial sums this process, owning the run, asked other processes for at the end of a round: received, or lost (the process gone or too late; its clients dropped)',
+      labelNames: ['outcome'],
       registers: [register],
     });
     this.leasesLost = new Counter({
@@ -184,6 +197,14 @@ export class CoordinatorMetrics {
 
   recordLeaseLost(): void {
     this.leasesLost.inc();
+  }
+
+  recordFoldedRemote(): void {
+    this.foldedRemote.inc();
+  }
+
+  recordPartialCollected(received: boolean): void {
+    this.partialsCollected.inc({ outcome: received ? 'received' : 'lost' });
   }
 
   /** The text exposition format, and its content type. */

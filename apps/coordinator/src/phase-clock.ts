@@ -40,7 +40,7 @@ export class PhaseClock {
   }
 
   /** The commit's and the evaluation's times, recorded after the evaluation. */
-  afterCommit(): PhasesAfterCommit {
+  afterCommit(): Omit<PhasesAfterCommit, 'centralEvaluationMs'> {
     return { commitMs: this.ms('commit'), evaluationMs: this.ms('evaluation') };
   }
 }

@@ -85,6 +85,16 @@ export class RoundState {
     return true;
   }
 
+  /**
+   * A client counted as updated whose update is not in the aggregate after all: folded by
+   * another coordinator whose partial sum never came. It is recorded dropped.
+   */
+  lose(clientId: string): void {
+    if (this.outcomes.get(clientId) !== 'updated') return;
+    this.outcomes.set(clientId, 'dropped');
+    this.arrivals.splice(this.arrivals.indexOf(clientId), 1);
+  }
+
   close(): void {
     this.closed = true;
   }

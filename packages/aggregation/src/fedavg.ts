@@ -1,4 +1,7 @@
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { checkUpdate, roundFinished } from './checks.js';
+import { ExactWeightedSum } from './exact-sum.js';
+import { checkPartial, type RoundPartial } from './partial.js';
 import { refuseState, type StrategyState } from './state.js';
 import type {
   AggregateResult,
@@ -72,6 +75,26 @@ export class FedAvgAggregator implements RoundAggregator {
     this.weights.add(update.weights, update.numExamples);
     this.metrics.add(update.metrics, update.numExamples);
     this.count++;
+  }
+
+  /**
+   * Merges what another coordinator process folded of this round (exact arithmetic only: a
+   * float64 sequential sum would depend on the split). Checked first (checkPartial); a refused
+   * partial throws its TesseraError and leaves the round as it was.
+   */
+  addPartial(partial: RoundPartial): void {
+    if (this.finished) throw roundFinished(this.strategy);
+    if (!(this.weights instanceof ExactWeightedSum)) {
+      throw new TesseraError(
+        ErrorCode.CONFLICT,
+        `${this.strategy}: partial aggregates need arithmetic 'exact'; this round sums in float64 in arrival order`,
+        { field: 'partial' },
+      );
+    }
+    const sum = checkPartial(partial, this.paramCount);
+    this.weights.merge(sum);
+    this.metrics.merge(partial.metrics);
+    this.count += partial.numUpdates;
   }
 
   finish(): AggregateResult {

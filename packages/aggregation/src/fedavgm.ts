@@ -1,5 +1,6 @@
 import { ErrorCode, TesseraError } from '@tessera/protocol';
 import { FedAvgAggregator, weightedEvaluation } from './fedavg.js';
+import type { RoundPartial } from './partial.js';
 import { StateSlot, type StrategyState } from './state.js';
 import type {
   AggregateResult,
@@ -66,6 +67,7 @@ export class FedAvgM implements Strategy {
         return inner.numUpdates;
       },
       add: (update: TrainUpdate) => inner.add(update),
+      addPartial: (partial: RoundPartial) => inner.addPartial(partial),
       finish: (): AggregateResult => {
         const result = inner.finish();
         if (result.weights === null) return result;

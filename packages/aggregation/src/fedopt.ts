@@ -1,4 +1,5 @@
 import { FedAvgAggregator, weightedEvaluation } from './fedavg.js';
+import type { RoundPartial } from './partial.js';
 import { StateSlot, type StrategyState } from './state.js';
 import type {
   AggregateResult,
@@ -83,6 +84,7 @@ abstract class FedOpt implements Strategy {
         return inner.numUpdates;
       },
       add: (update: TrainUpdate) => inner.add(update),
+      addPartial: (partial: RoundPartial) => inner.addPartial(partial),
       finish: (): AggregateResult =>
         inner.finishWith((sum) => this.step(round, global, sum.mean64(), start)),
     };

@@ -14,6 +14,7 @@ export { FedAvgM, type FedAvgMOptions } from './fedavgm.js';
 export { FedAdagrad, FedAdam, type FedOptOptions, FedYogi } from './fedopt.js';
 export { FedProx, type FedProxOptions } from './fedprox.js';
 export { Bulyan, Krum } from './krum.js';
+export { checkExactUpdate, checkPartial, PartialRound, type RoundPartial } from './partial.js';
 export {
   createStrategy,
   isLinearStrategy,
@@ -51,6 +52,7 @@ export {
   AGGREGATION_ARITHMETICS,
   type AggregationArithmetic,
   createModelSum,
+  type MetricMeans,
   type ModelSum,
   WeightedMetrics,
   WeightedSum,

@@ -16,7 +16,8 @@ import { AGGREGATION_ARITHMETICS, type AggregationArithmetic } from './weighted.
 /**
  * How the FedAvg family sums a round (weighted.ts). The default stays `float64-sequential`:
  * the exact fold costs about 5.7x the float64 one on the event loop (docs/research.md), and
- * buys nothing until updates are folded where they arrive (issue 16); a run asks for `exact`.
+ * buys nothing on one coordinator; with several, a run that asks for `exact` (and keeps no
+ * updates) has its updates folded where they arrive (docs/research.md).
  * A stored run without the option was recorded before it existed, when every sum was
  * `float64-sequential`, and `createStrategy` builds it so (RECORDED_BEFORE_ARITHMETIC).
  */

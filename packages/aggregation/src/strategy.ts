@@ -20,6 +20,7 @@
  * setting fails the round rather than train without it.
  */
 import type { PrivacyStatus, RoundPrivacy } from './dp.js';
+import type { RoundPartial } from './partial.js';
 import type { StrategyState } from './state.js';
 
 export interface TrainUpdate {
@@ -77,6 +78,13 @@ export interface RoundAggregator {
    * of `count` changes of norm <= C could be longer); a refused sum leaves the round as it was.
    */
   addClippedSum?(sum: ClippedChangeSum): void;
+  /**
+   * The linear rules in `exact` arithmetic (FedAvg, FedProx, FedAvgM, FedOpt): merges the
+   * updates another coordinator process folded of this round (RoundPartial), checked first
+   * (format, length, counts); a refused partial leaves the round as it was. The result is the
+   * same bytes as folding those updates here. Absent for the rules that need each update.
+   */
+  addPartial?(partial: RoundPartial): void;
   /**
    * A vector every selected client gets with its train instruction (SCAFFOLD's server control
    * variate c, one value per parameter; the train instruction's `controlVariate`); absent for

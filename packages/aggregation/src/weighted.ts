@@ -125,6 +125,9 @@ export class WeightedMean {
   }
 }
 
+/** Per metric name: its example-weighted mean and the examples behind it. */
+export type MetricMeans = Readonly<Record<string, { mean: number; weight: number }>>;
+
 /** Example-weighted means of named scalar metrics; a metric missing from a reply is skipped for it. */
 export class WeightedMetrics {
   private readonly means_ = new Map<string, WeightedMean>();
@@ -145,5 +148,22 @@ export class WeightedMetrics {
     const out: Record<string, number> = {};
     for (const [name, mean] of this.means_) if (mean.weight > 0) out[name] = mean.value;
     return out;
+  }
+
+  /** The means with their weights, for another process to merge (a RoundPartial). */
+  entries(): MetricMeans {
+    const out: Record<string, { mean: number; weight: number }> = {};
+    for (const [name, mean] of this.means_)
+      if (mean.weight > 0) out[name] = { mean: mean.value, weight: mean.weight };
+    return out;
+  }
+
+  /**
+   * Folds in means computed elsewhere, each as one value of its weight: the same mean as
+   * folding their replies here, up to float64 rounding (metrics are reported, not replayed).
+   */
+  merge(means: MetricMeans): void {
+    for (const [name, { mean, weight }] of Object.entries(means))
+      this.add({ [name]: mean }, weight);
   }
 }

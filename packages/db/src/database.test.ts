@@ -777,7 +777,12 @@ describe.each(backends)('$name', (backend) => {
           ...roundCommit(run, clients, 1, float32Bytes([1])),
           phases: before,
         });
-        expect(committed.phases).toEqual({ ...before, commitMs: null, evaluationMs: null });
+        expect(committed.phases).toEqual({
+          ...before,
+          commitMs: null,
+          evaluationMs: null,
+          centralEvaluationMs: null,
+        });
 
         const bad = await rejectsWith(
           db.rounds.recordPhases(run.id, 1, { commitMs: 80, evaluationMs: Number.NaN }),
@@ -786,7 +791,7 @@ describe.each(backends)('$name', (backend) => {
         expect(bad).toMatchObject({ data: { field: 'phases.evaluationMs' } });
         expect((await db.rounds.get(run.id, 1)).phases).toEqual(committed.phases);
 
-        const full = { ...before, commitMs: 80, evaluationMs: 900 };
+        const full = { ...before, commitMs: 80, evaluationMs: 900, centralEvaluationMs: 4_000 };
         expect((await db.rounds.recordPhases(run.id, 1, full)).phases).toEqual(full);
         // A retry writes the same again; the round's other fields are untouched.
         const again = await db.rounds.recordPhases(run.id, 1, full);

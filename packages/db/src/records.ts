@@ -102,11 +102,16 @@ export const MAX_OUTCOME_CODE_LENGTH = 64;
 export interface ClientOutcome {
   clientId: string;
   outcome: ClientOutcomeKind;
-  /** A machine-readable cause: the coordinator's ErrorCode for a rejected update; else null. */
+  /**
+   * A machine-readable cause: the coordinator's ErrorCode for a rejected update, UNAVAILABLE
+   * for a client dropped because the partial sum holding its update was lost (several
+   * coordinators); else null.
+   */
   code: string | null;
   /**
    * Why, in words: the client's own message (failed), the coordinator's refusal (rejected),
-   * "disconnected" (dropped), "deadline passed" (timed-out); null for updated.
+   * "disconnected" or "partial aggregate lost: …" (dropped), "deadline passed" (timed-out);
+   * null for updated.
    */
   reason: string | null;
 }
@@ -155,7 +160,12 @@ export type PhasesBeforeCommit = Pick<
 >;
 
 /** The phases recorded after the commit (rounds.recordPhases). */
-export type PhasesAfterCommit = { commitMs: number; evaluationMs: number };
+export type PhasesAfterCommit = {
+  commitMs: number;
+  evaluationMs: number;
+  /** Null or absent: the round had no central evaluation. */
+  centralEvaluationMs?: number | null;
+};
 
 /**
  * What a dp-fedavg round releases about its privacy, as @tessera/aggregation's RoundPrivacy

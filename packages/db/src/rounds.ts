@@ -192,7 +192,14 @@ export class RoundRepository {
               outcomes: (commit.outcomes ?? []).map((outcome) => toJsonInput({ ...outcome })),
               ...(commit.privacy ? { privacy: toJsonInput({ ...commit.privacy }) } : {}),
               ...(commit.phases
-                ? { phases: toJsonInput({ ...commit.phases, commitMs: null, evaluationMs: null }) }
+                ? {
+                    phases: toJsonInput({
+                      ...commit.phases,
+                      commitMs: null,
+                      evaluationMs: null,
+                      centralEvaluationMs: null,
+                    }),
+                  }
                 : {}),
             },
           });
@@ -328,6 +335,10 @@ export class RoundRepository {
     const later = {
       commitMs: requireInt('phases.commitMs', phases.commitMs, 0),
       evaluationMs: requireInt('phases.evaluationMs', phases.evaluationMs, 0),
+      centralEvaluationMs:
+        phases.centralEvaluationMs === null || phases.centralEvaluationMs === undefined
+          ? null
+          : requireInt('phases.centralEvaluationMs', phases.centralEvaluationMs, 0),
     };
     // One statement: the stored phases and the later ones merged by the database (jsonb ||).
     const count = await this.prisma.$executeRaw`
@@ -855,6 +866,7 @@ function phasesRecord(value: Prisma.JsonValue): RoundPhases | null {
     aggregationMs,
     commitMs: at('commitMs'),
     evaluationMs: at('evaluationMs'),
+    centralEvaluationMs: at('centralEvaluationMs'),
   };
 }
 

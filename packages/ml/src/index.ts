@@ -26,6 +26,18 @@ export {
   modelSpec,
 } from './models.js';
 export {
+  createModelEvaluator,
+  DEFAULT_EVALUATION_BATCH,
+  type EngineEvaluationResult,
+  type EvaluationEngine,
+  loadNativeEvaluationAddon,
+  type ModelEvaluator,
+  type ModelEvaluatorOptions,
+  type NativeEvaluationAddon,
+  NativeEvaluator,
+  type NativeEvaluatorOptions,
+} from './native-evaluation.js';
+export {
   type NativePlan,
   type NativePlanResult,
   type NativeStepResult,

@@ -23,6 +23,12 @@ export interface ForwardContext {
   seed: number;
   /** The step within the round, 0-based, counting across epochs. */
   step: number;
+  /**
+   * Inference (native-evaluation.ts), as Keras predicts: Dropout is the identity and
+   * BatchNormalization normalizes with its moving statistics and leaves them alone. No
+   * backward pass follows such a forward pass. Unset: training, as the loop trains.
+   */
+  inference?: boolean;
 }
 
 /** One layer as the loop runs it, on buffers it allocated for the round's largest batch. */
@@ -407,7 +413,11 @@ function planDropout(input: PlanInput): Planned {
       const mask = new Uint8Array(maxBatch * inSize);
       return {
         weights: [],
-        forward(size, x, y, { seed, step }) {
+        forward(size, x, y, { seed, step, inference }) {
+          if (inference === true) {
+            y.set(x);
+            return;
+          }
           addon.dropoutForward(
             x,
             y,
@@ -525,7 +535,19 @@ function planBatchNormalization(input: PlanInput): Planned {
       const sizes = new Int32Array(2);
       return {
         weights: [gamma, beta],
-        forward(size, x, y) {
+        forward(size, x, y, { inference }) {
+          if (inference === true) {
+            batchNormInference(
+              x,
+              y,
+              gamma.values,
+              beta.values,
+              movingMean,
+              movingVariance,
+              epsilon,
+            );
+            return;
+          }
           sizes.set([size * rowsPerExample, channels]);
           addon.batchNormForward(
             x,
@@ -561,6 +583,35 @@ function planBatchNormalization(input: PlanInput): Planned {
       };
     },
   };
+}
+
+/**
+ * BatchNormalization at inference, per channel (the last axis): y = (x - movingMean) /
+ * sqrt(movingVariance + epsilon) * gamma + beta, what tfjs-layers computes when not training.
+ * In TypeScript: one multiply-add per value, small next to the layers around it.
+ */
+function batchNormInference(
+  x: Float32Array,
+  y: Float32Array,
+  gamma: Float32Array,
+  beta: Float32Array,
+  movingMean: Float32Array,
+  movingVariance: Float32Array,
+  epsilon: number,
+): void {
+  const channels = gamma.length;
+  const scale = new Float32Array(channels);
+  const shift = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    const factor = (gamma[c] as number) / Math.sqrt((movingVariance[c] as number) + epsilon);
+    scale[c] = factor;
+    shift[c] = (beta[c] as number) - (movingMean[c] as number) * factor;
+  }
+  for (let i = 0; i < x.length; i += channels) {
+    for (let c = 0; c < channels; c++) {
+      y[i + c] = (x[i + c] as number) * (scale[c] as number) + (shift[c] as number);
+    }
+  }
 }
 
 function planEmbedding(input: PlanInput): Planned {

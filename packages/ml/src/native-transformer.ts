@@ -173,9 +173,10 @@ function planTransformerBlock(input: PlanInput): Planned {
         x: Float32Array,
         out: Float32Array,
         mask: Uint8Array,
-        { seed, step }: ForwardContext,
+        { seed, step, inference }: ForwardContext,
       ): Float32Array => {
-        if (rate === 0) return x;
+        // At inference (as at rate 0) dropout is the identity.
+        if (rate === 0 || inference === true) return x;
         const stream = dropoutStream(index, sub);
         addon.dropoutForward(x, view(out, d), view(mask, d), rate, seed, stream, step);
         return view(out, d);

@@ -163,11 +163,12 @@ const isNode = typeof process !== 'undefined' && typeof process.versions?.node =
 const DEFAULT_YIELD_EVERY_BATCHES = hasSetImmediate ? 1 : 4;
 
 /** setImmediate where it exists (Node): setTimeout(0) waits >= 1 ms there, 4 ms nested in browsers. */
-const yieldToEventLoop: () => Promise<void> = hasSetImmediate
+export const yieldToEventLoop: () => Promise<void> = hasSetImmediate
   ? () => new Promise((resolve) => globalThis.setImmediate(resolve))
   : () => new Promise((resolve) => setTimeout(resolve, 0));
 
-interface ModelGeometry {
+/** A model's shapes as the loops and evaluateModel read them (native-evaluation.ts too). */
+export interface ModelGeometry {
   /** Shape of one example, e.g. [784] or [28, 28, 1]. */
   exampleShape: number[];
   featureSize: number;
@@ -178,7 +179,7 @@ interface ModelGeometry {
   loss: TaskLoss;
 }
 
-function modelGeometry(
+export function modelGeometry(
   model: LayersModel,
   objective: TrainingObjective,
   where: string,
@@ -210,7 +211,7 @@ function modelGeometry(
   };
 }
 
-function validateData(
+export function validateData(
   data: TrainingData<LabelArray>,
   geometry: ModelGeometry,
   where: string,
@@ -324,7 +325,7 @@ class BatchBuilder {
 }
 
 /** A batch's contribution: its mean loss, batchStatistics' values, and its scores (auc). */
-interface BatchOutcome {
+export interface BatchOutcome {
   size: number;
   loss: number;
   statistics: ArrayLike<number>;
@@ -333,7 +334,7 @@ interface BatchOutcome {
 }
 
 /** The objective's metric sums over batches, plus every score where a local exact AUC is wanted. */
-class MetricAccumulator {
+export class MetricAccumulator {
   readonly sums: MetricSums;
   private correct = 0;
   private readonly scores: number[] | undefined;

@@ -6,10 +6,11 @@
 
 /**
  * A round's phases in milliseconds, as the engine measured them: back to back, so their sum
- * is the round's wall time from the moment the engine began it to the end of its evaluation
- * (a round record's durationMs covers only one attempt's distribution, training and
- * aggregation). A phase that a round went through more than once (a retried attempt) is the
- * sum of its turns.
+ * is the time the round held the run's loop, from the moment the engine began it until the
+ * next round could begin (a round record's durationMs covers only one attempt's
+ * distribution, training and aggregation). A phase that a round went through more than once
+ * (a retried attempt) is the sum of its turns. Central evaluation runs beside the next
+ * round's training, so it is not one of them: `centralEvaluationMs` says how long it took.
  */
 export interface RoundPhases {
   /** Waiting for enough idle clients before an attempt could sample them. */
@@ -26,10 +27,17 @@ export interface RoundPhases {
    */
   commitMs: number | null;
   /**
-   * Federated and central evaluation and recording their results; null until recorded (and
-   * for a round that a resumed run evaluated: its other phases were another process's).
+   * What evaluation held the loop up after the commit: federated evaluation (its clients are
+   * busy until it ends), and waiting for the previous round's central evaluation where that
+   * was still running; null until recorded (and for a round that a resumed run evaluated: its
+   * other phases were another process's).
    */
   evaluationMs: number | null;
+  /**
+   * How long central evaluation took, from the commit to its result, while the next round was
+   * already training (not part of the sum); null until recorded, and without one.
+   */
+  centralEvaluationMs: number | null;
 }
 
 /** The phases in the order they run, with the words the console and the CLI show. */

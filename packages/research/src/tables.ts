@@ -51,6 +51,7 @@ export const ROUND_COLUMNS = [
   'commit_ms',
   'evaluation_ms',
   'round_ms',
+  'central_evaluation_ms',
   // Kept last, where readers found it before the phase columns came.
   'client_outcomes',
 ] as const;
@@ -119,6 +120,7 @@ export function roundsTable(
       commit_ms: round.phases?.commitMs ?? null,
       evaluation_ms: round.phases?.evaluationMs ?? null,
       round_ms: roundTotalMs(round.phases),
+      central_evaluation_ms: round.phases?.centralEvaluationMs ?? null,
     })),
   };
 }

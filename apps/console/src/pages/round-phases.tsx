@@ -4,8 +4,9 @@ import { formatMs } from '../ui.js';
 
 /**
  * Where each round's time went (Round.phases): waiting for clients, distribution, training,
- * aggregation, commit and evaluation, and the whole round. Rounds recorded before phases
- * were, or still being evaluated, show "—" where a phase is not recorded.
+ * aggregation, commit and evaluation, and the whole round; then central evaluation, which
+ * runs beside the next round's training and so is not part of the whole. Rounds recorded
+ * before phases were, or still being evaluated, show "—" where a phase is not recorded.
  */
 export function RoundPhasesTable({ rounds }: { rounds: Round[] }) {
   const timed = rounds.filter((round) => round.phases !== null);
@@ -22,6 +23,9 @@ export function RoundPhasesTable({ rounds }: { rounds: Round[] }) {
             ))}
             <th>Whole round</th>
             <th>Training share</th>
+            <th title="Runs while the next round trains: not part of the whole round">
+              Central evaluation (beside the next round)
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -39,6 +43,9 @@ export function RoundPhasesTable({ rounds }: { rounds: Round[] }) {
                   {total === null || total === 0 || !phases
                     ? '—'
                     : `${Math.round((100 * phases.trainingMs) / total)}%`}
+                </td>
+                <td>
+                  {phases?.centralEvaluationMs == null ? '—' : formatMs(phases.centralEvaluationMs)}
                 </td>
               </tr>
             );

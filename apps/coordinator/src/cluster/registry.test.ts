@@ -73,6 +73,29 @@ describe('ClusterClientRegistry on Redis', () => {
     expect(c.registry.homeOf('bob')).toBe('B');
   });
 
+  it('a process that starts while a round is open knows which clients it holds are busy', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const a = await startRegistry(prefix, 'A');
+    a.registry.add(session('alice'));
+    a.registry.add(session('bob'));
+    a.registry.assign(['alice'], { runId: 'r1', round: 2, phase: 'train' });
+    // A late process: it hears of no assignment, it reads the table.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const late = await startRegistry(prefix, 'late');
+    expect(late.registry.get('alice')?.task).toEqual({ runId: 'r1', round: 2, phase: 'train' });
+    expect(late.registry.eligible('fed')).toEqual(['bob']);
+    // A release reaches it on the channel, and leaves the table.
+    a.registry.release('alice', 'r1');
+    await until(() => late.registry.get('alice')?.task === null, 'the release on the late one');
+    // The release's HDEL is asynchronous: the table is read a moment after it.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await a.connections.commands.hGetAll(`${prefix}tasks`)).toEqual({});
+    a.registry.assign(['bob'], { runId: 'r1', round: 3, phase: 'train' });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const third = await startRegistry(prefix, 'third');
+    expect(third.registry.eligible('fed')).toEqual(['alice']);
+  });
+
   it('a newer connection on another process replaces the old one everywhere', async () => {
     const prefix = `test:${randomUUID()}:`;
     const a = await startRegistry(prefix, 'A');

@@ -37,6 +37,13 @@ export interface ClusterRegistryOptions extends RegistryOptions {
   onError?: (error: Error) => void;
 }
 
+/** A busy client's task in the shared task table: who assigned it, and when (ms). */
+interface StoredTask {
+  task: ClientTask;
+  assigner: string;
+  at: number;
+}
+
 const toWire = (session: ClientSession): WireSession => ({
   ...session,
   connectedAt: session.connectedAt.toISOString(),
@@ -57,7 +64,9 @@ const fromWire = (session: WireSession): ClientSession => ({
  * heartbeat renews, next to a liveness key: a process that starts reads them, and when a
  * process dies (SIGKILL: it says nothing) its liveness key expires, and every other process
  * drops its clients ('disconnected': engines take them out of open rounds) and frees the
- * tasks it had assigned, so a new owner of its runs can sample them again.
+ * tasks it had assigned, so a new owner of its runs can sample them again. The tasks are also
+ * kept in one shared hash (client → task, assigner, time) while they last, so a process that
+ * starts while rounds are open knows which clients are busy, not only those assigned later.
  *
  * Not shared: training progress (each process shows its own clients' progress).
  */
@@ -69,6 +78,7 @@ export class ClusterClientRegistry extends LocalClientRegistry {
   private timer: NodeJS.Timeout | null = null;
   private readonly channel: string;
   private readonly ownHash: string;
+  private readonly tasksHash: string;
   private readonly onMessage = (message: string) => {
     const parsed = JSON.parse(message) as RegistryMessage;
     if (parsed.from !== this.options.processId) this.apply(parsed);
@@ -78,6 +88,7 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     super(options);
     this.channel = `${options.prefix}registry`;
     this.ownHash = this.sessionsKey(options.processId);
+    this.tasksHash = `${options.prefix}tasks`;
   }
 
   static async start(options: ClusterRegistryOptions): Promise<ClusterClientRegistry> {
@@ -131,7 +142,13 @@ export class ClusterClientRegistry extends LocalClientRegistry {
   override assign(clientIds: readonly string[], task: ClientTask): void {
     super.assign(clientIds, task);
     for (const id of clientIds) this.assigners.set(id, this.options.processId);
-    if (clientIds.length > 0) this.publish({ op: 'assign', clientIds: [...clientIds], task });
+    if (clientIds.length === 0) return;
+    this.publish({ op: 'assign', clientIds: [...clientIds], task });
+    const stored: StoredTask = { task, assigner: this.options.processId, at: Date.now() };
+    const value = JSON.stringify(stored);
+    void this.options.commands
+      .hSet(this.tasksHash, Object.fromEntries(clientIds.map((id) => [id, value])))
+      .catch(this.reportError);
   }
 
   override release(clientId: string, runId: string): void {
@@ -139,6 +156,7 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     super.release(clientId, runId);
     this.assigners.delete(clientId);
     this.publish({ op: 'release', clientId, runId });
+    void this.options.commands.hDel(this.tasksHash, clientId).catch(this.reportError);
   }
 
   override timedOut(clientId: string): void {
@@ -244,7 +262,10 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     ]);
   }
 
-  /** The sessions of the processes alive now (read once, at start). */
+  /**
+   * The sessions of the processes alive now, and the tasks of their busy clients (read once,
+   * at start; changes from then on arrive on the channel, subscribed to before this read).
+   */
   private async loadSnapshot(): Promise<void> {
     const keys: string[] = [];
     for await (const batch of this.options.commands.scanIterator({
@@ -265,6 +286,23 @@ export class ClusterClientRegistry extends LocalClientRegistry {
         this.homes.set(session.clientId, processId);
       }
     }
+    const tasks = await this.options.commands.hGetAll(this.tasksHash);
+    const alive = new Map<string, boolean>();
+    for (const [clientId, raw] of Object.entries(tasks)) {
+      const stored = JSON.parse(raw) as StoredTask;
+      const session = this.sessions.get(clientId);
+      // A task older than the client's connection belongs to a connection that is gone; one
+      // the channel already brought (assigned since the subscription) is newer than this read.
+      if (!session || session.task !== null || stored.at < session.connectedAt.getTime()) continue;
+      if (!alive.has(stored.assigner))
+        alive.set(
+          stored.assigner,
+          (await this.options.commands.exists(this.aliveKey(stored.assigner))) === 1,
+        );
+      if (!alive.get(stored.assigner)) continue;
+      super.assign([clientId], stored.task);
+      this.assigners.set(clientId, stored.assigner);
+    }
   }
 
   /** Drops the clients of processes whose liveness key expired, and frees their tasks. */
@@ -280,9 +318,12 @@ export class ClusterClientRegistry extends LocalClientRegistry {
           this.forget(session.clientId, session.connectionId);
       }
       for (const [clientId, assigner] of this.assigners) {
+        if (assigner !== processId) continue;
         const task = this.sessions.get(clientId)?.task;
-        if (assigner === processId && task) super.release(clientId, task.runId);
-        if (assigner === processId) this.assigners.delete(clientId);
+        if (task) super.release(clientId, task.runId);
+        this.assigners.delete(clientId);
+        // Every survivor frees them; deleting the same field twice is harmless.
+        void this.options.commands.hDel(this.tasksHash, clientId).catch(this.reportError);
       }
     }
   }

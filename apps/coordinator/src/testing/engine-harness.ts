@@ -17,7 +17,12 @@ import {
   weightsToBytes,
 } from '@tessera/protocol';
 import { afterAll, beforeAll } from 'vitest';
-import { type CentralEvaluator, type RoundSummary, RunEngine } from '../engine.js';
+import {
+  type CentralEvaluator,
+  type RemotePartials,
+  type RoundSummary,
+  RunEngine,
+} from '../engine.js';
 import { createLogger, type LogLevel } from '../logger.js';
 import {
   type ClientRegistry,
@@ -56,6 +61,8 @@ type EvaluateReplyOk = Extract<EvaluateReply, { status: 'ok' }>;
 
 export interface ClientContext {
   clientId: string;
+  /** The engine, for a client that answers through another process (acceptRemoteUpdate). */
+  engine: RunEngine;
   /** Replies to the instruction as the edge would pass it on; returns the ack's code. */
   update(reply: Partial<Omit<TrainReplyOk, 'status'>> | 'failed'): string;
   evaluation(reply: Partial<Omit<EvaluateReplyOk, 'status'>> | 'failed'): string;
@@ -194,6 +201,8 @@ export interface StartOptions {
   evaluationExamples?: (index: number) => number;
   onCommitted?: (round: number, engine: RunEngine) => void;
   onEvaluated?: (round: number, engine: RunEngine) => void;
+  /** Cluster mode's partial sums of updates folded by other processes (EngineDeps). */
+  remotePartials?: RemotePartials;
 }
 
 /**
@@ -224,6 +233,7 @@ export async function startEngine(
       ...(options.maxRoundAttempts === undefined
         ? {}
         : { maxRoundAttempts: options.maxRoundAttempts }),
+      ...(options.remotePartials === undefined ? {} : { remotePartials: options.remotePartials }),
     },
     run,
   );
@@ -288,6 +298,7 @@ export function contextFor(
   };
   return {
     clientId,
+    engine,
     update: (reply) =>
       answer('update', () =>
         engine.handleUpdate(
