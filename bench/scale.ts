@@ -8,7 +8,9 @@
  *    event-loop lag p99 (its /metrics, prom-client's monitorEventLoopDelay);
  *  - rounds: a fedavg-2nn run (199,210 parameters) with every client in every round
  *    (minClients N), the virtual clients answering `train` at once; each round's time from
- *    `round started` to `round committed` in the owner's log (commit included, no evaluation);
+ *    `round started` to `round committed` in the owner's log (commit included, no evaluation),
+ *    and the owner's /healthz latency during the rounds (asked every 20 ms from this process,
+ *    requests overlapping, so a stall shows in every request it holds);
  *
  * next to what the same round's bytes cost to decode (the project's MessagePack parser,
  * pre-scan included) and fold (bytesToWeights + the float64 FedAvg sum) on one core in this
@@ -16,13 +18,18 @@
  * average, a table; writes bench/results/scale.json.
  *
  *   TEST_DATABASE_URL=postgresql://... npm run bench:scale -- --clients 1000 --rounds 3
- *   (--processes 1,2  --load-processes 2 per coordinator  --redis redis://127.0.0.1:6379)
+ *   (--processes 1,2  --load-processes 2 per coordinator  --redis redis://127.0.0.1:6379
+ *    --idle-only: connections only, no rounds;  --quick: 40 clients, 1 round, for the smoke
+ *    test;  --out FILE instead of bench/results/scale.json)
+ *
+ * 10,000 connections need as many file descriptors in the coordinator process: the bench
+ * checks `ulimit -n` first (raise it with `ulimit -n 65536` in the shell that runs it).
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -52,10 +59,15 @@ const { values: args } = parseArgs({
     'load-processes': { type: 'string', default: '2' },
     'database-url': { type: 'string' },
     redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
+    'idle-only': { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string' },
   },
 });
-const CLIENTS = Number(args.clients);
-const ROUNDS = Number(args.rounds);
+const QUICK = args.quick === true;
+const IDLE_ONLY = args['idle-only'] === true;
+const CLIENTS = QUICK ? 40 : Number(args.clients);
+const ROUNDS = QUICK ? 1 : Number(args.rounds);
 const LOADS_PER_COORDINATOR = Number(args['load-processes']);
 const PROCESS_COUNTS = (args.processes ?? '1,2').split(',').map(Number);
 const { TEST_DATABASE_URL: testDatabaseUrl } = process.env;
@@ -69,6 +81,70 @@ const api = adminApi(ADMIN_TOKEN);
 
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
+/** Nearest-rank quantile. */
+const quantile = (values: number[], q: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
+};
+
+/** The coordinator's file descriptor limit is this shell's (it inherits it). */
+function checkFileLimit(): void {
+  const limit = Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim());
+  // Each process holds at most all the connections, plus its database pool, Redis, logs.
+  if (Number.isFinite(limit) && limit < CLIENTS + 512) {
+    throw new Error(
+      `ulimit -n is ${limit}: too few file descriptors for ${CLIENTS} connections; run \`ulimit -n ${Math.max(65_536, CLIENTS * 2)}\` first`,
+    );
+  }
+}
+
+/** Runs `work` on at most `limit` items at once, in order of the items. */
+async function inParallel<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>) {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const index = next++;
+        results[index] = await work(items[index] as T);
+      }
+    }),
+  );
+  return results;
+}
+
+/**
+ * Asks `url`/healthz every `intervalMs` until stopped, one request at a time as a health
+ * checker does (a stall of S ms shows as one answer of up to S ms; requests on a fixed
+ * schedule would pile up behind a slow coordinator and measure the pile).
+ */
+function probeHealthz(url: string, intervalMs = 20) {
+  const latencies: number[] = [];
+  let failures = 0;
+  let stopped = false;
+  const probe = async () => {
+    while (!stopped) {
+      const start = performance.now();
+      try {
+        const response = await fetch(`${url}/healthz`);
+        await response.arrayBuffer();
+        latencies.push(performance.now() - start);
+      } catch {
+        failures += 1;
+      }
+      const wait = start + intervalMs - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  };
+  const running = probe();
+  return {
+    stop: async () => {
+      stopped = true;
+      await running;
+      return { latencies, failures };
+    },
+  };
+}
 
 /**
  * One scrape of a coordinator's /metrics: a reading of each series found by the end of its
@@ -95,7 +171,17 @@ interface Figures {
   clients: number;
   rssPerConnectionKiB: number[];
   eventLoopLagP99Ms: number[];
+  /** Seconds to get every connection welcomed. */
+  connectSeconds: number;
   roundMs: number[];
+  /** The owner's /healthz during the rounds (null with --idle-only). */
+  healthz: {
+    samples: number;
+    failures: number;
+    p50Ms: number;
+    p99Ms: number;
+    maxMs: number;
+  } | null;
 }
 
 async function measure(processes: number, cleanups: Array<() => unknown>): Promise<Figures> {
@@ -120,18 +206,17 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
   }
   const first = coordinators[0] as CoordinatorProcess;
   const federation = await api<{ id: string }>(first, 'POST', '/federations', { name: 'scale' });
-  const tokens: string[] = [];
-  for (let k = 0; k < CLIENTS; k++) {
-    const issued = await api<{ token: string }>(
-      first,
-      'POST',
-      `/federations/${federation.id}/clients`,
-      {
-        organisation: `org-${k}`,
-      },
-    );
-    tokens.push(issued.token);
-  }
+  // Sixteen requests at a time: issuing 10,000 tokens one after the other took minutes.
+  const tokens = await inParallel(
+    Array.from({ length: CLIENTS }, (_, k) => k),
+    16,
+    async (k) =>
+      (
+        await api<{ token: string }>(first, 'POST', `/federations/${federation.id}/clients`, {
+          organisation: `org-${k}`,
+        })
+      ).token,
+  );
   const rssBefore = (await Promise.all(coordinators.map(scrape))).map((read) =>
     read('resident_memory_bytes'),
   );
@@ -140,6 +225,7 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
   const dir = mkdtempSync(join(tmpdir(), 'tessera-scale-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const connected: Array<Promise<void>> = [];
+  const connectStart = performance.now();
   const perCoordinator = coordinators.map(() => 0);
   const loads = processes * LOADS_PER_COORDINATOR;
   for (let l = 0; l < loads; l++) {
@@ -168,17 +254,31 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
         child.once('exit', (code) => reject(new Error(`load process exited with ${code}`)));
         createInterface({ input: child.stdout }).on('line', (line) => {
           if (line.includes('"connected"')) resolve();
+          // A refused handshake or a dropped connection: the figures would not be for N.
+          else if (line.includes('"error"') || line.includes('"disconnected"'))
+            console.log(`load process ${l}: ${line}`);
         });
       }),
     );
   }
   await Promise.all(connected);
+  const connectSeconds = (performance.now() - connectStart) / 1000;
   // This scrape starts the lag window (prom-client resets it): 5 s of idle connections.
   await Promise.all(coordinators.map(scrape));
   await new Promise((resolve) => setTimeout(resolve, 5_000));
   const idle = await Promise.all(coordinators.map(scrape));
   const rssAfter = idle.map((read) => read('resident_memory_bytes'));
   const lag = idle.map((read) => read('eventloop_lag_p99_seconds'));
+  const idleFigures = {
+    processes,
+    clients: CLIENTS,
+    rssPerConnectionKiB: rssAfter.map(
+      (after, k) => (after - (rssBefore[k] ?? 0)) / 1024 / Math.max(1, perCoordinator[k] ?? 1),
+    ),
+    eventLoopLagP99Ms: lag.map((seconds) => seconds * 1000),
+    connectSeconds,
+  };
+  if (IDLE_ONLY) return { ...idleFigures, roundMs: [], healthz: null };
 
   const run = await api<{ id: string }>(first, 'POST', '/runs', {
     model: MODEL,
@@ -191,6 +291,7 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
     learningRate: 0.05,
     seed: 1,
   });
+  const probe = probeHealthz(first.url);
   await api(first, 'POST', `/runs/${run.id}/start`);
   const logTimes = (message: string) =>
     first.lines
@@ -204,16 +305,19 @@ async function measure(processes: number, cleanups: Array<() => unknown>): Promi
       );
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+  const { latencies, failures } = await probe.stop();
   const starts = logTimes('round started');
   const commits = logTimes('round committed');
   return {
-    processes,
-    clients: CLIENTS,
-    rssPerConnectionKiB: rssAfter.map(
-      (after, k) => (after - (rssBefore[k] ?? 0)) / 1024 / Math.max(1, perCoordinator[k] ?? 1),
-    ),
-    eventLoopLagP99Ms: lag.map((seconds) => seconds * 1000),
+    ...idleFigures,
     roundMs: commits.map((commit, k) => commit - (starts[k] ?? Number.NaN)),
+    healthz: {
+      samples: latencies.length,
+      failures,
+      p50Ms: quantile(latencies, 0.5),
+      p99Ms: quantile(latencies, 0.99),
+      maxMs: Math.max(...latencies),
+    },
   };
 }
 
@@ -266,6 +370,7 @@ function decodeAndFoldMs(): number {
 
 const cleanups: Array<() => unknown> = [];
 const results: Figures[] = [];
+checkFileLimit();
 try {
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   console.log(
@@ -273,7 +378,9 @@ try {
       .map((l) => l.toFixed(2))
       .join(' ')}`,
   );
-  console.log(`${CLIENTS} virtual clients, ${MODEL} (${PARAMS} parameters), ${ROUNDS} rounds\n`);
+  console.log(
+    `${CLIENTS} virtual clients, ${MODEL} (${PARAMS} parameters), ${IDLE_ONLY ? 'idle connections only' : `${ROUNDS} rounds`}\n`,
+  );
   for (const processes of PROCESS_COUNTS) {
     const figures = await measure(processes, cleanups);
     results.push(figures);
@@ -281,28 +388,38 @@ try {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
     await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
-  const fold = decodeAndFoldMs();
+  const fold = IDLE_ONLY ? null : decodeAndFoldMs();
   const rows = results.map((r) => ({
     coordinators: r.processes,
     clients: r.clients,
+    'connect s': r.connectSeconds.toFixed(1),
     'RSS/connection KiB': r.rssPerConnectionKiB.map((v) => v.toFixed(0)).join(' / '),
     'loop lag p99 ms (idle)': r.eventLoopLagP99Ms.map((v) => v.toFixed(1)).join(' / '),
-    'round ms (median)': median(r.roundMs).toFixed(0),
-    'rounds ms': r.roundMs.map((v) => v.toFixed(0)).join(', '),
+    ...(IDLE_ONLY
+      ? {}
+      : {
+          'round ms (median)': median(r.roundMs).toFixed(0),
+          'rounds ms': r.roundMs.map((v) => v.toFixed(0)).join(', '),
+          '/healthz p50 / p99 / max ms (rounds)': r.healthz
+            ? `${r.healthz.p50Ms.toFixed(1)} / ${r.healthz.p99Ms.toFixed(1)} / ${r.healthz.maxMs.toFixed(0)}`
+            : '-',
+        }),
   }));
   console.table(rows);
-  console.log(
-    `decode + fold of the same ${CLIENTS} updates on one core (this process): ${fold.toFixed(0)} ms`,
-  );
+  if (fold !== null)
+    console.log(
+      `decode + fold of the same ${CLIENTS} updates on one core (this process): ${fold.toFixed(0)} ms`,
+    );
   console.log(
     `load average after: ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
   );
-  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+  const out = args.out ?? fileURLToPath(new URL('./results/scale.json', import.meta.url));
+  mkdirSync(dirname(out), { recursive: true });
   writeFileSync(
-    new URL('./results/scale.json', import.meta.url),
-    `${JSON.stringify({ cpu, cores: cpus().length, node: process.version, loadavg: loadavg(), model: MODEL, params: PARAMS, rounds: ROUNDS, results, decodeAndFoldMs: fold }, null, 2)}\n`,
+    out,
+    `${JSON.stringify({ cpu, cores: cpus().length, node: process.version, loadavg: loadavg(), model: MODEL, params: PARAMS, rounds: ROUNDS, quick: QUICK, idleOnly: IDLE_ONLY, results, decodeAndFoldMs: fold }, null, 2)}\n`,
   );
 } finally {
   for (const cleanup of cleanups.reverse()) await cleanup();

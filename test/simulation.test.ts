@@ -1,4 +1,4 @@
-import { formatPhaseSummary, formatRoundLine, simulate } from '@tessera/cli';
+import { formatPhaseSummary, formatRoundLine, type RoundTiming, simulate } from '@tessera/cli';
 import { createLogger } from '@tessera/coordinator';
 import { type Database, openDatabase, type RoundRecord } from '@tessera/db';
 import { ROUND_PHASES, roundTotalMs } from '@tessera/protocol';
@@ -34,6 +34,7 @@ describe('simulation mode', () => {
   it('runs 20 virtual clients in 2 processes through the real coordinator, recorded and replayable', async () => {
     const seen: number[] = [];
     const announced: RoundRecord[] = [];
+    const timings: RoundTiming[] = [];
     const result = await simulate({
       db,
       logger: createLogger('warn', (line) => logs.push(line)),
@@ -43,12 +44,14 @@ describe('simulation mode', () => {
       partitionSeed: 3,
       holdoutFraction: 0,
       run,
-      onRound: (round) => {
+      onRound: (round, timing) => {
         seen.push(round.number);
         announced.push(round);
+        timings.push(timing);
       },
     });
     expect(seen).toEqual([1, 2, 3]);
+    expect(result.timings).toEqual(timings);
     // Each round as simulate prints it: its whole time, phase by phase, as recorded.
     let roundsMs = 0;
     for (const [index, record] of announced.entries()) {
@@ -67,12 +70,31 @@ describe('simulation mode', () => {
         new RegExp(`^round +${record.number}  5 clients  test accuracy 0\\.\\d{4}`),
       );
       for (const { label } of ROUND_PHASES) expect(line).toMatch(new RegExp(`${label} \\d`));
+      // The hosts timed each of the 5 trainings. A host trains its clients one at a time, so
+      // its summed training fits in the round's training phase; interleaved, each training
+      // would count the others' time and the sum of the host with 3 clients would not.
+      const timing = timings[index] as RoundTiming;
+      expect(timing.trained).toBe(5);
+      expect(timing.trainingMs).toBeGreaterThan(0);
+      expect(timing.trainingMs).toBeLessThanOrEqual(record.phases.trainingMs);
+      // /healthz was asked during the round, from a process of its own.
+      expect(timing.healthz?.samples).toBeGreaterThan(0);
+      expect(timing.healthz?.p99Ms).toBeGreaterThanOrEqual(timing.healthz?.p50Ms ?? 0);
+      const timed = formatRoundLine(record, timing);
+      expect(timed.startsWith(`${line}\n      pure training `)).toBe(true);
+      expect(timed).toMatch(/round = \d+\.\d\dx\); \/healthz p50 [\d.]+ ms, p99 [\d.]+ ms/);
     }
     // The rounds' phases fit within the simulation's wall time (which also starts processes).
     expect(roundsMs).toBeLessThanOrEqual(result.wallMs);
     const summary = formatPhaseSummary(result.rounds);
     expect(summary).toContain('where the time went (3 rounds,');
     expect(summary.trim().split('\n')).toHaveLength(1 + ROUND_PHASES.length);
+    const timedSummary = formatPhaseSummary(result.rounds, result.timings);
+    expect(timedSummary.startsWith(summary.trimEnd())).toBe(true);
+    expect(timedSummary).toMatch(
+      /the clients' pure training [\d.]+ (s|ms): the rounds took \d+\.\d\dx that/,
+    );
+    expect(timedSummary).toMatch(/\/healthz p99 per round: [\d.]+, [\d.]+, [\d.]+ ms/);
     expect(result.run).toMatchObject({
       origin: 'simulation',
       status: 'completed',

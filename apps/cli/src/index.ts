@@ -6,5 +6,10 @@ export {
   replayExitCode,
   verifyCommand,
 } from './replay-command.js';
-export { formatPhaseSummary, formatRoundLine } from './round-report.js';
-export { type SimulationOptions, type SimulationResult, simulate } from './simulate.js';
+export { formatPhaseSummary, formatRoundLine, formatTiming } from './round-report.js';
+export {
+  type RoundTiming,
+  type SimulationOptions,
+  type SimulationResult,
+  simulate,
+} from './simulate.js';

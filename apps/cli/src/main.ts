@@ -155,9 +155,9 @@ async function simulateCommand(values: Record<string, unknown>): Promise<number>
         ...localDpFlags(values),
       },
       ...(values['target'] === undefined ? {} : { targetAccuracy: num('target') }),
-      onRound: (round) => process.stdout.write(`${formatRoundLine(round)}\n`),
+      onRound: (round, timing) => process.stdout.write(`${formatRoundLine(round, timing)}\n`),
     });
-    process.stdout.write(formatPhaseSummary(result.rounds));
+    process.stdout.write(formatPhaseSummary(result.rounds, result.timings));
     process.stdout.write(
       `run ${result.run.id}: ${result.run.status} after ${result.run.currentRound} rounds in ${(result.wallMs / 1000).toFixed(0)} s${result.roundsToTarget === null ? '' : `; target reached at round ${result.roundsToTarget}`}\n`,
     );

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import os from 'node:os';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, checkRunConfig, type Logger } from '@tessera/coordinator';
 import type { Database, RoundRecord, RunConfigInput, RunRecord } from '@tessera/db';
@@ -8,12 +9,29 @@ import type { SimHostSpec } from './sim-host.js';
 
 // The host runs as built JavaScript: from dist/ when this module is dist/simulate.js, and
 // also when it is loaded from its TypeScript source (tests), next door in ../dist/.
-const hostScript = fileURLToPath(
-  new URL(
-    import.meta.url.endsWith('.ts') ? '../dist/sim-host.js' : './sim-host.js',
-    import.meta.url,
-  ),
-);
+const builtScript = (name: string) =>
+  fileURLToPath(
+    new URL(import.meta.url.endsWith('.ts') ? `../dist/${name}` : `./${name}`, import.meta.url),
+  );
+const hostScript = builtScript('sim-host.js');
+const probeScript = builtScript('healthz-probe.js');
+
+/** How often the coordinator's /healthz is asked during a simulation. */
+export const HEALTHZ_PROBE_INTERVAL_MS = 20;
+
+/** What the simulation measured of a round besides what the round record holds. */
+export interface RoundTiming {
+  /**
+   * The clients' pure training time: each host process trains its clients one at a time and
+   * times each; this is the largest sum over the hosts (they train side by side, each on its
+   * share of the cores). Null when no host reported a training for the round.
+   */
+  trainingMs: number | null;
+  /** Trainings reported for the round (all hosts). */
+  trained: number;
+  /** /healthz latency during the round (from the previous round's evaluation to this one's). */
+  healthz: { samples: number; p50Ms: number; p99Ms: number; maxMs: number } | null;
+}
 
 export interface SimulationOptions {
   db: Database;
@@ -37,7 +55,7 @@ export interface SimulationOptions {
   centralEvaluation?: boolean;
   /** Stop (as completed) after the first round whose central test accuracy reaches this. */
   targetAccuracy?: number;
-  onRound?: (round: RoundRecord) => void;
+  onRound?: (round: RoundRecord, timing: RoundTiming) => void;
 }
 
 export interface SimulationResult {
@@ -46,9 +64,15 @@ export interface SimulationResult {
   /** The first round whose central accuracy reached the target, or null. */
   roundsToTarget: number | null;
   wallMs: number;
+  /** Per round, in the order of `rounds`' evaluated rounds. */
+  timings: RoundTiming[];
 }
 
-function startHost(spec: SimHostSpec, logger: Logger): Promise<ChildProcess> {
+function startHost(
+  spec: SimHostSpec,
+  logger: Logger,
+  onTrained: (runId: string, round: number, ms: number) => void,
+): Promise<ChildProcess> {
   const child = spawn(process.execPath, [hostScript], { stdio: ['pipe', 'pipe', 'pipe'] });
   child.stdin?.end(JSON.stringify(spec));
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -65,10 +89,44 @@ function startHost(spec: SimHostSpec, logger: Logger): Promise<ChildProcess> {
         ),
       ),
     );
-    child.stdout?.on('data', (chunk: Buffer) => {
-      if (chunk.toString('utf8').startsWith('ready')) resolve(child);
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      if (line.startsWith('ready')) resolve(child);
+      const [word, runId, round, ms] = line.split(' ');
+      if (word === 'trained' && runId !== undefined) onTrained(runId, Number(round), Number(ms));
     });
   });
+}
+
+/** Latency quantile q (0..1) of sorted samples: the nearest rank. */
+function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
+}
+
+/** /healthz answers, asked from a process of their own (healthz-probe.ts says why). */
+function startProbe(url: string): { child: ChildProcess; take: () => RoundTiming['healthz'] } {
+  const child = spawn(process.execPath, [probeScript, url, String(HEALTHZ_PROBE_INTERVAL_MS)], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  let latencies: number[] = [];
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    const ms = Number(line.split(' ')[1]);
+    if (Number.isFinite(ms)) latencies.push(ms);
+  });
+  return {
+    child,
+    // The answers since the last take: a request still waiting now counts in the next window.
+    take: () => {
+      const sorted = latencies.sort((a, b) => a - b);
+      latencies = [];
+      if (sorted.length === 0) return null;
+      return {
+        samples: sorted.length,
+        p50Ms: quantile(sorted, 0.5),
+        p99Ms: quantile(sorted, 0.99),
+        maxMs: sorted.at(-1) as number,
+      };
+    },
+  };
 }
 
 /**
@@ -142,13 +200,28 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     tokens.forEach((token, index) => {
       specs[index % processes]?.clients.push({ token, index });
     });
-    hosts.push(...(await Promise.all(specs.map((spec) => startHost(spec, logger)))));
+    // Per round of this run: each host's summed training time, and how many trainings.
+    const trainedMs = new Map<number, number[]>();
+    const trainedCount = new Map<number, number>();
+    const onTrained = (host: number) => (runId: string, round: number, ms: number) => {
+      if (runId !== run.id) return;
+      const sums = trainedMs.get(round) ?? new Array<number>(processes).fill(0);
+      sums[host] = (sums[host] ?? 0) + ms;
+      trainedMs.set(round, sums);
+      trainedCount.set(round, (trainedCount.get(round) ?? 0) + 1);
+    };
+    hosts.push(
+      ...(await Promise.all(specs.map((spec, host) => startHost(spec, logger, onTrained(host))))),
+    );
     logger.info('simulation ready', {
       runId: run.id,
       clients: coordinator.registry.list().length,
       processes,
     });
 
+    const probe = startProbe(coordinator.url);
+    hosts.push(probe.child);
+    const timings: RoundTiming[] = [];
     let roundsToTarget: number | null = null;
     const finished = new Promise<void>((resolve) => {
       coordinator.on('run-finished', (event) => {
@@ -157,7 +230,17 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     });
     coordinator.on('round-evaluated', ({ runId, record }) => {
       if (runId !== run.id) return;
-      options.onRound?.(record);
+      const sums = trainedMs.get(record.number);
+      const timing: RoundTiming = {
+        trainingMs: sums === undefined ? null : Math.max(...sums),
+        trained: trainedCount.get(record.number) ?? 0,
+        healthz: probe.take(),
+      };
+      // Every attempt's trainings count (a retried round keeps its number): all took its time.
+      trainedMs.delete(record.number);
+      trainedCount.delete(record.number);
+      timings.push(timing);
+      options.onRound?.(record, timing);
       const target = options.targetAccuracy;
       if (
         target !== undefined &&
@@ -175,6 +258,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
       rounds: await db.rounds.list(run.id),
       roundsToTarget,
       wallMs: Date.now() - started,
+      timings,
     };
   } finally {
     for (const host of hosts) host.kill('SIGTERM');

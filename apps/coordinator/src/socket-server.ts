@@ -34,7 +34,9 @@ import type { ForwardedFrame } from './cluster/relay.js';
 import { isLoopback, RateLimiter } from './connection-rate-limit.js';
 import type { RunEngine } from './engine.js';
 import type { Logger } from './logger.js';
+import { createPacedSender } from './paced-sends.js';
 import type { ClientRegistry } from './registry.js';
+import { createSlicedWork } from './sliced-work.js';
 import type { Transport } from './transport.js';
 
 interface SocketData {
@@ -148,6 +150,11 @@ export function attachSocketServer(
     serveClient: false,
     cors: { origin: true },
     ...(options.adapter ? { adapter: options.adapter } : {}),
+  });
+
+  const replies = createSlicedWork({
+    onError: (error) =>
+      logger.error('handling a reply failed', { message: TesseraError.from(error).message }),
   });
 
   const limits = options.rateLimits ?? HANDSHAKE_RATE_LIMITS;
@@ -266,17 +273,22 @@ export function attachSocketServer(
       }
     };
     for (const event of REPLY_EVENTS) {
+      // Handled in slices (sliced-work.ts), not inside the read callback that decoded it.
       socket.on(event, (frame: unknown, ack: unknown) =>
-        handle(event, ack, () => {
-          // Checked here, wherever the run is driven: a bad frame never travels further.
-          const parsed = parseReply(event, frame);
-          const { runId } = parsed.reply;
-          if (engineFor(runId) || !options.forward) {
-            deliver(clientId, parsed);
-            return undefined;
-          }
-          return options.forward({ runId, event, clientId, frame: parsed.reply });
-        }),
+        replies.run(
+          () =>
+            handle(event, ack, () => {
+              // Checked here, wherever the run is driven: a bad frame never travels further.
+              const parsed = parseReply(event, frame);
+              const { runId } = parsed.reply;
+              if (engineFor(runId) || !options.forward) {
+                deliver(clientId, parsed);
+                return undefined;
+              }
+              return options.forward({ runId, event, clientId, frame: parsed.reply });
+            }),
+          frameBytes(frame),
+        ),
       );
     }
     // Asynchronous (the SecAgg server checks keys and hashes what it accepts): acked when done.
@@ -377,23 +389,47 @@ export function attachSocketServer(
       return session ? [session.connectionId] : [];
     });
 
-  // io.to([...]).emit encodes the packet once for all recipients: the weights are packed once.
-  // An empty room list would mean "everyone" to Socket.IO, hence the guard.
-  const to = (clientIds: readonly string[]) => {
-    const sockets = socketsOf(clientIds);
-    return sockets.length > 0 ? io.to(sockets) : null;
+  // Connections this process holds get their frames paced (paced-sends.ts), each chunk one
+  // io.local.to([...]).emit: one encoding for the chunk, nothing published to the adapter.
+  // The others get one io.to([...]).emit (the adapter publishes the frame once for them). An
+  // empty room list would mean "everyone" to Socket.IO, hence the guards.
+  const paced = createPacedSender({
+    onError: (error) =>
+      logger.error('sending a frame failed', { message: TesseraError.from(error).message }),
+  });
+  const localSockets = io.of('/').sockets;
+  const send = <E extends keyof ServerToClientEvents>(
+    clientIds: readonly string[],
+    event: E,
+    ...payload: Parameters<ServerToClientEvents[E]>
+  ) => {
+    const here: string[] = [];
+    const elsewhere: string[] = [];
+    for (const socketId of socketsOf(clientIds))
+      (localSockets.has(socketId) ? here : elsewhere).push(socketId);
+    if (elsewhere.length > 0) io.to(elsewhere).emit(event, ...payload);
+    paced.send(here, (chunk) => io.local.to(chunk).emit(event, ...payload));
   };
   const transport: Transport = {
-    sendTrain: (clientIds, instruction) => to(clientIds)?.emit('train', instruction),
-    sendEvaluate: (clientIds, instruction) => to(clientIds)?.emit('evaluate', instruction),
-    sendStatistics: (clientIds, instruction) => to(clientIds)?.emit('statistics', instruction),
-    sendRoundClosed: (clientIds, notice) => to(clientIds)?.emit('round-closed', notice),
-    sendSecAgg: (clientIds, frame) => to(clientIds)?.emit('secagg', frame),
+    sendTrain: (clientIds, instruction) => send(clientIds, 'train', instruction),
+    sendEvaluate: (clientIds, instruction) => send(clientIds, 'evaluate', instruction),
+    sendStatistics: (clientIds, instruction) => send(clientIds, 'statistics', instruction),
+    sendRoundClosed: (clientIds, notice) => send(clientIds, 'round-closed', notice),
+    sendSecAgg: (clientIds, frame) => send(clientIds, 'secagg', frame),
   };
   return { io, transport, receive };
 }
 
 const REPLY_EVENTS = ['update', 'evaluation', 'statistics'] as const;
+
+/** What a reply frame holds in memory, for the queue's bound: its model-sized byte fields. */
+function frameBytes(frame: unknown): number {
+  if (typeof frame !== 'object' || frame === null) return 0;
+  let bytes = 0;
+  for (const value of Object.values(frame))
+    if (value instanceof Uint8Array) bytes += value.byteLength;
+  return bytes;
+}
 type ReplyEvent = (typeof REPLY_EVENTS)[number];
 type ParsedReply = ReturnType<typeof parseReply>;
 

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { createSlicedWork } from './sliced-work.js';
+
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {}
+}
+
+const settled = async (work: { queued: number }) => {
+  while (work.queued > 0) await new Promise((resolve) => setImmediate(resolve));
+};
+
+describe('sliced work', () => {
+  it('runs queued work in order, giving the loop back between slices', async () => {
+    const work = createSlicedWork({ sliceMs: 8 });
+    let turns = 0;
+    const done = new Promise<void>((resolve) => {
+      const tick = () => {
+        turns += 1;
+        if (work.queued > 0) setImmediate(tick);
+        else resolve();
+      };
+      setImmediate(tick);
+    });
+    const ran: Array<{ item: number; turn: number }> = [];
+    for (let item = 0; item < 60; item++) {
+      work.run(() => {
+        busy(1);
+        ran.push({ item, turn: turns });
+      }, 1000);
+    }
+    // Nothing runs inside the callback that handed the work over.
+    expect(ran).toHaveLength(0);
+    await done;
+    expect(ran.map((r) => r.item)).toEqual(Array.from({ length: 60 }, (_, k) => k));
+    const perTurn = new Map<number, number>();
+    for (const { turn } of ran) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+    // 1 ms each: a slice of 8 ms runs at most 9 (the last started before it ended).
+    expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(9);
+  });
+
+  it('past the byte bound runs what is queued and the new work at once, in order', async () => {
+    const work = createSlicedWork({ maxQueuedBytes: 2500 });
+    const ran: number[] = [];
+    work.run(() => ran.push(0), 1000);
+    work.run(() => ran.push(1), 1000);
+    expect(ran).toEqual([]);
+    work.run(() => ran.push(2), 1000);
+    expect(ran).toEqual([0, 1, 2]);
+    work.run(() => ran.push(3), 1000);
+    expect(ran).toEqual([0, 1, 2]);
+    await settled(work);
+    expect(ran).toEqual([0, 1, 2, 3]);
+  });
+
+  it('work that throws is reported and the rest still runs', async () => {
+    const errors: unknown[] = [];
+    const work = createSlicedWork({ onError: (error) => errors.push(error) });
+    const ran: number[] = [];
+    work.run(() => {
+      throw new Error('bad frame');
+    }, 0);
+    work.run(() => ran.push(1), 0);
+    await settled(work);
+    expect(errors).toHaveLength(1);
+    expect(ran).toEqual([1]);
+  });
+});
