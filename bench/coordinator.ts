@@ -214,7 +214,9 @@ async function receiveUpdates(): Promise<{
   };
   const children: ReturnType<typeof spawn>[] = [];
   try {
-    const federation = await api<{ id: string }>('POST', '/federations', { name: 'bench' });
+    const federation = await api<{ id: string }>('POST', '/federations', {
+      name: `bench ${new Date().toISOString()}`,
+    });
     for (let k = 0; k < CLIENTS; k++) {
       const issued = await api<{ token: string }>('POST', `/federations/${federation.id}/clients`, {
         organisation: `org-${k}`,
