@@ -139,7 +139,8 @@ describe('the admin console in a browser', () => {
     await page.click('form[aria-label="New run"] button[type=submit]');
     await page.locator('[data-error-for=rounds]').waitFor();
     expect(page.url()).toMatch(/\/runs\/new$/);
-    await page.fill('input[name=rounds]', '20');
+    // Enough rounds that the run is still running when the test pauses it, below.
+    await page.fill('input[name=rounds]', '200');
     await page.click('form[aria-label="New run"] button[type=submit]');
     await page.getByRole('heading', { name: 'MNIST 2NN' }).waitFor();
     const runId = new URL(page.url()).pathname.split('/').pop() ?? '';
