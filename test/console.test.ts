@@ -199,7 +199,23 @@ describe('the admin console in a browser', () => {
     expect(modelJson).toMatchObject({ format: 'layers-model' });
     await page.goBack();
 
-    // Try the model. A blank canvas is not sent: the page asks for a digit.
+    // Pause: the open round finishes, then the run is paused; Resume continues with the next round.
+    const controls = page.getByTestId('run-controls');
+    await controls.getByRole('button', { name: 'Pause', exact: true }).click();
+    // "Pausing after round N" shows while the open round finishes; a round that ends before the
+    // page looks (a loaded machine, or a click between rounds) goes straight to Resume.
+    await controls
+      .getByText(/^Pausing after round \d+/)
+      .or(controls.getByText('Resume'))
+      .first()
+      .waitFor({ timeout: 120_000 });
+    await controls.getByText('Resume').waitFor({ timeout: 120_000 });
+    const paused = await fx.db.runs.get(runId);
+    expect(paused.status).toBe('paused');
+    const roundsAtPause = (await fx.db.rounds.list(runId)).length;
+    expect(roundsAtPause).toBe(paused.currentRound);
+    // Try the model, while the run is paused (no new rounds move the canvas while it is drawn
+    // on). A blank canvas is not sent: the page asks for a digit.
     const predictRequests: Array<{ pixels: number[] }> = [];
     page.on('request', (request) => {
       if (request.method() === 'POST' && /\/predict(\?|$)/.test(request.url())) {
@@ -210,6 +226,9 @@ describe('the admin console in a browser', () => {
     await tryModel.getByText('Predict').click();
     await tryModel.getByText('Draw a digit first').waitFor();
     expect(predictRequests).toHaveLength(0);
+    // Cleared, so the answer waited for below cannot be this alert still on the page.
+    await tryModel.getByText('Clear').click();
+    await tryModel.getByRole('alert').waitFor({ state: 'detached' });
     // A "1" drawn along the canvas's left edge, top to bottom: it reaches the model as MNIST
     // digits are, 20 pixels tall and centred by its mass in the 28x28 frame.
     const canvas = page.getByTestId('digit-canvas');
@@ -256,21 +275,6 @@ describe('the admin console in a browser', () => {
     expect(right - left + 1).toBeLessThan(10);
     await page.getByTestId('try-model').screenshot({ path: `${screenshots}try-the-model.png` });
 
-    // Pause: the open round finishes, then the run is paused; Resume continues with the next round.
-    const controls = page.getByTestId('run-controls');
-    await controls.getByRole('button', { name: 'Pause', exact: true }).click();
-    // "Pausing after round N" shows while the open round finishes; a round that ends before the
-    // page looks (a loaded machine, or a click between rounds) goes straight to Resume.
-    await controls
-      .getByText(/^Pausing after round \d+/)
-      .or(controls.getByText('Resume'))
-      .first()
-      .waitFor({ timeout: 120_000 });
-    await controls.getByText('Resume').waitFor({ timeout: 120_000 });
-    const paused = await fx.db.runs.get(runId);
-    expect(paused.status).toBe('paused');
-    const roundsAtPause = (await fx.db.rounds.list(runId)).length;
-    expect(roundsAtPause).toBe(paused.currentRound);
     await controls.getByText('Resume').click();
     await controls.getByText('Stop').waitFor();
     await expect
