@@ -167,13 +167,7 @@ export class NativeEvaluator {
     validateData(data, this.geometry, 'NativeEvaluator.evaluate');
     const metrics = new MetricAccumulator(objective, true);
     if (data.count === 0) {
-      return {
-        loss: 0,
-        accuracy: 0,
-        numExamples: 0,
-        metrics: metrics.values(),
-        sums: metrics.sums,
-      };
+      return metrics.evaluation(0);
     }
     addon.setThreads(this.threads);
     // Created per call: each layer copies the variables' current values (and, for
@@ -199,14 +193,7 @@ export class NativeEvaluator {
       metrics.add(this.batchOutcome(input, labels.subarray(start, start + size), size, metrics));
       await yieldToEventLoop();
     }
-    const values = metrics.values();
-    return {
-      loss: values.loss,
-      accuracy: metrics.accuracy(),
-      numExamples: data.count,
-      metrics: values,
-      sums: metrics.sums,
-    };
+    return metrics.evaluation(data.count);
   }
 
   /** The batch's mean loss and statistics from the last layer's pre-activation outputs. */

@@ -381,6 +381,21 @@ export class MetricAccumulator {
   }
 
   /** Correct predictions over the examples so far (0 for a regression). */
+  /**
+   * What the batches added so far give as an evaluation of `numExamples` examples (none:
+   * loss and accuracy 0). evaluateModel and the native evaluator both end with it.
+   */
+  evaluation(numExamples: number): EvaluationResult {
+    const values = this.values();
+    return {
+      loss: numExamples === 0 ? 0 : values.loss,
+      accuracy: numExamples === 0 ? 0 : this.accuracy(),
+      numExamples,
+      metrics: values,
+      sums: this.sums,
+    };
+  }
+
   accuracy(): number {
     return this.sums.examples > 0 ? this.correct / this.sums.examples : 0;
   }
@@ -790,7 +805,7 @@ export async function evaluateModel(
   positiveInteger(batchSize, 'batchSize', where);
   const metrics = new MetricAccumulator(objective, true);
   if (data.count === 0) {
-    return { loss: 0, accuracy: 0, numExamples: 0, metrics: metrics.values(), sums: metrics.sums };
+    return metrics.evaluation(0);
   }
   const computeLoss = lossFunction(objective.loss);
   const batchBuilder = new BatchBuilder(data, geometry, Math.min(batchSize, data.count));
@@ -818,12 +833,5 @@ export async function evaluateModel(
     }
     await yieldToEventLoop();
   }
-  const values = metrics.values();
-  return {
-    loss: values.loss,
-    accuracy: metrics.accuracy(),
-    numExamples: data.count,
-    metrics: values,
-    sums: metrics.sums,
-  };
+  return metrics.evaluation(data.count);
 }
