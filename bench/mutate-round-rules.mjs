@@ -337,8 +337,8 @@ const MUTANTS = [
     id: 'M39',
     rule: 'an answered client is free again while the round is open',
     file: ENGINE,
-    find: "      open.state.record(clientId, 'updated');\n    }\n    registry.release(clientId, this.runId);",
-    replace: "      open.state.record(clientId, 'updated');\n    }",
+    find: '            : null,\n      });\n    }\n    registry.release(clientId, this.runId);',
+    replace: '            : null,\n      });\n    }',
   },
   {
     id: 'M40',

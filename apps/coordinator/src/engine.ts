@@ -444,10 +444,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         this.wakeup.notify();
         throw error;
       }
-      const client = registry.get(clientId)?.info;
-      open.updates.push({
+      this.recordUpdate(open, {
         clientId,
-        arrivalIndex: open.updates.length,
         numExamples: reply.numExamples,
         durationMs: reply.durationMs,
         sizeBytes: reply.weights.byteLength,
@@ -466,10 +464,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
           reply.controlDelta !== undefined
             ? reply.controlDelta.slice()
             : null,
-        runtime: client?.runtime ?? null,
-        backend: client?.backend ?? null,
       });
-      open.state.record(clientId, 'updated');
     }
     registry.release(clientId, this.runId);
     this.wakeup.notify();
@@ -521,10 +516,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       open.remote.byProcess.set(from, accepted);
     }
     accepted.set(claim.clientId, claim.numExamples);
-    const client = this.deps.registry.get(claim.clientId)?.info;
-    open.updates.push({
+    this.recordUpdate(open, {
       clientId: claim.clientId,
-      arrivalIndex: open.updates.length,
       numExamples: claim.numExamples,
       durationMs: claim.durationMs,
       sizeBytes: claim.sizeBytes,
@@ -532,10 +525,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       metrics: claim.metrics,
       weights: null,
       controlDelta: null,
-      runtime: client?.runtime ?? null,
-      backend: client?.backend ?? null,
     });
-    open.state.record(claim.clientId, 'updated');
     this.deps.registry.release(claim.clientId, this.runId);
     this.wakeup.notify();
     return { fold: true, key: open.remote.key };
@@ -597,6 +587,24 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       clients: [...lost.keys()],
       reasons: [...new Set(lost.values())],
     });
+  }
+
+  /**
+   * An accepted update, folded here or by another process: its record for the commit (in
+   * arrival order, with the client's runtime and backend), and the client counts as updated.
+   */
+  private recordUpdate(
+    open: OpenTraining,
+    update: Omit<ClientUpdateInput, 'arrivalIndex' | 'runtime' | 'backend'>,
+  ): void {
+    const client = this.deps.registry.get(update.clientId)?.info;
+    open.updates.push({
+      ...update,
+      arrivalIndex: open.updates.length,
+      runtime: client?.runtime ?? null,
+      backend: client?.backend ?? null,
+    });
+    open.state.record(update.clientId, 'updated');
   }
 
   /** A client's message of the round's secure aggregation (already schema-checked). */
