@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type Ack, ErrorCode, isErrorCode, TesseraError } from '@tessera/protocol';
 import { pack, unpack } from 'msgpackr';
 import type { RedisClient } from './redis.js';
+import { RunChannels } from './run-channels.js';
 
 /** A client's reply to a run's round, schema-checked where it arrived. */
 export interface ForwardedFrame {
@@ -53,7 +54,7 @@ export class ReplyRelay {
     string,
     { resolve: (ack: Ack) => void; timer: NodeJS.Timeout }
   >();
-  private readonly served = new Map<string, (message: Buffer) => void>();
+  private readonly served: RunChannels;
   private readonly answers: string;
   private readonly timeoutMs: number;
   private readonly maxInFlightBytes: number;
@@ -73,6 +74,7 @@ export class ReplyRelay {
     this.answers = `${options.prefix}answers:${options.processId}`;
     this.timeoutMs = options.answerTimeoutMs ?? 30_000;
     this.maxInFlightBytes = options.maxInFlightBytes ?? DEFAULT_RELAY_IN_FLIGHT_BYTES;
+    this.served = new RunChannels(options.subscriber, (runId) => this.runChannel(runId));
   }
 
   static async start(options: ReplyRelayOptions): Promise<ReplyRelay> {
@@ -106,17 +108,11 @@ export class ReplyRelay {
         .publish(`${this.options.prefix}answers:${request.from}`, pack(answer))
         .catch(() => {});
     };
-    this.served.set(runId, listener);
-    await this.options.subscriber.subscribe(this.runChannel(runId), listener, true);
+    await this.served.serve(runId, listener);
   }
 
   async unserve(runId: string): Promise<void> {
-    const listener = this.served.get(runId);
-    if (!listener) return;
-    this.served.delete(runId);
-    await this.options.subscriber
-      .unsubscribe(this.runChannel(runId), listener, true)
-      .catch(() => {});
+    await this.served.unserve(runId);
   }
 
   /**
@@ -170,7 +166,7 @@ export class ReplyRelay {
 
   async close(): Promise<void> {
     if (this.options.subscriber.isReady) {
-      for (const runId of [...this.served.keys()]) await this.unserve(runId);
+      await this.served.unserveAll();
       await this.options.subscriber.unsubscribe(this.answers, this.onAnswer, true).catch(() => {});
     }
     for (const [id, waiting] of this.pending) {

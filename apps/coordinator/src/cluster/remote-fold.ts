@@ -12,6 +12,7 @@ import {
 import { pack, unpack } from 'msgpackr';
 import { z } from 'zod';
 import type { RedisClient } from './redis.js';
+import { RunChannels } from './run-channels.js';
 
 /**
  * Aggregation where the updates arrive (issue 16 item 3; docs/research.md "Folding where the
@@ -109,7 +110,7 @@ export class RemoteFold {
     string,
     { resolve: (message: Message) => void; timer: NodeJS.Timeout }
   >();
-  private readonly served = new Map<string, (message: Buffer) => void>();
+  private readonly served: RunChannels;
   /** Partials this process folds for runs owned elsewhere, by attempt key. */
   private readonly partials = new Map<string, OpenPartial>();
   /** Claims of each run waiting for their verdict: a collect waits for them to settle. */
@@ -131,6 +132,7 @@ export class RemoteFold {
   private constructor(private readonly options: RemoteFoldOptions) {
     this.answersChannel = `${options.prefix}fold-answers:${options.processId}`;
     this.partialsChannel = `${options.prefix}partials:${options.processId}`;
+    this.served = new RunChannels(options.subscriber, (runId) => this.runChannel(runId));
   }
 
   static async start(options: RemoteFoldOptions): Promise<RemoteFold> {
@@ -290,17 +292,11 @@ export class RemoteFold {
         )
         .catch(() => {});
     };
-    this.served.set(runId, listener);
-    await this.options.subscriber.subscribe(this.runChannel(runId), listener, true);
+    await this.served.serve(runId, listener);
   }
 
   async unserve(runId: string): Promise<void> {
-    const listener = this.served.get(runId);
-    if (!listener) return;
-    this.served.delete(runId);
-    await this.options.subscriber
-      .unsubscribe(this.runChannel(runId), listener, true)
-      .catch(() => {});
+    await this.served.unserve(runId);
   }
 
   /**
@@ -374,7 +370,7 @@ export class RemoteFold {
 
   async close(): Promise<void> {
     if (this.options.subscriber.isReady) {
-      for (const runId of [...this.served.keys()]) await this.unserve(runId);
+      await this.served.unserveAll();
       for (const [channel, listener] of [
         [this.answersChannel, this.onAnswer],
         [this.partialsChannel, this.onCollect],
