@@ -20,6 +20,7 @@ import {
   type CoordinatorProcess,
   clientCli,
   freePort,
+  KILLED_MID_ROUND_RUN,
   killOwnerMidRound,
   leaseOwnerOf,
   leaseRow,
@@ -123,6 +124,7 @@ describe.skipIf(!databaseUrl)('cluster: two coordinators on Redis + PostgreSQL',
 
     const run = await api<RunRecord>(a, 'POST', '/runs', {
       ...quickRun,
+      ...KILLED_MID_ROUND_RUN,
       federationId: federation.id,
       rounds: ROUNDS,
       minClients: total,

@@ -164,9 +164,18 @@ export const roundsLogged = (c: CoordinatorProcess, runId: string, message: stri
     .map((line) => Number(/"round":(\d+)/.exec(line)?.[1] ?? 0));
 
 /**
+ * What a run killed by killOwnerMidRound needs so that its rounds outlast the kill delay (up to
+ * 250 ms after the round started): 40 local epochs of 600 examples. With one epoch a 2NN round
+ * took about 100 ms once central evaluation stopped holding the loop, and the kill landed
+ * rounds later than the one drawn.
+ */
+export const KILLED_MID_ROUND_RUN = { localEpochs: 40 };
+
+/**
  * SIGKILLs the run's owner mid-round (in round 2 or 3, a delay of 0-250 ms after that round
- * started, both drawn from `rng`: a round here takes about a second, and the kill must fall
- * inside it), then waits for `successor` to take the run over. Says what it did on stdout.
+ * started, both drawn from `rng`: the run's rounds must outlast that, KILLED_MID_ROUND_RUN,
+ * so that the kill falls inside the round drawn), then waits for `successor` to take the run
+ * over. Says what it did on stdout.
  */
 export async function killOwnerMidRound(options: {
   owner: CoordinatorProcess;

@@ -18,6 +18,7 @@ import {
   type CoordinatorProcess,
   clientCli,
   freePort,
+  KILLED_MID_ROUND_RUN,
   killOwnerMidRound,
   leaseOwnerOf,
   leaseRow,
@@ -97,6 +98,7 @@ describe.skipIf(!databaseUrl)(
 
       const run = await api<RunRecord>(a, 'POST', '/runs', {
         ...quickRun,
+        ...KILLED_MID_ROUND_RUN,
         federationId: federation.id,
         rounds: ROUNDS,
         minClients: 2,
