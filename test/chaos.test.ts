@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { createRng } from '@tessera/data';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { afterAll, describe, expect, it } from 'vitest';
+import { KILLED_MID_ROUND_RUN } from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import { createTestSchema } from './tcp-proxy.js';
 
@@ -31,7 +32,11 @@ function logMessage(line: string): string {
 const coordinatorCli = fileURLToPath(new URL('../apps/coordinator/dist/main.js', import.meta.url));
 const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const ADMIN_TOKEN = 'chaos-admin-token';
-const ROUNDS = 10;
+/**
+ * Enough rounds that the three restarts (each up to two rounds after the phase it waits for,
+ * with rounds of KILLED_MID_ROUND_RUN's length) leave rounds for the client kill and freeze.
+ */
+const ROUNDS = 16;
 const CLIENTS = 4;
 const KILLS = 3;
 /** Short, so that the SIGSTOPped client's round ends by its deadline soon. */
@@ -163,6 +168,9 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
 
     const run = await api<RunRecord>('POST', '/runs', {
       ...quickRun,
+      // A round must outlast most of the 0-1,200 ms kill delay, or the run ends before the
+      // last restart has anything to resume (2NN rounds of one epoch take about 150 ms).
+      ...KILLED_MID_ROUND_RUN,
       federationId: federation.id,
       rounds: ROUNDS,
       minClients: 2,
