@@ -645,6 +645,20 @@ const MUTANTS = [
     find: '        await this.awaitEvaluation(evaluating);\n        this.throwIfEvaluationFailed();\n',
     replace: '',
   },
+  {
+    id: 'M81',
+    rule: 'a drawn client whose claim another process won is left out of the round',
+    file: ENGINE,
+    find: 'const held = won.filter(',
+    replace: 'const held = drawn.filter(() => true) || won.filter(',
+  },
+  {
+    id: 'M82',
+    rule: 'a drawn client that is no longer here with this task after the claim is left out',
+    file: ENGINE,
+    find: '    const held = won.filter((id) => registry.get(id)?.task?.runId === this.runId);\n',
+    replace: '    const held = won;\n',
+  },
 ];
 
 function git(...args) {

@@ -63,7 +63,7 @@ import {
 import type { ClaimVerdict, CollectedPartial, RemoteUpdateClaim } from './cluster/remote-fold.js';
 import type { Logger } from './logger.js';
 import { PhaseClock } from './phase-clock.js';
-import type { ClientRegistry, ClientSession } from './registry.js';
+import type { ClientRegistry, ClientSession, ClientTask } from './registry.js';
 import { resolveTaskDefinition } from './resolved-task.js';
 import { checkLocalDp, privacySettingsFor, roundPrivacyRecord } from './round-privacy.js';
 import { RoundState } from './round-state.js';
@@ -795,8 +795,11 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     attempt: number,
   ): Promise<TabularStatistics[] | 'stopped'> {
     const { registry, transport, logger } = this.deps;
-    const selected = [...registry.eligible(this.run.federationId)].sort();
-    registry.assign(selected, { runId: this.runId, round: 0, phase: 'statistics' });
+    const selected = await this.claimClients([...registry.eligible(this.run.federationId)].sort(), {
+      runId: this.runId,
+      round: 0,
+      phase: 'statistics',
+    });
     const state = new RoundState(this.runId, 0, selected);
     this.statistics = { state, task, parts: new Map() };
     logger.info('statistics round started', {
@@ -937,6 +940,26 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     return reason;
   }
 
+  /**
+   * Claims the drawn clients for a task: those another coordinator process claimed for its own
+   * run in the same moment (cluster mode) are left out, and so are any that left meanwhile.
+   */
+  private async claimClients(drawn: readonly string[], task: ClientTask): Promise<string[]> {
+    const { registry, logger } = this.deps;
+    const won = await registry.claim(drawn, task);
+    // Still here with this task once the claim is settled (a client may leave meanwhile).
+    const held = won.filter((id) => registry.get(id)?.task?.runId === this.runId);
+    if (held.length < drawn.length)
+      logger.info('some drawn clients are busy elsewhere or gone; left out', {
+        runId: this.runId,
+        round: task.round,
+        phase: task.phase,
+        drawn: drawn.length,
+        claimed: held.length,
+      });
+    return held;
+  }
+
   /** Waits until the federation has enough idle clients for a round; false if stopped meanwhile. */
   private async awaitClients(round: number): Promise<boolean> {
     const { registry, logger } = this.deps;
@@ -1021,15 +1044,20 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         reason: secAggSampleRefused,
       });
     }
-    const selected = secAggSampleRefused !== null ? [] : sampled;
-    // Before any client is assigned: settings the wire cannot carry fail the run here.
-    const groups = trainGroups(
+    const drawn = secAggSampleRefused !== null ? [] : sampled;
+    // Before any client is claimed: settings the wire cannot carry fail the run here.
+    const drawnGroups = trainGroups(
       this.strategy,
       round,
-      selected,
+      drawn,
       privacySettingsFor(config, this.strategy),
     );
-    registry.assign(selected, { runId: this.runId, round, phase: 'train' });
+    const selected = await this.claimClients(drawn, { runId: this.runId, round, phase: 'train' });
+    const claimed = new Set(selected);
+    const groups = drawnGroups.map((group) => ({
+      ...group,
+      clientIds: group.clientIds.filter((id) => claimed.has(id)),
+    }));
     const state = new RoundState(this.runId, round, selected);
     this.training = {
       state,
@@ -1277,11 +1305,14 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     central.catch(() => {});
     let federated: EvaluationResult | null = null;
     // Clients that said they hold no evaluation data are not sent the model to evaluate.
-    const clients = registry
+    const holders = registry
       .eligible(this.run.federationId)
       .filter((id) => registry.get(id)?.info.numHoldout !== 0);
-    if (clients.length > 0 && this.stopReason === null) {
-      registry.assign(clients, { runId: this.runId, round, phase: 'evaluate' });
+    const clients =
+      holders.length > 0 && this.stopReason === null
+        ? await this.claimClients(holders, { runId: this.runId, round, phase: 'evaluate' })
+        : [];
+    if (clients.length > 0) {
       const state = new RoundState(this.runId, round, clients);
       this.evaluation = { state, replies: [] };
       const deadline = Date.now() + this.run.config.roundDeadlineMs;

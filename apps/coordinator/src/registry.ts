@@ -72,7 +72,14 @@ export interface ClientRegistry extends EventEmitter<RegistryEvents> {
   eligible(federationId: string): string[];
   timedOut(clientId: string): void;
   backoffUntil(clientId: string): number | null;
-  assign(clientIds: readonly string[], task: ClientTask): void;
+  /**
+   * Gives the clients a task. They are busy here at once, before anything is awaited, so no
+   * other run of this process samples them; the promise resolves with the clients whose task
+   * holds, the ones the caller's round may send work to. In a cluster another process may
+   * have given some of them a task of its own in the same few milliseconds (both saw them
+   * idle): one claim per client wins, in Redis, and the losers are released here.
+   */
+  claim(clientIds: readonly string[], task: ClientTask): Promise<string[]>;
   release(clientId: string, runId: string): void;
   touch(clientId: string): void;
 }
@@ -164,6 +171,13 @@ export class LocalClientRegistry extends EventEmitter<RegistryEvents> implements
     return until === undefined || until <= this.now() ? null : until;
   }
 
+  /** One process alone: every connected client's claim holds. */
+  claim(clientIds: readonly string[], task: ClientTask): Promise<string[]> {
+    this.assign(clientIds, task);
+    return Promise.resolve(clientIds.filter((id) => this.sessions.has(id)));
+  }
+
+  /** Sets the clients' task here, asking no one (a claim, or another process's news of one). */
   assign(clientIds: readonly string[], task: ClientTask): void {
     for (const id of clientIds) {
       const session = this.sessions.get(id);

@@ -2,7 +2,12 @@ import { createRng } from '@tessera/data';
 import type { Database } from '@tessera/db';
 import { ErrorCode, TesseraError, weightsToBytes } from '@tessera/protocol';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { ClientSession, TimeoutBackoff } from './registry.js';
+import {
+  type ClientSession,
+  type ClientTask,
+  LocalClientRegistry,
+  type TimeoutBackoff,
+} from './registry.js';
 import { selectClients } from './sampling.js';
 import { deriveSeed } from './seeds.js';
 import {
@@ -90,7 +95,7 @@ describe('who takes part in a round', () => {
       for (const id of fed.clientIds) fed.registry.add(session(fed, id));
       // Busy in another run's round: not this run's to sample, nor to free.
       const otherTask = { runId: 'another-run', round: 3, phase: 'train' } as const;
-      fed.registry.assign([busy], otherTask);
+      await fed.registry.claim([busy], otherTask);
       // Timed out earlier: backing off for 60 s on the registry's clock.
       fed.registry.timedOut(backingOff);
       // Connected to this coordinator, but a member of another federation.
@@ -112,6 +117,46 @@ describe('who takes part in a round', () => {
       expect(fed.registry.get(idleA)?.task).toBeNull();
       const record = await db.rounds.get(s.run.id, 1);
       expect(record.selectedClientIds.slice().sort()).toEqual(expected);
+    },
+    LIMIT_MS,
+  );
+
+  it(
+    'a drawn client another process claimed in the same moment, or one gone before its claim settled, is left out of the round and the evaluation',
+    async () => {
+      const fed = await createFederation(4);
+      const [contested, leaving, ...others] = fed.clientIds as [string, string, string, string];
+      // Another coordinator's run wins one client's claim, as ClusterClientRegistry's script
+      // would decide: its task replaces ours before the claim resolves. Another client's
+      // claim holds, but it disconnects before the claim is settled.
+      const elsewhere: ClientTask = { runId: 'run-of-another-process', round: 2, phase: 'train' };
+      class ContestedRegistry extends LocalClientRegistry {
+        override claim(ids: readonly string[], task: ClientTask): Promise<string[]> {
+          this.assign(ids, task);
+          if (ids.includes(contested)) this.assign([contested], elsewhere);
+          if (ids.includes(leaving)) this.remove(leaving, `memory-${leaving}`);
+          return Promise.resolve(ids.filter((id) => id !== contested));
+        }
+      }
+      fed.registry = new ContestedRegistry({ now: () => fed.clock.now });
+      for (const id of fed.clientIds) fed.registry.add(session(fed, id));
+
+      const s = await start(fed, { config: { roundDeadlineMs: 1500 } });
+      await s.done;
+      expect(s.finished).toEqual([{ status: 'completed' }]);
+      const expected = [...others].sort();
+      expect(s.started.map((e) => e.selected.slice().sort())).toEqual([expected]);
+      expect(sentOf(fed, s.run.id, 'train').map((m) => m.clientId)).toEqual(
+        expect.not.arrayContaining([contested, leaving]),
+      );
+      expect(sentOf(fed, s.run.id, 'evaluate').map((m) => m.clientId)).toEqual(
+        expect.not.arrayContaining([contested, leaving]),
+      );
+      const record = await db.rounds.get(s.run.id, 1);
+      expect(record.selectedClientIds.slice().sort()).toEqual(expected);
+      expect(record.participantClientIds.slice().sort()).toEqual(expected);
+      // Nothing of this run touched the winner's task.
+      expect(fed.registry.get(contested)?.task).toEqual(elsewhere);
     },
     LIMIT_MS,
   );

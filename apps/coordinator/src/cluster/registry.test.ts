@@ -51,7 +51,9 @@ describe('ClusterClientRegistry on Redis', () => {
     expect(a.registry.eligible('fed').sort()).toEqual(['alice', 'bob']);
 
     // B's engine takes both into its round: A sees them busy, so A's runs cannot sample them.
-    b.registry.assign(['alice', 'bob'], { runId: 'r1', round: 1, phase: 'train' });
+    expect(
+      await b.registry.claim(['alice', 'bob'], { runId: 'r1', round: 1, phase: 'train' }),
+    ).toEqual(['alice', 'bob']);
     await until(() => a.registry.idle('fed').length === 0, 'the assignment on A');
     expect(a.registry.get('alice')?.task).toEqual({ runId: 'r1', round: 1, phase: 'train' });
     b.registry.release('alice', 'r1');
@@ -78,7 +80,7 @@ describe('ClusterClientRegistry on Redis', () => {
     const a = await startRegistry(prefix, 'A');
     a.registry.add(session('alice'));
     a.registry.add(session('bob'));
-    a.registry.assign(['alice'], { runId: 'r1', round: 2, phase: 'train' });
+    await a.registry.claim(['alice'], { runId: 'r1', round: 2, phase: 'train' });
     // A late process: it hears of no assignment, it reads the table.
     await new Promise((resolve) => setTimeout(resolve, 100));
     const late = await startRegistry(prefix, 'late');
@@ -90,7 +92,7 @@ describe('ClusterClientRegistry on Redis', () => {
     // The release's HDEL is asynchronous: the table is read a moment after it.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await a.connections.commands.hGetAll(`${prefix}tasks`)).toEqual({});
-    a.registry.assign(['bob'], { runId: 'r1', round: 3, phase: 'train' });
+    await a.registry.claim(['bob'], { runId: 'r1', round: 3, phase: 'train' });
     await new Promise((resolve) => setTimeout(resolve, 100));
     const third = await startRegistry(prefix, 'third');
     expect(third.registry.eligible('fed')).toEqual(['alice']);
@@ -122,7 +124,7 @@ describe('ClusterClientRegistry on Redis', () => {
     b.registry.add(session('on-b'));
     await until(() => b.registry.list().length === 2 && a.registry.list().length === 2, 'sync');
     // A owns a run and takes B's client into its round, then dies: its connections are cut.
-    a.registry.assign(['on-b', 'on-a'], { runId: 'r1', round: 3, phase: 'train' });
+    await a.registry.claim(['on-b', 'on-a'], { runId: 'r1', round: 3, phase: 'train' });
     await until(() => b.registry.idle('fed').length === 0, 'the assignment on B');
     const dropped: string[] = [];
     b.registry.on('disconnected', (s) => dropped.push(s.clientId));
@@ -133,5 +135,71 @@ describe('ClusterClientRegistry on Redis', () => {
     expect(dropped).toEqual(['on-a']);
     // Freed: the new owner of A's run may sample it again.
     expect(b.registry.eligible('fed')).toEqual(['on-b']);
+  });
+
+  it('two processes that sample the same idle clients at once: each client is claimed once', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const a = await startRegistry(prefix, 'A');
+    const b = await startRegistry(prefix, 'B');
+    const ids = Array.from({ length: 40 }, (_, i) => `client-${i}`);
+    for (const [i, id] of ids.entries()) (i % 2 === 0 ? a : b).registry.add(session(id));
+    await until(
+      () => a.registry.list().length === ids.length && b.registry.list().length === ids.length,
+      'sync',
+    );
+    const onA = { runId: 'run-owned-by-a', round: 1, phase: 'train' } as const;
+    const onB = { runId: 'run-owned-by-b', round: 4, phase: 'train' } as const;
+    // Both see every client idle and draw them in the same turn (two runs of one federation).
+    expect(a.registry.eligible('fed')).toHaveLength(ids.length);
+    expect(b.registry.eligible('fed')).toHaveLength(ids.length);
+    // Opposite orders, so each script wins some fields before the other runs (Redis runs one
+    // script at a time: whichever runs first takes all, unless their requests interleave).
+    const [wonByA, wonByB] = await Promise.all([
+      a.registry.claim(ids, onA),
+      b.registry.claim([...ids].reverse(), onB),
+    ]);
+    expect(wonByA.length + wonByB.length).toBe(ids.length);
+    expect(wonByA.filter((id) => wonByB.includes(id))).toEqual([]);
+    // Once the winners' news has crossed, both processes agree on every client's task.
+    const expected = (id: string) => (wonByA.includes(id) ? onA : onB);
+    for (const registry of [a.registry, b.registry])
+      await until(
+        () => ids.every((id) => registry.get(id)?.task?.runId === expected(id).runId),
+        'the winners everywhere',
+      );
+    expect(a.registry.eligible('fed')).toEqual([]);
+    const table = await a.connections.commands.hGetAll(`${prefix}tasks`);
+    for (const id of ids)
+      expect((JSON.parse(table[id] ?? 'null') as { task: unknown }).task).toEqual(expected(id));
+    // A loser's claim after the winner released: free again, and claimed.
+    const first = wonByA[0] ?? (wonByB[0] as string);
+    const winner = wonByA.includes(first) ? a.registry : b.registry;
+    const loser = winner === a.registry ? b.registry : a.registry;
+    expect(await loser.claim([first], { runId: 'late', round: 9, phase: 'evaluate' })).toEqual([]);
+    winner.release(first, expected(first).runId);
+    await until(() => loser.get(first)?.task === null, 'the release');
+    expect(await loser.claim([first], { runId: 'late', round: 9, phase: 'evaluate' })).toEqual([
+      first,
+    ]);
+  });
+
+  it('a task field left by a dead process or by a closed connection does not hold a client', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const a = await startRegistry(prefix, 'A');
+    a.registry.add(session('alice'));
+    a.registry.add(session('bob'));
+    const task = { runId: 'r1', round: 1, phase: 'train' } as const;
+    // Left in the table: alice by a process whose liveness key is gone, bob before his
+    // connection opened (a task of the connection he had before).
+    const stale = (assigner: string, at: number) => JSON.stringify({ task, assigner, at });
+    await a.connections.commands.hSet(`${prefix}tasks`, {
+      alice: stale('gone-process', Date.now()),
+      bob: stale('A', 0),
+    });
+    expect(await a.registry.claim(['alice', 'bob'], task)).toEqual(['alice', 'bob']);
+    // A live claim holds: a second one finds both taken.
+    const b = await startRegistry(prefix, 'B');
+    await until(() => b.registry.idle('fed').length === 0, 'the claims on B');
+    expect(await b.registry.claim(['alice'], { ...task, runId: 'r2' })).toEqual([]);
   });
 });

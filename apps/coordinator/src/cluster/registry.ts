@@ -1,3 +1,4 @@
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 import {
   type ClientSession,
   type ClientTask,
@@ -139,24 +140,51 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     return removed;
   }
 
-  override assign(clientIds: readonly string[], task: ClientTask): void {
-    super.assign(clientIds, task);
-    for (const id of clientIds) this.assigners.set(id, this.options.processId);
-    if (clientIds.length === 0) return;
-    this.publish({ op: 'assign', clientIds: [...clientIds], task });
+  /**
+   * Busy here at once (the base class's assign); then one script in Redis gives each client
+   * to the first claim of its task-table field, so of two processes that sampled the same
+   * idle client in the same few milliseconds exactly one keeps it. Only the winners are told
+   * to the others; a loser is released here unless the winner's news already replaced its
+   * task. Redis unreachable: no claim holds, and the round is refused UNAVAILABLE.
+   */
+  override async claim(clientIds: readonly string[], task: ClientTask): Promise<string[]> {
+    const here = clientIds.filter((id) => this.sessions.has(id));
+    this.assign(here, task);
+    if (here.length === 0) return [];
     const stored: StoredTask = { task, assigner: this.options.processId, at: Date.now() };
-    const value = JSON.stringify(stored);
-    void this.options.commands
-      .hSet(this.tasksHash, Object.fromEntries(clientIds.map((id) => [id, value])))
-      .catch(this.reportError);
+    let won: string[];
+    try {
+      won = (await this.options.commands.eval(CLAIM_SCRIPT, {
+        keys: [this.tasksHash],
+        arguments: [
+          JSON.stringify(stored),
+          `${this.options.prefix}alive:`,
+          ...here.flatMap((id) => [id, String(this.sessions.get(id)?.connectedAt.getTime() ?? 0)]),
+        ],
+      })) as string[];
+    } catch (cause) {
+      for (const id of here) this.unassign(id, task);
+      throw new TesseraError(
+        ErrorCode.UNAVAILABLE,
+        `could not claim clients in Redis: ${(cause as Error).message}`,
+      );
+    }
+    const winners = new Set(won);
+    for (const id of here) {
+      if (!winners.has(id)) this.unassign(id, task);
+      else this.assigners.set(id, this.options.processId);
+    }
+    if (won.length > 0) this.publish({ op: 'assign', clientIds: won, task });
+    return here.filter((id) => winners.has(id));
   }
 
   override release(clientId: string, runId: string): void {
     if (this.sessions.get(clientId)?.task?.runId !== runId) return;
     super.release(clientId, runId);
     this.assigners.delete(clientId);
-    this.publish({ op: 'release', clientId, runId });
+    // The field goes before the news: a process told of the release finds the client free.
     void this.options.commands.hDel(this.tasksHash, clientId).catch(this.reportError);
+    this.publish({ op: 'release', clientId, runId });
   }
 
   override timedOut(clientId: string): void {
@@ -198,6 +226,14 @@ export class ClusterClientRegistry extends LocalClientRegistry {
 
   private aliveKey(processId: string): string {
     return `${this.options.prefix}alive:${processId}`;
+  }
+
+  /** Takes back this claim's task (a lost claim), unless another's has replaced it since. */
+  private unassign(clientId: string, task: ClientTask): void {
+    const session = this.sessions.get(clientId);
+    if (session?.task !== task) return;
+    session.task = null;
+    this.emit('change');
   }
 
   private readonly reportError = (error: unknown) => this.options.onError?.(error as Error);
@@ -328,5 +364,31 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     }
   }
 }
+
+/**
+ * A claim of clients' task-table fields: KEYS[1] the table; ARGV[1] the stored task, ARGV[2]
+ * the liveness keys' prefix, then (client id, connected-at ms) pairs. A field is free when it
+ * is absent, older than the client's connection (a task of a connection that is gone), or
+ * set by a process whose liveness key expired. Returns the ids claimed. One script: Redis
+ * runs it whole, so two claims of one client cannot both find it free.
+ */
+const CLAIM_SCRIPT = `
+local won = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local existing = redis.call('HGET', KEYS[1], id)
+  local free = not existing
+  if existing then
+    local stored = cjson.decode(existing)
+    free = stored.at < tonumber(ARGV[i + 1])
+      or redis.call('EXISTS', ARGV[2] .. stored.assigner) == 0
+  end
+  if free then
+    redis.call('HSET', KEYS[1], id, ARGV[1])
+    won[#won + 1] = id
+  end
+end
+return won
+`;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
