@@ -74,12 +74,47 @@ function expectNearest(rounded: number, sum: bigint, weight: number, where: stri
   }
 }
 
+/**
+ * The exact sums a partial's bytes encode (format 1, read from its documented layout, not with
+ * the accumulator's code): coordinate i is top_i · 2^320 + Σ_j limb_j,i · 2^(32j), in units of
+ * 2^-160.
+ */
+function sumsFromBytes(bytes: Uint8Array, length: number): bigint[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const mask = view.getUint32(12, true);
+  const sums = new Array<bigint>(length).fill(0n);
+  let offset = 32;
+  if ((mask & (1 << 10)) !== 0) {
+    for (let i = 0; i < length; i++)
+      sums[i] = BigInt(view.getFloat64(offset + 8 * i, true)) << 320n;
+    offset += 8 * length;
+  }
+  for (let j = 0; j < 10; j++) {
+    if ((mask & (1 << j)) === 0) continue;
+    for (let i = 0; i < length; i++) {
+      const limb = view.getUint32(offset + 4 * i, true);
+      sums[i] = (sums[i] as bigint) + (BigInt(limb) << BigInt(32 * j));
+    }
+    offset += 4 * length;
+  }
+  expect(offset).toBe(bytes.length);
+  return sums;
+}
+
+/** A float32 from its fields: biased exponent 0..254, 23-bit fraction, sign. */
+function float32Of(exponent: number, fraction: number, negative: boolean): number {
+  const bits = new Uint32Array([((negative ? 1 : 0) << 31) | (exponent << 23) | fraction]);
+  return new Float32Array(bits.buffer)[0] as number;
+}
+
 function expectMatchesReference(terms: readonly Term[], length: number): ExactWeightedSum {
   const sum = new ExactWeightedSum(length);
   for (const { values, weight } of terms) sum.add(values, weight);
   const reference = exactSums(terms, length);
   const weight = terms.reduce((total, term) => total + term.weight, 0);
   expect(sum.weight).toBe(weight);
+  // The exact sum itself, not only its rounding: a wrong low bit would rarely move a mean.
+  expect(sumsFromBytes(sum.toBytes(), length)).toEqual(reference);
   const mean = sum.mean();
   const mean64 = sum.mean64();
   for (let i = 0; i < length; i++) {
@@ -231,6 +266,138 @@ describe('ExactWeightedSum: equals an exact BigInt reference', () => {
       for (let i = 0; i < 2; i++)
         expectNearest(mean[i] as number, reference[i] as bigint, folds + 7, `${i}`);
     }
+  });
+});
+
+describe('ExactWeightedSum: the fold into three limbs', () => {
+  // A product n · w lands in limbs k..k+2, k = floor((e + 10) / 32) of w's biased exponent e.
+  const FRACTIONS = [0, 1, 0x400000, 0x555555, 0x7fffff];
+  const WEIGHTS = [1, 3, 60_000, 2 ** 29 - 1, 2 ** 29, 1_000_000_000];
+
+  it('every exponent (subnormals to float32 max), both signs, at every limb boundary, for small and the largest weights', () => {
+    const row: number[] = [];
+    for (let e = 0; e <= 254; e++) {
+      for (const fraction of FRACTIONS) {
+        if (e === 0 && fraction === 0) continue;
+        row.push(float32Of(e, fraction, false), float32Of(e, fraction, true));
+      }
+    }
+    // e + 10 a multiple of 32 (the product starts at a limb's lowest bit) and one below it
+    // (the product's lowest bit is a limb's highest) are in the row, with every other exponent.
+    expect(row).toContain(float32Of(22, 0, false));
+    expect(row).toContain(float32Of(21, 0x7fffff, true));
+    for (const weight of WEIGHTS) expectMatchesReference(termsOf([row], [weight]), row.length);
+    // all together, and in a mixed order, so the limbs take carries from each other
+    const next = random(99);
+    const shuffled = WEIGHTS.map(() => permute(row, next));
+    expectMatchesReference(termsOf(shuffled, WEIGHTS), row.length);
+  });
+
+  it('subnormals and float32 max with the largest weights: the sum reaches from limb 0 to the top limb', () => {
+    const largestSubnormal = float32Of(0, 0x7fffff, false);
+    const rows = [
+      [SMALLEST_SUBNORMAL, largestSubnormal, -SMALLEST_SUBNORMAL, FLOAT32_MAX, 2 ** -126],
+      [largestSubnormal, -largestSubnormal, SMALLEST_SUBNORMAL, FLOAT32_MAX, -(2 ** -126)],
+      [-SMALLEST_SUBNORMAL, SMALLEST_SUBNORMAL, SMALLEST_SUBNORMAL, -FLOAT32_MAX, 2 ** -149],
+    ];
+    const sum = expectMatchesReference(termsOf(rows, [1_000_000_000, 2 ** 29, 1]), 5);
+    const mask = new DataView(sum.toBytes().buffer).getUint32(12, true);
+    expect(mask & 1).toBe(1);
+    expect(mask & (1 << 10)).not.toBe(0);
+  });
+
+  it('negative sums and cancellation: n · w and n · (-w) leave exactly nothing (an empty limb mask)', () => {
+    const row: number[] = [];
+    for (let e = 0; e <= 254; e += 1)
+      row.push(float32Of(e, e === 0 ? 1 : 0x2aaaaa + e, e % 2 === 0));
+    const negated = row.map((value) => -value);
+    const terms = termsOf([row, row, negated, negated], [2 ** 29, 7, 7, 2 ** 29]);
+    const sum = expectMatchesReference(terms, row.length);
+    const bytes = sum.toBytes();
+    expect(new DataView(bytes.buffer).getUint32(12, true)).toBe(0);
+    expect(bytes.length).toBe(32);
+    expect(Array.from(sum.mean()).every((value) => Object.is(value, 0))).toBe(true);
+    // one unit left over, negative: every limb of its two's-complement-like canonical form
+    const below = expectMatchesReference(
+      [...terms, ...termsOf([[-SMALLEST_SUBNORMAL]], [1])].map((t) => ({
+        values: t.values.subarray(0, 1),
+        weight: t.weight,
+      })),
+      1,
+    );
+    expect(sumsFromBytes(below.toBytes(), 1)).toEqual([-(1n << 11n)]);
+  });
+
+  it('±0 anywhere (folded branch-free into a limb the model uses) changes nothing', () => {
+    const next = random(5);
+    const length = 257;
+    const terms: Term[] = Array.from({ length: 6 }, (_, k) => {
+      const values = new Float32Array(length);
+      for (let i = 0; i < length; i++) {
+        const u = next();
+        values[i] = u < 0.3 ? 0 : u < 0.5 ? -0 : anyFiniteFloat32(next);
+      }
+      return { values, weight: k === 0 ? 1_000_000_000 : 1 + k };
+    });
+    expectMatchesReference(terms, length);
+    const zeros = new ExactWeightedSum(3);
+    zeros.add(Float32Array.from([0, -0, 0]), 2 ** 29);
+    expect(sumsFromBytes(zeros.toBytes(), 3)).toEqual([0n, 0n, 0n]);
+    expect(Object.is(zeros.mean()[1], 0)).toBe(true);
+  });
+
+  it('every length past the four-at-a-time loop, and a non-finite value at every position of it, refused with nothing changed', () => {
+    for (let length = 1; length <= 10; length++) {
+      const next = random(length);
+      const terms = Array.from({ length: 3 }, (_, k) => ({
+        values: Float32Array.from({ length }, () => anyFiniteFloat32(next)),
+        weight: [1_000_000_000, 5, 2 ** 29][k] as number,
+      }));
+      const sum = expectMatchesReference(terms, length);
+      const before = sum.toBytes().slice();
+      for (let at = 0; at < length; at++) {
+        for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+          const values = terms[at % 3]?.values.slice() as Float32Array;
+          values[at] = bad;
+          const error = expectCode(
+            () => sum.add(values, 1_000_000_000),
+            ErrorCode.NON_FINITE_WEIGHTS,
+            'weights',
+          );
+          expect(error.data?.['index']).toBe(at);
+          expect(sum.toBytes()).toEqual(before);
+          expect(sum.weight).toBe(1_000_000_000 + 5 + 2 ** 29);
+          expect(sum.numUpdates).toBe(3);
+        }
+      }
+    }
+  });
+
+  it('carries at the normalisation threshold: 6,000,000 folds of large odd pieces of one sign (unnormalised, a limb would pass 2^53 units and round)', () => {
+    // At e + 10 ≡ 0 (mod 32) the product n · m is in units of its lowest limb, whose piece is
+    // n · m mod 2^32 taken in -2^31..2^31: with n = 2^29 - 1 and m = 2^23 + 3 it is
+    // 3 · 2^29 - m, odd and about 2^30.6, so 5.7 million such folds pass 2^53 units and would
+    // lose their last bit without the carries every 2^20 folds. One coordinate near each end
+    // of the exponent range and one in the middle, negative.
+    const values = Float32Array.from([
+      float32Of(22, 3, false),
+      float32Of(118, 3, true),
+      float32Of(246, 3, false),
+    ]);
+    const weight = 2 ** 29 - 1;
+    const sum = new ExactWeightedSum(3);
+    // a merged partial first, so normalisation falls at another phase than a multiple of 2^20
+    const partial = new ExactWeightedSum(3);
+    partial.add(values, weight);
+    sum.merge(partial);
+    const folds = 6_000_000;
+    for (let k = 1; k < folds; k++) sum.add(values, weight);
+    const one = exactSums([{ values, weight }], 3);
+    const expected = one.map((x) => x * BigInt(folds));
+    expect(sumsFromBytes(sum.toBytes(), 3)).toEqual(expected);
+    const mean = sum.mean();
+    for (let i = 0; i < 3; i++)
+      expectNearest(mean[i] as number, expected[i] as bigint, weight * folds, `coordinate ${i}`);
   });
 });
 

@@ -1,4 +1,4 @@
-import { ErrorCode, firstNonFinite, TesseraError } from '@tessera/protocol';
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 
 /**
  * Exact example-weighted sums Σ_k n_k · w_k of float32 vectors, so that a round's aggregate does
@@ -7,14 +7,23 @@ import { ErrorCode, firstNonFinite, TesseraError } from '@tessera/protocol';
  *
  * Representation (after Neal, "Fast exact summation using small and large superaccumulators",
  * 2015, the small one): every float32 is m · 2^(e-150) with an integer |m| < 2^24 and
- * e in 1..254, so n · m with an integer n ≤ 2^29 is an integer below 2^53, exact in float64.
- * Each coordinate holds LIMB_COUNT float64 "limbs"; limb j counts units of 2^(32j - 160), so the
+ * e in 1..254, so n · m with an integer n ≤ 2^29 is an integer below 2^53: the product n · w is
+ * exact in float64. Each coordinate holds LIMB_COUNT float64 "limbs"; limb j holds an integer
+ * multiple of its unit U_j = 2^(32j - 160) (stored as that value, not as the integer), so the
  * limbs span 2^-160 (below float32's smallest subnormal, 2^-149) to past 2^160 (above
- * n · float32's largest, < 2^157). A product lands in three adjacent limbs as pieces below 2^32
- * each, and a limb is an integer-valued float64, exact while below 2^53: 2^20 additions of
- * pieces below 2^32 cannot pass it, so carries are propagated only every 2^20 folds
+ * n · float32's largest, < 2^157). A product lands in three adjacent limbs k, k + 1, k + 2,
+ * where k = floor((e + 10) / 32) comes from the float32's exponent bits: n · w is a multiple of
+ * U_k and below 2^21 · U_(k+2). It is split exactly, with no division or floor, by rounding to
+ * a multiple of U_(k+2) and then of U_(k+1) with the magic constant 1.5 · 2^52 · U
+ * ((x + c) - c rounds x to a multiple of U, ties to even, when |x| ≤ 2^51 · U), into pieces of
+ * at most 2^31 units each (signed). A limb is exact while below 2^53 units: 2^20 additions of
+ * pieces below 2^32 units cannot pass it, so carries are propagated only every 2^20 folds
  * (`normalise`), not per addition. An example count above 2^29 is folded in parts of at most
- * 2^29 (the sum is linear in n, so this stays exact).
+ * 2^29 (the sum is linear in n, so this stays exact). Limbs are stored limb-major (all
+ * coordinates' limb 0, then limb 1, ...): a fold writes only the limbs its values' magnitudes
+ * reach (limbs 3..6 for every magnitude from 2^-41 to below 2^23, which covers trained models'
+ * weights), so until carries are propagated the other limbs' pages are never written (nor
+ * resident), and a partial's bytes are read and written limb by limb.
  *
  * Bounds, enforced: each weight an integer ≥ 1, the total weight at most 2^53 - 1.
  *
@@ -23,7 +32,7 @@ import { ErrorCode, firstNonFinite, TesseraError } from '@tessera/protocol';
  * function of the exact sum (its canonical limbs), so it is order-independent too.
  */
 export class ExactWeightedSum {
-  /** limbs[i * LIMB_COUNT + j]: limb j of coordinate i. */
+  /** limbs[j * length + i]: limb j of coordinate i, an integer multiple of U_j (limb-major). */
   private readonly limbs: Float64Array;
   private totalWeight = 0;
   private updates = 0;
@@ -61,18 +70,25 @@ export class ExactWeightedSum {
       );
     }
     this.checkTotal(weight);
-    const bad = firstNonFinite(values);
-    if (bad !== -1) {
-      throw new TesseraError(
-        ErrorCode.NON_FINITE_WEIGHTS,
-        `weights[${bad}] is ${values[bad]}: every parameter must be a finite number`,
-        { field: 'weights', index: bad },
-      );
-    }
     // A Float32Array's byteOffset is a multiple of 4, so its bits can be read in place.
     const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
     for (let left = weight; left > 0; left -= MAX_FOLD_WEIGHT) {
-      this.fold(bits, Math.min(left, MAX_FOLD_WEIGHT));
+      const part = Math.min(left, MAX_FOLD_WEIGHT);
+      if (this.pending + 1 > PENDING_LIMIT) this.normalise();
+      const bad = fold(this.limbs, this.length, values, bits, part, values.length);
+      if (bad !== -1) {
+        // Only the first part can stop here (every part reads the same values). Folding the
+        // values before `bad` with -part subtracts exactly what was added (the split is odd in
+        // its input, and every limb is an exact multiple of its unit), so the limbs are bit for
+        // bit what they were.
+        fold(this.limbs, this.length, values, bits, -part, bad);
+        throw new TesseraError(
+          ErrorCode.NON_FINITE_WEIGHTS,
+          `weights[${bad}] is ${values[bad]}: every parameter must be a finite number`,
+          { field: 'weights', index: bad },
+        );
+      }
+      this.pending++;
     }
     this.totalWeight += weight;
     this.updates++;
@@ -146,8 +162,8 @@ export class ExactWeightedSum {
     const n = this.length;
     let mask = 0;
     for (let j = 0; j < LIMB_COUNT; j++) {
-      for (let i = 0; i < n; i++) {
-        if (this.limbs[i * LIMB_COUNT + j] !== 0) {
+      for (let k = j * n; k < (j + 1) * n; k++) {
+        if (this.limbs[k] !== 0) {
           mask |= 1 << j;
           break;
         }
@@ -167,14 +183,16 @@ export class ExactWeightedSum {
     let offset = HEADER_BYTES;
     if (topPresent) {
       const top = new Float64Array(n);
-      for (let i = 0; i < n; i++) top[i] = this.limbs[i * LIMB_COUNT + TOP_LIMB] as number;
+      const unit = INV_UNIT[TOP_LIMB] as number;
+      for (let i = 0; i < n; i++) top[i] = (this.limbs[TOP_LIMB * n + i] as number) * unit;
       bytes.set(littleEndianBytes(top), offset);
       offset += 8 * n;
     }
     for (let j = 0; j < TOP_LIMB; j++) {
       if ((mask & (1 << j)) === 0) continue;
       const limb = new Uint32Array(n);
-      for (let i = 0; i < n; i++) limb[i] = this.limbs[i * LIMB_COUNT + j] as number;
+      const unit = INV_UNIT[j] as number;
+      for (let i = 0; i < n; i++) limb[i] = (this.limbs[j * n + i] as number) * unit;
       bytes.set(littleEndianBytes(limb), offset);
       offset += 4 * n;
     }
@@ -258,14 +276,15 @@ export class ExactWeightedSum {
             index: i,
           });
         }
-        sum.limbs[i * LIMB_COUNT + TOP_LIMB] = value;
+        sum.limbs[TOP_LIMB * n + i] = value * (UNIT[TOP_LIMB] as number);
       }
       offset += 8 * n;
     }
     for (let j = 0; j < TOP_LIMB; j++) {
       if ((mask & (1 << j)) === 0) continue;
       const limb = fromLittleEndian(bytes.subarray(offset, offset + 4 * n), Uint32Array);
-      for (let i = 0; i < n; i++) sum.limbs[i * LIMB_COUNT + j] = limb[i] as number;
+      const unit = UNIT[j] as number;
+      for (let i = 0; i < n; i++) sum.limbs[j * n + i] = (limb[i] as number) * unit;
       offset += 4 * n;
     }
     sum.totalWeight = weight;
@@ -290,42 +309,24 @@ export class ExactWeightedSum {
     return this.totalWeight;
   }
 
-  /** Folds n · values (n ≤ 2^29) into the limbs; `bits` are the float32 values' bits. */
-  private fold(bits: Int32Array, n: number): void {
-    if (this.pending + 1 > PENDING_LIMIT) this.normalise();
-    const limbs = this.limbs;
-    for (let i = 0; i < bits.length; i++) {
-      const b = bits[i] as number;
-      let exponent = (b >>> 23) & 0xff;
-      let mantissa = b & 0x7fffff;
-      if (exponent === 0) {
-        if (mantissa === 0) continue;
-        exponent = 1; // subnormal: m · 2^(1-150)
-      } else {
-        mantissa |= 0x800000;
-      }
-      // |w| = m · 2^(exponent - 150) = m · 2^shift units of limb 0 (2^-160).
-      const shift = exponent + 10;
-      const sign = 1 - ((b >>> 31) << 1);
-      // n · m < 2^53, times a power of two below 2^32: exact, and below 2^85.
-      let rest = n * mantissa * (POW2[shift & 31] as number);
-      const high = Math.floor(rest * INV_RADIX_SQUARED);
-      rest -= high * RADIX_SQUARED;
-      const middle = Math.floor(rest * INV_RADIX);
-      const low = rest - middle * RADIX;
-      const k = i * LIMB_COUNT + (shift >>> 5);
-      limbs[k] = (limbs[k] as number) + sign * low;
-      limbs[k + 1] = (limbs[k + 1] as number) + sign * middle;
-      limbs[k + 2] = (limbs[k + 2] as number) + sign * high;
-    }
-    this.pending++;
-  }
-
-  /** Propagates carries: every limb but the top one into 0..2^32 - 1, the value unchanged. */
+  /** Propagates carries: every limb but the top one into 0..2^32 - 1 units, the value unchanged. */
   private normalise(): void {
     if (this.pending === 0) return;
     const limbs = this.limbs;
-    for (let base = 0; base < limbs.length; base += LIMB_COUNT) carry(limbs, base);
+    const n = this.length;
+    for (let j = 0; j < TOP_LIMB; j++) {
+      const next = UNIT[j + 1] as number;
+      const inverse = INV_UNIT[j + 1] as number;
+      // Limb j of every coordinate, then limb j + 1: carries reach limb j + 1 before it is done.
+      for (let k = j * n; k < (j + 1) * n; k++) {
+        const limb = limbs[k] as number;
+        const over = Math.floor(limb * inverse);
+        if (over !== 0) {
+          limbs[k] = limb - over * next;
+          limbs[k + n] = (limbs[k + n] as number) + over * next;
+        }
+      }
+    }
     this.pending = 0;
   }
 
@@ -334,18 +335,18 @@ export class ExactWeightedSum {
    * returns the sign of S_i (-1, 0 or 1).
    */
   private canonicalMagnitude(i: number, out: Float64Array): number {
-    const base = i * LIMB_COUNT;
+    const n = this.length;
     let zero = true;
     for (let j = 0; j < LIMB_COUNT; j++) {
-      const limb = this.limbs[base + j] as number;
+      const limb = (this.limbs[j * n + i] as number) * (INV_UNIT[j] as number);
       out[j] = limb;
       if (limb !== 0) zero = false;
     }
     if (zero) return 0;
-    carry(out, 0);
+    carry(out);
     if ((out[TOP_LIMB] as number) >= 0) return 1;
     for (let j = 0; j < LIMB_COUNT; j++) out[j] = -(out[j] as number);
-    carry(out, 0);
+    carry(out);
     return -1;
   }
 }
@@ -360,30 +361,142 @@ const TOP_LIMB = LIMB_COUNT - 1;
 const TOP_BIT = 1 << TOP_LIMB;
 const RADIX = 2 ** 32;
 const INV_RADIX = 2 ** -32;
-const RADIX_SQUARED = 2 ** 64;
-const INV_RADIX_SQUARED = 2 ** -64;
-/** Limb 0 counts units of 2^LOWEST_EXPONENT. */
+/** Limb 0's unit is 2^LOWEST_EXPONENT. */
 const LOWEST_EXPONENT = -160;
 /** n · m stays below 2^53 for every float32 significand m < 2^24. */
 const MAX_FOLD_WEIGHT = 2 ** 29;
-/** Additions of pieces below 2^32 a limb takes before it could pass 2^53. */
+/** Additions of pieces below 2^32 units a limb takes before it could pass 2^53 units. */
 const PENDING_LIMIT = 2 ** 20;
 /** Wider than the estimate's error (< 2^-48 relative), far below float32's 2^-24. */
 const ROUNDING_MARGIN = 2 ** -46;
-const POW2 = Float64Array.from({ length: 32 }, (_, r) => 2 ** r);
-const LIMB_UNIT = Float64Array.from(
+/** U_j = 2^(32j - 160), limb j's unit, and its inverse. */
+const UNIT = Float64Array.from({ length: LIMB_COUNT }, (_, j) => 2 ** (32 * j + LOWEST_EXPONENT));
+const INV_UNIT = Float64Array.from(
   { length: LIMB_COUNT },
-  (_, j) => 2 ** (32 * j + LOWEST_EXPONENT),
+  (_, j) => 2 ** -(32 * j + LOWEST_EXPONENT),
 );
+/**
+ * SPLIT[k] = 1.5 · 2^52 · U_(k+2), for the lowest limb k = 0..8 a product touches: (x + c) - c
+ * is x rounded to a multiple of U_(k+2) (ties to even) for |x| ≤ 2^51 · U_(k+2).
+ */
+const SPLIT = Float64Array.from(
+  { length: TOP_LIMB - 1 },
+  (_, k) => 1.5 * 2 ** 52 * (UNIT[k + 2] as number),
+);
+/** A limb's unit over the next one's, 2^-32: SPLIT[k] · LIMB_RATIO is 1.5 · 2^52 · U_(k+1). */
+const LIMB_RATIO = 2 ** -32;
+/**
+ * The lowest limb a ±0 is "folded" into (adding 0 anywhere is exact): limbs a model's weights use
+ * anyway, so that zeros (exponent 0, like subnormals) do not write limbs 0..2.
+ */
+const ZERO_LIMB = 4;
 
-/** Carry propagation over one coordinate's limbs at `base`; exact (all values integers < 2^53). */
-function carry(limbs: Float64Array, base: number): void {
+/**
+ * Adds n · values[i] (|n| ≤ 2^29) into the limbs for i < end, or returns the first index whose
+ * value is not finite (the limbs then hold the additions before it). `bits` are the values' bits.
+ */
+function fold(
+  limbs: Float64Array,
+  length: number,
+  values: Float32Array,
+  bits: Int32Array,
+  n: number,
+  end: number,
+): number {
+  const split = SPLIT;
+  const twice = 2 * length;
+  let i = 0;
+  // Four coordinates an iteration: the typed arrays' checks are paid once for the four.
+  for (; i + 3 < end; i += 4) {
+    const b0 = bits[i] as number;
+    const b1 = bits[i + 1] as number;
+    const b2 = bits[i + 2] as number;
+    const b3 = bits[i + 3] as number;
+    const e0 = (b0 >>> 23) & 0xff;
+    const e1 = (b1 >>> 23) & 0xff;
+    const e2 = (b2 >>> 23) & 0xff;
+    const e3 = (b3 >>> 23) & 0xff;
+    if (e0 === 0xff || e1 === 0xff || e2 === 0xff || e3 === 0xff) break;
+    const k0 = ((e0 + 10) >>> 5) + ((((b0 & 0x7fffffff) - 1) >> 31) & ZERO_LIMB);
+    const k1 = ((e1 + 10) >>> 5) + ((((b1 & 0x7fffffff) - 1) >> 31) & ZERO_LIMB);
+    const k2 = ((e2 + 10) >>> 5) + ((((b2 & 0x7fffffff) - 1) >> 31) & ZERO_LIMB);
+    const k3 = ((e3 + 10) >>> 5) + ((((b3 & 0x7fffffff) - 1) >> 31) & ZERO_LIMB);
+    const p0 = n * (values[i] as number);
+    const p1 = n * (values[i + 1] as number);
+    const p2 = n * (values[i + 2] as number);
+    const p3 = n * (values[i + 3] as number);
+    const h0 = split[k0] as number;
+    const h1 = split[k1] as number;
+    const h2 = split[k2] as number;
+    const h3 = split[k3] as number;
+    const t0 = p0 + h0 - h0;
+    const t1 = p1 + h1 - h1;
+    const t2 = p2 + h2 - h2;
+    const t3 = p3 + h3 - h3;
+    const r0 = p0 - t0;
+    const r1 = p1 - t1;
+    const r2 = p2 - t2;
+    const r3 = p3 - t3;
+    const c0 = h0 * LIMB_RATIO;
+    const c1 = h1 * LIMB_RATIO;
+    const c2 = h2 * LIMB_RATIO;
+    const c3 = h3 * LIMB_RATIO;
+    const m0 = r0 + c0 - c0;
+    const m1 = r1 + c1 - c1;
+    const m2 = r2 + c2 - c2;
+    const m3 = r3 + c3 - c3;
+    const a0 = k0 * length + i;
+    const a1 = k1 * length + i + 1;
+    const a2 = k2 * length + i + 2;
+    const a3 = k3 * length + i + 3;
+    limbs[a0] = (limbs[a0] as number) + (r0 - m0);
+    limbs[a0 + length] = (limbs[a0 + length] as number) + m0;
+    limbs[a0 + twice] = (limbs[a0 + twice] as number) + t0;
+    limbs[a1] = (limbs[a1] as number) + (r1 - m1);
+    limbs[a1 + length] = (limbs[a1 + length] as number) + m1;
+    limbs[a1 + twice] = (limbs[a1 + twice] as number) + t1;
+    limbs[a2] = (limbs[a2] as number) + (r2 - m2);
+    limbs[a2 + length] = (limbs[a2 + length] as number) + m2;
+    limbs[a2 + twice] = (limbs[a2 + twice] as number) + t2;
+    limbs[a3] = (limbs[a3] as number) + (r3 - m3);
+    limbs[a3 + length] = (limbs[a3 + length] as number) + m3;
+    limbs[a3 + twice] = (limbs[a3 + twice] as number) + t3;
+  }
+  for (; i < end; i++) {
+    const b = bits[i] as number;
+    const exponent = (b >>> 23) & 0xff;
+    if (exponent === 0xff) return i;
+    // A value's bits begin at 2^(max(e,1) - 150 - 23) or above, so n · w is a multiple of U_k
+    // for k = floor((e + 10) / 32) (0 for subnormals, like e = 1), and below 2^21 · U_(k+2).
+    // ±0 (all bits but the sign clear) goes to ZERO_LIMB: (b & 0x7fffffff) - 1 is negative
+    // only for it. Branch-free, as zeros can be anywhere.
+    const k = ((exponent + 10) >>> 5) + ((((b & 0x7fffffff) - 1) >> 31) & ZERO_LIMB);
+    const product = n * (values[i] as number); // exact: |n · m| < 2^53
+    const high = split[k] as number;
+    const middle = high * LIMB_RATIO;
+    // Exact splits (every intermediate is a multiple of U_k below 2^53 units of its own binade):
+    // top piece a multiple of U_(k+2), |rest| ≤ U_(k+2) / 2, then a multiple of U_(k+1) and a
+    // remainder |low| ≤ U_(k+1) / 2, a multiple of U_k. Each piece is at most 2^31 units.
+    const top = product + high - high;
+    const rest = product - top;
+    const mid = rest + middle - middle;
+    const low = rest - mid;
+    const at = k * length + i;
+    limbs[at] = (limbs[at] as number) + low;
+    limbs[at + length] = (limbs[at + length] as number) + mid;
+    limbs[at + twice] = (limbs[at + twice] as number) + top;
+  }
+  return -1;
+}
+
+/** Carry propagation over a canonical-magnitude scratch (integer units); exact (integers < 2^53). */
+function carry(limbs: Float64Array): void {
   for (let j = 0; j < TOP_LIMB; j++) {
-    const limb = limbs[base + j] as number;
+    const limb = limbs[j] as number;
     const over = Math.floor(limb * INV_RADIX);
     if (over !== 0) {
-      limbs[base + j] = limb - over * RADIX;
-      limbs[base + j + 1] = (limbs[base + j + 1] as number) + over;
+      limbs[j] = limb - over * RADIX;
+      limbs[j + 1] = (limbs[j + 1] as number) + over;
     }
   }
 }
@@ -394,7 +507,7 @@ function carry(limbs: Float64Array, base: number): void {
  */
 function approximate(magnitude: Float64Array): number {
   let value = 0;
-  for (let j = TOP_LIMB; j >= 0; j--) value += (magnitude[j] as number) * (LIMB_UNIT[j] as number);
+  for (let j = TOP_LIMB; j >= 0; j--) value += (magnitude[j] as number) * (UNIT[j] as number);
   return value;
 }
 
