@@ -147,6 +147,21 @@ describe('RunEngine over an in-memory transport', () => {
     expect(record.federatedNumExamples).toBe(20);
   });
 
+  it("records each update's sha256 of the bytes the client sent, whether its bytes are kept or not", async () => {
+    const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+    for (const keepUpdates of [false, true]) {
+      const s = await start({ clients: 3, config: { keepUpdates } });
+      await s.done;
+      const updates = await db.rounds.updates(s.run.id, 1);
+      expect(updates).toHaveLength(3);
+      // Client k sent weights of k + 1 (its organisation is org-k).
+      const expected = new Map(
+        s.fed.clientIds.map((id, k) => [id, sha256(constantWeights(k + 1))] as const),
+      );
+      for (const update of updates) expect(update.sha256).toBe(expected.get(update.clientId));
+    }
+  });
+
   it("records each round's phases back to back, with central evaluation beside the next round", async () => {
     const TRAIN_MS = 300;
     const EVALUATE_MS = 200;

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {
   EvaluationReply,
@@ -46,6 +46,7 @@ import {
   type ModelDescriptor,
   type SecAggClientFrame,
   type StatisticsReply,
+  sha256Hex,
   type TaskRef,
   TesseraError,
   type TrainReply,
@@ -147,6 +148,12 @@ interface OpenTraining {
   global: Float32Array;
   aggregator: RoundAggregator;
   updates: ClientUpdateInput[];
+  /**
+   * The sha256 of each accepted update whose bytes are not kept, hashed off the event loop
+   * (sha256Hex) while the round goes on; the commit waits for them. Kept bytes are hashed by
+   * the commit that stores them.
+   */
+  digests: Map<string, Promise<string>>;
   /** Why a client failed or was rejected, as it goes into the round record. */
   reasons: Map<string, { code: string | null; reason: string }>;
   /**
@@ -154,6 +161,18 @@ interface OpenTraining {
    * its partials, and per process the clients accepted with their example counts.
    */
   remote?: { key: string; byProcess: Map<string, Map<string, number>> };
+}
+
+/** The round's update records, each unkept update with the sha256 hashed on its arrival. */
+async function withDigests(open: OpenTraining): Promise<ClientUpdateInput[]> {
+  return Promise.all(
+    open.updates.map(async (update) => {
+      const digest = open.digests.get(update.clientId);
+      return update.sha256 !== undefined || digest === undefined
+        ? update
+        : { ...update, sha256: await digest };
+    }),
+  );
 }
 
 /** The federated statistics round while it is open (round 0 of RoundState). */
@@ -450,10 +469,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         durationMs: reply.durationMs,
         sizeBytes: reply.weights.byteLength,
         // Kept bytes are hashed by the commit that stores them (once, and it cannot be told a
-        // wrong hash); only updates whose bytes are not kept are hashed here.
-        sha256: this.run.config.keepUpdates
-          ? undefined
-          : createHash('sha256').update(reply.weights).digest('hex'),
+        // wrong hash); only updates whose bytes are not kept are hashed here, off the loop.
+        sha256: undefined,
         metrics: reply.metrics,
         // A copy: the decoded frame's bytes may be a view into a larger receive buffer.
         weights: this.run.config.keepUpdates ? reply.weights.slice() : null,
@@ -465,6 +482,13 @@ export class RunEngine extends EventEmitter<EngineEvents> {
             ? reply.controlDelta.slice()
             : null,
       });
+      if (!this.run.config.keepUpdates) {
+        // WebCrypto copies the bytes at this call: the frame's buffer may go after it.
+        const digest = sha256Hex(reply.weights);
+        // Awaited by the commit; a failure then fails it, never an unhandled rejection.
+        digest.catch(() => {});
+        open.digests.set(clientId, digest);
+      }
     }
     registry.release(clientId, this.runId);
     this.wakeup.notify();
@@ -1064,6 +1088,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       global,
       aggregator: this.strategy.beginRound(round, global),
       updates: [],
+      digests: new Map(),
       reasons: new Map(),
     };
     this.emit('round-started', { runId: this.runId, round, attempt, selected });
@@ -1165,7 +1190,7 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         failed: state.clientsWith('failed').length,
         rejected: state.clientsWith('rejected').length,
       },
-      updates: open.updates,
+      updates: await withDigests(open),
       checkpoint: weightsToBytes(result.weights),
       // In the same transaction as the checkpoint: a resume or a replay continues from both.
       strategyState: encodedState(this.strategy),

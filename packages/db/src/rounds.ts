@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { ErrorCode, isStorableText, TesseraError } from '@tessera/protocol';
+import { ErrorCode, isStorableText, sha256Hex, TesseraError } from '@tessera/protocol';
 import type { ByteParameters } from './byte-parameters.js';
 import type { ClientUpdate, Prisma, PrismaClient, Round } from './generated/client.js';
 import {
@@ -55,6 +55,33 @@ const COMMIT_TIMEOUT_MS = 120_000;
 
 function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** At most this many hashed at once: each takes a copy of its bytes (libuv's pool has 4). */
+const DIGESTS_AT_ONCE = 4;
+
+/** The sha256 of each byte value in the commit (checkpoint, weights, Δc_i), hashed off the loop. */
+async function digestsOf(input: RoundCommit): Promise<Map<Uint8Array, string>> {
+  const values: Uint8Array[] = [];
+  const add = (value: unknown) => {
+    if (value instanceof Uint8Array) values.push(value);
+  };
+  add(input?.checkpoint);
+  if (Array.isArray(input?.updates))
+    for (const update of input.updates) {
+      add(update?.weights);
+      add(update?.controlDelta);
+    }
+  const digests = new Map<Uint8Array, string>();
+  let next = 0;
+  const hashNext = async (): Promise<void> => {
+    while (next < values.length) {
+      const value = values[next++] as Uint8Array;
+      digests.set(value, await sha256Hex(value));
+    }
+  };
+  await Promise.all(Array.from({ length: DIGESTS_AT_ONCE }, hashNext));
+  return digests;
 }
 
 export class RoundRepository {
@@ -119,9 +146,13 @@ export class RoundRepository {
    * round with another checkpoint is a CONFLICT.
    */
   async commit(input: RoundCommit): Promise<RoundRecord> {
-    const commit = validateCommit(input);
+    // Every hash the commit takes, hashed off the event loop first (a round's kept CNN updates
+    // are hundreds of MB): validation and the INSERTs look each up by its bytes' identity.
+    const digests = await digestsOf(input);
+    const hash = (bytes: Uint8Array) => digests.get(bytes) ?? sha256(bytes);
+    const commit = validateCommit(input, hash);
     const { runId, round } = commit;
-    const checkpointSha = sha256(commit.checkpoint);
+    const checkpointSha = hash(commit.checkpoint);
     const paramCount = commit.checkpoint.byteLength / 4;
     try {
       return await this.prisma.$transaction(
@@ -206,7 +237,7 @@ export class RoundRepository {
           // The update and checkpoint bytes go as raw INSERTs whose bytea parameters reach the
           // driver as bytes (byte-parameters.ts), in this transaction: no base64, no RETURNING.
           await this.bytes.with(async (bytes) => {
-            await insertUpdates(tx, bytes, row.id, commit.updates, keep.store);
+            await insertUpdates(tx, bytes, row.id, commit.updates, keep.store, hash);
             await tx.$executeRawUnsafe(
               `INSERT INTO "Checkpoint" ("id", "runId", "round", "weights", "sha256", "paramCount", "strategyState")
                VALUES ($1, $2, $3, $4, $5, $6, $7)`,
@@ -567,6 +598,7 @@ async function insertUpdates(
   roundId: string,
   updates: RoundCommit['updates'],
   store: boolean,
+  hash: (bytes: Uint8Array) => string,
 ): Promise<void> {
   const columns = UPDATE_COLUMNS.map((column) => `"${column}"`).join(', ');
   let rows: string[] = [];
@@ -606,7 +638,7 @@ async function insertUpdates(
       update.backend ?? null,
       weights === null ? null : bytes(weights),
       controlDelta === null ? null : bytes(controlDelta),
-      controlDelta === null ? null : sha256(controlDelta),
+      controlDelta === null ? null : hash(controlDelta),
     );
     batchBytes += size;
   }
@@ -730,7 +762,7 @@ function outOfOrder(runId: string, round: number, currentRound: number): Tessera
   );
 }
 
-function validateCommit(input: RoundCommit): RoundCommit {
+function validateCommit(input: RoundCommit, hash: (bytes: Uint8Array) => string): RoundCommit {
   if (typeof input !== 'object' || input === null) throw invalid('commit', 'must be an object');
   const runId = requireId('runId', input.runId);
   const round = requireInt('round', input.round, 1);
@@ -778,7 +810,7 @@ function validateCommit(input: RoundCommit): RoundCommit {
     let updateSha: string;
     if (update.weights !== undefined && update.weights !== null) {
       weights = requireWeights(field('weights'), update.weights);
-      updateSha = sha256(weights);
+      updateSha = hash(weights);
       if (
         update.sha256 !== undefined &&
         requireSha256(field('sha256'), update.sha256) !== updateSha

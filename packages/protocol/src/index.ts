@@ -1,4 +1,5 @@
 export * from './admin-api.js';
+export * from './digest.js';
 export * from './errors.js';
 export * from './events.js';
 export * from './limits.js';

@@ -1,9 +1,10 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { checkExactUpdate, PartialRound, type RoundPartial } from '@tessera/aggregation';
 import {
   ErrorCode,
   isErrorCode,
   parseFrame,
+  sha256Hex,
   TesseraError,
   type TrainReply,
   trainReplySchema,
@@ -180,7 +181,8 @@ export class RemoteFold {
       numExamples: reply.numExamples,
       durationMs: reply.durationMs,
       sizeBytes: bytes.byteLength,
-      sha256: createHash('sha256').update(bytes).digest('hex'),
+      // Off the event loop (libuv's pool), like the owner's own hashing of unkept updates.
+      sha256: await sha256Hex(bytes),
       numParameters: update.weights.length,
       metrics: reply.metrics,
     };
