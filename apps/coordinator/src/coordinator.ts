@@ -85,8 +85,8 @@ export interface CoordinatorOptions {
   handshakeRateLimits?: { perAddress: RateLimit; perToken: RateLimit };
   /**
    * Cluster mode (`--redis URL`): share clients with every coordinator on the same Redis and
-   * prefix (Socket.IO's Redis adapter, a shared client registry, replies relayed to their run's
-   * owner). Absent: one process, nothing in Redis.
+   * prefix (Socket.IO's Redis adapter, a shared client registry, replies and SecAgg messages
+   * relayed to their run's owner). Absent: one process, nothing in Redis.
    */
   redis?: ClusterOptions;
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
@@ -112,8 +112,8 @@ interface Cluster {
   relay: ReplyRelay;
   /** Updates folded where they arrive, partial sums collected by the run's owner. */
   fold: RemoteFold;
-  /** The socket edge's entry for replies relayed from other processes. */
-  receive: (forwarded: ForwardedFrame) => void;
+  /** The socket edge's entry for replies and SecAgg messages relayed from other processes. */
+  receive: (forwarded: ForwardedFrame) => void | Promise<void>;
 }
 
 interface CoordinatorEvents {

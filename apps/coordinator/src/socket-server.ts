@@ -75,8 +75,9 @@ export interface SocketServerOptions {
   /** Cluster mode: Socket.IO's Redis adapter, so io.to(socketId) reaches every process. */
   adapter?: ServerOptions['adapter'];
   /**
-   * Cluster mode: gives a schema-checked reply for a run this process does not drive to the
-   * run's owner; resolves when the owner accepted it, rejects with its coded refusal.
+   * Cluster mode: gives a schema-checked reply or SecAgg message for a run this process does
+   * not drive to the run's owner; resolves when the owner accepted it, rejects with its coded
+   * refusal.
    */
   forward?: (forwarded: ForwardedFrame) => Promise<void>;
   /** Told of every client frame handled (`code`: the refusal sent back, or null) and every refused handshake (metrics). */
@@ -123,7 +124,7 @@ export function attachSocketServer(
 ): {
   io: TesseraServer;
   transport: Transport;
-  receive: (forwarded: ForwardedFrame) => void;
+  receive: (forwarded: ForwardedFrame) => void | Promise<void>;
 } {
   const { db, registry, logger, engineFor, maxFrameBytes } = options;
   // Until a connection's handshake is accepted its frames may be a few KiB only and are never
@@ -292,12 +293,16 @@ export function attachSocketServer(
       );
     }
     // Asynchronous (the SecAgg server checks keys and hashes what it accepts): acked when done.
-    // Not relayed between coordinators: a SecAgg round's clients reach its owner's process.
+    // Checked here like a reply; a message of a run another coordinator drives is relayed to
+    // that owner (masked vectors as raw bytes) and acked with its verdict.
     socket.on('secagg', (frame, ack) => {
       registry.touch(clientId);
       const answer = async () => {
         const parsed = parseFrame(secAggClientFrameSchema, frame, 'secagg');
-        await localEngine(parsed.runId).handleSecAgg(clientId, parsed);
+        const { runId } = parsed;
+        if (engineFor(runId) || !options.forward)
+          await localEngine(runId).handleSecAgg(clientId, parsed);
+        else await options.forward({ runId, event: 'secagg', clientId, frame: parsed });
       };
       answer().then(
         () => {
@@ -379,9 +384,13 @@ export function attachSocketServer(
     else if (parsed.event === 'evaluation') engine.handleEvaluation(clientId, parsed.reply);
     else engine.handleStatistics(clientId, parsed.reply);
   };
-  // A reply forwarded by another process: parsed again (it crossed Redis), then delivered.
-  const receive = ({ event, clientId, frame }: ForwardedFrame) =>
-    deliver(clientId, parseReply(event, frame));
+  // A reply or SecAgg message forwarded by another process: parsed again (it crossed Redis),
+  // then delivered; a SecAgg message's promise settles when its engine took or refused it.
+  const receive = ({ event, clientId, frame }: ForwardedFrame): void | Promise<void> => {
+    if (event !== 'secagg') return deliver(clientId, parseReply(event, frame));
+    const parsed = parseFrame(secAggClientFrameSchema, frame, 'secagg');
+    return localEngine(parsed.runId).handleSecAgg(clientId, parsed);
+  };
 
   const socketsOf = (clientIds: readonly string[]): string[] =>
     clientIds.flatMap((id) => {

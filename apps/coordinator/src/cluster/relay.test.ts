@@ -75,6 +75,59 @@ describe('ReplyRelay on Redis', () => {
     expect(received).toHaveLength(1);
   });
 
+  it("relays a SecAgg message with its masked vector's bytes intact; the owner's asynchronous verdict is the ack", async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const owner = await startRelay(prefix, 'owner');
+    const other = await startRelay(prefix, 'other');
+    const received: ForwardedFrame[] = [];
+    // As the owner's engine answers a `secagg` frame: after the SecAgg server's (async) check.
+    await owner.serve('run-s', async (forwarded) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const { message } = forwarded.frame as { message: { roundId: string } };
+      if (message.roundId !== 'run-s/1/1')
+        throw new TesseraError(ErrorCode.WRONG_ROUND, 'the secure aggregation open is of round 1', {
+          openRound: 1,
+        });
+      received.push(forwarded);
+    });
+    // A masked vector of a 2NN's size, 4·(199,210 + 1) B of every byte value: as raw bytes.
+    const maskedVector = new Uint8Array(4 * 199_211).map((_, i) => (i * 131 + 7) % 256);
+    const frame = {
+      runId: 'run-s',
+      round: 1,
+      step: 'mask',
+      message: { roundId: 'run-s/1/1', maskedVector },
+    };
+    await other.forward({ runId: 'run-s', event: 'secagg', clientId: 'c2', frame });
+    expect(received).toHaveLength(1);
+    expect(received[0]).toMatchObject({
+      runId: 'run-s',
+      event: 'secagg',
+      clientId: 'c2',
+      frame: { runId: 'run-s', round: 1, step: 'mask', message: { roundId: 'run-s/1/1' } },
+    });
+    const relayed = received[0]?.frame as { message: { maskedVector: unknown } } | undefined;
+    const got = relayed?.message.maskedVector;
+    expect(got).toBeInstanceOf(Uint8Array);
+    expect(Buffer.from(got as Uint8Array).equals(Buffer.from(maskedVector))).toBe(true);
+
+    // The owner's refusal comes back, after its check, with its code and data.
+    const refusal = await refusalOf(
+      other.forward({
+        runId: 'run-s',
+        event: 'secagg',
+        clientId: 'c2',
+        frame: { ...frame, message: { roundId: 'run-s/0/1', maskedVector } },
+      }),
+    );
+    expect(refusal.toWire()).toEqual({
+      code: ErrorCode.WRONG_ROUND,
+      message: 'the secure aggregation open is of round 1',
+      data: { openRound: 1 },
+    });
+    expect(received).toHaveLength(1);
+  });
+
   it('a run no process drives is WRONG_RUN at once; an owner that does not answer is UNAVAILABLE', async () => {
     const prefix = `test:${randomUUID()}:`;
     const owner = await startRelay(prefix, 'owner');

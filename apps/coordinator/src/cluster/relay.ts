@@ -4,12 +4,18 @@ import { pack, unpack } from 'msgpackr';
 import type { RedisClient } from './redis.js';
 import { RunChannels } from './run-channels.js';
 
-/** A client's reply to a run's round, schema-checked where it arrived. */
+/**
+ * A client's reply to a run's round, or its message of the round's secure aggregation,
+ * schema-checked where it arrived.
+ */
 export interface ForwardedFrame {
   runId: string;
-  event: 'update' | 'evaluation' | 'statistics';
+  event: 'update' | 'evaluation' | 'statistics' | 'secagg';
   clientId: string;
-  /** The frame as its schema parsed it (weights stay raw bytes: msgpack carries them as-is). */
+  /**
+   * The frame as its schema parsed it (weights and masked vectors stay raw bytes: msgpack
+   * carries them as-is).
+   */
   frame: unknown;
 }
 
@@ -42,9 +48,10 @@ export interface ReplyRelayOptions {
 export const DEFAULT_RELAY_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
 
 /**
- * Carries replies that reach a process which does not own their run to the process that does,
- * and the owner's verdict back, over Redis pub/sub (msgpack: weights travel as raw bytes; the
- * Socket.IO adapter's serverSideEmit would turn them into JSON). The owner of a run subscribes
+ * Carries replies (and SecAgg messages) that reach a process which does not own their run to
+ * the process that does, and the owner's verdict back, over Redis pub/sub (msgpack: weights
+ * and masked vectors travel as raw bytes; the Socket.IO adapter's serverSideEmit would turn
+ * them into JSON). The owner of a run subscribes
  * to the run's channel while its engine runs, so PUBLISH's receiver count says at once whether
  * any process owns it. The sender's ack carries the owner's answer: the same codes as a reply
  * sent to the owner directly.
@@ -87,26 +94,38 @@ export class ReplyRelay {
     return `${this.options.prefix}run:${runId}`;
   }
 
-  /** This process owns the run: replies to it that arrive elsewhere are given to `receive`. */
-  async serve(runId: string, receive: (forwarded: ForwardedFrame) => void): Promise<void> {
+  /**
+   * This process owns the run: replies to it that arrive elsewhere are given to `receive`, and
+   * the sender is answered when `receive` returned (or, for a SecAgg message, its promise
+   * settled): ok, or the code it threw.
+   */
+  async serve(
+    runId: string,
+    receive: (forwarded: ForwardedFrame) => void | Promise<void>,
+  ): Promise<void> {
     const listener = (message: Buffer) => {
       const request = unpack(message) as Request;
-      let ack: Ack;
+      const answer = (ack: Ack) =>
+        void this.options.commands
+          .publish(
+            `${this.options.prefix}answers:${request.from}`,
+            pack({ id: request.id, ack } satisfies Answer),
+          )
+          .catch(() => {});
+      const refused = (cause: unknown) =>
+        answer({ ok: false, error: TesseraError.from(cause).toWire() });
       try {
-        receive({
+        const received = receive({
           runId: request.runId,
           event: request.event,
           clientId: request.clientId,
           frame: request.frame,
         });
-        ack = { ok: true };
+        if (received) received.then(() => answer({ ok: true }), refused);
+        else answer({ ok: true });
       } catch (cause) {
-        ack = { ok: false, error: TesseraError.from(cause).toWire() };
+        refused(cause);
       }
-      const answer: Answer = { id: request.id, ack };
-      void this.options.commands
-        .publish(`${this.options.prefix}answers:${request.from}`, pack(answer))
-        .catch(() => {});
     };
     await this.served.serve(runId, listener);
   }
