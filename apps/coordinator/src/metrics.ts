@@ -213,7 +213,7 @@ export class CoordinatorMetrics {
   }
 }
 
-const KNOWN_EVENTS = new Set(['update', 'evaluation', 'progress', 'task', 'statistics']);
+const KNOWN_EVENTS = new Set(['update', 'evaluation', 'progress', 'task', 'statistics', 'secagg']);
 
 /**
  * The backends Tessera's own clients report (and common ones of other clients'); anything else
