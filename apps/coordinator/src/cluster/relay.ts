@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type Ack, ErrorCode, isErrorCode, TesseraError } from '@tessera/protocol';
 import { pack, unpack } from 'msgpackr';
+import { PendingAnswers } from './pending-answers.js';
 import type { RedisClient } from './redis.js';
 import { RunChannels } from './run-channels.js';
 
@@ -57,10 +58,7 @@ export const DEFAULT_RELAY_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
  * sent to the owner directly.
  */
 export class ReplyRelay {
-  private readonly pending = new Map<
-    string,
-    { resolve: (ack: Ack) => void; timer: NodeJS.Timeout }
-  >();
+  private readonly pending = new PendingAnswers<Ack>();
   private readonly served: RunChannels;
   private readonly answers: string;
   private readonly timeoutMs: number;
@@ -70,11 +68,7 @@ export class ReplyRelay {
   private readonly queue: Array<() => void> = [];
   private readonly onAnswer = (message: Buffer) => {
     const answer = unpack(message) as Answer;
-    const waiting = this.pending.get(answer.id);
-    if (!waiting) return;
-    this.pending.delete(answer.id);
-    clearTimeout(waiting.timer);
-    waiting.resolve(answer.ack);
+    this.pending.settle(answer.id, answer.ack);
   };
 
   private constructor(private readonly options: ReplyRelayOptions) {
@@ -159,24 +153,16 @@ export class ReplyRelay {
   }
 
   private async send(runId: string, id: string, packed: Buffer): Promise<void> {
-    const answered = new Promise<Ack>((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        resolve({
-          ok: false,
-          error: {
-            code: ErrorCode.UNAVAILABLE,
-            message: `the coordinator that owns run ${runId} did not answer`,
-          },
-        });
-      }, this.timeoutMs);
-      this.pending.set(id, { resolve, timer });
-    });
+    const answered = this.pending.wait(id, this.timeoutMs, () => ({
+      ok: false,
+      error: {
+        code: ErrorCode.UNAVAILABLE,
+        message: `the coordinator that owns run ${runId} did not answer`,
+      },
+    }));
     const receivers = await this.options.commands.publish(this.runChannel(runId), packed);
     if (receivers === 0) {
-      const waiting = this.pending.get(id);
-      if (waiting) clearTimeout(waiting.timer);
-      this.pending.delete(id);
+      this.pending.cancel(id);
       throw new TesseraError(ErrorCode.WRONG_RUN, `run ${runId} is not running on any coordinator`);
     }
     const ack = await answered;
@@ -188,14 +174,10 @@ export class ReplyRelay {
       await this.served.unserveAll();
       await this.options.subscriber.unsubscribe(this.answers, this.onAnswer, true).catch(() => {});
     }
-    for (const [id, waiting] of this.pending) {
-      clearTimeout(waiting.timer);
-      waiting.resolve({
-        ok: false,
-        error: { code: ErrorCode.UNAVAILABLE, message: 'coordinator shutting down' },
-      });
-      this.pending.delete(id);
-    }
+    this.pending.closeAll(() => ({
+      ok: false,
+      error: { code: ErrorCode.UNAVAILABLE, message: 'coordinator shutting down' },
+    }));
   }
 }
 

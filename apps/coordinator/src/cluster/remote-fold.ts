@@ -12,6 +12,7 @@ import {
 } from '@tessera/protocol';
 import { pack, unpack } from 'msgpackr';
 import { z } from 'zod';
+import { PendingAnswers } from './pending-answers.js';
 import type { RedisClient } from './redis.js';
 import { RunChannels } from './run-channels.js';
 
@@ -107,10 +108,7 @@ interface OpenPartial {
 export class RemoteFold {
   private readonly answersChannel: string;
   private readonly partialsChannel: string;
-  private readonly pending = new Map<
-    string,
-    { resolve: (message: Message) => void; timer: NodeJS.Timeout }
-  >();
+  private readonly pending = new PendingAnswers<Message>();
   private readonly served: RunChannels;
   /** Partials this process folds for runs owned elsewhere, by attempt key. */
   private readonly partials = new Map<string, OpenPartial>();
@@ -120,11 +118,7 @@ export class RemoteFold {
   private readonly forwardOnly = new Set<string>();
   private readonly onAnswer = (message: Buffer) => {
     const answer = unpack(message) as Message;
-    const waiting = this.pending.get(answer.id);
-    if (!waiting) return;
-    this.pending.delete(answer.id);
-    clearTimeout(waiting.timer);
-    waiting.resolve(answer);
+    this.pending.settle(answer.id, answer);
   };
   private readonly onCollect = (message: Buffer) => {
     void this.answerCollect(unpack(message) as Message).catch(() => {});
@@ -236,7 +230,7 @@ export class RemoteFold {
       pack({ kind: 'claim', id, from: this.options.processId, claim } satisfies Message),
     );
     if (receivers === 0) {
-      this.cancel(id);
+      this.pending.cancel(id);
       return 'unserved';
     }
     const answer = await answered;
@@ -332,7 +326,7 @@ export class RemoteFold {
             } satisfies Message),
           );
           if (receivers === 0) {
-            this.cancel(id);
+            this.pending.cancel(id);
             throw new TesseraError(
               ErrorCode.UNAVAILABLE,
               `coordinator ${processId} is gone: its partial of run ${runId} is lost`,
@@ -355,19 +349,9 @@ export class RemoteFold {
 
   /** An answer with this id, or an UNAVAILABLE one (as a rejection) past `timeoutMs`. */
   private awaitAnswer(id: string, timeoutMs: number, late: string): Promise<Message> {
-    return new Promise<Message>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new TesseraError(ErrorCode.UNAVAILABLE, late));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, timer });
+    return this.pending.wait(id, timeoutMs, () => {
+      throw new TesseraError(ErrorCode.UNAVAILABLE, late);
     });
-  }
-
-  private cancel(id: string): void {
-    const waiting = this.pending.get(id);
-    if (waiting) clearTimeout(waiting.timer);
-    this.pending.delete(id);
   }
 
   async close(): Promise<void> {
@@ -379,18 +363,14 @@ export class RemoteFold {
       ] as const)
         await this.options.subscriber.unsubscribe(channel, listener, true).catch(() => {});
     }
-    for (const id of [...this.pending.keys()]) {
-      const waiting = this.pending.get(id);
-      this.cancel(id);
-      waiting?.resolve({
-        kind: 'verdict',
-        id,
-        verdict: {
-          fold: false,
-          error: { code: ErrorCode.UNAVAILABLE, message: 'coordinator shutting down' },
-        },
-      });
-    }
+    this.pending.closeAll((id) => ({
+      kind: 'verdict',
+      id,
+      verdict: {
+        fold: false,
+        error: { code: ErrorCode.UNAVAILABLE, message: 'coordinator shutting down' },
+      },
+    }));
     this.partials.clear();
   }
 }
