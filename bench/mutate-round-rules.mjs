@@ -88,10 +88,10 @@ const MUTANTS = [
   },
   {
     id: 'M06',
-    rule: 'sampling: selected clients are marked busy (assign) for the round',
+    rule: 'sampling: selected clients are marked busy (claimed) for the round',
     file: ENGINE,
-    find: "registry.assign(selected, { runId: this.runId, round, phase: 'train' });",
-    replace: '',
+    find: "const selected = await this.claimClients(drawn, { runId: this.runId, round, phase: 'train' });",
+    replace: 'const selected = [...drawn];',
   },
   {
     id: 'M07',
@@ -337,8 +337,8 @@ const MUTANTS = [
     id: 'M39',
     rule: 'an answered client is free again while the round is open',
     file: ENGINE,
-    find: '            : null,\n      });\n    }\n    registry.release(clientId, this.runId);',
-    replace: '            : null,\n      });\n    }',
+    find: '        open.digests.set(clientId, digest);\n      }\n    }\n    registry.release(clientId, this.runId);',
+    replace: '        open.digests.set(clientId, digest);\n      }\n    }',
   },
   {
     id: 'M40',
@@ -468,16 +468,16 @@ const MUTANTS = [
     id: 'M57',
     rule: 'stopped before the evaluation: no evaluation is started',
     file: ENGINE,
-    find: 'if (clients.length > 0 && this.stopReason === null) {',
-    replace: 'if (clients.length > 0) {',
+    find: 'holders.length > 0 && this.stopReason === null',
+    replace: 'holders.length > 0',
   },
   // ---- evaluation ----------------------------------------------------------------------
   {
     id: 'M58',
     rule: 'evaluation: only eligible clients (not those backing off)',
     file: ENGINE,
-    find: '    const clients = registry\n      .eligible(this.run.federationId)',
-    replace: '    const clients = registry\n      .idle(this.run.federationId)',
+    find: '    const holders = registry\n      .eligible(this.run.federationId)',
+    replace: '    const holders = registry\n      .idle(this.run.federationId)',
   },
   {
     id: 'M59',
@@ -490,8 +490,8 @@ const MUTANTS = [
     id: 'M60',
     rule: 'evaluation: clients asked to evaluate are marked busy',
     file: ENGINE,
-    find: "registry.assign(clients, { runId: this.runId, round, phase: 'evaluate' });",
-    replace: '',
+    find: "? await this.claimClients(holders, { runId: this.runId, round, phase: 'evaluate' })",
+    replace: '? holders',
   },
   {
     id: 'M61',
@@ -556,8 +556,8 @@ const MUTANTS = [
     rule: 'statistics: only eligible clients are asked (not those backing off)',
     file: ENGINE,
     stages: STATISTICS_STAGES,
-    find: 'const selected = [...registry.eligible(this.run.federationId)].sort();',
-    replace: 'const selected = [...registry.idle(this.run.federationId)].sort();',
+    find: 'await this.claimClients([...registry.eligible(this.run.federationId)].sort(), {',
+    replace: 'await this.claimClients([...registry.idle(this.run.federationId)].sort(), {',
   },
   {
     id: 'M70',
