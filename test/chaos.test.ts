@@ -7,15 +7,19 @@
 // On PostgreSQL when TEST_DATABASE_URL is set (CI), else on a PGlite data folder.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { createRng } from '@tessera/data';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { afterAll, describe, expect, it } from 'vitest';
-import { KILLED_MID_ROUND_RUN } from './coordinator-processes.js';
+import {
+  adminApi,
+  type CoordinatorProcess,
+  clientCli,
+  freePort,
+  KILLED_MID_ROUND_RUN,
+  startCoordinatorProcess,
+} from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import { createTestSchema } from './tcp-proxy.js';
 
@@ -29,8 +33,6 @@ function logMessage(line: string): string {
   }
 }
 
-const coordinatorCli = fileURLToPath(new URL('../apps/coordinator/dist/main.js', import.meta.url));
-const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const ADMIN_TOKEN = 'chaos-admin-token';
 /**
  * Enough rounds that the three restarts (each up to two rounds after the phase it waits for,
@@ -45,22 +47,6 @@ const ROUND_DEADLINE_MS = 8_000;
 const { CHAOS_SEED: chaosSeed } = process.env;
 const seed = Number(chaosSeed ?? Date.now() % 1_000_000);
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
-/** One coordinator process and the log lines it wrote (stdout and stderr). */
-interface CoordinatorProcess {
-  child: ChildProcess;
-  lines: string[];
-  exited: Promise<void>;
-}
-
 const cleanups: Array<() => Promise<void> | void> = [];
 afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
@@ -71,7 +57,6 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     console.log(`chaos seed ${seed} (CHAOS_SEED=${seed} reproduces the kill schedule)`);
     const rng = createRng(seed);
     const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
     const dataDir = mkdtempSync(join(tmpdir(), 'tessera-chaos-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
     const { TEST_DATABASE_URL: databaseUrl } = process.env;
@@ -85,57 +70,33 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     const history: string[] = [];
     const allLines: string[][] = [];
     const startCoordinator = async (): Promise<CoordinatorProcess> => {
-      const child = spawn(
-        process.execPath,
-        [
-          coordinatorCli,
-          ...['--port', String(port), '--host', '127.0.0.1', ...databaseArgs],
+      const started = await startCoordinatorProcess({
+        name: `#${allLines.length + 1}`,
+        port,
+        adminToken: ADMIN_TOKEN,
+        args: [
+          ...databaseArgs,
           // A SIGKILLed predecessor's lease must expire before the restart resumes its run.
           ...['--lease-ms', '2000'],
         ],
-        {
-          stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, TESSERA_ADMIN_TOKEN: ADMIN_TOKEN, DATABASE_URL: '' },
-        },
-      );
-      const lines: string[] = [];
-      for (const stream of [child.stdout, child.stderr]) {
-        if (stream) createInterface({ input: stream }).on('line', (line) => lines.push(line));
-      }
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      await waitFor(
-        () => lines.some((line) => line.includes('coordinator listening')),
-        `the coordinator to listen (log: ${lines.slice(-5).join(' | ')})`,
-        90_000,
-      );
-      allLines.push(lines);
-      return { child, lines, exited };
+        cleanups,
+      });
+      allLines.push(started.lines);
+      return started;
     };
-    let coordinator = await startCoordinator();
     const { CHAOS_LOG: chaosLog } = process.env;
     if (chaosLog) {
-      // CHAOS_LOG=FILE keeps every coordinator's log, for a failed schedule's post-mortem.
+      // CHAOS_LOG=FILE keeps every coordinator's log, for a failed schedule's post-mortem
+      // (written once every coordinator's SIGKILL, pushed after this, has run).
       cleanups.push(() =>
         writeFileSync(chaosLog, allLines.map((l) => l.join('\n')).join('\n--- restart ---\n')),
       );
     }
-    cleanups.push(() => {
-      coordinator.child.kill('SIGKILL');
-    });
-
-    const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-      const response = await fetch(`${url}/api${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${ADMIN_TOKEN}`,
-          'content-type': 'application/json',
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      const text = await response.text();
-      if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
-      return JSON.parse(text) as T;
-    };
+    let coordinator = await startCoordinator();
+    // Always the coordinator up now: each restart listens on the same port.
+    const admin = adminApi(ADMIN_TOKEN);
+    const api = <T>(method: string, path: string, body?: unknown) =>
+      admin<T>(coordinator, method, path, body);
 
     const federation = await api<{ id: string }>('POST', '/federations', { name: 'chaos' });
     const clients: Array<{ id: string; child: ChildProcess }> = [];
@@ -149,7 +110,7 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
         process.execPath,
         [
           clientCli,
-          ...['--coordinator', url, '--token', issued.token, '--progress', 'none'],
+          ...['--coordinator', coordinator.url, '--token', issued.token, '--progress', 'none'],
           ...['--mnist', `${k}/${CLIENTS}`, '--max-examples', '300', '--threads', '1'],
         ],
         { stdio: ['ignore', 'ignore', 'ignore'] },

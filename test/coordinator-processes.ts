@@ -101,11 +101,14 @@ export interface CoordinatorProcess {
   exited: Promise<void>;
 }
 
-/** Starts a coordinator process and waits until it listens; `cleanups` gets its SIGKILL. */
+/**
+ * Starts a coordinator process and waits until it listens; `cleanups` gets its SIGKILL. Without
+ * `databaseUrl`, `args` names its database (`--database-url` or `--data-dir`).
+ */
 export async function startCoordinatorProcess(options: {
   name: string;
   port: number;
-  databaseUrl: string;
+  databaseUrl?: string;
   adminToken: string;
   args: string[];
   cleanups: Array<() => unknown>;
@@ -115,7 +118,8 @@ export async function startCoordinatorProcess(options: {
     process.execPath,
     [
       coordinatorCli,
-      ...['--port', String(port), '--host', '127.0.0.1', '--database-url', options.databaseUrl],
+      ...['--port', String(port), '--host', '127.0.0.1'],
+      ...(options.databaseUrl === undefined ? [] : ['--database-url', options.databaseUrl]),
       ...options.args,
     ],
     {
