@@ -5,7 +5,7 @@
 // SIGSTOPped (its round goes on by the deadline). At the end every round 1..N is committed
 // exactly once and every checkpoint replays bit-identically (GET /api/runs/:id/verify).
 // On PostgreSQL when TEST_DATABASE_URL is set (CI), else on a PGlite data folder.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +15,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   adminApi,
   type CoordinatorProcess,
-  clientCli,
   freePort,
+  issueClientToken,
   KILLED_MID_ROUND_RUN,
+  spawnClientProcess,
   startCoordinatorProcess,
 } from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
@@ -101,24 +102,17 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     const federation = await api<{ id: string }>('POST', '/federations', { name: 'chaos' });
     const clients: Array<{ id: string; child: ChildProcess }> = [];
     for (let k = 0; k < CLIENTS; k++) {
-      const issued = await api<{ token: string; client: { id: string } }>(
-        'POST',
-        `/federations/${federation.id}/clients`,
-        { organisation: `org-${k}` },
-      );
-      const child = spawn(
-        process.execPath,
-        [
-          clientCli,
-          ...['--coordinator', coordinator.url, '--token', issued.token, '--progress', 'none'],
-          ...['--mnist', `${k}/${CLIENTS}`, '--max-examples', '300', '--threads', '1'],
-        ],
-        { stdio: ['ignore', 'ignore', 'ignore'] },
-      );
+      const issued = await issueClientToken(admin, coordinator, federation.id, k);
+      const child = spawnClientProcess({
+        coordinator: coordinator.url,
+        token: issued.token,
+        args: ['--mnist', `${k}/${CLIENTS}`, '--max-examples', '300'],
+        cleanups,
+      });
       clients.push({ id: issued.client.id, child });
+      // Run before its SIGKILL (cleanups run last first): the frozen one is let go on first.
       cleanups.push(() => {
         child.kill('SIGCONT');
-        child.kill('SIGKILL');
       });
     }
     await waitFor(

@@ -10,7 +10,7 @@
 // accepted and B is SIGKILLed: B's partial is lost, its three clients are recorded dropped with
 // the reason, and the round commits from A's three. Needs TEST_DATABASE_URL; Redis at
 // 127.0.0.1:6379 (TEST_REDIS_URL).
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { FedAvg } from '@tessera/aggregation';
 import { createRng } from '@tessera/data';
 import type { RoundRecord, RunRecord } from '@tessera/db';
@@ -25,8 +25,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   adminApi,
   type CoordinatorProcess,
-  freePort,
-  startCoordinatorProcess,
+  issueClientToken,
+  startRedisCoordinators,
 } from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import { closeRawSockets, connectRaw, rawClientInfo, sendWithAck } from './raw-client.js';
@@ -39,7 +39,6 @@ const ROUNDS = 3;
 const KILL_ROUND = 3;
 
 const { TEST_DATABASE_URL: databaseUrl } = process.env;
-const redisUrl = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterAll(async () => {
@@ -97,18 +96,13 @@ describe.skipIf(!databaseUrl)('cluster: updates folded where they arrive', () =>
   it('a non-owner folds its clients’ updates; checkpoints are the exact FedAvg of all; a lost partial drops its clients', async () => {
     const schema = await createTestSchema(databaseUrl as string);
     cleanups.push(() => schema.drop());
-    const prefix = `test:cluster-fold:${randomUUID()}:`;
-    const startCoordinator = async (name: string) =>
-      startCoordinatorProcess({
-        name,
-        port: await freePort(),
-        databaseUrl: schema.url,
-        adminToken: ADMIN_TOKEN,
-        args: [...['--lease-ms', '3000'], ...['--redis', redisUrl, '--redis-prefix', prefix]],
-        cleanups,
-      });
-    const a = await startCoordinator('A');
-    const b = await startCoordinator('B');
+    const { a, b } = await startRedisCoordinators({
+      test: 'cluster-fold',
+      databaseUrl: schema.url,
+      adminToken: ADMIN_TOKEN,
+      leaseMs: 3_000,
+      cleanups,
+    });
     const api = adminApi(ADMIN_TOKEN);
 
     const federation = await api<{ id: string }>(a, 'POST', '/federations', { name: 'fold' });
@@ -126,12 +120,7 @@ describe.skipIf(!databaseUrl)('cluster: updates folded where they arrive', () =>
 
     for (let k = 0; k < 2 * CLIENTS_PER_PROCESS; k++) {
       const home = k < CLIENTS_PER_PROCESS ? a : b;
-      const issued = await api<{ id: string; token: string }>(
-        a,
-        'POST',
-        `/federations/${federation.id}/clients`,
-        { organisation: `org-${k}` },
-      );
+      const issued = await issueClientToken(api, a, federation.id, k);
       const numExamples = 10 + 7 * k;
       const { socket, welcome, error } = await connectRaw(home.url, {
         token: issued.token,

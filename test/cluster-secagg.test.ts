@@ -8,8 +8,6 @@
 // of both processes, and each committed model is plain FedAvg of the four clients' changes
 // (what each kept), within the fixed-point error the round records, as test/secagg-run.test.ts
 // checks it in one process. Needs TEST_DATABASE_URL; Redis at 127.0.0.1:6379 (TEST_REDIS_URL).
-import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,9 +17,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   adminApi,
   type CoordinatorProcess,
-  clientCli,
-  freePort,
-  startCoordinatorProcess,
+  connectedTo,
+  issueClientToken,
+  spawnClientProcess,
+  startRedisCoordinators,
 } from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import { keptContribution } from './kept-contributions.js';
@@ -41,20 +40,11 @@ const secureAggregation = {
 };
 
 const { TEST_DATABASE_URL: databaseUrl } = process.env;
-const redisUrl = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
-
-/** The ids of the clients whose connection this coordinator's log says it accepted. */
-const connectedTo = (c: CoordinatorProcess) =>
-  new Set(
-    c.lines
-      .filter((line) => line.includes('"msg":"client connected"'))
-      .map((line) => /"clientId":"([^"]+)"/.exec(line)?.[1] ?? ''),
-  );
 
 /** `secagg` frames this coordinator acked: accepted, or refused with a code. */
 async function secAggReplies(on: CoordinatorProcess) {
@@ -80,48 +70,32 @@ describe.skipIf(!databaseUrl)(
     it("B's clients' SecAgg frames are relayed to the owner A; every round sums the clients of both", async () => {
       const schema = await createTestSchema(databaseUrl as string);
       cleanups.push(() => schema.drop());
-      const prefix = `test:cluster-secagg:${randomUUID()}:`;
       const root = mkdtempSync(join(tmpdir(), 'tessera-cluster-secagg-'));
       cleanups.push(() => rmSync(root, { recursive: true, force: true }));
-      const startCoordinator = async (name: string) =>
-        startCoordinatorProcess({
-          name,
-          port: await freePort(),
-          databaseUrl: schema.url,
-          adminToken: ADMIN_TOKEN,
-          args: [...['--lease-ms', '3000'], ...['--redis', redisUrl, '--redis-prefix', prefix]],
-          cleanups,
-        });
-      // One after the other: both apply the same migrations at start.
-      const a = await startCoordinator('A');
-      const b = await startCoordinator('B');
+      const { a, b } = await startRedisCoordinators({
+        test: 'cluster-secagg',
+        databaseUrl: schema.url,
+        adminToken: ADMIN_TOKEN,
+        leaseMs: 3_000,
+        cleanups,
+      });
       const api = adminApi(ADMIN_TOKEN);
 
       const federation = await api<{ id: string }>(a, 'POST', '/federations', { name: 'secagg' });
       const total = 2 * CLIENTS_PER_PROCESS;
       const dirs: string[] = [];
       for (let k = 0; k < total; k++) {
-        const issued = await api<{ token: string }>(
-          a,
-          'POST',
-          `/federations/${federation.id}/clients`,
-          { organisation: `org-${k}` },
-        );
-        const home = k < CLIENTS_PER_PROCESS ? a : b;
+        const { token } = await issueClientToken(api, a, federation.id, k);
         const dir = join(root, String(k));
         dirs.push(dir);
-        const child = spawn(
-          process.execPath,
-          [
-            clientCli,
-            ...['--coordinator', home.url, '--token', issued.token, '--progress', 'none'],
+        spawnClientProcess({
+          coordinator: (k < CLIENTS_PER_PROCESS ? a : b).url,
+          token,
+          args: [
             ...['--mnist', `${k}/${total}`, '--max-examples', '200', '--holdout', '0'],
-            ...['--threads', '1', '--keep-contributions', dir],
+            ...['--keep-contributions', dir],
           ],
-          { stdio: ['ignore', 'ignore', 'ignore'] },
-        );
-        cleanups.push(() => {
-          child.kill('SIGKILL');
+          cleanups,
         });
       }
       await waitFor(

@@ -10,23 +10,22 @@
 // from A. Every round 1..N is committed exactly once, and every checkpoint replays
 // bit-identically from its predecessor. Needs TEST_DATABASE_URL; Redis at 127.0.0.1:6379
 // (TEST_REDIS_URL).
-import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { createRng } from '@tessera/data';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   adminApi,
   type CoordinatorProcess,
-  clientCli,
-  freePort,
+  connectedTo,
+  issueClientToken,
   KILLED_MID_ROUND_RUN,
   killOwnerMidRound,
   leaseOwnerOf,
   leaseRow,
   roundsLogged,
-  startCoordinatorProcess,
+  spawnClientProcess,
   startFailoverFront,
+  startRedisCoordinators,
 } from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import { createTestSchema } from './tcp-proxy.js';
@@ -37,7 +36,6 @@ const CLIENTS_PER_PROCESS = 2;
 const LEASE_MS = 3_000;
 
 const { TEST_DATABASE_URL: databaseUrl, CLUSTER_SEED: clusterSeed } = process.env;
-const redisUrl = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const seed = Number(clusterSeed ?? Date.now() % 1_000_000);
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -45,37 +43,20 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** The ids of the clients whose connection this coordinator's log says it accepted. */
-const connectedTo = (c: CoordinatorProcess) =>
-  new Set(
-    c.lines
-      .filter((line) => line.includes('"msg":"client connected"'))
-      .map((line) => /"clientId":"([^"]+)"/.exec(line)?.[1] ?? ''),
-  );
-
 describe.skipIf(!databaseUrl)('cluster: two coordinators on Redis + PostgreSQL', () => {
   it('rounds reach the clients of both processes; after a SIGKILL of the owner the other goes on with all of them', async () => {
     console.log(`cluster seed ${seed} (CLUSTER_SEED=${seed} repeats the kill point)`);
     const rng = createRng(seed);
     const schema = await createTestSchema(databaseUrl as string);
     cleanups.push(() => schema.drop());
-    const prefix = `test:cluster:${randomUUID()}:`;
 
-    const startCoordinator = async (name: string) =>
-      startCoordinatorProcess({
-        name,
-        port: await freePort(),
-        databaseUrl: schema.url,
-        adminToken: ADMIN_TOKEN,
-        args: [
-          ...['--lease-ms', String(LEASE_MS)],
-          ...['--redis', redisUrl, '--redis-prefix', prefix],
-        ],
-        cleanups,
-      });
-    // One after the other: both apply the same migrations at start.
-    const a = await startCoordinator('A');
-    const b = await startCoordinator('B');
+    const { a, b } = await startRedisCoordinators({
+      test: 'cluster',
+      databaseUrl: schema.url,
+      adminToken: ADMIN_TOKEN,
+      leaseMs: LEASE_MS,
+      cleanups,
+    });
     const front = await startFailoverFront([a, b].map((c) => Number(new URL(c.url).port)));
     cleanups.push(() => front.close());
     const api = adminApi(ADMIN_TOKEN);
@@ -85,26 +66,13 @@ describe.skipIf(!databaseUrl)('cluster: two coordinators on Redis + PostgreSQL',
     const federation = await api<{ id: string }>(a, 'POST', '/federations', { name: 'cluster' });
     const total = 2 * CLIENTS_PER_PROCESS;
     for (let k = 0; k < total; k++) {
-      const issued = await api<{ token: string }>(
-        a,
-        'POST',
-        `/federations/${federation.id}/clients`,
-        { organisation: `org-${k}` },
-      );
+      const { token } = await issueClientToken(api, a, federation.id, k);
       // The first half through the front (it lands on A while A is up), the rest on B.
-      const address = k < CLIENTS_PER_PROCESS ? `http://127.0.0.1:${front.port}` : b.url;
-      const child = spawn(
-        process.execPath,
-        [
-          clientCli,
-          ...['--coordinator', address, '--token', issued.token],
-          ...['--progress', 'none', '--mnist', `${k}/${total}`, '--max-examples', '600'],
-          ...['--threads', '1'],
-        ],
-        { stdio: ['ignore', 'ignore', 'ignore'] },
-      );
-      cleanups.push(() => {
-        child.kill('SIGKILL');
+      spawnClientProcess({
+        coordinator: k < CLIENTS_PER_PROCESS ? `http://127.0.0.1:${front.port}` : b.url,
+        token,
+        args: ['--mnist', `${k}/${total}`, '--max-examples', '600'],
+        cleanups,
       });
     }
     await waitFor(

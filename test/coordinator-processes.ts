@@ -1,7 +1,9 @@
-// Coordinator processes for the multi-process tests (failover, cluster): apps/coordinator/dist/
-// main.js on its own port, its pino lines collected, one address in front of several of them,
-// and the admin API of one of them.
+// Coordinator processes for the multi-process tests (chaos, failover, cluster): apps/coordinator/
+// dist/main.js on its own port, its pino lines collected, two of them on Redis, one address in
+// front of several of them, the admin API of one of them, and client processes
+// (apps/node-client/dist/main.js) with tokens it issued.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -143,6 +145,39 @@ export async function startCoordinatorProcess(options: {
   return { name, url: `http://127.0.0.1:${port}`, child, lines, exited };
 }
 
+/** Redis for the cluster tests: TEST_REDIS_URL, else one on 127.0.0.1:6379. */
+export const redisUrl = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+/**
+ * Two coordinator processes, A and B, each on a port of its own, on one database and one Redis
+ * (--redis, under a key prefix of this call's own: test:`test`:<uuid>:). One after the other:
+ * both apply the same migrations at start.
+ */
+export async function startRedisCoordinators(options: {
+  test: string;
+  databaseUrl: string;
+  adminToken: string;
+  leaseMs: number;
+  cleanups: Array<() => unknown>;
+}): Promise<{ a: CoordinatorProcess; b: CoordinatorProcess }> {
+  const prefix = `test:${options.test}:${randomUUID()}:`;
+  const start = async (name: string) =>
+    startCoordinatorProcess({
+      name,
+      port: await freePort(),
+      databaseUrl: options.databaseUrl,
+      adminToken: options.adminToken,
+      args: [
+        ...['--lease-ms', String(options.leaseMs)],
+        ...['--redis', redisUrl, '--redis-prefix', prefix],
+      ],
+      cleanups: options.cleanups,
+    });
+  const a = await start('A');
+  const b = await start('B');
+  return { a, b };
+}
+
 /** The admin REST API of one coordinator process. */
 export function adminApi(adminToken: string) {
   return async <T>(on: CoordinatorProcess, method: string, path: string, body?: unknown) => {
@@ -156,6 +191,58 @@ export function adminApi(adminToken: string) {
     return JSON.parse(text) as T;
   };
 }
+
+export type AdminApi = ReturnType<typeof adminApi>;
+
+/** A token for client `k` of a federation (organisation org-`k`), issued by `on`. */
+export const issueClientToken = (
+  api: AdminApi,
+  on: CoordinatorProcess,
+  federationId: string,
+  k: number,
+) =>
+  api<{ token: string; client: { id: string } }>(
+    on,
+    'POST',
+    `/federations/${federationId}/clients`,
+    {
+      organisation: `org-${k}`,
+    },
+  );
+
+/**
+ * A Node client process of `token` (one thread, no progress output, its output dropped) that
+ * connects to `coordinator`, a URL; `cleanups` gets its SIGKILL.
+ */
+export function spawnClientProcess(options: {
+  coordinator: string;
+  token: string;
+  args: string[];
+  cleanups: Array<() => unknown>;
+}): ChildProcess {
+  const child = spawn(
+    process.execPath,
+    [
+      clientCli,
+      ...['--coordinator', options.coordinator, '--token', options.token],
+      ...['--progress', 'none', '--threads', '1'],
+      ...options.args,
+    ],
+    { stdio: ['ignore', 'ignore', 'ignore'] },
+  );
+  options.cleanups.push(() => {
+    child.kill('SIGKILL');
+  });
+  return child;
+}
+
+/** The ids of the clients whose connection this coordinator's log says it accepted. */
+export const connectedTo = (c: CoordinatorProcess) =>
+  new Set(
+    c.lines
+      .filter((line) => line.includes('"msg":"client connected"'))
+      .map((line) => /"clientId":"([^"]+)"/.exec(line)?.[1] ?? ''),
+  );
 
 /** This coordinator's lease owner name, from its start-up log line. */
 export const leaseOwnerOf = (c: CoordinatorProcess) =>

@@ -9,20 +9,20 @@
 // or by B, never both), the lease belongs to B with the next token, and every checkpoint
 // replays bit-identically from its predecessor (GET /api/runs/:id/verify).
 // Needs TEST_DATABASE_URL (two processes cannot share one PGlite folder).
-import { spawn } from 'node:child_process';
 import { createRng } from '@tessera/data';
 import type { RoundRecord, RunRecord } from '@tessera/db';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   adminApi,
   type CoordinatorProcess,
-  clientCli,
   freePort,
+  issueClientToken,
   KILLED_MID_ROUND_RUN,
   killOwnerMidRound,
   leaseOwnerOf,
   leaseRow,
   roundsLogged,
+  spawnClientProcess,
   startCoordinatorProcess,
   startFailoverFront,
 } from './coordinator-processes.js';
@@ -71,26 +71,12 @@ describe.skipIf(!databaseUrl)(
 
       const federation = await api<{ id: string }>(a, 'POST', '/federations', { name: 'failover' });
       for (let k = 0; k < CLIENTS; k++) {
-        const issued = await api<{ token: string }>(
-          a,
-          'POST',
-          `/federations/${federation.id}/clients`,
-          {
-            organisation: `org-${k}`,
-          },
-        );
-        const child = spawn(
-          process.execPath,
-          [
-            clientCli,
-            ...['--coordinator', `http://127.0.0.1:${front.port}`, '--token', issued.token],
-            ...['--progress', 'none', '--mnist', `${k}/${CLIENTS}`, '--max-examples', '600'],
-            ...['--threads', '1'],
-          ],
-          { stdio: ['ignore', 'ignore', 'ignore'] },
-        );
-        cleanups.push(() => {
-          child.kill('SIGKILL');
+        const { token } = await issueClientToken(api, a, federation.id, k);
+        spawnClientProcess({
+          coordinator: `http://127.0.0.1:${front.port}`,
+          token,
+          args: ['--mnist', `${k}/${CLIENTS}`, '--max-examples', '600'],
+          cleanups,
         });
       }
       await waitFor(async () => (await connected(a)) === CLIENTS, 'every client on A', 90_000);
