@@ -46,15 +46,27 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** `secagg` frames this coordinator acked: accepted, or refused with a code. */
-async function secAggReplies(on: CoordinatorProcess) {
+async function metricLines(on: CoordinatorProcess): Promise<string[]> {
   const response = await fetch(`${on.url}/metrics`, {
     headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
   });
   expect(response.status).toBe(200);
+  return (await response.text()).split('\n');
+}
+
+/** Frames for another process's clients this coordinator published, or received and sent out. */
+async function framesDelivered(on: CoordinatorProcess, direction: 'sent' | 'received') {
+  const line = (await metricLines(on)).find((l) =>
+    l.startsWith(`tessera_frames_delivered_total{direction="${direction}"}`),
+  );
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+/** `secagg` frames this coordinator acked: accepted, or refused with a code. */
+async function secAggReplies(on: CoordinatorProcess) {
   let accepted = 0;
   const refused: string[] = [];
-  for (const line of (await response.text()).split('\n')) {
+  for (const line of await metricLines(on)) {
     if (!line.startsWith('tessera_client_replies_total{') || !line.includes('event="secagg"'))
       continue;
     const count = Number(line.slice(line.lastIndexOf(' ') + 1));
@@ -194,6 +206,12 @@ describe.skipIf(!databaseUrl)(
       expect(await secAggReplies(b)).toEqual({ accepted: perProcess, refused: [] });
       // B never drove the run.
       expect(b.lines.some((l) => l.includes('"msg":"round started"'))).toBe(false);
+      // A's frames for B's clients (train, SecAgg steps, round ends) went to B once each, and B
+      // sent each out to its own connections, paced, rather than one adapter broadcast.
+      const sent = await framesDelivered(a, 'sent');
+      expect(sent).toBeGreaterThanOrEqual(ROUNDS * (1 + STEPS));
+      expect(await framesDelivered(b, 'received')).toBe(sent);
+      expect(await framesDelivered(b, 'sent')).toBe(0);
     }, 300_000);
   },
 );

@@ -24,6 +24,7 @@ import {
 import { createApi } from './api.js';
 import { storeBuiltinTasks } from './builtin-tasks.js';
 import { WorkerCentralEvaluator } from './central-eval.js';
+import { type DeliveredFrame, FrameDelivery } from './cluster/frame-delivery.js';
 import { type ClusterOptions, connectRedis, type RedisConnections } from './cluster/redis.js';
 import { ClusterClientRegistry } from './cluster/registry.js';
 import { type ForwardedFrame, ReplyRelay } from './cluster/relay.js';
@@ -112,6 +113,8 @@ interface Cluster {
   relay: ReplyRelay;
   /** Updates folded where they arrive, partial sums collected by the run's owner. */
   fold: RemoteFold;
+  /** Frames for clients another process holds, sent out paced by that process. */
+  frames: FrameDelivery;
   /** The socket edge's entry for replies and SecAgg messages relayed from other processes. */
   receive: (forwarded: ForwardedFrame) => void | Promise<void>;
 }
@@ -186,7 +189,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const leaseOwner = options.leaseOwner ?? processOwnerId();
     const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
     const leases = new RunLeases(options.db.leases, leaseOwner, leaseMs, logger);
-    let cluster: Omit<Cluster, 'receive' | 'fold'> | null = null;
+    let cluster: Omit<Cluster, 'receive' | 'fold' | 'frames'> | null = null;
     let registry: ClientRegistry;
     if (options.redis) {
       const connections = await connectRedis(options.redis);
@@ -208,6 +211,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       registry = new LocalClientRegistry();
     }
     const metrics = new CoordinatorMetrics({ registry, leases });
+    let deliverLocal: ((frame: DeliveredFrame) => void) | undefined;
     const clustered: Omit<Cluster, 'receive'> | null = cluster && {
       ...cluster,
       fold: await RemoteFold.start({
@@ -216,6 +220,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         onFolded: () => metrics.recordFoldedRemote(),
         onCollected: (received) => metrics.recordPartialCollected(received),
       }),
+      // Frames published to this process are delivered once the socket edge exists (below):
+      // none can be for a connection of this process before it accepts any.
+      frames: await FrameDelivery.start(
+        { ...cluster.connections, processId: leaseOwner },
+        (frame) => {
+          metrics.recordFrameDelivered('received');
+          deliverLocal?.(frame);
+        },
+      ),
     };
     const health = new DatabaseHealth();
     const resilientDb = withRetries(options.db, {
@@ -234,7 +247,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       logger.info('database back', { downForMs: snapshot.downForMs }),
     );
     let coordinator: Coordinator | undefined;
-    const { io, transport, receive } = attachSocketServer(http, {
+    const socketEdge = attachSocketServer(http, {
       db: resilientDb,
       registry,
       logger,
@@ -243,6 +256,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       ...(clustered
         ? {
             adapter: clustered.connections.adapter,
+            frames: {
+              homeOf: (clientId: string) => clustered.registry.homeOf(clientId),
+              send: (processId: string, frame: DeliveredFrame) => {
+                metrics.recordFrameDelivered('sent');
+                return clustered.frames.send(processId, frame);
+              },
+            },
             // An update of a run that folds where updates arrive stays here (its claim goes
             // to the owner); anything else travels whole to the owner.
             forward: async (forwarded: ForwardedFrame) => {
@@ -262,6 +282,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         connectionRefused: (code) => metrics.recordConnectionRefused(code),
       },
     });
+    const { io, transport, receive } = socketEdge;
+    deliverLocal = socketEdge.deliverLocal;
     // Bytes on the wire, counted where Engine.IO reads and writes packets (every namespace).
     io.engine.on('connection', (socket: import('node:events').EventEmitter) => {
       socket.on('packet', (packet: { data?: unknown }) =>
@@ -497,6 +519,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.cluster) {
       await this.cluster.relay.close();
       await this.cluster.fold.close();
+      await this.cluster.frames.close();
       await this.cluster.registry.close();
       await this.cluster.connections.close();
     }

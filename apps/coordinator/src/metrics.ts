@@ -23,6 +23,7 @@ export class CoordinatorMetrics {
   private readonly leasesLost: Counter;
   private readonly foldedRemote: Counter;
   private readonly partialsCollected: Counter<'outcome'>;
+  private readonly framesDelivered: Counter<'direction'>;
   /** When each open round's first attempt started, and each committed round was committed. */
   private readonly phaseStarts = new Map<string, number>();
 
@@ -93,6 +94,12 @@ export class CoordinatorMetrics {
     this.foldedRemote = new Counter({
       name: 'tessera_updates_folded_remote_total',
       help: 'Updates this process folded into a partial sum for a run another process owns (aggregation where the updates arrive)',
+      registers: [register],
+    });
+    this.framesDelivered = new Counter({
+      name: 'tessera_frames_delivered_total',
+      help: 'Frames for clients another coordinator process holds: published by this process to the one that holds them (sent), or published to this process and sent out paced to its own connections (received)',
+      labelNames: ['direction'],
       registers: [register],
     });
     this.partialsCollected = new Counter({
@@ -201,6 +208,10 @@ export class CoordinatorMetrics {
 
   recordFoldedRemote(): void {
     this.foldedRemote.inc();
+  }
+
+  recordFrameDelivered(direction: 'sent' | 'received'): void {
+    this.framesDelivered.inc({ direction });
   }
 
   recordPartialCollected(received: boolean): void {

@@ -30,6 +30,7 @@ import {
   trainReplySchema,
 } from '@tessera/protocol';
 import { Server, type ServerOptions, type Socket } from 'socket.io';
+import type { DeliveredFrame } from './cluster/frame-delivery.js';
 import type { ForwardedFrame } from './cluster/relay.js';
 import { isLoopback, RateLimiter } from './connection-rate-limit.js';
 import type { RunEngine } from './engine.js';
@@ -80,6 +81,16 @@ export interface SocketServerOptions {
    * refusal.
    */
   forward?: (forwarded: ForwardedFrame) => Promise<void>;
+  /**
+   * Cluster mode: frames for connections another process holds go to that process, which
+   * sends them out paced (cluster/frame-delivery.ts), instead of one adapter broadcast.
+   */
+  frames?: {
+    /** The process that holds the client's connection (undefined: not known here). */
+    homeOf(clientId: string): string | undefined;
+    /** Publishes the frame to that process; false when no process listens there. */
+    send(processId: string, frame: DeliveredFrame): Promise<boolean>;
+  };
   /** Told of every client frame handled (`code`: the refusal sent back, or null) and every refused handshake (metrics). */
   observer?: SocketObserver;
 }
@@ -125,6 +136,8 @@ export function attachSocketServer(
   io: TesseraServer;
   transport: Transport;
   receive: (forwarded: ForwardedFrame) => void | Promise<void>;
+  /** Sends a frame another process delivered (cluster/frame-delivery.ts) to its connections here. */
+  deliverLocal: (frame: DeliveredFrame) => void;
 } {
   const { db, registry, logger, engineFor, maxFrameBytes } = options;
   // Until a connection's handshake is accepted its frames may be a few KiB only and are never
@@ -392,21 +405,25 @@ export function attachSocketServer(
     return localEngine(parsed.runId).handleSecAgg(clientId, parsed);
   };
 
-  const socketsOf = (clientIds: readonly string[]): string[] =>
-    clientIds.flatMap((id) => {
-      const session = registry.get(id);
-      return session ? [session.connectionId] : [];
-    });
-
   // Connections this process holds get their frames paced (paced-sends.ts), each chunk one
   // io.local.to([...]).emit: one encoding for the chunk, nothing published to the adapter.
-  // The others get one io.to([...]).emit (the adapter publishes the frame once for them). An
-  // empty room list would mean "everyone" to Socket.IO, hence the guards.
+  // Those another process holds: in cluster mode the frame is published once to each such
+  // process, which paces it out to its own (deliverLocal); a connection whose process is not
+  // known, or whose process no longer listens, gets one io.to([...]).emit through the adapter.
+  // An empty room list would mean "everyone" to Socket.IO, hence the guards.
   const paced = createPacedSender({
     onError: (error) =>
       logger.error('sending a frame failed', { message: TesseraError.from(error).message }),
   });
   const localSockets = io.of('/').sockets;
+  const sendHere = (connections: readonly string[], event: string, args: unknown[]) =>
+    paced.send(connections, (chunk) =>
+      (io.local.to(chunk).emit as (event: string, ...args: unknown[]) => boolean)(event, ...args),
+    );
+  const broadcast = (connections: string[], event: string, args: unknown[]) => {
+    if (connections.length > 0)
+      (io.to(connections).emit as (event: string, ...args: unknown[]) => boolean)(event, ...args);
+  };
   const send = <E extends keyof ServerToClientEvents>(
     clientIds: readonly string[],
     event: E,
@@ -414,11 +431,49 @@ export function attachSocketServer(
   ) => {
     const here: string[] = [];
     const elsewhere: string[] = [];
-    for (const socketId of socketsOf(clientIds))
-      (localSockets.has(socketId) ? here : elsewhere).push(socketId);
-    if (elsewhere.length > 0) io.to(elsewhere).emit(event, ...payload);
-    paced.send(here, (chunk) => io.local.to(chunk).emit(event, ...payload));
+    const byProcess = new Map<string, string[]>();
+    for (const clientId of clientIds) {
+      const socketId = registry.get(clientId)?.connectionId;
+      if (socketId === undefined) continue;
+      if (localSockets.has(socketId)) {
+        here.push(socketId);
+        continue;
+      }
+      const home = options.frames?.homeOf(clientId);
+      if (home === undefined) {
+        elsewhere.push(socketId);
+        continue;
+      }
+      const theirs = byProcess.get(home);
+      if (theirs) theirs.push(socketId);
+      else byProcess.set(home, [socketId]);
+    }
+    broadcast(elsewhere, event, payload);
+    for (const [home, connections] of byProcess) {
+      (options.frames as NonNullable<SocketServerOptions['frames']>)
+        .send(home, { event, args: payload, connections })
+        .then(
+          (heard) => {
+            if (!heard) broadcast(connections, event, payload);
+          },
+          (error: unknown) => {
+            logger.warn('could not publish a frame to another coordinator; using the adapter', {
+              event,
+              process: home,
+              message: TesseraError.from(error).message,
+            });
+            broadcast(connections, event, payload);
+          },
+        );
+    }
+    sendHere(here, event, payload);
   };
+  const deliverLocal = ({ event, args, connections }: DeliveredFrame) =>
+    sendHere(
+      connections.filter((id) => localSockets.has(id)),
+      event,
+      args,
+    );
   const transport: Transport = {
     sendTrain: (clientIds, instruction) => send(clientIds, 'train', instruction),
     sendEvaluate: (clientIds, instruction) => send(clientIds, 'evaluate', instruction),
@@ -426,7 +481,7 @@ export function attachSocketServer(
     sendRoundClosed: (clientIds, notice) => send(clientIds, 'round-closed', notice),
     sendSecAgg: (clientIds, frame) => send(clientIds, 'secagg', frame),
   };
-  return { io, transport, receive };
+  return { io, transport, receive, deliverLocal };
 }
 
 const REPLY_EVENTS = ['update', 'evaluation', 'statistics'] as const;
