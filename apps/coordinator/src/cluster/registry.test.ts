@@ -176,7 +176,11 @@ describe('ClusterClientRegistry on Redis', () => {
     const winner = wonByA.includes(first) ? a.registry : b.registry;
     const loser = winner === a.registry ? b.registry : a.registry;
     expect(await loser.claim([first], { runId: 'late', round: 9, phase: 'evaluate' })).toEqual([]);
+    // The lost claim gave the client back the winner's task, as the loser knew it.
+    expect(loser.get(first)?.task).toEqual(expected(first));
     winner.release(first, expected(first).runId);
+    // The release is told after its field is deleted (one connection, in order): once the
+    // loser hears it, its claim finds the field free.
     await until(() => loser.get(first)?.task === null, 'the release');
     expect(await loser.claim([first], { runId: 'late', round: 9, phase: 'evaluate' })).toEqual([
       first,

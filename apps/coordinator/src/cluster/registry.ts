@@ -149,6 +149,8 @@ export class ClusterClientRegistry extends LocalClientRegistry {
    */
   override async claim(clientIds: readonly string[], task: ClientTask): Promise<string[]> {
     const here = clientIds.filter((id) => this.sessions.has(id));
+    // What a lost claim gives back (null for a client drawn idle, as the engine draws them).
+    const before = new Map(here.map((id) => [id, this.sessions.get(id)?.task ?? null]));
     this.assign(here, task);
     if (here.length === 0) return [];
     const stored: StoredTask = { task, assigner: this.options.processId, at: Date.now() };
@@ -163,7 +165,7 @@ export class ClusterClientRegistry extends LocalClientRegistry {
         ],
       })) as string[];
     } catch (cause) {
-      for (const id of here) this.unassign(id, task);
+      for (const id of here) this.unassign(id, task, before.get(id) ?? null);
       throw new TesseraError(
         ErrorCode.UNAVAILABLE,
         `could not claim clients in Redis: ${(cause as Error).message}`,
@@ -171,7 +173,7 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     }
     const winners = new Set(won);
     for (const id of here) {
-      if (!winners.has(id)) this.unassign(id, task);
+      if (!winners.has(id)) this.unassign(id, task, before.get(id) ?? null);
       else this.assigners.set(id, this.options.processId);
     }
     if (won.length > 0) this.publish({ op: 'assign', clientIds: won, task });
@@ -228,12 +230,15 @@ export class ClusterClientRegistry extends LocalClientRegistry {
     return `${this.options.prefix}alive:${processId}`;
   }
 
-  /** Takes back this claim's task (a lost claim), unless another's has replaced it since. */
-  private unassign(clientId: string, task: ClientTask): void {
+  /**
+   * Takes back this claim's task (a lost claim), unless another's has replaced it since: the
+   * client has the task it had before, as far as this process knows.
+   */
+  private unassign(clientId: string, task: ClientTask, previous: ClientTask | null): void {
     const session = this.sessions.get(clientId);
     if (session?.task !== task) return;
-    session.task = null;
-    this.emit('change');
+    session.task = previous;
+    if (previous === null) this.emit('change');
   }
 
   private readonly reportError = (error: unknown) => this.options.onError?.(error as Error);
