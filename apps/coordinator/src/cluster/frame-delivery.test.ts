@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../testing/wait-for.js';
 import { type DeliveredFrame, FrameDelivery } from './frame-delivery.js';
 import { connectRedis, type RedisConnections } from './redis.js';
 
@@ -24,13 +25,9 @@ async function startDelivery(prefix: string, processId: string) {
   return { delivery, received };
 }
 
-const until = async (condition: () => boolean, what: string) => {
-  const started = Date.now();
-  while (!condition()) {
-    if (Date.now() - started > 10_000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-};
+/** Polls the condition for up to 10 s. */
+const until = (condition: () => boolean, what: string, limitMs = 10_000) =>
+  waitFor(condition, what, limitMs);
 
 describe('FrameDelivery on Redis', () => {
   it('gives a frame to the process that holds its connections, bytes intact and in order', async () => {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testSession as session } from '../testing/sessions.js';
+import { waitFor } from '../testing/wait-for.js';
 import { connectRedis, type RedisConnections } from './redis.js';
 import { ClusterClientRegistry } from './registry.js';
 
@@ -9,13 +10,9 @@ import { ClusterClientRegistry } from './registry.js';
 const redisUrl = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const HEARTBEAT_MS = 600;
 
-const until = async (condition: () => boolean, what: string, timeoutMs = 10_000) => {
-  const started = Date.now();
-  while (!condition()) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-};
+/** Polls the condition for up to 10 s. */
+const until = (condition: () => boolean, what: string, limitMs = 10_000) =>
+  waitFor(condition, what, limitMs);
 
 const open: Array<{ registry: ClusterClientRegistry; connections: RedisConnections }> = [];
 afterEach(async () => {

@@ -32,6 +32,8 @@ import {
 } from '../registry.js';
 import { InMemoryTransport, type SentMessage } from './memory-transport.js';
 
+export { waitFor } from './wait-for.js';
+
 /** The fedavg-2nn every engine test trains (fake clients never run it). */
 export const MODEL = 'fedavg-2nn';
 export const PARAMS = 199_210;
@@ -340,21 +342,6 @@ export function contextFor(
 /** The model's bytes with every weight `value`. */
 export const constantWeights = (value: number): Uint8Array<ArrayBuffer> =>
   new Uint8Array(weightsToBytes(new Float32Array(PARAMS).fill(value)));
-
-/** Polls `check` until it gives a value; fails after `limitMs` naming `what`. */
-export async function waitFor<T>(
-  check: () => T | undefined | null | false,
-  what: string,
-  limitMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** An independent copy of the sampling rule: partial Fisher-Yates over the sorted ids. */
 export function referenceSample(
