@@ -468,9 +468,6 @@ export class RunEngine extends EventEmitter<EngineEvents> {
         numExamples: reply.numExamples,
         durationMs: reply.durationMs,
         sizeBytes: reply.weights.byteLength,
-        // Kept bytes are hashed by the commit that stores them (once, and it cannot be told a
-        // wrong hash); only updates whose bytes are not kept are hashed here, off the loop.
-        sha256: undefined,
         metrics: reply.metrics,
         // A copy: the decoded frame's bytes may be a view into a larger receive buffer.
         weights: this.run.config.keepUpdates ? reply.weights.slice() : null,
@@ -482,6 +479,8 @@ export class RunEngine extends EventEmitter<EngineEvents> {
             ? reply.controlDelta.slice()
             : null,
       });
+      // Kept bytes are hashed by the commit that stores them (once, and it cannot be told a
+      // wrong hash); only updates whose bytes are not kept are hashed here, off the loop.
       if (!this.run.config.keepUpdates) {
         // WebCrypto copies the bytes at this call: the frame's buffer may go after it.
         const digest = sha256Hex(reply.weights);

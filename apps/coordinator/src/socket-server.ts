@@ -416,6 +416,7 @@ export function attachSocketServer(
       logger.error('sending a frame failed', { message: TesseraError.from(error).message }),
   });
   const localSockets = io.of('/').sockets;
+  const { frames } = options;
   const sendHere = (connections: readonly string[], event: string, args: unknown[]) =>
     paced.send(connections, (chunk) =>
       (io.local.to(chunk).emit as (event: string, ...args: unknown[]) => boolean)(event, ...args),
@@ -439,7 +440,7 @@ export function attachSocketServer(
         here.push(socketId);
         continue;
       }
-      const home = options.frames?.homeOf(clientId);
+      const home = frames?.homeOf(clientId);
       if (home === undefined) {
         elsewhere.push(socketId);
         continue;
@@ -450,21 +451,20 @@ export function attachSocketServer(
     }
     broadcast(elsewhere, event, payload);
     for (const [home, connections] of byProcess) {
-      (options.frames as NonNullable<SocketServerOptions['frames']>)
-        .send(home, { event, args: payload, connections })
-        .then(
-          (heard) => {
-            if (!heard) broadcast(connections, event, payload);
-          },
-          (error: unknown) => {
-            logger.warn('could not publish a frame to another coordinator; using the adapter', {
-              event,
-              process: home,
-              message: TesseraError.from(error).message,
-            });
-            broadcast(connections, event, payload);
-          },
-        );
+      // A home was found only through `frames`, so it is there.
+      (frames as NonNullable<typeof frames>).send(home, { event, args: payload, connections }).then(
+        (heard) => {
+          if (!heard) broadcast(connections, event, payload);
+        },
+        (error: unknown) => {
+          logger.warn('could not publish a frame to another coordinator; using the adapter', {
+            event,
+            process: home,
+            message: TesseraError.from(error).message,
+          });
+          broadcast(connections, event, payload);
+        },
+      );
     }
     sendHere(here, event, payload);
   };
