@@ -90,6 +90,11 @@ export interface CoordinatorOptions {
    * relayed to their run's owner). Absent: one process, nothing in Redis.
    */
   redis?: ClusterOptions;
+  /**
+   * Bytes of client replies queued for handling past which this process stops reading its
+   * client connections until half are handled (back-pressure, sliced-work.ts). Default 256 MiB.
+   */
+  maxQueuedReplyBytes?: number;
   /** How often the database is probed (`SELECT 1`) for /healthz while nothing else uses it. Default 5 s. */
   databaseProbeIntervalMs?: number;
 }
@@ -277,9 +282,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           }
         : {}),
       ...(options.handshakeRateLimits ? { rateLimits: options.handshakeRateLimits } : {}),
+      ...(options.maxQueuedReplyBytes === undefined
+        ? {}
+        : { maxQueuedReplyBytes: options.maxQueuedReplyBytes }),
       observer: {
         reply: (event, code) => metrics.recordReply(event, code),
         connectionRefused: (code) => metrics.recordConnectionRefused(code),
+        readsPaused: (paused) => metrics.recordReadsPaused(paused),
       },
     });
     const { io, transport, receive } = socketEdge;

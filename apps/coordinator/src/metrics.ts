@@ -24,6 +24,7 @@ export class CoordinatorMetrics {
   private readonly foldedRemote: Counter;
   private readonly partialsCollected: Counter<'outcome'>;
   private readonly framesDelivered: Counter<'direction'>;
+  private readonly readPauses: Counter;
   /** When each open round's first attempt started, and each committed round was committed. */
   private readonly phaseStarts = new Map<string, number>();
 
@@ -100,6 +101,11 @@ export class CoordinatorMetrics {
       name: 'tessera_frames_delivered_total',
       help: 'Frames for clients another coordinator process holds: published by this process to the one that holds them (sent), or published to this process and sent out paced to its own connections (received)',
       labelNames: ['direction'],
+      registers: [register],
+    });
+    this.readPauses = new Counter({
+      name: 'tessera_client_read_pauses_total',
+      help: 'Times this process stopped reading its client connections because more replies were queued for handling than its bound (back-pressure; reads resume at half the bound)',
       registers: [register],
     });
     this.partialsCollected = new Counter({
@@ -212,6 +218,10 @@ export class CoordinatorMetrics {
 
   recordFrameDelivered(direction: 'sent' | 'received'): void {
     this.framesDelivered.inc({ direction });
+  }
+
+  recordReadsPaused(paused: boolean): void {
+    if (paused) this.readPauses.inc();
   }
 
   recordPartialCollected(received: boolean): void {

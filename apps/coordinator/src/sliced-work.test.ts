@@ -39,18 +39,53 @@ describe('sliced work', () => {
     expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(9);
   });
 
-  it('past the byte bound runs what is queued and the new work at once, in order', async () => {
-    const work = createSlicedWork({ maxQueuedBytes: 2500 });
+  it('past the byte bound asks the edge to stop reading, never runs work inline, and lets it read again at half the bound', async () => {
+    const pressure: boolean[] = [];
+    const work = createSlicedWork({
+      maxQueuedBytes: 2500,
+      sliceMs: 0,
+      onPressure: (pressured) => pressure.push(pressured),
+    });
     const ran: number[] = [];
     work.run(() => ran.push(0), 1000);
     work.run(() => ran.push(1), 1000);
-    expect(ran).toEqual([]);
+    expect(pressure).toEqual([]);
     work.run(() => ran.push(2), 1000);
-    expect(ran).toEqual([0, 1, 2]);
     work.run(() => ran.push(3), 1000);
+    // Nothing ran in the callers; the edge was asked once to stop reading.
+    expect(ran).toEqual([]);
+    expect(pressure).toEqual([true]);
+    expect(work.pressured).toBe(true);
+    // A slice of 0 ms runs one item a turn: 3,000 bytes left, then 2,000, then 1,000.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ran).toEqual([0]);
+    expect(pressure).toEqual([true]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ran).toEqual([0, 1]);
+    // 2,000 bytes still exceed half the bound (1,250): still pressured.
+    expect(pressure).toEqual([true]);
+    await new Promise((resolve) => setImmediate(resolve));
     expect(ran).toEqual([0, 1, 2]);
+    expect(pressure).toEqual([true, false]);
+    expect(work.pressured).toBe(false);
     await settled(work);
     expect(ran).toEqual([0, 1, 2, 3]);
+  });
+
+  it('a throwing pressure callback is reported and the work still runs', async () => {
+    const errors: unknown[] = [];
+    const work = createSlicedWork({
+      maxQueuedBytes: 10,
+      onPressure: () => {
+        throw new Error('edge gone');
+      },
+      onError: (error) => errors.push(error),
+    });
+    const ran: number[] = [];
+    work.run(() => ran.push(0), 100);
+    await settled(work);
+    expect(ran).toEqual([0]);
+    expect(errors).toHaveLength(2);
   });
 
   it('work that throws is reported and the rest still runs', async () => {

@@ -91,6 +91,8 @@ export interface SocketServerOptions {
     /** Publishes the frame to that process; false when no process listens there. */
     send(processId: string, frame: DeliveredFrame): Promise<boolean>;
   };
+  /** Bytes of client replies queued for handling past which reads pause (default 256 MiB). */
+  maxQueuedReplyBytes?: number;
   /** Told of every client frame handled (`code`: the refusal sent back, or null) and every refused handshake (metrics). */
   observer?: SocketObserver;
 }
@@ -98,6 +100,22 @@ export interface SocketServerOptions {
 export interface SocketObserver {
   reply(event: string, code: string | null): void;
   connectionRefused(code: string): void;
+  /** Reading client connections stopped (true) or resumed (false): replies queued past the bound. */
+  readsPaused?(paused: boolean): void;
+}
+
+/**
+ * Pauses or resumes reading a client's connection. Engine.IO keeps the `ws` socket of a
+ * WebSocket transport in `transport.socket` without a public accessor (engine.io 6.6); `ws`'s
+ * own `pause()`/`resume()` stop and restart reading its TCP socket, so unread frames wait in
+ * the kernel's buffers and TCP slows the sender. Only WebSocket transports are served here.
+ */
+function setReading(socket: TesseraSocket, reading: boolean): void {
+  const ws = (socket.conn as unknown as { transport?: { socket?: unknown } }).transport?.socket as
+    | { pause?: () => void; resume?: () => void }
+    | undefined;
+  if (reading) ws?.resume?.();
+  else ws?.pause?.();
 }
 
 /**
@@ -166,7 +184,22 @@ export function attachSocketServer(
     ...(options.adapter ? { adapter: options.adapter } : {}),
   });
 
+  // Back-pressure past the queue's bound: stop reading every client connection of this
+  // process (not the console's), and read them again once half the bound is left.
   const replies = createSlicedWork({
+    ...(options.maxQueuedReplyBytes === undefined
+      ? {}
+      : { maxQueuedBytes: options.maxQueuedReplyBytes }),
+    onPressure: (pressured) => {
+      for (const socket of io.of('/').sockets.values()) setReading(socket, !pressured);
+      options.observer?.readsPaused?.(pressured);
+      logger.info(
+        pressured ? 'client reads paused: replies queued past the bound' : 'client reads resumed',
+        {
+          queued: replies.queued,
+        },
+      );
+    },
     onError: (error) =>
       logger.error('handling a reply failed', { message: TesseraError.from(error).message }),
   });
@@ -288,7 +321,7 @@ export function attachSocketServer(
     };
     for (const event of REPLY_EVENTS) {
       // Handled in slices (sliced-work.ts), not inside the read callback that decoded it.
-      socket.on(event, (frame: unknown, ack: unknown) =>
+      socket.on(event, (frame: unknown, ack: unknown) => {
         replies.run(
           () =>
             handle(event, ack, () => {
@@ -302,8 +335,10 @@ export function attachSocketServer(
               return options.forward({ runId, event, clientId, frame: parsed.reply });
             }),
           frameBytes(frame),
-        ),
-      );
+        );
+        // A connection that joined while reads were paused stops here too.
+        if (replies.pressured) setReading(socket, false);
+      });
     }
     // Asynchronous (the SecAgg server checks keys and hashes what it accepts): acked when done.
     // Checked here like a reply; a message of a run another coordinator drives is relayed to
