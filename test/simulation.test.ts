@@ -1,10 +1,37 @@
-import { formatPhaseSummary, formatRoundLine, type RoundTiming, simulate } from '@tessera/cli';
+import { readdirSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
+import {
+  CLIENT_NICENESS,
+  formatPhaseSummary,
+  formatRoundLine,
+  type RoundTiming,
+  simulate,
+} from '@tessera/cli';
 import { createLogger } from '@tessera/coordinator';
 import { type Database, openDatabase, type RoundRecord } from '@tessera/db';
 import { ROUND_PHASES, roundTotalMs } from '@tessera/protocol';
 import { verifyRun } from '@tessera/research';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NODE_AUTO_BACKEND } from './harness.js';
+
+/** The niceness of each child process of this one whose command line names `script`. */
+function childNiceness(script: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // Fields after the command name, which is in parentheses and may hold spaces.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) !== process.pid) continue;
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(script)) continue;
+      found.push(Number(fields[16]));
+    } catch {
+      // Gone between the listing and the read.
+    }
+  }
+  return found;
+}
 
 let db: Database;
 const logs: string[] = [];
@@ -35,6 +62,8 @@ describe('simulation mode', () => {
     const seen: number[] = [];
     const announced: RoundRecord[] = [];
     const timings: RoundTiming[] = [];
+    const hostNiceness: number[] = [];
+    const ownNiceness = getPriority(process.pid);
     const result = await simulate({
       db,
       logger: createLogger('warn', (line) => logs.push(line)),
@@ -48,9 +77,15 @@ describe('simulation mode', () => {
         seen.push(round.number);
         announced.push(round);
         timings.push(timing);
+        hostNiceness.push(...childNiceness('sim-host'));
       },
     });
     expect(seen).toEqual([1, 2, 3]);
+    // The client hosts shared this machine's cores at niceness 10; the coordinator kept its own.
+    expect(result.clientNiceness).toBe(CLIENT_NICENESS);
+    expect(hostNiceness).toHaveLength(6);
+    expect(new Set(hostNiceness)).toEqual(new Set([Math.max(CLIENT_NICENESS, ownNiceness)]));
+    expect(getPriority(process.pid)).toBe(ownNiceness);
     expect(result.timings).toEqual(timings);
     // Each round as simulate prints it: its whole time, phase by phase, as recorded.
     let roundsMs = 0;

@@ -8,6 +8,7 @@ export {
 } from './replay-command.js';
 export { formatPhaseSummary, formatRoundLine, formatTiming } from './round-report.js';
 export {
+  CLIENT_NICENESS,
   type RoundTiming,
   type SimulationOptions,
   type SimulationResult,

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { availableParallelism } from 'node:os';
+import { availableParallelism, getPriority } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '@tessera/coordinator';
@@ -38,6 +38,8 @@ Commands:
                     coordinator (in this process) and real connections; recorded like any run
       --clients N         virtual clients (default 100)
       --processes P       processes they are spread over (default: CPU cores)
+      --client-nice N     the niceness those processes run at, 0-19 (default 10: they share
+                          this machine's cores with the coordinator, which keeps its own)
       --partition S       iid | shards[:k] | dirichlet:alpha (default iid)
       --partition-seed S  (default 0)
       --holdout F         fraction kept for federated evaluation (default 0: central only)
@@ -131,6 +133,7 @@ async function simulateCommand(values: Record<string, unknown>): Promise<number>
       logger,
       clients: int('clients'),
       processes: values['processes'] === undefined ? availableParallelism() : int('processes'),
+      ...(values['client-nice'] === undefined ? {} : { clientNiceness: int('client-nice') }),
       partition: String(values['partition']),
       partitionSeed: int('partition-seed'),
       holdoutFraction: num('holdout'),
@@ -159,6 +162,9 @@ async function simulateCommand(values: Record<string, unknown>): Promise<number>
     });
     process.stdout.write(formatPhaseSummary(result.rounds, result.timings));
     process.stdout.write(
+      `  the client hosts ran at niceness ${result.clientNiceness} (the coordinator at ${getPriority(process.pid)})\n`,
+    );
+    process.stdout.write(
       `run ${result.run.id}: ${result.run.status} after ${result.run.currentRound} rounds in ${(result.wallMs / 1000).toFixed(0)} s${result.roundsToTarget === null ? '' : `; target reached at round ${result.roundsToTarget}`}\n`,
     );
     return 0;
@@ -177,6 +183,7 @@ async function main(argv: string[]): Promise<number> {
       'model-round': { type: 'string' },
       clients: { type: 'string', default: '100' },
       processes: { type: 'string' },
+      'client-nice': { type: 'string' },
       partition: { type: 'string', default: 'iid' },
       'partition-seed': { type: 'string', default: '0' },
       holdout: { type: 'string', default: '0' },

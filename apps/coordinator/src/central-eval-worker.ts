@@ -13,6 +13,11 @@ import {
   type HoldoutSource,
   MnistCentralEvaluator,
 } from './central-eval.js';
+import { lowerThreadPriority } from './thread-priority.js';
+
+// Background work beside the next round: its forward passes (and the threads they start)
+// yield the cores to the event loop that answers clients and /healthz.
+lowerThreadPriority();
 
 export type EvaluateRequest =
   | { id: number; kind: 'mnist'; model: string; weights: Float32Array }
