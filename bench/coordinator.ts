@@ -26,7 +26,9 @@ import { openDatabase } from '@tessera/db';
 import {
   bytesToWeights,
   createMsgpackParser,
+  decodeWeights,
   encodePacket,
+  firstNonFinite,
   type Packet,
   PacketType,
   PEER_FRAME_LIMITS,
@@ -161,6 +163,15 @@ steps.push({
 steps.push({
   step: 'bytesToWeights (copy + finiteness check)',
   ms: time(() => bytesToWeights(bytes, PARAMS)),
+});
+// What the engine runs: the copy, then the aggregator's add checks the values once.
+steps.push({
+  step: 'decodeWeights (the copy alone, as the engine decodes)',
+  ms: time(() => decodeWeights(bytes, PARAMS)),
+});
+steps.push({
+  step: 'finiteness check (firstNonFinite, in the aggregator)',
+  ms: time(() => firstNonFinite(weights)),
 });
 steps.push({
   step: 'sha256 of the update bytes',

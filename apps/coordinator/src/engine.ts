@@ -41,6 +41,7 @@ import {
 } from '@tessera/ml';
 import {
   bytesToWeights,
+  decodeWeights,
   ErrorCode,
   type EvaluateReply,
   type ModelDescriptor,
@@ -437,7 +438,12 @@ export class RunEngine extends EventEmitter<EngineEvents> {
       });
     } else {
       try {
-        const weights = bytesToWeights(reply.weights, this.model.paramCount);
+        // Every aggregator's add checks the values before it folds (checkUpdate), so the copy
+        // is not checked twice; a local-DP run checks them first, before the norm check.
+        const weights =
+          this.run.config.localDp === null
+            ? decodeWeights(reply.weights, this.model.paramCount)
+            : bytesToWeights(reply.weights, this.model.paramCount);
         // What the coordinator can see of local DP: the change's norm (refused before any fold).
         checkLocalDp(this.run.config.localDp, open.global, weights);
         // The aggregator checks before it folds anything in, so a refused update leaves no trace.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, TesseraError } from './errors.js';
-import { bytesToWeights, firstNonFinite, weightsToBytes } from './weights.js';
+import { bytesToWeights, decodeWeights, firstNonFinite, weightsToBytes } from './weights.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -46,5 +46,49 @@ describe('weights codec', () => {
       ErrorCode.NON_FINITE_WEIGHTS,
     );
     expect(() => bytesToWeights(weightsToBytes(weights), 4)).toThrow(/weights\[2\]/);
+  });
+
+  it('tells finite from non-finite by the bits: every NaN payload and sign, the infinities, and the finite edges', () => {
+    const bits = new Uint32Array([
+      0x7f800000, // +Infinity
+      0xff800000, // -Infinity
+      0x7fc00000, // quiet NaN
+      0xffc00001, // negative quiet NaN with a payload
+      0x7f800001, // signalling NaN, smallest payload
+      0x7fffffff, // NaN, largest payload
+    ]);
+    for (let k = 0; k < bits.length; k++) {
+      const values = new Float32Array(8).fill(1);
+      new Uint32Array(values.buffer)[5] = bits[k] as number;
+      expect(firstNonFinite(values), `0x${(bits[k] as number).toString(16)}`).toBe(5);
+    }
+    const finite = new Uint32Array([
+      0x7f7fffff, // largest finite (3.4028235e38)
+      0xff7fffff, // its negative
+      0x00000001, // smallest subnormal
+      0x80000000, // -0
+      0x00000000, // +0
+      0x00800000, // smallest normal
+    ]);
+    expect(firstNonFinite(new Float32Array(finite.buffer))).toBe(-1);
+  });
+
+  it('checks only the view it is given, at any offset into a larger buffer', () => {
+    const backing = new Float32Array([Number.NaN, 1, 2, 3, Number.POSITIVE_INFINITY]);
+    expect(firstNonFinite(backing.subarray(1, 4))).toBe(-1);
+    expect(firstNonFinite(backing.subarray(1))).toBe(3);
+    expect(firstNonFinite(new Float32Array(0))).toBe(-1);
+  });
+
+  it('decodeWeights copies and checks the length only: the caller checks the values', () => {
+    const weights = new Float32Array([1, Number.NaN, 3]);
+    const frame = new Uint8Array(13);
+    frame.set(weightsToBytes(weights), 1);
+    const decoded = decodeWeights(frame.subarray(1), 3);
+    expect(decoded.byteOffset).toBe(0);
+    expect(Number.isNaN(decoded[1])).toBe(true);
+    frame.fill(0);
+    expect(decoded[2]).toBe(3);
+    expect(codeOf(() => decodeWeights(frame, 3))).toBe(ErrorCode.WEIGHTS_LENGTH_MISMATCH);
   });
 });
