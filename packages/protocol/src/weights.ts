@@ -57,18 +57,13 @@ export function bytesToWeights(bytes: Uint8Array, expectedLength: number): Float
   return weights;
 }
 
-/** A float32's exponent bits: all ones exactly for NaN and +-Infinity. */
-const EXPONENT_MASK = 0x7f800000;
-
-/**
- * Index of the first NaN or +-Infinity, or -1. It tests the exponent bits through an integer
- * view of the same bytes (a float32 is non-finite exactly when they are all ones): half the
- * time of `v - v !== 0` on float values, 0.14 against 0.26 ms for the 2NN's 199,210.
- */
+/** Index of the first NaN or +-Infinity, or -1. */
 export function firstNonFinite(values: Float32Array): number {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  for (let i = 0; i < bits.length; i++) {
-    if (((bits[i] as number) & EXPONENT_MASK) === EXPONENT_MASK) return i;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] as number;
+    // v - v is NaN exactly when v is NaN or infinite; cheaper than Number.isFinite per element
+    // (and as fast as testing the exponent bits through a Uint32Array view, measured).
+    if (v - v !== 0) return i;
   }
   return -1;
 }
