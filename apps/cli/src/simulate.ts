@@ -47,8 +47,8 @@ export interface SimulationOptions {
    * The niceness the client host processes run at (default CLIENT_NICENESS; 0: the
    * coordinator's own). In a federation the clients train on their own machines; here they
    * share the coordinator's cores, and at the same priority a thousand of them training took
-   * the CPU from the loop whose answers the simulation measures (`/healthz` p99 98–504 ms
-   * against 44–48 ms with the hosts at 10, docs in README "A thousand clients a round"). The
+   * the CPU from the loop whose answers the simulation measures (`/healthz` p99 134–449 ms
+   * against 26–33 ms with the hosts at 10: README, "A thousand clients a round"). The
    * hosts still get every cycle the coordinator leaves, and their training is timed as before.
    */
   clientNiceness?: number;
