@@ -50,8 +50,10 @@ import {
   buildTaskModel,
   closeTrainingWorkers,
   createModel,
+  type DenseEngine,
   initBackend,
   planNativeTraining,
+  setNativeDenseEngine,
   type TrainingData,
   type TrainingLoop,
   type TrainingObjective,
@@ -318,11 +320,17 @@ async function tfjsEpoch(
   modelName: string,
   batchSize: number,
   samples: number,
-  options: { workers?: number; threads?: number; loop?: TrainingLoop } = {},
+  options: { workers?: number; threads?: number; loop?: TrainingLoop; dense?: DenseEngine } = {},
 ): Promise<Epoch> {
   const { workers = 1, threads, loop = 'tfjs' } = options;
   const info = await initBackend(backend, threads === undefined ? {} : { threads });
   backendDetails.add(`${backend}: ${info.detail}`);
+  // Every native epoch sets it: the runtimes take turns in one process.
+  if (loop === 'native') {
+    backendDetails.add(
+      `native loop's dense products, ${options.dense ?? 'auto'}: ${setNativeDenseEngine(options.dense ?? 'auto')}`,
+    );
+  }
   const { model, objective } = await benchModel(modelName);
   paramCounts.set(`${modelName} tfjs`, model.countParams());
   try {
@@ -358,6 +366,7 @@ async function tfjsEpoch(
 const RUNTIME_IDS = [
   'pytorch',
   'native',
+  'native-openblas-dense',
   'tfjs-openblas',
   'tfjs-wasm',
   'tfjs-wasm-workers',
@@ -409,7 +418,7 @@ const runtimes: Runtime[] = threadCounts
         ]
       : []),
     // What a Node client trains with where @tessera/ml-native is built: trainLocal's native
-    // loop (oneDNN convolutions, OpenBLAS products).
+    // loop (oneDNN convolutions, and dense products on oneDNN's sgemm where it is built).
     {
       id: 'native',
       label: `Tessera native loop, ${plural(threads)}`,
@@ -418,6 +427,21 @@ const runtimes: Runtime[] = threadCounts
       models,
       epoch: (model, batchSize) =>
         tfjsEpoch('openblas', model, batchSize, count, { threads, loop: 'native' }),
+    },
+    // The same loop with its dense products on OpenBLAS (as before oneDNN's sgemm ran them):
+    // what the choice of library is worth, measured in the same run.
+    {
+      id: 'native-openblas-dense',
+      label: `Tessera native loop, OpenBLAS dense, ${plural(threads)}`,
+      threads,
+      samples: count,
+      models,
+      epoch: (model, batchSize) =>
+        tfjsEpoch('openblas', model, batchSize, count, {
+          threads,
+          loop: 'native',
+          dense: 'openblas',
+        }),
     },
     // The same backend through tfjs's own loop (optimizer.minimize): WebAssembly with the
     // convolutions and matrix products on OpenBLAS.

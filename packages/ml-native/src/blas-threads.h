@@ -1,4 +1,4 @@
-// OpenBLAS on one thread for a scope (training.cc's dense products, layers.cc's attention).
+// OpenBLAS on one thread for a scope (dense-gemm.h's products where oneDNN is absent, sgdUpdate).
 #pragma once
 
 extern "C" {
@@ -8,10 +8,8 @@ int openblas_get_num_threads(void);
 
 namespace tessera {
 
-// OpenBLAS on one thread for the scope: the dense products of a training step are small
-// (batch-sized rows), and waking OpenBLAS's other threads for them cost more than it gave
-// on every model measured (fedavg-cnn at batch 10: 1,356 samples/s with 2 OpenBLAS
-// threads, 1,921 with 1). The threads stay with oneDNN's convolutions.
+// OpenBLAS on one thread for the scope: a training step's BLAS calls are batch-sized, too
+// small to pay for waking other threads (dense-gemm.h has the figures).
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas() : threads_(openblas_get_num_threads()) {

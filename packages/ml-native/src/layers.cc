@@ -6,14 +6,13 @@
 
 #include "layers.h"
 
-#include <cblas.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "blas-threads.h"
+#include "dense-gemm.h"
 #include "napi-args.h"
 
 namespace tessera {
@@ -717,12 +716,11 @@ napi_value AttentionForward(napi_env env, napi_callback_info info) {
   const float scale = static_cast<float>(a.number(6));
   if (a.failed()) return nullptr;
   const int L = static_cast<int>(g.length), hd = static_cast<int>(g.headDim), d = static_cast<int>(g.width());
-  const SingleThreadedBlas oneThread;
   for (int64_t b = 0; b < g.batch; b++) {
     for (int64_t h = 0; h < g.heads; h++) {
       const int64_t at = b * g.length * g.width() + h * g.headDim;
       float* p = probabilities + (b * g.heads + h) * g.length * g.length;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, scale, q + at, d, k + at, d, 0.0f, p, L);
+      denseGemm(false, true, L, L, hd, scale, q + at, d, k + at, d, 0.0f, p, L);
       for (int i = 0; i < L; i++) {
         float* row = p + int64_t{i} * L;
         float max = row[0];
@@ -734,7 +732,7 @@ napi_value AttentionForward(napi_env env, napi_callback_info info) {
         }
         for (int j = 0; j < L; j++) row[j] /= sum;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, p, L, v + at, d, 0.0f, out + at, d);
+      denseGemm(false, false, L, hd, L, 1.0f, p, L, v + at, d, 0.0f, out + at, d);
     }
   }
   return nullptr;
@@ -757,15 +755,14 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
   const float scale = static_cast<float>(a.number(9));
   if (a.failed()) return nullptr;
   const int L = static_cast<int>(g.length), hd = static_cast<int>(g.headDim), d = static_cast<int>(g.width());
-  const SingleThreadedBlas oneThread;
   std::vector<float> scores(static_cast<size_t>(L) * L);
   float* ds = scores.data();
   for (int64_t b = 0; b < g.batch; b++) {
     for (int64_t h = 0; h < g.heads; h++) {
       const int64_t at = b * g.length * g.width() + h * g.headDim;
       const float* p = probabilities + (b * g.heads + h) * g.length * g.length;
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hd, L, 1.0f, p, L, dout + at, d, 0.0f, dv + at, d);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, 1.0f, dout + at, d, v + at, d, 0.0f, ds, L);
+      denseGemm(true, false, L, hd, L, 1.0f, p, L, dout + at, d, 0.0f, dv + at, d);
+      denseGemm(false, true, L, L, hd, 1.0f, dout + at, d, v + at, d, 0.0f, ds, L);
       for (int i = 0; i < L; i++) {
         float* row = ds + int64_t{i} * L;
         const float* pRow = p + int64_t{i} * L;
@@ -773,8 +770,8 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
         for (int j = 0; j < L; j++) dot += row[j] * pRow[j];
         for (int j = 0; j < L; j++) row[j] = pRow[j] * (row[j] - dot) * scale;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, ds, L, k + at, d, 0.0f, dq + at, d);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hd, L, 1.0f, ds, L, q + at, d, 0.0f, dk + at, d);
+      denseGemm(false, false, L, hd, L, 1.0f, ds, L, k + at, d, 0.0f, dq + at, d);
+      denseGemm(true, false, L, hd, L, 1.0f, ds, L, q + at, d, 0.0f, dk + at, d);
     }
   }
   return nullptr;

@@ -8,9 +8,10 @@
 // Convolutions run on oneDNN where the addon was built with it (Debian: libdnnl-dev, the
 // library PyTorch's CPU convolutions use): each layer's primitives are created once per
 // batch size, with bias and ReLU fused into the forward pass. Elsewhere they run on
-// im2col + OpenBLAS SGEMM (kernels.cc). Dense layers are OpenBLAS SGEMMs whose weight
-// gradient can be accumulated straight into the weights (alpha = -learning rate, beta =
-// 1): the SGD step without a gradient buffer, the weights read once instead of three times.
+// im2col + OpenBLAS SGEMM (kernels.cc). Dense layers are SGEMMs (dense-gemm.h: oneDNN's where
+// built, else OpenBLAS's) whose weight gradient can be accumulated straight into the weights
+// (alpha = -learning rate, beta = 1): the SGD step without a gradient buffer, the weights read
+// once instead of three times.
 //
 // Layouts are tfjs's, so weights move between the loop and a tfjs model as they are:
 // NHWC activations, HWIO filters, [in, out] dense kernels, row-major everything.
@@ -20,6 +21,7 @@
 #include <cblas.h>
 
 #include "blas-threads.h"
+#include "dense-gemm.h"
 #include "napi-args.h"
 #include "shapes.h"
 
@@ -34,8 +36,9 @@
 
 #ifdef TESSERA_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
-extern "C" void omp_set_num_threads(int threads);
 #endif
+
+extern "C" char* openblas_get_corename(void);
 
 
 namespace tessera {
@@ -540,8 +543,7 @@ napi_value DenseForward(napi_env env, napi_callback_info info) {
       !checkLength(env, b, n, "b has the wrong size") || !checkLength(env, y, int64_t{m} * n, "y has the wrong size")) {
     return nullptr;
   }
-  const SingleThreadedBlas oneThread;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.data, k, w.data, n, 0.0f, y.data, n);
+  denseGemm(false, false, m, n, k, 1.0f, x.data, k, w.data, n, 0.0f, y.data, n);
   addBiasRelu(y.data, b.data, m, n, relu);
   return nullptr;
 }
@@ -575,11 +577,8 @@ napi_value DenseBackward(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   const float a = static_cast<float>(alpha), c = static_cast<float>(beta);
-  const SingleThreadedBlas oneThread;
-  if (wantDx) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dz.data, n, w.data, n, 0.0f, dx.data, k);
-  }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, a, x.data, k, dz.data, n, c, dw.data, n);
+  if (wantDx) denseGemm(false, true, m, k, n, 1.0f, dz.data, n, w.data, n, 0.0f, dx.data, k);
+  denseGemm(true, false, k, n, m, a, x.data, k, dz.data, n, c, dw.data, n);
   std::vector<float> sums(static_cast<size_t>(n));
   columnSum(dz.data, sums.data(), m, n);
   for (int j = 0; j < n; j++) db.data[j] = c == 0.0f ? a * sums[j] : c * db.data[j] + a * sums[j];
@@ -730,6 +729,29 @@ napi_value ConvEngine(napi_env env, napi_callback_info) {
   return result;
 }
 
+// denseEngine(): what runs the dense products (dense-gemm.h), with the kernels it chose.
+napi_value DenseEngine(napi_env env, napi_callback_info) {
+  napi_value result;
+  const std::string name = denseGemmEngine(openblas_get_corename());
+  napi_create_string_utf8(env, name.c_str(), NAPI_AUTO_LENGTH, &result);
+  return result;
+}
+
+// setDenseEngine('auto' | 'openblas'): the library of the dense products from now on (dense-gemm.h).
+napi_value SetDenseEngine(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  if (!getArgs(env, info, 1, args)) return nullptr;
+  char name[16] = {0};
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, args[0], name, sizeof(name), &length) != napi_ok ||
+      (std::strcmp(name, "auto") != 0 && std::strcmp(name, "openblas") != 0)) {
+    napi_throw_type_error(env, nullptr, "the dense engine must be 'auto' or 'openblas'");
+    return nullptr;
+  }
+  denseLibrary = std::strcmp(name, "auto") == 0 ? DenseLibrary::Auto : DenseLibrary::OpenBlas;
+  return nullptr;
+}
+
 }  // namespace
 
 void setConvolutionThreads(int threads) {
@@ -753,6 +775,8 @@ void defineTrainingFunctions(napi_env env, napi_value exports) {
       {"softmaxCrossEntropy", nullptr, SoftmaxCrossEntropy, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sgdUpdate", nullptr, SgdUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"convEngine", nullptr, ConvEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"denseEngine", nullptr, DenseEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setDenseEngine", nullptr, SetDenseEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
 }

@@ -222,7 +222,7 @@ async function tryOpenblas(options: InitBackendOptions): Promise<Attempt> {
     info: {
       name: 'openblas',
       tfBackend: 'wasm',
-      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS (${addon.blasCore()} kernels), ${threads} thread${threads === 1 ? '' : 's'}; native training loop with convolutions on ${addon.convEngine()}`,
+      detail: `WebAssembly (XNNPACK) with convolutions and matrix products on OpenBLAS (${addon.blasCore()} kernels), ${threads} thread${threads === 1 ? '' : 's'}; native training loop with convolutions on ${addon.convEngine()} and dense products on ${addon.denseEngine()}`,
     },
   };
 }

@@ -38,6 +38,7 @@ export {
   type NativeEvaluatorOptions,
 } from './native-evaluation.js';
 export {
+  type DenseEngine,
   type NativePlan,
   type NativePlanResult,
   type NativeStepResult,
@@ -45,6 +46,7 @@ export {
   type NativeTrainerOptions,
   type NativeTrainingAddon,
   planNativeTraining,
+  setNativeDenseEngine,
 } from './native-training.js';
 export {
   type BuildTaskModelOptions,

@@ -221,4 +221,17 @@ export interface NativeTrainingAddon {
   ): void;
   /** The library convolutions run on, e.g. 'oneDNN 2.6.3' or 'im2col + OpenBLAS'. */
   convEngine(): string;
+  /**
+   * What runs the dense products and with which kernels, e.g. 'oneDNN sgemm (avx512_core JIT)'
+   * or 'OpenBLAS sgemm (Haswell kernels)'.
+   */
+  denseEngine(): string;
+  /**
+   * The dense products' library from now on, process-wide: 'auto' (oneDNN where built, else
+   * OpenBLAS) or 'openblas' (benchmarks side by side; a CPU where oneDNN misbehaves).
+   */
+  setDenseEngine(engine: DenseEngine): void;
 }
+
+/** Which library runs the native loop's dense products (NativeTrainingAddon.setDenseEngine). */
+export type DenseEngine = 'auto' | 'openblas';

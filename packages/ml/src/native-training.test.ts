@@ -6,7 +6,12 @@ import { ErrorCode } from '@tessera/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
 import { createModel, MODEL_NAMES } from './models.js';
-import { NativeTrainer, type NativeTrainingAddon, planNativeTraining } from './native-training.js';
+import {
+  NativeTrainer,
+  type NativeTrainingAddon,
+  planNativeTraining,
+  setNativeDenseEngine,
+} from './native-training.js';
 import { installedOpenblasAddon } from './openblas-kernels.js';
 import { expectSameUpdate } from './testing/same-update.js';
 import { type TrainingData, trainLocal } from './train.js';
@@ -16,14 +21,24 @@ const native = loadNativeKernels();
 // CI builds the addon with oneDNN and sets this: there a missing addon is a failure.
 const required = process.env['TESSERA_REQUIRE_NATIVE'] === '1';
 
-it('the addon is built with oneDNN where it is required', () => {
+it('the addon is built with oneDNN where it is required, and says what runs the products', () => {
   if (!native.ok) {
     expect(required).toBe(false);
     console.warn(`native training loop tests skipped: ${native.reason}`);
     return;
   }
-  const engine = (native.kernels as unknown as NativeTrainingAddon).convEngine();
-  if (required) expect(engine).toMatch(/^oneDNN \d+\.\d+/);
+  const addon = native.kernels as unknown as NativeTrainingAddon;
+  const conv = addon.convEngine();
+  const dense = addon.denseEngine();
+  // The instruction set oneDNN JITs the dense products for is the CPU's, found at run time.
+  const onednnDense = /^oneDNN sgemm \((avx512_core|avx2|avx|sse41) JIT\)$/;
+  if (required) {
+    expect(conv).toMatch(/^oneDNN \d+\.\d+/);
+    expect(dense).toMatch(onednnDense);
+  }
+  expect(dense).toMatch(
+    conv.startsWith('oneDNN') ? onednnDense : /^OpenBLAS sgemm \(\w+ kernels\)$/,
+  );
 });
 
 /** Examples of a model's input shape with uniform features and labels below `classes`. */
@@ -296,6 +311,41 @@ describe.skipIf(!native.ok)('native training loop', () => {
     }
     expectSameUpdate(model, start, after[1] as Float32Array, after[0] as Float32Array);
     model.dispose();
+  });
+
+  it("OpenBLAS's dense products (setNativeDenseEngine) take the same step as the default's", () => {
+    const addon = installedOpenblasAddon() as NativeTrainingAddon;
+    const defaultEngine = addon.denseEngine();
+    for (const name of ['fedavg-2nn', 'fedavg-cnn'] as const) {
+      const model = createModel(name, { seed: 7 });
+      const planned = planNativeTraining(model);
+      if (!planned.ok) throw new Error(planned.reason);
+      const data = randomData(10, 784, 10, 12);
+      const start = getFlatWeights(model);
+      const after: Float32Array[] = [];
+      try {
+        for (const engine of ['auto', 'openblas'] as const) {
+          const running = setNativeDenseEngine(engine);
+          expect(running).toEqual(
+            engine === 'auto' ? defaultEngine : expect.stringMatching(/^OpenBLAS sgemm/),
+          );
+          setFlatWeights(model, start);
+          const trainer = new NativeTrainer(addon, planned.plan, 10);
+          trainer.step(data.x, Int32Array.from(data.y), 10, 0.1);
+          trainer.finish();
+          after.push(getFlatWeights(model));
+        }
+      } finally {
+        setNativeDenseEngine('auto');
+      }
+      expectSameUpdate(model, start, after[1] as Float32Array, after[0] as Float32Array);
+      model.dispose();
+    }
+    expect(addon.denseEngine()).toBe(defaultEngine);
+    expect(() => addon.setDenseEngine('mkl' as 'auto')).toThrow(
+      "the dense engine must be 'auto' or 'openblas'",
+    );
+    expect(addon.denseEngine()).toBe(defaultEngine);
   });
 
   it("'auto' trains natively on openblas, in tfjs where the model is not supported", async () => {

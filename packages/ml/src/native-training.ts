@@ -1,6 +1,7 @@
 import type { LayersModel, LayerVariable } from '@tensorflow/tfjs-layers';
+import { ErrorCode, TesseraError } from '@tessera/protocol';
 import type { TaskLoss } from '@tessera/tasks';
-import type { NativeTrainingAddon } from './native-addon.js';
+import type { DenseEngine, NativeTrainingAddon } from './native-addon.js';
 import {
   BASE_PLANNERS,
   type ForwardContext,
@@ -12,16 +13,36 @@ import {
   writeWeights,
 } from './native-layers.js';
 import { TRANSFORMER_PLANNERS } from './native-transformer.js';
+import { installedOpenblasAddon } from './openblas-kernels.js';
 
 /** Every layer the loop plans, by the class name getClassName() returns. */
 const LAYER_PLANNERS = { ...BASE_PLANNERS, ...TRANSFORMER_PLANNERS };
 
-export type { NativeConvLayer, NativeTrainingAddon } from './native-addon.js';
+export type { DenseEngine, NativeConvLayer, NativeTrainingAddon } from './native-addon.js';
+
+/**
+ * Which library the native loop's dense products run on from now on, in this process: 'auto'
+ * (oneDNN's sgemm where the addon is built with it, else OpenBLAS's) or 'openblas'. For
+ * benchmarks that time both in one run, and for a CPU where oneDNN misbehaves. Returns what runs
+ * them now (the addon's detail, e.g. 'oneDNN sgemm (avx512_core JIT)'). Needs the openblas
+ * backend initialised (initBackend), which installs the addon.
+ */
+export function setNativeDenseEngine(engine: DenseEngine): string {
+  const addon = installedOpenblasAddon() as unknown as NativeTrainingAddon | undefined;
+  if (addon === undefined) {
+    throw new TesseraError(
+      ErrorCode.UNAVAILABLE,
+      'the native loop is not installed: initialise the openblas backend first',
+    );
+  }
+  addon.setDenseEngine(engine);
+  return addon.denseEngine();
+}
 
 /**
  * The native training loop: for a Sequential model made of the layers native-layers.ts
  * plans, one SGD step is a few calls into @tessera/ml-native per layer (oneDNN
- * convolutions, OpenBLAS products, loops in C++) on buffers allocated once per round, in
+ * convolutions, oneDNN or OpenBLAS products, loops in C++) on buffers allocated once per round, in
  * place of the few hundred tfjs operations, tape entries and tensor allocations of
  * `optimizer.minimize`. It computes what the tfjs loop computes (the task's loss with
  * Keras' clip, plain SGD, FedProx's proximal term) up to float rounding;
