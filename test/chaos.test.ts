@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   adminApi,
   type CoordinatorProcess,
+  diagnose,
   freePort,
   issueClientToken,
   KILLED_MID_ROUND_RUN,
@@ -134,13 +135,22 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     });
     await api('POST', `/runs/${run.id}/start`);
 
+    /** waitFor, whose timeout also says what the coordinator was doing (diagnose). */
+    const waitOrDiagnose = async (...args: Parameters<typeof waitFor>) => {
+      try {
+        return await waitFor(...args);
+      } catch (error) {
+        throw new Error(`${(error as Error).message}\n${await diagnose(coordinator)}`);
+      }
+    };
+
     /** The round of the next `message` line of this run in the coordinator's log (from line `from`). */
     const nextLine = async (
       message: string,
       from = coordinator.lines.length,
     ): Promise<{ round: number; at: number }> => {
       let found: { round: number; at: number } | undefined;
-      await waitFor(
+      await waitOrDiagnose(
         () => {
           const { lines } = coordinator;
           for (let index = from; index < lines.length; index++) {
@@ -206,7 +216,7 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     if (late.phase === 'evaluation') await nextLine('round started', late.at);
     frozen.child.kill('SIGCONT');
 
-    await waitFor(
+    await waitOrDiagnose(
       async () => (await api<RunRecord>('GET', `/runs/${run.id}`)).status === 'completed',
       'the run to complete',
       120_000,

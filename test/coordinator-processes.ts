@@ -4,7 +4,10 @@
 // (apps/node-client/dist/main.js) with tokens it issued.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -101,6 +104,53 @@ export interface CoordinatorProcess {
   child: ChildProcess;
   lines: string[];
   exited: Promise<void>;
+  /** Where its Node diagnostic reports go (see diagnose). */
+  reportDir: string;
+}
+
+/**
+ * What a coordinator that went quiet is doing, for a test's failure message: whether it is
+ * alive, and if so its Node diagnostic report (SIGUSR2, `--report-on-signal`: written from an
+ * interrupt, so also while its loop is busy): the JavaScript stack, the libuv handles and
+ * requests still open, its threads' CPU time and its memory.
+ */
+export async function diagnose(coordinator: CoordinatorProcess): Promise<string> {
+  const { child, reportDir } = coordinator;
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return `coordinator ${coordinator.name} exited (code ${child.exitCode}, signal ${child.signalCode})`;
+  }
+  const before = new Set(readdirSync(reportDir));
+  child.kill('SIGUSR2');
+  let file: string | undefined;
+  for (let tries = 0; tries < 100 && file === undefined; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    file = readdirSync(reportDir).find((name) => !before.has(name) && name.endsWith('.json'));
+  }
+  if (file === undefined)
+    return `coordinator ${coordinator.name} is alive but wrote no report in 10 s`;
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  try {
+    const report = JSON.parse(readFileSync(join(reportDir, file), 'utf8')) as {
+      javascriptStack?: { message?: string; stack?: string[] };
+      libuv?: Array<{ type: string; is_active?: boolean; is_referenced?: boolean }>;
+      resourceUsage?: { userCpuSeconds?: number; kernelCpuSeconds?: number };
+      uvthreadResourceUsage?: unknown;
+      javascriptHeap?: { totalMemory?: number; usedMemory?: number };
+    };
+    const active = new Map<string, number>();
+    for (const handle of report.libuv ?? []) {
+      if (handle.is_active) active.set(handle.type, (active.get(handle.type) ?? 0) + 1);
+    }
+    return [
+      `coordinator ${coordinator.name} is alive; its diagnostic report (${join(reportDir, file)}):`,
+      `  JavaScript stack: ${report.javascriptStack?.message ?? ''}`,
+      ...(report.javascriptStack?.stack ?? []).slice(0, 12).map((frame) => `    ${frame}`),
+      `  active libuv handles: ${[...active].map(([type, n]) => `${type} x${n}`).join(', ')}`,
+      `  CPU: user ${report.resourceUsage?.userCpuSeconds} s, kernel ${report.resourceUsage?.kernelCpuSeconds} s; heap used ${report.javascriptHeap?.usedMemory} B`,
+    ].join('\n');
+  } catch (cause) {
+    return `coordinator ${coordinator.name} wrote an unreadable report ${file}: ${(cause as Error).message}`;
+  }
 }
 
 /**
@@ -116,9 +166,13 @@ export async function startCoordinatorProcess(options: {
   cleanups: Array<() => unknown>;
 }): Promise<CoordinatorProcess> {
   const { name, port } = options;
+  const reportDir = mkdtempSync(join(tmpdir(), 'tessera-coordinator-report-'));
+  options.cleanups.push(() => rmSync(reportDir, { recursive: true, force: true }));
   const child = spawn(
     process.execPath,
     [
+      // For diagnose: a report on SIGUSR2 (Node's default report signal), into reportDir.
+      ...['--report-on-signal', `--report-directory=${reportDir}`],
       coordinatorCli,
       ...['--port', String(port), '--host', '127.0.0.1'],
       ...(options.databaseUrl === undefined ? [] : ['--database-url', options.databaseUrl]),
@@ -142,7 +196,7 @@ export async function startCoordinatorProcess(options: {
     `coordinator ${name} to listen (log: ${lines.slice(-5).join(' | ')})`,
     90_000,
   );
-  return { name, url: `http://127.0.0.1:${port}`, child, lines, exited };
+  return { name, url: `http://127.0.0.1:${port}`, child, lines, exited, reportDir };
 }
 
 /** Redis for the cluster tests: TEST_REDIS_URL, else one on 127.0.0.1:6379. */
