@@ -171,8 +171,6 @@ export async function startCoordinatorProcess(options: {
   const child = spawn(
     process.execPath,
     [
-      // For diagnose: a report on SIGUSR2 (Node's default report signal), into reportDir.
-      ...['--report-on-signal', `--report-directory=${reportDir}`],
       coordinatorCli,
       ...['--port', String(port), '--host', '127.0.0.1'],
       ...(options.databaseUrl === undefined ? [] : ['--database-url', options.databaseUrl]),
@@ -180,7 +178,16 @@ export async function startCoordinatorProcess(options: {
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TESSERA_ADMIN_TOKEN: options.adminToken, DATABASE_URL: '' },
+      env: {
+        ...process.env,
+        TESSERA_ADMIN_TOKEN: options.adminToken,
+        DATABASE_URL: '',
+        // For diagnose: a report on SIGUSR2 (Node's default report signal), into reportDir. In
+        // NODE_OPTIONS, not in the arguments: worker threads take their parent's execArgv, and
+        // refuse these there.
+        NODE_OPTIONS:
+          `${process.env['NODE_OPTIONS'] ?? ''} --report-on-signal --report-directory=${reportDir}`.trim(),
+      },
     },
   );
   options.cleanups.push(() => {

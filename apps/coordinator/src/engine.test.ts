@@ -723,6 +723,48 @@ describe('RunEngine over an in-memory transport', () => {
     expect((await db.rounds.get(first.run.id, 2)).phases?.evaluationMs).toEqual(expect.any(Number));
   });
 
+  it('logs a commit and an evaluation record that are still running, so that a stall is not silence', async () => {
+    const fed = await createFederation(2);
+    for (const id of fed.clientIds) connect(fed, id, 0);
+    const delay = <T>(value: T) =>
+      new Promise<T>((resolve) => setTimeout(() => resolve(value), 250));
+    // The database's commits and the central evaluation each take 250 ms; 60 ms counts as slow.
+    const slowRounds = new Proxy(db.rounds, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target) as unknown;
+        if (typeof value !== 'function') return value;
+        if (property !== 'commit') return value.bind(target);
+        return async (...args: unknown[]) => delay(await value.apply(target, args));
+      },
+    });
+    const slowDb = { ...db, rounds: slowRounds } as Database;
+    const central: CentralEvaluator = {
+      evaluate: () => delay({ loss: 1, accuracy: 0.5, numExamples: 10 }),
+    };
+    const s = await startEngine(slowDb, fed, {
+      config: { rounds: 2 },
+      centralEvaluator: central,
+      slowStepMs: 60,
+      logLevel: 'debug',
+    });
+    await s.done;
+    expect(s.finished).toEqual([{ status: 'completed' }]);
+    const still = fed.logs
+      .filter((line) => line.includes('still running'))
+      .map(
+        (line) => JSON.parse(line) as { msg: string; runId: string; round?: number; ms: number },
+      );
+    for (const round of [1, 2]) {
+      const commits = still.filter(
+        (l) => l.msg === 'round commit still running' && l.round === round,
+      );
+      expect(commits.length, `round ${round}`).toBeGreaterThanOrEqual(2);
+      expect(commits[0]?.runId).toBe(s.run.id);
+      expect(commits[0]?.ms).toBeGreaterThanOrEqual(55);
+    }
+    expect(still.some((l) => l.msg === 'evaluation record still running')).toBe(true);
+  });
+
   it('on resume, evaluates both rounds a process left unevaluated when it died with a central evaluation beside the next round', async () => {
     const fed = await createFederation(2);
     for (const id of fed.clientIds) connect(fed, id, 0);

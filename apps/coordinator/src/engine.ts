@@ -116,6 +116,12 @@ export interface EngineDeps {
    * process, every update comes here.
    */
   remotePartials?: RemotePartials;
+  /**
+   * A step that waits on the database or on the central evaluation (a round's commit, the last
+   * round's evaluation record) is logged as still running once it has taken this long, and
+   * again each time as long again (default 10 s): a stall shows in the log, not as silence.
+   */
+  slowStepMs?: number;
 }
 
 /** Collects the partial sums of one attempt of a round from the processes that folded them. */
@@ -386,7 +392,28 @@ export class RunEngine extends EventEmitter<EngineEvents> {
    * wait for a central evaluation whose result it would not record.
    */
   private async awaitEvaluation(recorded: Promise<void>): Promise<void> {
-    await Promise.race([recorded, this.handOver]);
+    await this.loggedIfSlow(Promise.race([recorded, this.handOver]), 'evaluation record');
+  }
+
+  /**
+   * `work`, logged as still running (with how long, and the round it is part of) once it has
+   * taken slowStepMs, and at each multiple after: what the engine waits on is in the log.
+   */
+  private async loggedIfSlow<T>(work: Promise<T>, step: string, round?: number): Promise<T> {
+    const every = this.deps.slowStepMs ?? 10_000;
+    const started = performance.now();
+    const timer = setInterval(() => {
+      this.deps.logger.warn(`${step} still running`, {
+        runId: this.runId,
+        ...(round === undefined ? {} : { round }),
+        ms: Math.round(performance.now() - started),
+      });
+    }, every);
+    try {
+      return await work;
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   /**
@@ -1177,40 +1204,43 @@ export class RunEngine extends EventEmitter<EngineEvents> {
     // writes another round.
     this.throwIfEvaluationFailed();
     const finishedAt = new Date();
-    const record = await db.rounds.commit({
-      runId: this.runId,
-      round,
-      startedAt,
-      finishedAt,
-      selectedClientIds: selected,
-      participantClientIds: [...state.arrivals],
-      droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],
-      outcomes: outcomesOf(state, open.reasons),
-      numExamples: result.numExamples,
-      trainLoss: result.metrics['loss'] ?? null,
-      trainAccuracy: result.metrics['accuracy'] ?? null,
-      metrics: {
-        ...result.metrics,
-        attempt,
-        failed: state.clientsWith('failed').length,
-        rejected: state.clientsWith('rejected').length,
-      },
-      updates: await withDigests(open),
-      checkpoint: weightsToBytes(result.weights),
-      // In the same transaction as the checkpoint: a resume or a replay continues from both.
-      strategyState: encodedState(this.strategy),
-      privacy: roundPrivacyRecord({
+    const newGlobal = result.weights;
+    const commit = async () =>
+      db.rounds.commit({
+        runId: this.runId,
         round,
-        secure: secureRecord,
-        dp: result.privacy,
-        localDp: config.localDp,
-        localRefused: outcomesOf(state, open.reasons).filter(
-          (o) => o.code === ErrorCode.LOCAL_DP_NORM_OUT_OF_RANGE,
-        ).length,
-      }),
-      ...(this.roundClock ? { phases: this.roundClock.beforeCommit() } : {}),
-      ...this.fenced,
-    });
+        startedAt,
+        finishedAt,
+        selectedClientIds: selected,
+        participantClientIds: [...state.arrivals],
+        droppedClientIds: [...state.clientsWith('dropped'), ...state.clientsWith('pending')],
+        outcomes: outcomesOf(state, open.reasons),
+        numExamples: result.numExamples,
+        trainLoss: result.metrics['loss'] ?? null,
+        trainAccuracy: result.metrics['accuracy'] ?? null,
+        metrics: {
+          ...result.metrics,
+          attempt,
+          failed: state.clientsWith('failed').length,
+          rejected: state.clientsWith('rejected').length,
+        },
+        updates: await withDigests(open),
+        checkpoint: weightsToBytes(newGlobal),
+        // In the same transaction as the checkpoint: a resume or a replay continues from both.
+        strategyState: encodedState(this.strategy),
+        privacy: roundPrivacyRecord({
+          round,
+          secure: secureRecord,
+          dp: result.privacy,
+          localDp: config.localDp,
+          localRefused: outcomesOf(state, open.reasons).filter(
+            (o) => o.code === ErrorCode.LOCAL_DP_NORM_OUT_OF_RANGE,
+          ).length,
+        }),
+        ...(this.roundClock ? { phases: this.roundClock.beforeCommit() } : {}),
+        ...this.fenced,
+      });
+    const record = await this.loggedIfSlow(commit(), 'round commit', round);
     this.roundClock?.lap('commit');
     this.emit('round-committed', { runId: this.runId, round, record });
     logger.info('round committed', {

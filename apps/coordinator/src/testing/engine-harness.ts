@@ -205,6 +205,8 @@ export interface StartOptions {
   onEvaluated?: (round: number, engine: RunEngine) => void;
   /** Cluster mode's partial sums of updates folded by other processes (EngineDeps). */
   remotePartials?: RemotePartials;
+  /** When a database or evaluation wait is logged as still running (EngineDeps). */
+  slowStepMs?: number;
 }
 
 /**
@@ -236,6 +238,7 @@ export async function startEngine(
         ? {}
         : { maxRoundAttempts: options.maxRoundAttempts }),
       ...(options.remotePartials === undefined ? {} : { remotePartials: options.remotePartials }),
+      ...(options.slowStepMs === undefined ? {} : { slowStepMs: options.slowStepMs }),
     },
     run,
   );
