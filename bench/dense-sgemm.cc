@@ -1,5 +1,6 @@
-// A lead for issue 15, item 5: oneDNN's dnnl_sgemm against OpenBLAS's cblas_sgemm, one thread each, on
-// the dense shapes of the native loop's 2NN and CNN (not part of the build or the tests).
+// oneDNN's dnnl_sgemm against OpenBLAS's cblas_sgemm, one thread each, on the dense shapes of the
+// native loop's 2NN and CNN: why packages/ml-native/src/dense-gemm.h picks oneDNN (not part of the
+// build or the tests; bench/results/dense-sgemm-xeon.txt is a run).
 //   g++ -O2 -std=c++20 -fopenmp bench/dense-sgemm.cc -o /tmp/dense-sgemm $(pkg-config --cflags --libs openblas) -ldnnl && /tmp/dense-sgemm
 #include <cblas.h>
 #include <omp.h>

@@ -107,8 +107,15 @@ def main() -> None:
         if row.get("model") != "fedavg-cnn" or row.get("threads") != 1:
             continue
         label = row["runtime"]
-        # The rows name runtimes as the bench's table does ("PyTorch, 1 thread", ...).
-        runtime = "pytorch" if label.startswith("PyTorch") else "native" if "native" in label else None
+        # The rows name runtimes as the bench's table does ("PyTorch, 1 thread", ...); the native
+        # loop's row is the default one, not "Tessera native loop, OpenBLAS dense, ...".
+        runtime = (
+            "pytorch"
+            if label.startswith("PyTorch")
+            else "native"
+            if label.startswith("Tessera native loop") and "OpenBLAS dense" not in label
+            else None
+        )
         if runtime is not None:
             by_batch.setdefault(row["batchSize"], {})[runtime] = row["median"]
     for batch, cells in sorted(by_batch.items()):

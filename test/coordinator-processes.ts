@@ -185,8 +185,7 @@ export async function startCoordinatorProcess(options: {
         // For diagnose: a report on SIGUSR2 (Node's default report signal), into reportDir. In
         // NODE_OPTIONS, not in the arguments: worker threads take their parent's execArgv, and
         // refuse these there.
-        NODE_OPTIONS:
-          `${process.env['NODE_OPTIONS'] ?? ''} --report-on-signal --report-directory=${reportDir}`.trim(),
+        NODE_OPTIONS: `--report-on-signal --report-directory=${reportDir}`,
       },
     },
   );

@@ -5,8 +5,8 @@
 // and JITs its kernels for them. OpenBLAS instead picks kernels from a table of CPUs compiled into
 // it, so a CPU newer than the build falls back to older ones (Debian's 0.3.21 ran its Prescott SSE3
 // kernels on a Xeon with AVX-512), and even where it finds the CPU, its kernels were behind oneDNN's
-// on these batch-sized shapes: 1.2-2.2x on a Xeon with AVX-512, 1.1-1.9x on an EPYC (one thread
-// each, bench/dense-sgemm.cc). Without oneDNN it is OpenBLAS's cblas_sgemm.
+// on these batch-sized shapes: 1.17-2.30x on a Xeon with AVX-512, 1.10-1.86x on an EPYC (one
+// thread each, bench/dense-sgemm.cc). Without oneDNN it is OpenBLAS's cblas_sgemm.
 //
 // One thread: the products are small (batch-sized rows), and waking other threads for them cost
 // more than it gave on every model measured (fedavg-cnn at batch 10: 1,356 samples/s with 2
