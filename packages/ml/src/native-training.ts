@@ -207,7 +207,10 @@ export class NativeTrainer {
   /** Per layer: its output for a batch, and the gradient of its input (null for the first). */
   private readonly outputs: Float32Array[];
   private readonly inputGradients: (Float32Array | null)[];
-  private readonly weights: SteppedWeight[] = [];
+  /** Per layer, its weights and how the step treats them. */
+  private readonly weights: SteppedWeight[][] = [];
+  /** Per layer, whether its backward pass took this step's SGD step on its weights itself. */
+  private readonly tookStep: boolean[] = [];
   private readonly lossOut = new Float64Array(3);
   private readonly lossSizes = new Int32Array(2);
   private readonly outputGradient: Float32Array;
@@ -234,6 +237,8 @@ export class NativeTrainer {
     );
     this.mu = proximal !== undefined && proximal.mu > 0 ? proximal.mu : 0;
     for (const [index, layer] of this.layers.entries()) {
+      const stepped: SteppedWeight[] = [];
+      this.weights.push(stepped);
       for (const weight of layer.weights) {
         let anchor: Float32Array | null = null;
         if (this.mu > 0) {
@@ -250,7 +255,7 @@ export class NativeTrainer {
             `native loop: no SCAFFOLD correction of the size of layer '${plan.steps[index]?.name}'`,
           );
         }
-        this.weights.push({ weight, anchor, correction });
+        stepped.push({ weight, anchor, correction });
       }
     }
   }
@@ -290,17 +295,30 @@ export class NativeTrainer {
           : (outputs[index - 1] as Float32Array).subarray(0, size * step.inSize);
       const output = (outputs[index] as Float32Array).subarray(0, size * step.outSize);
       const inputGradient = this.inputGradients[index]?.subarray(0, size * step.inSize) ?? null;
-      (layers[index] as NativeLayer).backward(
-        size,
-        layerInput,
-        output,
-        outputGradient,
-        inputGradient,
-      );
+      const layer = layers[index] as NativeLayer;
+      // Plain SGD: a layer that can takes the step inside its backward pass.
+      this.tookStep[index] = this.mu === 0 && layer.backwardAndStep !== undefined;
+      if (this.tookStep[index]) {
+        layer.backwardAndStep?.(
+          size,
+          layerInput,
+          output,
+          outputGradient,
+          inputGradient,
+          learningRate,
+        );
+      } else layer.backward(size, layerInput, output, outputGradient, inputGradient);
       if (inputGradient === null) break;
       outputGradient = inputGradient;
     }
-    for (const weight of this.weights) sgdStep(this.addon, weight, learningRate, this.mu);
+    for (const [index, weights] of this.weights.entries()) {
+      for (const weight of weights) {
+        if (!this.tookStep[index]) sgdStep(this.addon, weight, learningRate, this.mu);
+        else if (weight.correction !== null) {
+          this.addon.sgdUpdate(weight.weight.values, weight.correction, learningRate);
+        }
+      }
+    }
     return result;
   }
 
