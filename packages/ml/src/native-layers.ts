@@ -196,6 +196,22 @@ function planDense(input: PlanInput): Planned {
       const kernel = trainable(kernelVariable);
       const bias = trainable(biasVariable);
       const sizes = new Int32Array(3);
+      // dx = dz w^T from the kernel before any write, then dw = alpha x^T dz + beta dw (db alike).
+      const propagate = (
+        size: number,
+        x: Float32Array,
+        y: Float32Array,
+        dy: Float32Array,
+        dx: Float32Array | null,
+        dw: Float32Array,
+        db: Float32Array,
+        alpha: number,
+        beta: number,
+      ) => {
+        if (relu) addon.reluBackward(y, dy);
+        sizes.set([size * rowsPerExample, inputDim, units]);
+        addon.denseBackward(x, dy, kernel.values, dx, dw, db, sizes, alpha, beta);
+      };
       return {
         weights: [kernel, bias],
         forward(size, x, y) {
@@ -203,37 +219,13 @@ function planDense(input: PlanInput): Planned {
           addon.denseForward(x, kernel.values, bias.values, y, sizes, relu);
         },
         backward(size, x, y, dy, dx) {
-          if (relu) addon.reluBackward(y, dy);
-          sizes.set([size * rowsPerExample, inputDim, units]);
-          addon.denseBackward(
-            x,
-            dy,
-            kernel.values,
-            dx,
-            kernel.gradient,
-            bias.gradient,
-            sizes,
-            1,
-            0,
-          );
+          propagate(size, x, y, dy, dx, kernel.gradient, bias.gradient, 1, 0);
         },
         backwardAndStep(size, x, y, dy, dx, learningRate) {
-          if (relu) addon.reluBackward(y, dy);
-          sizes.set([size * rowsPerExample, inputDim, units]);
-          // The SGD step in the product: w = -lr x^T dz + 1 w, b likewise (dx first, from the w
-          // before it). The kernel (3136 x 512 in fedavg-cnn) is then read and written once a
-          // step, instead of written as a gradient and read twice more by the step.
-          addon.denseBackward(
-            x,
-            dy,
-            kernel.values,
-            dx,
-            kernel.values,
-            bias.values,
-            sizes,
-            -learningRate,
-            1,
-          );
+          // The SGD step in the product: w = -lr x^T dz + 1 w, b likewise. The kernel (3136 x
+          // 512 in fedavg-cnn) is then read and written once a step, instead of written as a
+          // gradient and read twice more by the step.
+          propagate(size, x, y, dy, dx, kernel.values, bias.values, -learningRate, 1);
         },
       };
     },
