@@ -11,6 +11,31 @@ const settled = async (work: { queued: number }) => {
 };
 
 describe('sliced work', () => {
+  it('takes work queued by a running item: it runs in order, and the drain it scheduled finds nothing and ends', async () => {
+    const errors: unknown[] = [];
+    const work = createSlicedWork({ sliceMs: 8, onError: (error) => errors.push(error) });
+    const ran: string[] = [];
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      work.run(() => {
+        ran.push('first');
+        // Queued from inside a drain: this slice runs it, and the drain it scheduled is empty.
+        work.run(() => ran.push('second'), 10);
+      }, 10);
+      await settled(work);
+      // Two more turns: the drain scheduled from inside the first item has run by then.
+      for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    expect(ran).toEqual(['first', 'second']);
+    expect(errors).toEqual([]);
+    expect(uncaught).toEqual([]);
+    expect(work.queued).toBe(0);
+  });
+
   it('runs queued work in order, giving the loop back between slices', async () => {
     const work = createSlicedWork({ sliceMs: 8 });
     let turns = 0;

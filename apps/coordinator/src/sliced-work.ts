@@ -60,6 +60,9 @@ export function createSlicedWork(options: SlicedWorkOptions = {}): SlicedWork {
   };
   const drain = () => {
     scheduled = false;
+    // Work queued by a running item is run by that item's drain, which then empties the queue:
+    // the drain its `run` scheduled finds nothing (and must not read past the end).
+    if (head >= queue.length) return;
     const start = performance.now();
     // At least one item a slice, however short the slice.
     do {
