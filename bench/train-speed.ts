@@ -327,9 +327,8 @@ async function tfjsEpoch(
   backendDetails.add(`${backend}: ${info.detail}`);
   // Every native epoch sets it: the runtimes take turns in one process.
   if (loop === 'native') {
-    backendDetails.add(
-      `native loop's dense products, ${options.dense ?? 'auto'}: ${setNativeDenseEngine(options.dense ?? 'auto')}`,
-    );
+    const dense = options.dense ?? 'auto';
+    backendDetails.add(`native loop's dense products, ${dense}: ${setNativeDenseEngine(dense)}`);
   }
   const { model, objective } = await benchModel(modelName);
   paramCounts.set(`${modelName} tfjs`, model.countParams());

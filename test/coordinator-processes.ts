@@ -132,10 +132,9 @@ export async function diagnose(coordinator: CoordinatorProcess): Promise<string>
   try {
     const report = JSON.parse(readFileSync(join(reportDir, file), 'utf8')) as {
       javascriptStack?: { message?: string; stack?: string[] };
-      libuv?: Array<{ type: string; is_active?: boolean; is_referenced?: boolean }>;
+      libuv?: Array<{ type: string; is_active?: boolean }>;
       resourceUsage?: { userCpuSeconds?: number; kernelCpuSeconds?: number };
-      uvthreadResourceUsage?: unknown;
-      javascriptHeap?: { totalMemory?: number; usedMemory?: number };
+      javascriptHeap?: { usedMemory?: number };
     };
     const active = new Map<string, number>();
     for (const handle of report.libuv ?? []) {

@@ -1,4 +1,5 @@
-// OpenBLAS on one thread for a scope (dense-gemm.h's products where oneDNN is absent, sgdUpdate).
+// One thread for a scope: OneThreadScope over a library's thread-count getter and setter, and
+// SingleThreadedBlas, OpenBLAS's (dense-gemm.h's products where oneDNN is absent, sgdUpdate).
 #pragma once
 
 extern "C" {
@@ -8,21 +9,26 @@ int openblas_get_num_threads(void);
 
 namespace tessera {
 
-// OpenBLAS on one thread for the scope: a training step's BLAS calls are batch-sized, too
-// small to pay for waking other threads (dense-gemm.h has the figures).
-class SingleThreadedBlas {
+// A library's thread count held at one for a scope, given its getter and setter, and put back
+// after (the count is process-wide for OpenBLAS, the calling thread's own for OpenMP).
+template <int (*getThreads)(), void (*setThreads)(int)>
+class OneThreadScope {
  public:
-  SingleThreadedBlas() : threads_(openblas_get_num_threads()) {
-    if (threads_ != 1) openblas_set_num_threads(1);
+  OneThreadScope() : threads_(getThreads()) {
+    if (threads_ != 1) setThreads(1);
   }
-  ~SingleThreadedBlas() {
-    if (threads_ != 1) openblas_set_num_threads(threads_);
+  ~OneThreadScope() {
+    if (threads_ != 1) setThreads(threads_);
   }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+  OneThreadScope(const OneThreadScope&) = delete;
+  OneThreadScope& operator=(const OneThreadScope&) = delete;
 
  private:
   int threads_;
 };
+
+// OpenBLAS on one thread for the scope: a training step's BLAS calls are batch-sized, too
+// small to pay for waking other threads (dense-gemm.h has the figures).
+using SingleThreadedBlas = OneThreadScope<openblas_get_num_threads, openblas_set_num_threads>;
 
 }  // namespace tessera

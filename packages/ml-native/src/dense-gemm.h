@@ -38,20 +38,7 @@ inline DenseLibrary denseLibrary = DenseLibrary::Auto;
 #ifdef TESSERA_DNNL
 // OpenMP (oneDNN's runtime here) on one thread for the scope, as SingleThreadedBlas is for OpenBLAS:
 // the count is the calling thread's own (an OpenMP ICV), so the convolutions' count comes back after.
-class SingleThreadedOmp {
- public:
-  SingleThreadedOmp() : threads_(omp_get_max_threads()) {
-    if (threads_ != 1) omp_set_num_threads(1);
-  }
-  ~SingleThreadedOmp() {
-    if (threads_ != 1) omp_set_num_threads(threads_);
-  }
-  SingleThreadedOmp(const SingleThreadedOmp&) = delete;
-  SingleThreadedOmp& operator=(const SingleThreadedOmp&) = delete;
-
- private:
-  int threads_;
-};
+using SingleThreadedOmp = OneThreadScope<omp_get_max_threads, omp_set_num_threads>;
 #endif
 
 // C = alpha op(A) op(B) + beta C, row-major, op(A) m x k, op(B) k x n, on one thread.

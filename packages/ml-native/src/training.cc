@@ -742,13 +742,13 @@ napi_value SetDenseEngine(napi_env env, napi_callback_info info) {
   napi_value args[1];
   if (!getArgs(env, info, 1, args)) return nullptr;
   char name[16] = {0};
-  size_t length = 0;
-  if (napi_get_value_string_utf8(env, args[0], name, sizeof(name), &length) != napi_ok ||
-      (std::strcmp(name, "auto") != 0 && std::strcmp(name, "openblas") != 0)) {
+  const bool read = napi_get_value_string_utf8(env, args[0], name, sizeof(name), nullptr) == napi_ok;
+  const bool isAuto = read && std::strcmp(name, "auto") == 0;
+  if (!isAuto && !(read && std::strcmp(name, "openblas") == 0)) {
     napi_throw_type_error(env, nullptr, "the dense engine must be 'auto' or 'openblas'");
     return nullptr;
   }
-  denseLibrary = std::strcmp(name, "auto") == 0 ? DenseLibrary::Auto : DenseLibrary::OpenBlas;
+  denseLibrary = isAuto ? DenseLibrary::Auto : DenseLibrary::OpenBlas;
   return nullptr;
 }
 

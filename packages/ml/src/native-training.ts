@@ -190,11 +190,20 @@ export interface NativeStepResult {
  */
 function sgdStep(
   addon: NativeTrainingAddon,
-  { weight, anchor, correction }: SteppedWeight,
+  stepped: SteppedWeight,
   learningRate: number,
   mu: number,
 ): void {
-  addon.sgdStep(weight.values, weight.gradient, anchor, learningRate, mu);
+  addon.sgdStep(stepped.weight.values, stepped.weight.gradient, stepped.anchor, learningRate, mu);
+  correctionStep(addon, stepped, learningRate);
+}
+
+/** SCAFFOLD's part of the step, w -= learningRate (c − c_i), where a correction is set. */
+function correctionStep(
+  addon: NativeTrainingAddon,
+  { weight, correction }: SteppedWeight,
+  learningRate: number,
+): void {
   if (correction !== null) addon.sgdUpdate(weight.values, correction, learningRate);
 }
 
@@ -207,10 +216,11 @@ export class NativeTrainer {
   /** Per layer: its output for a batch, and the gradient of its input (null for the first). */
   private readonly outputs: Float32Array[];
   private readonly inputGradients: (Float32Array | null)[];
-  /** Per layer, its weights and how the step treats them. */
-  private readonly weights: SteppedWeight[][] = [];
-  /** Per layer, whether its backward pass took this step's SGD step on its weights itself. */
-  private readonly tookStep: boolean[] = [];
+  /**
+   * Per layer, its weights as the step treats them, and whether its backward pass takes the
+   * data-gradient part of the step itself (backwardAndStep: plain SGD, never with FedProx's term).
+   */
+  private readonly stepping: Array<{ weights: SteppedWeight[]; inBackward: boolean }> = [];
   private readonly lossOut = new Float64Array(3);
   private readonly lossSizes = new Int32Array(2);
   private readonly outputGradient: Float32Array;
@@ -238,7 +248,10 @@ export class NativeTrainer {
     this.mu = proximal !== undefined && proximal.mu > 0 ? proximal.mu : 0;
     for (const [index, layer] of this.layers.entries()) {
       const stepped: SteppedWeight[] = [];
-      this.weights.push(stepped);
+      this.stepping.push({
+        weights: stepped,
+        inBackward: this.mu === 0 && layer.backwardAndStep !== undefined,
+      });
       for (const weight of layer.weights) {
         let anchor: Float32Array | null = null;
         if (this.mu > 0) {
@@ -296,10 +309,8 @@ export class NativeTrainer {
       const output = (outputs[index] as Float32Array).subarray(0, size * step.outSize);
       const inputGradient = this.inputGradients[index]?.subarray(0, size * step.inSize) ?? null;
       const layer = layers[index] as NativeLayer;
-      // Plain SGD: a layer that can takes the step inside its backward pass.
-      this.tookStep[index] = this.mu === 0 && layer.backwardAndStep !== undefined;
-      if (this.tookStep[index]) {
-        layer.backwardAndStep?.(
+      if (this.stepping[index]?.inBackward && layer.backwardAndStep !== undefined) {
+        layer.backwardAndStep(
           size,
           layerInput,
           output,
@@ -311,12 +322,10 @@ export class NativeTrainer {
       if (inputGradient === null) break;
       outputGradient = inputGradient;
     }
-    for (const [index, weights] of this.weights.entries()) {
+    for (const { weights, inBackward } of this.stepping) {
       for (const weight of weights) {
-        if (!this.tookStep[index]) sgdStep(this.addon, weight, learningRate, this.mu);
-        else if (weight.correction !== null) {
-          this.addon.sgdUpdate(weight.weight.values, weight.correction, learningRate);
-        }
+        if (inBackward) correctionStep(this.addon, weight, learningRate);
+        else sgdStep(this.addon, weight, learningRate, this.mu);
       }
     }
     return result;
