@@ -135,14 +135,27 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     });
     await api('POST', `/runs/${run.id}/start`);
 
-    /** waitFor, whose timeout also says what the coordinator was doing (diagnose). */
+    /**
+     * waitFor, whose timeout also says what the coordinator was doing: its last log lines as
+     * they are when the wait gives up (not when it began), and its diagnostic report.
+     */
     const waitOrDiagnose = async (...args: Parameters<typeof waitFor>) => {
       try {
         return await waitFor(...args);
       } catch (error) {
-        throw new Error(`${(error as Error).message}\n${await diagnose(coordinator)}`);
+        const lastLines = coordinator.lines.slice(-20).join('\n');
+        throw new Error(
+          `${(error as Error).message}\ncoordinator ${coordinator.name}'s last log lines:\n${lastLines}\n${await diagnose(coordinator)}`,
+        );
       }
     };
+    /** The ids of the clients connected to the coordinator now. */
+    const connectedIds = async () =>
+      new Set(
+        (await api<Array<{ clientId: string }>>('GET', '/connected-clients')).map(
+          (session) => session.clientId,
+        ),
+      );
 
     /** The round of the next `message` line of this run in the coordinator's log (from line `from`). */
     const nextLine = async (
@@ -163,7 +176,7 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
           }
           return false;
         },
-        `"${message}" in the coordinator's log (last lines:\n${coordinator.lines.slice(-12).join('\n')})`,
+        `"${message}" in the coordinator's log`,
         90_000,
       );
       return found as { round: number; at: number };
@@ -192,9 +205,20 @@ describe('chaos: coordinator SIGKILLs, client SIGKILL and SIGSTOP', () => {
     const frozen = clients[1] as { id: string; child: ChildProcess };
     // Once the three clients left are all back (after the restarts), and between rounds: the
     // next round then samples all three, so the two others make its minimum without a retry.
-    await waitFor(
-      async () => (await api<unknown[]>('GET', '/connected-clients')).length === CLIENTS - 1,
-      'the remaining clients to be connected',
+    // By id, not by count: the killed client may still be listed (its disconnection not yet
+    // seen) while one of the others is still reconnecting; frozen then, that one never
+    // comes back, is never sampled, and the run ends without the round this waits for.
+    const remaining = clients.filter((client) => client !== killed).map((client) => client.id);
+    await waitOrDiagnose(
+      async () => {
+        const connected = await connectedIds();
+        return (
+          !connected.has(killed.id) &&
+          remaining.every((id) => connected.has(id)) &&
+          connected.size === remaining.length
+        );
+      },
+      'the three remaining clients, and only them, to be connected',
       60_000,
     );
     await nextLine('round committed');

@@ -108,11 +108,15 @@ export interface CoordinatorProcess {
   reportDir: string;
 }
 
+/** The libuv handles whose fields diagnose prints: timers, connections, the loop. */
+const DETAILED_HANDLES = new Set(['timer', 'tcp', 'loop']);
+
 /**
  * What a coordinator that went quiet is doing, for a test's failure message: whether it is
- * alive, and if so its Node diagnostic report (SIGUSR2, `--report-on-signal`: written from an
- * interrupt, so also while its loop is busy): the JavaScript stack, the libuv handles and
- * requests still open, its threads' CPU time and its memory.
+ * alive, and if so its Node diagnostic report (SIGUSR2, `--report-on-signal`): the libuv
+ * handles still open (when each timer fires, what each connection has left to write), its CPU
+ * time and its memory. Node writes the report from the process's own event loop, so a loop
+ * held busy for the 10 s this waits shows as "wrote no report".
  */
 export async function diagnose(coordinator: CoordinatorProcess): Promise<string> {
   const { child, reportDir } = coordinator;
@@ -127,12 +131,12 @@ export async function diagnose(coordinator: CoordinatorProcess): Promise<string>
     file = readdirSync(reportDir).find((name) => !before.has(name) && name.endsWith('.json'));
   }
   if (file === undefined)
-    return `coordinator ${coordinator.name} is alive but wrote no report in 10 s`;
+    return `coordinator ${coordinator.name} is alive but wrote no report in 10 s (its event loop is held busy)`;
   await new Promise((resolve) => setTimeout(resolve, 200));
   try {
     const report = JSON.parse(readFileSync(join(reportDir, file), 'utf8')) as {
       javascriptStack?: { message?: string; stack?: string[] };
-      libuv?: Array<{ type: string; is_active?: boolean }>;
+      libuv?: Array<{ type: string; is_active?: boolean; [field: string]: unknown }>;
       resourceUsage?: { userCpuSeconds?: number; kernelCpuSeconds?: number };
       javascriptHeap?: { usedMemory?: number };
     };
@@ -145,6 +149,11 @@ export async function diagnose(coordinator: CoordinatorProcess): Promise<string>
       `  JavaScript stack: ${report.javascriptStack?.message ?? ''}`,
       ...(report.javascriptStack?.stack ?? []).slice(0, 12).map((frame) => `    ${frame}`),
       `  active libuv handles: ${[...active].map(([type, n]) => `${type} x${n}`).join(', ')}`,
+      // When each timer fires, and what each connection still has to write: a wait that never
+      // ends shows up as a timer far off (or none), or a write queue that never drains.
+      ...(report.libuv ?? [])
+        .filter((handle) => DETAILED_HANDLES.has(handle.type))
+        .map(({ type, address: _address, ...fields }) => `    ${type} ${JSON.stringify(fields)}`),
       `  CPU: user ${report.resourceUsage?.userCpuSeconds} s, kernel ${report.resourceUsage?.kernelCpuSeconds} s; heap used ${report.javascriptHeap?.usedMemory} B`,
     ].join('\n');
   } catch (cause) {
