@@ -228,6 +228,26 @@ describe('tessera verify --url', () => {
     );
   });
 
+  it('recomputes a SCAFFOLD run over the API, its Δc_i and committed c included (exit 0)', async () => {
+    const result = await tessera([
+      'verify',
+      runs.scaffold,
+      '--url',
+      fx.url,
+      '--token-file',
+      tokenFile,
+    ]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const lines = result.stdout.trim().split('\n');
+    // The last column: the recomputed c against the state committed with the checkpoint.
+    expect(lines[1]).toMatch(/^ {4}1 {8}2 {2}[0-9a-f]{16} {2}[0-9a-f]{16} {2}yes {8}yes$/);
+    expect(lines[2]).toMatch(/^ {4}2 {8}2 {2}[0-9a-f]{16} {2}[0-9a-f]{16} {2}yes {8}yes$/);
+    expect(result.stdout).toContain(
+      `replay of run ${runs.scaffold} (scaffold) is bit-identical: 2/2 checkpoints reproduced`,
+    );
+  });
+
   it('says a run that kept no update bytes can be verified, not replayed (exit 3)', async () => {
     for (const command of ['verify', 'replay']) {
       const result = await tessera([

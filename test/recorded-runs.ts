@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createStrategy } from '@tessera/aggregation';
+import { createStrategy, encodeStrategyState } from '@tessera/aggregation';
 import type { ClientUpdateInput, Database, RunConfigInput } from '@tessera/db';
 import { modelSpec } from '@tessera/ml';
 import { weightsToBytes } from '@tessera/protocol';
@@ -19,6 +19,11 @@ export interface RecordedRuns {
   faithful: string;
   /** keepUpdates on, checkpoints not what the updates give. */
   tampered: string;
+  /**
+   * SCAFFOLD with keepUpdates: each update kept with its Δc_i, each checkpoint with the c the
+   * strategy committed; replays bit-identically, states included.
+   */
+  scaffold: string;
   /** Created, never started. */
   created: string;
 }
@@ -59,15 +64,26 @@ export async function recordRuns(db: Database, name = 'research'): Promise<Recor
     let global: Float32Array = weightsOf(0);
     await db.rounds.saveInitialCheckpoint(run.id, weightsToBytes(global));
     await db.runs.setStatus(run.id, 'running');
-    const strategy = createStrategy('fedavg', {});
+    const { strategy: name, strategyOptions } = run.config;
+    const strategy = createStrategy(name, strategyOptions);
     for (let round = 1; round <= rounds; round++) {
       const aggregator = strategy.beginRound(round, global);
+      // A SCAFFOLD aggregator has a c, and takes each client's Δc_i with its update.
+      const foldsControlDeltas = aggregator.controlVariate !== undefined;
       const updates: ClientUpdateInput[] = clientIds.map((clientId, index) => {
         const weights = weightsOf(round * 10 + index);
+        const controlDelta = foldsControlDeltas ? weightsOf(500 + round * 10 + index) : undefined;
         const numExamples = 100 + 50 * index;
-        aggregator.add({ clientId, numExamples, weights, metrics: {} });
+        aggregator.add({
+          clientId,
+          numExamples,
+          weights,
+          metrics: {},
+          ...(controlDelta === undefined ? {} : { controlDelta }),
+        });
         const bytes = weightsToBytes(weights);
         return {
+          ...(controlDelta === undefined ? {} : { controlDelta: weightsToBytes(controlDelta) }),
           clientId,
           arrivalIndex: index,
           numExamples,
@@ -81,7 +97,8 @@ export async function recordRuns(db: Database, name = 'research'): Promise<Recor
         };
       });
       const aggregated = aggregator.finish().weights;
-      if (aggregated === null) throw new Error('FedAvg of two updates gave nothing');
+      if (aggregated === null) throw new Error(`${name} of two updates gave nothing`);
+      const state = strategy.state();
       global = faithful ? aggregated : weightsOf(1000 + round);
       await db.rounds.commit({
         runId: run.id,
@@ -97,6 +114,7 @@ export async function recordRuns(db: Database, name = 'research'): Promise<Recor
         metrics: {},
         updates,
         checkpoint: weightsToBytes(global),
+        strategyState: state === null ? null : encodeStrategyState(state),
       });
     }
     await db.runs.setStatus(run.id, 'completed');
@@ -107,6 +125,11 @@ export async function recordRuns(db: Database, name = 'research'): Promise<Recor
     plain: await record({ keepUpdates: false }, 2, true),
     faithful: await record({ keepUpdates: true }, 2, true),
     tampered: await record({ keepUpdates: true, rounds: 1 }, 1, false),
+    scaffold: await record(
+      { keepUpdates: true, strategy: 'scaffold', strategyOptions: { clientCount: 2 } },
+      2,
+      true,
+    ),
     created: (await db.runs.create({ federationId: federation.id, config: config({}) })).id,
   };
 }

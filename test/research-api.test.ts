@@ -67,6 +67,9 @@ async function everyRoute(tokenId: string) {
   const userId = (await fx.db.accounts.listUsers())[0]?.id ?? '';
   const task = (await fx.db.tasks.list())[0];
   const routes: Array<{ method: string; path: string; access: string }> = [];
+  // What only a stateful strategy's run has (SCAFFOLD's c and Δc_i) is read from that run.
+  const runFor = (path: string) =>
+    /control-deltas|strategy-state/.test(path) ? runs.scaffold : runs.faithful;
   for (const [path, methods] of Object.entries(doc.body.paths)) {
     for (const [method, operation] of Object.entries(methods)) {
       routes.push({
@@ -76,7 +79,7 @@ async function everyRoute(tokenId: string) {
           .replace('/federations/{id}', `/federations/${federation}`)
           .replace('/clients/{id}', `/clients/${clientId}`)
           .replace('/users/{id}', `/users/${userId}`)
-          .replace('/runs/{id}', `/runs/${runs.faithful}`)
+          .replace('/runs/{id}', `/runs/${runFor(path)}`)
           .replace('{tokenId}', tokenId)
           .replace('{sha256}', task?.sha256 ?? '')
           .replace('/tasks/{name}', `/tasks/${task?.name ?? ''}`)
@@ -284,6 +287,85 @@ describe('research routes', () => {
     expect(JSON.stringify(plain.json)).toContain('created without keepUpdates');
   });
 
+  it("serves a SCAFFOLD round's kept Δc_i in arrival order and each checkpoint's strategy state; 404 where there are none", async () => {
+    for (const round of [1, 2]) {
+      const deltas = await withBearer(
+        token,
+        'GET',
+        `/runs/${runs.scaffold}/rounds/${round}/updates/control-deltas`,
+      );
+      expect(deltas.status).toBe(200);
+      expect(deltas.headers.get('x-tessera-updates')).toBe('2');
+      expect(deltas.headers.get('x-tessera-update-bytes')).toBe(String(PARAMS * 4));
+      expect(deltas.headers.get('x-tessera-arrival-indexes')).toBe('0,1');
+      const kept = await fx.db.rounds.updatesWithWeights(runs.scaffold, round);
+      const records = await fx.db.rounds.updates(runs.scaffold, round);
+      for (const [index, update] of kept.entries()) {
+        const served = deltas.bytes.subarray(index * PARAMS * 4, (index + 1) * PARAMS * 4);
+        expect(served).toEqual(update.controlDelta);
+        expect(sha256(served)).toBe(records[index]?.controlDeltaSha256);
+      }
+    }
+    for (const round of [0, 1, 2]) {
+      const state = await withBearer(
+        token,
+        'GET',
+        `/runs/${runs.scaffold}/checkpoints/${round}/strategy-state`,
+      );
+      const stored = await fx.db.rounds.checkpoint(runs.scaffold, round);
+      if (round === 0) {
+        // The initial checkpoint: no round has run, so there is no state yet.
+        expect(state.status).toBe(404);
+        continue;
+      }
+      expect(state.status).toBe(200);
+      expect(state.headers.get('content-type')).toBe('application/octet-stream');
+      expect(state.bytes).toEqual(stored.strategyState);
+    }
+    // FedAvg keeps neither: a coded 404 that says why.
+    const none = await withBearer(
+      token,
+      'GET',
+      `/runs/${runs.faithful}/rounds/1/updates/control-deltas`,
+    );
+    expect(none.status).toBe(404);
+    expect(none.json).toMatchObject({ error: { code: 'NOT_FOUND' } });
+    expect(JSON.stringify(none.json)).toContain('kept no control-variate changes');
+    const stateless = await withBearer(
+      token,
+      'GET',
+      `/runs/${runs.faithful}/checkpoints/1/strategy-state`,
+    );
+    expect(stateless.status).toBe(404);
+    expect(JSON.stringify(stateless.json)).toContain('without a strategy state');
+    // A run that kept no update bytes kept no Δc_i either; a round not committed is 404 too.
+    const plain = await withBearer(
+      token,
+      'GET',
+      `/runs/${runs.plain}/rounds/1/updates/control-deltas`,
+    );
+    expect(plain.status).toBe(404);
+    expect(JSON.stringify(plain.json)).toContain('created without keepUpdates');
+    const nowhere = '00000000-0000-4000-8000-000000000000';
+    for (const path of [
+      `/runs/${runs.scaffold}/rounds/3/updates/control-deltas`,
+      `/runs/${runs.scaffold}/checkpoints/3/strategy-state`,
+      `/runs/${nowhere}/rounds/1/updates/control-deltas`,
+      `/runs/${nowhere}/checkpoints/1/strategy-state`,
+    ]) {
+      expect((await withBearer(token, 'GET', path)).status, path).toBe(404);
+    }
+    const bad = await withBearer(
+      token,
+      'GET',
+      `/runs/${runs.scaffold}/rounds/0/updates/control-deltas`,
+    );
+    expect(bad.status).toBe(400);
+    expect(bad.json).toMatchObject({
+      error: { code: 'INVALID_ARGUMENT', data: { field: 'round' } },
+    });
+  });
+
   it("exports one round's rows with ?round=N, and NOT_FOUND for a round not committed", async () => {
     const csv = await withBearer(token, 'GET', `/runs/${runs.faithful}/export/rounds?round=2`);
     expect(csv.status).toBe(200);
@@ -320,6 +402,8 @@ describe('research routes', () => {
       '/api/runs/{id}/checkpoints',
       '/api/runs/{id}/checkpoints/{round}/weights',
       '/api/runs/{id}/rounds/{round}/updates/weights',
+      '/api/runs/{id}/rounds/{round}/updates/control-deltas',
+      '/api/runs/{id}/checkpoints/{round}/strategy-state',
     ]) {
       expect(doc.body.paths[path], path).toBeDefined();
     }

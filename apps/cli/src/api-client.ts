@@ -153,16 +153,28 @@ export class ApiRecords implements RunRecords {
       runId: string,
     ): Promise<{ round: number; sha256: string; paramCount: number }[]> =>
       this.json(`/runs/${encodeURIComponent(runId)}/checkpoints`),
-    checkpoint: async (
-      runId: string,
-      round: number,
-    ): Promise<Omit<CheckpointRecord, 'strategyState'>> => {
-      const { bytes, headers } = await this.bytes(
-        `/runs/${encodeURIComponent(runId)}/checkpoints/${round}/weights`,
-      );
+    checkpoint: async (runId: string, round: number): Promise<CheckpointRecord> => {
+      const path = `/runs/${encodeURIComponent(runId)}/checkpoints/${round}`;
+      const { bytes, headers } = await this.bytes(`${path}/weights`);
       const recorded = headers.get('x-tessera-sha256') ?? '';
       this.checkIntact(bytes, recorded, `checkpoint ${round} of run ${runId}`);
-      return { round, weights: bytes, sha256: recorded, paramCount: bytes.byteLength / 4 };
+      // The state committed with it (SCAFFOLD's c, FedOpt's moments): replay compares its own
+      // against it. NOT_FOUND: none was stored (a stateless strategy, or a coordinator from
+      // before this route, which replay then reports as '-').
+      const strategyState = await this.bytes(`${path}/strategy-state`).then(
+        (answer) => answer.bytes,
+        (cause: unknown) => {
+          if (cause instanceof TesseraError && cause.code === ErrorCode.NOT_FOUND) return null;
+          throw cause;
+        },
+      );
+      return {
+        round,
+        weights: bytes,
+        sha256: recorded,
+        paramCount: bytes.byteLength / 4,
+        strategyState,
+      };
     },
     updatesWithWeights: async (runId: string, round: number): Promise<KeptUpdate[]> => {
       const run = encodeURIComponent(runId);
@@ -182,6 +194,7 @@ export class ApiRecords implements RunRecords {
           { runId, round },
         );
       }
+      const controlDeltas = await this.controlDeltas(runId, round, kept);
       return kept.map((update, index) => {
         const weights = bytes.subarray(index * each, (index + 1) * each);
         this.checkIntact(
@@ -195,12 +208,51 @@ export class ApiRecords implements RunRecords {
           numExamples: update.numExamples,
           sha256: update.sha256,
           weights,
-          // The REST API serves no Δc_i: replay then checks a SCAFFOLD run by its hashes.
-          controlDelta: null,
+          controlDelta: controlDeltas.get(update.arrivalIndex) ?? null,
         };
       });
     },
   };
+
+  /**
+   * The SCAFFOLD control-variate changes Δc_i kept with a round's updates, by arrival index,
+   * each checked against its record's controlDeltaSha256; none fetched where no record has one
+   * (another strategy, or a coordinator from before Δc_i were served).
+   */
+  private async controlDeltas(
+    runId: string,
+    round: number,
+    kept: readonly ClientUpdateRecord[],
+  ): Promise<Map<number, Uint8Array>> {
+    const expected = kept.filter((update) => (update.controlDeltaSha256 ?? null) !== null);
+    const deltas = new Map<number, Uint8Array>();
+    if (expected.length === 0) return deltas;
+    const { bytes, headers } = await this.bytes(
+      `/runs/${encodeURIComponent(runId)}/rounds/${round}/updates/control-deltas`,
+    );
+    const each = Number(headers.get('x-tessera-update-bytes'));
+    const indexes = (headers.get('x-tessera-arrival-indexes') ?? '').split(',').map(Number);
+    if (
+      indexes.join(',') !== expected.map((update) => update.arrivalIndex).join(',') ||
+      each * expected.length !== bytes.byteLength
+    ) {
+      throw new TesseraError(
+        ErrorCode.INTERNAL,
+        `round ${round} of run ${runId}: the coordinator sent control-variate changes for updates ${headers.get('x-tessera-arrival-indexes')} in ${bytes.byteLength} bytes, for the ${expected.length} update records that have one`,
+        { runId, round },
+      );
+    }
+    for (const [index, update] of expected.entries()) {
+      const delta = bytes.subarray(index * each, (index + 1) * each);
+      this.checkIntact(
+        delta,
+        update.controlDeltaSha256 ?? '',
+        `the control-variate change of update ${update.arrivalIndex} of round ${round} of run ${runId}`,
+      );
+      deltas.set(update.arrivalIndex, delta);
+    }
+    return deltas;
+  }
 
   readonly clients = {
     list: async (federationId: string): Promise<ClientRecord[]> =>

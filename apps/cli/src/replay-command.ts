@@ -66,7 +66,7 @@ export async function verifyCommand(
     return report;
   }
   // `state`: the recomputed strategy state against the stored one ('-': none stored, or read
-  // over REST, which does not serve states).
+  // over the REST API of a coordinator that does not serve states).
   print('round  updates  recorded sha256   replayed sha256   identical  state');
   const report = await verifyRun(db, runId, {
     onRound: (check) =>

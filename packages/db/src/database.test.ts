@@ -1,7 +1,7 @@
 // One conformance suite for every database backend: PGlite (in memory, and on disk where
 // a test reopens a store) always; PostgreSQL when TEST_DATABASE_URL is set. Each Postgres
 // store is a fresh schema created and dropped here.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { appendFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -695,6 +695,7 @@ describe.each(backends)('$name', (backend) => {
             runtime: null,
             backend: null,
             kept: false,
+            controlDeltaSha256: null,
           })),
         );
 
@@ -1193,6 +1194,14 @@ describe.each(backends)('$name', (backend) => {
         await db.rounds.commit(withDeltas);
         const kept = await db.rounds.updatesWithWeights(run.id, 1);
         expect(kept.map((update) => update.controlDelta)).toEqual([deltaOf(0), deltaOf(1)]);
+        // Alone, without the updates' bytes (what the REST route serves).
+        expect(await db.rounds.controlDeltas(run.id, 1)).toEqual(
+          kept.map(({ clientId, arrivalIndex, controlDelta }) => ({
+            clientId,
+            arrivalIndex,
+            controlDelta,
+          })),
+        );
         const rows = await db.prisma.clientUpdate.findMany({
           where: { round: { runId: run.id } },
           orderBy: { arrivalIndex: 'asc' },
@@ -1202,6 +1211,16 @@ describe.each(backends)('$name', (backend) => {
           sha256(deltaOf(0)),
           sha256(deltaOf(1)),
         ]);
+        // The update records carry the hash (what a reader over REST checks the bytes by).
+        for (const records of [
+          await db.rounds.updates(run.id, 1),
+          await db.rounds.allUpdates(run.id),
+        ]) {
+          expect(records.map((record) => record.controlDeltaSha256)).toEqual([
+            sha256(deltaOf(0)),
+            sha256(deltaOf(1)),
+          ]);
+        }
         // Two updates of 8 bytes and two Δc_i of 8 bytes.
         expect((await db.runs.get(run.id)).keptUpdateBytes).toBe(32);
 
@@ -1217,6 +1236,14 @@ describe.each(backends)('$name', (backend) => {
           ErrorCode.INTERNAL,
         );
         expect(corrupt.message).toMatch(/controlDelta of update 1 of round 1 of run .* is corrupt/);
+        const corruptAlone = await rejectsWith(
+          db.rounds.controlDeltas(run.id, 1),
+          ErrorCode.INTERNAL,
+        );
+        expect(corruptAlone.message).toBe(corrupt.message);
+        // A round not committed, and a run that is not there, are NOT_FOUND.
+        await rejectsWith(db.rounds.controlDeltas(run.id, 2), ErrorCode.NOT_FOUND);
+        await rejectsWith(db.rounds.controlDeltas(randomUUID(), 1), ErrorCode.NOT_FOUND);
       });
 
       it('keeps no Δc_i for a run without keepUpdates', async () => {
@@ -1237,6 +1264,8 @@ describe.each(backends)('$name', (backend) => {
             },
           }),
         ).toBe(0);
+        const refused = await rejectsWith(db.rounds.controlDeltas(run.id, 1), ErrorCode.NOT_FOUND);
+        expect(refused.message).toContain('it was created without keepUpdates');
       });
 
       it('stores large kept updates over several INSERTs in one transaction, hashing bytes sent without a sha256', async () => {

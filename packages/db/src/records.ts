@@ -212,6 +212,11 @@ export interface ClientUpdateRecord
   backend: string | null;
   /** Whether the update's bytes were kept (read them with rounds.updatesWithWeights). */
   kept: boolean;
+  /**
+   * The sha256 of the SCAFFOLD control-variate change Δc_i kept with the update's bytes; null
+   * where none was kept (another strategy, bytes not kept, or committed before Δc_i was kept).
+   */
+  controlDeltaSha256: string | null;
 }
 
 /** A kept update with its bytes, verified against its sha256 on the way out. */

@@ -457,21 +457,8 @@ export class RoundRepository {
         run: { select: { keepUpdates: true, updatesTruncatedAtRound: true } },
       },
     });
-    if (row === null) {
-      await this.requireRun(runId);
-      throw notFound('round', round, { runId });
-    }
-    if (!roundWasKept(row.run, round)) {
-      const why = row.run.keepUpdates
-        ? `its storage limit was reached at round ${row.run.updatesTruncatedAtRound}`
-        : 'it was created without keepUpdates';
-      throw new TesseraError(
-        ErrorCode.NOT_FOUND,
-        `round ${round} of run ${runId} has no kept updates: ${why}`,
-        { runId, round },
-      );
-    }
-    return row.updates.map((update) => {
+    const kept = await this.keptRound(row, runId, round);
+    return kept.updates.map((update) => {
       if (update.weights === null) {
         throw new TesseraError(
           ErrorCode.INTERNAL,
@@ -497,6 +484,65 @@ export class RoundRepository {
         controlDelta: keptControlDelta(update, runId, round),
       };
     });
+  }
+
+  /**
+   * A SCAFFOLD round's kept control-variate changes Δc_i, in arrival order, without the
+   * updates' bytes, each checked against its recorded sha256; an update kept without one is
+   * left out. NOT_FOUND as for updatesWithWeights when the round's updates were not kept.
+   */
+  async controlDeltas(
+    runId: string,
+    round: number,
+  ): Promise<Array<{ clientId: string; arrivalIndex: number; controlDelta: Uint8Array }>> {
+    requireId('runId', runId);
+    requireInt('round', round, 1);
+    const row = await this.prisma.round.findUnique({
+      where: { runId_number: { runId, number: round } },
+      include: {
+        updates: {
+          orderBy: { arrivalIndex: 'asc' },
+          select: {
+            clientId: true,
+            arrivalIndex: true,
+            controlDelta: true,
+            controlDeltaSha256: true,
+          },
+        },
+        run: { select: { keepUpdates: true, updatesTruncatedAtRound: true } },
+      },
+    });
+    const kept = await this.keptRound(row, runId, round);
+    return kept.updates.flatMap((update) => {
+      const controlDelta = keptControlDelta(update, runId, round);
+      return controlDelta === null
+        ? []
+        : [{ clientId: update.clientId, arrivalIndex: update.arrivalIndex, controlDelta }];
+    });
+  }
+
+  /**
+   * The round's row (null when absent), or NOT_FOUND unless it is committed and its updates were
+   * kept: the run was created with keepUpdates and had not reached its storage limit.
+   */
+  private async keptRound<
+    T extends { run: { keepUpdates: boolean; updatesTruncatedAtRound: number | null } },
+  >(row: T | null, runId: string, round: number): Promise<T> {
+    if (row === null) {
+      await this.requireRun(runId);
+      throw notFound('round', round, { runId });
+    }
+    if (!roundWasKept(row.run, round)) {
+      const why = row.run.keepUpdates
+        ? `its storage limit was reached at round ${row.run.updatesTruncatedAtRound}`
+        : 'it was created without keepUpdates';
+      throw new TesseraError(
+        ErrorCode.NOT_FOUND,
+        `round ${round} of run ${runId} has no kept updates: ${why}`,
+        { runId, round },
+      );
+    }
+    return row;
   }
 
   /** Every checkpoint's round and sha256, without the weights (for listings and replay checks). */
@@ -1090,6 +1136,7 @@ function toUpdateRecord(
     runtime: row.runtime,
     backend: row.backend,
     kept,
+    controlDeltaSha256: row.controlDeltaSha256,
   };
 }
 

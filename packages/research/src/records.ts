@@ -17,9 +17,10 @@ export interface RunRecords {
     'list' | 'allUpdates' | 'checkpointHashes' | 'updatesWithWeights'
   > & {
     /**
-     * A checkpoint's weights, and its strategy state where the source has it (the database
-     * does; the REST client does not): replay recomputes the strategy from round 1, state
-     * included, checks the weights against the record and, where given, the state too.
+     * A checkpoint's weights, and its strategy state where the source has it (the database and
+     * the REST API do; a coordinator from before the state route does not): replay recomputes
+     * the strategy from round 1, state included, checks the weights against the record and,
+     * where given, the state too.
      */
     checkpoint(
       runId: string,

@@ -121,14 +121,14 @@ async function checkpointWeights(db: RunRecords, runId: string, round: number, p
 
 /**
  * Why round `round` of a SCAFFOLD run cannot be recomputed: its updates were kept without their
- * control-variate changes (committed before Δc_i was kept with them, or read from a source that
- * does not serve Δc_i: the coordinator's REST API).
+ * control-variate changes (committed before Δc_i was kept with them, or read from a coordinator
+ * whose REST API did not serve Δc_i yet).
  */
 function controlDeltasMissing(round: number): UncheckedRounds {
   return {
     fromRound: round,
     cause: 'scaffold-control-variates',
-    reason: `scaffold folds each client's control-variate change (controlDelta) into c with its update, and the updates of round ${round} were read without theirs (recorded before Tessera kept them, or read over the REST API, which does not serve them), so no round from ${round} on can be recomputed; their recorded checkpoints are checked against their hashes instead`,
+    reason: `scaffold folds each client's control-variate change (controlDelta) into c with its update, and the updates of round ${round} were read without theirs (recorded before Tessera kept them, or read over the REST API of a coordinator that does not serve them), so no round from ${round} on can be recomputed; their recorded checkpoints are checked against their hashes instead`,
   };
 }
 

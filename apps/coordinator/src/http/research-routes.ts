@@ -60,10 +60,39 @@ async function writeChunks(res: Response, chunks: readonly Uint8Array[]): Promis
 }
 
 /**
+ * A round's blocks of bytes (kept updates, or their Δc_i), all of one size, back to back in
+ * the order given: `x-tessera-updates` of them, each `x-tessera-update-bytes` long, with
+ * `headers` besides once the blocks are known to fit.
+ */
+async function sendBackToBack(
+  res: Response,
+  blocks: readonly Uint8Array[],
+  of: { what: string; runId: string; round: number },
+  headers: Record<string, string> = {},
+): Promise<void> {
+  const { what, runId, round } = of;
+  if (new Set(blocks.map((block) => block.byteLength)).size > 1) {
+    throw new TesseraError(
+      ErrorCode.INTERNAL,
+      `round ${round} of run ${runId} kept ${what} of different sizes`,
+      { runId, round },
+    );
+  }
+  const each = blocks[0]?.byteLength ?? 0;
+  res.setHeader('content-type', 'application/octet-stream');
+  res.setHeader('content-length', String(each * blocks.length));
+  res.setHeader('x-tessera-updates', String(blocks.length));
+  res.setHeader('x-tessera-update-bytes', String(each));
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  await writeChunks(res, blocks);
+}
+
+/**
  * Researchers' read-only routes: a run's rounds and per-client updates as CSV or JSON Lines
  * (the columns of docs/export.md, the same files `tessera export` writes), the records and
  * bytes the CLI's API mode builds those files and its replay check from (update records,
- * checkpoint hashes and weights, a round's kept update bytes), and a server-side replay check.
+ * checkpoint hashes, weights and strategy states, a round's kept update bytes and SCAFFOLD
+ * control-variate changes), and a server-side replay check.
  */
 export function registerResearchRoutes(route: Route, db: Database): void {
   for (const table of ['rounds', 'updates'] as const) {
@@ -177,22 +206,77 @@ export function registerResearchRoutes(route: Route, db: Database): void {
       const round = roundParam(req.params['round'], 1);
       // Each update was checked against its recorded sha256 as it was read.
       const kept = await db.rounds.updatesWithWeights(runId, round);
-      const sizes = new Set(kept.map((update) => update.weights.byteLength));
-      if (sizes.size > 1) {
+      await sendBackToBack(
+        res,
+        kept.map((update) => update.weights),
+        { what: 'updates', runId, round },
+      );
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id/rounds/:round/updates/control-deltas',
+      summary:
+        "A SCAFFOLD round's kept control-variate changes Δc_i, back to back in arrival order: each little-endian float32, x-tessera-update-bytes long, one for each update x-tessera-arrival-indexes names (comma-separated; the sha256 of each is its update record's controlDeltaSha256). 404 when the round kept none",
+      access: 'read',
+      response: {
+        status: 200,
+        description: 'Control-variate change bytes',
+        contentType: 'application/octet-stream',
+      },
+    },
+    async (_context, req, res) => {
+      const runId = String(req.params['id']);
+      const round = roundParam(req.params['round'], 1);
+      // Each Δc_i was checked against its recorded sha256 as it was read.
+      const deltas = await db.rounds.controlDeltas(runId, round);
+      if (deltas.length === 0) {
         throw new TesseraError(
-          ErrorCode.INTERNAL,
-          `round ${round} of run ${runId} kept updates of different sizes`,
+          ErrorCode.NOT_FOUND,
+          `round ${round} of run ${runId} kept no control-variate changes: only a scaffold run that keeps updates records them`,
           { runId, round },
         );
       }
-      const updateBytes = kept[0]?.weights.byteLength ?? 0;
-      res.setHeader('content-type', 'application/octet-stream');
-      res.setHeader('content-length', String(updateBytes * kept.length));
-      res.setHeader('x-tessera-updates', String(kept.length));
-      res.setHeader('x-tessera-update-bytes', String(updateBytes));
-      await writeChunks(
+      await sendBackToBack(
         res,
-        kept.map((update) => update.weights),
+        deltas.map((delta) => delta.controlDelta),
+        { what: 'control-variate changes', runId, round },
+        { 'x-tessera-arrival-indexes': deltas.map((delta) => delta.arrivalIndex).join(',') },
+      );
+    },
+  );
+  route(
+    {
+      method: 'get',
+      path: '/runs/:id/checkpoints/:round/strategy-state',
+      summary:
+        "The strategy state committed with a checkpoint (SCAFFOLD's c, FedOpt's moments, ...), as stored: the bytes of encodeStrategyState (docs/research.md). 404 when none was stored (a strategy without state)",
+      access: 'read',
+      response: {
+        status: 200,
+        description: 'Strategy state bytes',
+        contentType: 'application/octet-stream',
+      },
+    },
+    async (_context, req, res) => {
+      const runId = String(req.params['id']);
+      const round = roundParam(req.params['round'], 0);
+      const { strategyState } = await db.rounds.checkpoint(runId, round);
+      if (strategyState === null) {
+        throw new TesseraError(
+          ErrorCode.NOT_FOUND,
+          `checkpoint ${round} of run ${runId} was committed without a strategy state: its strategy keeps none`,
+          { runId, round },
+        );
+      }
+      res.setHeader('content-type', 'application/octet-stream');
+      res.setHeader(
+        'content-disposition',
+        `attachment; filename="${runId}-strategy-state-${round}.bin"`,
+      );
+      res.end(
+        Buffer.from(strategyState.buffer, strategyState.byteOffset, strategyState.byteLength),
       );
     },
   );
