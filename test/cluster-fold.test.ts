@@ -199,7 +199,7 @@ describe.skipIf(!databaseUrl)('cluster: updates folded where they arrive', () =>
           (await api<RoundRecord[]>(a, 'GET', `/runs/${run.id}/rounds`)).some(
             (r) => r.number === round,
           ),
-        `round ${round} to commit (A: ${a.lines.slice(-3).join(' | ')})`,
+        () => `round ${round} to commit (A: ${a.lines.slice(-3).join(' | ')})`,
         120_000,
       );
       const record = (await api<RoundRecord[]>(a, 'GET', `/runs/${run.id}/rounds`)).find(
@@ -238,7 +238,7 @@ describe.skipIf(!databaseUrl)('cluster: updates folded where they arrive', () =>
     releaseGate();
     await waitFor(
       async () => (await api<RunRecord>(a, 'GET', `/runs/${run.id}`)).status === 'completed',
-      `the run to complete on A (log: ${a.lines.slice(-5).join(' | ')})`,
+      () => `the run to complete on A (log: ${a.lines.slice(-5).join(' | ')})`,
       120_000,
     );
     const last = (await api<RoundRecord[]>(a, 'GET', `/runs/${run.id}/rounds`)).find(

@@ -113,7 +113,7 @@ describe.skipIf(!databaseUrl)('cluster: two coordinators on Redis + PostgreSQL',
 
     await waitFor(
       async () => (await api<RunRecord>(b, 'GET', `/runs/${run.id}`)).status === 'completed',
-      `the run to complete on B (log: ${b.lines.slice(-5).join(' | ')})`,
+      () => `the run to complete on B (log: ${b.lines.slice(-5).join(' | ')})`,
       240_000,
     );
     // A's clients came to B through the front.

@@ -207,7 +207,7 @@ export async function startCoordinatorProcess(options: {
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await waitFor(
     () => lines.some((line) => line.includes('coordinator listening')),
-    `coordinator ${name} to listen (log: ${lines.slice(-5).join(' | ')})`,
+    () => `coordinator ${name} to listen (log: ${lines.slice(-5).join(' | ')})`,
     90_000,
   );
   return { name, url: `http://127.0.0.1:${port}`, child, lines, exited, reportDir };
@@ -347,7 +347,8 @@ export async function killOwnerMidRound(options: {
   const delayMs = Math.floor(rng.next() * 250);
   await waitFor(
     () => roundsLogged(owner, runId, 'round started').includes(killRound),
-    `round ${killRound} to start on ${owner.name} (log: ${owner.lines.slice(-5).join(' | ')})`,
+    () =>
+      `round ${killRound} to start on ${owner.name} (log: ${owner.lines.slice(-5).join(' | ')})`,
     180_000,
   );
   await new Promise((resolve) => setTimeout(resolve, delayMs));
@@ -362,7 +363,7 @@ export async function killOwnerMidRound(options: {
     successor.lines.find((line) => line.includes('"msg":"resuming run"') && line.includes(runId));
   await waitFor(
     () => resumedLine() !== undefined,
-    `${successor.name} to take the run over (log: ${successor.lines.slice(-5).join(' | ')})`,
+    () => `${successor.name} to take the run over (log: ${successor.lines.slice(-5).join(' | ')})`,
     30_000,
   );
   const takeoverMs = Date.now() - killedAt;

@@ -112,7 +112,7 @@ describe.skipIf(!databaseUrl)(
       await waitFor(async () => (await connected(b)) === CLIENTS, 'every client on B', 90_000);
       await waitFor(
         async () => (await api<RunRecord>(b, 'GET', `/runs/${run.id}`)).status === 'completed',
-        `the run to complete on B (log: ${b.lines.slice(-5).join(' | ')})`,
+        () => `the run to complete on B (log: ${b.lines.slice(-5).join(' | ')})`,
         180_000,
       );
 

@@ -104,16 +104,23 @@ export async function startHarness(options: Partial<CoordinatorOptions> = {}): P
   return harness;
 }
 
+/**
+ * Polls `check` every 50 ms until it gives a value, or throws "timed out waiting for <what>".
+ * `what` as a function is read when the wait gives up: a log tail in it is then the log at the
+ * timeout, not at the call (a tail taken at the call once read as a process gone silent).
+ */
 export async function waitFor<T>(
   check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  what: string,
+  what: string | (() => string),
   timeoutMs = 60_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
