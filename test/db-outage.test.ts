@@ -3,8 +3,6 @@
 // wait out an outage and go on, commit every round exactly once, say so on /healthz and
 // /readyz, and end `failed` (stored) only when the outage outlasts the retry bound.
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions, createLogger } from '@tessera/coordinator';
 import {
   type Database,
@@ -20,6 +18,7 @@ import pg from 'pg';
 import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from './chromium.js';
+import { spawnClientProcess } from './coordinator-processes.js';
 import { quickRun, waitFor } from './harness.js';
 import {
   createTestSchema,
@@ -35,7 +34,6 @@ if (!hasPostgres) {
   console.warn('db-outage.test.ts skipped: set TEST_DATABASE_URL to a PostgreSQL (CI does)');
 }
 
-const clientCli = fileURLToPath(new URL('../apps/node-client/dist/main.js', import.meta.url));
 const OUTAGE_MS = 10_000;
 
 interface Federation {
@@ -73,23 +71,21 @@ async function startFederation(
   const { port } = coordinator;
   const federation = await db.federations.create({ name: `outage ${schema.schema}` });
   const children: ChildProcess[] = [];
+  // Each client's SIGKILL, run by drop().
+  const kills: Array<() => unknown> = [];
   for (let k = 0; k < clients; k++) {
     const { token } = await db.clients.issueToken({
       federationId: federation.id,
       organisation: `org-${k}`,
     });
-    const child = spawn(
-      process.execPath,
-      [
-        clientCli,
-        ...['--coordinator', coordinator.url, '--token', token, '--progress', 'none'],
-        ...['--mnist', `${k}/${clients}`, '--max-examples', '300', '--threads', '1'],
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    children.push(
+      spawnClientProcess({
+        coordinator: coordinator.url,
+        token,
+        args: ['--mnist', `${k}/${clients}`, '--max-examples', '300'],
+        cleanups: kills,
+      }),
     );
-    child.stdout?.resume();
-    child.stderr?.resume();
-    children.push(child);
   }
   await waitFor(
     () => coordinator.registry.list().length === clients,
@@ -108,7 +104,7 @@ async function startFederation(
     children,
     federationId: federation.id,
     async drop() {
-      for (const child of children) child.kill('SIGKILL');
+      for (const kill of kills) kill();
       proxy.setMode('pass');
       await federationFixture.coordinator.close();
       await db.close();
