@@ -2,7 +2,6 @@
 // proxy that resets or black-holes every connection, with real client processes. The run must
 // wait out an outage and go on, commit every round exactly once, say so on /healthz and
 // /readyz, and end `failed` (stored) only when the outage outlasts the retry bound.
-import type { ChildProcess } from 'node:child_process';
 import { Coordinator, type CoordinatorOptions, createLogger } from '@tessera/coordinator';
 import {
   type Database,
@@ -43,7 +42,6 @@ interface Federation {
   /** Closes the coordinator and starts another on the same port and database. */
   restart(): Promise<void>;
   logs: string[];
-  children: ChildProcess[];
   federationId: string;
   drop(): Promise<void>;
 }
@@ -70,7 +68,6 @@ async function startFederation(
   const coordinator = await start(0);
   const { port } = coordinator;
   const federation = await db.federations.create({ name: `outage ${schema.schema}` });
-  const children: ChildProcess[] = [];
   // Each client's SIGKILL, run by drop().
   const kills: Array<() => unknown> = [];
   for (let k = 0; k < clients; k++) {
@@ -78,14 +75,12 @@ async function startFederation(
       federationId: federation.id,
       organisation: `org-${k}`,
     });
-    children.push(
-      spawnClientProcess({
-        coordinator: coordinator.url,
-        token,
-        args: ['--mnist', `${k}/${clients}`, '--max-examples', '300'],
-        cleanups: kills,
-      }),
-    );
+    spawnClientProcess({
+      coordinator: coordinator.url,
+      token,
+      args: ['--mnist', `${k}/${clients}`, '--max-examples', '300'],
+      cleanups: kills,
+    });
   }
   await waitFor(
     () => coordinator.registry.list().length === clients,
@@ -101,7 +96,6 @@ async function startFederation(
       federationFixture.coordinator = await start(port);
     },
     logs,
-    children,
     federationId: federation.id,
     async drop() {
       for (const kill of kills) kill();

@@ -181,22 +181,17 @@ export class ApiRecords implements RunRecords {
       const detail = await this.json<{ updates: ClientUpdateRecord[] }>(
         `/runs/${run}/rounds/${round}`,
       );
-      const { bytes, headers } = await this.bytes(`/runs/${run}/rounds/${round}/updates/weights`);
       const kept = detail.updates.filter((update) => update.kept);
-      const each = Number(headers.get('x-tessera-update-bytes'));
-      if (
-        Number(headers.get('x-tessera-updates')) !== kept.length ||
-        each * kept.length !== bytes.byteLength
-      ) {
-        throw new TesseraError(
-          ErrorCode.INTERNAL,
-          `round ${round} of run ${runId}: the coordinator sent ${headers.get('x-tessera-updates')} updates in ${bytes.byteLength} bytes for ${kept.length} kept update records`,
-          { runId, round },
-        );
-      }
+      const blocks = await this.backToBack(
+        `/runs/${run}/rounds/${round}/updates/weights`,
+        kept.length,
+        { runId, round },
+        (sent, byteLength) =>
+          `round ${round} of run ${runId}: the coordinator sent ${sent} updates in ${byteLength} bytes for ${kept.length} kept update records`,
+      );
       const controlDeltas = await this.controlDeltas(runId, round, kept);
       return kept.map((update, index) => {
-        const weights = bytes.subarray(index * each, (index + 1) * each);
+        const weights = blocks[index] as Uint8Array;
         this.checkIntact(
           weights,
           update.sha256,
@@ -227,23 +222,18 @@ export class ApiRecords implements RunRecords {
     const expected = kept.filter((update) => (update.controlDeltaSha256 ?? null) !== null);
     const deltas = new Map<number, Uint8Array>();
     if (expected.length === 0) return deltas;
-    const { bytes, headers } = await this.bytes(
+    const blocks = await this.backToBack(
       `/runs/${encodeURIComponent(runId)}/rounds/${round}/updates/control-deltas`,
+      expected.length,
+      { runId, round },
+      (_sent, byteLength, headers) =>
+        `round ${round} of run ${runId}: the coordinator sent control-variate changes for updates ${headers.get('x-tessera-arrival-indexes')} in ${byteLength} bytes, for the ${expected.length} update records that have one`,
+      (headers) =>
+        headers.get('x-tessera-arrival-indexes') ===
+        expected.map((update) => update.arrivalIndex).join(','),
     );
-    const each = Number(headers.get('x-tessera-update-bytes'));
-    const indexes = (headers.get('x-tessera-arrival-indexes') ?? '').split(',').map(Number);
-    if (
-      indexes.join(',') !== expected.map((update) => update.arrivalIndex).join(',') ||
-      each * expected.length !== bytes.byteLength
-    ) {
-      throw new TesseraError(
-        ErrorCode.INTERNAL,
-        `round ${round} of run ${runId}: the coordinator sent control-variate changes for updates ${headers.get('x-tessera-arrival-indexes')} in ${bytes.byteLength} bytes, for the ${expected.length} update records that have one`,
-        { runId, round },
-      );
-    }
     for (const [index, update] of expected.entries()) {
-      const delta = bytes.subarray(index * each, (index + 1) * each);
+      const delta = blocks[index] as Uint8Array;
       this.checkIntact(
         delta,
         update.controlDeltaSha256 ?? '',
@@ -265,6 +255,36 @@ export class ApiRecords implements RunRecords {
         lastSeenAt: dateOrNull(client.lastSeenAt),
       })),
   };
+
+  /**
+   * A byte route's answer of `count` equal blocks back to back (x-tessera-updates of them, each
+   * x-tessera-update-bytes long), split; INTERNAL (with `mismatch`'s message and `data`) where
+   * the answer holds another count or size, or its headers fail `fits`.
+   */
+  private async backToBack(
+    path: string,
+    count: number,
+    data: Record<string, unknown>,
+    mismatch: (sent: string | null, byteLength: number, headers: Headers) => string,
+    fits: (headers: Headers) => boolean = () => true,
+  ): Promise<Uint8Array[]> {
+    const { bytes, headers } = await this.bytes(path);
+    const each = Number(headers.get('x-tessera-update-bytes'));
+    if (
+      Number(headers.get('x-tessera-updates')) !== count ||
+      each * count !== bytes.byteLength ||
+      !fits(headers)
+    ) {
+      throw new TesseraError(
+        ErrorCode.INTERNAL,
+        mismatch(headers.get('x-tessera-updates'), bytes.byteLength, headers),
+        data,
+      );
+    }
+    return Array.from({ length: count }, (_, index) =>
+      bytes.subarray(index * each, (index + 1) * each),
+    );
+  }
 
   private checkIntact(bytes: Uint8Array, recorded: string, what: string): void {
     const actual = sha256(bytes);

@@ -573,6 +573,24 @@ export class RoundRepository {
     return toCheckpointRecord(runId, row);
   }
 
+  /**
+   * The strategy state stored with a checkpoint, without its weights (null: none was stored);
+   * NOT_FOUND as for checkpoint when there is no such checkpoint.
+   */
+  async strategyState(runId: string, round: number): Promise<Uint8Array | null> {
+    requireId('runId', runId);
+    requireInt('round', round, 0);
+    const row = await this.prisma.checkpoint.findUnique({
+      where: { runId_round: { runId, round } },
+      select: { strategyState: true },
+    });
+    if (row === null) {
+      await this.requireRun(runId);
+      throw notFound('checkpoint', round, { runId });
+    }
+    return row.strategyState === null ? null : toUint8Array(row.strategyState);
+  }
+
   /** The newest checkpoint of a run (where a resumed run starts from), or null if none yet. */
   async latestCheckpoint(runId: string): Promise<CheckpointRecord | null> {
     requireId('runId', runId);

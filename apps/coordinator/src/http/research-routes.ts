@@ -262,7 +262,8 @@ export function registerResearchRoutes(route: Route, db: Database): void {
     async (_context, req, res) => {
       const runId = String(req.params['id']);
       const round = roundParam(req.params['round'], 0);
-      const { strategyState } = await db.rounds.checkpoint(runId, round);
+      // The state alone: the weights (read and hashed by the weights route) are not needed.
+      const strategyState = await db.rounds.strategyState(runId, round);
       if (strategyState === null) {
         throw new TesseraError(
           ErrorCode.NOT_FOUND,
